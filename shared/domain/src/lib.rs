@@ -1,0 +1,18 @@
+//! Tally's pure core: the types every service speaks and the rules that turn
+//! usage into money. Nothing here does IO or reads a clock.
+
+pub mod ids;
+pub mod money;
+pub mod period;
+pub mod pricing;
+pub mod quantity;
+pub mod statement;
+pub mod usage;
+
+pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
+pub use money::{Currency, Money, MoneyError};
+pub use period::{Period, PeriodError};
+pub use pricing::{PriceModel, PricingError};
+pub use quantity::{Quantity, QuantityError};
+pub use statement::{ProviderKind, ProviderRef, Statement, StatementLine, UsageAggregate};
+pub use usage::UsageEvent;

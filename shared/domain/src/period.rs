@@ -1,0 +1,134 @@
+//! Billing periods: half-open UTC intervals `[start, end)`.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error("a period must start before it ends")]
+    Empty,
+    #[error("expected a month as YYYY-MM, got {0:?}")]
+    BadMonth(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawPeriod")]
+pub struct Period {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct RawPeriod {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+impl TryFrom<RawPeriod> for Period {
+    type Error = PeriodError;
+    fn try_from(raw: RawPeriod) -> Result<Self, PeriodError> {
+        Period::new(raw.start, raw.end)
+    }
+}
+
+fn month_start(year: i32, month: u32) -> Option<DateTime<Utc>> {
+    let date = NaiveDate::from_ymd_opt(year, month, 1)?;
+    Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
+}
+
+impl Period {
+    pub fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Self, PeriodError> {
+        if start < end {
+            Ok(Self { start, end })
+        } else {
+            Err(PeriodError::Empty)
+        }
+    }
+
+    /// The calendar month (UTC) that contains `at`.
+    pub fn month_containing(at: DateTime<Utc>) -> Self {
+        Self::month(at.year(), at.month()).unwrap_or_else(|| {
+            // Only reachable at the very end of chrono's range.
+            Self {
+                start: at,
+                end: DateTime::<Utc>::MAX_UTC,
+            }
+        })
+    }
+
+    fn month(year: i32, month: u32) -> Option<Self> {
+        let start = month_start(year, month)?;
+        let end = if month == 12 {
+            month_start(year + 1, 1)?
+        } else {
+            month_start(year, month + 1)?
+        };
+        Some(Self { start, end })
+    }
+
+    /// Parses `YYYY-MM` as a calendar month in UTC.
+    pub fn parse_month(text: &str) -> Result<Self, PeriodError> {
+        let bad = || PeriodError::BadMonth(text.to_owned());
+        let (y, m) = text.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = y.parse().map_err(|_| bad())?;
+        let month: u32 = m.parse().map_err(|_| bad())?;
+        Self::month(year, month).ok_or_else(bad)
+    }
+
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+
+    pub fn end(&self) -> DateTime<Utc> {
+        self.end
+    }
+
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.start <= at && at < self.end
+    }
+
+    /// `YYYY-MM` of the period's start: the name of a monthly period.
+    pub fn label(&self) -> String {
+        format!("{:04}-{:02}", self.start.year(), self.start.month())
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start.to_rfc3339(), self.end.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_containing_covers_the_calendar_month() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
+        let p = Period::month_containing(at);
+        assert_eq!(p.start(), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(p.end(), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(p.label(), "2026-12");
+        assert!(p.contains(at));
+        assert!(!p.contains(p.end()));
+    }
+
+    #[test]
+    fn parse_month_round_trips_and_rejects_junk() {
+        assert_eq!(Period::parse_month("2026-02").unwrap().label(), "2026-02");
+        for bad in ["2026-13", "2026-1", "26-01", "2026/01", ""] {
+            assert!(Period::parse_month(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_period_is_refused() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(Period::new(t, t), Err(PeriodError::Empty));
+    }
+}

@@ -1,0 +1,29 @@
+//! The usage event as it travels on `usage.events` (schemas/usage-event.schema.json).
+
+use crate::{AccountId, EventId, ProviderId, Quantity, Sku};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One accepted unit of usage: what the collector produces and rating consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub provider_id: ProviderId,
+    pub event_id: EventId,
+    pub account_id: AccountId,
+    pub sku: Sku,
+    pub quantity: Quantity,
+    /// When the usage happened (the CloudEvents `time`); decides the period and the price.
+    pub time: DateTime<Utc>,
+    /// When the collector accepted it.
+    pub received_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, String>,
+}
+
+/// A message on `usage.events`, tagged by `kind` so markers can share the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UsageMessage {
+    Usage(UsageEvent),
+}

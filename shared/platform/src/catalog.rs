@@ -1,0 +1,304 @@
+//! Catalog repository: providers, accounts, SKUs and price versions.
+//! Functions take a connection so the caller owns the transaction.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, ProviderRef, Sku};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("unknown provider {0}")]
+    UnknownProvider(String),
+    #[error("unknown sku {0}")]
+    UnknownSku(String),
+    #[error("a price for this sku and currency already takes effect at that time")]
+    PriceVersionExists,
+    #[error("invalid price: {0}")]
+    InvalidPrice(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Maps named constraints to domain errors, in one place.
+fn on_constraint(err: sqlx::Error, what: &str) -> CatalogError {
+    match crate::db::violated_constraint(&err) {
+        Some("providers_pkey" | "accounts_pkey" | "skus_pkey") => {
+            CatalogError::AlreadyExists(what.to_owned())
+        }
+        Some("skus_provider_id_fkey") => CatalogError::UnknownProvider(what.to_owned()),
+        Some("prices_sku_id_fkey") => CatalogError::UnknownSku(what.to_owned()),
+        Some("prices_version_unique") => CatalogError::PriceVersionExists,
+        _ => CatalogError::Database(err),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Provider {
+    pub id: ProviderId,
+    pub name: String,
+    pub kind: ProviderKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkuRecord {
+    pub id: Sku,
+    pub provider_id: ProviderId,
+    pub name: String,
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceVersion {
+    pub id: i64,
+    pub sku: Sku,
+    pub currency: Currency,
+    pub effective_from: DateTime<Utc>,
+    pub model: PriceModel,
+}
+
+pub async fn create_provider(
+    conn: &mut PgConnection,
+    id: &ProviderId,
+    name: &str,
+    kind: ProviderKind,
+) -> Result<(), CatalogError> {
+    sqlx::query("INSERT INTO providers (id, name, kind) VALUES ($1, $2, $3)")
+        .bind(id.as_str())
+        .bind(name)
+        .bind(kind.as_str())
+        .execute(conn)
+        .await
+        .map_err(|e| on_constraint(e, &format!("provider {id}")))?;
+    Ok(())
+}
+
+pub async fn create_account(
+    conn: &mut PgConnection,
+    id: &AccountId,
+    name: &str,
+    currency: Currency,
+) -> Result<(), CatalogError> {
+    sqlx::query("INSERT INTO accounts (id, name, currency) VALUES ($1, $2, $3)")
+        .bind(id.as_str())
+        .bind(name)
+        .bind(currency.code())
+        .execute(conn)
+        .await
+        .map_err(|e| on_constraint(e, &format!("account {id}")))?;
+    Ok(())
+}
+
+pub async fn create_sku(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    provider: &ProviderId,
+    name: &str,
+    unit: &str,
+) -> Result<(), CatalogError> {
+    sqlx::query("INSERT INTO skus (id, provider_id, name, unit) VALUES ($1, $2, $3, $4)")
+        .bind(sku.as_str())
+        .bind(provider.as_str())
+        .bind(name)
+        .bind(unit)
+        .execute(conn)
+        .await
+        .map_err(|e| match on_constraint(e, &format!("sku {sku}")) {
+            CatalogError::UnknownProvider(_) => CatalogError::UnknownProvider(provider.to_string()),
+            other => other,
+        })?;
+    Ok(())
+}
+
+/// Adds a price version; returns its id.
+pub async fn add_price(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    currency: Currency,
+    effective_from: DateTime<Utc>,
+    model: &PriceModel,
+) -> Result<i64, CatalogError> {
+    model
+        .validate()
+        .map_err(|e| CatalogError::InvalidPrice(e.to_string()))?;
+    let model_json =
+        serde_json::to_value(model).map_err(|e| CatalogError::InvalidPrice(e.to_string()))?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO prices (sku_id, currency, effective_from, model)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(sku.as_str())
+    .bind(currency.code())
+    .bind(effective_from)
+    .bind(model_json)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| on_constraint(e, sku.as_str()))?;
+    Ok(id)
+}
+
+/// Owner of each known SKU among `skus`.
+pub async fn sku_owners(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, provider_id FROM skus WHERE id = ANY($1)")
+        .bind(skus)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("provider_id")?)))
+        .collect()
+}
+
+/// Which of `accounts` exist.
+pub async fn existing_accounts(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = ANY($1)")
+        .bind(accounts)
+        .fetch_all(conn)
+        .await?;
+    Ok(ids.into_iter().collect())
+}
+
+pub async fn get_account(
+    conn: &mut PgConnection,
+    id: &AccountId,
+) -> Result<Option<Account>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, name, currency FROM accounts WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| account_from_row(&r)).transpose()
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn account_from_row(r: &sqlx::postgres::PgRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: AccountId::parse(r.try_get("id")?).map_err(decode_err)?,
+        name: r.try_get("name")?,
+        currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+    })
+}
+
+pub async fn list_accounts(conn: &mut PgConnection) -> Result<Vec<Account>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name, currency FROM accounts ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(account_from_row).collect()
+}
+
+pub async fn list_providers(conn: &mut PgConnection) -> Result<Vec<Provider>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name, kind FROM providers ORDER BY kind, name, id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(Provider {
+                id: ProviderId::parse(r.try_get("id")?).map_err(decode_err)?,
+                name: r.try_get("name")?,
+                kind: ProviderKind::parse(&kind).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown provider kind {kind}").into())
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// SKUs, all or one provider's.
+pub async fn list_skus(
+    conn: &mut PgConnection,
+    provider: Option<&ProviderId>,
+) -> Result<Vec<SkuRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, provider_id, name, unit FROM skus
+         WHERE $1::text IS NULL OR provider_id = $1 ORDER BY id",
+    )
+    .bind(provider.map(ProviderId::as_str))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SkuRecord {
+                id: Sku::parse(r.try_get("id")?).map_err(decode_err)?,
+                provider_id: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
+                name: r.try_get("name")?,
+                unit: r.try_get("unit")?,
+            })
+        })
+        .collect()
+}
+
+/// Every price version of the given SKUs in the given currencies, oldest first.
+pub async fn price_versions(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    currencies: &[&str],
+) -> Result<Vec<PriceVersion>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, sku_id, currency, effective_from, model FROM prices
+         WHERE sku_id = ANY($1) AND currency = ANY($2)
+         ORDER BY sku_id, currency, effective_from",
+    )
+    .bind(skus)
+    .bind(currencies)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(price_from_row).collect()
+}
+
+fn price_from_row(r: &sqlx::postgres::PgRow) -> Result<PriceVersion, sqlx::Error> {
+    let model: serde_json::Value = r.try_get("model")?;
+    Ok(PriceVersion {
+        id: r.try_get("id")?,
+        sku: Sku::parse(r.try_get("sku_id")?).map_err(decode_err)?,
+        currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+        effective_from: r.try_get("effective_from")?,
+        model: serde_json::from_value(model).map_err(decode_err)?,
+    })
+}
+
+/// Resolves the provider behind each SKU, with its display name and kind.
+pub async fn providers_of_skus(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, (ProviderRef, String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.id AS sku, s.name AS sku_name, s.unit, p.id, p.name, p.kind
+         FROM skus s JOIN providers p ON p.id = s.provider_id WHERE s.id = ANY($1)",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            let provider = ProviderRef {
+                id: ProviderId::parse(r.try_get("id")?).map_err(decode_err)?,
+                name: r.try_get("name")?,
+                kind: ProviderKind::parse(&kind)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
+            };
+            Ok((
+                r.try_get::<String, _>("sku")?,
+                (provider, r.try_get("sku_name")?, r.try_get("unit")?),
+            ))
+        })
+        .collect()
+}

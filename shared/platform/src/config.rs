@@ -1,0 +1,141 @@
+//! Configuration from the environment. Every knob has a default that works
+//! on a developer machine; production sets `DATABASE_URL` and `KAFKA_BROKERS`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {name}: {value:?} ({reason})")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL connection string (`DATABASE_URL`).
+    pub database_url: String,
+    /// Kafka bootstrap servers (`KAFKA_BROKERS`).
+    pub kafka_brokers: String,
+    /// Prefix of every topic name (`TALLY_TOPIC_PREFIX`), so several pipelines
+    /// (or tests) can share one broker.
+    pub topic_prefix: String,
+    /// Prefix of consumer group ids (`TALLY_GROUP_PREFIX`).
+    pub group_prefix: String,
+    /// Partitions of `usage.events` when Tally creates it (`TALLY_USAGE_PARTITIONS`).
+    pub usage_partitions: i32,
+    pub collector_addr: SocketAddr,
+    pub invoicing_addr: SocketAddr,
+    /// Consumer group session timeout (`TALLY_KAFKA_SESSION_TIMEOUT_MS`).
+    pub kafka_session_timeout: Duration,
+    /// Events older than this are refused at ingest (`TALLY_INGEST_MAX_AGE_HOURS`);
+    /// event ids are kept at least this long for dedupe.
+    pub ingest_max_age: Duration,
+    /// Events further than this in the future are refused (`TALLY_INGEST_MAX_FUTURE_SECS`).
+    pub ingest_max_future: Duration,
+    /// Rating and invoicing close a batch at this many messages (`TALLY_BATCH_MAX`)…
+    pub batch_max: usize,
+    /// …or after this long (`TALLY_BATCH_WAIT_MS`).
+    pub batch_wait: Duration,
+    pub db_max_connections: u32,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tally";
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: DEFAULT_DATABASE_URL.into(),
+            kafka_brokers: DEFAULT_KAFKA_BROKERS.into(),
+            topic_prefix: String::new(),
+            group_prefix: "tally".into(),
+            usage_partitions: 8,
+            collector_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            invoicing_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            kafka_session_timeout: Duration::from_secs(10),
+            ingest_max_age: Duration::from_secs(35 * 24 * 3600),
+            ingest_max_future: Duration::from_secs(300),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(100),
+            db_max_connections: 10,
+        }
+    }
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name)
+        .map(|value| {
+            value.trim().parse::<T>().map_err(|e| ConfigError {
+                name,
+                reason: e.to_string(),
+                value,
+            })
+        })
+        .transpose()
+}
+
+impl Config {
+    /// Reads the environment over the defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Config::default();
+        Ok(Self {
+            database_url: var("DATABASE_URL").unwrap_or(d.database_url),
+            kafka_brokers: var("KAFKA_BROKERS").unwrap_or(d.kafka_brokers),
+            topic_prefix: var("TALLY_TOPIC_PREFIX").unwrap_or(d.topic_prefix),
+            group_prefix: var("TALLY_GROUP_PREFIX").unwrap_or(d.group_prefix),
+            usage_partitions: parsed("TALLY_USAGE_PARTITIONS")?.unwrap_or(d.usage_partitions),
+            collector_addr: parsed("TALLY_COLLECTOR_ADDR")?.unwrap_or(d.collector_addr),
+            invoicing_addr: parsed("TALLY_INVOICING_ADDR")?.unwrap_or(d.invoicing_addr),
+            kafka_session_timeout: parsed("TALLY_KAFKA_SESSION_TIMEOUT_MS")?
+                .map(Duration::from_millis)
+                .unwrap_or(d.kafka_session_timeout),
+            ingest_max_age: parsed::<u64>("TALLY_INGEST_MAX_AGE_HOURS")?
+                .map(|h| Duration::from_secs(h * 3600))
+                .unwrap_or(d.ingest_max_age),
+            ingest_max_future: parsed("TALLY_INGEST_MAX_FUTURE_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.ingest_max_future),
+            batch_max: parsed("TALLY_BATCH_MAX")?.unwrap_or(d.batch_max),
+            batch_wait: parsed("TALLY_BATCH_WAIT_MS")?
+                .map(Duration::from_millis)
+                .unwrap_or(d.batch_wait),
+            db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?
+                .unwrap_or(d.db_max_connections),
+        })
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    pub fn group(&self, service: &str) -> String {
+        format!("{}-{service}", self.group_prefix)
+    }
+}
+
+/// Topic names, each with the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub usage_events: String,
+    pub usage_dlq: String,
+    pub statements: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            usage_events: format!("{prefix}usage.events"),
+            usage_dlq: format!("{prefix}usage.events.dlq"),
+            statements: format!("{prefix}billing.statements"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Kafka: producers that answer only after `acks=all`, consumers that commit
+//! offsets by hand after the database transaction, topic creation.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// How long a produce may wait in the client before it is reported failed.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An idempotent producer with `acks=all`: a delivered message is durable on the broker.
+pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", PRODUCE_TIMEOUT.as_millis().to_string())
+        .create()
+}
+
+/// A consumer in `group` that never commits on its own.
+pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaError> {
+    let session = config.kafka_session_timeout.as_millis();
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
+        .set("max.poll.interval.ms", (session * 10).max(60_000).to_string())
+        .create()
+}
+
+/// Creates the pipeline's topics if they do not exist yet.
+pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .create()?;
+    let topics = config.topics();
+    let wanted = [
+        NewTopic::new(
+            &topics.usage_events,
+            config.usage_partitions,
+            TopicReplication::Fixed(1),
+        ),
+        NewTopic::new(&topics.usage_dlq, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(
+            &topics.statements,
+            config.usage_partitions,
+            TopicReplication::Fixed(1),
+        ),
+    ];
+    let results = admin
+        .create_topics(
+            &wanted,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(%topic, ?code, "could not create topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends every record and waits until the broker acknowledged each one.
+/// Returns the first failure, if any.
+pub async fn send_all<'a>(
+    producer: &FutureProducer,
+    records: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
+) -> Result<(), KafkaError> {
+    let pending: Vec<_> = records
+        .into_iter()
+        .map(|(topic, key, payload)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                PRODUCE_TIMEOUT,
+            )
+        })
+        .collect();
+    let mut first_error = None;
+    for outcome in futures::future::join_all(pending).await {
+        if let Err((err, _)) = outcome {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Waits for one message, then gathers more until `max` or `wait` elapsed.
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let first = consumer.recv().await?.detach();
+    let mut batch = vec![first];
+    let deadline = Instant::now() + wait;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "consumer error while gathering a batch");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Commits, per partition, the offset after the last message of `batch`.
+pub fn commit_batch(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let entry = next.entry((m.topic(), m.partition())).or_insert(0);
+        *entry = (*entry).max(m.offset() + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&list, CommitMode::Sync)
+}
