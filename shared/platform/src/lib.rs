@@ -9,3 +9,33 @@ pub mod kafka;
 pub mod telemetry;
 
 pub use config::Config;
+
+/// Applies pending migrations (creating the database if needed) and creates
+/// the topics: what a service needs before `Application::build`.
+pub async fn prepare(config: &Config) -> anyhow::Result<()> {
+    db::migrate(&config.database_url).await?;
+    kafka::ensure_topics(config).await?;
+    Ok(())
+}
+
+/// Resolves when the process receives Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
