@@ -1,1 +1,19 @@
-//! placeholder
+//! The `tally` CLI: runs the pipeline on the embedded default, seeds and
+//! drives the demo, and manages the catalog from the command line.
+
+pub mod admin;
+pub mod demo;
+pub mod infra;
+pub mod up;
+
+use tally_platform::Config;
+
+/// The configuration from the environment, with PostgreSQL and the broker
+/// filled in by the embedded default where `DATABASE_URL` / `KAFKA_BROKERS`
+/// are not set.
+pub async fn embedded_config(embedded: &mut infra::Embedded) -> anyhow::Result<Config> {
+    let mut config = Config::from_env()?;
+    config.database_url = infra::ensure_postgres().await?;
+    config.kafka_brokers = infra::ensure_broker(embedded).await?;
+    Ok(config)
+}

@@ -1,1 +1,156 @@
-fn main() {}
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use rust_decimal::Decimal;
+use tally::infra::Embedded;
+use tally::up::{self, Service};
+use tally_domain::ProviderKind;
+use tokio_util::sync::CancellationToken;
+
+/// Tally: unified billing and metering for a platform and its partners.
+///
+/// Without DATABASE_URL and KAFKA_BROKERS, commands use the embedded default:
+/// PostgreSQL on 127.0.0.1:5432 (or a private cluster under .tally/) and a
+/// local Tansu broker on 127.0.0.1:9092 (started if none is running).
+#[derive(Parser)]
+#[command(name = "tally", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector, rating and invoicing in this process.
+    Up {
+        /// Run only these services (comma-separated: collector,rating,invoicing).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<Service>,
+    },
+    /// Seed a demo catalog, send usage through the HTTP collector and print the combined bills.
+    Demo {
+        /// How many distinct usage events to send.
+        #[arg(long, default_value_t = 3000)]
+        events: usize,
+    },
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Create a provider (prints its API key once).
+    CreateProvider {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// first_party or partner
+        #[arg(long, default_value = "partner")]
+        kind: String,
+    },
+    /// Create a customer account (prints its customer token once).
+    CreateAccount {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        currency: String,
+    },
+    /// Create a SKU owned by a provider.
+    CreateSku {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "unit")]
+        unit: String,
+    },
+    /// Add a per-unit price version for a SKU in one currency.
+    SetPrice {
+        #[arg(long)]
+        sku: String,
+        #[arg(long)]
+        currency: String,
+        #[arg(long)]
+        unit_price: Decimal,
+        /// RFC 3339; defaults to now.
+        #[arg(long)]
+        effective_from: Option<DateTime<Utc>>,
+    },
+    /// Create an admin or finance API key (printed once).
+    CreateKey {
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tally_platform::telemetry::init_logging();
+    let cli = Cli::parse();
+    let mut embedded = Embedded::default();
+    let config = tally::embedded_config(&mut embedded).await?;
+    match cli.command {
+        Command::Up { only } => {
+            let services = if only.is_empty() { Service::ALL.to_vec() } else { only };
+            let shutdown = CancellationToken::new();
+            let running = up::start(&config, &services, shutdown.clone()).await?;
+            if let Some(url) = running.collector_url() {
+                println!("collector  {url}");
+            }
+            if let Some(url) = running.invoicing_url() {
+                println!("invoicing  {url}");
+            }
+            tokio::spawn(async move {
+                tally_platform::shutdown_signal().await;
+                shutdown.cancel();
+            });
+            running.wait().await
+        }
+        Command::Demo { events } => tally::demo::run(config, events).await,
+        command => {
+            tally_platform::db::migrate(&config.database_url).await?;
+            let pool = tally_platform::db::connect(&config.database_url, 2).await?;
+            match command {
+                Command::Migrate => println!("migrations applied to {}", redact(&config.database_url)),
+                Command::CreateProvider { id, name, kind } => {
+                    let kind = ProviderKind::parse(&kind)
+                        .context("kind must be first_party or partner")?;
+                    let key = tally::admin::create_provider(&pool, &id, &name, kind).await?;
+                    println!("provider {id} created; API key (shown once): {key}");
+                }
+                Command::CreateAccount { id, name, currency } => {
+                    let key = tally::admin::create_account(&pool, &id, &name, &currency).await?;
+                    println!("account {id} created; customer token (shown once): {key}");
+                }
+                Command::CreateSku { id, provider, name, unit } => {
+                    tally::admin::create_sku(&pool, &id, &provider, &name, &unit).await?;
+                    println!("sku {id} created");
+                }
+                Command::SetPrice { sku, currency, unit_price, effective_from } => {
+                    let from = effective_from.unwrap_or_else(Utc::now);
+                    let id = tally::admin::set_price(&pool, &sku, &currency, unit_price, from).await?;
+                    println!("price {id}: {sku} at {unit_price} {currency} from {}", from.to_rfc3339());
+                }
+                Command::CreateKey { role } => {
+                    let key = tally::admin::create_staff_key(&pool, &role).await?;
+                    println!("{role} key (shown once): {key}");
+                }
+                Command::Up { .. } | Command::Demo { .. } => unreachable!("handled above"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

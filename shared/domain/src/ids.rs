@@ -9,7 +9,9 @@ pub enum IdError {
     Empty { kind: &'static str },
     #[error("{kind} is longer than {max} characters")]
     TooLong { kind: &'static str, max: usize },
-    #[error("{kind} may only contain a-z, 0-9, '.', '_' and '-', and must start with a letter or digit")]
+    #[error(
+        "{kind} may only contain a-z, 0-9, '.', '_' and '-', and must start with a letter or digit"
+    )]
     InvalidCharacter { kind: &'static str },
 }
 
@@ -25,9 +27,8 @@ fn parse_slug(kind: &'static str, raw: &str, max: usize) -> Result<String, IdErr
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_' || c == '-'
-    });
+    let rest_ok = chars
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_' || c == '-');
     if !(first_ok && rest_ok) {
         return Err(IdError::InvalidCharacter { kind });
     }
@@ -149,7 +150,10 @@ mod tests {
 
     #[test]
     fn slugs_accept_lowercase_digits_and_separators() {
-        assert_eq!(AccountId::parse("acme-corp.eu_1").unwrap().as_str(), "acme-corp.eu_1");
+        assert_eq!(
+            AccountId::parse("acme-corp.eu_1").unwrap().as_str(),
+            "acme-corp.eu_1"
+        );
     }
 
     #[test]
@@ -164,7 +168,10 @@ mod tests {
         assert!(Sku::parse(&"a".repeat(128)).is_ok());
         assert_eq!(
             Sku::parse(&"a".repeat(129)),
-            Err(IdError::TooLong { kind: "sku", max: 128 })
+            Err(IdError::TooLong {
+                kind: "sku",
+                max: 128
+            })
         );
     }
 

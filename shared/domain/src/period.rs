@@ -48,12 +48,10 @@ impl Period {
 
     /// The calendar month (UTC) that contains `at`.
     pub fn month_containing(at: DateTime<Utc>) -> Self {
-        Self::month(at.year(), at.month()).unwrap_or_else(|| {
-            // Only reachable at the very end of chrono's range.
-            Self {
-                start: at,
-                end: DateTime::<Utc>::MAX_UTC,
-            }
+        // The fallback is only reachable at the very end of chrono's range.
+        Self::month(at.year(), at.month()).unwrap_or(Self {
+            start: at,
+            end: DateTime::<Utc>::MAX_UTC,
         })
     }
 
@@ -111,7 +109,10 @@ mod tests {
     fn month_containing_covers_the_calendar_month() {
         let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
         let p = Period::month_containing(at);
-        assert_eq!(p.start(), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            p.start(),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
         assert_eq!(p.end(), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
         assert_eq!(p.label(), "2026-12");
         assert!(p.contains(at));

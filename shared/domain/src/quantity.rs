@@ -134,7 +134,11 @@ mod tests {
             Err(QuantityError::TooPrecise { .. })
         ));
         for bad in ["", "abc", "1.", ".5", "1,5", "NaN", "0x10", "+1"] {
-            assert_eq!(Quantity::parse(bad), Err(QuantityError::NotADecimal), "{bad:?}");
+            assert_eq!(
+                Quantity::parse(bad),
+                Err(QuantityError::NotADecimal),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Statements: the priced picture of one account-period, computed purely from
 //! the period's usage aggregates and their price versions.
 
-use crate::{AccountId, Currency, Money, MoneyError, Period, PriceModel, PricingError, ProviderId, Sku};
+use crate::{
+    AccountId, Currency, Money, MoneyError, Period, PriceModel, PricingError, ProviderId, Sku,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -222,7 +224,11 @@ mod tests {
             agg(&platform, "vm.hours", dec!(1), dec!(1)),
             agg(&alpha, "alpha.gb", dec!(1), dec!(1)),
         ]);
-        let order: Vec<_> = s.subtotals.iter().map(|t| t.provider.name.as_str()).collect();
+        let order: Vec<_> = s
+            .subtotals
+            .iter()
+            .map(|t| t.provider.name.as_str())
+            .collect();
         assert_eq!(order, ["Zeta Cloud", "Alpha DB", "Beta Queue"]);
     }
 

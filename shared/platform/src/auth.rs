@@ -47,7 +47,10 @@ fn hash(secret: &str) -> Vec<u8> {
 }
 
 /// Creates a key for `principal` and returns its secret (the only time it is seen).
-pub async fn create_key(conn: &mut PgConnection, principal: &Principal) -> Result<NewKey, sqlx::Error> {
+pub async fn create_key(
+    conn: &mut PgConnection,
+    principal: &Principal,
+) -> Result<NewKey, sqlx::Error> {
     let secret = format!(
         "tly_{}_{}",
         principal.role(),
@@ -83,18 +86,23 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<Principa
     .bind(hash(secret))
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(role, provider, account)| match role.as_str() {
-        "admin" => Some(Principal::Admin),
-        "finance" => Some(Principal::Finance),
-        "provider" => ProviderId::parse(&provider?).ok().map(Principal::Provider),
-        "customer" => AccountId::parse(&account?).ok().map(Principal::Customer),
-        _ => None,
-    }))
+    Ok(
+        row.and_then(|(role, provider, account)| match role.as_str() {
+            "admin" => Some(Principal::Admin),
+            "finance" => Some(Principal::Finance),
+            "provider" => ProviderId::parse(&provider?).ok().map(Principal::Provider),
+            "customer" => AccountId::parse(&account?).ok().map(Principal::Customer),
+            _ => None,
+        }),
+    )
 }
 
 /// The token of an `Authorization: Bearer …` header.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -110,7 +118,10 @@ mod tests {
     #[test]
     fn bearer_token_is_read_from_the_authorization_header() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tly_x"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tly_x"),
+        );
         assert_eq!(bearer(&h), Some("tly_x"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);

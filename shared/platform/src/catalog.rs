@@ -302,3 +302,22 @@ pub async fn providers_of_skus(
         })
         .collect()
 }
+
+/// Billing currency of each existing account among `accounts`.
+pub async fn account_currencies(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<HashMap<String, Currency>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, currency FROM accounts WHERE id = ANY($1)")
+        .bind(accounts)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>("id")?,
+                Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+            ))
+        })
+        .collect()
+}

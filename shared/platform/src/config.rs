@@ -108,8 +108,7 @@ impl Config {
             batch_wait: parsed("TALLY_BATCH_WAIT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.batch_wait),
-            db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?
-                .unwrap_or(d.db_max_connections),
+            db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
         })
     }
 

@@ -25,7 +25,10 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
-        .set("message.timeout.ms", PRODUCE_TIMEOUT.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            PRODUCE_TIMEOUT.as_millis().to_string(),
+        )
         .create()
 }
 
@@ -40,7 +43,10 @@ pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaErr
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
-        .set("max.poll.interval.ms", (session * 10).max(60_000).to_string())
+        .set(
+            "max.poll.interval.ms",
+            (session * 10).max(60_000).to_string(),
+        )
         .create()
 }
 
@@ -107,12 +113,40 @@ pub async fn send_all<'a>(
 }
 
 /// Waits for one message, then gathers more until `max` or `wait` elapsed.
+///
+/// Cancelling this future after its first message arrived drops messages
+/// that were taken from the consumer: only cancel it when the consumer stops
+/// (or nothing after the dropped messages is committed). To wake up
+/// periodically, use [`next_batch_within`] instead of racing a timer.
 pub async fn next_batch(
     consumer: &StreamConsumer,
     max: usize,
     wait: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let first = consumer.recv().await?.detach();
+    gather(consumer, first, max, wait).await
+}
+
+/// Like [`next_batch`], but returns an empty batch when no message arrives
+/// within `idle`.
+pub async fn next_batch_within(
+    consumer: &StreamConsumer,
+    max: usize,
+    wait: Duration,
+    idle: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    match tokio::time::timeout(idle, consumer.recv()).await {
+        Ok(first) => gather(consumer, first?.detach(), max, wait).await,
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+async fn gather(
+    consumer: &StreamConsumer,
+    first: OwnedMessage,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut batch = vec![first];
     let deadline = Instant::now() + wait;
     while batch.len() < max {

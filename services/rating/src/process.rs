@@ -1,0 +1,242 @@
+//! One batch of usage, end to end inside one PostgreSQL transaction:
+//! resolve prices, drop duplicates, add to aggregates, re-rate every touched
+//! account-period. The statement is recomputed from the stored aggregates, so
+//! it depends only on the set of events, never on batch boundaries or order.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::statement::StatementError;
+use tally_domain::{AccountId, Currency, Period, Statement, UsageEvent};
+use tally_platform::catalog::{self, PriceVersion};
+
+use crate::repo::{self, AccountPeriod, Increment, NewEventIds};
+
+/// Why an event could not be rated; it goes to `usage.events.dlq`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Stable code: `account_unknown`, `no_price`, `malformed_message`, `rating_failed`.
+    pub code: &'static str,
+    pub reason: String,
+    /// The event, when it could be parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<UsageEvent>,
+    /// The raw payload, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn for_event(code: &'static str, reason: String, event: &UsageEvent) -> Self {
+        Self {
+            code,
+            reason,
+            event: Some(event.clone()),
+            payload: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// New statement versions, to publish once the transaction committed.
+    pub statements: Vec<Statement>,
+    pub dead: Vec<DeadLetter>,
+    pub counted: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("statement of {account} {period}: {source}")]
+    Statement {
+        account: String,
+        period: String,
+        source: StatementError,
+    },
+}
+
+impl ProcessError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProcessError::Database(e) if tally_platform::db::is_retryable(e))
+    }
+}
+
+/// The newest price version of `sku` in `currency` in effect at `at`.
+fn price_at<'a>(
+    versions: &'a HashMap<(String, &'static str), Vec<PriceVersion>>,
+    sku: &str,
+    currency: Currency,
+    at: DateTime<Utc>,
+) -> Option<&'a PriceVersion> {
+    versions
+        .get(&(sku.to_owned(), currency.code()))?
+        .iter()
+        .rev()
+        .find(|v| v.effective_from <= at)
+}
+
+/// Rates one batch in one transaction (retried on serialization failures).
+pub async fn process_batch(
+    pool: &PgPool,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let mut attempt = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        match rate_in(&mut tx, events).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                return Ok(outcome);
+            }
+            Err(err) if err.is_retryable() && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %err, "retrying rating transaction");
+                drop(tx);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn rate_in(
+    conn: &mut PgConnection,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let mut outcome = BatchOutcome::default();
+
+    // 1. Accounts and their billing currency.
+    let account_ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.account_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let currencies = catalog::account_currencies(&mut *conn, &account_ids).await?;
+
+    // 2. Price versions of every SKU in those currencies.
+    let skus: Vec<&str> = events
+        .iter()
+        .map(|e| e.sku.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let codes: Vec<&str> = currencies
+        .values()
+        .map(Currency::code)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut versions: HashMap<(String, &'static str), Vec<PriceVersion>> = HashMap::new();
+    for v in catalog::price_versions(&mut *conn, &skus, &codes).await? {
+        versions
+            .entry((v.sku.to_string(), v.currency.code()))
+            .or_default()
+            .push(v);
+    }
+
+    // 3. Price each event; the ones that cannot be priced are dead letters.
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut priced: Vec<(&UsageEvent, i64)> = Vec::with_capacity(events.len());
+    for event in events {
+        if !seen.insert((event.provider_id.as_str(), event.event_id.as_str())) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        let Some(currency) = currencies.get(event.account_id.as_str()) else {
+            outcome.dead.push(DeadLetter::for_event(
+                "account_unknown",
+                format!("account {} does not exist", event.account_id),
+                event,
+            ));
+            continue;
+        };
+        match price_at(&versions, event.sku.as_str(), *currency, event.time) {
+            Some(price) => priced.push((event, price.id)),
+            None => outcome.dead.push(DeadLetter::for_event(
+                "no_price",
+                format!(
+                    "sku {} has no {} price in effect at {}",
+                    event.sku,
+                    currency,
+                    event.time.to_rfc3339()
+                ),
+                event,
+            )),
+        }
+    }
+    if priced.is_empty() {
+        return Ok(outcome);
+    }
+
+    // 4. Dedupe against everything counted before (sorted: stable lock order).
+    priced.sort_by(|a, b| {
+        (a.0.provider_id.as_str(), a.0.event_id.as_str())
+            .cmp(&(b.0.provider_id.as_str(), b.0.event_id.as_str()))
+    });
+    let ids = NewEventIds {
+        provider_ids: priced.iter().map(|(e, _)| e.provider_id.as_str()).collect(),
+        event_ids: priced.iter().map(|(e, _)| e.event_id.as_str()).collect(),
+        account_ids: priced.iter().map(|(e, _)| e.account_id.as_str()).collect(),
+        times: priced.iter().map(|(e, _)| e.time).collect(),
+    };
+    let fresh = repo::insert_event_ids(&mut *conn, &ids).await?;
+
+    // 5. Pre-aggregate the new events in memory, then one upsert.
+    let mut increments: BTreeMap<(String, DateTime<Utc>, i64), Increment> = BTreeMap::new();
+    let mut touched: BTreeMap<AccountPeriod, DateTime<Utc>> = BTreeMap::new();
+    for (event, price_id) in &priced {
+        let key = (event.provider_id.to_string(), event.event_id.to_string());
+        if !fresh.contains(&key) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        outcome.counted += 1;
+        let period = Period::month_containing(event.time);
+        let inc = increments
+            .entry((event.account_id.to_string(), period.start(), *price_id))
+            .or_default();
+        inc.period_end = Some(period.end());
+        inc.quantity += event.quantity.value();
+        inc.events += 1;
+        touched.insert((event.account_id.to_string(), period.start()), period.end());
+    }
+    if increments.is_empty() {
+        return Ok(outcome);
+    }
+    repo::add_to_aggregates(&mut *conn, &increments).await?;
+
+    // 6. New statement version of every touched account-period, recomputed in full.
+    let keys: Vec<(AccountPeriod, DateTime<Utc>)> = touched.into_iter().collect();
+    let new_versions = repo::bump_versions(&mut *conn, &keys).await?;
+    let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
+    let mut aggregates = repo::load_aggregates(&mut *conn, &plain_keys).await?;
+    for ((account, start), end) in keys {
+        let statement_error = |source| ProcessError::Statement {
+            account: account.clone(),
+            period: start.to_rfc3339(),
+            source,
+        };
+        let account_id =
+            AccountId::parse(&account).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let period = Period::new(start, end).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let currency = *currencies.get(&account).ok_or_else(|| {
+            sqlx::Error::Decode(format!("account {account} vanished during rating").into())
+        })?;
+        let version = new_versions
+            .get(&(account.clone(), start))
+            .copied()
+            .unwrap_or(1);
+        let rows = aggregates
+            .remove(&(account.clone(), start))
+            .unwrap_or_default();
+        let statement = Statement::compute(account_id, period, currency, version, rows)
+            .map_err(statement_error)?;
+        outcome.statements.push(statement);
+    }
+    repo::store_statements(&mut *conn, &outcome.statements).await?;
+    Ok(outcome)
+}

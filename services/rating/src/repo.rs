@@ -1,0 +1,235 @@
+//! SQL of rating's own tables: dedupe ids, aggregates, the statement outbox.
+//! Every function takes the caller's connection or transaction.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+use tally_domain::{
+    PriceModel, ProviderId, ProviderKind, ProviderRef, Sku, Statement, UsageAggregate,
+};
+
+/// Key of one account-period.
+pub type AccountPeriod = (String, DateTime<Utc>);
+
+pub struct NewEventIds<'a> {
+    pub provider_ids: Vec<&'a str>,
+    pub event_ids: Vec<&'a str>,
+    pub account_ids: Vec<&'a str>,
+    pub times: Vec<DateTime<Utc>>,
+}
+
+/// Records event ids; returns those that were not seen before.
+pub async fn insert_event_ids(
+    conn: &mut PgConnection,
+    ids: &NewEventIds<'_>,
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+         ON CONFLICT DO NOTHING
+         RETURNING provider_id, event_id",
+    )
+    .bind(&ids.provider_ids)
+    .bind(&ids.event_ids)
+    .bind(&ids.account_ids)
+    .bind(&ids.times)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("provider_id")?, r.try_get("event_id")?)))
+        .collect()
+}
+
+/// One aggregate increment: quantity and event count to add.
+#[derive(Debug, Clone, Default)]
+pub struct Increment {
+    pub period_end: Option<DateTime<Utc>>,
+    pub quantity: Decimal,
+    pub events: i64,
+}
+
+/// Adds increments to `usage_aggregates`, in key order so concurrent batches
+/// lock rows in the same order.
+pub async fn add_to_aggregates(
+    conn: &mut PgConnection,
+    increments: &std::collections::BTreeMap<(String, DateTime<Utc>, i64), Increment>,
+) -> Result<(), sqlx::Error> {
+    let mut accounts = Vec::with_capacity(increments.len());
+    let mut starts = Vec::with_capacity(increments.len());
+    let mut ends = Vec::with_capacity(increments.len());
+    let mut prices = Vec::with_capacity(increments.len());
+    let mut quantities = Vec::with_capacity(increments.len());
+    let mut counts = Vec::with_capacity(increments.len());
+    for ((account, start, price), inc) in increments {
+        accounts.push(account.as_str());
+        starts.push(*start);
+        ends.push(inc.period_end.unwrap_or(*start));
+        prices.push(*price);
+        quantities.push(inc.quantity);
+        counts.push(inc.events);
+    }
+    sqlx::query(
+        "INSERT INTO usage_aggregates (account_id, period_start, period_end, price_id, quantity, event_count)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::numeric[], $6::bigint[])
+         ON CONFLICT (account_id, period_start, price_id) DO UPDATE
+         SET quantity = usage_aggregates.quantity + EXCLUDED.quantity,
+             event_count = usage_aggregates.event_count + EXCLUDED.event_count",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&ends)
+    .bind(&prices)
+    .bind(&quantities)
+    .bind(&counts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Bumps (or starts at 1) the statement version of each account-period and
+/// locks its row until the transaction ends. Returns the new versions.
+pub async fn bump_versions(
+    conn: &mut PgConnection,
+    keys: &[(AccountPeriod, DateTime<Utc>)],
+) -> Result<HashMap<AccountPeriod, i64>, sqlx::Error> {
+    let accounts: Vec<&str> = keys.iter().map(|((a, _), _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|((_, s), _)| *s).collect();
+    let ends: Vec<DateTime<Utc>> = keys.iter().map(|(_, e)| *e).collect();
+    let rows = sqlx::query(
+        "INSERT INTO statements (account_id, period_start, period_end, version, body)
+         SELECT a, s, e, 1, '{}'::jsonb FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS t(a, s, e)
+         ON CONFLICT (account_id, period_start) DO UPDATE
+         SET version = statements.version + 1, updated_at = now()
+         RETURNING account_id, period_start, version",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&ends)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("account_id")?, r.try_get("period_start")?),
+                r.try_get("version")?,
+            ))
+        })
+        .collect()
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// Every aggregate of the given account-periods, with its price and provider.
+pub async fn load_aggregates(
+    conn: &mut PgConnection,
+    keys: &[AccountPeriod],
+) -> Result<HashMap<AccountPeriod, Vec<UsageAggregate>>, sqlx::Error> {
+    let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
+    let rows = sqlx::query(
+        "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
+                p.sku_id, p.effective_from, p.model, s.name AS sku_name, s.unit,
+                pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
+         FROM usage_aggregates ua
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
+         JOIN prices p ON p.id = ua.price_id
+         JOIN skus s ON s.id = p.sku_id
+         JOIN providers pr ON pr.id = s.provider_id",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<AccountPeriod, Vec<UsageAggregate>> = HashMap::new();
+    for r in rows {
+        let kind: String = r.try_get("provider_kind")?;
+        let model: serde_json::Value = r.try_get("model")?;
+        let aggregate = UsageAggregate {
+            provider: ProviderRef {
+                id: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
+                name: r.try_get("provider_name")?,
+                kind: ProviderKind::parse(&kind)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
+            },
+            sku: Sku::parse(r.try_get("sku_id")?).map_err(decode_err)?,
+            sku_name: r.try_get("sku_name")?,
+            unit: r.try_get("unit")?,
+            price_id: r.try_get("price_id")?,
+            price_effective_from: r.try_get("effective_from")?,
+            model: serde_json::from_value::<PriceModel>(model).map_err(decode_err)?,
+            quantity: r.try_get("quantity")?,
+            event_count: r.try_get("event_count")?,
+        };
+        out.entry((r.try_get("account_id")?, r.try_get("period_start")?))
+            .or_default()
+            .push(aggregate);
+    }
+    Ok(out)
+}
+
+/// Stores each statement's body under its (already bumped) version.
+pub async fn store_statements(
+    conn: &mut PgConnection,
+    statements: &[Statement],
+) -> Result<(), sqlx::Error> {
+    let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
+    let bodies = statements
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(decode_err)?;
+    sqlx::query(
+        "UPDATE statements st SET body = t.b
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::jsonb[]) AS t(a, s, b)
+         WHERE st.account_id = t.a AND st.period_start = t.s",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Statements whose newest version has not been published yet.
+pub async fn unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Statement>, sqlx::Error> {
+    let bodies: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT body FROM statements WHERE published_version < version
+         ORDER BY account_id, period_start LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    bodies
+        .into_iter()
+        .map(|b| serde_json::from_value(b).map_err(decode_err))
+        .collect()
+}
+
+/// Records that these statement versions reached the broker.
+pub async fn mark_published(
+    conn: &mut PgConnection,
+    statements: &[Statement],
+) -> Result<(), sqlx::Error> {
+    let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
+    let versions: Vec<i64> = statements.iter().map(|s| s.version).collect();
+    sqlx::query(
+        "UPDATE statements st SET published_version = GREATEST(st.published_version, t.v)
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[]) AS t(a, s, v)
+         WHERE st.account_id = t.a AND st.period_start = t.s",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&versions)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The rating consumer: batches from `usage.events`, one transaction per
+//! batch, statements published, dead letters sent, then offsets committed.
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use tally_domain::usage::UsageMessage;
+use tally_domain::UsageEvent;
+use tally_platform::config::Topics;
+use tally_platform::{kafka, Config};
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox;
+use crate::process::{process_batch, DeadLetter};
+
+/// How often statements left unpublished (by a crash elsewhere) are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    producer: FutureProducer,
+    consumer: StreamConsumer,
+    topics: Topics,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let pool =
+            tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
+        let producer = kafka::producer(&config)?;
+        let consumer = kafka::consumer(&config, &config.group("rating"))?;
+        let topics = config.topics();
+        consumer.subscribe(&[&topics.usage_events])?;
+        Ok(Application {
+            config,
+            pool,
+            producer,
+            consumer,
+            topics,
+        })
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let published =
+            outbox::publish_pending(&self.pool, &self.producer, &self.topics.statements).await?;
+        tracing::info!(published, "rating started");
+        let mut last_sweep = Instant::now();
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => break,
+                batch = kafka::next_batch_within(
+                    &self.consumer,
+                    self.config.batch_max,
+                    self.config.batch_wait,
+                    SWEEP_EVERY,
+                ) => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "consumer error");
+                    continue;
+                }
+            };
+            if !batch.is_empty() {
+                self.handle_until_done(&batch, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                if let Err(err) =
+                    outbox::publish_pending(&self.pool, &self.producer, &self.topics.statements)
+                        .await
+                {
+                    tracing::warn!(error = %err, "statement sweep failed");
+                }
+            }
+        }
+        tracing::info!("rating stopped");
+        Ok(())
+    }
+
+    /// Retries a batch until it is recorded (or shutdown): offsets are only
+    /// committed after its effects are durable, so nothing is skipped.
+    async fn handle_until_done(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.handle(batch).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::error!(error = %err, messages = batch.len(), "rating batch failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(messages = batch.len()))]
+    async fn handle(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (events, mut dead) = decode(batch);
+        let outcome = process_batch(&self.pool, &events).await?;
+        outbox::publish(
+            &self.pool,
+            &self.producer,
+            &self.topics.statements,
+            &outcome.statements,
+        )
+        .await?;
+        dead.extend(outcome.dead);
+        self.send_dead_letters(&dead).await?;
+        if let Err(err) = kafka::commit_batch(&self.consumer, batch) {
+            // The effects are durable; whoever owns the partition now replays
+            // from the last committed offset and dedupe drops the repeats.
+            tracing::warn!(error = %err, "offset commit failed after the batch was recorded");
+        }
+
+        metrics::counter!("tally_rating_events_total", "outcome" => "counted")
+            .increment(outcome.counted as u64);
+        metrics::counter!("tally_rating_events_total", "outcome" => "duplicate")
+            .increment(outcome.duplicates as u64);
+        metrics::counter!("tally_rating_events_total", "outcome" => "dead_lettered")
+            .increment(dead.len() as u64);
+        metrics::histogram!("tally_rating_batch_seconds").record(started.elapsed().as_secs_f64());
+        if let Some(newest) = events.iter().map(|e| e.received_at).max() {
+            let lag = chrono::Utc::now() - newest;
+            metrics::gauge!("tally_rating_lag_seconds").set(lag.num_milliseconds() as f64 / 1000.0);
+        }
+        tracing::debug!(
+            counted = outcome.counted,
+            duplicates = outcome.duplicates,
+            dead = dead.len(),
+            "batch rated"
+        );
+        Ok(())
+    }
+
+    async fn send_dead_letters(&self, dead: &[DeadLetter]) -> anyhow::Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let records = dead
+            .iter()
+            .map(|d| {
+                let key = d
+                    .event
+                    .as_ref()
+                    .map(|e| e.account_id.to_string())
+                    .unwrap_or_default();
+                Ok((key, serde_json::to_vec(d)?))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        kafka::send_all(
+            &self.producer,
+            records
+                .iter()
+                .map(|(k, p)| (self.topics.usage_dlq.as_str(), k.as_str(), p.as_slice())),
+        )
+        .await?;
+        for d in dead {
+            tracing::warn!(code = d.code, reason = %d.reason, "event dead-lettered");
+        }
+        Ok(())
+    }
+}
+
+/// Splits a batch into usage events and payloads that do not parse.
+fn decode(batch: &[OwnedMessage]) -> (Vec<UsageEvent>, Vec<DeadLetter>) {
+    let mut events = Vec::with_capacity(batch.len());
+    let mut dead = Vec::new();
+    for message in batch {
+        let payload = message.payload().unwrap_or_default();
+        match serde_json::from_slice::<UsageMessage>(payload) {
+            Ok(UsageMessage::Usage(event)) => events.push(event),
+            Err(err) => dead.push(DeadLetter {
+                code: "malformed_message",
+                reason: format!(
+                    "{} partition {} offset {}: {err}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
+                event: None,
+                payload: Some(String::from_utf8_lossy(payload).into_owned()),
+            }),
+        }
+    }
+    (events, dead)
+}

@@ -1,0 +1,81 @@
+//! Catalog and key management from the command line (the same operations as
+//! the admin API). Secrets are printed once and never stored in clear.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_platform::auth::{self, Principal};
+use tally_platform::catalog;
+
+pub async fn create_provider(
+    pool: &PgPool,
+    id: &str,
+    name: &str,
+    kind: ProviderKind,
+) -> anyhow::Result<String> {
+    let id = ProviderId::parse(id)?;
+    let mut tx = pool.begin().await?;
+    catalog::create_provider(&mut tx, &id, name, kind).await?;
+    let key = auth::create_key(&mut tx, &Principal::Provider(id)).await?;
+    tx.commit().await?;
+    Ok(key.secret)
+}
+
+pub async fn create_account(
+    pool: &PgPool,
+    id: &str,
+    name: &str,
+    currency: &str,
+) -> anyhow::Result<String> {
+    let id = AccountId::parse(id)?;
+    let currency = Currency::parse(currency)?;
+    let mut tx = pool.begin().await?;
+    catalog::create_account(&mut tx, &id, name, currency).await?;
+    let key = auth::create_key(&mut tx, &Principal::Customer(id)).await?;
+    tx.commit().await?;
+    Ok(key.secret)
+}
+
+pub async fn create_sku(
+    pool: &PgPool,
+    id: &str,
+    provider: &str,
+    name: &str,
+    unit: &str,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::create_sku(&mut conn, &Sku::parse(id)?, &ProviderId::parse(provider)?, name, unit)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_price(
+    pool: &PgPool,
+    sku: &str,
+    currency: &str,
+    unit_price: Decimal,
+    effective_from: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    let mut conn = pool.acquire().await?;
+    let model = PriceModel::per_unit(unit_price)?;
+    Ok(catalog::add_price(
+        &mut conn,
+        &Sku::parse(sku)?,
+        Currency::parse(currency)?,
+        effective_from,
+        &model,
+    )
+    .await?)
+}
+
+/// Creates an admin or finance key.
+pub async fn create_staff_key(pool: &PgPool, role: &str) -> anyhow::Result<String> {
+    let principal = match role {
+        "admin" => Principal::Admin,
+        "finance" => Principal::Finance,
+        other => anyhow::bail!("unknown role {other:?}: expected admin or finance"),
+    };
+    let mut conn = pool.acquire().await?;
+    Ok(auth::create_key(&mut conn, &principal).await?.secret)
+}

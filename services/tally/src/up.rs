@@ -1,0 +1,105 @@
+//! `tally up`: the three services composed in one process.
+
+use std::str::FromStr;
+use tally_platform::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Collector,
+    Rating,
+    Invoicing,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Collector, Service::Rating, Service::Invoicing];
+}
+
+impl FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "collector" => Ok(Service::Collector),
+            "rating" => Ok(Service::Rating),
+            "invoicing" => Ok(Service::Invoicing),
+            other => Err(format!(
+                "unknown service {other:?}: expected collector, rating or invoicing"
+            )),
+        }
+    }
+}
+
+/// Services running in this process.
+pub struct Running {
+    pub collector_port: Option<u16>,
+    pub invoicing_port: Option<u16>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub fn collector_url(&self) -> Option<String> {
+        self.collector_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    pub fn invoicing_url(&self) -> Option<String> {
+        self.invoicing_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    /// Stops every service and waits for them; the first error wins.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until every service stopped (after the token was cancelled, or
+    /// because one failed).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for task in self.tasks {
+            let result = task.await.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(err) = result {
+                self.shutdown.cancel();
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Prepares the database and topics, then starts `services`.
+pub async fn start(
+    config: &Config,
+    services: &[Service],
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    tally_platform::prepare(config).await?;
+    let mut running = Running {
+        collector_port: None,
+        invoicing_port: None,
+        shutdown: shutdown.clone(),
+        tasks: Vec::new(),
+    };
+    for service in services {
+        let token = shutdown.clone();
+        let task = match service {
+            Service::Collector => {
+                let app = tally_collector::Application::build(config.clone()).await?;
+                running.collector_port = Some(app.port());
+                tokio::spawn(app.run_until_stopped(token))
+            }
+            Service::Rating => {
+                let app = tally_rating::Application::build(config.clone()).await?;
+                tokio::spawn(app.run_until_stopped(token))
+            }
+            Service::Invoicing => {
+                let app = tally_invoicing::Application::build(config.clone()).await?;
+                running.invoicing_port = Some(app.port());
+                tokio::spawn(app.run_until_stopped(token))
+            }
+        };
+        running.tasks.push(task);
+    }
+    Ok(running)
+}

@@ -1,0 +1,252 @@
+//! Shared harness of the end-to-end tests: each test gets its own broker
+//! (a real Tansu over the Kafka protocol), its own database and topics.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tally::infra::{self, BrokerStorage};
+use tally::up::{self, Running, Service};
+use tally_platform::Config;
+use tokio_util::sync::CancellationToken;
+
+pub struct Harness {
+    pub config: Config,
+    pub pool: PgPool,
+    _broker: tokio::process::Child,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let port = infra::free_port().unwrap();
+        let broker = infra::start_broker(port, &BrokerStorage::Memory).await.unwrap();
+        let server = infra::ensure_postgres().await.unwrap();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut config = Config::default();
+        config.database_url = tally::demo::with_database(&server, &format!("tally_e2e_{id}"));
+        config.kafka_brokers = format!("127.0.0.1:{port}");
+        config.topic_prefix = format!("t{id}.");
+        config.group_prefix = format!("t{id}");
+        config.usage_partitions = 4;
+        config.collector_addr = "127.0.0.1:0".parse().unwrap();
+        config.invoicing_addr = "127.0.0.1:0".parse().unwrap();
+        config.kafka_session_timeout = Duration::from_secs(6);
+        config.batch_max = 2000;
+        config.batch_wait = Duration::from_millis(50);
+        tally_platform::prepare(&config).await.unwrap();
+        let pool = tally_platform::db::connect(&config.database_url, 4).await.unwrap();
+        Harness {
+            config,
+            pool,
+            _broker: broker,
+        }
+    }
+
+    /// Starts `services` inside the test process.
+    pub async fn start(&self, services: &[Service]) -> Running {
+        up::start(&self.config, services, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// Runs one service as a separate `tally up --only <service>` process.
+    pub fn spawn(&self, service: &str) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["up", "--only", service])
+            .env("DATABASE_URL", &self.config.database_url)
+            .env("KAFKA_BROKERS", &self.config.kafka_brokers)
+            .env("TALLY_TOPIC_PREFIX", &self.config.topic_prefix)
+            .env("TALLY_GROUP_PREFIX", &self.config.group_prefix)
+            .env("TALLY_USAGE_PARTITIONS", self.config.usage_partitions.to_string())
+            .env("TALLY_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("TALLY_BATCH_MAX", self.config.batch_max.to_string())
+            .env("TALLY_BATCH_WAIT_MS", "50")
+            .env("TALLY_COLLECTOR_ADDR", "127.0.0.1:0")
+            .env("TALLY_INVOICING_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// A usage CloudEvent.
+pub fn event(id: &str, provider: &str, account: &str, sku: &str, quantity: &str, time: DateTime<Utc>) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": provider,
+        "type": "com.tally.usage",
+        "subject": account,
+        "time": time.to_rfc3339(),
+        "data": {"sku": sku, "quantity": quantity},
+    })
+}
+
+/// POSTs a batch; returns (status, body).
+pub async fn post_events(http: &reqwest::Client, collector: &str, key: &str, events: &[Value]) -> (u16, Value) {
+    let response = http
+        .post(format!("{collector}/v1/events"))
+        .bearer_auth(key)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(events)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// GET with a bearer key; returns (status, body).
+pub async fn get(http: &reqwest::Client, url: &str, key: &str) -> (u16, Value) {
+    let response = http.get(url).bearer_auth(key).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the bill of each account-period until its total equals `expected`
+/// (or the deadline passes); returns the bills as last seen.
+pub async fn wait_for_totals(
+    http: &reqwest::Client,
+    invoicing: &str,
+    finance_key: &str,
+    expected: &BTreeMap<(String, String), Decimal>,
+    deadline: Duration,
+) -> BTreeMap<(String, String), Value> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let mut bills = BTreeMap::new();
+        for (account, period) in expected.keys() {
+            let (status, body) = get(
+                http,
+                &format!("{invoicing}/v1/accounts/{account}/bill?period={period}"),
+                finance_key,
+            )
+            .await;
+            if status == 200 {
+                bills.insert((account.clone(), period.clone()), body);
+            }
+        }
+        let done = expected.iter().all(|(k, total)| {
+            bills.get(k).and_then(|b| b["total"].as_str()) == Some(total.to_string().as_str())
+        });
+        if done || tokio::time::Instant::now() > until {
+            return bills;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every line of a bill as (provider id, sku, quantity, amount, event count).
+pub fn bill_lines(bill: &Value) -> Vec<(String, String, String, String, i64)> {
+    bill["sections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|section| {
+            let provider = section["provider"]["id"].as_str().unwrap_or_default().to_owned();
+            section["lines"].as_array().into_iter().flatten().map(move |l| {
+                (
+                    provider.clone(),
+                    l["sku"].as_str().unwrap_or_default().to_owned(),
+                    l["quantity"].as_str().unwrap_or_default().to_owned(),
+                    l["amount"].as_str().unwrap_or_default().to_owned(),
+                    l["event_count"].as_i64().unwrap_or(-1),
+                )
+            })
+        })
+        .collect()
+}
+
+pub struct Keys {
+    pub cloud: String,
+    pub dbco: String,
+    pub queueco: String,
+    pub acme: String,
+    pub umbrella: String,
+    pub finance: String,
+    pub admin: String,
+}
+
+/// USD and EUR prices of the test catalog; `None` where a SKU has no price.
+pub fn price(sku: &str, currency: &str) -> Option<Decimal> {
+    let (usd, eur) = match sku {
+        "cloud.vm.hour" => ("0.0416", Some("0.0383")),
+        "cloud.egress.gb" => ("0.09", None),
+        "dbco.db.hour" => ("0.2475", Some("0.228")),
+        "queueco.msg.million" => ("0.405", Some("0.375")),
+        _ => return None,
+    };
+    let text = if currency == "USD" { Some(usd) } else { eur };
+    text.map(|t| t.parse().unwrap())
+}
+
+/// The platform (`cloud`, first-party) and two partners, four SKUs, two
+/// accounts (`acme` in USD, `umbrella` in EUR), prices since `since`.
+pub async fn seed_catalog(pool: &PgPool, since: DateTime<Utc>) -> Keys {
+    use tally_domain::ProviderKind::{FirstParty, Partner};
+    let cloud = tally::admin::create_provider(pool, "cloud", "Stratus Cloud", FirstParty).await.unwrap();
+    let dbco = tally::admin::create_provider(pool, "dbco", "DB Co", Partner).await.unwrap();
+    let queueco = tally::admin::create_provider(pool, "queueco", "Queue Co", Partner).await.unwrap();
+    for (sku, provider, name, unit) in [
+        ("cloud.vm.hour", "cloud", "Virtual machines", "hour"),
+        ("cloud.egress.gb", "cloud", "Egress", "GB"),
+        ("dbco.db.hour", "dbco", "Managed database", "hour"),
+        ("queueco.msg.million", "queueco", "Messages", "million"),
+    ] {
+        tally::admin::create_sku(pool, sku, provider, name, unit).await.unwrap();
+        for currency in ["USD", "EUR"] {
+            if let Some(p) = price(sku, currency) {
+                tally::admin::set_price(pool, sku, currency, p, since).await.unwrap();
+            }
+        }
+    }
+    Keys {
+        cloud,
+        dbco,
+        queueco,
+        acme: tally::admin::create_account(pool, "acme", "Acme Inc", "USD").await.unwrap(),
+        umbrella: tally::admin::create_account(pool, "umbrella", "Umbrella GmbH", "EUR").await.unwrap(),
+        finance: tally::admin::create_staff_key(pool, "finance").await.unwrap(),
+        admin: tally::admin::create_staff_key(pool, "admin").await.unwrap(),
+    }
+}
+
+pub fn currency_of(account: &str) -> &'static str {
+    if account == "umbrella" { "EUR" } else { "USD" }
+}
+
+/// Usage the test expects to be billed: (account, period, sku) → quantity.
+#[derive(Default)]
+pub struct Expected {
+    pub quantities: BTreeMap<(String, String, String), Decimal>,
+    pub events: BTreeMap<(String, String, String), i64>,
+}
+
+impl Expected {
+    pub fn add(&mut self, account: &str, time: DateTime<Utc>, sku: &str, quantity: &str) {
+        let period = time.format("%Y-%m").to_string();
+        let key = (account.to_owned(), period, sku.to_owned());
+        *self.quantities.entry(key.clone()).or_default() += quantity.parse::<Decimal>().unwrap();
+        *self.events.entry(key).or_default() += 1;
+    }
+
+    /// Each line's amount: quantity × price, rounded once to cents, half away from zero.
+    pub fn line_amount(&self, key: &(String, String, String)) -> Decimal {
+        let q = self.quantities[key];
+        let p = price(&key.2, currency_of(&key.0)).unwrap();
+        (q * p).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    }
+
+    /// Invoice totals: the sum of rounded lines per account-period.
+    pub fn totals(&self) -> BTreeMap<(String, String), Decimal> {
+        let mut totals: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        for key in self.quantities.keys() {
+            *totals.entry((key.0.clone(), key.1.clone())).or_default() += self.line_amount(key);
+        }
+        totals
+    }
+}

@@ -1,0 +1,113 @@
+//! The rating service is killed with SIGKILL three times in the middle of a
+//! 50,000-event stream and restarted; every invoice total is still exact.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::*;
+use std::time::Duration as StdDuration;
+use tally::up::Service;
+
+const EVENTS: usize = 50_000;
+const KILLS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rating_killed_mid_stream_still_bills_every_event_once() {
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
+    // Collector and invoicing in this process; rating as its own process.
+    let running = h.start(&[Service::Collector, Service::Invoicing]).await;
+    let collector = running.collector_url().unwrap();
+    let invoicing = running.invoicing_url().unwrap();
+    let mut rating = h.spawn("rating");
+
+    let plan = [
+        ("cloud", keys.cloud.clone(), "cloud.vm.hour"),
+        ("dbco", keys.dbco.clone(), "dbco.db.hour"),
+        ("queueco", keys.queueco.clone(), "queueco.msg.million"),
+    ];
+    let mut expected = Expected::default();
+    let mut per_provider: Vec<Vec<serde_json::Value>> = vec![Vec::new(); plan.len()];
+    for i in 0..EVENTS {
+        let (provider, _, sku) = &plan[i % 3];
+        let account = if (i / 3) % 2 == 0 { "acme" } else { "umbrella" };
+        let quantity = format!("{}.{:02}", i % 13, i % 100);
+        let time = now - Duration::seconds(30 + (i % 86_400) as i64);
+        per_provider[i % 3].push(event(&format!("{provider}-{i}"), provider, account, sku, &quantity, time));
+        expected.add(account, time, sku, &quantity);
+    }
+    // Batches of 1,000, the providers taking turns.
+    let mut batches: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    let chunked: Vec<Vec<Vec<serde_json::Value>>> = per_provider
+        .into_iter()
+        .map(|events| events.chunks(1000).map(<[_]>::to_vec).collect())
+        .collect();
+    for round in 0..chunked.iter().map(Vec::len).max().unwrap_or(0) {
+        for (p, chunks) in chunked.iter().enumerate() {
+            if let Some(chunk) = chunks.get(round) {
+                batches.push((plan[p].1.clone(), chunk.clone()));
+            }
+        }
+    }
+
+    let sender = {
+        let collector = collector.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut accepted = 0u64;
+            for (key, events) in batches {
+                let (status, body) = post_events(&http, &collector, &key, &events).await;
+                assert_eq!(status, 202, "{body}");
+                accepted += body["accepted"].as_u64().unwrap();
+                tokio::time::sleep(StdDuration::from_millis(5)).await;
+            }
+            accepted
+        })
+    };
+
+    // Kill rating while it is consuming, each time once it has counted more.
+    let mut counted_at_kill = Vec::new();
+    for kill in 0..KILLS {
+        let floor = ((kill + 1) * EVENTS / (KILLS + 2)) as i64;
+        let until = tokio::time::Instant::now() + StdDuration::from_secs(240);
+        loop {
+            let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+                .fetch_one(&h.pool)
+                .await
+                .unwrap();
+            if counted >= floor || tokio::time::Instant::now() > until {
+                counted_at_kill.push(counted);
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        rating.kill().unwrap(); // SIGKILL
+        rating.wait().unwrap();
+        rating = h.spawn("rating");
+    }
+    let accepted = sender.await.unwrap();
+    assert_eq!(accepted, EVENTS as u64);
+    assert_eq!(counted_at_kill.len(), KILLS);
+    assert!(counted_at_kill.iter().all(|c| *c < EVENTS as i64), "kills happened mid-stream: {counted_at_kill:?}");
+
+    let totals = expected.totals();
+    let http = reqwest::Client::new();
+    let bills = wait_for_totals(&http, &invoicing, &keys.finance, &totals, StdDuration::from_secs(300)).await;
+    rating.kill().unwrap();
+    rating.wait().unwrap();
+    let mut billed_events = 0;
+    for (key, total) in &totals {
+        let bill = bills.get(key).unwrap_or_else(|| panic!("no invoice for {key:?}"));
+        assert_eq!(bill["total"].as_str().unwrap(), total.to_string(), "{key:?}");
+        billed_events += bill_lines(bill).iter().map(|l| l.4).sum::<i64>();
+    }
+    assert_eq!(billed_events, EVENTS as i64);
+    println!(
+        "crash test: {EVENTS} events, {KILLS} SIGKILLs at {counted_at_kill:?} counted events, {} invoices, totals {:?}",
+        totals.len(),
+        totals
+    );
+    running.stop().await.unwrap();
+}
