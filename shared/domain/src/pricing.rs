@@ -11,6 +11,54 @@ pub enum PricingError {
     NegativePrice,
     #[error("charge overflows")]
     Overflow,
+    #[error("a tiered price needs at least one tier")]
+    NoTiers,
+    #[error("tier bounds must strictly increase and be positive")]
+    TiersOutOfOrder,
+    #[error("only the last tier may be unbounded, and it must be")]
+    LastTierMustBeUnbounded,
+    #[error("package size must be positive")]
+    PackageSizeNotPositive,
+}
+
+/// One tier: units up to `up_to` (inclusive; `None` = no limit) cost
+/// `unit_price` each, plus `flat_fee` once the tier is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub up_to: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: Decimal,
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub flat_fee: Decimal,
+}
+
+fn validate_tiers(tiers: &[Tier]) -> Result<(), PricingError> {
+    let (last, rest) = tiers.split_last().ok_or(PricingError::NoTiers)?;
+    if last.up_to.is_some() || rest.iter().any(|t| t.up_to.is_none()) {
+        return Err(PricingError::LastTierMustBeUnbounded);
+    }
+    let mut previous = Decimal::ZERO;
+    for bound in rest.iter().filter_map(|t| t.up_to) {
+        if bound <= previous {
+            return Err(PricingError::TiersOutOfOrder);
+        }
+        previous = bound;
+    }
+    if tiers
+        .iter()
+        .any(|t| t.unit_price.is_sign_negative() || t.flat_fee.is_sign_negative())
+    {
+        return Err(PricingError::NegativePrice);
+    }
+    Ok(())
+}
+
+fn mul_add(units: Decimal, price: Decimal, acc: Decimal) -> Result<Decimal, PricingError> {
+    units
+        .checked_mul(price)
+        .and_then(|x| x.checked_add(acc))
+        .ok_or(PricingError::Overflow)
 }
 
 /// A price model, stored as JSON beside each price version
@@ -22,6 +70,17 @@ pub enum PriceModel {
     PerUnit {
         #[serde(with = "rust_decimal::serde::str")]
         unit_price: Decimal,
+    },
+    /// Each unit at the price of the tier it falls in.
+    Graduated { tiers: Vec<Tier> },
+    /// Every unit at the price of the tier the period total reaches.
+    Volume { tiers: Vec<Tier> },
+    /// `package_price` per started block of `package_size` units.
+    Package {
+        #[serde(with = "rust_decimal::serde::str")]
+        package_size: Decimal,
+        #[serde(with = "rust_decimal::serde::str")]
+        package_price: Decimal,
     },
 }
 
@@ -38,15 +97,57 @@ impl PriceModel {
                 Err(PricingError::NegativePrice)
             }
             PriceModel::PerUnit { .. } => Ok(()),
+            PriceModel::Graduated { tiers } | PriceModel::Volume { tiers } => validate_tiers(tiers),
+            PriceModel::Package { package_size, .. } if *package_size <= Decimal::ZERO => {
+                Err(PricingError::PackageSizeNotPositive)
+            }
+            PriceModel::Package { package_price, .. } if package_price.is_sign_negative() => {
+                Err(PricingError::NegativePrice)
+            }
+            PriceModel::Package { .. } => Ok(()),
         }
     }
 
-    /// The exact charge for a period's total quantity.
+    /// The exact charge for a period's total quantity. Zero usage costs nothing.
     pub fn charge(&self, quantity: Decimal) -> Result<Decimal, PricingError> {
+        if quantity <= Decimal::ZERO {
+            return Ok(Decimal::ZERO);
+        }
         match self {
-            PriceModel::PerUnit { unit_price } => quantity
-                .checked_mul(*unit_price)
-                .ok_or(PricingError::Overflow),
+            PriceModel::PerUnit { unit_price } => mul_add(quantity, *unit_price, Decimal::ZERO),
+            PriceModel::Graduated { tiers } => {
+                let mut charge = Decimal::ZERO;
+                let mut floor = Decimal::ZERO;
+                for tier in tiers {
+                    let ceiling = tier.up_to.map_or(quantity, |u| u.min(quantity));
+                    if ceiling <= floor {
+                        break;
+                    }
+                    charge = mul_add(ceiling - floor, tier.unit_price, charge)?;
+                    charge = charge
+                        .checked_add(tier.flat_fee)
+                        .ok_or(PricingError::Overflow)?;
+                    floor = ceiling;
+                }
+                Ok(charge)
+            }
+            PriceModel::Volume { tiers } => {
+                let tier = tiers
+                    .iter()
+                    .find(|t| t.up_to.is_none_or(|u| quantity <= u))
+                    .ok_or(PricingError::NoTiers)?;
+                mul_add(quantity, tier.unit_price, tier.flat_fee)
+            }
+            PriceModel::Package {
+                package_size,
+                package_price,
+            } => {
+                let blocks = quantity
+                    .checked_div(*package_size)
+                    .ok_or(PricingError::Overflow)?
+                    .ceil();
+                mul_add(blocks, *package_price, Decimal::ZERO)
+            }
         }
     }
 
@@ -54,6 +155,9 @@ impl PriceModel {
     pub fn unit_price(&self) -> Option<Decimal> {
         match self {
             PriceModel::PerUnit { unit_price } => Some(*unit_price),
+            PriceModel::Graduated { .. }
+            | PriceModel::Volume { .. }
+            | PriceModel::Package { .. } => None,
         }
     }
 }
@@ -61,6 +165,7 @@ impl PriceModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rust_decimal_macros::dec;
 
     #[test]
@@ -75,6 +180,123 @@ mod tests {
             PriceModel::per_unit(dec!(-1)),
             Err(PricingError::NegativePrice)
         );
+    }
+
+    fn tiers(spec: &[(Option<i64>, Decimal)]) -> Vec<Tier> {
+        spec.iter()
+            .map(|(up_to, price)| Tier {
+                up_to: up_to.map(Decimal::from),
+                unit_price: *price,
+                flat_fee: Decimal::ZERO,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn graduated_prices_each_unit_in_its_tier() {
+        let m = PriceModel::Graduated {
+            tiers: tiers(&[
+                (Some(100), dec!(1)),
+                (Some(1000), dec!(0.5)),
+                (None, dec!(0.1)),
+            ]),
+        };
+        assert_eq!(m.charge(dec!(50)).unwrap(), dec!(50));
+        assert_eq!(
+            m.charge(dec!(1500)).unwrap(),
+            dec!(100) + dec!(450) + dec!(50)
+        );
+    }
+
+    #[test]
+    fn volume_prices_all_units_at_the_reached_tier() {
+        let m = PriceModel::Volume {
+            tiers: tiers(&[(Some(100), dec!(1)), (None, dec!(0.5))]),
+        };
+        assert_eq!(m.charge(dec!(100)).unwrap(), dec!(100));
+        assert_eq!(m.charge(dec!(101)).unwrap(), dec!(50.5));
+    }
+
+    #[test]
+    fn package_charges_per_started_block() {
+        let m = PriceModel::Package {
+            package_size: dec!(1000),
+            package_price: dec!(2.5),
+        };
+        assert_eq!(m.charge(dec!(1)).unwrap(), dec!(2.5));
+        assert_eq!(m.charge(dec!(1000)).unwrap(), dec!(2.5));
+        assert_eq!(m.charge(dec!(1000.001)).unwrap(), dec!(5.0));
+        assert_eq!(m.charge(dec!(0)).unwrap(), dec!(0));
+    }
+
+    #[test]
+    fn bad_tiers_are_refused() {
+        let out_of_order = PriceModel::Graduated {
+            tiers: tiers(&[(Some(100), dec!(1)), (Some(50), dec!(1)), (None, dec!(1))]),
+        };
+        assert_eq!(out_of_order.validate(), Err(PricingError::TiersOutOfOrder));
+        let bounded_last = PriceModel::Volume {
+            tiers: tiers(&[(Some(100), dec!(1))]),
+        };
+        assert_eq!(
+            bounded_last.validate(),
+            Err(PricingError::LastTierMustBeUnbounded)
+        );
+        let negative = PriceModel::Volume {
+            tiers: tiers(&[(None, dec!(-1))]),
+        };
+        assert_eq!(negative.validate(), Err(PricingError::NegativePrice));
+        assert_eq!(
+            PriceModel::Graduated { tiers: vec![] }.validate(),
+            Err(PricingError::NoTiers)
+        );
+    }
+
+    fn arb_tiers() -> impl Strategy<Value = Vec<Tier>> {
+        proptest::collection::vec((1i64..50, 0i64..1000), 0..5).prop_map(|steps| {
+            let mut bound = 0;
+            let mut out: Vec<Tier> = steps
+                .iter()
+                .map(|(width, cents)| {
+                    bound += width;
+                    Tier {
+                        up_to: Some(Decimal::from(bound)),
+                        unit_price: Decimal::new(*cents, 2),
+                        flat_fee: Decimal::ZERO,
+                    }
+                })
+                .collect();
+            out.push(Tier {
+                up_to: None,
+                unit_price: dec!(0.07),
+                flat_fee: Decimal::ZERO,
+            });
+            out
+        })
+    }
+
+    /// The tier of unit number `n` (1-based), the slow obvious way.
+    fn tier_of(tiers: &[Tier], n: i64) -> &Tier {
+        tiers
+            .iter()
+            .find(|t| t.up_to.is_none_or(|u| Decimal::from(n) <= u))
+            .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn graduated_equals_unit_by_unit_reference(tiers in arb_tiers(), q in 0i64..300) {
+            let naive: Decimal = (1..=q).map(|n| tier_of(&tiers, n).unit_price).sum();
+            let m = PriceModel::Graduated { tiers };
+            prop_assert_eq!(m.charge(Decimal::from(q)).unwrap(), naive);
+        }
+
+        #[test]
+        fn volume_equals_reference(tiers in arb_tiers(), q in 1i64..300) {
+            let naive = Decimal::from(q) * tier_of(&tiers, q).unit_price;
+            let m = PriceModel::Volume { tiers };
+            prop_assert_eq!(m.charge(Decimal::from(q)).unwrap(), naive);
+        }
     }
 
     #[test]
