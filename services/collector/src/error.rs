@@ -1,0 +1,76 @@
+//! The collector's request-level errors, each with a stable code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("this key may not send usage: only provider keys can")]
+    Forbidden,
+    #[error("the body is not a CloudEvent or a JSON array of CloudEvents: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("a batch holds at most {max} events, this one {got}")]
+    BatchTooLarge { max: usize, got: usize },
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("content type must be application/cloudevents+json, application/cloudevents-batch+json or application/json")]
+    UnsupportedMediaType,
+    #[error("the broker did not acknowledge the events; nothing is guaranteed, retry the request")]
+    BrokerUnavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::Malformed(_) => "malformed",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BrokerUnavailable(_) => "broker_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Malformed(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BatchTooLarge { .. } | ApiError::PayloadTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            ApiError::BrokerUnavailable(cause) => tracing::error!(%cause, "broker unavailable"),
+            _ => {}
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (self.status(), Json(body)).into_response()
+    }
+}

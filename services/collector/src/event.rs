@@ -1,0 +1,208 @@
+//! Parsing one usage CloudEvent: pure, no IO, no clock. The structural rules
+//! here are the ones `schemas/cloudevent-usage.schema.json` states; a test
+//! keeps the two in agreement.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku};
+
+/// At most this many dimensions per event.
+pub const MAX_DIMENSIONS: usize = 16;
+
+/// A structurally valid usage event from an authenticated provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEvent {
+    pub id: EventId,
+    pub account: AccountId,
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub time: DateTime<Utc>,
+    pub dimensions: BTreeMap<String, String>,
+}
+
+/// Why one event of a batch was refused: a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl EventRejection {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn malformed(message: impl Into<String>) -> Self {
+        Self::new("malformed", message)
+    }
+}
+
+fn string<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, EventRejection> {
+    match obj.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(EventRejection::malformed(format!(
+            "`{name}` must be a string"
+        ))),
+        None => Err(EventRejection::malformed(format!("`{name}` is required"))),
+    }
+}
+
+/// Parses one CloudEvent sent by `provider`.
+pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, EventRejection> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| EventRejection::malformed("an event must be a JSON object"))?;
+    if string(obj, "specversion")? != "1.0" {
+        return Err(EventRejection::malformed("`specversion` must be \"1.0\""));
+    }
+    let id = EventId::parse(string(obj, "id")?)
+        .map_err(|e| EventRejection::malformed(format!("`id`: {e}")))?;
+    if string(obj, "type")?.is_empty() {
+        return Err(EventRejection::malformed("`type` must not be empty"));
+    }
+    let account = AccountId::parse(string(obj, "subject")?)
+        .map_err(|e| EventRejection::malformed(format!("`subject` (the account): {e}")))?;
+    let time = DateTime::parse_from_rfc3339(string(obj, "time")?)
+        .map_err(|e| EventRejection::malformed(format!("`time` must be RFC 3339: {e}")))?
+        .with_timezone(&Utc);
+    match obj.get("datacontenttype") {
+        None => {}
+        Some(Value::String(t)) if t == "application/json" => {}
+        Some(_) => {
+            return Err(EventRejection::malformed(
+                "`datacontenttype` must be \"application/json\" when present",
+            ))
+        }
+    }
+    let data = match obj.get("data") {
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(EventRejection::malformed("`data` must be an object")),
+        None => return Err(EventRejection::malformed("`data` is required")),
+    };
+    let sku = Sku::parse(string(data, "sku")?)
+        .map_err(|e| EventRejection::malformed(format!("`data.sku`: {e}")))?;
+    let quantity = match data.get("quantity") {
+        Some(Value::String(text)) => Quantity::parse(text),
+        Some(Value::Number(n)) => Quantity::parse(&n.to_string()),
+        Some(_) => {
+            return Err(EventRejection::new(
+                "quantity_invalid",
+                "`data.quantity` must be a decimal string or a number",
+            ))
+        }
+        None => return Err(EventRejection::malformed("`data.quantity` is required")),
+    }
+    .map_err(|e| EventRejection::new("quantity_invalid", format!("`data.quantity`: {e}")))?;
+    let dimensions = match data.get("dimensions") {
+        None => BTreeMap::new(),
+        Some(Value::Object(dims)) if dims.len() <= MAX_DIMENSIONS => dims
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(EventRejection::malformed(format!(
+                    "`data.dimensions.{k}` must be a string"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(EventRejection::malformed(format!(
+                "`data.dimensions` must be an object of at most {MAX_DIMENSIONS} strings"
+            )))
+        }
+    };
+    let source = string(obj, "source")?;
+    if source != provider.as_str() {
+        return Err(EventRejection::new(
+            "source_mismatch",
+            format!("`source` must be the authenticated provider {provider:?}, not {source:?}"),
+        ));
+    }
+    Ok(ParsedEvent {
+        id,
+        account,
+        sku,
+        quantity,
+        time,
+        dimensions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider() -> ProviderId {
+        ProviderId::parse("dbco").unwrap()
+    }
+
+    fn valid() -> Value {
+        json!({
+            "specversion": "1.0", "id": "e-1", "source": "dbco", "type": "com.tally.usage",
+            "subject": "acme", "time": "2026-11-20T10:00:00Z",
+            "data": {"sku": "dbco.db.hour", "quantity": "1.5", "dimensions": {"region": "eu"}}
+        })
+    }
+
+    fn code_of(mutate: impl FnOnce(&mut Value)) -> &'static str {
+        let mut v = valid();
+        mutate(&mut v);
+        parse_event(&v, &provider()).map_or_else(|r| r.code, |_| "accepted")
+    }
+
+    #[test]
+    fn a_valid_event_parses_exactly() {
+        let e = parse_event(&valid(), &provider()).unwrap();
+        assert_eq!(e.quantity.value().to_string(), "1.5");
+        assert_eq!(e.account.as_str(), "acme");
+        assert_eq!(e.dimensions["region"], "eu");
+    }
+
+    #[test]
+    fn number_quantities_stay_exact() {
+        let v: Value = serde_json::from_str(
+            r#"{"specversion":"1.0","id":"e","source":"dbco","type":"t","subject":"acme",
+                "time":"2026-11-20T10:00:00Z","data":{"sku":"s","quantity":0.1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_event(&v, &provider())
+                .unwrap()
+                .quantity
+                .value()
+                .to_string(),
+            "0.1"
+        );
+    }
+
+    #[test]
+    fn each_structural_fault_has_its_code() {
+        assert_eq!(code_of(|v| v["specversion"] = json!("0.3")), "malformed");
+        assert_eq!(code_of(|v| v["id"] = json!("")), "malformed");
+        assert_eq!(code_of(|v| v["subject"] = json!("Acme")), "malformed");
+        assert_eq!(code_of(|v| v["time"] = json!("yesterday")), "malformed");
+        assert_eq!(code_of(|v| v["data"] = json!("x")), "malformed");
+        assert_eq!(
+            code_of(|v| v["data"]["dimensions"]["n"] = json!(1)),
+            "malformed"
+        );
+        assert_eq!(
+            code_of(|v| v["data"]["quantity"] = json!("-1")),
+            "quantity_invalid"
+        );
+        assert_eq!(
+            code_of(|v| v["data"]["quantity"] = json!("1.")),
+            "quantity_invalid"
+        );
+        assert_eq!(
+            code_of(|v| v["data"]["quantity"] = json!(true)),
+            "quantity_invalid"
+        );
+        assert_eq!(code_of(|v| v["source"] = json!("other")), "source_mismatch");
+        assert_eq!(code_of(|_| {}), "accepted");
+    }
+}

@@ -1,0 +1,243 @@
+//! `POST /v1/events`: one CloudEvent or a batch; a per-event answer after the
+//! broker acknowledged every accepted event.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_domain::usage::UsageMessage;
+use tally_domain::{ProviderId, UsageEvent};
+use tally_platform::auth::{self, Principal};
+use tally_platform::{catalog, kafka};
+
+use crate::error::ApiError;
+use crate::event::{parse_event, EventRejection, ParsedEvent};
+
+pub const MAX_BATCH_EVENTS: usize = 1000;
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct IngestState {
+    pub pool: PgPool,
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub max_age: Duration,
+    pub max_future: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventResult {
+    pub index: usize,
+    pub id: Option<String>,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<EventResult>,
+}
+
+async fn provider_of(pool: &PgPool, headers: &HeaderMap) -> Result<ProviderId, ApiError> {
+    let token = auth::bearer(headers).ok_or(ApiError::Unauthorized)?;
+    match auth::authenticate(pool, token).await? {
+        Some(Principal::Provider(id)) => Ok(id),
+        Some(_) => Err(ApiError::Forbidden),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json"
+        | "application/cloudevents+json"
+        | "application/cloudevents-batch+json" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// The events of the body: an object is one event, an array a batch.
+fn events_of(body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    match value {
+        Value::Array(events) if events.is_empty() => {
+            Err(ApiError::InvalidRequest("the batch is empty".into()))
+        }
+        Value::Array(events) if events.len() > MAX_BATCH_EVENTS => Err(ApiError::BatchTooLarge {
+            max: MAX_BATCH_EVENTS,
+            got: events.len(),
+        }),
+        Value::Array(events) => Ok(events),
+        Value::Object(_) => Ok(vec![value]),
+        _ => Err(ApiError::Malformed("expected an object or an array".into())),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(provider, events))]
+pub async fn post_events(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let started = Instant::now();
+    let provider = provider_of(&state.pool, &headers).await?;
+    tracing::Span::current().record("provider", provider.as_str());
+    check_content_type(&headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+        } else {
+            ApiError::Malformed(rejection.body_text())
+        }
+    })?;
+    let raw = events_of(&body)?;
+    tracing::Span::current().record("events", raw.len());
+
+    let now = Utc::now();
+    let oldest = now - state.max_age;
+    let newest = now + state.max_future;
+    let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
+        .iter()
+        .map(|v| {
+            parse_event(v, &provider).and_then(|e| {
+                if e.time < oldest || e.time > newest {
+                    Err(EventRejection::new(
+                        "time_out_of_window",
+                        format!(
+                            "`time` must lie between {} and {}",
+                            oldest.to_rfc3339(),
+                            newest.to_rfc3339()
+                        ),
+                    ))
+                } else {
+                    Ok(e)
+                }
+            })
+        })
+        .collect();
+    check_catalog(&state.pool, &provider, &mut outcomes).await?;
+
+    let accepted: Vec<(String, Vec<u8>)> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|e| {
+            let message = UsageMessage::Usage(UsageEvent {
+                provider_id: provider.clone(),
+                event_id: e.id.clone(),
+                account_id: e.account.clone(),
+                sku: e.sku.clone(),
+                quantity: e.quantity,
+                time: e.time,
+                received_at: now,
+                dimensions: e.dimensions.clone(),
+            });
+            Ok((e.account.to_string(), serde_json::to_vec(&message)?))
+        })
+        .collect::<Result<_, serde_json::Error>>()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    kafka::send_all(
+        &state.producer,
+        accepted
+            .iter()
+            .map(|(key, payload)| (state.topic.as_str(), key.as_str(), payload.as_slice())),
+    )
+    .await
+    .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
+
+    let results: Vec<EventResult> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| match outcome {
+            Ok(e) => EventResult {
+                index,
+                id: Some(e.id.to_string()),
+                status: "accepted",
+                code: None,
+                message: None,
+            },
+            Err(r) => {
+                metrics::counter!("tally_events_rejected_total", "code" => r.code).increment(1);
+                EventResult {
+                    index,
+                    id: raw[index]
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    status: "rejected",
+                    code: Some(r.code),
+                    message: Some(r.message),
+                }
+            }
+        })
+        .collect();
+    let response = IngestResponse {
+        accepted: accepted.len(),
+        rejected: results.len() - accepted.len(),
+        results,
+    };
+    metrics::counter!("tally_events_accepted_total").increment(response.accepted as u64);
+    metrics::histogram!("tally_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// SKU ownership and account existence, one query each for the whole batch.
+async fn check_catalog(
+    pool: &PgPool,
+    provider: &ProviderId,
+    outcomes: &mut [Result<ParsedEvent, EventRejection>],
+) -> Result<(), ApiError> {
+    let valid = || outcomes.iter().filter_map(|o| o.as_ref().ok());
+    let skus: Vec<&str> = valid().map(|e| e.sku.as_str()).collect();
+    if skus.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<&str> = valid().map(|e| e.account.as_str()).collect();
+    let mut conn = pool.acquire().await?;
+    let owners = catalog::sku_owners(&mut conn, &skus).await?;
+    let known = catalog::existing_accounts(&mut conn, &accounts).await?;
+    for outcome in outcomes.iter_mut() {
+        let Ok(event) = outcome else { continue };
+        let verdict = match owners.get(event.sku.as_str()) {
+            None => Some(EventRejection::new(
+                "unknown_sku",
+                format!("sku {} does not exist", event.sku),
+            )),
+            Some(owner) if owner != provider.as_str() => Some(EventRejection::new(
+                "sku_not_owned",
+                format!("sku {} belongs to another provider", event.sku),
+            )),
+            Some(_) if !known.contains(event.account.as_str()) => Some(EventRejection::new(
+                "account_unknown",
+                format!("account {} does not exist", event.account),
+            )),
+            Some(_) => None,
+        };
+        if let Some(rejection) = verdict {
+            *outcome = Err(rejection);
+        }
+    }
+    Ok(())
+}
