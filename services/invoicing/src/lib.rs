@@ -1,1 +1,13 @@
-//! placeholder
+//! Invoicing: keeps the newest statement of every account-period as its draft
+//! invoice, and serves the finance, customer-bill and admin APIs.
+
+pub mod admin;
+pub mod auth;
+pub mod consumer;
+pub mod error;
+pub mod invoices_repo;
+pub mod routes;
+pub mod startup;
+
+pub use consumer::apply_statements;
+pub use startup::Application;

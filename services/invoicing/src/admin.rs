@@ -1,0 +1,205 @@
+//! Admin API: providers, accounts, SKUs, prices and staff keys.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_platform::auth::{create_key, Principal};
+use tally_platform::catalog;
+
+use crate::auth::require_admin;
+use crate::error::ApiError;
+
+type Created = (StatusCode, Json<Value>);
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidRequest(e.to_string())
+}
+
+fn currency(code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).map_err(|e| ApiError::UnknownCurrency(e.to_string()))
+}
+
+#[derive(Deserialize)]
+pub struct NewProvider {
+    id: String,
+    name: String,
+    kind: String,
+}
+
+pub async fn create_provider(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Json(body): Json<NewProvider>,
+) -> Result<Created, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let id = ProviderId::parse(&body.id).map_err(invalid)?;
+    let kind = ProviderKind::parse(&body.kind)
+        .ok_or_else(|| invalid("kind must be first_party or partner"))?;
+    let mut tx = pool.begin().await?;
+    catalog::create_provider(&mut tx, &id, &body.name, kind).await?;
+    let key = create_key(&mut tx, &Principal::Provider(id.clone())).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "name": body.name, "kind": kind, "api_key": key.secret})),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewAccount {
+    id: String,
+    name: String,
+    currency: String,
+}
+
+pub async fn create_account(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Json(body): Json<NewAccount>,
+) -> Result<Created, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let id = AccountId::parse(&body.id).map_err(invalid)?;
+    let currency = currency(&body.currency)?;
+    let mut tx = pool.begin().await?;
+    catalog::create_account(&mut tx, &id, &body.name, currency).await?;
+    let key = create_key(&mut tx, &Principal::Customer(id.clone())).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "name": body.name, "currency": currency, "api_key": key.secret})),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewSku {
+    id: String,
+    provider_id: String,
+    name: String,
+    #[serde(default = "default_unit")]
+    unit: String,
+}
+
+fn default_unit() -> String {
+    "unit".into()
+}
+
+pub async fn create_sku(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Json(body): Json<NewSku>,
+) -> Result<Created, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let sku = Sku::parse(&body.id).map_err(invalid)?;
+    let provider = ProviderId::parse(&body.provider_id).map_err(invalid)?;
+    let mut conn = pool.acquire().await?;
+    catalog::create_sku(&mut conn, &sku, &provider, &body.name, &body.unit).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": sku, "provider_id": provider, "name": body.name, "unit": body.unit})),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewPrice {
+    sku: String,
+    currency: String,
+    effective_from: Option<DateTime<Utc>>,
+    #[serde(with = "rust_decimal::serde::str")]
+    unit_price: Decimal,
+}
+
+pub async fn create_price(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Json(body): Json<NewPrice>,
+) -> Result<Created, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let sku = Sku::parse(&body.sku).map_err(invalid)?;
+    let currency = currency(&body.currency)?;
+    let model = PriceModel::per_unit(body.unit_price)
+        .map_err(|e| ApiError::from(catalog::CatalogError::InvalidPrice(e.to_string())))?;
+    let from = body.effective_from.unwrap_or_else(Utc::now);
+    let mut conn = pool.acquire().await?;
+    let id = catalog::add_price(&mut conn, &sku, currency, from, &model).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from, "model": model}),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewKey {
+    role: String,
+}
+
+pub async fn create_staff_key(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Json(body): Json<NewKey>,
+) -> Result<Created, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let principal = match body.role.as_str() {
+        "admin" => Principal::Admin,
+        "finance" => Principal::Finance,
+        _ => return Err(invalid("role must be admin or finance")),
+    };
+    let mut conn = pool.acquire().await?;
+    let key = create_key(&mut conn, &principal).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": key.id, "role": body.role, "api_key": key.secret})),
+    ))
+}
+
+pub async fn list_providers(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let mut conn = pool.acquire().await?;
+    Ok(Json(
+        json!({"data": catalog::list_providers(&mut conn).await?}),
+    ))
+}
+
+pub async fn list_accounts(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let mut conn = pool.acquire().await?;
+    Ok(Json(
+        json!({"data": catalog::list_accounts(&mut conn).await?}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SkuQuery {
+    provider: Option<String>,
+}
+
+pub async fn list_skus(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Query(q): Query<SkuQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&pool, &headers).await?;
+    let provider = q
+        .provider
+        .as_deref()
+        .map(ProviderId::parse)
+        .transpose()
+        .map_err(invalid)?;
+    let mut conn = pool.acquire().await?;
+    Ok(Json(
+        json!({"data": catalog::list_skus(&mut conn, provider.as_ref()).await?}),
+    ))
+}

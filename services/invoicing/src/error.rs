@@ -1,0 +1,90 @@
+//! The invoicing API's errors, each with a stable code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tally_platform::catalog::CatalogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("this key may not access this resource")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidPeriod(String),
+    #[error("{0}")]
+    UnknownCurrency(String),
+    #[error(transparent)]
+    Catalog(CatalogError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidPeriod(_) => "invalid_period",
+            ApiError::UnknownCurrency(_) => "unknown_currency",
+            ApiError::Catalog(e) => match e {
+                CatalogError::AlreadyExists(_) => "already_exists",
+                CatalogError::UnknownProvider(_) => "unknown_provider",
+                CatalogError::UnknownSku(_) => "unknown_sku",
+                CatalogError::PriceVersionExists => "price_version_exists",
+                CatalogError::InvalidPrice(_) => "invalid_price",
+                CatalogError::Database(_) => "internal",
+            },
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.code() {
+            "unauthorized" => StatusCode::UNAUTHORIZED,
+            "forbidden" => StatusCode::FORBIDDEN,
+            "not_found" => StatusCode::NOT_FOUND,
+            "already_exists" | "price_version_exists" => StatusCode::CONFLICT,
+            "unknown_provider" | "unknown_sku" => StatusCode::UNPROCESSABLE_ENTITY,
+            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Database(e) => ApiError::Internal(e.into()),
+            other => ApiError::Catalog(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": self.code(), "message": message}});
+        (self.status(), Json(body)).into_response()
+    }
+}

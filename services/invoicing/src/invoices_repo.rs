@@ -1,0 +1,298 @@
+//! SQL of invoices and their lines. Functions take the caller's connection.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use tally_domain::{Period, Statement};
+use uuid::Uuid;
+
+/// Upserts the draft invoice of a statement's account-period. Only a newer
+/// statement version changes a draft; finalized invoices are never touched.
+/// Returns whether the invoice changed.
+pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<bool, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version, total)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (account_id, period_start) DO UPDATE
+         SET statement_version = EXCLUDED.statement_version, total = EXCLUDED.total,
+             period_end = EXCLUDED.period_end, currency = EXCLUDED.currency, updated_at = now()
+         WHERE invoices.statement_version < EXCLUDED.statement_version AND invoices.status = 'draft'
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(s.account_id.as_str())
+    .bind(s.period.start())
+    .bind(s.period.end())
+    .bind(s.currency.code())
+    .bind(s.version)
+    .bind(s.total)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        return Ok(false);
+    };
+    sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let n = s.lines.len();
+    let mut cols = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (position, l) in s.lines.iter().enumerate() {
+        cols.0.push(i32::try_from(position).unwrap_or(i32::MAX));
+        cols.1.push(l.provider.id.as_str());
+        cols.2.push(l.provider.name.as_str());
+        cols.3.push(l.provider.kind.as_str());
+        cols.4.push(l.sku.as_str());
+        cols.5.push(l.description.as_str());
+        cols.6.push(l.unit.as_str());
+        cols.7.push(l.quantity);
+        cols.8.push(l.unit_price);
+        cols.9.push(l.amount);
+        cols.10.push(l.price_id);
+        cols.11.push(l.price_effective_from);
+        cols.12.push(l.event_count);
+    }
+    sqlx::query(
+        "INSERT INTO invoice_lines (invoice_id, position, provider_id, provider_name, provider_kind,
+             sku_id, description, unit, quantity, unit_price, amount, currency, price_id,
+             price_effective_from, event_count)
+         SELECT $1, t.*, $15 FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[],
+             $13::timestamptz[], $14::bigint[])
+             AS t(position, provider_id, provider_name, provider_kind, sku_id, description, unit,
+                  quantity, unit_price, amount, price_id, price_effective_from, event_count)",
+    )
+    .bind(id)
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&cols.5)
+    .bind(&cols.6)
+    .bind(&cols.7)
+    .bind(&cols.8)
+    .bind(&cols.9)
+    .bind(&cols.10)
+    .bind(&cols.11)
+    .bind(&cols.12)
+    .bind(s.currency.code())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodView {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub label: String,
+}
+
+impl PeriodView {
+    fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        let label = Period::new(start, end)
+            .map(|p| p.label())
+            .unwrap_or_default();
+        Self { start, end, label }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvoiceSummary {
+    pub id: Uuid,
+    pub number: Option<String>,
+    pub account_id: String,
+    pub period: PeriodView,
+    pub status: String,
+    pub currency: String,
+    pub statement_version: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineView {
+    pub sku: String,
+    pub description: String,
+    pub unit: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub quantity: Decimal,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub unit_price: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub price_effective_from: DateTime<Utc>,
+    pub event_count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    pub provider: ProviderView,
+    pub lines: Vec<LineView>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub subtotal: Decimal,
+}
+
+/// An invoice with its lines grouped per provider (the platform first).
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoice {
+    #[serde(flatten)]
+    pub summary: InvoiceSummary,
+    pub sections: Vec<Section>,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, number, account_id, period_start, period_end, status, currency, \
+     statement_version, total, created_at, updated_at";
+
+fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
+    Ok(InvoiceSummary {
+        id: r.try_get("id")?,
+        number: r.try_get("number")?,
+        account_id: r.try_get("account_id")?,
+        period: PeriodView::new(r.try_get("period_start")?, r.try_get("period_end")?),
+        status: r.try_get("status")?,
+        currency: r.try_get("currency")?,
+        statement_version: r.try_get("statement_version")?,
+        total: r.try_get("total")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+async fn with_sections(
+    conn: &mut PgConnection,
+    summary: InvoiceSummary,
+) -> Result<Invoice, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT provider_id, provider_name, provider_kind, sku_id, description, unit, quantity,
+                unit_price, amount, price_effective_from, event_count
+         FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(summary.id)
+    .fetch_all(conn)
+    .await?;
+    let mut sections: Vec<Section> = Vec::new();
+    for r in rows {
+        let provider_id: String = r.try_get("provider_id")?;
+        let line = LineView {
+            sku: r.try_get("sku_id")?,
+            description: r.try_get("description")?,
+            unit: r.try_get("unit")?,
+            quantity: r.try_get("quantity")?,
+            unit_price: r.try_get("unit_price")?,
+            amount: r.try_get("amount")?,
+            price_effective_from: r.try_get("price_effective_from")?,
+            event_count: r.try_get("event_count")?,
+        };
+        match sections.last_mut() {
+            Some(s) if s.provider.id == provider_id => {
+                s.subtotal += line.amount;
+                s.lines.push(line);
+            }
+            _ => sections.push(Section {
+                provider: ProviderView {
+                    id: provider_id,
+                    name: r.try_get("provider_name")?,
+                    kind: r.try_get("provider_kind")?,
+                },
+                subtotal: line.amount,
+                lines: vec![line],
+            }),
+        }
+    }
+    Ok(Invoice { summary, sections })
+}
+
+pub async fn get_invoice(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Invoice>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM invoices WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => Ok(Some(with_sections(conn, summary(&r)?).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn find_by_account_period(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+) -> Result<Option<Invoice>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM invoices WHERE account_id = $1 AND period_start = $2"
+    ))
+    .bind(account)
+    .bind(period_start)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => Ok(Some(with_sections(conn, summary(&r)?).await?)),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct InvoiceFilter {
+    pub account: Option<String>,
+    pub period_start: Option<DateTime<Utc>>,
+    pub status: Option<String>,
+    /// Return invoices with an id greater than this (keyset pagination).
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Invoices in id order (ids are time-ordered UUID v7).
+pub async fn list_invoices(
+    conn: &mut PgConnection,
+    f: &InvoiceFilter,
+) -> Result<Vec<InvoiceSummary>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM invoices
+         WHERE ($1::text IS NULL OR account_id = $1)
+           AND ($2::timestamptz IS NULL OR period_start = $2)
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR id > $4)
+         ORDER BY id LIMIT $5"
+    ))
+    .bind(f.account.as_deref())
+    .bind(f.period_start)
+    .bind(f.status.as_deref())
+    .bind(f.after)
+    .bind(f.limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(summary).collect()
+}

@@ -1,0 +1,116 @@
+//! Finance API (`/v1/invoices`) and customer bill API (`/v1/accounts/{id}/bill`).
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tally_domain::Period;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
+
+fn parse_period(raw: &str) -> Result<Period, ApiError> {
+    Period::parse_month(raw).map_err(|e| ApiError::InvalidPeriod(e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    account: Option<String>,
+    period: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    data: Vec<InvoiceSummary>,
+    next_cursor: Option<String>,
+}
+
+pub async fn list_invoices(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    auth::require_staff(&pool, &headers).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    if let Some(status) = &q.status {
+        if !["draft", "finalized", "void"].contains(&status.as_str()) {
+            return Err(ApiError::InvalidRequest(
+                "status must be draft, finalized or void".into(),
+            ));
+        }
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::InvalidRequest("bad cursor".into())))
+        .transpose()?;
+    let filter = InvoiceFilter {
+        account: q.account,
+        period_start: q
+            .period
+            .as_deref()
+            .map(parse_period)
+            .transpose()?
+            .map(|p| p.start()),
+        status: q.status,
+        after,
+        limit,
+    };
+    let mut conn = pool.acquire().await?;
+    let data = invoices_repo::list_invoices(&mut conn, &filter).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|i| i.id.to_string()))
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+pub async fn get_invoice(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Invoice>, ApiError> {
+    auth::require_staff(&pool, &headers).await?;
+    let not_found = || ApiError::NotFound(format!("invoice {id}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let mut conn = pool.acquire().await?;
+    invoices_repo::get_invoice(&mut conn, uuid)
+        .await?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BillQuery {
+    period: Option<String>,
+}
+
+pub async fn get_bill(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(q): Query<BillQuery>,
+) -> Result<Json<Invoice>, ApiError> {
+    auth::require_account(&pool, &headers, &account).await?;
+    let period = parse_period(
+        q.period
+            .as_deref()
+            .ok_or_else(|| ApiError::InvalidPeriod("period=YYYY-MM is required".into()))?,
+    )?;
+    let account = auth::account_id(&account)?;
+    let mut conn = pool.acquire().await?;
+    invoices_repo::find_by_account_period(&mut conn, account.as_str(), period.start())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))
+}

@@ -1,0 +1,83 @@
+//! Building and running invoicing: the statement consumer and the HTTP API.
+
+use axum::routing::{get, post};
+use axum::Router;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use sqlx::PgPool;
+use tally_platform::{kafka, telemetry, Config};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{admin, consumer, routes};
+
+pub fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/v1/invoices", get(routes::list_invoices))
+        .route("/v1/invoices/{id}", get(routes::get_invoice))
+        .route("/v1/accounts/{account}/bill", get(routes::get_bill))
+        .route(
+            "/v1/admin/providers",
+            post(admin::create_provider).get(admin::list_providers),
+        )
+        .route(
+            "/v1/admin/accounts",
+            post(admin::create_account).get(admin::list_accounts),
+        )
+        .route(
+            "/v1/admin/skus",
+            post(admin::create_sku).get(admin::list_skus),
+        )
+        .route("/v1/admin/prices", post(admin::create_price))
+        .route("/v1/admin/keys", post(admin::create_staff_key))
+        .with_state(pool)
+        .route("/healthz", get(telemetry::healthz))
+        .route("/metrics", get(telemetry::metrics_endpoint))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    consumer: StreamConsumer,
+    listener: TcpListener,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        telemetry::metrics();
+        let pool =
+            tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
+        let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
+        consumer.subscribe(&[&config.topics().statements])?;
+        let listener = TcpListener::bind(config.invoicing_addr).await?;
+        Ok(Application {
+            config,
+            pool,
+            consumer,
+            listener,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "invoicing listening");
+        let consuming = tokio::spawn(consumer::run(
+            self.pool.clone(),
+            self.consumer,
+            self.config.batch_max,
+            self.config.batch_wait,
+            shutdown.clone(),
+        ));
+        let stop = shutdown.clone();
+        let served = axum::serve(self.listener, router(self.pool))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        shutdown.cancel();
+        consuming.await??;
+        served?;
+        Ok(())
+    }
+}
