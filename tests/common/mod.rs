@@ -21,6 +21,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
+        tally_platform::telemetry::init_logging();
         let port = infra::free_port().unwrap();
         let broker = infra::start_broker(port, &BrokerStorage::Memory).await.unwrap();
         let server = infra::ensure_postgres().await.unwrap();

@@ -70,8 +70,8 @@ pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<b
     }
     sqlx::query(
         "INSERT INTO invoice_lines (invoice_id, position, provider_id, provider_name, provider_kind,
-             sku_id, description, unit, quantity, unit_price, amount, currency, price_id,
-             price_effective_from, event_count)
+             sku_id, description, unit, quantity, unit_price, amount, price_id,
+             price_effective_from, event_count, currency)
          SELECT $1, t.*, $15 FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
              $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[],
              $13::timestamptz[], $14::bigint[])
