@@ -35,7 +35,14 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
         let account = if (i / 3) % 2 == 0 { "acme" } else { "umbrella" };
         let quantity = format!("{}.{:02}", i % 13, i % 100);
         let time = now - Duration::seconds(30 + (i % 86_400) as i64);
-        per_provider[i % 3].push(event(&format!("{provider}-{i}"), provider, account, sku, &quantity, time));
+        per_provider[i % 3].push(event(
+            &format!("{provider}-{i}"),
+            provider,
+            account,
+            sku,
+            &quantity,
+            time,
+        ));
         expected.add(account, time, sku, &quantity);
     }
     // Batches of 1,000, the providers taking turns.
@@ -90,17 +97,33 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
     let accepted = sender.await.unwrap();
     assert_eq!(accepted, EVENTS as u64);
     assert_eq!(counted_at_kill.len(), KILLS);
-    assert!(counted_at_kill.iter().all(|c| *c < EVENTS as i64), "kills happened mid-stream: {counted_at_kill:?}");
+    assert!(
+        counted_at_kill.iter().all(|c| *c < EVENTS as i64),
+        "kills happened mid-stream: {counted_at_kill:?}"
+    );
 
     let totals = expected.totals();
     let http = reqwest::Client::new();
-    let bills = wait_for_totals(&http, &invoicing, &keys.finance, &totals, StdDuration::from_secs(300)).await;
+    let bills = wait_for_totals(
+        &http,
+        &invoicing,
+        &keys.finance,
+        &totals,
+        StdDuration::from_secs(300),
+    )
+    .await;
     rating.kill().unwrap();
     rating.wait().unwrap();
     let mut billed_events = 0;
     for (key, total) in &totals {
-        let bill = bills.get(key).unwrap_or_else(|| panic!("no invoice for {key:?}"));
-        assert_eq!(bill["total"].as_str().unwrap(), total.to_string(), "{key:?}");
+        let bill = bills
+            .get(key)
+            .unwrap_or_else(|| panic!("no invoice for {key:?}"));
+        assert_eq!(
+            bill["total"].as_str().unwrap(),
+            total.to_string(),
+            "{key:?}"
+        );
         billed_events += bill_lines(bill).iter().map(|l| l.4).sum::<i64>();
     }
     assert_eq!(billed_events, EVENTS as i64);

@@ -36,7 +36,14 @@ async fn combined_invoice_equals_independent_computation() {
             let account = if i % 2 == 0 { "acme" } else { "umbrella" };
             let quantity = format!("{}.{:03}", (i * 7 + p) % 23, (i * 37) % 1000);
             let time = now - Duration::seconds(60 + ((i * 9_973 + p * 31) % (12 * 86_400)) as i64);
-            events.push(event(&format!("{provider}-{i}"), provider, account, sku, &quantity, time));
+            events.push(event(
+                &format!("{provider}-{i}"),
+                provider,
+                account,
+                sku,
+                &quantity,
+                time,
+            ));
             expected.add(account, time, sku, &quantity);
         }
         // The platform's egress SKU too, billed to the USD account only.
@@ -44,7 +51,14 @@ async fn combined_invoice_equals_independent_computation() {
             for i in 0..50usize {
                 let time = now - Duration::seconds(120 + (i * 7_919) as i64);
                 let quantity = format!("{}.5", i % 9);
-                events.push(event(&format!("egress-{i}"), provider, "acme", "cloud.egress.gb", &quantity, time));
+                events.push(event(
+                    &format!("egress-{i}"),
+                    provider,
+                    "acme",
+                    "cloud.egress.gb",
+                    &quantity,
+                    time,
+                ));
                 expected.add("acme", time, "cloud.egress.gb", &quantity);
             }
         }
@@ -77,7 +91,14 @@ async fn combined_invoice_equals_independent_computation() {
         event("bad-2", "dbco", "acme", "cloud.vm.hour", "1", t),
         event("bad-3", "dbco", "ghost", "dbco.db.hour", "1", t),
         event("bad-4", "dbco", "acme", "dbco.db.hour", "-1", t),
-        event("bad-5", "dbco", "acme", "dbco.db.hour", "1", now - Duration::days(90)),
+        event(
+            "bad-5",
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "1",
+            now - Duration::days(90),
+        ),
         event("bad-6", "cloud", "acme", "dbco.db.hour", "1", t),
         serde_json::json!({"specversion": "1.0", "id": "bad-7"}),
     ];
@@ -103,23 +124,43 @@ async fn combined_invoice_equals_independent_computation() {
             "malformed"
         ]
     );
-    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_u64()), (Some(1), Some(7)));
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(7))
+    );
 
     // Accepted but unpriceable (egress has no EUR price): goes to the DLQ with its reason.
     let (status, body) = post_events(
         &http,
         &collector,
         &keys.cloud,
-        &[event("no-price-1", "cloud", "umbrella", "cloud.egress.gb", "3", t)],
+        &[event(
+            "no-price-1",
+            "cloud",
+            "umbrella",
+            "cloud.egress.gb",
+            "3",
+            t,
+        )],
     )
     .await;
     assert_eq!((status, body["accepted"].as_u64()), (202, Some(1)));
 
     let totals = expected.totals();
-    let bills = wait_for_totals(&http, &invoicing, &keys.finance, &totals, std::time::Duration::from_secs(90)).await;
+    let bills = wait_for_totals(
+        &http,
+        &invoicing,
+        &keys.finance,
+        &totals,
+        std::time::Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(bills.len(), totals.len());
     for ((account, period), bill) in &bills {
-        assert_eq!(bill["total"].as_str().unwrap(), totals[&(account.clone(), period.clone())].to_string());
+        assert_eq!(
+            bill["total"].as_str().unwrap(),
+            totals[&(account.clone(), period.clone())].to_string()
+        );
         assert_eq!(bill["currency"], currency_of(account));
         let want: Vec<(String, String, String, String, i64)> = expected
             .quantities
@@ -127,21 +168,36 @@ async fn combined_invoice_equals_independent_computation() {
             .filter(|(k, _)| &k.0 == account && &k.1 == period)
             .map(|(k, q)| {
                 let provider = k.2.split('.').next().unwrap().to_owned();
-                (provider, k.2.clone(), q.normalize().to_string(), expected.line_amount(k).to_string(), expected.events[k])
+                (
+                    provider,
+                    k.2.clone(),
+                    q.normalize().to_string(),
+                    expected.line_amount(k).to_string(),
+                    expected.events[k],
+                )
             })
             .collect();
         let mut got = bill_lines(bill);
         // The platform first, then partners by name.
-        let order: Vec<&str> = bill["sections"].as_array().unwrap().iter().map(|s| s["provider"]["id"].as_str().unwrap()).collect();
+        let order: Vec<&str> = bill["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["provider"]["id"].as_str().unwrap())
+            .collect();
         let mut sorted = order.clone();
-        sorted.sort_by_key(|p| match *p { "cloud" => 0, "dbco" => 1, _ => 2 });
+        sorted.sort_by_key(|p| match *p {
+            "cloud" => 0,
+            "dbco" => 1,
+            _ => 2,
+        });
         assert_eq!(order, sorted);
         got.sort();
         let mut want = want;
         want.sort();
         assert_eq!(got, want, "lines of {account} {period}");
     }
-    let billed_events: i64 = bills.values().flat_map(|b| bill_lines(b)).map(|l| l.4).sum();
+    let billed_events: i64 = bills.values().flat_map(bill_lines).map(|l| l.4).sum();
     assert_eq!(billed_events, 3 * 400 + 50 + 1);
 
     // The DLQ holds exactly the unpriceable event, with its reason.
@@ -172,6 +228,9 @@ async fn combined_invoice_equals_independent_computation() {
     .collect();
     let periods_per_account = |a: &str| totals.keys().filter(|k| k.0 == a).count() as i64;
     assert_eq!(invoices.get("acme"), Some(&periods_per_account("acme")));
-    assert_eq!(invoices.get("umbrella"), Some(&periods_per_account("umbrella")));
+    assert_eq!(
+        invoices.get("umbrella"),
+        Some(&periods_per_account("umbrella"))
+    );
     running.stop().await.unwrap();
 }

@@ -32,31 +32,84 @@ async fn tenants_are_isolated() {
     )
     .await;
     assert_eq!(status, 202);
-    let codes: Vec<_> = body["results"].as_array().unwrap().iter().map(|r| r["code"].clone()).collect();
-    assert_eq!(codes, [serde_json::json!("sku_not_owned"), serde_json::json!("sku_not_owned"), serde_json::Value::Null]);
+    let codes: Vec<_> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            serde_json::json!("sku_not_owned"),
+            serde_json::json!("sku_not_owned"),
+            serde_json::Value::Null
+        ]
+    );
     // Nor can it pose as another provider.
-    let (_, body) = post_events(&http, &collector, &keys.dbco, &[event("x4", "queueco", "acme", "queueco.msg.million", "1", t)]).await;
+    let (_, body) = post_events(
+        &http,
+        &collector,
+        &keys.dbco,
+        &[event(
+            "x4",
+            "queueco",
+            "acme",
+            "queueco.msg.million",
+            "1",
+            t,
+        )],
+    )
+    .await;
     assert_eq!(body["results"][0]["code"], "source_mismatch");
     // Customer, finance and admin keys cannot send usage; unknown keys are 401.
     for key in [&keys.acme, &keys.finance, &keys.admin] {
-        let (status, _) = post_events(&http, &collector, key, &[event("x5", "dbco", "acme", "dbco.db.hour", "1", t)]).await;
+        let (status, _) = post_events(
+            &http,
+            &collector,
+            key,
+            &[event("x5", "dbco", "acme", "dbco.db.hour", "1", t)],
+        )
+        .await;
         assert_eq!(status, 403);
     }
-    let (status, body) = post_events(&http, &collector, "tly_provider_not-a-key", &[event("x6", "dbco", "acme", "dbco.db.hour", "1", t)]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = post_events(
+        &http,
+        &collector,
+        "tly_provider_not-a-key",
+        &[event("x6", "dbco", "acme", "dbco.db.hour", "1", t)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
 
     // Wait until acme's usage is billed, then check who may read it.
     let period = t.format("%Y-%m").to_string();
     let mut expected = std::collections::BTreeMap::new();
     expected.insert(("acme".to_owned(), period.clone()), "0.99".parse().unwrap());
-    let bills = wait_for_totals(&http, &invoicing, &keys.finance, &expected, std::time::Duration::from_secs(60)).await;
+    let bills = wait_for_totals(
+        &http,
+        &invoicing,
+        &keys.finance,
+        &expected,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(bills.len(), 1);
-    let invoice_id = bills.values().next().unwrap()["id"].as_str().unwrap().to_owned();
+    let invoice_id = bills.values().next().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let bill = |account: &str| format!("{invoicing}/v1/accounts/{account}/bill?period={period}");
     assert_eq!(get(&http, &bill("acme"), &keys.acme).await.0, 200);
     let (status, body) = get(&http, &bill("acme"), &keys.umbrella).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     assert_eq!(get(&http, &bill("umbrella"), &keys.acme).await.0, 403);
     assert_eq!(get(&http, &bill("acme"), &keys.dbco).await.0, 403);
     assert_eq!(get(&http, &bill("acme"), "nope").await.0, 401);
@@ -69,7 +122,11 @@ async fn tenants_are_isolated() {
         assert_eq!(get(&http, url, &keys.admin).await.0, 200, "{url}");
         for key in [&keys.cloud, &keys.dbco, &keys.acme, &keys.umbrella] {
             let (status, body) = get(&http, url, key).await;
-            assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{url}");
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{url}"
+            );
         }
         assert_eq!(get(&http, url, "").await.0, 401);
     }

@@ -23,22 +23,28 @@ impl Harness {
     pub async fn new() -> Harness {
         tally_platform::telemetry::init_logging();
         let port = infra::free_port().unwrap();
-        let broker = infra::start_broker(port, &BrokerStorage::Memory).await.unwrap();
+        let broker = infra::start_broker(port, &BrokerStorage::Memory)
+            .await
+            .unwrap();
         let server = infra::ensure_postgres().await.unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut config = Config::default();
-        config.database_url = tally::demo::with_database(&server, &format!("tally_e2e_{id}"));
-        config.kafka_brokers = format!("127.0.0.1:{port}");
-        config.topic_prefix = format!("t{id}.");
-        config.group_prefix = format!("t{id}");
-        config.usage_partitions = 4;
-        config.collector_addr = "127.0.0.1:0".parse().unwrap();
-        config.invoicing_addr = "127.0.0.1:0".parse().unwrap();
-        config.kafka_session_timeout = Duration::from_secs(6);
-        config.batch_max = 2000;
-        config.batch_wait = Duration::from_millis(50);
+        let config = Config {
+            database_url: tally::demo::with_database(&server, &format!("tally_e2e_{id}")),
+            kafka_brokers: format!("127.0.0.1:{port}"),
+            topic_prefix: format!("t{id}."),
+            group_prefix: format!("t{id}"),
+            usage_partitions: 4,
+            collector_addr: "127.0.0.1:0".parse().unwrap(),
+            invoicing_addr: "127.0.0.1:0".parse().unwrap(),
+            kafka_session_timeout: Duration::from_secs(6),
+            batch_max: 2000,
+            batch_wait: Duration::from_millis(50),
+            ..Config::default()
+        };
         tally_platform::prepare(&config).await.unwrap();
-        let pool = tally_platform::db::connect(&config.database_url, 4).await.unwrap();
+        let pool = tally_platform::db::connect(&config.database_url, 4)
+            .await
+            .unwrap();
         Harness {
             config,
             pool,
@@ -61,7 +67,10 @@ impl Harness {
             .env("KAFKA_BROKERS", &self.config.kafka_brokers)
             .env("TALLY_TOPIC_PREFIX", &self.config.topic_prefix)
             .env("TALLY_GROUP_PREFIX", &self.config.group_prefix)
-            .env("TALLY_USAGE_PARTITIONS", self.config.usage_partitions.to_string())
+            .env(
+                "TALLY_USAGE_PARTITIONS",
+                self.config.usage_partitions.to_string(),
+            )
             .env("TALLY_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TALLY_BATCH_MAX", self.config.batch_max.to_string())
             .env("TALLY_BATCH_WAIT_MS", "50")
@@ -75,7 +84,14 @@ impl Harness {
 }
 
 /// A usage CloudEvent.
-pub fn event(id: &str, provider: &str, account: &str, sku: &str, quantity: &str, time: DateTime<Utc>) -> Value {
+pub fn event(
+    id: &str,
+    provider: &str,
+    account: &str,
+    sku: &str,
+    quantity: &str,
+    time: DateTime<Utc>,
+) -> Value {
     json!({
         "specversion": "1.0",
         "id": id,
@@ -88,7 +104,12 @@ pub fn event(id: &str, provider: &str, account: &str, sku: &str, quantity: &str,
 }
 
 /// POSTs a batch; returns (status, body).
-pub async fn post_events(http: &reqwest::Client, collector: &str, key: &str, events: &[Value]) -> (u16, Value) {
+pub async fn post_events(
+    http: &reqwest::Client,
+    collector: &str,
+    key: &str,
+    events: &[Value],
+) -> (u16, Value) {
     let response = http
         .post(format!("{collector}/v1/events"))
         .bearer_auth(key)
@@ -148,16 +169,23 @@ pub fn bill_lines(bill: &Value) -> Vec<(String, String, String, String, i64)> {
         .into_iter()
         .flatten()
         .flat_map(|section| {
-            let provider = section["provider"]["id"].as_str().unwrap_or_default().to_owned();
-            section["lines"].as_array().into_iter().flatten().map(move |l| {
-                (
-                    provider.clone(),
-                    l["sku"].as_str().unwrap_or_default().to_owned(),
-                    l["quantity"].as_str().unwrap_or_default().to_owned(),
-                    l["amount"].as_str().unwrap_or_default().to_owned(),
-                    l["event_count"].as_i64().unwrap_or(-1),
-                )
-            })
+            let provider = section["provider"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            section["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |l| {
+                    (
+                        provider.clone(),
+                        l["sku"].as_str().unwrap_or_default().to_owned(),
+                        l["quantity"].as_str().unwrap_or_default().to_owned(),
+                        l["amount"].as_str().unwrap_or_default().to_owned(),
+                        l["event_count"].as_i64().unwrap_or(-1),
+                    )
+                })
         })
         .collect()
 }
@@ -189,19 +217,29 @@ pub fn price(sku: &str, currency: &str) -> Option<Decimal> {
 /// accounts (`acme` in USD, `umbrella` in EUR), prices since `since`.
 pub async fn seed_catalog(pool: &PgPool, since: DateTime<Utc>) -> Keys {
     use tally_domain::ProviderKind::{FirstParty, Partner};
-    let cloud = tally::admin::create_provider(pool, "cloud", "Stratus Cloud", FirstParty).await.unwrap();
-    let dbco = tally::admin::create_provider(pool, "dbco", "DB Co", Partner).await.unwrap();
-    let queueco = tally::admin::create_provider(pool, "queueco", "Queue Co", Partner).await.unwrap();
+    let cloud = tally::admin::create_provider(pool, "cloud", "Stratus Cloud", FirstParty)
+        .await
+        .unwrap();
+    let dbco = tally::admin::create_provider(pool, "dbco", "DB Co", Partner)
+        .await
+        .unwrap();
+    let queueco = tally::admin::create_provider(pool, "queueco", "Queue Co", Partner)
+        .await
+        .unwrap();
     for (sku, provider, name, unit) in [
         ("cloud.vm.hour", "cloud", "Virtual machines", "hour"),
         ("cloud.egress.gb", "cloud", "Egress", "GB"),
         ("dbco.db.hour", "dbco", "Managed database", "hour"),
         ("queueco.msg.million", "queueco", "Messages", "million"),
     ] {
-        tally::admin::create_sku(pool, sku, provider, name, unit).await.unwrap();
+        tally::admin::create_sku(pool, sku, provider, name, unit)
+            .await
+            .unwrap();
         for currency in ["USD", "EUR"] {
             if let Some(p) = price(sku, currency) {
-                tally::admin::set_price(pool, sku, currency, p, since).await.unwrap();
+                tally::admin::set_price(pool, sku, currency, p, since)
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -209,15 +247,25 @@ pub async fn seed_catalog(pool: &PgPool, since: DateTime<Utc>) -> Keys {
         cloud,
         dbco,
         queueco,
-        acme: tally::admin::create_account(pool, "acme", "Acme Inc", "USD").await.unwrap(),
-        umbrella: tally::admin::create_account(pool, "umbrella", "Umbrella GmbH", "EUR").await.unwrap(),
-        finance: tally::admin::create_staff_key(pool, "finance").await.unwrap(),
+        acme: tally::admin::create_account(pool, "acme", "Acme Inc", "USD")
+            .await
+            .unwrap(),
+        umbrella: tally::admin::create_account(pool, "umbrella", "Umbrella GmbH", "EUR")
+            .await
+            .unwrap(),
+        finance: tally::admin::create_staff_key(pool, "finance")
+            .await
+            .unwrap(),
         admin: tally::admin::create_staff_key(pool, "admin").await.unwrap(),
     }
 }
 
 pub fn currency_of(account: &str) -> &'static str {
-    if account == "umbrella" { "EUR" } else { "USD" }
+    if account == "umbrella" {
+        "EUR"
+    } else {
+        "USD"
+    }
 }
 
 /// Usage the test expects to be billed: (account, period, sku) → quantity.

@@ -1,4 +1,5 @@
 //! Rating's batch processing against a real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;

@@ -45,8 +45,14 @@ pub async fn create_sku(
     unit: &str,
 ) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
-    catalog::create_sku(&mut conn, &Sku::parse(id)?, &ProviderId::parse(provider)?, name, unit)
-        .await?;
+    catalog::create_sku(
+        &mut conn,
+        &Sku::parse(id)?,
+        &ProviderId::parse(provider)?,
+        name,
+        unit,
+    )
+    .await?;
     Ok(())
 }
 

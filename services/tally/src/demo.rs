@@ -23,7 +23,13 @@ pub struct DemoProvider {
     pub name: &'static str,
     pub kind: ProviderKind,
     /// (sku, name, unit, USD price, EUR price)
-    pub skus: &'static [(&'static str, &'static str, &'static str, &'static str, &'static str)],
+    pub skus: &'static [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    )],
 }
 
 pub const PROVIDERS: [DemoProvider; 3] = [
@@ -32,8 +38,20 @@ pub const PROVIDERS: [DemoProvider; 3] = [
         name: "Nimbus Cloud",
         kind: ProviderKind::FirstParty,
         skus: &[
-            ("nimbus.compute.vcpu-hour", "Compute", "vCPU-hour", "0.0416", "0.0383"),
-            ("nimbus.storage.gb-month", "Object storage", "GB-month", "0.023", "0.0212"),
+            (
+                "nimbus.compute.vcpu-hour",
+                "Compute",
+                "vCPU-hour",
+                "0.0416",
+                "0.0383",
+            ),
+            (
+                "nimbus.storage.gb-month",
+                "Object storage",
+                "GB-month",
+                "0.023",
+                "0.0212",
+            ),
             ("nimbus.egress.gb", "Internet egress", "GB", "0.09", "0.083"),
         ],
     },
@@ -42,8 +60,20 @@ pub const PROVIDERS: [DemoProvider; 3] = [
         name: "Acme Databases",
         kind: ProviderKind::Partner,
         skus: &[
-            ("acmedb.postgres.instance-hour", "Managed PostgreSQL", "instance-hour", "0.2475", "0.2280"),
-            ("acmedb.postgres.storage-gb", "Database storage", "GB-month", "0.115", "0.106"),
+            (
+                "acmedb.postgres.instance-hour",
+                "Managed PostgreSQL",
+                "instance-hour",
+                "0.2475",
+                "0.2280",
+            ),
+            (
+                "acmedb.postgres.storage-gb",
+                "Database storage",
+                "GB-month",
+                "0.115",
+                "0.106",
+            ),
         ],
     },
     DemoProvider {
@@ -51,8 +81,20 @@ pub const PROVIDERS: [DemoProvider; 3] = [
         name: "Bolt Queue",
         kind: ProviderKind::Partner,
         skus: &[
-            ("boltq.messages.million", "Messages", "million messages", "0.40", "0.37"),
-            ("boltq.queue.hour", "Dedicated queue", "queue-hour", "0.0125", "0.0115"),
+            (
+                "boltq.messages.million",
+                "Messages",
+                "million messages",
+                "0.40",
+                "0.37",
+            ),
+            (
+                "boltq.queue.hour",
+                "Dedicated queue",
+                "queue-hour",
+                "0.0125",
+                "0.0115",
+            ),
         ],
     },
 ];
@@ -65,7 +107,9 @@ pub const ACCOUNTS: [(&str, &str, &str); 2] = [
 
 /// `url` pointing at database `name` instead.
 pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let prefix = match base.rfind('/') {
         Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
         _ => base,
@@ -117,9 +161,13 @@ pub async fn seed(pool: &sqlx::PgPool, since: DateTime<Utc>) -> anyhow::Result<D
 }
 
 fn price_of(sku: &str, currency: &str) -> Option<Decimal> {
-    PROVIDERS.iter().flat_map(|p| p.skus.iter()).find_map(|(s, _, _, usd, eur)| {
-        (*s == sku).then(|| Decimal::from_str(if currency == "USD" { usd } else { eur }).ok())?
-    })
+    PROVIDERS
+        .iter()
+        .flat_map(|p| p.skus.iter())
+        .find_map(|(s, _, _, usd, eur)| {
+            (*s == sku)
+                .then(|| Decimal::from_str(if currency == "USD" { usd } else { eur }).ok())?
+        })
 }
 
 struct Planned {
@@ -156,14 +204,30 @@ fn plan_events(count: usize, now: DateTime<Utc>, rng: &mut StdRng) -> Vec<Planne
     // Invalid events: each must be refused with its code, siblings unharmed.
     let now_s = (now - Duration::minutes(5)).to_rfc3339();
     let invalid = [
-        ("nimbus", json!({"specversion":"1.0","id":"bad-sku","source":"nimbus","type":"com.tally.usage","subject":"globex","time":now_s,"data":{"sku":"nimbus.nope","quantity":"1"}})),
-        ("acmedb", json!({"specversion":"1.0","id":"not-owned","source":"acmedb","type":"com.tally.usage","subject":"globex","time":now_s,"data":{"sku":"nimbus.egress.gb","quantity":"1"}})),
-        ("boltq", json!({"specversion":"1.0","id":"negative","source":"boltq","type":"com.tally.usage","subject":"initech","time":now_s,"data":{"sku":"boltq.queue.hour","quantity":"-3"}})),
-        ("nimbus", json!({"specversion":"1.0","id":"who","source":"nimbus","type":"com.tally.usage","subject":"nobody","time":now_s,"data":{"sku":"nimbus.egress.gb","quantity":"1"}})),
+        (
+            "nimbus",
+            json!({"specversion":"1.0","id":"bad-sku","source":"nimbus","type":"com.tally.usage","subject":"globex","time":now_s,"data":{"sku":"nimbus.nope","quantity":"1"}}),
+        ),
+        (
+            "acmedb",
+            json!({"specversion":"1.0","id":"not-owned","source":"acmedb","type":"com.tally.usage","subject":"globex","time":now_s,"data":{"sku":"nimbus.egress.gb","quantity":"1"}}),
+        ),
+        (
+            "boltq",
+            json!({"specversion":"1.0","id":"negative","source":"boltq","type":"com.tally.usage","subject":"initech","time":now_s,"data":{"sku":"boltq.queue.hour","quantity":"-3"}}),
+        ),
+        (
+            "nimbus",
+            json!({"specversion":"1.0","id":"who","source":"nimbus","type":"com.tally.usage","subject":"nobody","time":now_s,"data":{"sku":"nimbus.egress.gb","quantity":"1"}}),
+        ),
         ("nimbus", json!({"specversion":"0.3","id":"old-spec"})),
     ];
     for (provider, event) in invalid {
-        out.push(Planned { provider, event, billed: None });
+        out.push(Planned {
+            provider,
+            event,
+            billed: None,
+        });
     }
     out
 }
@@ -177,7 +241,10 @@ fn expected_totals(planned: &[Planned]) -> anyhow::Result<BTreeMap<(String, Stri
     }
     let mut totals: BTreeMap<(String, String), Decimal> = BTreeMap::new();
     for ((account, period, sku), q) in quantities {
-        let currency = ACCOUNTS.iter().find(|a| a.0 == account).map_or("USD", |a| a.2);
+        let currency = ACCOUNTS
+            .iter()
+            .find(|a| a.0 == account)
+            .map_or("USD", |a| a.2);
         let price = price_of(&sku, currency).context("demo price")?;
         let amount = Currency::parse(currency)?.round(q * price);
         *totals.entry((account, period)).or_default() += amount;
@@ -280,8 +347,11 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
         bills.len(),
         if exact { "yes" } else { "NO" }
     );
-    println!("customer token for globex (its bill: {invoicing}/v1/accounts/globex/bill?period={}): {}",
-        Period::month_containing(now).label(), keys.customers["globex"]);
+    println!(
+        "customer token for globex (its bill: {invoicing}/v1/accounts/globex/bill?period={}): {}",
+        Period::month_containing(now).label(),
+        keys.customers["globex"]
+    );
     running.stop().await?;
     if !exact {
         bail!("invoice totals differ from the expected amounts");
@@ -300,7 +370,9 @@ async fn wait_for_invoices(
         let mut bills = Vec::new();
         for (account, period) in expected.keys() {
             let response = http
-                .get(format!("{invoicing}/v1/accounts/{account}/bill?period={period}"))
+                .get(format!(
+                    "{invoicing}/v1/accounts/{account}/bill?period={period}"
+                ))
                 .bearer_auth(finance_key)
                 .send()
                 .await?;
@@ -334,7 +406,11 @@ fn print_bill(bill: &Value) {
         s(&bill["currency"])
     );
     for section in bill["sections"].as_array().into_iter().flatten() {
-        println!("  {} ({})", s(&section["provider"]["name"]), s(&section["provider"]["kind"]));
+        println!(
+            "  {} ({})",
+            s(&section["provider"]["name"]),
+            s(&section["provider"]["kind"])
+        );
         for line in section["lines"].as_array().into_iter().flatten() {
             println!(
                 "    {:<32} {:>14} {:<17} × {:>8} = {:>10}",
@@ -360,6 +436,9 @@ mod tests {
             with_database("postgres://u:p@h:5432/tally?sslmode=disable", "x"),
             "postgres://u:p@h:5432/x?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+        assert_eq!(
+            with_database("postgres://h:5432", "x"),
+            "postgres://h:5432/x"
+        );
     }
 }

@@ -114,7 +114,8 @@ pub async fn start_broker(port: u16, storage: &BrokerStorage) -> anyhow::Result<
         BrokerStorage::Sqlite(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             // Tansu takes the SQLite path relative to its working directory.
-            cmd.current_dir(dir).args(["--storage-engine", "sqlite://tansu.db"]);
+            cmd.current_dir(dir)
+                .args(["--storage-engine", "sqlite://tansu.db"]);
         }
     }
     let child = cmd
@@ -199,7 +200,9 @@ fn find_pg_tool(tool: &str) -> anyhow::Result<PathBuf> {
     candidates
         .into_iter()
         .find(|p| p.exists())
-        .with_context(|| format!("PostgreSQL's {tool} was not found: install PostgreSQL or set DATABASE_URL"))
+        .with_context(|| {
+            format!("PostgreSQL's {tool} was not found: install PostgreSQL or set DATABASE_URL")
+        })
 }
 
 /// PostgreSQL refuses to run as root: run its tools as `postgres` then.
@@ -248,7 +251,10 @@ async fn start_private_postgres(dir: &Path, port: u16) -> anyhow::Result<()> {
         .arg(&log)
         .args([
             "-o",
-            &format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", dir.display()),
+            &format!(
+                "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+                dir.display()
+            ),
             "-w",
             "start",
         ])

@@ -92,7 +92,11 @@ async fn main() -> anyhow::Result<()> {
     let config = tally::embedded_config(&mut embedded).await?;
     match cli.command {
         Command::Up { only } => {
-            let services = if only.is_empty() { Service::ALL.to_vec() } else { only };
+            let services = if only.is_empty() {
+                Service::ALL.to_vec()
+            } else {
+                only
+            };
             let shutdown = CancellationToken::new();
             let running = up::start(&config, &services, shutdown.clone()).await?;
             if let Some(url) = running.collector_url() {
@@ -112,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
             tally_platform::db::migrate(&config.database_url).await?;
             let pool = tally_platform::db::connect(&config.database_url, 2).await?;
             match command {
-                Command::Migrate => println!("migrations applied to {}", redact(&config.database_url)),
+                Command::Migrate => {
+                    println!("migrations applied to {}", redact(&config.database_url))
+                }
                 Command::CreateProvider { id, name, kind } => {
                     let kind = ProviderKind::parse(&kind)
                         .context("kind must be first_party or partner")?;
@@ -123,14 +129,28 @@ async fn main() -> anyhow::Result<()> {
                     let key = tally::admin::create_account(&pool, &id, &name, &currency).await?;
                     println!("account {id} created; customer token (shown once): {key}");
                 }
-                Command::CreateSku { id, provider, name, unit } => {
+                Command::CreateSku {
+                    id,
+                    provider,
+                    name,
+                    unit,
+                } => {
                     tally::admin::create_sku(&pool, &id, &provider, &name, &unit).await?;
                     println!("sku {id} created");
                 }
-                Command::SetPrice { sku, currency, unit_price, effective_from } => {
+                Command::SetPrice {
+                    sku,
+                    currency,
+                    unit_price,
+                    effective_from,
+                } => {
                     let from = effective_from.unwrap_or_else(Utc::now);
-                    let id = tally::admin::set_price(&pool, &sku, &currency, unit_price, from).await?;
-                    println!("price {id}: {sku} at {unit_price} {currency} from {}", from.to_rfc3339());
+                    let id =
+                        tally::admin::set_price(&pool, &sku, &currency, unit_price, from).await?;
+                    println!(
+                        "price {id}: {sku} at {unit_price} {currency} from {}",
+                        from.to_rfc3339()
+                    );
                 }
                 Command::CreateKey { role } => {
                     let key = tally::admin::create_staff_key(&pool, &role).await?;
