@@ -87,7 +87,7 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         .map_err(|e| EventRejection::malformed(format!("`data.sku`: {e}")))?;
     let quantity = match data.get("quantity") {
         Some(Value::String(text)) => Quantity::parse(text),
-        Some(Value::Number(n)) => Quantity::parse(&n.to_string()),
+        Some(Value::Number(n)) => Quantity::parse_json_number(&n.to_string()),
         Some(_) => {
             return Err(EventRejection::new(
                 "quantity_invalid",

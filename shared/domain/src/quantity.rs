@@ -44,20 +44,23 @@ impl Quantity {
         Ok(Self(value))
     }
 
-    /// Parses decimal text as it appears in JSON: `12`, `0.5`, `1e3`.
+    /// Parses plain decimal text: `12`, `0.5` (no sign, no exponent).
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let text = text.trim();
-        let has_exponent = text.contains(['e', 'E']);
-        let value = if has_exponent {
-            Decimal::from_scientific(text)
-        } else {
-            Decimal::from_str_exact(text)
-        }
-        .map_err(|_| QuantityError::NotADecimal)?;
-        if !has_exponent && !is_plain_decimal(text) {
+        if !is_plain_decimal(text) {
             return Err(QuantityError::NotADecimal);
         }
+        let value = Decimal::from_str_exact(text).map_err(|_| QuantityError::NotADecimal)?;
         Self::new(value)
+    }
+
+    /// Parses the text of a JSON number, which may carry an exponent (`1e3`).
+    pub fn parse_json_number(text: &str) -> Result<Self, QuantityError> {
+        if text.contains(['e', 'E']) {
+            let value = Decimal::from_scientific(text).map_err(|_| QuantityError::NotADecimal)?;
+            Self::new(value)
+        } else {
+            Self::parse(text)
+        }
     }
 
     pub fn value(&self) -> Decimal {
@@ -65,7 +68,8 @@ impl Quantity {
     }
 }
 
-/// `-`? digits (`.` digits)?: what a quantity string may look like.
+/// `-`? digits (`.` digits)?: what a quantity string may look like (a
+/// leading `-` parses, to be refused as negative rather than as garbage).
 fn is_plain_decimal(text: &str) -> bool {
     let unsigned = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = match unsigned.split_once('.') {
@@ -117,7 +121,11 @@ mod tests {
     fn parses_exact_decimals() {
         assert_eq!(Quantity::parse("0.1").unwrap().value(), dec!(0.1));
         assert_eq!(Quantity::parse("12").unwrap().value(), dec!(12));
-        assert_eq!(Quantity::parse("1e3").unwrap().value(), dec!(1000));
+        assert_eq!(
+            Quantity::parse_json_number("1e3").unwrap().value(),
+            dec!(1000)
+        );
+        assert_eq!(Quantity::parse("1e3"), Err(QuantityError::NotADecimal));
         assert_eq!(Quantity::parse("2.50").unwrap().value(), dec!(2.5));
         assert_eq!(Quantity::parse("0").unwrap(), Quantity::ZERO);
     }
@@ -133,7 +141,7 @@ mod tests {
             Quantity::parse("0.0000000000001"),
             Err(QuantityError::TooPrecise { .. })
         ));
-        for bad in ["", "abc", "1.", ".5", "1,5", "NaN", "0x10", "+1"] {
+        for bad in ["", "abc", "1.", ".5", "1,5", "NaN", "0x10", "+1", " 1"] {
             assert_eq!(
                 Quantity::parse(bad),
                 Err(QuantityError::NotADecimal),

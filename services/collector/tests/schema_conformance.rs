@@ -1,0 +1,136 @@
+//! The JSON Schemas in schemas/ are the contract: the collector's parser and
+//! the schema accept and refuse the same events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tally_collector::parse_event;
+use tally_domain::ProviderId;
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/../../schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap()
+}
+
+fn base() -> Value {
+    json!({
+        "specversion": "1.0", "id": "evt-1", "source": "dbco", "type": "com.tally.usage",
+        "subject": "acme", "time": "2026-11-20T10:00:00Z",
+        "data": {"sku": "dbco.db.hour", "quantity": "1.5"}
+    })
+}
+
+fn with(f: impl FnOnce(&mut Value)) -> Value {
+    let mut v = base();
+    f(&mut v);
+    v
+}
+
+fn without(path: &[&str]) -> Value {
+    let mut v = base();
+    let (last, parents) = path.split_last().unwrap();
+    let mut target = &mut v;
+    for p in parents {
+        target = &mut target[*p];
+    }
+    target.as_object_mut().unwrap().remove(*last);
+    v
+}
+
+/// (name, event, expected verdict).
+fn samples() -> Vec<(&'static str, Value, bool)> {
+    vec![
+        ("minimal valid", base(), true),
+        ("number quantity", with(|v| v["data"]["quantity"] = json!(12)), true),
+        ("decimal number quantity", serde_json::from_str(r#"{"specversion":"1.0","id":"e","source":"dbco","type":"t","subject":"acme","time":"2026-11-20T10:00:00Z","data":{"sku":"s","quantity":0.25}}"#).unwrap(), true),
+        ("zero quantity", with(|v| v["data"]["quantity"] = json!("0")), true),
+        ("with dimensions", with(|v| v["data"]["dimensions"] = json!({"region": "eu-west", "tier": "gold"})), true),
+        ("with datacontenttype", with(|v| v["datacontenttype"] = json!("application/json")), true),
+        ("with extension attribute", with(|v| v["traceparent"] = json!("00-abc")), true),
+        ("offset time", with(|v| v["time"] = json!("2026-11-20T10:00:00.123+02:00")), true),
+        ("free-text id", with(|v| v["id"] = json!("order 42 / line 7")), true),
+        ("missing id", without(&["id"]), false),
+        ("empty id", with(|v| v["id"] = json!("")), false),
+        ("id with a newline", with(|v| v["id"] = json!("a\nb")), false),
+        ("id too long", with(|v| v["id"] = json!("x".repeat(257))), false),
+        ("missing specversion", without(&["specversion"]), false),
+        ("wrong specversion", with(|v| v["specversion"] = json!("0.3")), false),
+        ("missing source", without(&["source"]), false),
+        ("missing type", without(&["type"]), false),
+        ("empty type", with(|v| v["type"] = json!("")), false),
+        ("missing subject", without(&["subject"]), false),
+        ("uppercase subject", with(|v| v["subject"] = json!("Acme")), false),
+        ("missing time", without(&["time"]), false),
+        ("bad time", with(|v| v["time"] = json!("yesterday")), false),
+        ("time without zone", with(|v| v["time"] = json!("2026-11-20T10:00:00")), false),
+        ("numeric time", with(|v| v["time"] = json!(1_700_000_000)), false),
+        ("other datacontenttype", with(|v| v["datacontenttype"] = json!("text/plain")), false),
+        ("missing data", without(&["data"]), false),
+        ("string data", with(|v| v["data"] = json!("x")), false),
+        ("missing sku", without(&["data", "sku"]), false),
+        ("bad sku", with(|v| v["data"]["sku"] = json!("DB Hour")), false),
+        ("missing quantity", without(&["data", "quantity"]), false),
+        ("negative quantity string", with(|v| v["data"]["quantity"] = json!("-1")), false),
+        ("negative quantity number", with(|v| v["data"]["quantity"] = json!(-1)), false),
+        ("quantity with trailing dot", with(|v| v["data"]["quantity"] = json!("1.")), false),
+        ("quantity in exponent string", with(|v| v["data"]["quantity"] = json!("1e3")), false),
+        ("boolean quantity", with(|v| v["data"]["quantity"] = json!(true)), false),
+        ("number dimension", with(|v| v["data"]["dimensions"] = json!({"n": 1})), false),
+        ("too many dimensions", with(|v| {
+            let dims: BTreeMap<String, String> = (0..17).map(|i| (format!("d{i}"), "x".into())).collect();
+            v["data"]["dimensions"] = json!(dims);
+        }), false),
+        ("not an object", json!([1, 2]), false),
+    ]
+}
+
+#[test]
+fn parser_and_schema_agree_on_every_sample() {
+    let validator = schema("cloudevent-usage.schema.json");
+    let provider = ProviderId::parse("dbco").unwrap();
+    let samples = samples();
+    assert!(samples.len() >= 25);
+    for (name, event, expected) in samples {
+        let by_schema = validator.is_valid(&event);
+        let by_code = parse_event(&event, &provider).is_ok();
+        assert_eq!(by_schema, expected, "schema verdict on {name:?}");
+        assert_eq!(by_code, expected, "parser verdict on {name:?}");
+    }
+}
+
+#[test]
+fn the_kafka_message_matches_its_schema() {
+    let provider = ProviderId::parse("dbco").unwrap();
+    let parsed = parse_event(
+        &with(|v| v["data"]["dimensions"] = json!({"region": "eu"})),
+        &provider,
+    )
+    .unwrap();
+    let message = tally_domain::usage::UsageMessage::Usage(tally_domain::UsageEvent {
+        provider_id: provider,
+        event_id: parsed.id,
+        account_id: parsed.account,
+        sku: parsed.sku,
+        quantity: parsed.quantity,
+        time: parsed.time,
+        received_at: parsed.time,
+        dimensions: parsed.dimensions,
+    });
+    let value = serde_json::to_value(&message).unwrap();
+    let validator = schema("usage-event.schema.json");
+    assert!(validator.is_valid(&value), "{value}");
+    assert_eq!(value["quantity"], "1.5");
+}
+
+#[test]
+fn batch_schema_bounds_the_batch() {
+    let validator = schema("cloudevent-usage-batch.schema.json");
+    assert!(validator.is_valid(&json!([base()])));
+    assert!(!validator.is_valid(&json!([])));
+    assert!(!validator.is_valid(&Value::Array(vec![base(); 1001])));
+}
