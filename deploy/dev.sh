@@ -13,8 +13,8 @@ bash deploy/install-broker.sh
 case "${1:-}" in
   demo)
     shift
-    cargo build --release -p tally
-    exec "$CARGO_TARGET_DIR/release/tally" demo "$@"
+    cargo build -p tally
+    exec "$CARGO_TARGET_DIR/debug/tally" demo "$@"
     ;;
   test)
     shift
