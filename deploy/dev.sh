@@ -18,6 +18,16 @@ case "${1:-}" in
     ;;
   test)
     shift
+    # The bill-page test drives a real headless Chromium (Debian's package).
+    if [ -z "${TALLY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "tests: installing Chromium (Debian package) for the bill-page test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+      else
+        echo "tests: the bill-page test needs Chromium: install Debian's 'chromium' package or set TALLY_CHROMIUM" >&2
+        exit 1
+      fi
+    fi
     cargo build -p tally --bins
     exec cargo test --workspace "$@"
     ;;

@@ -139,6 +139,7 @@ pub struct ProviderView {
 #[derive(Debug, Clone, Serialize)]
 pub struct LineView {
     pub sku: String,
+    pub price_id: i64,
     pub description: String,
     pub unit: String,
     #[serde(with = "rust_decimal::serde::str")]
@@ -191,7 +192,7 @@ async fn with_sections(
     summary: InvoiceSummary,
 ) -> Result<Invoice, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT provider_id, provider_name, provider_kind, sku_id, description, unit, quantity,
+        "SELECT provider_id, provider_name, provider_kind, sku_id, price_id, description, unit, quantity,
                 unit_price, amount, price_effective_from, event_count
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
@@ -203,6 +204,7 @@ async fn with_sections(
         let provider_id: String = r.try_get("provider_id")?;
         let line = LineView {
             sku: r.try_get("sku_id")?,
+            price_id: r.try_get("price_id")?,
             description: r.try_get("description")?,
             unit: r.try_get("unit")?,
             quantity: r.try_get("quantity")?,
@@ -295,4 +297,37 @@ pub async fn list_invoices(
     .fetch_all(conn)
     .await?;
     rows.iter().map(summary).collect()
+}
+
+/// The periods an account has invoices for, newest first.
+pub async fn account_periods(
+    conn: &mut PgConnection,
+    account: &str,
+) -> Result<Vec<PeriodView>, sqlx::Error> {
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT period_start, period_end FROM invoices WHERE account_id = $1 ORDER BY period_start DESC",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, e)| PeriodView::new(s, e))
+        .collect())
+}
+
+/// Quantity per day and price version of an account-period (rating's daily roll-up).
+pub async fn daily_usage(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+) -> Result<Vec<(chrono::NaiveDate, i64, Decimal)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT day, price_id, quantity FROM usage_daily
+         WHERE account_id = $1 AND period_start = $2 ORDER BY day",
+    )
+    .bind(account)
+    .bind(period_start)
+    .fetch_all(conn)
+    .await
 }

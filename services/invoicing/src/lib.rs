@@ -3,9 +3,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bill_view;
 pub mod consumer;
 pub mod error;
 pub mod invoices_repo;
+pub mod links;
+pub mod page;
 pub mod routes;
 pub mod startup;
 

@@ -8,9 +8,20 @@ use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::links::Signer;
+use crate::page::{self, PageState};
 use crate::{admin, consumer, routes};
 
-pub fn router(pool: PgPool) -> Router {
+pub fn router(pool: PgPool, signer: Signer) -> Router {
+    let pages = Router::new()
+        .route("/accounts/{account}/bill", get(page::bill_page))
+        .route("/accounts/{account}/bill.csv", get(page::bill_csv))
+        .route("/login", get(page::login_form).post(page::login))
+        .route("/v1/accounts/{account}/bill-links", post(page::create_link))
+        .with_state(PageState {
+            pool: pool.clone(),
+            signer,
+        });
     Router::new()
         .route("/v1/invoices", get(routes::list_invoices))
         .route("/v1/invoices/{id}", get(routes::get_invoice))
@@ -30,6 +41,7 @@ pub fn router(pool: PgPool) -> Router {
         .route("/v1/admin/prices", post(admin::create_price))
         .route("/v1/admin/keys", post(admin::create_staff_key))
         .with_state(pool)
+        .merge(pages)
         .route("/healthz", get(telemetry::healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -40,6 +52,7 @@ pub struct Application {
     pool: PgPool,
     consumer: StreamConsumer,
     listener: TcpListener,
+    signer: Signer,
 }
 
 impl Application {
@@ -50,11 +63,13 @@ impl Application {
         let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
         consumer.subscribe(&[&config.topics().statements])?;
         let listener = TcpListener::bind(config.invoicing_addr).await?;
+        let signer = Signer::new(config.link_secret.as_deref())?;
         Ok(Application {
             config,
             pool,
             consumer,
             listener,
+            signer,
         })
     }
 
@@ -72,7 +87,7 @@ impl Application {
             shutdown.clone(),
         ));
         let stop = shutdown.clone();
-        let served = axum::serve(self.listener, router(self.pool))
+        let served = axum::serve(self.listener, router(self.pool, self.signer))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         shutdown.cancel();

@@ -187,6 +187,8 @@ async fn rate_in(
 
     // 5. Pre-aggregate the new events in memory, then one upsert.
     let mut increments: BTreeMap<(String, DateTime<Utc>, i64), Increment> = BTreeMap::new();
+    let mut daily: BTreeMap<(String, DateTime<Utc>, chrono::NaiveDate, i64), Increment> =
+        BTreeMap::new();
     let mut touched: BTreeMap<AccountPeriod, DateTime<Utc>> = BTreeMap::new();
     for (event, price_id) in &priced {
         let key = (event.provider_id.to_string(), event.event_id.to_string());
@@ -202,12 +204,23 @@ async fn rate_in(
         inc.period_end = Some(period.end());
         inc.quantity += event.quantity.value();
         inc.events += 1;
+        let day = daily
+            .entry((
+                event.account_id.to_string(),
+                period.start(),
+                event.time.date_naive(),
+                *price_id,
+            ))
+            .or_default();
+        day.quantity += event.quantity.value();
+        day.events += 1;
         touched.insert((event.account_id.to_string(), period.start()), period.end());
     }
     if increments.is_empty() {
         return Ok(outcome);
     }
     repo::add_to_aggregates(&mut *conn, &increments).await?;
+    repo::add_to_daily(&mut *conn, &daily).await?;
 
     // 6. New statement version of every touched account-period, recomputed in full.
     let keys: Vec<(AccountPeriod, DateTime<Utc>)> = touched.into_iter().collect();

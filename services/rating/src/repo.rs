@@ -87,6 +87,46 @@ pub async fn add_to_aggregates(
     Ok(())
 }
 
+/// Adds increments to `usage_daily`: (account, period start, day, price) → increment.
+pub async fn add_to_daily(
+    conn: &mut PgConnection,
+    increments: &std::collections::BTreeMap<
+        (String, DateTime<Utc>, chrono::NaiveDate, i64),
+        Increment,
+    >,
+) -> Result<(), sqlx::Error> {
+    let mut accounts = Vec::with_capacity(increments.len());
+    let mut starts = Vec::with_capacity(increments.len());
+    let mut days = Vec::with_capacity(increments.len());
+    let mut prices = Vec::with_capacity(increments.len());
+    let mut quantities = Vec::with_capacity(increments.len());
+    let mut counts = Vec::with_capacity(increments.len());
+    for ((account, start, day, price), inc) in increments {
+        accounts.push(account.as_str());
+        starts.push(*start);
+        days.push(*day);
+        prices.push(*price);
+        quantities.push(inc.quantity);
+        counts.push(inc.events);
+    }
+    sqlx::query(
+        "INSERT INTO usage_daily (account_id, period_start, day, price_id, quantity, event_count)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::date[], $4::bigint[], $5::numeric[], $6::bigint[])
+         ON CONFLICT (account_id, period_start, day, price_id) DO UPDATE
+         SET quantity = usage_daily.quantity + EXCLUDED.quantity,
+             event_count = usage_daily.event_count + EXCLUDED.event_count",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&days)
+    .bind(&prices)
+    .bind(&quantities)
+    .bind(&counts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Bumps (or starts at 1) the statement version of each account-period and
 /// locks its row until the transaction ends. Returns the new versions.
 pub async fn bump_versions(

@@ -39,6 +39,10 @@ pub struct Config {
     /// …or after this long (`TALLY_BATCH_WAIT_MS`).
     pub batch_wait: Duration,
     pub db_max_connections: u32,
+    /// Secret that signs bill links and bill-page sessions (`TALLY_LINK_SECRET`).
+    /// Without it each invoicing process draws a random one, so links do not
+    /// survive a restart and do not work across instances.
+    pub link_secret: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tally";
@@ -60,6 +64,7 @@ impl Default for Config {
             batch_max: 5000,
             batch_wait: Duration::from_millis(100),
             db_max_connections: 10,
+            link_secret: None,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Config {
                 .map(Duration::from_millis)
                 .unwrap_or(d.batch_wait),
             db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
+            link_secret: var("TALLY_LINK_SECRET"),
         })
     }
 

@@ -1,0 +1,279 @@
+//! The customer's bill as HTML (server-rendered, no JavaScript), its spend
+//! chart as inline SVG, and its CSV export.
+
+use chrono::{Duration, NaiveDate};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+use crate::invoices_repo::{Invoice, PeriodView};
+
+const PALETTE: [&str; 6] = [
+    "#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490",
+];
+
+pub struct BillPage<'a> {
+    pub account_name: &'a str,
+    pub invoice: &'a Invoice,
+    pub periods: &'a [PeriodView],
+    /// (day, price id, quantity) of the period.
+    pub daily: &'a [(NaiveDate, i64, Decimal)],
+    /// Today: the chart stops here when the period is still running.
+    pub today: NaiveDate,
+    /// Query string that keeps the viewer signed in on links (`&expires=…&sig=…`), or empty.
+    pub auth_query: &'a str,
+}
+
+fn money(amount: Decimal, currency: &str) -> String {
+    format!("{amount} {currency}")
+}
+
+const STYLE: &str = r#"
+:root { color-scheme: light; --ink: #111827; --muted: #4b5563; --line: #d1d5db; --accent: #1d4ed8; }
+* { box-sizing: border-box; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); margin: 0; background: #f9fafb; }
+main { max-width: 60rem; margin: 0 auto; padding: 1.5rem 1rem 3rem; background: #fff; }
+header { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 1rem; border-bottom: 2px solid var(--ink); padding-bottom: 1rem; }
+h1 { font-size: 1.6rem; margin: 0; } h2 { font-size: 1.2rem; margin: 2rem 0 .5rem; } h3 { font-size: 1rem; margin: 0; }
+.meta { color: var(--muted); margin: .25rem 0 0; }
+.status { display: inline-block; padding: .1rem .6rem; border-radius: 999px; font-weight: 600; font-size: .85rem; background: #fef3c7; color: #78350f; }
+.status.finalized { background: #d1fae5; color: #064e3b; }
+nav ul { list-style: none; padding: 0; margin: .5rem 0 0; display: flex; flex-wrap: wrap; gap: .5rem; }
+nav a { color: var(--accent); } nav a[aria-current] { font-weight: 700; color: var(--ink); text-decoration: none; }
+table { width: 100%; border-collapse: collapse; margin: .5rem 0 1rem; table-layout: fixed; }
+col.c-service { width: 32%; } col.c-sku { width: 24%; } col.c-qty { width: 16%; } col.c-price { width: 14%; } col.c-amount { width: 14%; }
+caption { text-align: left; font-weight: 600; padding: .25rem 0; }
+th, td { padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { text-align: left; font-size: .85rem; color: var(--muted); }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tfoot td { font-weight: 700; border-bottom: none; }
+.total { display: flex; justify-content: space-between; font-size: 1.3rem; font-weight: 700; border-top: 2px solid var(--ink); padding-top: .75rem; margin-top: 1rem; }
+.downloads a { margin-right: 1rem; color: var(--accent); }
+figure { margin: 1rem 0; } figcaption { color: var(--muted); font-size: .9rem; }
+svg { width: 100%; height: auto; }
+@media (max-width: 40rem) { .unit-price, .sku-code, col.c-sku, col.c-price { display: none; } table { table-layout: auto; } body { font-size: 15px; } }
+@media print { body { background: #fff; } main { max-width: none; padding: 0; } nav, .downloads { display: none; } a { color: inherit; text-decoration: none; } }
+"#;
+
+pub fn render(page: &BillPage<'_>) -> Markup {
+    let inv = &page.invoice.summary;
+    let cur = inv.currency.as_str();
+    let number = inv
+        .number
+        .clone()
+        .unwrap_or_else(|| "Draft — not yet issued".into());
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Bill " (inv.period.label) " — " (page.account_name) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                main {
+                    header {
+                        div {
+                            h1 { (page.account_name) }
+                            p.meta { "Account " code { (inv.account_id) } }
+                            p.meta { "Service period " (inv.period.start.format("%-d %B %Y")) " – " ((inv.period.end - Duration::days(1)).format("%-d %B %Y")) }
+                        }
+                        div {
+                            p.meta { "Invoice " strong data-testid="invoice-number" { (number) } }
+                            p { span class={ "status " (inv.status) } data-testid="status" { (inv.status) } }
+                            p.meta { "Currency " (cur) }
+                        }
+                    }
+                    nav aria-label="Billing periods" {
+                        h2 { "Billing periods" }
+                        ul {
+                            @for p in page.periods {
+                                li {
+                                    @if p.label == inv.period.label {
+                                        a href={ "?period=" (p.label) (page.auth_query) } aria-current="page" { (p.label) }
+                                    } @else {
+                                        a href={ "?period=" (p.label) (page.auth_query) } { (p.label) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    h2 { "Spend over the period" }
+                    (chart(page))
+                    @for section in &page.invoice.sections {
+                        section aria-labelledby={ "p-" (section.provider.id) } {
+                            h2 id={ "p-" (section.provider.id) } {
+                                (section.provider.name)
+                                @if section.provider.kind == "partner" { " " small.meta { "(partner)" } }
+                            }
+                            table {
+                                colgroup { col.c-service; col.c-sku; col.c-qty; col.c-price; col.c-amount; }
+                                thead { tr {
+                                    th scope="col" { "Service" }
+                                    th scope="col" class="sku-code" { "SKU" }
+                                    th scope="col" class="num" { "Quantity" }
+                                    th scope="col" class="num unit-price" { "Unit price" }
+                                    th scope="col" class="num" { "Amount" }
+                                } }
+                                tbody {
+                                    @for line in &section.lines {
+                                        tr {
+                                            th scope="row" { (line.description) }
+                                            td class="sku-code" { code { (line.sku) } }
+                                            td.num { (line.quantity) " " (line.unit) }
+                                            td class="num unit-price" { @if let Some(p) = line.unit_price { (money(p, cur)) } @else { "tiered" } }
+                                            td.num { (money(line.amount, cur)) }
+                                        }
+                                    }
+                                }
+                                tfoot { tr {
+                                    td colspan="4" { "Subtotal " (section.provider.name) }
+                                    td.num data-testid="subtotal" { (money(section.subtotal, cur)) }
+                                } }
+                            }
+                        }
+                    }
+                    @if page.invoice.sections.is_empty() { p { "No usage in this period yet." } }
+                    div.total { span { "Total" } span data-testid="total" { (money(inv.total, cur)) } }
+                    p.downloads {
+                        a href={ "bill.csv?period=" (inv.period.label) (page.auth_query) } download { "Download CSV" }
+                    }
+                    p.meta { "Print this page or save it as PDF from your browser; the printed layout leaves out navigation." }
+                }
+            }
+        }
+    }
+}
+
+/// Cumulative spend per provider per day, as an accessible SVG line chart.
+/// Each line's amount is spread over the days in proportion to its usage, so
+/// every provider's curve ends at its subtotal.
+fn chart(page: &BillPage<'_>) -> Markup {
+    let inv = &page.invoice;
+    let start = inv.summary.period.start.date_naive();
+    let end = inv.summary.period.end.date_naive();
+    let days = (end - start).num_days().max(1);
+    let mut line_totals: BTreeMap<i64, Decimal> = BTreeMap::new();
+    for (_, price, q) in page.daily {
+        *line_totals.entry(*price).or_default() += *q;
+    }
+    let mut series = Vec::new();
+    for section in &inv.sections {
+        let mut per_day = vec![Decimal::ZERO; usize::try_from(days).unwrap_or(31)];
+        for line in &section.lines {
+            let total_q = line_totals.get(&line.price_id).copied().unwrap_or_default();
+            if total_q.is_zero() {
+                continue;
+            }
+            for (day, _, q) in page.daily.iter().filter(|d| d.1 == line.price_id) {
+                let index = usize::try_from((*day - start).num_days()).unwrap_or(0);
+                if let Some(slot) = per_day.get_mut(index) {
+                    *slot += line.amount * *q / total_q;
+                }
+            }
+        }
+        let shown = usize::try_from((page.today - start).num_days() + 1)
+            .unwrap_or(0)
+            .clamp(1, per_day.len().max(1));
+        let mut running = Decimal::ZERO;
+        let cumulative: Vec<Decimal> = per_day
+            .iter()
+            .take(shown)
+            .map(|d| {
+                running += *d;
+                running
+            })
+            .collect();
+        series.push((section.provider.name.clone(), section.subtotal, cumulative));
+    }
+    let max = series
+        .iter()
+        .map(|(_, subtotal, _)| *subtotal)
+        .max()
+        .unwrap_or(Decimal::ONE)
+        .max(Decimal::ONE);
+    let (w, h, left, bottom) = (640.0_f64, 240.0_f64, 56.0_f64, 24.0_f64);
+    let x = |i: usize| left + (w - left - 8.0) * (i as f64 + 1.0) / days as f64;
+    let y = |v: Decimal| {
+        let ratio = (v / max).to_f64().unwrap_or(0.0);
+        (h - bottom) - (h - bottom - 8.0) * ratio
+    };
+    let cur = &inv.summary.currency;
+    html! {
+        figure {
+            svg viewBox={ "0 0 " (w) " " (h) } role="img" aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg" {
+                title id="chart-title" { "Cumulative spend per provider" }
+                desc id="chart-desc" {
+                    @for (name, subtotal, _) in &series { (name) ": " (subtotal) " " (cur) ". " }
+                }
+                line x1=(left) y1=(h - bottom) x2=(w - 8.0) y2=(h - bottom) stroke="#9ca3af" {}
+                line x1=(left) y1="8" x2=(left) y2=(h - bottom) stroke="#9ca3af" {}
+                text x=(left - 6.0) y="14" text-anchor="end" font-size="11" fill="#4b5563" { (max.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::AwayFromZero)) " " (cur) }
+                text x=(left - 6.0) y=(h - bottom) text-anchor="end" font-size="11" fill="#4b5563" { "0" }
+                text x=(left) y=(h - 6.0) font-size="11" fill="#4b5563" { (start.format("%-d %b")) }
+                text x=(w - 8.0) y=(h - 6.0) text-anchor="end" font-size="11" fill="#4b5563" { ((end - Duration::days(1)).format("%-d %b")) }
+                @for (i, (_, _, c)) in series.iter().enumerate() {
+                    polyline fill="none" stroke-width="2.5" stroke=(PALETTE[i % PALETTE.len()])
+                        points={ @for (d, v) in c.iter().enumerate() { (format!("{:.1},{:.1} ", x(d), y(*v))) } } {}
+                }
+            }
+            figcaption {
+                "Cumulative spend per provider, " (start.format("%B %Y")) ": "
+                @for (i, (name, subtotal, _)) in series.iter().enumerate() {
+                    span style={ "color:" (PALETTE[i % PALETTE.len()]) } aria-hidden="true" { "■ " }
+                    (name) " " (subtotal) " " (cur) "  "
+                }
+            }
+        }
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The invoice as CSV: one row per line, then subtotal and total rows.
+pub fn csv(invoice: &Invoice) -> String {
+    let s = &invoice.summary;
+    let mut out = String::from(
+        "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount\n",
+    );
+    let number = s.number.as_deref().unwrap_or("");
+    for section in &invoice.sections {
+        for l in &section.lines {
+            let row = [
+                s.account_id.as_str(),
+                s.period.label.as_str(),
+                number,
+                s.status.as_str(),
+                s.currency.as_str(),
+                section.provider.id.as_str(),
+                section.provider.name.as_str(),
+                l.sku.as_str(),
+                l.description.as_str(),
+                &l.quantity.to_string(),
+                l.unit.as_str(),
+                &l.unit_price.map(|p| p.to_string()).unwrap_or_default(),
+                &l.amount.to_string(),
+            ];
+            out.push_str(&row.map(csv_field).join(","));
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "{},{},{},{},{},,,,total,,,,{}\n",
+        csv_field(&s.account_id),
+        s.period.label,
+        csv_field(number),
+        s.status,
+        s.currency,
+        s.total
+    ));
+    out
+}

@@ -1,0 +1,327 @@
+//! The bill page: `/accounts/{id}/bill` (HTML), `/accounts/{id}/bill.csv`,
+//! the sign-in form, and the finance API that issues signed links.
+//!
+//! A viewer is let in by one of: a signed link (`expires` + `sig` in the
+//! query), a bill-page session cookie set at sign-in, or an
+//! `Authorization: Bearer` key (the account's customer token, or staff).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use chrono::{Duration, Utc};
+use maud::html;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tally_domain::Period;
+use tally_platform::auth::{self, Principal};
+use tally_platform::catalog;
+
+use crate::bill_view::{self, BillPage};
+use crate::error::ApiError;
+use crate::invoices_repo;
+use crate::links::Signer;
+
+const SESSION_COOKIE: &str = "tally_bill";
+const SESSION_HOURS: i64 = 12;
+
+#[derive(Clone)]
+pub struct PageState {
+    pub pool: PgPool,
+    pub signer: Signer,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    period: Option<String>,
+    expires: Option<i64>,
+    sig: Option<String>,
+}
+
+fn page_error(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = html! {
+        (maud::DOCTYPE)
+        html lang="en" { head { meta charset="utf-8"; title { (title) } }
+            body { main { h1 { (title) } p { (detail) } p { a href="/login" { "Sign in" } } } } }
+    };
+    (status, Html(body.into_string())).into_response()
+}
+
+fn cookie_session(headers: &HeaderMap) -> Option<(String, i64, String)> {
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    let value = cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)?
+        .1;
+    let mut parts = value.splitn(3, '.');
+    let account = parts.next()?.to_owned();
+    let expires = parts.next()?.parse().ok()?;
+    Some((account, expires, parts.next()?.to_owned()))
+}
+
+/// Whether this request may see `account`'s bill. Returns the query string
+/// that keeps a signed-link viewer signed in on the page's own links.
+async fn admit(
+    state: &PageState,
+    headers: &HeaderMap,
+    account: &str,
+    q: &PageQuery,
+) -> Result<String, Response> {
+    let now = Utc::now();
+    if let (Some(expires), Some(sig)) = (q.expires, q.sig.as_deref()) {
+        return if state.signer.verify(account, expires, sig, now) {
+            Ok(format!("&expires={expires}&sig={sig}"))
+        } else {
+            Err(page_error(StatusCode::FORBIDDEN, "This link does not open this bill", "It may have expired, or it belongs to another account. Ask for a new link or sign in."))
+        };
+    }
+    if let Some((owner, expires, sig)) = cookie_session(headers) {
+        if state.signer.verify(&owner, expires, &sig, now) {
+            return if owner == account {
+                Ok(String::new())
+            } else {
+                Err(page_error(
+                    StatusCode::FORBIDDEN,
+                    "Not your account",
+                    "You are signed in to another account.",
+                ))
+            };
+        }
+    }
+    if let Some(token) = auth::bearer(headers) {
+        return match auth::authenticate(&state.pool, token).await {
+            Ok(Some(Principal::Admin | Principal::Finance)) => Ok(String::new()),
+            Ok(Some(Principal::Customer(own))) if own.as_str() == account => Ok(String::new()),
+            Ok(Some(_)) => Err(page_error(
+                StatusCode::FORBIDDEN,
+                "Not your account",
+                "This key does not open this bill.",
+            )),
+            Ok(None) => Err(page_error(
+                StatusCode::UNAUTHORIZED,
+                "Sign in to see this bill",
+                "The key is not valid.",
+            )),
+            Err(err) => Err(ApiError::from(err).into_response()),
+        };
+    }
+    Err(Redirect::to("/login").into_response())
+}
+
+/// The invoice shown: the requested period, else the newest one.
+async fn load(
+    state: &PageState,
+    account: &str,
+    period: Option<&str>,
+) -> Result<
+    (
+        String,
+        invoices_repo::Invoice,
+        Vec<invoices_repo::PeriodView>,
+    ),
+    Response,
+> {
+    let internal = |e: sqlx::Error| ApiError::from(e).into_response();
+    let id = crate::auth::account_id(account).map_err(IntoResponse::into_response)?;
+    let mut conn = state.pool.acquire().await.map_err(internal)?;
+    let Some(acct) = catalog::get_account(&mut conn, &id)
+        .await
+        .map_err(internal)?
+    else {
+        return Err(page_error(
+            StatusCode::NOT_FOUND,
+            "No such account",
+            account,
+        ));
+    };
+    let periods = invoices_repo::account_periods(&mut conn, account)
+        .await
+        .map_err(internal)?;
+    let start = match period {
+        Some(p) => Period::parse_month(p)
+            .map_err(|e| page_error(StatusCode::BAD_REQUEST, "Unknown period", &e.to_string()))?
+            .start(),
+        None => match periods.first() {
+            Some(p) => p.start,
+            None => {
+                return Err(page_error(
+                    StatusCode::NOT_FOUND,
+                    "No bill yet",
+                    "This account has no usage billed yet.",
+                ))
+            }
+        },
+    };
+    match invoices_repo::find_by_account_period(&mut conn, account, start)
+        .await
+        .map_err(internal)?
+    {
+        Some(invoice) => Ok((acct.name, invoice, periods)),
+        None => Err(page_error(
+            StatusCode::NOT_FOUND,
+            "No bill for this period",
+            "There is no usage billed in this period.",
+        )),
+    }
+}
+
+pub async fn bill_page(
+    State(state): State<PageState>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let auth_query = match admit(&state, &headers, &account, &q).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (name, invoice, periods) = match load(&state, &account, q.period.as_deref()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let daily = match state.pool.acquire().await {
+        Ok(mut conn) => {
+            invoices_repo::daily_usage(&mut conn, &account, invoice.summary.period.start)
+                .await
+                .unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    };
+    let page = BillPage {
+        account_name: &name,
+        invoice: &invoice,
+        periods: &periods,
+        daily: &daily,
+        today: Utc::now().date_naive(),
+        auth_query: &auth_query,
+    };
+    Html(bill_view::render(&page).into_string()).into_response()
+}
+
+pub async fn bill_csv(
+    State(state): State<PageState>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    if let Err(r) = admit(&state, &headers, &account, &q).await {
+        return r;
+    }
+    match load(&state, &account, q.period.as_deref()).await {
+        Ok((_, invoice, _)) => {
+            let name = format!(
+                "attachment; filename=\"bill-{account}-{}.csv\"",
+                invoice.summary.period.label
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                    (header::CONTENT_DISPOSITION, name),
+                ],
+                bill_view::csv(&invoice),
+            )
+                .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+pub async fn login_form() -> Html<String> {
+    login_page(None)
+}
+
+fn login_page(error: Option<&str>) -> Html<String> {
+    Html(html! {
+        (maud::DOCTYPE)
+        html lang="en" { head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1"; title { "Sign in — your bill" } }
+            body { main {
+                h1 { "See your bill" }
+                @if let Some(e) = error { p role="alert" { (e) } }
+                form method="post" action="/login" {
+                    label for="token" { "Customer token" }
+                    " " input id="token" name="token" type="password" autocomplete="off" required;
+                    " " button type="submit" { "Sign in" }
+                }
+            } }
+        }
+    }.into_string())
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+pub async fn login(State(state): State<PageState>, Form(form): Form<LoginForm>) -> Response {
+    match auth::authenticate(&state.pool, form.token.trim()).await {
+        Ok(Some(Principal::Customer(account))) => {
+            let expires = Utc::now() + Duration::hours(SESSION_HOURS);
+            let sig = state.signer.sign(account.as_str(), expires);
+            let cookie = format!(
+                "{SESSION_COOKIE}={account}.{}.{sig}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                expires.timestamp(),
+                SESSION_HOURS * 3600
+            );
+            let mut response = Redirect::to(&format!("/accounts/{account}/bill")).into_response();
+            if let Ok(value) = cookie.parse() {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Ok(_) => (
+            StatusCode::UNAUTHORIZED,
+            login_page(Some("That is not a customer token.")),
+        )
+            .into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinkRequest {
+    period: Option<String>,
+    /// Lifetime in seconds (default 7 days, at most 90 days).
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /v1/accounts/{id}/bill-links` (finance, admin): a signed, expiring link.
+pub async fn create_link(
+    State(state): State<PageState>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Json(body): Json<LinkRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    crate::auth::require_staff(&state.pool, &headers).await?;
+    let id = crate::auth::account_id(&account)?;
+    let mut conn = state.pool.acquire().await?;
+    if catalog::get_account(&mut conn, &id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("account {account}")));
+    }
+    let ttl = body.ttl_seconds.unwrap_or(7 * 24 * 3600);
+    if !(60..=90 * 24 * 3600).contains(&ttl) {
+        return Err(ApiError::InvalidRequest(
+            "ttl_seconds must be between 60 and 7776000".into(),
+        ));
+    }
+    let period = match body.period.as_deref() {
+        Some(p) => Some(
+            Period::parse_month(p)
+                .map_err(|e| ApiError::InvalidPeriod(e.to_string()))?
+                .label(),
+        ),
+        None => None,
+    };
+    let expires = Utc::now() + Duration::seconds(ttl);
+    let sig = state.signer.sign(&account, expires);
+    let period_param = period.map(|p| format!("period={p}&")).unwrap_or_default();
+    let path = format!(
+        "/accounts/{account}/bill?{period_param}expires={}&sig={sig}",
+        expires.timestamp()
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"path": path, "expires_at": expires})),
+    ))
+}
