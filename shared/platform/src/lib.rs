@@ -39,3 +39,27 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// The whole `main` of a service binary: logs, configuration from the
+/// environment, migrations and topics, then `build` and `run` until Ctrl-C
+/// or SIGTERM.
+pub async fn run_service<App, Built, Ran>(
+    build: impl FnOnce(Config) -> Built,
+    run: impl FnOnce(App, tokio_util::sync::CancellationToken) -> Ran,
+) -> anyhow::Result<()>
+where
+    Built: std::future::Future<Output = anyhow::Result<App>>,
+    Ran: std::future::Future<Output = anyhow::Result<()>>,
+{
+    telemetry::init_logging();
+    let config = Config::from_env()?;
+    prepare(&config).await?;
+    let app = build(config).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    run(app, shutdown).await
+}
