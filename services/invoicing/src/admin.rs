@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_domain::{AccountId, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku};
 use tally_platform::auth::{create_key, Principal};
 use tally_platform::catalog;
 
@@ -30,6 +30,9 @@ pub struct NewProvider {
     id: String,
     name: String,
     kind: String,
+    /// The platform's share of this partner's list amounts, in percent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    platform_fee_pct: Option<Decimal>,
 }
 
 pub async fn create_provider(
@@ -43,6 +46,9 @@ pub async fn create_provider(
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
     catalog::create_provider(&mut tx, &id, &body.name, kind).await?;
+    if let Some(pct) = body.platform_fee_pct {
+        catalog::set_platform_fee(&mut tx, &id, pct).await?;
+    }
     let key = create_key(&mut tx, &Principal::Provider(id.clone())).await?;
     tx.commit().await?;
     Ok((
@@ -83,6 +89,9 @@ pub struct NewSku {
     name: String,
     #[serde(default = "default_unit")]
     unit: String,
+    /// The platform's markup on the list price, in percent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    markup_pct: Option<Decimal>,
 }
 
 fn default_unit() -> String {
@@ -97,8 +106,12 @@ pub async fn create_sku(
     require_admin(&pool, &headers).await?;
     let sku = Sku::parse(&body.id).map_err(invalid)?;
     let provider = ProviderId::parse(&body.provider_id).map_err(invalid)?;
-    let mut conn = pool.acquire().await?;
-    catalog::create_sku(&mut conn, &sku, &provider, &body.name, &body.unit).await?;
+    let mut tx = pool.begin().await?;
+    catalog::create_sku(&mut tx, &sku, &provider, &body.name, &body.unit).await?;
+    if let Some(pct) = body.markup_pct {
+        catalog::set_markup(&mut tx, &sku, pct).await?;
+    }
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": sku, "provider_id": provider, "name": body.name, "unit": body.unit})),
@@ -110,8 +123,11 @@ pub struct NewPrice {
     sku: String,
     currency: String,
     effective_from: Option<DateTime<Utc>>,
-    #[serde(with = "rust_decimal::serde::str")]
-    unit_price: Decimal,
+    /// Shorthand for a per-unit price book.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    unit_price: Option<Decimal>,
+    /// The full price book: model, tiers, free units, minimum, recurring fee.
+    price_book: Option<PriceBook>,
 }
 
 pub async fn create_price(
@@ -122,8 +138,11 @@ pub async fn create_price(
     require_admin(&pool, &headers).await?;
     let sku = Sku::parse(&body.sku).map_err(invalid)?;
     let currency = currency(&body.currency)?;
-    let model = PriceModel::per_unit(body.unit_price)
-        .map_err(|e| ApiError::from(catalog::CatalogError::InvalidPrice(e.to_string())))?;
+    let model = match (body.price_book, body.unit_price) {
+        (Some(book), None) => book,
+        (None, Some(unit_price)) => PriceBook::new(PriceModel::PerUnit { unit_price }),
+        _ => return Err(invalid("give either unit_price or price_book")),
+    };
     let from = body.effective_from.unwrap_or_else(Utc::now);
     let mut conn = pool.acquire().await?;
     let id = catalog::add_price(&mut conn, &sku, currency, from, &model).await?;

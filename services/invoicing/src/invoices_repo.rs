@@ -37,61 +37,42 @@ pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<b
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    let n = s.lines.len();
-    let mut cols = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (position, l) in s.lines.iter().enumerate() {
-        cols.0.push(i32::try_from(position).unwrap_or(i32::MAX));
-        cols.1.push(l.provider.id.as_str());
-        cols.2.push(l.provider.name.as_str());
-        cols.3.push(l.provider.kind.as_str());
-        cols.4.push(l.sku.as_str());
-        cols.5.push(l.description.as_str());
-        cols.6.push(l.unit.as_str());
-        cols.7.push(l.quantity);
-        cols.8.push(l.unit_price);
-        cols.9.push(l.amount);
-        cols.10.push(l.price_id);
-        cols.11.push(l.price_effective_from);
-        cols.12.push(l.event_count);
-    }
+    let lines = &s.lines;
+    let text =
+        |f: fn(&tally_domain::StatementLine) -> &str| lines.iter().map(f).collect::<Vec<_>>();
+    let num =
+        |f: fn(&tally_domain::StatementLine) -> Decimal| lines.iter().map(f).collect::<Vec<_>>();
+    let positions: Vec<i32> = (0..lines.len())
+        .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+        .collect();
     sqlx::query(
-        "INSERT INTO invoice_lines (invoice_id, position, provider_id, provider_name, provider_kind,
-             sku_id, description, unit, quantity, unit_price, amount, price_id,
-             price_effective_from, event_count, currency)
-         SELECT $1, t.*, $15 FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-             $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[],
-             $13::timestamptz[], $14::bigint[])
-             AS t(position, provider_id, provider_name, provider_kind, sku_id, description, unit,
-                  quantity, unit_price, amount, price_id, price_effective_from, event_count)",
+        "INSERT INTO invoice_lines (invoice_id, position, kind, provider_id, provider_name, provider_kind,
+             sku_id, description, unit, quantity, unit_price, amount, list_amount, markup, platform_fee,
+             partner_net, price_id, price_effective_from, event_count, currency)
+         SELECT $1, t.*, $20 FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[],
+             $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[],
+             $18::timestamptz[], $19::bigint[]) AS t",
     )
     .bind(id)
-    .bind(&cols.0)
-    .bind(&cols.1)
-    .bind(&cols.2)
-    .bind(&cols.3)
-    .bind(&cols.4)
-    .bind(&cols.5)
-    .bind(&cols.6)
-    .bind(&cols.7)
-    .bind(&cols.8)
-    .bind(&cols.9)
-    .bind(&cols.10)
-    .bind(&cols.11)
-    .bind(&cols.12)
+    .bind(&positions)
+    .bind(text(|l| l.kind.as_str()))
+    .bind(text(|l| l.provider.id.as_str()))
+    .bind(text(|l| l.provider.name.as_str()))
+    .bind(text(|l| l.provider.kind.as_str()))
+    .bind(text(|l| l.sku.as_str()))
+    .bind(text(|l| l.description.as_str()))
+    .bind(text(|l| l.unit.as_str()))
+    .bind(num(|l| l.quantity))
+    .bind(lines.iter().map(|l| l.unit_price).collect::<Vec<_>>())
+    .bind(num(|l| l.amount))
+    .bind(num(|l| l.list_amount))
+    .bind(num(|l| l.markup))
+    .bind(num(|l| l.platform_fee))
+    .bind(num(|l| l.partner_net))
+    .bind(lines.iter().map(|l| l.price_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.price_effective_from).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.event_count).collect::<Vec<_>>())
     .bind(s.currency.code())
     .execute(&mut *conn)
     .await?;
@@ -138,6 +119,7 @@ pub struct ProviderView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LineView {
+    pub kind: String,
     pub sku: String,
     pub price_id: i64,
     pub description: String,
@@ -148,6 +130,14 @@ pub struct LineView {
     pub unit_price: Option<Decimal>,
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub list_amount: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub markup: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub platform_fee: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub partner_net: Decimal,
     pub price_effective_from: DateTime<Utc>,
     pub event_count: i64,
 }
@@ -192,8 +182,9 @@ async fn with_sections(
     summary: InvoiceSummary,
 ) -> Result<Invoice, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT provider_id, provider_name, provider_kind, sku_id, price_id, description, unit, quantity,
-                unit_price, amount, price_effective_from, event_count
+        "SELECT provider_id, provider_name, provider_kind, kind, sku_id, price_id, description, unit,
+                quantity, unit_price, amount, list_amount, markup, platform_fee, partner_net,
+                price_effective_from, event_count
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
     .bind(summary.id)
@@ -203,6 +194,7 @@ async fn with_sections(
     for r in rows {
         let provider_id: String = r.try_get("provider_id")?;
         let line = LineView {
+            kind: r.try_get("kind")?,
             sku: r.try_get("sku_id")?,
             price_id: r.try_get("price_id")?,
             description: r.try_get("description")?,
@@ -210,6 +202,10 @@ async fn with_sections(
             quantity: r.try_get("quantity")?,
             unit_price: r.try_get("unit_price")?,
             amount: r.try_get("amount")?,
+            list_amount: r.try_get("list_amount")?,
+            markup: r.try_get("markup")?,
+            platform_fee: r.try_get("platform_fee")?,
+            partner_net: r.try_get("partner_net")?,
             price_effective_from: r.try_get("price_effective_from")?,
             event_count: r.try_get("event_count")?,
         };

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use tally_domain::{
-    PriceModel, ProviderId, ProviderKind, ProviderRef, Sku, Statement, UsageAggregate,
+    PriceBook, ProviderId, ProviderKind, ProviderRef, Sku, Statement, UsageAggregate,
 };
 
 /// Key of one account-period.
@@ -172,6 +172,7 @@ pub async fn load_aggregates(
     let rows = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
                 p.sku_id, p.effective_from, p.model, s.name AS sku_name, s.unit,
+                s.markup_pct, pr.platform_fee_pct,
                 pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
          FROM usage_aggregates ua
          JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
@@ -199,9 +200,11 @@ pub async fn load_aggregates(
             unit: r.try_get("unit")?,
             price_id: r.try_get("price_id")?,
             price_effective_from: r.try_get("effective_from")?,
-            model: serde_json::from_value::<PriceModel>(model).map_err(decode_err)?,
+            model: serde_json::from_value::<PriceBook>(model).map_err(decode_err)?,
             quantity: r.try_get("quantity")?,
             event_count: r.try_get("event_count")?,
+            markup_pct: r.try_get("markup_pct")?,
+            platform_fee_pct: r.try_get("platform_fee_pct")?,
         };
         out.entry((r.try_get("account_id")?, r.try_get("period_start")?))
             .or_default()

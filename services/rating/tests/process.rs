@@ -49,7 +49,7 @@ async fn seed(pool: &PgPool) {
         catalog::create_sku(&mut conn, &sku, &p, sku.as_str(), "unit")
             .await
             .unwrap();
-        let model = PriceModel::per_unit(price).unwrap();
+        let model = PriceModel::per_unit(price).unwrap().into();
         catalog::add_price(
             &mut conn,
             &sku,
@@ -60,7 +60,7 @@ async fn seed(pool: &PgPool) {
         .await
         .unwrap();
     }
-    let model = PriceModel::per_unit(dec!(0.05)).unwrap();
+    let model = PriceModel::per_unit(dec!(0.05)).unwrap().into();
     catalog::add_price(
         &mut conn,
         &Sku::parse("vm.hour").unwrap(),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_domain::{AccountId, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku};
 use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
@@ -63,14 +63,31 @@ pub async fn set_price(
     unit_price: Decimal,
     effective_from: DateTime<Utc>,
 ) -> anyhow::Result<i64> {
+    set_price_book(
+        pool,
+        sku,
+        currency,
+        &PriceModel::per_unit(unit_price)?.into(),
+        effective_from,
+    )
+    .await
+}
+
+/// Adds a price version with full terms (tiers, free units, minimum, fee).
+pub async fn set_price_book(
+    pool: &PgPool,
+    sku: &str,
+    currency: &str,
+    book: &PriceBook,
+    effective_from: DateTime<Utc>,
+) -> anyhow::Result<i64> {
     let mut conn = pool.acquire().await?;
-    let model = PriceModel::per_unit(unit_price)?;
     Ok(catalog::add_price(
         &mut conn,
         &Sku::parse(sku)?,
         Currency::parse(currency)?,
         effective_from,
-        &model,
+        book,
     )
     .await?)
 }
@@ -84,4 +101,18 @@ pub async fn create_staff_key(pool: &PgPool, role: &str) -> anyhow::Result<Strin
     };
     let mut conn = pool.acquire().await?;
     Ok(auth::create_key(&mut conn, &principal).await?.secret)
+}
+
+/// Sets a partner's revenue share (the platform's fee, percent of list).
+pub async fn set_platform_fee(pool: &PgPool, provider: &str, pct: Decimal) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::set_platform_fee(&mut conn, &ProviderId::parse(provider)?, pct).await?;
+    Ok(())
+}
+
+/// Sets the platform's markup on a SKU (percent of list).
+pub async fn set_markup(pool: &PgPool, sku: &str, pct: Decimal) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::set_markup(&mut conn, &Sku::parse(sku)?, pct).await?;
+    Ok(())
 }

@@ -12,7 +12,9 @@ pub mod usage;
 pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
 pub use money::{Currency, Money, MoneyError};
 pub use period::{Period, PeriodError};
-pub use pricing::{PriceModel, PricingError};
+pub use pricing::{PriceBook, PriceModel, PricingError};
 pub use quantity::{Quantity, QuantityError};
-pub use statement::{ProviderKind, ProviderRef, Statement, StatementLine, UsageAggregate};
+pub use statement::{
+    LineKind, ProviderKind, ProviderRef, Statement, StatementLine, UsageAggregate,
+};
 pub use usage::UsageEvent;

@@ -25,7 +25,12 @@ pub enum PricingError {
 /// `unit_price` each, plus `flat_fee` once the tier is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tier {
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    // `str_option` cannot read back the `null` it writes: leave `None` out.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub up_to: Option<Decimal>,
     #[serde(with = "rust_decimal::serde::str")]
     pub unit_price: Decimal,
@@ -305,5 +310,156 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"model":"per_unit","unit_price":"2.5"}"#);
         assert_eq!(serde_json::from_str::<PriceModel>(&json).unwrap(), m);
+    }
+}
+
+/// A price version's full terms: the model plus the period-level terms a
+/// provider can attach. Stored as JSON beside each version, e.g.
+/// `{"model":"graduated","tiers":[…],"free_units":"100","minimum_charge":"5"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceBook {
+    #[serde(flatten)]
+    pub model: PriceModel,
+    /// The first units of each period cost nothing (before the model applies).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub free_units: Option<Decimal>,
+    /// A period whose usage charge falls short of this gets a true-up line.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub minimum_charge: Option<Decimal>,
+    /// A fixed fee for each period in which the SKU is used.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub recurring_fee: Option<Decimal>,
+}
+
+/// What one price version charges for a period's quantity, unrounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charges {
+    pub usage: Decimal,
+    pub recurring_fee: Option<Decimal>,
+    pub minimum_true_up: Option<Decimal>,
+}
+
+impl PriceBook {
+    pub fn new(model: PriceModel) -> Self {
+        Self {
+            model,
+            free_units: None,
+            minimum_charge: None,
+            recurring_fee: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), PricingError> {
+        self.model.validate()?;
+        let terms = [self.free_units, self.minimum_charge, self.recurring_fee];
+        if terms.iter().flatten().any(|t| t.is_sign_negative()) {
+            return Err(PricingError::NegativePrice);
+        }
+        Ok(())
+    }
+
+    /// Charges for a period's total quantity at this version.
+    pub fn charges(&self, quantity: Decimal) -> Result<Charges, PricingError> {
+        let billable = (quantity - self.free_units.unwrap_or_default()).max(Decimal::ZERO);
+        let usage = self.model.charge(billable)?;
+        let minimum_true_up = self
+            .minimum_charge
+            .filter(|minimum| usage < *minimum)
+            .map(|minimum| minimum - usage);
+        Ok(Charges {
+            usage,
+            recurring_fee: self.recurring_fee.filter(|f| !f.is_zero()),
+            minimum_true_up,
+        })
+    }
+}
+
+impl From<PriceModel> for PriceBook {
+    fn from(model: PriceModel) -> Self {
+        PriceBook::new(model)
+    }
+}
+
+#[cfg(test)]
+mod price_book_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn per_unit(p: Decimal) -> PriceBook {
+        PriceBook::new(PriceModel::PerUnit { unit_price: p })
+    }
+
+    #[test]
+    fn free_allowance_comes_off_the_period_total() {
+        let book = PriceBook {
+            free_units: Some(dec!(100)),
+            ..per_unit(dec!(0.5))
+        };
+        assert_eq!(book.charges(dec!(80)).unwrap().usage, dec!(0));
+        assert_eq!(book.charges(dec!(130)).unwrap().usage, dec!(15));
+    }
+
+    #[test]
+    fn minimum_charge_adds_a_true_up_only_when_short() {
+        let book = PriceBook {
+            minimum_charge: Some(dec!(10)),
+            ..per_unit(dec!(1))
+        };
+        assert_eq!(
+            book.charges(dec!(4)).unwrap().minimum_true_up,
+            Some(dec!(6))
+        );
+        assert_eq!(book.charges(dec!(12)).unwrap().minimum_true_up, None);
+    }
+
+    #[test]
+    fn old_model_only_json_still_reads_as_a_price_book() {
+        let book: PriceBook =
+            serde_json::from_str(r#"{"model":"per_unit","unit_price":"0.25"}"#).unwrap();
+        assert_eq!(book, per_unit(dec!(0.25)));
+        let json = serde_json::to_string(&PriceBook {
+            recurring_fee: Some(dec!(9)),
+            ..per_unit(dec!(1))
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"model":"per_unit","unit_price":"1","recurring_fee":"9"}"#
+        );
+    }
+
+    #[test]
+    fn negative_terms_are_refused() {
+        let book = PriceBook {
+            minimum_charge: Some(dec!(-1)),
+            ..per_unit(dec!(1))
+        };
+        assert_eq!(book.validate(), Err(PricingError::NegativePrice));
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn tiered_books_survive_a_json_round_trip() {
+        let text = r#"{"model":"graduated","tiers":[{"up_to":"100","unit_price":"0.10"},{"unit_price":"0.05"}],"minimum_charge":"5"}"#;
+        let book: PriceBook = serde_json::from_str(text).unwrap();
+        let again: PriceBook =
+            serde_json::from_value(serde_json::to_value(&book).unwrap()).unwrap();
+        assert_eq!(book, again);
     }
 }

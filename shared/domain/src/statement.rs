@@ -1,9 +1,7 @@
 //! Statements: the priced picture of one account-period, computed purely from
 //! the period's usage aggregates and their price versions.
 
-use crate::{
-    AccountId, Currency, Money, MoneyError, Period, PriceModel, PricingError, ProviderId, Sku,
-};
+use crate::{AccountId, Currency, MoneyError, Period, PriceBook, PricingError, ProviderId, Sku};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -56,13 +54,43 @@ pub struct UsageAggregate {
     pub unit: String,
     pub price_id: i64,
     pub price_effective_from: DateTime<Utc>,
-    pub model: PriceModel,
+    pub model: PriceBook,
     pub quantity: Decimal,
     pub event_count: i64,
+    /// The platform's markup on this SKU, in percent of the list price.
+    pub markup_pct: Decimal,
+    /// The platform's share of the provider's list amount, in percent
+    /// (100 for first-party providers).
+    pub platform_fee_pct: Decimal,
+}
+
+/// What a statement line bills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// Usage priced by the version's model.
+    #[default]
+    Usage,
+    /// The version's fixed fee for a period in which the SKU was used.
+    RecurringFee,
+    /// Brings a period's usage charge up to the version's minimum.
+    MinimumTrueUp,
+}
+
+impl LineKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LineKind::Usage => "usage",
+            LineKind::RecurringFee => "recurring_fee",
+            LineKind::MinimumTrueUp => "minimum_true_up",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementLine {
+    #[serde(default)]
+    pub kind: LineKind,
     pub provider: ProviderRef,
     pub sku: Sku,
     pub description: String,
@@ -71,12 +99,30 @@ pub struct StatementLine {
     pub price_effective_from: DateTime<Utc>,
     #[serde(with = "rust_decimal::serde::str")]
     pub quantity: Decimal,
-    #[serde(with = "rust_decimal::serde::str_option")]
+    // `str_option` cannot read back the `null` it writes: leave `None` out.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub unit_price: Option<Decimal>,
     pub event_count: i64,
-    /// Rounded once, to the currency's minor unit.
+    /// What the customer pays: list price plus markup, rounded once to the
+    /// currency's minor unit.
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
+    /// The provider's list price of the line, rounded.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub list_amount: Decimal,
+    /// `amount - list_amount`: the platform's markup.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub markup: Decimal,
+    /// The platform's share of `list_amount`, rounded.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub platform_fee: Decimal,
+    /// `list_amount - platform_fee`: what the provider is owed.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub partner_net: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,19 +175,59 @@ impl Statement {
         });
         let mut lines = Vec::with_capacity(aggregates.len());
         for agg in aggregates {
-            let exact = agg.model.charge(agg.quantity)?;
-            lines.push(StatementLine {
-                amount: Money::new(exact, currency).round().amount(),
-                unit_price: agg.model.unit_price(),
-                provider: agg.provider,
-                sku: agg.sku,
-                description: agg.sku_name,
-                unit: agg.unit,
-                price_id: agg.price_id,
-                price_effective_from: agg.price_effective_from,
-                quantity: agg.quantity.normalize(),
-                event_count: agg.event_count,
-            });
+            let charges = agg.model.charges(agg.quantity)?;
+            let usage = agg.model.model.unit_price();
+            let mut parts = vec![(
+                LineKind::Usage,
+                agg.quantity.normalize(),
+                usage,
+                charges.usage,
+            )];
+            if let Some(fee) = charges.recurring_fee {
+                parts.push((LineKind::RecurringFee, Decimal::ONE, Some(fee), fee));
+            }
+            if let Some(true_up) = charges.minimum_true_up {
+                parts.push((
+                    LineKind::MinimumTrueUp,
+                    Decimal::ONE,
+                    Some(true_up),
+                    true_up,
+                ));
+            }
+            for (kind, quantity, unit_price, exact) in parts {
+                let economics = Economics::of(exact, &agg, currency)?;
+                let (description, unit) = match kind {
+                    LineKind::Usage => (agg.sku_name.clone(), agg.unit.clone()),
+                    LineKind::RecurringFee => {
+                        (format!("{} — recurring fee", agg.sku_name), "period".into())
+                    }
+                    LineKind::MinimumTrueUp => (
+                        format!("{} — minimum charge true-up", agg.sku_name),
+                        "period".into(),
+                    ),
+                };
+                lines.push(StatementLine {
+                    kind,
+                    provider: agg.provider.clone(),
+                    sku: agg.sku.clone(),
+                    description,
+                    unit,
+                    price_id: agg.price_id,
+                    price_effective_from: agg.price_effective_from,
+                    quantity,
+                    unit_price,
+                    event_count: if kind == LineKind::Usage {
+                        agg.event_count
+                    } else {
+                        0
+                    },
+                    amount: economics.amount,
+                    list_amount: economics.list_amount,
+                    markup: economics.markup,
+                    platform_fee: economics.platform_fee,
+                    partner_net: economics.partner_net,
+                });
+            }
         }
         let mut subtotals: Vec<ProviderSubtotal> = Vec::new();
         for line in &lines {
@@ -170,6 +256,48 @@ impl Statement {
     }
 }
 
+/// The split of one line between customer, platform and provider.
+struct Economics {
+    amount: Decimal,
+    list_amount: Decimal,
+    markup: Decimal,
+    platform_fee: Decimal,
+    partner_net: Decimal,
+}
+
+impl Economics {
+    fn of(
+        exact_list: Decimal,
+        agg: &UsageAggregate,
+        currency: Currency,
+    ) -> Result<Self, MoneyError> {
+        let hundred = Decimal::ONE_HUNDRED;
+        let with_markup = exact_list
+            .checked_mul(hundred + agg.markup_pct)
+            .and_then(|x| x.checked_div(hundred))
+            .ok_or(MoneyError::Overflow)?;
+        let amount = currency.round(with_markup);
+        let list_amount = currency.round(exact_list);
+        let fee_pct = match agg.provider.kind {
+            ProviderKind::FirstParty => hundred,
+            ProviderKind::Partner => agg.platform_fee_pct,
+        };
+        let platform_fee = currency.round(
+            list_amount
+                .checked_mul(fee_pct)
+                .and_then(|x| x.checked_div(hundred))
+                .ok_or(MoneyError::Overflow)?,
+        );
+        Ok(Self {
+            amount,
+            list_amount,
+            markup: amount - list_amount,
+            platform_fee,
+            partner_net: list_amount - platform_fee,
+        })
+    }
+}
+
 fn checked_add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
     a.checked_add(b).ok_or(MoneyError::Overflow)
 }
@@ -177,6 +305,7 @@ fn checked_add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PriceModel;
     use chrono::TimeZone;
     use proptest::prelude::*;
     use rust_decimal_macros::dec;
@@ -197,9 +326,11 @@ mod tests {
             unit: "unit".into(),
             price_id: 1,
             price_effective_from: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-            model: PriceModel::per_unit(price).unwrap(),
+            model: PriceModel::per_unit(price).unwrap().into(),
             quantity: qty,
             event_count: 1,
+            markup_pct: Decimal::ZERO,
+            platform_fee_pct: dec!(20),
         }
     }
 
@@ -244,6 +375,90 @@ mod tests {
         assert_eq!(amounts, vec![dec!(1.00), dec!(0.01)]);
         assert_eq!(s.total, dec!(1.01));
         assert_eq!(s.subtotals[0].amount, dec!(1.01));
+    }
+
+    #[test]
+    fn partner_lines_split_into_list_markup_fee_and_net() {
+        let partner = provider("dbco", "DB Co", ProviderKind::Partner);
+        let mut a = agg(&partner, "db.hour", dec!(0.2475), dec!(10));
+        a.markup_pct = dec!(10);
+        a.model = PriceBook {
+            minimum_charge: Some(dec!(5)),
+            recurring_fee: Some(dec!(1.50)),
+            ..a.model
+        };
+        let s = statement(vec![a]);
+        let view: Vec<_> = s
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.kind,
+                    l.amount,
+                    l.list_amount,
+                    l.markup,
+                    l.platform_fee,
+                    l.partner_net,
+                )
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                // 2.475 list; ×1.1 = 2.7225 → 2.72; fee 20% of 2.48 = 0.496 → 0.50
+                (
+                    LineKind::Usage,
+                    dec!(2.72),
+                    dec!(2.48),
+                    dec!(0.24),
+                    dec!(0.50),
+                    dec!(1.98)
+                ),
+                (
+                    LineKind::RecurringFee,
+                    dec!(1.65),
+                    dec!(1.50),
+                    dec!(0.15),
+                    dec!(0.30),
+                    dec!(1.20)
+                ),
+                // 5 - 2.475 = 2.525 list → 2.53; ×1.1 = 2.7775 → 2.78
+                (
+                    LineKind::MinimumTrueUp,
+                    dec!(2.78),
+                    dec!(2.53),
+                    dec!(0.25),
+                    dec!(0.51),
+                    dec!(2.02)
+                ),
+            ]
+        );
+        assert_eq!(s.total, dec!(7.15));
+    }
+
+    #[test]
+    fn a_statement_with_tiered_lines_survives_a_json_round_trip() {
+        let p = provider("dbco", "DB Co", ProviderKind::Partner);
+        let mut a = agg(&p, "tiered", dec!(1), dec!(10));
+        a.model = PriceBook::new(PriceModel::Volume {
+            tiers: vec![crate::pricing::Tier {
+                up_to: None,
+                unit_price: dec!(1),
+                flat_fee: Decimal::ZERO,
+            }],
+        });
+        let s = statement(vec![a]);
+        assert_eq!(s.lines[0].unit_price, None);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Statement>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn first_party_lines_are_all_platform_revenue() {
+        let platform = provider("cloud", "Cloud", ProviderKind::FirstParty);
+        let s = statement(vec![agg(&platform, "vm", dec!(1), dec!(3))]);
+        let l = &s.lines[0];
+        assert_eq!((l.platform_fee, l.partner_net), (dec!(3), dec!(0)));
     }
 
     proptest! {

@@ -2,10 +2,11 @@
 //! Functions take a connection so the caller owns the transaction.
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
-use tally_domain::{AccountId, Currency, PriceModel, ProviderId, ProviderKind, ProviderRef, Sku};
+use tally_domain::{AccountId, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef, Sku};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -43,6 +44,52 @@ pub struct Provider {
     pub kind: ProviderKind,
 }
 
+/// Sets a partner's revenue share: the platform's fee in percent of list.
+pub async fn set_platform_fee(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    pct: Decimal,
+) -> Result<(), CatalogError> {
+    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
+        return Err(CatalogError::InvalidPrice(
+            "platform fee must be between 0 and 100 %".into(),
+        ));
+    }
+    let updated = sqlx::query("UPDATE providers SET platform_fee_pct = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(pct)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(CatalogError::UnknownProvider(provider.to_string()));
+    }
+    Ok(())
+}
+
+/// Sets the platform's markup on a SKU, in percent of its list price.
+pub async fn set_markup(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    pct: Decimal,
+) -> Result<(), CatalogError> {
+    if pct < Decimal::ZERO {
+        return Err(CatalogError::InvalidPrice(
+            "markup must not be negative".into(),
+        ));
+    }
+    let updated = sqlx::query("UPDATE skus SET markup_pct = $2 WHERE id = $1")
+        .bind(sku.as_str())
+        .bind(pct)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(CatalogError::UnknownSku(sku.to_string()));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Account {
     pub id: AccountId,
@@ -64,7 +111,7 @@ pub struct PriceVersion {
     pub sku: Sku,
     pub currency: Currency,
     pub effective_from: DateTime<Utc>,
-    pub model: PriceModel,
+    pub model: PriceBook,
 }
 
 pub async fn create_provider(
@@ -126,7 +173,7 @@ pub async fn add_price(
     sku: &Sku,
     currency: Currency,
     effective_from: DateTime<Utc>,
-    model: &PriceModel,
+    model: &PriceBook,
 ) -> Result<i64, CatalogError> {
     model
         .validate()
