@@ -29,6 +29,7 @@ case "${1:-}" in
       fi
     fi
     cargo build -p tally --bins
+    export RUST_LOG="${RUST_LOG:-warn}"
     exec cargo test --workspace "$@"
     ;;
   *)

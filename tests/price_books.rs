@@ -378,3 +378,96 @@ async fn bad_price_books_are_refused_and_nothing_is_stored() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_manage_only_their_own_catalog_and_never_backdate() {
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
+    let running = h.start(&[Service::Invoicing]).await;
+    let base = running.invoicing_url().unwrap();
+    let http = reqwest::Client::new();
+    let skus = format!("{base}/v1/provider/skus");
+
+    // Its own SKUs only.
+    let (status, body) = get(&http, &skus, &keys.dbco).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["dbco.db.hour"]);
+
+    // A new SKU in its own namespace; not in another's.
+    let (status, _) = admin_post(
+        &http,
+        skus.clone(),
+        &keys.dbco,
+        json!({"id": "dbco.replica.hour", "name": "Read replica", "unit": "hour"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = admin_post(
+        &http,
+        skus.clone(),
+        &keys.dbco,
+        json!({"id": "cloud.sneaky", "name": "x", "unit": "hour"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    // Price versions: now or later; never in the past.
+    let prices = format!("{skus}/dbco.replica.hour/prices");
+    let book = json!({"model": "per_unit", "unit_price": "0.12"});
+    let (status, body) = admin_post(
+        &http,
+        prices.clone(),
+        &keys.dbco,
+        json!({"currency": "USD", "effective_from": now - Duration::hours(1), "price_book": book}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("effective_in_past"))
+    );
+    let (status, _) = admin_post(
+        &http,
+        prices.clone(),
+        &keys.dbco,
+        json!({"currency": "USD", "price_book": book}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = admin_post(&http, prices.clone(), &keys.dbco,
+        json!({"currency": "USD", "effective_from": now + Duration::days(3), "price_book": {"model": "per_unit", "unit_price": "0.10"}})).await;
+    assert_eq!(status, 201);
+    let (status, body) = get(&http, &prices, &keys.dbco).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+
+    // Another provider's SKU does not exist for it; other roles are refused.
+    let foreign = format!("{skus}/cloud.vm.hour/prices");
+    assert_eq!(get(&http, &foreign, &keys.dbco).await.0, 404);
+    let (status, _) = admin_post(
+        &http,
+        foreign.clone(),
+        &keys.dbco,
+        json!({"currency": "USD", "price_book": book}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    for key in [&keys.finance, &keys.acme, &keys.admin] {
+        let (status, body) = get(&http, &skus, key).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    assert_eq!(get(&http, &skus, "nope").await.0, 401);
+    running.stop().await.unwrap();
+}

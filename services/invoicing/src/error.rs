@@ -20,6 +20,8 @@ pub enum ApiError {
     InvalidPeriod(String),
     #[error("{0}")]
     UnknownCurrency(String),
+    #[error("{0}")]
+    EffectiveInPast(String),
     #[error(transparent)]
     Catalog(CatalogError),
     #[error("internal error")]
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidPeriod(_) => "invalid_period",
             ApiError::UnknownCurrency(_) => "unknown_currency",
+            ApiError::EffectiveInPast(_) => "effective_in_past",
             ApiError::Catalog(e) => match e {
                 CatalogError::AlreadyExists(_) => "already_exists",
                 CatalogError::UnknownProvider(_) => "unknown_provider",
@@ -53,7 +56,9 @@ impl ApiError {
             "forbidden" => StatusCode::FORBIDDEN,
             "not_found" => StatusCode::NOT_FOUND,
             "already_exists" | "price_version_exists" => StatusCode::CONFLICT,
-            "unknown_provider" | "unknown_sku" => StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_provider" | "unknown_sku" | "effective_in_past" => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

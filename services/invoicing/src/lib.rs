@@ -9,6 +9,7 @@ pub mod error;
 pub mod invoices_repo;
 pub mod links;
 pub mod page;
+pub mod provider_api;
 pub mod routes;
 pub mod startup;
 

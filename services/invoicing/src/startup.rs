@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::Signer;
 use crate::page::{self, PageState};
-use crate::{admin, consumer, routes};
+use crate::{admin, consumer, provider_api, routes};
 
 pub fn router(pool: PgPool, signer: Signer) -> Router {
     let pages = Router::new()
@@ -40,6 +40,14 @@ pub fn router(pool: PgPool, signer: Signer) -> Router {
         )
         .route("/v1/admin/prices", post(admin::create_price))
         .route("/v1/admin/keys", post(admin::create_staff_key))
+        .route(
+            "/v1/provider/skus",
+            get(provider_api::list_skus).post(provider_api::create_sku),
+        )
+        .route(
+            "/v1/provider/skus/{sku}/prices",
+            get(provider_api::list_prices).post(provider_api::publish_price),
+        )
         .with_state(pool)
         .merge(pages)
         .route("/healthz", get(telemetry::healthz))

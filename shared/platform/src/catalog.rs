@@ -368,3 +368,18 @@ pub async fn account_currencies(
         })
         .collect()
 }
+
+/// Every price version of one SKU, oldest first.
+pub async fn list_prices(
+    conn: &mut PgConnection,
+    sku: &Sku,
+) -> Result<Vec<PriceVersion>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, sku_id, currency, effective_from, model FROM prices
+         WHERE sku_id = $1 ORDER BY currency, effective_from",
+    )
+    .bind(sku.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(price_from_row).collect()
+}
