@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tally_domain::{AccountId, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_domain::{
+    AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
+};
 use tally_platform::auth::{create_key, Principal};
 use tally_platform::catalog;
 
@@ -92,6 +94,10 @@ pub struct NewSku {
     /// The platform's markup on the list price, in percent.
     #[serde(default, with = "rust_decimal::serde::str_option")]
     markup_pct: Option<Decimal>,
+    /// sum (default), count, max, latest or unique_count.
+    aggregation: Option<String>,
+    /// The dimension whose distinct values `unique_count` counts.
+    dimension: Option<String>,
 }
 
 fn default_unit() -> String {
@@ -111,6 +117,12 @@ pub async fn create_sku(
     if let Some(pct) = body.markup_pct {
         catalog::set_markup(&mut tx, &sku, pct).await?;
     }
+    let aggregation = Aggregation::parse(
+        body.aggregation.as_deref().unwrap_or("sum"),
+        body.dimension.as_deref(),
+    )
+    .map_err(catalog::CatalogError::from)?;
+    catalog::set_aggregation(&mut tx, &sku, &aggregation).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -44,6 +44,7 @@ impl ApiError {
                 CatalogError::UnknownSku(_) => "unknown_sku",
                 CatalogError::PriceVersionExists => "price_version_exists",
                 CatalogError::InvalidPrice(_) => "invalid_price",
+                CatalogError::InvalidAggregation(_) => "invalid_aggregation",
                 CatalogError::Database(_) => "internal",
             },
             ApiError::Internal(_) => "internal",

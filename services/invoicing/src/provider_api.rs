@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tally_domain::{Currency, PriceBook, ProviderId, Sku};
+use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
 use tally_platform::auth::Principal;
 use tally_platform::catalog;
 
@@ -54,6 +54,10 @@ pub struct NewSku {
     id: String,
     name: String,
     unit: String,
+    /// sum (default), count, max, latest or unique_count.
+    aggregation: Option<String>,
+    /// The dimension whose distinct values `unique_count` counts.
+    dimension: Option<String>,
 }
 
 pub async fn create_sku(
@@ -73,13 +77,21 @@ pub async fn create_sku(
             "name and unit must not be empty".into(),
         ));
     }
-    let mut conn = pool.acquire().await?;
-    catalog::create_sku(&mut conn, &sku, &me, body.name.trim(), body.unit.trim()).await?;
+    let aggregation = Aggregation::parse(
+        body.aggregation.as_deref().unwrap_or("sum"),
+        body.dimension.as_deref(),
+    )
+    .map_err(catalog::CatalogError::from)?;
+    let mut tx = pool.begin().await?;
+    catalog::create_sku(&mut tx, &sku, &me, body.name.trim(), body.unit.trim()).await?;
+    catalog::set_aggregation(&mut tx, &sku, &aggregation).await?;
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"id": sku, "provider_id": me, "name": body.name.trim(), "unit": body.unit.trim()}),
-        ),
+        Json(json!({
+            "id": sku, "provider_id": me, "name": body.name.trim(), "unit": body.unit.trim(),
+            "aggregation": aggregation.as_str(), "dimension": aggregation.dimension(),
+        })),
     ))
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::statement::StatementError;
-use tally_domain::{AccountId, Currency, Period, Statement, UsageEvent};
+use tally_domain::{AccountId, Aggregation, Currency, Period, Statement, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
 
 use crate::repo::{self, AccountPeriod, Increment, NewEventIds};
@@ -138,6 +138,8 @@ async fn rate_in(
             .push(v);
     }
 
+    let aggregations = catalog::sku_aggregations(&mut *conn, &skus).await?;
+
     // 3. Price each event; the ones that cannot be priced are dead letters.
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut priced: Vec<(&UsageEvent, i64)> = Vec::with_capacity(events.len());
@@ -154,6 +156,19 @@ async fn rate_in(
             ));
             continue;
         };
+        if let Some(dimension) = aggregations
+            .get(event.sku.as_str())
+            .and_then(Aggregation::dimension)
+        {
+            if !event.dimensions.contains_key(dimension) {
+                outcome.dead.push(DeadLetter::for_event(
+                    "dimension_missing",
+                    format!("sku {} counts distinct values of dimension {dimension:?}, which the event lacks", event.sku),
+                    event,
+                ));
+                continue;
+            }
+        }
         match price_at(&versions, event.sku.as_str(), *currency, event.time) {
             Some(price) => priced.push((event, price.id)),
             None => outcome.dead.push(DeadLetter::for_event(
@@ -202,8 +217,15 @@ async fn rate_in(
             .entry((event.account_id.to_string(), period.start(), *price_id))
             .or_default();
         inc.period_end = Some(period.end());
-        inc.quantity += event.quantity.value();
-        inc.events += 1;
+        inc.add(event.time, event.event_id.as_str(), event.quantity.value());
+        if let Some(dimension) = aggregations
+            .get(event.sku.as_str())
+            .and_then(Aggregation::dimension)
+        {
+            if let Some(value) = event.dimensions.get(dimension) {
+                inc.distinct.insert(value.clone());
+            }
+        }
         let day = daily
             .entry((
                 event.account_id.to_string(),

@@ -47,6 +47,27 @@ pub struct Increment {
     pub period_end: Option<DateTime<Utc>>,
     pub quantity: Decimal,
     pub events: i64,
+    pub max: Decimal,
+    /// (event time, event id, quantity) of the latest event.
+    pub latest: Option<(DateTime<Utc>, String, Decimal)>,
+    /// Distinct values of the SKU's unique-count dimension.
+    pub distinct: std::collections::BTreeSet<String>,
+}
+
+impl Increment {
+    /// Folds one event in; the result does not depend on the order of events.
+    pub fn add(&mut self, time: DateTime<Utc>, event_id: &str, quantity: Decimal) {
+        self.quantity += quantity;
+        self.events += 1;
+        self.max = self.max.max(quantity);
+        let newer = self
+            .latest
+            .as_ref()
+            .is_none_or(|(t, id, _)| (time, event_id) > (*t, id.as_str()));
+        if newer {
+            self.latest = Some((time, event_id.to_owned(), quantity));
+        }
+    }
 }
 
 /// Adds increments to `usage_aggregates`, in key order so concurrent batches
@@ -61,6 +82,12 @@ pub async fn add_to_aggregates(
     let mut prices = Vec::with_capacity(increments.len());
     let mut quantities = Vec::with_capacity(increments.len());
     let mut counts = Vec::with_capacity(increments.len());
+    let mut maxes = Vec::with_capacity(increments.len());
+    let mut latest_times = Vec::with_capacity(increments.len());
+    let mut latest_ids = Vec::with_capacity(increments.len());
+    let mut latest_quantities = Vec::with_capacity(increments.len());
+    let (mut d_accounts, mut d_starts, mut d_prices, mut d_values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((account, start, price), inc) in increments {
         accounts.push(account.as_str());
         starts.push(*start);
@@ -68,13 +95,38 @@ pub async fn add_to_aggregates(
         prices.push(*price);
         quantities.push(inc.quantity);
         counts.push(inc.events);
+        maxes.push(inc.max);
+        latest_times.push(inc.latest.as_ref().map(|l| l.0));
+        latest_ids.push(inc.latest.as_ref().map(|l| l.1.as_str()));
+        latest_quantities.push(inc.latest.as_ref().map_or(Decimal::ZERO, |l| l.2));
+        for value in &inc.distinct {
+            d_accounts.push(account.as_str());
+            d_starts.push(*start);
+            d_prices.push(*price);
+            d_values.push(value.as_str());
+        }
     }
     sqlx::query(
-        "INSERT INTO usage_aggregates (account_id, period_start, period_end, price_id, quantity, event_count)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::numeric[], $6::bigint[])
+        "INSERT INTO usage_aggregates (account_id, period_start, period_end, price_id, quantity, event_count,
+             max_quantity, latest_time, latest_event_id, latest_quantity)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::numeric[],
+             $6::bigint[], $7::numeric[], $8::timestamptz[], $9::text[], $10::numeric[])
          ON CONFLICT (account_id, period_start, price_id) DO UPDATE
          SET quantity = usage_aggregates.quantity + EXCLUDED.quantity,
-             event_count = usage_aggregates.event_count + EXCLUDED.event_count",
+             event_count = usage_aggregates.event_count + EXCLUDED.event_count,
+             max_quantity = GREATEST(usage_aggregates.max_quantity, EXCLUDED.max_quantity),
+             latest_time = CASE WHEN usage_aggregates.latest_time IS NULL
+                 OR (EXCLUDED.latest_time, EXCLUDED.latest_event_id)
+                 > (usage_aggregates.latest_time, usage_aggregates.latest_event_id)
+                 THEN EXCLUDED.latest_time ELSE usage_aggregates.latest_time END,
+             latest_event_id = CASE WHEN usage_aggregates.latest_time IS NULL
+                 OR (EXCLUDED.latest_time, EXCLUDED.latest_event_id)
+                 > (usage_aggregates.latest_time, usage_aggregates.latest_event_id)
+                 THEN EXCLUDED.latest_event_id ELSE usage_aggregates.latest_event_id END,
+             latest_quantity = CASE WHEN usage_aggregates.latest_time IS NULL
+                 OR (EXCLUDED.latest_time, EXCLUDED.latest_event_id)
+                 > (usage_aggregates.latest_time, usage_aggregates.latest_event_id)
+                 THEN EXCLUDED.latest_quantity ELSE usage_aggregates.latest_quantity END",
     )
     .bind(&accounts)
     .bind(&starts)
@@ -82,8 +134,25 @@ pub async fn add_to_aggregates(
     .bind(&prices)
     .bind(&quantities)
     .bind(&counts)
-    .execute(conn)
+    .bind(&maxes)
+    .bind(&latest_times)
+    .bind(&latest_ids)
+    .bind(&latest_quantities)
+    .execute(&mut *conn)
     .await?;
+    if !d_values.is_empty() {
+        sqlx::query(
+            "INSERT INTO usage_distinct_values (account_id, period_start, price_id, value)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&d_accounts)
+        .bind(&d_starts)
+        .bind(&d_prices)
+        .bind(&d_values)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -171,6 +240,10 @@ pub async fn load_aggregates(
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     let rows = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
+                ua.max_quantity, ua.latest_quantity, s.aggregation,
+                (SELECT count(*) FROM usage_distinct_values d
+                  WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
+                    AND d.price_id = ua.price_id) AS distinct_values,
                 p.sku_id, p.effective_from, p.model, s.name AS sku_name, s.unit,
                 s.markup_pct, pr.platform_fee_pct,
                 pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
@@ -201,7 +274,7 @@ pub async fn load_aggregates(
             price_id: r.try_get("price_id")?,
             price_effective_from: r.try_get("effective_from")?,
             model: serde_json::from_value::<PriceBook>(model).map_err(decode_err)?,
-            quantity: r.try_get("quantity")?,
+            quantity: billable_quantity(&r)?,
             event_count: r.try_get("event_count")?,
             markup_pct: r.try_get("markup_pct")?,
             platform_fee_pct: r.try_get("platform_fee_pct")?,
@@ -211,6 +284,18 @@ pub async fn load_aggregates(
             .push(aggregate);
     }
     Ok(out)
+}
+
+/// The quantity the price book charges for, by the SKU's aggregation.
+fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> {
+    let aggregation: String = r.try_get("aggregation")?;
+    Ok(match aggregation.as_str() {
+        "count" => Decimal::from(r.try_get::<i64, _>("event_count")?),
+        "max" => r.try_get("max_quantity")?,
+        "latest" => r.try_get("latest_quantity")?,
+        "unique_count" => Decimal::from(r.try_get::<i64, _>("distinct_values")?),
+        _ => r.try_get("quantity")?,
+    })
 }
 
 /// Stores each statement's body under its (already bumped) version.

@@ -198,3 +198,129 @@ async fn unpriceable_and_unknown_account_events_are_dead_lettered() {
         "dead letters are not marked processed, so a replay can bill them"
     );
 }
+
+/// SKUs of every aggregation, each at 1.00 per unit.
+async fn seed_aggregations(pool: &PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let p = ProviderId::parse("cloud").unwrap();
+    for (sku, kind, dimension) in [
+        ("agg.count", "count", None),
+        ("agg.max", "max", None),
+        ("agg.latest", "latest", None),
+        ("agg.users", "unique_count", Some("user")),
+    ] {
+        let sku = Sku::parse(sku).unwrap();
+        catalog::create_sku(&mut conn, &sku, &p, sku.as_str(), "unit")
+            .await
+            .unwrap();
+        let aggregation = tally_domain::Aggregation::parse(kind, dimension).unwrap();
+        catalog::set_aggregation(&mut conn, &sku, &aggregation)
+            .await
+            .unwrap();
+        let model = PriceModel::per_unit(dec!(1)).unwrap().into();
+        catalog::add_price(
+            &mut conn,
+            &sku,
+            Currency::parse("USD").unwrap(),
+            t(1, 0) - Duration::days(30),
+            &model,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn with_user(mut e: UsageEvent, user: &str) -> UsageEvent {
+    e.dimensions.insert("user".into(), user.into());
+    e
+}
+
+fn aggregation_events() -> Vec<UsageEvent> {
+    vec![
+        usage(1, "agg.count", dec!(5), t(2, 0)),
+        usage(2, "agg.count", dec!(7), t(3, 0)),
+        usage(3, "agg.count", dec!(9), t(4, 0)),
+        usage(4, "agg.max", dec!(3), t(2, 0)),
+        usage(5, "agg.max", dec!(11.5), t(3, 0)),
+        usage(6, "agg.max", dec!(4), t(4, 0)),
+        usage(7, "agg.latest", dec!(40), t(9, 0)),
+        usage(8, "agg.latest", dec!(25), t(20, 0)),
+        usage(9, "agg.latest", dec!(30), t(5, 0)),
+        with_user(usage(10, "agg.users", dec!(1), t(2, 0)), "ann"),
+        with_user(usage(11, "agg.users", dec!(1), t(3, 0)), "bob"),
+        with_user(usage(12, "agg.users", dec!(1), t(4, 0)), "ann"),
+        with_user(usage(13, "agg.users", dec!(1), t(5, 0)), "cy"),
+    ]
+}
+
+#[tokio::test]
+async fn each_aggregation_bills_its_own_quantity() {
+    let pool = database().await;
+    seed(&pool).await;
+    seed_aggregations(&pool).await;
+    let mut events = aggregation_events();
+    events.push(usage(14, "agg.users", dec!(1), t(6, 0))); // no `user` dimension
+    let first = process_batch(&pool, &events[..7]).await.unwrap();
+    let second = process_batch(&pool, &events[7..]).await.unwrap();
+    assert!(first.dead.is_empty());
+    assert_eq!(
+        second.dead.iter().map(|d| d.code).collect::<Vec<_>>(),
+        ["dimension_missing"]
+    );
+    let s = statement_of(&pool).await;
+    let quantities: Vec<(&str, Decimal)> = s
+        .lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity))
+        .collect();
+    assert_eq!(
+        quantities,
+        [
+            ("agg.count", dec!(3)),
+            ("agg.latest", dec!(25)),
+            ("agg.max", dec!(11.5)),
+            ("agg.users", dec!(3))
+        ]
+    );
+    assert_eq!(s.total, dec!(42.50));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
+
+    /// Any split of the same usage into batches, in any order, gives the same statement.
+    #[test]
+    fn batches_and_order_never_change_the_statement(
+        cuts in proptest::collection::btree_set(1usize..13, 0..6),
+        seed in 0u64..1000,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let reference = database().await;
+            seed_all(&reference).await;
+            process_batch(&reference, &aggregation_events()).await.unwrap();
+
+            let split = database().await;
+            seed_all(&split).await;
+            let mut events = aggregation_events();
+            let n = events.len();
+            events.rotate_left(seed as usize % n);
+            if seed % 2 == 0 {
+                events.reverse();
+            }
+            let mut start = 0;
+            for cut in cuts.iter().copied().chain([n]) {
+                process_batch(&split, &events[start..cut]).await.unwrap();
+                start = cut;
+            }
+            let (a, b) = (statement_of(&reference).await, statement_of(&split).await);
+            assert_eq!(a.lines, b.lines);
+            assert_eq!(a.total, b.total);
+        });
+    }
+}
+
+async fn seed_all(pool: &PgPool) {
+    seed(pool).await;
+    seed_aggregations(pool).await;
+}

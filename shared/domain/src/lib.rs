@@ -1,6 +1,7 @@
 //! Tally's pure core: the types every service speaks and the rules that turn
 //! usage into money. Nothing here does IO or reads a clock.
 
+pub mod aggregation;
 pub mod ids;
 pub mod money;
 pub mod period;
@@ -9,6 +10,7 @@ pub mod quantity;
 pub mod statement;
 pub mod usage;
 
+pub use aggregation::{Aggregation, AggregationError};
 pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
 pub use money::{Currency, Money, MoneyError};
 pub use period::{Period, PeriodError};

@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
-use tally_domain::{AccountId, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef, Sku};
+use tally_domain::{
+    AccountId, Aggregation, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef, Sku,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -16,6 +18,8 @@ pub enum CatalogError {
     UnknownProvider(String),
     #[error("unknown sku {0}")]
     UnknownSku(String),
+    #[error(transparent)]
+    InvalidAggregation(#[from] tally_domain::AggregationError),
     #[error("a price for this sku and currency already takes effect at that time")]
     PriceVersionExists,
     #[error("invalid price: {0}")]
@@ -103,6 +107,9 @@ pub struct SkuRecord {
     pub provider_id: ProviderId,
     pub name: String,
     pub unit: String,
+    pub aggregation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation_dimension: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,7 +281,7 @@ pub async fn list_skus(
     provider: Option<&ProviderId>,
 ) -> Result<Vec<SkuRecord>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, provider_id, name, unit FROM skus
+        "SELECT id, provider_id, name, unit, aggregation, aggregation_dimension FROM skus
          WHERE $1::text IS NULL OR provider_id = $1 ORDER BY id",
     )
     .bind(provider.map(ProviderId::as_str))
@@ -287,6 +294,8 @@ pub async fn list_skus(
                 provider_id: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
                 name: r.try_get("name")?,
                 unit: r.try_get("unit")?,
+                aggregation: r.try_get("aggregation")?,
+                aggregation_dimension: r.try_get("aggregation_dimension")?,
             })
         })
         .collect()
@@ -382,4 +391,46 @@ pub async fn list_prices(
     .fetch_all(conn)
     .await?;
     rows.iter().map(price_from_row).collect()
+}
+
+/// Sets how a SKU's usage aggregates over a period.
+pub async fn set_aggregation(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    aggregation: &Aggregation,
+) -> Result<(), CatalogError> {
+    let updated =
+        sqlx::query("UPDATE skus SET aggregation = $2, aggregation_dimension = $3 WHERE id = $1")
+            .bind(sku.as_str())
+            .bind(aggregation.as_str())
+            .bind(aggregation.dimension())
+            .execute(conn)
+            .await?
+            .rows_affected();
+    if updated == 0 {
+        return Err(CatalogError::UnknownSku(sku.to_string()));
+    }
+    Ok(())
+}
+
+/// The aggregation of each known SKU among `skus`.
+pub async fn sku_aggregations(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, Aggregation>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT id, aggregation, aggregation_dimension FROM skus WHERE id = ANY($1)")
+            .bind(skus)
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("aggregation")?;
+            let dimension: Option<String> = r.try_get("aggregation_dimension")?;
+            Ok((
+                r.try_get::<String, _>("id")?,
+                Aggregation::parse(&kind, dimension.as_deref()).map_err(decode_err)?,
+            ))
+        })
+        .collect()
 }
