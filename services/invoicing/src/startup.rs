@@ -12,6 +12,16 @@ use crate::links::Signer;
 use crate::page::{self, PageState};
 use crate::{admin, consumer, provider_api, routes};
 
+/// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
+pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
 pub fn router(pool: PgPool, signer: Signer) -> Router {
     let pages = Router::new()
         .route("/accounts/{account}/bill", get(page::bill_page))
@@ -50,6 +60,7 @@ pub fn router(pool: PgPool, signer: Signer) -> Router {
         )
         .with_state(pool)
         .merge(pages)
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(telemetry::healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .layer(tower_http::trace::TraceLayer::new_for_http())
