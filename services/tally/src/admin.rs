@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use tally_domain::{AccountId, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_domain::{
+    AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
+};
 use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
@@ -114,5 +116,16 @@ pub async fn set_platform_fee(pool: &PgPool, provider: &str, pct: Decimal) -> an
 pub async fn set_markup(pool: &PgPool, sku: &str, pct: Decimal) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     catalog::set_markup(&mut conn, &Sku::parse(sku)?, pct).await?;
+    Ok(())
+}
+
+/// Sets how a SKU's usage aggregates over a period.
+pub async fn set_aggregation(
+    pool: &PgPool,
+    sku: &str,
+    aggregation: &Aggregation,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::set_aggregation(&mut conn, &Sku::parse(sku)?, aggregation).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 use tally::infra::Embedded;
 use tally::up::{self, Service};
-use tally_domain::ProviderKind;
+use tally_domain::{Aggregation, PriceBook, PriceModel, ProviderKind};
 use tokio_util::sync::CancellationToken;
 
 /// Tally: unified billing and metering for a platform and its partners.
@@ -44,6 +44,9 @@ enum Command {
         /// first_party or partner
         #[arg(long, default_value = "partner")]
         kind: String,
+        /// The platform's share of a partner's list amounts, in percent.
+        #[arg(long)]
+        platform_fee_pct: Option<Decimal>,
     },
     /// Create a customer account (prints its customer token once).
     CreateAccount {
@@ -64,15 +67,32 @@ enum Command {
         name: String,
         #[arg(long, default_value = "unit")]
         unit: String,
+        /// sum, count, max, latest or unique_count.
+        #[arg(long, default_value = "sum")]
+        aggregation: String,
+        /// The dimension whose distinct values unique_count counts.
+        #[arg(long)]
+        dimension: Option<String>,
+        /// The platform's markup on the list price, in percent.
+        #[arg(long)]
+        markup_pct: Option<Decimal>,
     },
-    /// Add a per-unit price version for a SKU in one currency.
+    /// Add a price version for a SKU in one currency: a per-unit price, or a
+    /// full price book as JSON (tiers, package, free units, minimum, fee).
     SetPrice {
         #[arg(long)]
         sku: String,
         #[arg(long)]
         currency: String,
+        #[arg(
+            long,
+            conflicts_with = "price_book",
+            required_unless_present = "price_book"
+        )]
+        unit_price: Option<Decimal>,
+        /// e.g. '{"model":"graduated","tiers":[{"up_to":"100","unit_price":"0.1"},{"unit_price":"0.05"}]}'
         #[arg(long)]
-        unit_price: Decimal,
+        price_book: Option<String>,
         /// RFC 3339; defaults to now.
         #[arg(long)]
         effective_from: Option<DateTime<Utc>>,
@@ -85,9 +105,16 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     tally_platform::telemetry::init_logging();
     let cli = Cli::parse();
+    if let Err(err) = run(cli).await {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut embedded = Embedded::default();
     let config = tally::embedded_config(&mut embedded).await?;
     match cli.command {
@@ -119,10 +146,18 @@ async fn main() -> anyhow::Result<()> {
                 Command::Migrate => {
                     println!("migrations applied to {}", redact(&config.database_url))
                 }
-                Command::CreateProvider { id, name, kind } => {
+                Command::CreateProvider {
+                    id,
+                    name,
+                    kind,
+                    platform_fee_pct,
+                } => {
                     let kind = ProviderKind::parse(&kind)
                         .context("kind must be first_party or partner")?;
                     let key = tally::admin::create_provider(&pool, &id, &name, kind).await?;
+                    if let Some(pct) = platform_fee_pct {
+                        tally::admin::set_platform_fee(&pool, &id, pct).await?;
+                    }
                     println!("provider {id} created; API key (shown once): {key}");
                 }
                 Command::CreateAccount { id, name, currency } => {
@@ -134,22 +169,39 @@ async fn main() -> anyhow::Result<()> {
                     provider,
                     name,
                     unit,
+                    aggregation,
+                    dimension,
+                    markup_pct,
                 } => {
+                    let aggregation = Aggregation::parse(&aggregation, dimension.as_deref())?;
                     tally::admin::create_sku(&pool, &id, &provider, &name, &unit).await?;
+                    tally::admin::set_aggregation(&pool, &id, &aggregation).await?;
+                    if let Some(pct) = markup_pct {
+                        tally::admin::set_markup(&pool, &id, pct).await?;
+                    }
                     println!("sku {id} created");
                 }
                 Command::SetPrice {
                     sku,
                     currency,
                     unit_price,
+                    price_book,
                     effective_from,
                 } => {
                     let from = effective_from.unwrap_or_else(Utc::now);
+                    let book: PriceBook = match (unit_price, price_book) {
+                        (Some(p), _) => PriceModel::per_unit(p)?.into(),
+                        (None, Some(json)) => {
+                            serde_json::from_str(&json).context("--price-book")?
+                        }
+                        (None, None) => anyhow::bail!("give --unit-price or --price-book"),
+                    };
                     let id =
-                        tally::admin::set_price(&pool, &sku, &currency, unit_price, from).await?;
+                        tally::admin::set_price_book(&pool, &sku, &currency, &book, from).await?;
                     println!(
-                        "price {id}: {sku} at {unit_price} {currency} from {}",
-                        from.to_rfc3339()
+                        "price {id}: {sku} in {currency} from {}: {}",
+                        from.to_rfc3339(),
+                        serde_json::to_string(&book)?
                     );
                 }
                 Command::CreateKey { role } => {
