@@ -12,7 +12,7 @@ use tally_domain::{
     AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
 };
 use tally_platform::auth::{create_key, Principal};
-use tally_platform::catalog;
+use tally_platform::{catalog, onboarding};
 
 use crate::auth::require_admin;
 use crate::error::ApiError;
@@ -47,11 +47,7 @@ pub async fn create_provider(
     let kind = ProviderKind::parse(&body.kind)
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
-    catalog::create_provider(&mut tx, &id, &body.name, kind).await?;
-    if let Some(pct) = body.platform_fee_pct {
-        catalog::set_platform_fee(&mut tx, &id, pct).await?;
-    }
-    let key = create_key(&mut tx, &Principal::Provider(id.clone())).await?;
+    let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -75,8 +71,7 @@ pub async fn create_account(
     let id = AccountId::parse(&body.id).map_err(invalid)?;
     let currency = currency(&body.currency)?;
     let mut tx = pool.begin().await?;
-    catalog::create_account(&mut tx, &id, &body.name, currency).await?;
-    let key = create_key(&mut tx, &Principal::Customer(id.clone())).await?;
+    let key = onboarding::account(&mut tx, &id, &body.name, currency).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

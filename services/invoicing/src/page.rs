@@ -181,14 +181,17 @@ pub async fn bill_page(
         Ok(x) => x,
         Err(r) => return r,
     };
+    // The chart is an aid: without its data the bill still renders, chart empty.
     let daily = match state.pool.acquire().await {
         Ok(mut conn) => {
-            invoices_repo::daily_usage(&mut conn, &account, invoice.summary.period.start)
-                .await
-                .unwrap_or_default()
+            invoices_repo::daily_usage(&mut conn, &account, invoice.summary.period.start).await
         }
-        Err(_) => Vec::new(),
-    };
+        Err(err) => Err(err),
+    }
+    .unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "daily usage for the spend chart is unavailable");
+        Vec::new()
+    });
     let page = BillPage {
         account_name: &name,
         invoice: &invoice,

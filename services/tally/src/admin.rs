@@ -8,7 +8,7 @@ use tally_domain::{
     AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
 };
 use tally_platform::auth::{self, Principal};
-use tally_platform::catalog;
+use tally_platform::{catalog, onboarding};
 
 pub async fn create_provider(
     pool: &PgPool,
@@ -18,8 +18,7 @@ pub async fn create_provider(
 ) -> anyhow::Result<String> {
     let id = ProviderId::parse(id)?;
     let mut tx = pool.begin().await?;
-    catalog::create_provider(&mut tx, &id, name, kind).await?;
-    let key = auth::create_key(&mut tx, &Principal::Provider(id)).await?;
+    let key = onboarding::provider(&mut tx, &id, name, kind, None).await?;
     tx.commit().await?;
     Ok(key.secret)
 }
@@ -33,8 +32,7 @@ pub async fn create_account(
     let id = AccountId::parse(id)?;
     let currency = Currency::parse(currency)?;
     let mut tx = pool.begin().await?;
-    catalog::create_account(&mut tx, &id, name, currency).await?;
-    let key = auth::create_key(&mut tx, &Principal::Customer(id)).await?;
+    let key = onboarding::account(&mut tx, &id, name, currency).await?;
     tx.commit().await?;
     Ok(key.secret)
 }

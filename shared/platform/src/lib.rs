@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod kafka;
+pub mod onboarding;
 pub mod telemetry;
 
 pub use config::Config;
