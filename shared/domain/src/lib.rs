@@ -2,6 +2,7 @@
 //! usage into money. Nothing here does IO or reads a clock.
 
 pub mod aggregation;
+pub mod credits;
 pub mod ids;
 pub mod money;
 pub mod period;
