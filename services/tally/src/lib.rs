@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod demo;
+pub mod dlq;
 pub mod infra;
 pub mod up;
 

@@ -35,6 +35,16 @@ enum Command {
     },
     /// Create the database if needed and apply pending migrations.
     Migrate,
+    /// List the dead letters of `usage.events.dlq` not yet replayed, and put
+    /// their events back on `usage.events` once the cause is fixed.
+    DlqReplay {
+        /// Only dead letters with these codes (e.g. no_price); all when absent.
+        #[arg(long, value_delimiter = ',')]
+        code: Vec<String>,
+        /// List what would be replayed; replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Create a provider (prints its API key once).
     CreateProvider {
         #[arg(long)]
@@ -139,6 +149,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.wait().await
         }
         Command::Demo { events } => tally::demo::run(config, events).await,
+        Command::DlqReplay { code, dry_run } => {
+            let report =
+                tally::dlq::replay(&config, &code, dry_run, std::time::Duration::from_secs(3))
+                    .await?;
+            println!(
+                "{} dead letter(s) seen, {} {}, {} without an event",
+                report.seen,
+                report.replayed,
+                if dry_run {
+                    "would be replayed"
+                } else {
+                    "replayed"
+                },
+                report.unreplayable
+            );
+            Ok(())
+        }
         command => {
             tally_platform::db::migrate(&config.database_url).await?;
             let pool = tally_platform::db::connect(&config.database_url, 2).await?;
@@ -208,7 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = tally::admin::create_staff_key(&pool, &role).await?;
                     println!("{role} key (shown once): {key}");
                 }
-                Command::Up { .. } | Command::Demo { .. } => unreachable!("handled above"),
+                Command::Up { .. } | Command::Demo { .. } | Command::DlqReplay { .. } => {
+                    unreachable!("handled above")
+                }
             }
             Ok(())
         }
