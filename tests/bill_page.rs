@@ -4,7 +4,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,13 +66,15 @@ fn by_testid(dom: &str, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bill_page_shows_the_api_totals_and_only_to_its_account() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&Service::ALL).await;
-    let collector = running.collector_url().unwrap();
-    let base = running.invoicing_url().unwrap();
-    let http = reqwest::Client::new();
+    let Seeded {
+        now,
+        keys,
+        running,
+        collector,
+        invoicing: base,
+        http,
+        h: _h, // keeps the broker and database alive
+    } = Seeded::start(&Service::ALL).await;
 
     let mut expected = Expected::default();
     let t = now - Duration::minutes(30);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use std::time::Duration as StdDuration;
 use tally::up::Service;
@@ -14,13 +14,16 @@ const KILLS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rating_killed_mid_stream_still_bills_every_event_once() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
     // Collector and invoicing in this process; rating as its own process.
-    let running = h.start(&[Service::Collector, Service::Invoicing]).await;
-    let collector = running.collector_url().unwrap();
-    let invoicing = running.invoicing_url().unwrap();
+    let Seeded {
+        h,
+        now,
+        keys,
+        running,
+        collector,
+        invoicing,
+        http,
+    } = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
     let mut rating = h.spawn("rating");
 
     let plan = [
@@ -61,8 +64,8 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
 
     let sender = {
         let collector = collector.clone();
+        let http = http.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
             let mut accepted = 0u64;
             for (key, events) in batches {
                 let (status, body) = post_events(&http, &collector, &key, &events).await;
@@ -103,7 +106,6 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
     );
 
     let totals = expected.totals();
-    let http = reqwest::Client::new();
     let bills = wait_for_totals(
         &http,
         &invoicing,

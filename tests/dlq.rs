@@ -4,7 +4,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use rust_decimal_macros::dec;
 use std::time::Duration as StdDuration;
@@ -12,13 +12,15 @@ use tally::up::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replay_into_the_bill_once_the_cause_is_fixed() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&Service::ALL).await;
-    let collector = running.collector_url().unwrap();
-    let invoicing = running.invoicing_url().unwrap();
-    let http = reqwest::Client::new();
+    let Seeded {
+        h,
+        now,
+        keys,
+        running,
+        collector,
+        invoicing,
+        http,
+    } = Seeded::start(&Service::ALL).await;
     let t = now - Duration::minutes(5);
 
     // cloud.egress.gb has no EUR price: the umbrella event is dead-lettered.

@@ -4,18 +4,21 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
 use common::*;
 use tally::up::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_stable_codes() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&[Service::Collector]).await;
-    let url = format!("{}/v1/events", running.collector_url().unwrap());
-    let http = reqwest::Client::new();
+    let Seeded {
+        now,
+        keys,
+        running,
+        collector,
+        http,
+        invoicing: _,
+        h: _h, // keeps the broker and database alive
+    } = Seeded::start(&[Service::Collector]).await;
+    let url = format!("{collector}/v1/events");
     let one = event("e1", "dbco", "acme", "dbco.db.hour", "1", now);
 
     let send = |body: Vec<u8>, content_type: &'static str| {

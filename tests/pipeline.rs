@@ -5,7 +5,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
@@ -15,13 +15,15 @@ use tally::up::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn combined_invoice_equals_independent_computation() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&Service::ALL).await;
-    let collector = running.collector_url().unwrap();
-    let invoicing = running.invoicing_url().unwrap();
-    let http = reqwest::Client::new();
+    let Seeded {
+        h,
+        now,
+        keys,
+        running,
+        collector,
+        invoicing,
+        http,
+    } = Seeded::start(&Service::ALL).await;
 
     let providers = [
         ("cloud", keys.cloud.as_str(), "cloud.vm.hour"),

@@ -4,19 +4,21 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use tally::up::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated() {
-    let h = Harness::new().await;
-    let now = Utc::now();
-    let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&Service::ALL).await;
-    let collector = running.collector_url().unwrap();
-    let invoicing = running.invoicing_url().unwrap();
-    let http = reqwest::Client::new();
+    let Seeded {
+        now,
+        keys,
+        running,
+        collector,
+        invoicing,
+        http,
+        h: _h, // keeps the broker and database alive
+    } = Seeded::start(&Service::ALL).await;
     let t = now - Duration::minutes(1);
 
     // A partner cannot send usage for the platform's SKU, nor for another partner's.

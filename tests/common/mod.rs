@@ -299,3 +299,36 @@ impl Expected {
         totals
     }
 }
+
+/// A seeded pipeline: the harness, the test catalog (prices since 60 days
+/// ago), `services` running in this process, and an HTTP client. Keep `h`
+/// bound (`h: _h`, not `..`) for the whole test: dropping it stops the broker.
+pub struct Seeded {
+    pub h: Harness,
+    pub now: DateTime<Utc>,
+    pub keys: Keys,
+    pub running: Running,
+    /// Empty when the collector is not among the services.
+    pub collector: String,
+    /// Empty when invoicing is not among the services.
+    pub invoicing: String,
+    pub http: reqwest::Client,
+}
+
+impl Seeded {
+    pub async fn start(services: &[Service]) -> Seeded {
+        let h = Harness::new().await;
+        let now = Utc::now();
+        let keys = seed_catalog(&h.pool, now - chrono::Duration::days(60)).await;
+        let running = h.start(services).await;
+        Seeded {
+            collector: running.collector_url().unwrap_or_default(),
+            invoicing: running.invoicing_url().unwrap_or_default(),
+            h,
+            now,
+            keys,
+            running,
+            http: reqwest::Client::new(),
+        }
+    }
+}
