@@ -7,5 +7,5 @@ pub mod process;
 pub mod repo;
 pub mod startup;
 
-pub use process::{process_batch, BatchOutcome, DeadLetter};
+pub use process::{process_batch, process_batch_isolating, BatchOutcome, DeadLetter};
 pub use startup::Application;

@@ -275,3 +275,55 @@ async fn rate_in(
     repo::store_statements(&mut *conn, &outcome.statements).await?;
     Ok(outcome)
 }
+
+/// Like [`process_batch`], but an event that cannot be rated on its own does
+/// not hold up the rest: when the whole batch fails, each event is rated
+/// alone, and those that still fail while the database answers are
+/// dead-lettered as `rating_failed` (replayable once the cause is fixed).
+/// If the database itself does not answer, the error is returned and the
+/// batch is retried later, nothing dead-lettered.
+pub async fn process_batch_isolating(
+    pool: &PgPool,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let whole = match process_batch(pool, events).await {
+        Ok(outcome) => return Ok(outcome),
+        Err(err) => err,
+    };
+    tracing::warn!(error = %whole, events = events.len(), "batch failed; rating its events one by one");
+    let mut merged = BatchOutcome::default();
+    let mut failed = Vec::new();
+    for event in events {
+        match process_batch(pool, std::slice::from_ref(event)).await {
+            Ok(one) => {
+                merged.counted += one.counted;
+                merged.duplicates += one.duplicates;
+                merged.dead.extend(one.dead);
+                merged.statements.extend(one.statements);
+            }
+            Err(err) => failed.push((event, err)),
+        }
+    }
+    if !failed.is_empty() {
+        sqlx::query("SELECT 1").execute(pool).await?;
+        for (event, err) in failed {
+            merged.dead.push(DeadLetter::for_event(
+                "rating_failed",
+                err.to_string(),
+                event,
+            ));
+        }
+    }
+    // Keep only the newest version of each account-period.
+    merged.statements.sort_by(|a, b| {
+        (a.account_id.as_str(), a.period.start(), b.version).cmp(&(
+            b.account_id.as_str(),
+            b.period.start(),
+            a.version,
+        ))
+    });
+    merged
+        .statements
+        .dedup_by(|b, a| a.account_id == b.account_id && a.period == b.period);
+    Ok(merged)
+}

@@ -14,7 +14,7 @@ use tally_platform::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox;
-use crate::process::{process_batch, DeadLetter};
+use crate::process::{process_batch, process_batch_isolating, DeadLetter};
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -90,8 +90,11 @@ impl Application {
     /// committed after its effects are durable, so nothing is skipped.
     async fn handle_until_done(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
         loop {
-            match self.handle(batch).await {
+            attempt += 1;
+            // From the third attempt on, one bad event no longer holds up its batch.
+            match self.handle(batch, attempt >= 3).await {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::error!(error = %err, messages = batch.len(), "rating batch failed; retrying");
@@ -106,10 +109,14 @@ impl Application {
     }
 
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
-    async fn handle(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    async fn handle(&self, batch: &[OwnedMessage], isolate: bool) -> anyhow::Result<()> {
         let started = Instant::now();
         let (events, mut dead) = decode(batch);
-        let outcome = process_batch(&self.pool, &events).await?;
+        let outcome = if isolate {
+            process_batch_isolating(&self.pool, &events).await?
+        } else {
+            process_batch(&self.pool, &events).await?
+        };
         outbox::publish(
             &self.pool,
             &self.producer,

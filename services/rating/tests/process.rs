@@ -324,3 +324,46 @@ async fn seed_all(pool: &PgPool) {
     seed(pool).await;
     seed_aggregations(pool).await;
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_be_rated_does_not_hold_up_its_batch() {
+    let pool = database().await;
+    seed(&pool).await;
+    // A price book stored by hand that no rating code can read.
+    sqlx::query("INSERT INTO skus (id, provider_id, name) VALUES ('broken', 'cloud', 'Broken')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO prices (sku_id, currency, effective_from, model)
+         VALUES ('broken', 'USD', '2026-01-01T00:00:00Z', '{\"model\": \"bogus\"}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let events = [
+        usage(1, "disk.gb", dec!(10), t(2, 0)),
+        usage(2, "broken", dec!(1), t(2, 0)),
+        usage(3, "disk.gb", dec!(5), t(3, 0)),
+    ];
+    assert!(
+        process_batch(&pool, &events).await.is_err(),
+        "the whole batch fails"
+    );
+    let out = tally_rating::process_batch_isolating(&pool, &events)
+        .await
+        .unwrap();
+    assert_eq!(out.counted, 2);
+    assert_eq!(
+        out.dead.iter().map(|d| d.code).collect::<Vec<_>>(),
+        ["rating_failed"]
+    );
+    assert_eq!(out.dead[0].event.as_ref().unwrap().event_id.as_str(), "e2");
+    assert_eq!(
+        out.statements.len(),
+        1,
+        "one statement per account-period, the newest"
+    );
+    assert_eq!(out.statements[0].total, dec!(1.50));
+    assert_eq!(statement_of(&pool).await.total, dec!(1.50));
+}
