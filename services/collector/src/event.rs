@@ -2,9 +2,10 @@
 //! here are the ones `schemas/cloudevent-usage.schema.json` states; a test
 //! keeps the two in agreement.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::time::Duration;
 use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku};
 
 /// At most this many dimensions per event.
@@ -115,10 +116,13 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         }
     };
     let source = string(obj, "source")?;
-    if source != provider.as_str() {
+    if source != provider.as_str() && source.strip_prefix("/providers/") != Some(provider.as_str())
+    {
         return Err(EventRejection::new(
             "source_mismatch",
-            format!("`source` must be the authenticated provider {provider:?}, not {source:?}"),
+            format!(
+                "`source` must be the authenticated provider \"{provider}\" (or \"/providers/{provider}\"), not {source:?}"
+            ),
         ));
     }
     Ok(ParsedEvent {
@@ -129,6 +133,29 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         time,
         dimensions,
     })
+}
+
+/// Refuses events whose `time` is older than `now - max_age` or later than
+/// `now + max_future` (`time_out_of_window`).
+pub fn check_time_window(
+    event: &ParsedEvent,
+    now: DateTime<Utc>,
+    max_age: Duration,
+    max_future: Duration,
+) -> Result<(), EventRejection> {
+    let oldest = TimeDelta::from_std(max_age).map_or(DateTime::<Utc>::MIN_UTC, |d| now - d);
+    let newest = TimeDelta::from_std(max_future).map_or(DateTime::<Utc>::MAX_UTC, |d| now + d);
+    if event.time < oldest || event.time > newest {
+        return Err(EventRejection::new(
+            "time_out_of_window",
+            format!(
+                "`time` must lie between {} and {}",
+                oldest.to_rfc3339(),
+                newest.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,6 +187,21 @@ mod tests {
         assert_eq!(e.quantity.value().to_string(), "1.5");
         assert_eq!(e.account.as_str(), "acme");
         assert_eq!(e.dimensions["region"], "eu");
+    }
+
+    #[test]
+    fn events_outside_the_ingest_window_are_refused() {
+        let event = parse_event(&valid(), &provider()).unwrap();
+        let hour = Duration::from_secs(3600);
+        let check = |now: &str| {
+            let now = DateTime::parse_from_rfc3339(now).unwrap().to_utc();
+            check_time_window(&event, now, 24 * hour, hour).map_err(|r| r.code)
+        };
+        assert_eq!(check("2026-11-20T10:00:00Z"), Ok(()));
+        assert_eq!(check("2026-11-21T10:00:00Z"), Ok(()));
+        assert_eq!(check("2026-11-21T10:00:01Z"), Err("time_out_of_window"));
+        assert_eq!(check("2026-11-20T09:00:00Z"), Ok(()));
+        assert_eq!(check("2026-11-20T08:59:59Z"), Err("time_out_of_window"));
     }
 
     #[test]
@@ -203,6 +245,14 @@ mod tests {
             "quantity_invalid"
         );
         assert_eq!(code_of(|v| v["source"] = json!("other")), "source_mismatch");
+        assert_eq!(
+            code_of(|v| v["source"] = json!("/providers/other")),
+            "source_mismatch"
+        );
+        assert_eq!(
+            code_of(|v| v["source"] = json!("/providers/dbco")),
+            "accepted"
+        );
         assert_eq!(code_of(|_| {}), "accepted");
     }
 }

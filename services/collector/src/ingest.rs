@@ -7,27 +7,25 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_domain::usage::UsageMessage;
 use tally_domain::{ProviderId, UsageEvent};
 use tally_platform::auth::{self, Principal};
-use tally_platform::{catalog, kafka};
+use tally_platform::catalog;
 
 use crate::error::ApiError;
-use crate::event::{parse_event, EventRejection, ParsedEvent};
+use crate::event::{check_time_window, parse_event, EventRejection, ParsedEvent};
+use crate::sink::{EventSink, SinkError};
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct IngestState {
     pub pool: PgPool,
-    pub producer: FutureProducer,
-    pub topic: String,
+    pub sink: Arc<dyn EventSink>,
     pub max_age: Duration,
     pub max_future: Duration,
 }
@@ -117,55 +115,37 @@ pub async fn post_events(
     tracing::Span::current().record("events", raw.len());
 
     let now = Utc::now();
-    let oldest = now - state.max_age;
-    let newest = now + state.max_future;
     let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
         .iter()
         .map(|v| {
             parse_event(v, &provider).and_then(|e| {
-                if e.time < oldest || e.time > newest {
-                    Err(EventRejection::new(
-                        "time_out_of_window",
-                        format!(
-                            "`time` must lie between {} and {}",
-                            oldest.to_rfc3339(),
-                            newest.to_rfc3339()
-                        ),
-                    ))
-                } else {
-                    Ok(e)
-                }
+                check_time_window(&e, now, state.max_age, state.max_future)?;
+                Ok(e)
             })
         })
         .collect();
     check_catalog(&state.pool, &provider, &mut outcomes).await?;
 
-    let accepted: Vec<(String, Vec<u8>)> = outcomes
+    let accepted: Vec<UsageEvent> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok())
-        .map(|e| {
-            let message = UsageMessage::Usage(UsageEvent {
-                provider_id: provider.clone(),
-                event_id: e.id.clone(),
-                account_id: e.account.clone(),
-                sku: e.sku.clone(),
-                quantity: e.quantity,
-                time: e.time,
-                received_at: now,
-                dimensions: e.dimensions.clone(),
-            });
-            Ok((e.account.to_string(), serde_json::to_vec(&message)?))
+        .map(|e| UsageEvent {
+            provider_id: provider.clone(),
+            event_id: e.id.clone(),
+            account_id: e.account.clone(),
+            sku: e.sku.clone(),
+            quantity: e.quantity,
+            time: e.time,
+            received_at: now,
+            dimensions: e.dimensions.clone(),
         })
-        .collect::<Result<_, serde_json::Error>>()
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    kafka::send_all(
-        &state.producer,
-        accepted
-            .iter()
-            .map(|(key, payload)| (state.topic.as_str(), key.as_str(), payload.as_slice())),
-    )
-    .await
-    .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
+        .collect();
+    if !accepted.is_empty() {
+        state.sink.publish(&accepted).await.map_err(|e| match e {
+            SinkError::Broker(cause) => ApiError::BrokerUnavailable(cause),
+            other => ApiError::Internal(other.into()),
+        })?;
+    }
 
     let results: Vec<EventResult> = outcomes
         .into_iter()

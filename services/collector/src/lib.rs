@@ -5,7 +5,9 @@
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod sink;
 pub mod startup;
 
-pub use event::{parse_event, EventRejection, ParsedEvent};
-pub use startup::Application;
+pub use event::{check_time_window, parse_event, EventRejection, ParsedEvent};
+pub use sink::{EventSink, KafkaSink, SinkError};
+pub use startup::{router, Application};

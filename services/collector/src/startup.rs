@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
+use crate::sink::KafkaSink;
 
 pub struct Application {
     listener: TcpListener,
@@ -32,8 +33,10 @@ impl Application {
             tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
         let state = Arc::new(IngestState {
             pool,
-            producer: kafka::producer(&config)?,
-            topic: config.topics().usage_events,
+            sink: Arc::new(KafkaSink::new(
+                kafka::producer(&config)?,
+                config.topics().usage_events,
+            )),
             max_age: config.ingest_max_age,
             max_future: config.ingest_max_future,
         });

@@ -1,0 +1,57 @@
+//! Where accepted events go: the real Kafka producer in production, a test
+//! double in the crate's HTTP tests.
+
+use futures::future::BoxFuture;
+use rdkafka::producer::FutureProducer;
+use tally_domain::usage::UsageMessage;
+use tally_domain::UsageEvent;
+use tally_platform::kafka;
+
+/// Publishing failed: nothing about the events is guaranteed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("the broker did not acknowledge every event: {0}")]
+    Broker(String),
+    #[error("could not serialize an event: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Publishes accepted usage events; returns only once every one is durable.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// `usage.events` on Kafka: key = account id, payload = the `UsageMessage`
+/// JSON; idempotent producer with `acks=all`, waiting for every ack.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaSink {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+}
+
+impl EventSink for KafkaSink {
+    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let records = events
+                .iter()
+                .map(|e| {
+                    let payload = serde_json::to_vec(&UsageMessage::Usage(e.clone()))?;
+                    Ok((e.account_id.to_string(), payload))
+                })
+                .collect::<Result<Vec<(String, Vec<u8>)>, SinkError>>()?;
+            kafka::send_all(
+                &self.producer,
+                records
+                    .iter()
+                    .map(|(key, payload)| (self.topic.as_str(), key.as_str(), payload.as_slice())),
+            )
+            .await
+            .map_err(|e| SinkError::Broker(e.to_string()))
+        })
+    }
+}

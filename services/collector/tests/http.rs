@@ -1,0 +1,287 @@
+//! `POST /v1/events` over real HTTP against a real database, with the broker
+//! replaced by an in-memory sink (the end-to-end tests with a real broker
+//! live in the workspace's tests/).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{Duration as Age, Utc};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_collector::ingest::IngestState;
+use tally_collector::{router, EventSink, SinkError};
+use tally_domain::{AccountId, Currency, ProviderId, ProviderKind, Sku, UsageEvent};
+use tally_platform::auth::{create_key, Principal};
+use tally_platform::catalog;
+
+/// Remembers what was published; fails every publish when `down`.
+#[derive(Default)]
+struct MemorySink {
+    published: Mutex<Vec<UsageEvent>>,
+    down: bool,
+}
+
+impl EventSink for MemorySink {
+    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if self.down {
+                return Err(SinkError::Broker("broker down".into()));
+            }
+            self.published.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        })
+    }
+}
+
+struct Setup {
+    url: String,
+    sink: Arc<MemorySink>,
+    dbco_key: String,
+    customer_key: String,
+    http: reqwest::Client,
+}
+
+/// A fresh database with providers dbco (owns dbco.db.hour) and other
+/// (owns other.gb), account acme; a collector on a free port.
+async fn setup(down: bool) -> Setup {
+    let db = format!(
+        "postgres://postgres@127.0.0.1:5432/tally_test_{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    tally_platform::db::migrate(&db).await.unwrap();
+    let pool = tally_platform::db::connect(&db, 4).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let dbco = ProviderId::parse("dbco").unwrap();
+    let other = ProviderId::parse("other").unwrap();
+    let acme = AccountId::parse("acme").unwrap();
+    for p in [&dbco, &other] {
+        catalog::create_provider(&mut conn, p, p.as_str(), ProviderKind::Partner)
+            .await
+            .unwrap();
+    }
+    catalog::create_account(&mut conn, &acme, "Acme", Currency::parse("USD").unwrap())
+        .await
+        .unwrap();
+    for (sku, owner) in [("dbco.db.hour", &dbco), ("other.gb", &other)] {
+        catalog::create_sku(&mut conn, &Sku::parse(sku).unwrap(), owner, sku, "unit")
+            .await
+            .unwrap();
+    }
+    let dbco_key = create_key(&mut conn, &Principal::Provider(dbco))
+        .await
+        .unwrap()
+        .secret;
+    let customer_key = create_key(&mut conn, &Principal::Customer(acme))
+        .await
+        .unwrap()
+        .secret;
+    drop(conn);
+    let sink = Arc::new(MemorySink {
+        down,
+        ..MemorySink::default()
+    });
+    let url = serve(pool, sink.clone()).await;
+    Setup {
+        url,
+        sink,
+        dbco_key,
+        customer_key,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn serve(pool: PgPool, sink: Arc<MemorySink>) -> String {
+    let state = Arc::new(IngestState {
+        pool,
+        sink,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_future: Duration::from_secs(300),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}/v1/events")
+}
+
+fn event(id: &str, subject: &str, sku: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": "dbco", "type": "com.tally.usage",
+        "subject": subject, "time": (Utc::now() - Age::minutes(5)).to_rfc3339(),
+        "data": {"sku": sku, "quantity": "2.5"}
+    })
+}
+
+const BATCH: &str = "application/cloudevents-batch+json";
+
+impl Setup {
+    async fn post(&self, key: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn post_batch(&self, events: &[Value]) -> (u16, Value) {
+        let body = serde_json::to_vec(events).unwrap();
+        self.post(Some(&self.dbco_key), BATCH, body).await
+    }
+}
+
+fn response_schema() -> jsonschema::Validator {
+    let path = format!(
+        "{}/../../schemas/collector-response.schema.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn requests_without_a_provider_key_are_refused() {
+    let s = setup(false).await;
+    let body = serde_json::to_vec(&[event("e1", "acme", "dbco.db.hour")]).unwrap();
+
+    let (status, answer) = s.post(None, BATCH, body.clone()).await;
+    assert_eq!((status, error_code(&answer)), (401, "unauthorized"));
+    let (status, answer) = s.post(Some("tly_nope"), BATCH, body.clone()).await;
+    assert_eq!((status, error_code(&answer)), (401, "unauthorized"));
+    let (status, answer) = s.post(Some(&s.customer_key), BATCH, body).await;
+    assert_eq!((status, error_code(&answer)), (403, "forbidden"));
+    assert!(s.sink.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_requests_get_request_level_codes() {
+    let s = setup(false).await;
+    let one = event("e1", "acme", "dbco.db.hour");
+    let (status, answer) = s.post_batch(&vec![one.clone(); 1001]).await;
+    assert_eq!((status, error_code(&answer)), (413, "batch_too_large"));
+
+    let mut huge = one.clone();
+    huge["data"]["dimensions"] = json!({"pad": "x".repeat(1_100_000)});
+    let (status, answer) = s
+        .post(
+            Some(&s.dbco_key),
+            BATCH,
+            serde_json::to_vec(&[huge]).unwrap(),
+        )
+        .await;
+    assert_eq!((status, error_code(&answer)), (413, "payload_too_large"));
+
+    let body = serde_json::to_vec(&one).unwrap();
+    let (status, answer) = s.post(Some(&s.dbco_key), "text/plain", body).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (415, "unsupported_media_type")
+    );
+
+    let (status, answer) = s.post(Some(&s.dbco_key), BATCH, b"{oops".to_vec()).await;
+    assert_eq!((status, error_code(&answer)), (400, "malformed"));
+    let (status, answer) = s.post(Some(&s.dbco_key), BATCH, b"\"x\"".to_vec()).await;
+    assert_eq!((status, error_code(&answer)), (400, "malformed"));
+    let (status, answer) = s.post(Some(&s.dbco_key), BATCH, b"[]".to_vec()).await;
+    assert_eq!((status, error_code(&answer)), (400, "invalid_request"));
+    assert!(s.sink.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn each_event_gets_its_own_verdict_in_request_order() {
+    let s = setup(false).await;
+    let mut too_old = event("e5", "acme", "dbco.db.hour");
+    too_old["time"] = json!((Utc::now() - Age::days(30)).to_rfc3339());
+    let mut foreign = event("e6", "acme", "dbco.db.hour");
+    foreign["source"] = json!("other");
+    let batch = [
+        event("e1", "acme", "dbco.db.hour"),
+        event("e2", "acme", "nope.sku"),
+        event("e3", "acme", "other.gb"),
+        event("e4", "ghost", "dbco.db.hour"),
+        too_old,
+        foreign,
+        json!("not an event"),
+        event("e1", "acme", "dbco.db.hour"),
+    ];
+    let (status, answer) = s.post_batch(&batch).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(response_schema().is_valid(&answer), "{answer}");
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(2), Some(6))
+    );
+    let verdicts: Vec<(Value, &str)> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r["index"], i);
+            (
+                r["id"].clone(),
+                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (json!("e1"), "accepted"),
+            (json!("e2"), "unknown_sku"),
+            (json!("e3"), "sku_not_owned"),
+            (json!("e4"), "account_unknown"),
+            (json!("e5"), "time_out_of_window"),
+            (json!("e6"), "source_mismatch"),
+            (Value::Null, "malformed"),
+            (json!("e1"), "accepted"),
+        ]
+    );
+    let published = s.sink.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 2);
+    assert!(published.iter().all(|e| e.event_id.as_str() == "e1"
+        && e.account_id.as_str() == "acme"
+        && e.provider_id.as_str() == "dbco"
+        && e.quantity.value().to_string() == "2.5"
+        && e.received_at >= e.time));
+}
+
+#[tokio::test]
+async fn a_request_whose_events_are_all_rejected_is_still_accepted() {
+    let s = setup(false).await;
+    let (status, answer) = s.post_batch(&[event("e1", "acme", "nope.sku")]).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(s.sink.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_single_event_body_is_one_event() {
+    let s = setup(false).await;
+    let body = serde_json::to_vec(&event("solo", "acme", "dbco.db.hour")).unwrap();
+    let (status, answer) = s
+        .post(Some(&s.dbco_key), "application/cloudevents+json", body)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["results"][0]["status"], "accepted");
+    assert_eq!(s.sink.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unacknowledged_publish_fails_the_whole_request() {
+    let s = setup(true).await;
+    let (status, answer) = s.post_batch(&[event("e1", "acme", "dbco.db.hour")]).await;
+    assert_eq!((status, error_code(&answer)), (503, "broker_unavailable"));
+}
