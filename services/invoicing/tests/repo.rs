@@ -1,0 +1,208 @@
+//! Statements become draft invoices: the newest version wins whatever the
+//! arrival order, re-applying is harmless, finalized invoices never change.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use rust_decimal_macros::dec;
+use sqlx::PgPool;
+use support::*;
+use tally_domain::Period;
+use tally_invoicing::apply_statements;
+use tally_invoicing::invoices_repo::{self, Invoice};
+
+async fn invoice_of(pool: &PgPool, account: &str, month: &str) -> Option<Invoice> {
+    let mut conn = pool.acquire().await.unwrap();
+    let start = Period::parse_month(month).unwrap().start();
+    invoices_repo::find_by_account_period(&mut conn, account, start)
+        .await
+        .unwrap()
+}
+
+/// (sku, quantity, amount) of every line, in bill order.
+fn lines(invoice: &Invoice) -> Vec<(String, String, String)> {
+    invoice
+        .sections
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| (l.sku.clone(), l.quantity.to_string(), l.amount.to_string()))
+        .collect()
+}
+
+fn v1() -> tally_domain::Statement {
+    statement(
+        "acme",
+        "2026-11",
+        1,
+        vec![line(&cloud(), "cloud.vm", dec!(2), dec!(0.25))],
+    )
+}
+
+fn v2() -> tally_domain::Statement {
+    statement(
+        "acme",
+        "2026-11",
+        2,
+        vec![
+            line(&cloud(), "cloud.vm", dec!(10), dec!(0.25)),
+            line(&cloud(), "cloud.disk", dec!(3), dec!(1.10)),
+            line(&dbco(), "dbco.db.hour", dec!(4.5), dec!(0.20)),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn an_older_statement_arriving_after_a_newer_one_changes_nothing() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+
+    assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 1);
+    assert_eq!(apply_statements(&pool, &[v1()]).await.unwrap(), 0);
+
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(invoice.summary.statement_version, 2);
+    assert_eq!(invoice.summary.status, "draft");
+    assert_eq!(invoice.summary.total, dec!(6.70));
+    assert_eq!(invoice.summary.total.to_string(), "6.70");
+    assert_eq!(
+        lines(&invoice),
+        [
+            ("cloud.vm".into(), "10".into(), "2.50".into()),
+            ("cloud.disk".into(), "3".into(), "3.30".into()),
+            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_newer_statement_replaces_the_lines_and_total_of_a_draft() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+
+    apply_statements(&pool, &[v1()]).await.unwrap();
+    let first = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(first.summary.total, dec!(0.50));
+    assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 1);
+
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(
+        invoice.summary.id, first.summary.id,
+        "same invoice, updated"
+    );
+    assert_eq!(invoice.summary.statement_version, 2);
+    assert_eq!(invoice.summary.total, dec!(6.70));
+    assert_eq!(lines(&invoice).len(), 3);
+    assert!(invoice.summary.updated_at >= first.summary.updated_at);
+}
+
+#[tokio::test]
+async fn applying_the_same_version_twice_is_idempotent() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+
+    assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 1);
+    let before = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 0);
+    assert_eq!(apply_statements(&pool, &[v2(), v2()]).await.unwrap(), 0);
+    let after = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+
+    assert_eq!(after.summary.updated_at, before.summary.updated_at);
+    assert_eq!(after.summary.total, before.summary.total);
+    assert_eq!(lines(&after), lines(&before));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn a_finalized_invoice_is_not_changed_by_a_newer_statement() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    apply_statements(&pool, &[v1()]).await.unwrap();
+    sqlx::query("UPDATE invoices SET status = 'finalized', number = 'INV-1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 0);
+
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(invoice.summary.status, "finalized");
+    assert_eq!(invoice.summary.number.as_deref(), Some("INV-1"));
+    assert_eq!(invoice.summary.statement_version, 1);
+    assert_eq!(invoice.summary.total, dec!(0.50));
+    assert_eq!(
+        lines(&invoice),
+        [("cloud.vm".into(), "2".into(), "0.50".into())]
+    );
+}
+
+#[tokio::test]
+async fn only_the_newest_version_in_a_batch_is_applied_per_account_period() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme", "umbrella"]).await;
+    let other = statement(
+        "umbrella",
+        "2026-11",
+        1,
+        vec![line(&dbco(), "dbco.db.hour", dec!(1), dec!(0.20))],
+    );
+    let october = statement("acme", "2026-10", 5, vec![]);
+
+    let changed = apply_statements(&pool, &[v2(), other, v1(), october])
+        .await
+        .unwrap();
+
+    assert_eq!(changed, 3);
+    let acme = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(acme.summary.statement_version, 2);
+    assert_eq!(acme.summary.total, dec!(6.70));
+    let umbrella = invoice_of(&pool, "umbrella", "2026-11").await.unwrap();
+    assert_eq!(umbrella.summary.total, dec!(0.20));
+    let empty = invoice_of(&pool, "acme", "2026-10").await.unwrap();
+    assert_eq!((empty.summary.total, empty.sections.len()), (dec!(0), 0));
+}
+
+#[tokio::test]
+async fn sections_group_lines_by_provider_in_statement_order_with_subtotals() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    apply_statements(&pool, &[v2()]).await.unwrap();
+
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    let sections: Vec<_> = invoice
+        .sections
+        .iter()
+        .map(|s| {
+            (
+                s.provider.id.as_str(),
+                s.provider.kind.as_str(),
+                s.subtotal,
+                s.lines.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            ("cloud", "first_party", dec!(5.80), 2),
+            ("dbco", "partner", dec!(0.90), 1)
+        ]
+    );
+    let l = &invoice.sections[1].lines[0];
+    assert_eq!(
+        (l.unit_price, l.price_id, l.event_count, l.unit.as_str()),
+        (Some(dec!(0.20)), 7, 3, "hour")
+    );
+    assert_eq!(invoice.summary.period.label, "2026-11");
+    assert_eq!(invoice.summary.currency, "USD");
+}
+
+#[tokio::test]
+async fn an_unknown_account_period_has_no_invoice() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    assert!(invoice_of(&pool, "acme", "2026-11").await.is_none());
+}

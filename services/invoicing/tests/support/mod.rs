@@ -1,0 +1,106 @@
+//! Shared by the invoicing tests: a fresh database per test, a small catalog,
+//! statements built by hand.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod server;
+
+use chrono::{TimeZone, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use tally_domain::statement::ProviderSubtotal;
+use tally_domain::{
+    AccountId, Currency, Period, ProviderId, ProviderKind, ProviderRef, Sku, Statement,
+    StatementLine,
+};
+use tally_platform::catalog;
+
+/// Migrates a new database of its own and connects to it.
+pub async fn fresh_pool() -> PgPool {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:5432/tally_test_{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    tally_platform::db::migrate(&url).await.unwrap();
+    tally_platform::db::connect(&url, 8).await.unwrap()
+}
+
+/// Accounts (all USD) to invoice; statements only need the account to exist.
+pub async fn create_accounts(pool: &PgPool, ids: &[&str]) {
+    let mut conn = pool.acquire().await.unwrap();
+    for id in ids {
+        catalog::create_account(
+            &mut conn,
+            &AccountId::parse(id).unwrap(),
+            id,
+            Currency::parse("USD").unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+pub fn cloud() -> ProviderRef {
+    ProviderRef {
+        id: ProviderId::parse("cloud").unwrap(),
+        name: "Cloud".into(),
+        kind: ProviderKind::FirstParty,
+    }
+}
+
+pub fn dbco() -> ProviderRef {
+    ProviderRef {
+        id: ProviderId::parse("dbco").unwrap(),
+        name: "DB Co".into(),
+        kind: ProviderKind::Partner,
+    }
+}
+
+/// A usage line of `quantity` × `unit_price`, rounded to cents.
+pub fn line(
+    provider: &ProviderRef,
+    sku: &str,
+    quantity: Decimal,
+    unit_price: Decimal,
+) -> StatementLine {
+    let amount = (quantity * unit_price).round_dp(2);
+    StatementLine {
+        kind: Default::default(),
+        provider: provider.clone(),
+        sku: Sku::parse(sku).unwrap(),
+        description: format!("{sku} usage"),
+        unit: "hour".into(),
+        price_id: 7,
+        price_effective_from: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        quantity,
+        unit_price: Some(unit_price),
+        event_count: 3,
+        amount,
+        list_amount: amount,
+        markup: Decimal::ZERO,
+        platform_fee: amount,
+        partner_net: Decimal::ZERO,
+    }
+}
+
+/// A statement whose subtotals and total are the sums of `lines`.
+pub fn statement(account: &str, month: &str, version: i64, lines: Vec<StatementLine>) -> Statement {
+    let mut subtotals: Vec<ProviderSubtotal> = Vec::new();
+    for l in &lines {
+        match subtotals.last_mut() {
+            Some(s) if s.provider.id == l.provider.id => s.amount += l.amount,
+            _ => subtotals.push(ProviderSubtotal {
+                provider: l.provider.clone(),
+                amount: l.amount,
+            }),
+        }
+    }
+    Statement {
+        account_id: AccountId::parse(account).unwrap(),
+        period: Period::parse_month(month).unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        version,
+        total: lines.iter().map(|l| l.amount).sum(),
+        lines,
+        subtotals,
+    }
+}
