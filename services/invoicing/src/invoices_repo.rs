@@ -13,10 +13,12 @@ use uuid::Uuid;
 /// Returns whether the invoice changed.
 pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<bool, sqlx::Error> {
     let id: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version, total)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version,
+             subtotal, credits_total, total)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (account_id, period_start) DO UPDATE
-         SET statement_version = EXCLUDED.statement_version, total = EXCLUDED.total,
+         SET statement_version = EXCLUDED.statement_version, subtotal = EXCLUDED.subtotal,
+             credits_total = EXCLUDED.credits_total, total = EXCLUDED.total,
              period_end = EXCLUDED.period_end, currency = EXCLUDED.currency, updated_at = now()
          WHERE invoices.statement_version < EXCLUDED.statement_version AND invoices.status = 'draft'
          RETURNING id",
@@ -27,6 +29,8 @@ pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<b
     .bind(s.period.end())
     .bind(s.currency.code())
     .bind(s.version)
+    .bind(s.subtotal)
+    .bind(s.credits_total)
     .bind(s.total)
     .fetch_optional(&mut *conn)
     .await?;
@@ -37,6 +41,31 @@ pub async fn apply_statement(conn: &mut PgConnection, s: &Statement) -> Result<b
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM invoice_credits WHERE invoice_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    if !s.credits.is_empty() {
+        let line_json = s
+            .credits
+            .iter()
+            .map(|c| serde_json::to_value(&c.lines))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query(
+            "INSERT INTO invoice_credits (invoice_id, position, grant_id, name, kind, amount, lines)
+             SELECT $1, t.* FROM UNNEST($2::int[], $3::bigint[], $4::text[], $5::text[], $6::numeric[], $7::jsonb[]) AS t",
+        )
+        .bind(id)
+        .bind((0..s.credits.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(s.credits.iter().map(|c| c.grant_id).collect::<Vec<_>>())
+        .bind(s.credits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>())
+        .bind(s.credits.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+        .bind(s.credits.iter().map(|c| c.amount).collect::<Vec<_>>())
+        .bind(&line_json)
+        .execute(&mut *conn)
+        .await?;
+    }
     let lines = &s.lines;
     let text =
         |f: fn(&tally_domain::StatementLine) -> &str| lines.iter().map(f).collect::<Vec<_>>();
@@ -104,6 +133,12 @@ pub struct InvoiceSummary {
     pub status: String,
     pub currency: String,
     pub statement_version: i64,
+    /// The sum of the lines, before credits.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub subtotal: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub credits_total: Decimal,
+    /// Amount due: `subtotal - credits_total`.
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
     pub created_at: DateTime<Utc>,
@@ -150,17 +185,29 @@ pub struct Section {
     pub subtotal: Decimal,
 }
 
-/// An invoice with its lines grouped per provider (the platform first).
+/// A credit line: what one grant paid on the invoice.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditView {
+    pub grant_id: i64,
+    pub name: String,
+    pub kind: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+}
+
+/// An invoice with its lines grouped per provider (the platform first),
+/// then the credits applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
     #[serde(flatten)]
     pub summary: InvoiceSummary,
     pub sections: Vec<Section>,
+    pub credits: Vec<CreditView>,
 }
 
 const SUMMARY_COLUMNS: &str =
     "id, number, account_id, period_start, period_end, status, currency, \
-     statement_version, total, created_at, updated_at";
+     statement_version, subtotal, credits_total, total, created_at, updated_at";
 
 fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
     Ok(InvoiceSummary {
@@ -171,6 +218,8 @@ fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
         status: r.try_get("status")?,
         currency: r.try_get("currency")?,
         statement_version: r.try_get("statement_version")?,
+        subtotal: r.try_get("subtotal")?,
+        credits_total: r.try_get("credits_total")?,
         total: r.try_get("total")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -188,7 +237,7 @@ async fn with_sections(
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
     .bind(summary.id)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     let mut sections: Vec<Section> = Vec::new();
     for r in rows {
@@ -225,7 +274,27 @@ async fn with_sections(
             }),
         }
     }
-    Ok(Invoice { summary, sections })
+    let credits = sqlx::query(
+        "SELECT grant_id, name, kind, amount FROM invoice_credits WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(summary.id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(CreditView {
+            grant_id: r.try_get("grant_id")?,
+            name: r.try_get("name")?,
+            kind: r.try_get("kind")?,
+            amount: r.try_get("amount")?,
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Invoice {
+        summary,
+        sections,
+        credits,
+    })
 }
 
 pub async fn get_invoice(
@@ -312,15 +381,16 @@ pub async fn account_periods(
         .collect())
 }
 
-/// Quantity per day and price version of an account-period (rating's daily roll-up).
+/// Quantity per day and price version of an account-period (from rating's hourly roll-up).
 pub async fn daily_usage(
     conn: &mut PgConnection,
     account: &str,
     period_start: DateTime<Utc>,
 ) -> Result<Vec<(chrono::NaiveDate, i64, Decimal)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT day, price_id, quantity FROM usage_daily
-         WHERE account_id = $1 AND period_start = $2 ORDER BY day",
+        "SELECT (hour AT TIME ZONE 'UTC')::date AS day, price_id, sum(quantity) AS quantity
+         FROM usage_hourly WHERE account_id = $1 AND period_start = $2
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(account)
     .bind(period_start)

@@ -1,11 +1,15 @@
 //! Rating: consumes `usage.events`, drops duplicates, prices each event at the
 //! price version effective at its time, keeps per account-period aggregates in
-//! PostgreSQL and publishes a versioned statement per touched account-period.
+//! PostgreSQL, applies the account's credit grants, and publishes a versioned
+//! statement per touched account-period.
 
+pub mod credits_repo;
 pub mod outbox;
 pub mod process;
 pub mod repo;
 pub mod startup;
 
-pub use process::{process_batch, process_batch_isolating, BatchOutcome, DeadLetter};
+pub use process::{
+    process_batch, process_batch_isolating, restate_requested, BatchOutcome, DeadLetter,
+};
 pub use startup::Application;

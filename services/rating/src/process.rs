@@ -3,15 +3,18 @@
 //! account-period. The statement is recomputed from the stored aggregates, so
 //! it depends only on the set of events, never on batch boundaries or order.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::credits::Grant;
 use tally_domain::statement::StatementError;
 use tally_domain::{AccountId, Aggregation, Currency, Period, Statement, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
 
-use crate::repo::{self, AccountPeriod, Increment, NewEventIds};
+use crate::credits_repo;
+use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
 
 /// Why an event could not be rated; it goes to `usage.events.dlq`.
 #[derive(Debug, Clone, Serialize)]
@@ -202,8 +205,7 @@ async fn rate_in(
 
     // 5. Pre-aggregate the new events in memory, then one upsert.
     let mut increments: BTreeMap<(String, DateTime<Utc>, i64), Increment> = BTreeMap::new();
-    let mut daily: BTreeMap<(String, DateTime<Utc>, chrono::NaiveDate, i64), Increment> =
-        BTreeMap::new();
+    let mut hourly: BTreeMap<HourKey, Increment> = BTreeMap::new();
     let mut touched: BTreeMap<AccountPeriod, DateTime<Utc>> = BTreeMap::new();
     for (event, price_id) in &priced {
         let key = (event.provider_id.to_string(), event.event_id.to_string());
@@ -226,29 +228,72 @@ async fn rate_in(
                 inc.distinct.insert(value.clone());
             }
         }
-        let day = daily
+        let hour = hourly
             .entry((
                 event.account_id.to_string(),
                 period.start(),
-                event.time.date_naive(),
                 *price_id,
+                hour_of(event.time),
             ))
             .or_default();
-        day.quantity += event.quantity.value();
-        day.events += 1;
+        hour.quantity += event.quantity.value();
+        hour.events += 1;
         touched.insert((event.account_id.to_string(), period.start()), period.end());
     }
     if increments.is_empty() {
         return Ok(outcome);
     }
     repo::add_to_aggregates(&mut *conn, &increments).await?;
-    repo::add_to_daily(&mut *conn, &daily).await?;
+    repo::add_to_hourly(&mut *conn, &hourly).await?;
 
     // 6. New statement version of every touched account-period, recomputed in full.
-    let keys: Vec<(AccountPeriod, DateTime<Utc>)> = touched.into_iter().collect();
+    outcome.statements = restate(&mut *conn, touched, &currencies).await?;
+    Ok(outcome)
+}
+
+/// The start of the hour `at` falls in.
+fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(at)
+}
+
+/// New statement versions of these account-periods (start → end), each
+/// recomputed in full from its aggregates, with the account's credits
+/// applied. A period's draws change the balances later periods start from,
+/// so for an account with grants every later period is restated too, in
+/// period order.
+pub(crate) async fn restate(
+    conn: &mut PgConnection,
+    mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
+    currencies: &HashMap<String, Currency>,
+) -> Result<Vec<Statement>, ProcessError> {
+    let accounts: Vec<&str> = keys
+        .keys()
+        .map(|(a, _)| a.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let grants = credits_repo::grants_of(&mut *conn, &accounts).await?;
+    if !grants.is_empty() {
+        let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for (account, start) in keys.keys() {
+            if grants.contains_key(account) {
+                first
+                    .entry(account.clone())
+                    .and_modify(|f| *f = (*f).min(*start))
+                    .or_insert(*start);
+            }
+        }
+        for (key, end) in credits_repo::later_periods(&mut *conn, &first).await? {
+            keys.entry(key).or_insert(end);
+        }
+    }
+    // In (account, period) order: row locks are taken in one order, and an
+    // account's periods are restated oldest first.
+    let keys: Vec<(AccountPeriod, DateTime<Utc>)> = keys.into_iter().collect();
     let new_versions = repo::bump_versions(&mut *conn, &keys).await?;
     let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
     let mut aggregates = repo::load_aggregates(&mut *conn, &plain_keys).await?;
+    let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
         let statement_error = |source| ProcessError::Statement {
             account: account.clone(),
@@ -268,12 +313,79 @@ async fn rate_in(
         let rows = aggregates
             .remove(&(account.clone(), start))
             .unwrap_or_default();
-        let statement = Statement::compute(account_id, period, currency, version, rows)
+        let mut statement = Statement::compute(account_id, period, currency, version, rows)
             .map_err(statement_error)?;
-        outcome.statements.push(statement);
+        if let Some(stored) = grants.get(&account) {
+            let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
+            let usable: Vec<Grant> = stored
+                .iter()
+                .filter_map(|g| {
+                    let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+                    let remaining = g.amount - g.voided_amount - earlier;
+                    let overlaps =
+                        g.terms.effective_at < end && g.terms.expires_at.is_none_or(|e| e > start);
+                    (remaining > Decimal::ZERO && overlaps).then(|| Grant {
+                        remaining,
+                        ..g.terms.clone()
+                    })
+                })
+                .collect();
+            let hours = credits_repo::usage_hours(&mut *conn, &account, start).await?;
+            statement
+                .apply_credits(&usable, &hours)
+                .map_err(|e| statement_error(e.into()))?;
+            let draws: Vec<(i64, Decimal)> = statement
+                .credits
+                .iter()
+                .map(|c| (c.grant_id, c.amount))
+                .collect();
+            credits_repo::write_draws(&mut *conn, &account, start, version, &draws).await?;
+        }
+        statements.push(statement);
     }
-    repo::store_statements(&mut *conn, &outcome.statements).await?;
-    Ok(outcome)
+    repo::store_statements(&mut *conn, &statements).await?;
+    Ok(statements)
+}
+
+/// Restates every statement of accounts whose grants changed (requests in
+/// `credit_recompute`), at most `limit` accounts per call, in one
+/// transaction with taking the requests.
+pub async fn restate_requested(pool: &PgPool, limit: i64) -> Result<Vec<Statement>, ProcessError> {
+    let mut attempt = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        match restate_requested_in(&mut tx, limit).await {
+            Ok(statements) => {
+                tx.commit().await?;
+                return Ok(statements);
+            }
+            Err(err) if err.is_retryable() && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %err, "retrying credit restatement");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn restate_requested_in(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Statement>, ProcessError> {
+    let accounts = credits_repo::take_recompute_requests(&mut *conn, limit).await?;
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let currencies = catalog::account_currencies(&mut *conn, &refs).await?;
+    let mut keys = BTreeMap::new();
+    for account in &accounts {
+        keys.extend(credits_repo::all_periods(&mut *conn, account).await?);
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    restate(conn, keys, &currencies).await
 }
 
 /// Like [`process_batch`], but an event that cannot be rated on its own does

@@ -12,6 +12,9 @@ use tally_domain::{
 /// Key of one account-period.
 pub type AccountPeriod = (String, DateTime<Utc>);
 
+/// Key of one hour of usage: (account, period start, price version, hour).
+pub type HourKey = (String, DateTime<Utc>, i64, DateTime<Utc>);
+
 pub struct NewEventIds<'a> {
     pub provider_ids: Vec<&'a str>,
     pub event_ids: Vec<&'a str>,
@@ -156,39 +159,36 @@ pub async fn add_to_aggregates(
     Ok(())
 }
 
-/// Adds increments to `usage_daily`: (account, period start, day, price) → increment.
-pub async fn add_to_daily(
+/// Adds increments to `usage_hourly`: (account, period start, price, hour) → increment.
+pub async fn add_to_hourly(
     conn: &mut PgConnection,
-    increments: &std::collections::BTreeMap<
-        (String, DateTime<Utc>, chrono::NaiveDate, i64),
-        Increment,
-    >,
+    increments: &std::collections::BTreeMap<HourKey, Increment>,
 ) -> Result<(), sqlx::Error> {
     let mut accounts = Vec::with_capacity(increments.len());
     let mut starts = Vec::with_capacity(increments.len());
-    let mut days = Vec::with_capacity(increments.len());
     let mut prices = Vec::with_capacity(increments.len());
+    let mut hours = Vec::with_capacity(increments.len());
     let mut quantities = Vec::with_capacity(increments.len());
     let mut counts = Vec::with_capacity(increments.len());
-    for ((account, start, day, price), inc) in increments {
+    for ((account, start, price, hour), inc) in increments {
         accounts.push(account.as_str());
         starts.push(*start);
-        days.push(*day);
         prices.push(*price);
+        hours.push(*hour);
         quantities.push(inc.quantity);
         counts.push(inc.events);
     }
     sqlx::query(
-        "INSERT INTO usage_daily (account_id, period_start, day, price_id, quantity, event_count)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::date[], $4::bigint[], $5::numeric[], $6::bigint[])
-         ON CONFLICT (account_id, period_start, day, price_id) DO UPDATE
-         SET quantity = usage_daily.quantity + EXCLUDED.quantity,
-             event_count = usage_daily.event_count + EXCLUDED.event_count",
+        "INSERT INTO usage_hourly (account_id, period_start, price_id, hour, quantity, event_count)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::timestamptz[], $5::numeric[], $6::bigint[])
+         ON CONFLICT (account_id, period_start, price_id, hour) DO UPDATE
+         SET quantity = usage_hourly.quantity + EXCLUDED.quantity,
+             event_count = usage_hourly.event_count + EXCLUDED.event_count",
     )
     .bind(&accounts)
     .bind(&starts)
-    .bind(&days)
     .bind(&prices)
+    .bind(&hours)
     .bind(&quantities)
     .bind(&counts)
     .execute(conn)

@@ -48,6 +48,12 @@ impl Application {
         let published =
             outbox::publish_pending(&self.pool, &self.producer, &self.topics.statements).await?;
         tracing::info!(published, "rating started");
+        let restatements = tokio::spawn(credit_restatements(
+            self.pool.clone(),
+            self.producer.clone(),
+            self.topics.statements.clone(),
+            shutdown.clone(),
+        ));
         let mut last_sweep = Instant::now();
         loop {
             let batch = tokio::select! {
@@ -81,6 +87,10 @@ impl Application {
                     tracing::warn!(error = %err, "statement sweep failed");
                 }
             }
+        }
+        shutdown.cancel();
+        if let Err(err) = restatements.await {
+            tracing::error!(error = %err, "credit restatement task failed");
         }
         tracing::info!("rating stopped");
         Ok(())
@@ -178,6 +188,41 @@ impl Application {
             tracing::warn!(code = d.code, reason = %d.reason, "event dead-lettered");
         }
         Ok(())
+    }
+}
+
+/// How often pending credit restatements (a grant given or voided) are looked for.
+const RESTATE_EVERY: Duration = Duration::from_millis(500);
+
+/// Restates the accounts whose grants changed, then publishes the new
+/// statement versions. Several rating instances share the work: each takes
+/// requests with `SKIP LOCKED`.
+async fn credit_restatements(
+    pool: PgPool,
+    producer: FutureProducer,
+    topic: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match crate::process::restate_requested(&pool, 50).await {
+            Ok(statements) if !statements.is_empty() => {
+                tracing::info!(
+                    statements = statements.len(),
+                    "restated after a credit change"
+                );
+                // A failed publish is retried by the outbox sweep.
+                if let Err(err) = outbox::publish(&pool, &producer, &topic, &statements).await {
+                    tracing::warn!(error = %err, "publishing restated statements failed");
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "credit restatement failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RESTATE_EVERY) => {}
+        }
     }
 }
 

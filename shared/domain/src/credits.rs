@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{ProviderId, ProviderKind, Sku};
+use crate::{Money, MoneyError, ProviderId, ProviderKind, Sku, Statement};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -26,6 +26,15 @@ pub enum GrantKind {
 }
 
 impl GrantKind {
+    /// The stable name of the kind: `promotional`, `prepaid`, `programme`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GrantKind::Promotional => "promotional",
+            GrantKind::Prepaid { .. } => "prepaid",
+            GrantKind::Programme => "programme",
+        }
+    }
+
     /// Free credits are spent before paid ones.
     fn is_paid(&self) -> bool {
         matches!(self, GrantKind::Prepaid { .. })
@@ -170,6 +179,111 @@ pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Allocation {
         }
     }
     out
+}
+
+/// What one grant paid on a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCredit {
+    pub grant_id: i64,
+    pub name: String,
+    /// `promotional`, `prepaid` or `programme`.
+    pub kind: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// Which lines it paid for (by position in the statement), and how much.
+    pub lines: Vec<LineCredit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineCredit {
+    pub line: usize,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+}
+
+/// When an aggregate's usage happened: per price version, the weight of each
+/// hour (the quantity for summed SKUs, the event count for the others).
+pub type UsageHours = BTreeMap<i64, Vec<(DateTime<Utc>, Decimal)>>;
+
+/// Cuts each line of `statement` into per-hour slices, in proportion to its
+/// price version's usage in that hour; a line's slices sum to its amount
+/// exactly. A line whose version has no recorded hours is one slice at the
+/// start of the period.
+pub fn charge_slices(
+    statement: &Statement,
+    hours: &UsageHours,
+) -> Result<Vec<ChargeSlice>, MoneyError> {
+    let mut slices = Vec::new();
+    for (index, line) in statement.lines.iter().enumerate() {
+        if line.amount <= Decimal::ZERO {
+            continue;
+        }
+        let fallback = [(statement.period.start(), Decimal::ONE)];
+        let when = match hours.get(&line.price_id) {
+            Some(h) if !h.is_empty() => h.as_slice(),
+            _ => &fallback[..],
+        };
+        let weights: Vec<Decimal> = when.iter().map(|(_, w)| *w).collect();
+        let parts = Money::new(line.amount, statement.currency).split(&weights)?;
+        for ((at, _), part) in when.iter().zip(parts) {
+            if part.is_zero() {
+                continue;
+            }
+            slices.push(ChargeSlice {
+                line: index,
+                provider: line.provider.id.clone(),
+                provider_kind: line.provider.kind,
+                sku: line.sku.clone(),
+                at: *at,
+                amount: part.amount(),
+            });
+        }
+    }
+    Ok(slices)
+}
+
+impl Statement {
+    /// Applies the account's grants (balances as they stand before this
+    /// period) to this statement: fills `credits`, `credits_total` and the
+    /// amount due in `total`.
+    pub fn apply_credits(
+        &mut self,
+        grants: &[Grant],
+        hours: &UsageHours,
+    ) -> Result<(), MoneyError> {
+        let slices = charge_slices(self, hours)?;
+        let allocation = allocate(grants, &slices);
+        let mut credits: Vec<AppliedCredit> = Vec::new();
+        for draw in &allocation.draws {
+            let line = LineCredit {
+                line: draw.line,
+                amount: draw.amount,
+            };
+            match credits.last_mut() {
+                Some(credit) if credit.grant_id == draw.grant_id => {
+                    credit.amount += draw.amount;
+                    credit.lines.push(line);
+                }
+                _ => {
+                    // Every draw names one of `grants`.
+                    let Some(grant) = grants.iter().find(|g| g.id == draw.grant_id) else {
+                        continue;
+                    };
+                    credits.push(AppliedCredit {
+                        grant_id: grant.id,
+                        name: grant.name.clone(),
+                        kind: grant.kind.as_str().to_owned(),
+                        amount: draw.amount,
+                        lines: vec![line],
+                    });
+                }
+            }
+        }
+        self.credits_total = allocation.total();
+        self.credits = credits;
+        self.total = self.subtotal - self.credits_total;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

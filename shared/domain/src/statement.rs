@@ -1,6 +1,7 @@
 //! Statements: the priced picture of one account-period, computed purely from
 //! the period's usage aggregates and their price versions.
 
+use crate::credits::AppliedCredit;
 use crate::{AccountId, Currency, MoneyError, Period, PriceBook, PricingError, ProviderId, Sku};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -142,7 +143,17 @@ pub struct Statement {
     pub version: i64,
     pub lines: Vec<StatementLine>,
     pub subtotals: Vec<ProviderSubtotal>,
-    /// The sum of the rounded lines.
+    /// The sum of the rounded lines, before credits.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub subtotal: Decimal,
+    /// Credits applied, one per grant that paid something, in the order
+    /// they were applied.
+    #[serde(default)]
+    pub credits: Vec<AppliedCredit>,
+    /// The sum of `credits`.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub credits_total: Decimal,
+    /// What the customer owes: `subtotal - credits_total`, never below zero.
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
 }
@@ -251,6 +262,9 @@ impl Statement {
             version,
             lines,
             subtotals,
+            subtotal: total,
+            credits: Vec::new(),
+            credits_total: Decimal::ZERO,
             total,
         })
     }

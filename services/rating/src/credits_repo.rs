@@ -1,0 +1,235 @@
+//! SQL of credits as rating sees them: the account's grants, what earlier
+//! periods drew, the usage hours of a period, and the draws of a period.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, Row};
+use std::collections::{BTreeMap, HashMap};
+use tally_domain::credits::{Eligibility, Grant, GrantKind, UsageHours};
+use tally_domain::{ProviderId, Sku};
+
+/// A grant's terms and its whole balance history (not yet netted for a period).
+#[derive(Debug, Clone)]
+pub struct StoredGrant {
+    pub terms: Grant,
+    pub amount: Decimal,
+    pub voided_amount: Decimal,
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// Every grant of these accounts, by account.
+pub async fn grants_of(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<HashMap<String, Vec<StoredGrant>>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, account_id, name, kind, cost_basis, amount, priority, effective_at, expires_at,
+                eligibility, eligible_ids, cap_per_period, voided_amount
+         FROM credit_grants WHERE account_id = ANY($1) ORDER BY account_id, id",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<String, Vec<StoredGrant>> = HashMap::new();
+    for r in rows {
+        let kind = match r.try_get::<&str, _>("kind")? {
+            "prepaid" => GrantKind::Prepaid {
+                cost_basis: r
+                    .try_get::<Option<Decimal>, _>("cost_basis")?
+                    .unwrap_or_default(),
+            },
+            "programme" => GrantKind::Programme,
+            _ => GrantKind::Promotional,
+        };
+        let ids: Vec<String> = r.try_get("eligible_ids")?;
+        let eligibility = match r.try_get::<&str, _>("eligibility")? {
+            "first_party_only" => Eligibility::FirstPartyOnly,
+            "providers" => Eligibility::Providers(
+                ids.iter()
+                    .map(|i| ProviderId::parse(i))
+                    .collect::<Result<_, _>>()
+                    .map_err(decode_err)?,
+            ),
+            "skus" => Eligibility::Skus(
+                ids.iter()
+                    .map(|i| Sku::parse(i))
+                    .collect::<Result<_, _>>()
+                    .map_err(decode_err)?,
+            ),
+            _ => Eligibility::AllUsage,
+        };
+        let amount: Decimal = r.try_get("amount")?;
+        out.entry(r.try_get("account_id")?)
+            .or_default()
+            .push(StoredGrant {
+                terms: Grant {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    kind,
+                    priority: r.try_get("priority")?,
+                    effective_at: r.try_get("effective_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    eligibility,
+                    remaining: amount,
+                    cap_per_period: r.try_get("cap_per_period")?,
+                },
+                amount,
+                voided_amount: r.try_get("voided_amount")?,
+            });
+    }
+    Ok(out)
+}
+
+/// What each grant of `account` drew in the periods before `period_start`.
+pub async fn drawn_before(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+) -> Result<HashMap<i64, Decimal>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT grant_id, sum(amount) AS drawn FROM credit_ledger
+         WHERE account_id = $1 AND kind = 'draw' AND period_start < $2
+         GROUP BY grant_id",
+    )
+    .bind(account)
+    .bind(period_start)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("grant_id")?, r.try_get("drawn")?)))
+        .collect()
+}
+
+/// When the usage of one account-period happened, per price version and hour.
+pub async fn usage_hours(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+) -> Result<UsageHours, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT h.price_id, h.hour,
+                CASE WHEN s.aggregation = 'sum' THEN h.quantity ELSE h.event_count::numeric END AS weight
+         FROM usage_hourly h
+         JOIN prices p ON p.id = h.price_id
+         JOIN skus s ON s.id = p.sku_id
+         WHERE h.account_id = $1 AND h.period_start = $2
+         ORDER BY h.price_id, h.hour",
+    )
+    .bind(account)
+    .bind(period_start)
+    .fetch_all(conn)
+    .await?;
+    let mut out: UsageHours = BTreeMap::new();
+    for r in rows {
+        out.entry(r.try_get("price_id")?)
+            .or_default()
+            .push((r.try_get("hour")?, r.try_get("weight")?));
+    }
+    Ok(out)
+}
+
+/// Makes the ledger's draws of one account-period exactly `draws`.
+pub async fn write_draws(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+    version: i64,
+    draws: &[(i64, Decimal)],
+) -> Result<(), sqlx::Error> {
+    let grant_ids: Vec<i64> = draws.iter().map(|(g, _)| *g).collect();
+    let amounts: Vec<Decimal> = draws.iter().map(|(_, a)| *a).collect();
+    sqlx::query(
+        "DELETE FROM credit_ledger
+         WHERE account_id = $1 AND kind = 'draw' AND period_start = $2 AND NOT (grant_id = ANY($3))",
+    )
+    .bind(account)
+    .bind(period_start)
+    .bind(&grant_ids)
+    .execute(&mut *conn)
+    .await?;
+    if draws.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO credit_ledger (grant_id, account_id, kind, period_start, amount, statement_version)
+         SELECT g, $1, 'draw', $2, a, $3 FROM UNNEST($4::bigint[], $5::numeric[]) AS t(g, a)
+         ON CONFLICT (grant_id, period_start) WHERE kind = 'draw' DO UPDATE
+         SET amount = EXCLUDED.amount, statement_version = EXCLUDED.statement_version, updated_at = now()
+         WHERE credit_ledger.amount <> EXCLUDED.amount",
+    )
+    .bind(account)
+    .bind(period_start)
+    .bind(version)
+    .bind(&grant_ids)
+    .bind(&amounts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Statement periods of these accounts that start after the given one (a
+/// change in an earlier period's draws moves the balances they start from).
+pub async fn later_periods(
+    conn: &mut PgConnection,
+    after: &BTreeMap<String, DateTime<Utc>>,
+) -> Result<Vec<((String, DateTime<Utc>), DateTime<Utc>)>, sqlx::Error> {
+    let accounts: Vec<&str> = after.keys().map(String::as_str).collect();
+    let starts: Vec<DateTime<Utc>> = after.values().copied().collect();
+    let rows = sqlx::query(
+        "SELECT s.account_id, s.period_start, s.period_end FROM statements s
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, f) ON s.account_id = k.a AND s.period_start > k.f",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("account_id")?, r.try_get("period_start")?),
+                r.try_get("period_end")?,
+            ))
+        })
+        .collect()
+}
+
+/// Every statement period of one account.
+pub async fn all_periods(
+    conn: &mut PgConnection,
+    account: &str,
+) -> Result<Vec<((String, DateTime<Utc>), DateTime<Utc>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT account_id, period_start, period_end FROM statements WHERE account_id = $1",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("account_id")?, r.try_get("period_start")?),
+                r.try_get("period_end")?,
+            ))
+        })
+        .collect()
+}
+
+/// Takes up to `limit` pending re-rate requests, locked until the
+/// transaction ends (other rating instances skip them).
+pub async fn take_recompute_requests(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "DELETE FROM credit_recompute WHERE account_id IN (
+             SELECT account_id FROM credit_recompute ORDER BY requested_at, account_id
+             LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING account_id",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
