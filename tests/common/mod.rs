@@ -317,7 +317,13 @@ pub struct Seeded {
 
 impl Seeded {
     pub async fn start(services: &[Service]) -> Seeded {
-        let h = Harness::new().await;
+        Seeded::start_with(services, |_| {}).await
+    }
+
+    /// Like [`Seeded::start`], with the services' configuration adjusted first.
+    pub async fn start_with(services: &[Service], adjust: impl FnOnce(&mut Config)) -> Seeded {
+        let mut h = Harness::new().await;
+        adjust(&mut h.config);
         let now = Utc::now();
         let keys = seed_catalog(&h.pool, now - chrono::Duration::days(60)).await;
         let running = h.start(services).await;

@@ -7,6 +7,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
+use crate::credits_api::Balance;
 use crate::invoices_repo::{Invoice, PeriodView};
 
 const PALETTE: [&str; 6] = [
@@ -23,6 +24,8 @@ pub struct BillPage<'a> {
     pub today: NaiveDate,
     /// Query string that keeps the viewer signed in on links (`&expires=…&sig=…`), or empty.
     pub auth_query: &'a str,
+    /// The account's usable credit grants as of now: remaining balance and expiry.
+    pub balances: &'a [Balance],
 }
 
 fn money(amount: Decimal, currency: &str) -> String {
@@ -48,6 +51,7 @@ th, td { padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-al
 th { text-align: left; font-size: .85rem; color: var(--muted); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tfoot td { font-weight: 700; border-bottom: none; }
+.subtotal { display: flex; justify-content: space-between; font-size: 1.05rem; font-weight: 600; border-top: 1px solid var(--line); padding-top: .5rem; margin-top: 1rem; }
 .total { display: flex; justify-content: space-between; font-size: 1.3rem; font-weight: 700; border-top: 2px solid var(--ink); padding-top: .75rem; margin-top: 1rem; }
 .downloads a { margin-right: 1rem; color: var(--accent); }
 figure { margin: 1rem 0; } figcaption { color: var(--muted); font-size: .9rem; }
@@ -136,7 +140,55 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                         }
                     }
                     @if page.invoice.sections.is_empty() { p { "No usage in this period yet." } }
-                    div.total { span { "Total" } span data-testid="total" { (money(inv.total, cur)) } }
+                    @if !page.invoice.credits.is_empty() {
+                        div.subtotal { span { "Total before credits" } span data-testid="subtotal-before-credits" { (money(inv.subtotal, cur)) } }
+                        section aria-labelledby="credits-applied" {
+                            h2 id="credits-applied" { "Credits applied" }
+                            table {
+                                thead { tr {
+                                    th scope="col" { "Credit" }
+                                    th scope="col" { "Kind" }
+                                    th scope="col" class="num" { "Amount" }
+                                } }
+                                tbody {
+                                    @for credit in &page.invoice.credits {
+                                        tr data-testid="credit" {
+                                            th scope="row" { (credit.name) }
+                                            td { (credit.kind) }
+                                            td.num { "−" (money(credit.amount, cur)) }
+                                        }
+                                    }
+                                }
+                                tfoot { tr {
+                                    td colspan="2" { "Credits" }
+                                    td.num data-testid="credits-total" { "−" (money(inv.credits_total, cur)) }
+                                } }
+                            }
+                        }
+                    }
+                    div.total { span { "Total due" } span data-testid="total" { (money(inv.total, cur)) } }
+                    @if !page.balances.is_empty() {
+                        section aria-labelledby="credit-balances" {
+                            h2 id="credit-balances" { "Your credit balances" }
+                            table {
+                                thead { tr {
+                                    th scope="col" { "Credit" }
+                                    th scope="col" { "Expires" }
+                                    th scope="col" class="num" { "Remaining" }
+                                } }
+                                tbody {
+                                    @for b in page.balances {
+                                        tr data-testid="balance" {
+                                            th scope="row" { (b.name) @if b.status == "scheduled" { " " small.meta { "(not yet active)" } } }
+                                            td { @if let Some(e) = b.expires_at { (e.format("%-d %B %Y %H:%M UTC")) } @else { "never" } }
+                                            td.num { (money(b.remaining, cur)) }
+                                        }
+                                    }
+                                }
+                            }
+                            p.meta { "Balances include credits used by invoices that are still drafts." }
+                        }
+                    }
                     p.downloads {
                         a href={ "bill.csv?period=" (inv.period.label) (page.auth_query) } download { "Download CSV" }
                     }
@@ -238,7 +290,8 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// The invoice as CSV: one row per line, then subtotal and total rows.
+/// The invoice as CSV: one row per line; when credits apply, a subtotal row
+/// and one (negative) row per credit; then the total due.
 pub fn csv(invoice: &Invoice) -> String {
     let s = &invoice.summary;
     let mut out = String::from(
@@ -266,14 +319,24 @@ pub fn csv(invoice: &Invoice) -> String {
             out.push('\n');
         }
     }
-    out.push_str(&format!(
-        "{},{},{},{},{},,,,total,,,,{}\n",
-        csv_field(&s.account_id),
-        s.period.label,
-        csv_field(number),
-        s.status,
-        s.currency,
-        s.total
-    ));
+    let mut summary_row = |description: &str, amount: Decimal| {
+        out.push_str(&format!(
+            "{},{},{},{},{},,,,{},,,,{}\n",
+            csv_field(&s.account_id),
+            s.period.label,
+            csv_field(number),
+            s.status,
+            s.currency,
+            csv_field(description),
+            amount
+        ));
+    };
+    if !invoice.credits.is_empty() {
+        summary_row("subtotal", s.subtotal);
+        for credit in &invoice.credits {
+            summary_row(&format!("credit: {}", credit.name), -credit.amount);
+        }
+    }
+    summary_row("total", s.total);
     out
 }

@@ -24,6 +24,9 @@ pub enum ApiError {
     EffectiveInPast(String),
     #[error(transparent)]
     Catalog(CatalogError),
+    /// A credit grant refused, with its code (see `credits_api`).
+    #[error("{1}")]
+    Credit(&'static str, String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -47,6 +50,7 @@ impl ApiError {
                 CatalogError::InvalidAggregation(_) => "invalid_aggregation",
                 CatalogError::Database(_) => "internal",
             },
+            ApiError::Credit(code, _) => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -56,10 +60,17 @@ impl ApiError {
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,
             "not_found" => StatusCode::NOT_FOUND,
-            "already_exists" | "price_version_exists" => StatusCode::CONFLICT,
-            "unknown_provider" | "unknown_sku" | "effective_in_past" => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            "already_exists" | "price_version_exists" | "grant_voided" => StatusCode::CONFLICT,
+            "unknown_provider"
+            | "unknown_sku"
+            | "effective_in_past"
+            | "currency_mismatch"
+            | "invalid_amount"
+            | "invalid_cost_basis"
+            | "invalid_grant_kind"
+            | "invalid_eligibility"
+            | "invalid_validity"
+            | "validity_not_hour_aligned" => StatusCode::UNPROCESSABLE_ENTITY,
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod bill_view;
 pub mod consumer;
+pub mod credits_api;
 pub mod error;
 pub mod invoices_repo;
 pub mod links;

@@ -192,7 +192,16 @@ pub async fn bill_page(
         tracing::warn!(error = %err, "daily usage for the spend chart is unavailable");
         Vec::new()
     });
+    let balances = match state.pool.acquire().await {
+        Ok(mut conn) => crate::credits_api::balances(&mut conn, &account, Utc::now()).await,
+        Err(err) => Err(err),
+    };
+    let balances = match balances {
+        Ok(b) => b,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
     let page = BillPage {
+        balances: &balances,
         account_name: &name,
         invoice: &invoice,
         periods: &periods,

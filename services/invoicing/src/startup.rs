@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::Signer;
 use crate::page::{self, PageState};
-use crate::{admin, consumer, provider_api, routes};
+use crate::{admin, consumer, credits_api, provider_api, routes};
 
 /// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
 pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
@@ -36,6 +36,17 @@ pub fn router(pool: PgPool, signer: Signer) -> Router {
         .route("/v1/invoices", get(routes::list_invoices))
         .route("/v1/invoices/{id}", get(routes::get_invoice))
         .route("/v1/accounts/{account}/bill", get(routes::get_bill))
+        .route(
+            "/v1/accounts/{account}/grants",
+            get(credits_api::list_grants).post(credits_api::create_grant),
+        )
+        .route(
+            "/v1/accounts/{account}/credit-ledger",
+            get(credits_api::account_ledger),
+        )
+        .route("/v1/grants/{id}", get(credits_api::get_grant))
+        .route("/v1/grants/{id}/ledger", get(credits_api::grant_ledger))
+        .route("/v1/grants/{id}/void", post(credits_api::void_grant))
         .route(
             "/v1/admin/providers",
             post(admin::create_provider).get(admin::list_providers),

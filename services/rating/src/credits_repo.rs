@@ -20,7 +20,8 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// Every grant of these accounts, by account.
+/// Every grant of these accounts, by account, share-locked until the
+/// transaction ends (a void waits for the draws being written).
 pub async fn grants_of(
     conn: &mut PgConnection,
     accounts: &[&str],
@@ -28,7 +29,8 @@ pub async fn grants_of(
     let rows = sqlx::query(
         "SELECT id, account_id, name, kind, cost_basis, amount, priority, effective_at, expires_at,
                 eligibility, eligible_ids, cap_per_period, voided_amount
-         FROM credit_grants WHERE account_id = ANY($1) ORDER BY account_id, id",
+         FROM credit_grants WHERE account_id = ANY($1) ORDER BY account_id, id
+         FOR SHARE",
     )
     .bind(accounts)
     .fetch_all(conn)
