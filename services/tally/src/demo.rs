@@ -232,8 +232,12 @@ fn plan_events(count: usize, now: DateTime<Utc>, rng: &mut StdRng) -> Vec<Planne
     out
 }
 
-/// Expected invoice totals, computed without Tally: per account-period, each
-/// SKU's quantity times its price, rounded once, summed.
+/// Globex's startup programme credit, in USD.
+const DEMO_CREDIT: Decimal = Decimal::from_parts(500, 0, 0, false, 0);
+
+/// Expected invoice totals (amounts due), computed without Tally: per
+/// account-period, each SKU's quantity times its price, rounded once, summed;
+/// then Globex's credit, which covers everything, paying its oldest month first.
 fn expected_totals(planned: &[Planned]) -> anyhow::Result<BTreeMap<(String, String), Decimal>> {
     let mut quantities: BTreeMap<(String, String, String), Decimal> = BTreeMap::new();
     for (account, period, sku, q) in planned.iter().filter_map(|p| p.billed.clone()) {
@@ -248,6 +252,14 @@ fn expected_totals(planned: &[Planned]) -> anyhow::Result<BTreeMap<(String, Stri
         let price = price_of(&sku, currency).context("demo price")?;
         let amount = Currency::parse(currency)?.round(q * price);
         *totals.entry((account, period)).or_default() += amount;
+    }
+    let mut credit = DEMO_CREDIT;
+    for ((account, _), total) in totals.iter_mut() {
+        if account == "globex" {
+            let paid = credit.min(*total);
+            *total -= paid;
+            credit -= paid;
+        }
     }
     Ok(totals)
 }
@@ -293,9 +305,28 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     let keys = seed(&pool, now - Duration::days(60)).await?;
     println!("seeded 3 providers (1 first-party, 2 partners), 7 SKUs, 2 accounts");
 
+    // A startup programme credit for Globex, through the finance API: it pays
+    // for all of Globex's usage, platform and partners alike, oldest month first.
+    let http = reqwest::Client::new();
+    let effective = Period::month_containing(now - Duration::days(60)).start();
+    let grant = http
+        .post(format!("{invoicing}/v1/accounts/globex/grants"))
+        .bearer_auth(&keys.finance)
+        .json(&json!({
+            "name": "Startup programme",
+            "kind": "programme",
+            "amount": DEMO_CREDIT.to_string(),
+            "effective_at": effective,
+        }))
+        .send()
+        .await?;
+    if !grant.status().is_success() {
+        bail!("granting the demo credit failed: {}", grant.text().await?);
+    }
+    println!("granted Globex {DEMO_CREDIT} USD of startup programme credits");
+
     let mut rng = StdRng::seed_from_u64(7);
     let planned = plan_events(events, now, &mut rng);
-    let http = reqwest::Client::new();
     let (mut accepted, mut rejected, mut sent) = (0u64, 0u64, 0usize);
     let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_batch: Option<(&str, Vec<&Value>)> = None;
@@ -418,7 +449,18 @@ fn print_bill(bill: &Value) {
         }
         println!("    {:<85} {:>10}", "subtotal", s(&section["subtotal"]));
     }
-    println!("  {:<87} {:>10}", "TOTAL", s(&bill["total"]));
+    let credits = bill["credits"].as_array().cloned().unwrap_or_default();
+    if !credits.is_empty() {
+        println!("  {:<87} {:>10}", "subtotal", s(&bill["subtotal"]));
+        for credit in &credits {
+            println!(
+                "  {:<87} {:>10}",
+                format!("credit: {} ({})", s(&credit["name"]), s(&credit["kind"])),
+                format!("-{}", s(&credit["amount"]))
+            );
+        }
+    }
+    println!("  {:<87} {:>10}", "TOTAL DUE", s(&bill["total"]));
 }
 
 #[cfg(test)]
