@@ -407,6 +407,57 @@ mod tests {
         assert_eq!(a.per_grant[&1], dec!(15));
     }
 
+    #[test]
+    fn a_statement_line_is_sliced_by_hour_and_credited_inside_the_window() {
+        use crate::{AccountId, Currency, Period, PriceModel, ProviderRef, UsageAggregate};
+        let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 3, h, 0, 0).unwrap();
+        let aggregate = UsageAggregate {
+            provider: ProviderRef {
+                id: ProviderId::parse("dbco").unwrap(),
+                name: "DB Co".into(),
+                kind: Partner,
+            },
+            sku: Sku::parse("dbco.db").unwrap(),
+            sku_name: "DB".into(),
+            unit: "hour".into(),
+            price_id: 7,
+            price_effective_from: day(1),
+            model: PriceModel::per_unit(dec!(0.10)).unwrap().into(),
+            quantity: dec!(30),
+            event_count: 3,
+            markup_pct: Decimal::ZERO,
+            platform_fee_pct: dec!(20),
+        };
+        let mut s = Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::parse_month("2026-11").unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            vec![aggregate],
+        )
+        .unwrap();
+        // 10 units at 09:00, 5 at 10:00, 15 at 11:00: 1.00, 0.50, 1.50.
+        let hours: UsageHours = BTreeMap::from([(
+            7,
+            vec![(at(9), dec!(10)), (at(10), dec!(5)), (at(11), dec!(15))],
+        )]);
+        let mut g = grant(1, 1, dec!(100), Eligibility::AllUsage);
+        g.expires_at = Some(at(11));
+        s.apply_credits(&[g], &hours).unwrap();
+        assert_eq!(
+            (s.subtotal, s.credits_total, s.total),
+            (dec!(3.00), dec!(1.50), dec!(1.50))
+        );
+        assert_eq!(s.credits[0].kind, "promotional");
+        assert_eq!(
+            s.credits[0].lines,
+            [LineCredit {
+                line: 0,
+                amount: dec!(1.50)
+            }]
+        );
+    }
+
     fn arb_slices() -> impl Strategy<Value = Vec<ChargeSlice>> {
         proptest::collection::vec((0usize..4, any::<bool>(), 1u32..29, 0i64..5_000), 0..12)
             .prop_map(|v| {
