@@ -81,16 +81,12 @@ impl Grant {
         in_window && in_scope
     }
 
-    fn order_key(&self) -> (i32, Option<DateTime<Utc>>, bool, DateTime<Utc>, i64) {
+    /// Priority, then earliest expiry, then free before paid, then the
+    /// oldest grant (ids grow with creation).
+    fn order_key(&self) -> (i32, Option<DateTime<Utc>>, bool, i64) {
         // `None` (never expires) sorts after any expiry.
         let expiry = self.expires_at.or(Some(DateTime::<Utc>::MAX_UTC));
-        (
-            self.priority,
-            expiry,
-            self.kind.is_paid(),
-            self.effective_at,
-            self.id,
-        )
+        (self.priority, expiry, self.kind.is_paid(), self.id)
     }
 }
 
