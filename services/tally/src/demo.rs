@@ -120,10 +120,12 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-async fn fresh_database(url: &str) -> anyhow::Result<()> {
+/// Drops database `name` on the server of `url`, if it exists (it is
+/// created again, empty, by the next migration).
+pub async fn drop_database(url: &str, name: &str) -> anyhow::Result<()> {
     let admin_url = with_database(url, "postgres");
     let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
-    sqlx::query("DROP DATABASE IF EXISTS tally_demo WITH (FORCE)")
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(&mut conn)
         .await?;
     conn.close().await?;
@@ -287,7 +289,7 @@ async fn post_batch(
 
 pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     let run_id = Utc::now().timestamp();
-    fresh_database(&config.database_url).await?;
+    drop_database(&config.database_url, "tally_demo").await?;
     config.database_url = with_database(&config.database_url, "tally_demo");
     config.topic_prefix = format!("demo-{run_id}.");
     config.group_prefix = format!("demo-{run_id}");

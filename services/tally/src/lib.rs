@@ -2,6 +2,7 @@
 //! drives the demo, and manages the catalog from the command line.
 
 pub mod admin;
+pub mod bench;
 pub mod demo;
 pub mod dlq;
 pub mod infra;

@@ -33,6 +33,10 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         events: usize,
     },
+    /// Drive the pipeline (its services as separate processes) and measure
+    /// ingest, end-to-end throughput with exact totals, freshness, the raw
+    /// broker and PostgreSQL ceilings, and each service's peak memory.
+    Bench(tally::bench::BenchArgs),
     /// Create the database if needed and apply pending migrations.
     Migrate,
     /// List the dead letters of `usage.events.dlq` not yet replayed, and put
@@ -149,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.wait().await
         }
         Command::Demo { events } => tally::demo::run(config, events).await,
+        Command::Bench(args) => tally::bench::run(config, &args).await.map(|_| ()),
         Command::DlqReplay { code, dry_run } => {
             let report =
                 tally::dlq::replay(&config, &code, dry_run, std::time::Duration::from_secs(3))
@@ -235,7 +240,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = tally::admin::create_staff_key(&pool, &role).await?;
                     println!("{role} key (shown once): {key}");
                 }
-                Command::Up { .. } | Command::Demo { .. } | Command::DlqReplay { .. } => {
+                Command::Up { .. }
+                | Command::Demo { .. }
+                | Command::Bench(_)
+                | Command::DlqReplay { .. } => {
                     unreachable!("handled above")
                 }
             }

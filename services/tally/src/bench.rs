@@ -1,0 +1,775 @@
+//! `tally bench`: drives a running pipeline (the three services as separate
+//! `tally up --only …` processes on the embedded default, or on the Kafka and
+//! PostgreSQL that `KAFKA_BROKERS` / `DATABASE_URL` name) and measures
+//! collector ingest, end-to-end throughput with exact totals, freshness at a
+//! steady rate, the raw ceilings of the broker and PostgreSQL underneath, and
+//! each service's peak memory.
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally_domain::{Currency, Period, ProviderKind};
+use tally_platform::Config;
+
+use crate::infra;
+
+/// What to run; `--smoke` shrinks everything to a quick exactness check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Providers (the first is first-party, the others partners).
+    #[arg(long, default_value_t = 4)]
+    pub providers: usize,
+    /// Customer accounts (USD).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// SKUs per provider.
+    #[arg(long, default_value_t = 5)]
+    pub skus: usize,
+    /// Events of the throughput run (ingest and end to end).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub events: u64,
+    /// Events per HTTP batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Offered rate of the throughput run in events/s; 0 sends as fast as the collector takes them.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Steady rate of the freshness run, events/s.
+    #[arg(long, default_value_t = 10_000)]
+    pub freshness_rate: u64,
+    /// Length of the freshness run.
+    #[arg(long, default_value_t = 30)]
+    pub freshness_seconds: u64,
+    /// Records for each raw ceiling (rdkafka produce/consume, PostgreSQL COPY).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ceiling_events: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// A small run (20,000 events, 3 s of freshness) that checks exactness, not speed.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl BenchArgs {
+    fn effective(&self) -> BenchArgs {
+        if !self.smoke {
+            return self.clone();
+        }
+        BenchArgs {
+            providers: 3,
+            accounts: 50,
+            skus: 3,
+            events: 20_000,
+            batch_size: 500,
+            concurrency: 4,
+            rate: 0,
+            freshness_rate: 2_000,
+            freshness_seconds: 3,
+            ceiling_events: 20_000,
+            json: self.json.clone(),
+            smoke: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub events: u64,
+    pub accepted: u64,
+    pub ingest_events_per_s: f64,
+    pub post_p50_ms: f64,
+    pub post_p99_ms: f64,
+    pub end_to_end_events_per_s: f64,
+    pub end_to_end_seconds: f64,
+    pub invoices: usize,
+    pub invoices_exact: usize,
+    pub freshness_rate: u64,
+    pub freshness_achieved_events_per_s: f64,
+    pub freshness_probes: usize,
+    pub freshness_p50_ms: f64,
+    pub freshness_p99_ms: f64,
+    pub freshness_max_ms: f64,
+    pub ceiling_produce_events_per_s: f64,
+    pub ceiling_consume_events_per_s: f64,
+    pub ceiling_copy_rows_per_s: f64,
+    pub ingest_to_produce_ratio: f64,
+    pub end_to_end_to_consume_ratio: f64,
+    pub end_to_end_to_copy_ratio: f64,
+    /// Peak resident memory (VmHWM) per service, MiB.
+    pub peak_rss_mib: BTreeMap<String, f64>,
+}
+
+/// The bench's catalog: prices per SKU index, accounts, keys.
+struct Catalog {
+    provider_ids: Vec<String>,
+    provider_keys: Vec<String>,
+    /// Per provider: SKU ids and USD unit prices.
+    skus: Vec<Vec<(String, Decimal)>>,
+    accounts: Vec<String>,
+}
+
+fn price_of(provider: usize, sku: usize) -> Decimal {
+    // Distinct prices with up to 5 decimals: rounding matters.
+    Decimal::new(1_237 + 311 * provider as i64 + 97 * sku as i64, 5)
+}
+
+async fn seed(pool: &PgPool, a: &BenchArgs, since: DateTime<Utc>) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog {
+        provider_ids: Vec::new(),
+        provider_keys: Vec::new(),
+        skus: Vec::new(),
+        accounts: Vec::new(),
+    };
+    for p in 0..a.providers {
+        let id = format!("p{p}");
+        let kind = if p == 0 {
+            ProviderKind::FirstParty
+        } else {
+            ProviderKind::Partner
+        };
+        let key = crate::admin::create_provider(pool, &id, &format!("Provider {p}"), kind).await?;
+        if p > 0 {
+            crate::admin::set_platform_fee(pool, &id, Decimal::from(20)).await?;
+        }
+        let mut skus = Vec::new();
+        for s in 0..a.skus {
+            let sku = format!("{id}.sku{s}");
+            crate::admin::create_sku(pool, &sku, &id, &format!("SKU {s}"), "unit").await?;
+            crate::admin::set_price(pool, &sku, "USD", price_of(p, s), since).await?;
+            skus.push((sku, price_of(p, s)));
+        }
+        catalog.provider_ids.push(id);
+        catalog.provider_keys.push(key);
+        catalog.skus.push(skus);
+    }
+    // Accounts in bulk: the bench needs no customer tokens.
+    sqlx::query(
+        "INSERT INTO accounts (id, name, currency)
+         SELECT 'a' || g, 'Account ' || g, 'USD' FROM generate_series(0, $1 - 1) AS g",
+    )
+    .bind(i64::try_from(a.accounts)?)
+    .execute(pool)
+    .await?;
+    catalog.accounts = (0..a.accounts).map(|i| format!("a{i}")).collect();
+    Ok(catalog)
+}
+
+/// Event `i` of the throughput run: its batch decides the provider.
+struct Gen<'a> {
+    catalog: &'a Catalog,
+    batch_size: u64,
+    now: DateTime<Utc>,
+}
+
+struct Planned {
+    provider: usize,
+    sku: usize,
+    account: usize,
+    /// Tenths.
+    quantity: i64,
+    time: DateTime<Utc>,
+}
+
+impl Gen<'_> {
+    fn plan(&self, i: u64) -> Planned {
+        let providers = self.catalog.provider_ids.len() as u64;
+        let provider = ((i / self.batch_size) % providers) as usize;
+        let skus = self.catalog.skus[provider].len() as u64;
+        let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        Planned {
+            provider,
+            sku: (mixed % skus) as usize,
+            account: ((mixed >> 20) % self.catalog.accounts.len() as u64) as usize,
+            quantity: (mixed >> 40) as i64 % 1000 + 1,
+            // Within the last hour (a minute of margin for the collector's clock check).
+            time: self.now - TimeDelta::seconds(60 + (i % 3540) as i64),
+        }
+    }
+
+    fn json(&self, id: &str, p: &Planned, account: &str) -> String {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"{}","type":"com.tally.usage","subject":"{account}","time":"{}","data":{{"sku":"{}","quantity":"{}"}}}}"#,
+            self.catalog.provider_ids[p.provider],
+            p.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            self.catalog.skus[p.provider][p.sku].0,
+            Decimal::new(p.quantity, 1),
+        )
+    }
+}
+
+/// Per (account, period label): the amount due, computed without Tally.
+type Expected = HashMap<(String, String), Decimal>;
+
+fn expected_totals(gen: &Gen<'_>, events: u64, extra: &[(String, Planned)]) -> Expected {
+    let mut quantities: HashMap<(String, String, usize, usize), i64> = HashMap::new();
+    let mut add = |account: &str, p: &Planned| {
+        let label = Period::month_containing(p.time).label();
+        *quantities
+            .entry((account.to_owned(), label, p.provider, p.sku))
+            .or_default() += p.quantity;
+    };
+    for i in 0..events {
+        let p = gen.plan(i);
+        add(&gen.catalog.accounts[p.account], &p);
+    }
+    for (account, p) in extra {
+        add(account, p);
+    }
+    let usd = Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is ISO 4217"));
+    let mut totals: Expected = HashMap::new();
+    for ((account, label, provider, sku), tenths) in quantities {
+        let amount = usd.round(Decimal::new(tenths, 1) * gen.catalog.skus[provider][sku].1);
+        *totals.entry((account, label)).or_default() += amount;
+    }
+    totals
+}
+
+/// A child `tally up --only <service>` process.
+struct ServiceProcess {
+    name: &'static str,
+    child: Child,
+}
+
+impl ServiceProcess {
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(
+    name: &'static str,
+    config: &Config,
+    collector: u16,
+    invoicing: u16,
+) -> anyhow::Result<ServiceProcess> {
+    let exe = std::env::current_exe().context("locating the tally binary")?;
+    let child = Command::new(exe)
+        .args(["up", "--only", name])
+        .env("DATABASE_URL", &config.database_url)
+        .env("KAFKA_BROKERS", &config.kafka_brokers)
+        .env("TALLY_TOPIC_PREFIX", &config.topic_prefix)
+        .env("TALLY_GROUP_PREFIX", &config.group_prefix)
+        .env(
+            "TALLY_USAGE_PARTITIONS",
+            config.usage_partitions.to_string(),
+        )
+        .env("TALLY_BATCH_MAX", config.batch_max.to_string())
+        .env(
+            "TALLY_BATCH_WAIT_MS",
+            config.batch_wait.as_millis().to_string(),
+        )
+        .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
+        .env("TALLY_INVOICING_ADDR", format!("127.0.0.1:{invoicing}"))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(ServiceProcess { name, child })
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{base} did not become healthy within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Events billed on draft invoices so far.
+async fn billed_events(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(event_count), 0)::bigint FROM invoice_lines WHERE kind = 'usage'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn post_batch(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: String,
+) -> anyhow::Result<u64> {
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await?;
+    if status.as_u16() != 202 {
+        bail!("collector answered {status}: {body}");
+    }
+    Ok(body["accepted"].as_u64().unwrap_or(0))
+}
+
+pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report> {
+    let a = args.effective();
+    let run_id = Utc::now().timestamp();
+    crate::demo::drop_database(&config.database_url, "tally_bench").await?;
+    config.database_url = crate::demo::with_database(&config.database_url, "tally_bench");
+    config.topic_prefix = format!("bench-{run_id}.");
+    config.group_prefix = format!("bench-{run_id}");
+    tally_platform::prepare(&config).await?;
+    let pool = tally_platform::db::connect(&config.database_url, 4).await?;
+    let now = Utc::now();
+    let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
+    println!(
+        "bench: {} providers × {} SKUs, {} accounts; {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.events, a.batch_size, a.concurrency
+    );
+
+    let (collector_port, invoicing_port) = (infra::free_port()?, infra::free_port()?);
+    let services = vec![
+        spawn("collector", &config, collector_port, invoicing_port)?,
+        spawn("rating", &config, collector_port, invoicing_port)?,
+        spawn("invoicing", &config, collector_port, invoicing_port)?,
+    ];
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .build()?;
+    let collector = format!("http://127.0.0.1:{collector_port}");
+    wait_healthy(&http, &collector).await?;
+    wait_healthy(&http, &format!("http://127.0.0.1:{invoicing_port}")).await?;
+    let events_url = format!("{collector}/v1/events");
+
+    let mut report = Report {
+        events: a.events,
+        ..Report::default()
+    };
+    let gen = Gen {
+        catalog: &catalog,
+        batch_size: a.batch_size as u64,
+        now,
+    };
+
+    // 1. Throughput: ingest, then end to end.
+    let batches = a.events.div_ceil(a.batch_size as u64);
+    let next = AtomicU64::new(0);
+    let accepted = AtomicU64::new(0);
+    let latencies = Mutex::new(Histogram::<u64>::new(3)?);
+    let started = Instant::now();
+    let sender = |_: usize| async {
+        let mut local = Histogram::<u64>::new(3)?;
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= batches {
+                break;
+            }
+            if a.rate > 0 {
+                let due = started
+                    + Duration::from_secs_f64((k * a.batch_size as u64) as f64 / a.rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let first = k * a.batch_size as u64;
+            let last = (first + a.batch_size as u64).min(a.events);
+            let mut body = String::with_capacity(260 * a.batch_size);
+            body.push('[');
+            let mut provider = 0;
+            for i in first..last {
+                let p = gen.plan(i);
+                provider = p.provider;
+                if i > first {
+                    body.push(',');
+                }
+                body.push_str(&gen.json(&format!("e{i}"), &p, &catalog.accounts[p.account]));
+            }
+            body.push(']');
+            let t0 = Instant::now();
+            let n = post_batch(&http, &events_url, &catalog.provider_keys[provider], body).await?;
+            local.record(t0.elapsed().as_micros() as u64)?;
+            accepted.fetch_add(n, Ordering::Relaxed);
+        }
+        latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?
+            .add(&local)?;
+        anyhow::Ok(())
+    };
+    let results = futures::future::join_all((0..a.concurrency).map(sender)).await;
+    let ingest_elapsed = started.elapsed();
+    for r in results {
+        r?;
+    }
+    let accepted = accepted.load(Ordering::Relaxed);
+    report.accepted = accepted;
+    report.ingest_events_per_s = accepted as f64 / ingest_elapsed.as_secs_f64();
+    {
+        let h = latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?;
+        report.post_p50_ms = ms(&h, 0.50);
+        report.post_p99_ms = ms(&h, 0.99);
+    }
+    println!(
+        "ingest: {accepted} events accepted in {:.1} s = {:.0} events/s; POST p50 {:.1} ms, p99 {:.1} ms",
+        ingest_elapsed.as_secs_f64(),
+        report.ingest_events_per_s,
+        report.post_p50_ms,
+        report.post_p99_ms
+    );
+    if accepted != a.events {
+        bail!("the collector accepted {accepted} of {} events", a.events);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600 + a.events / 1000);
+    loop {
+        let billed = billed_events(&pool).await?;
+        if billed as u64 >= accepted {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {billed} of {accepted} events reached invoices before the deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e2e = started.elapsed();
+    report.end_to_end_seconds = e2e.as_secs_f64();
+    report.end_to_end_events_per_s = accepted as f64 / e2e.as_secs_f64();
+    println!(
+        "end to end: {accepted} events on draft invoices {:.1} s after the first POST = {:.0} events/s",
+        e2e.as_secs_f64(),
+        report.end_to_end_events_per_s
+    );
+
+    // 2. Freshness: a steady rate; each batch carries one probe event for an
+    //    account of its own, so "on the draft invoice" is one invoice row.
+    let freshness = freshness(&pool, &http, &events_url, &catalog, &gen, &a).await?;
+    report.freshness_rate = a.freshness_rate;
+    report.freshness_achieved_events_per_s = freshness.achieved;
+    report.freshness_probes = freshness.probes;
+    report.freshness_p50_ms = ms(&freshness.histogram, 0.50);
+    report.freshness_p99_ms = ms(&freshness.histogram, 0.99);
+    report.freshness_max_ms = freshness.histogram.max() as f64 / 1000.0;
+    println!(
+        "freshness at {} events/s (achieved {:.0}): {} probes, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        a.freshness_rate,
+        freshness.achieved,
+        freshness.probes,
+        report.freshness_p50_ms,
+        report.freshness_p99_ms,
+        report.freshness_max_ms
+    );
+
+    // 3. Exactness of every invoice, throughput and freshness events together.
+    let expected = expected_totals(&gen, a.events, &freshness.planned);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let exact = loop {
+        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =
+            sqlx::query_as("SELECT account_id, period_start, period_end, total FROM invoices")
+                .fetch_all(&pool)
+                .await?;
+        let exact = rows
+            .iter()
+            .filter(|(account, start, end, total)| {
+                let label = Period::new(*start, *end)
+                    .map(|p| p.label())
+                    .unwrap_or_default();
+                expected.get(&(account.clone(), label)) == Some(total)
+            })
+            .count();
+        if (rows.len() == expected.len() && exact == rows.len()) || Instant::now() > deadline {
+            report.invoices = rows.len();
+            break exact;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    report.invoices_exact = exact;
+    println!(
+        "exactness: {exact} of {} invoices equal the bench's own computation ({} expected)",
+        report.invoices,
+        expected.len()
+    );
+
+    // 4. Peak memory, read while the services still run.
+    for s in &services {
+        if let Some(mib) = s.peak_rss_mib() {
+            report.peak_rss_mib.insert(s.name.to_owned(), mib);
+        }
+    }
+    println!("peak RSS (MiB): {:?}", report.peak_rss_mib);
+    drop(services);
+
+    // 5. Ceilings on the same broker and database, with the same payloads.
+    let ceilings = ceilings(&config, &pool, &gen, a.ceiling_events).await?;
+    report.ceiling_produce_events_per_s = ceilings.0;
+    report.ceiling_consume_events_per_s = ceilings.1;
+    report.ceiling_copy_rows_per_s = ceilings.2;
+    report.ingest_to_produce_ratio = report.ingest_events_per_s / ceilings.0;
+    report.end_to_end_to_consume_ratio = report.end_to_end_events_per_s / ceilings.1;
+    report.end_to_end_to_copy_ratio = report.end_to_end_events_per_s / ceilings.2;
+    println!(
+        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
+        ceilings.0,
+        report.ingest_to_produce_ratio,
+        ceilings.1,
+        report.end_to_end_to_consume_ratio,
+        ceilings.2,
+        report.end_to_end_to_copy_ratio
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if report.invoices_exact != expected.len() || report.invoices != expected.len() {
+        bail!(
+            "{} of {} invoices are exact",
+            report.invoices_exact,
+            expected.len()
+        );
+    }
+    Ok(report)
+}
+
+struct Freshness {
+    histogram: Histogram<u64>,
+    probes: usize,
+    achieved: f64,
+    /// The events sent, by account, for the exactness check.
+    planned: Vec<(String, Planned)>,
+}
+
+async fn freshness(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    url: &str,
+    catalog: &Catalog,
+    gen: &Gen<'_>,
+    a: &BenchArgs,
+) -> anyhow::Result<Freshness> {
+    const BATCH: u64 = 100;
+    let batches = (a.freshness_rate * a.freshness_seconds).div_ceil(BATCH);
+    sqlx::query(
+        "INSERT INTO accounts (id, name, currency)
+         SELECT 'probe' || g, 'Probe ' || g, 'USD' FROM generate_series(0, $1 - 1) AS g",
+    )
+    .bind(i64::try_from(batches)?)
+    .execute(pool)
+    .await?;
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = AtomicU64::new(0);
+    let planned: Mutex<Vec<(String, Planned)>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(BATCH as f64 / a.freshness_rate as f64);
+    let base = a.events + 1_000_000;
+    let sender = |_: usize| async {
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= batches {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep_until((started + interval * k as u32).into()).await;
+            let probe = format!("probe{k}");
+            let mut body = String::from("[");
+            let mut provider = 0;
+            let mut mine = Vec::with_capacity(BATCH as usize);
+            for j in 0..BATCH {
+                let i = base + k * BATCH + j;
+                let mut p = gen.plan(i);
+                // The batch's provider owns every SKU in it.
+                p.provider = (k % catalog.provider_ids.len() as u64) as usize;
+                p.sku %= catalog.skus[p.provider].len();
+                p.time = Utc::now() - TimeDelta::seconds(1);
+                let account = if j == 0 {
+                    probe.clone()
+                } else {
+                    catalog.accounts[p.account].clone()
+                };
+                if j > 0 {
+                    body.push(',');
+                }
+                body.push_str(&gen.json(&format!("f{i}"), &p, &account));
+                provider = p.provider;
+                mine.push((account, p));
+            }
+            body.push(']');
+            post_batch(http, url, &catalog.provider_keys[provider], body).await?;
+            acked
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(probe, Instant::now());
+            planned
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .extend(mine);
+        }
+    };
+    let senders = futures::future::join_all((0..a.concurrency.max(4)).map(sender));
+    let mut histogram = Histogram::<u64>::new(3)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let poll = async {
+        let deadline = started + Duration::from_secs(a.freshness_seconds + 120);
+        while seen.len() < batches as usize && Instant::now() < deadline {
+            let visible: Vec<String> = sqlx::query_scalar(
+                "SELECT account_id FROM invoices WHERE account_id LIKE 'probe%'",
+            )
+            .fetch_all(pool)
+            .await?;
+            let at = Instant::now();
+            let acked = acked
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .clone();
+            for account in visible {
+                if let Some(t) = acked.get(&account) {
+                    if seen.insert(account) {
+                        histogram.record(at.saturating_duration_since(*t).as_micros() as u64)?;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::Ok(())
+    };
+    let (sent, polled) = tokio::join!(
+        async {
+            let r = senders.await;
+            (r, started.elapsed())
+        },
+        poll
+    );
+    for r in sent.0 {
+        r?;
+    }
+    polled?;
+    let planned = planned
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(Freshness {
+        probes: seen.len(),
+        achieved: planned.len() as f64 / sent.1.as_secs_f64(),
+        histogram,
+        planned,
+    })
+}
+
+/// Raw rdkafka produce and consume of the usage payloads, and raw COPY of
+/// the dedupe rows, each of `n` records: (produce/s, consume/s, COPY rows/s).
+async fn ceilings(
+    config: &Config,
+    pool: &PgPool,
+    gen: &Gen<'_>,
+    n: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    use rdkafka::consumer::Consumer;
+    let mut raw = config.clone();
+    raw.topic_prefix = format!("{}ceiling.", config.topic_prefix);
+    tally_platform::kafka::ensure_topics(&raw).await?;
+    let topic = raw.topics().usage_events;
+    let payloads: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let p = gen.plan(i);
+            let account = gen.catalog.accounts[p.account].clone();
+            let message = serde_json::json!({
+                "kind": "usage",
+                "provider_id": gen.catalog.provider_ids[p.provider],
+                "event_id": format!("e{i}"),
+                "account_id": account,
+                "sku": gen.catalog.skus[p.provider][p.sku].0,
+                "quantity": Decimal::new(p.quantity, 1).to_string(),
+                "time": p.time,
+                "received_at": Utc::now(),
+            });
+            Ok((account, serde_json::to_vec(&message)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let producer = tally_platform::kafka::producer(&raw)?;
+    let t0 = Instant::now();
+    for chunk in payloads.chunks(10_000) {
+        tally_platform::kafka::send_all(
+            &producer,
+            chunk
+                .iter()
+                .map(|(k, p)| (topic.as_str(), k.as_str(), p.as_slice())),
+        )
+        .await?;
+    }
+    let produce = n as f64 / t0.elapsed().as_secs_f64();
+
+    let consumer = tally_platform::kafka::consumer(&raw, &format!("{}ceiling", raw.group_prefix))?;
+    consumer.subscribe(&[&topic])?;
+    let mut got = 0u64;
+    let mut t0 = None;
+    while got < n {
+        let batch =
+            tally_platform::kafka::next_batch(&consumer, 5000, Duration::from_millis(50)).await?;
+        t0.get_or_insert_with(Instant::now);
+        got += batch.len() as u64;
+    }
+    // From the first message on: the group join is not the broker's speed.
+    let consume = n as f64 / t0.map_or(1.0, |t| t.elapsed().as_secs_f64());
+
+    sqlx::query("CREATE TABLE bench_copy (LIKE processed_events INCLUDING ALL)")
+        .execute(pool)
+        .await?;
+    let mut text = String::with_capacity(n as usize * 64);
+    let stamp = Utc::now().to_rfc3339();
+    for i in 0..n {
+        let p = gen.plan(i);
+        text.push_str(&format!(
+            "{}\te{i}\t{}\t{}\t{stamp}\n",
+            gen.catalog.provider_ids[p.provider],
+            gen.catalog.accounts[p.account],
+            p.time.to_rfc3339()
+        ));
+    }
+    let mut conn = pool.acquire().await?;
+    let t0 = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY bench_copy (provider_id, event_id, account_id, event_time, processed_at) FROM STDIN",
+        )
+        .await?;
+    for chunk in text.as_bytes().chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    copy.finish().await?;
+    let copy_rate = n as f64 / t0.elapsed().as_secs_f64();
+    Ok((produce, consume, copy_rate))
+}
