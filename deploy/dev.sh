@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Quick start entry point: `bash deploy/dev.sh demo` or `bash deploy/dev.sh test`.
+# The Quick start entry point: `bash deploy/dev.sh demo` or `bash deploy/dev.sh test`
+# (and `bash deploy/dev.sh bench [tally bench options]` for the benchmark).
 # Installs what the project needs (the broker, once), then runs the demo on the
 # embedded default or the whole test suite. Builds go to a cache outside the
 # clone ($CARGO_TARGET_DIR, default ~/.cache/tally/target).
@@ -30,10 +31,18 @@ case "${1:-}" in
     fi
     cargo build -p tally --bins
     export RUST_LOG="${RUST_LOG:-warn}"
-    exec cargo test --workspace "$@"
+    cargo test --workspace "$@"
+    # A small benchmark run: it checks that every invoice is exact under
+    # load, not speed (figures are recorded in BENCHMARKS.md from full runs).
+    exec "$CARGO_TARGET_DIR/debug/tally" bench --smoke
+    ;;
+  bench)
+    shift
+    cargo build --release -p tally
+    exec "$CARGO_TARGET_DIR/release/tally" bench "$@"
     ;;
   *)
-    echo "usage: bash deploy/dev.sh demo|test" >&2
+    echo "usage: bash deploy/dev.sh demo|test|bench" >&2
     exit 2
     ;;
 esac

@@ -58,7 +58,7 @@ fn credit_lines(bill: &Value) -> Vec<(String, Decimal)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_pay_in_order_within_scope_and_window_and_carry_their_balance() {
     // Two whole past months, so every day of both can be used.
-    let s = Seeded::start_with(&Service::ALL, |c| {
+    let s = Seeded::start_with(&Service::ALL, 100, |c| {
         c.ingest_max_age = std::time::Duration::from_secs(100 * 86_400);
     })
     .await;

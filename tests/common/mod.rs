@@ -317,15 +317,20 @@ pub struct Seeded {
 
 impl Seeded {
     pub async fn start(services: &[Service]) -> Seeded {
-        Seeded::start_with(services, |_| {}).await
+        Seeded::start_with(services, 60, |_| {}).await
     }
 
-    /// Like [`Seeded::start`], with the services' configuration adjusted first.
-    pub async fn start_with(services: &[Service], adjust: impl FnOnce(&mut Config)) -> Seeded {
+    /// Like [`Seeded::start`], with prices since `price_days` ago and the
+    /// services' configuration adjusted first.
+    pub async fn start_with(
+        services: &[Service],
+        price_days: i64,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Seeded {
         let mut h = Harness::new().await;
         adjust(&mut h.config);
         let now = Utc::now();
-        let keys = seed_catalog(&h.pool, now - chrono::Duration::days(60)).await;
+        let keys = seed_catalog(&h.pool, now - chrono::Duration::days(price_days)).await;
         let running = h.start(services).await;
         Seeded {
             collector: running.collector_url().unwrap_or_default(),
