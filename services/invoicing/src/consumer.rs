@@ -26,31 +26,20 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
             }
         }
     }
+    let newest: Vec<&Statement> = newest.into_values().collect();
     let mut attempt = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let mut changed = 0;
-        let mut failed = None;
-        for s in newest.values() {
-            match invoices_repo::apply_statement(&mut tx, s).await {
-                Ok(true) => changed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        match failed {
-            None => {
+        match invoices_repo::apply_statements(&mut tx, &newest).await {
+            Ok(changed) => {
                 tx.commit().await?;
                 return Ok(changed);
             }
-            Some(e) if tally_platform::db::is_retryable(&e) && attempt < 5 => {
+            Err(e) if tally_platform::db::is_retryable(&e) && attempt < 5 => {
                 attempt += 1;
                 tracing::warn!(attempt, error = %e, "retrying invoicing transaction");
             }
-            Some(e) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -6,3 +6,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
 }
+
+/// mimalloc instead of glibc's malloc: `tally bench` under perf showed
+/// glibc's arena bookkeeping (malloc_consolidate, unlink_chunk) among the
+/// top symbols and per-thread arenas inflating resident memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -241,9 +241,11 @@ pub async fn load_aggregates(
     let rows = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
                 ua.max_quantity, ua.latest_quantity, s.aggregation,
-                (SELECT count(*) FROM usage_distinct_values d
-                  WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
-                    AND d.price_id = ua.price_id) AS distinct_values,
+                CASE WHEN s.aggregation = 'unique_count' THEN
+                    (SELECT count(*) FROM usage_distinct_values d
+                      WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
+                        AND d.price_id = ua.price_id)
+                ELSE 0 END AS distinct_values,
                 p.sku_id, p.effective_from, p.model, s.name AS sku_name, s.unit,
                 s.markup_pct, pr.platform_fee_pct,
                 pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
@@ -305,14 +307,15 @@ pub async fn store_statements(
 ) -> Result<(), sqlx::Error> {
     let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
+    // Serialised once, straight to text (not through `serde_json::Value`).
     let bodies = statements
         .iter()
-        .map(serde_json::to_value)
+        .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()
         .map_err(decode_err)?;
     sqlx::query(
-        "UPDATE statements st SET body = t.b
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::jsonb[]) AS t(a, s, b)
+        "UPDATE statements st SET body = t.b::jsonb
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t(a, s, b)
          WHERE st.account_id = t.a AND st.period_start = t.s",
     )
     .bind(&accounts)

@@ -263,3 +263,9 @@ fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// mimalloc instead of glibc's malloc: `tally bench` under perf showed
+/// glibc's arena bookkeeping (malloc_consolidate, unlink_chunk) among the
+/// top symbols and per-thread arenas inflating resident memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -61,7 +61,9 @@ impl Default for Config {
             kafka_session_timeout: Duration::from_secs(10),
             ingest_max_age: Duration::from_secs(35 * 24 * 3600),
             ingest_max_future: Duration::from_secs(300),
-            batch_max: 5000,
+            // `tally bench`: 20,000 over 5,000 raised end-to-end throughput and
+            // lowered freshness (a batch restates each touched account once).
+            batch_max: 20_000,
             batch_wait: Duration::from_millis(100),
             db_max_connections: 10,
             link_secret: None,

@@ -41,6 +41,13 @@ pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaErr
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // A consumer waits at most 50 ms for more data before answering
+        // (the default 500 ms shows up directly in freshness).
+        .set("fetch.wait.max.ms", "50")
+        // Prefetch up to 16 MiB, not librdkafka's 64 MiB + 100,000 messages
+        // per partition: bounded memory, batches still full.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "20000")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
         .set(
