@@ -99,6 +99,11 @@ pub async fn run(
         if let Err(err) = kafka::commit_batch(&consumer, &batch) {
             tracing::warn!(error = %err, "offset commit failed after the batch was recorded");
         }
+        tracing::debug!(
+            statements = statements.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "statements applied"
+        );
         metrics::histogram!("tally_invoicing_batch_seconds")
             .record(started.elapsed().as_secs_f64());
     }

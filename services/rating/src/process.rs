@@ -201,7 +201,9 @@ async fn rate_in(
         account_ids: priced.iter().map(|(e, _)| e.account_id.as_str()).collect(),
         times: priced.iter().map(|(e, _)| e.time).collect(),
     };
+    let t = std::time::Instant::now();
     let fresh = repo::insert_event_ids(&mut *conn, &ids).await?;
+    let dedupe = t.elapsed();
 
     // 5. Pre-aggregate the new events in memory, then one upsert.
     let mut increments: BTreeMap<(String, DateTime<Utc>, i64), Increment> = BTreeMap::new();
@@ -243,11 +245,22 @@ async fn rate_in(
     if increments.is_empty() {
         return Ok(outcome);
     }
+    let t = std::time::Instant::now();
     repo::add_to_aggregates(&mut *conn, &increments).await?;
+    let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &hourly).await?;
+    let hours = t.elapsed() - aggregated;
 
     // 6. New statement version of every touched account-period, recomputed in full.
+    let t = std::time::Instant::now();
     outcome.statements = restate(&mut *conn, touched, &currencies).await?;
+    tracing::debug!(
+        dedupe_ms = dedupe.as_millis() as u64,
+        aggregates_ms = aggregated.as_millis() as u64,
+        hourly_ms = hours.as_millis() as u64,
+        restate_ms = t.elapsed().as_millis() as u64,
+        "rating steps"
+    );
     Ok(outcome)
 }
 
@@ -290,9 +303,12 @@ pub(crate) async fn restate(
     // In (account, period) order: row locks are taken in one order, and an
     // account's periods are restated oldest first.
     let keys: Vec<(AccountPeriod, DateTime<Utc>)> = keys.into_iter().collect();
+    let t = std::time::Instant::now();
     let new_versions = repo::bump_versions(&mut *conn, &keys).await?;
+    let bumped = t.elapsed();
     let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
     let mut aggregates = repo::load_aggregates(&mut *conn, &plain_keys).await?;
+    let loaded = t.elapsed() - bumped;
     let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
         let statement_error = |source| ProcessError::Statement {
@@ -343,7 +359,16 @@ pub(crate) async fn restate(
         }
         statements.push(statement);
     }
+    let computed = t.elapsed() - bumped - loaded;
     repo::store_statements(&mut *conn, &statements).await?;
+    tracing::debug!(
+        statements = statements.len(),
+        bump_ms = bumped.as_millis() as u64,
+        load_ms = loaded.as_millis() as u64,
+        compute_ms = computed.as_millis() as u64,
+        store_ms = (t.elapsed() - bumped - loaded - computed).as_millis() as u64,
+        "restated"
+    );
     Ok(statements)
 }
 

@@ -207,7 +207,7 @@ pub async fn bump_versions(
     let ends: Vec<DateTime<Utc>> = keys.iter().map(|(_, e)| *e).collect();
     let rows = sqlx::query(
         "INSERT INTO statements (account_id, period_start, period_end, version, body)
-         SELECT a, s, e, 1, '{}'::jsonb FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS t(a, s, e)
+         SELECT a, s, e, 1, '{}' FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS t(a, s, e)
          ON CONFLICT (account_id, period_start) DO UPDATE
          SET version = statements.version + 1, updated_at = now()
          RETURNING account_id, period_start, version",
@@ -231,6 +231,55 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(e))
 }
 
+/// Parsed price books by price id. A price version row never changes (a new
+/// price is a new version), so a parsed book stays valid for the process's
+/// life; `tally bench` found parsing every aggregate's book per batch a large
+/// part of loading them.
+fn price_books() -> &'static std::sync::RwLock<HashMap<i64, PriceBook>> {
+    static BOOKS: std::sync::OnceLock<std::sync::RwLock<HashMap<i64, PriceBook>>> =
+        std::sync::OnceLock::new();
+    BOOKS.get_or_init(Default::default)
+}
+
+/// The books of these price ids, from the cache or (once) from the database.
+async fn books_of(
+    conn: &mut PgConnection,
+    ids: &HashSet<i64>,
+) -> Result<HashMap<i64, PriceBook>, sqlx::Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    {
+        let cache = price_books()
+            .read()
+            .map_err(|_| sqlx::Error::Protocol("price book cache poisoned".into()))?;
+        for id in ids {
+            match cache.get(id) {
+                Some(book) => {
+                    out.insert(*id, book.clone());
+                }
+                None => missing.push(*id),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("SELECT id, model FROM prices WHERE id = ANY($1)")
+            .bind(&missing)
+            .fetch_all(conn)
+            .await?;
+    let mut cache = price_books()
+        .write()
+        .map_err(|_| sqlx::Error::Protocol("price book cache poisoned".into()))?;
+    for (id, model) in rows {
+        let book = serde_json::from_value::<PriceBook>(model).map_err(decode_err)?;
+        cache.insert(id, book.clone());
+        out.insert(id, book);
+    }
+    Ok(out)
+}
+
 /// Every aggregate of the given account-periods, with its price and provider.
 pub async fn load_aggregates(
     conn: &mut PgConnection,
@@ -246,7 +295,7 @@ pub async fn load_aggregates(
                       WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
                         AND d.price_id = ua.price_id)
                 ELSE 0 END AS distinct_values,
-                p.sku_id, p.effective_from, p.model, s.name AS sku_name, s.unit,
+                p.sku_id, p.effective_from, s.name AS sku_name, s.unit,
                 s.markup_pct, pr.platform_fee_pct,
                 pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
          FROM usage_aggregates ua
@@ -257,12 +306,21 @@ pub async fn load_aggregates(
     )
     .bind(&accounts)
     .bind(&starts)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    let ids = rows
+        .iter()
+        .map(|r| r.try_get("price_id"))
+        .collect::<Result<HashSet<i64>, _>>()?;
+    let books = books_of(conn, &ids).await?;
     let mut out: HashMap<AccountPeriod, Vec<UsageAggregate>> = HashMap::new();
     for r in rows {
         let kind: String = r.try_get("provider_kind")?;
-        let model: serde_json::Value = r.try_get("model")?;
+        let price_id: i64 = r.try_get("price_id")?;
+        let model = books
+            .get(&price_id)
+            .cloned()
+            .ok_or_else(|| sqlx::Error::Decode(format!("price {price_id} vanished").into()))?;
         let aggregate = UsageAggregate {
             provider: ProviderRef {
                 id: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
@@ -273,9 +331,9 @@ pub async fn load_aggregates(
             sku: Sku::parse(r.try_get("sku_id")?).map_err(decode_err)?,
             sku_name: r.try_get("sku_name")?,
             unit: r.try_get("unit")?,
-            price_id: r.try_get("price_id")?,
+            price_id,
             price_effective_from: r.try_get("effective_from")?,
-            model: serde_json::from_value::<PriceBook>(model).map_err(decode_err)?,
+            model,
             quantity: billable_quantity(&r)?,
             event_count: r.try_get("event_count")?,
             markup_pct: r.try_get("markup_pct")?,
@@ -314,7 +372,7 @@ pub async fn store_statements(
         .collect::<Result<Vec<_>, _>>()
         .map_err(decode_err)?;
     sqlx::query(
-        "UPDATE statements st SET body = t.b::jsonb
+        "UPDATE statements st SET body = t.b
          FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t(a, s, b)
          WHERE st.account_id = t.a AND st.period_start = t.s",
     )
@@ -331,7 +389,7 @@ pub async fn unpublished(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Statement>, sqlx::Error> {
-    let bodies: Vec<serde_json::Value> = sqlx::query_scalar(
+    let bodies: Vec<String> = sqlx::query_scalar(
         "SELECT body FROM statements WHERE published_version < version
          ORDER BY account_id, period_start LIMIT $1",
     )
@@ -339,8 +397,8 @@ pub async fn unpublished(
     .fetch_all(conn)
     .await?;
     bodies
-        .into_iter()
-        .map(|b| serde_json::from_value(b).map_err(decode_err))
+        .iter()
+        .map(|b| serde_json::from_str(b).map_err(decode_err))
         .collect()
 }
 

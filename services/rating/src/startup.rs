@@ -127,6 +127,7 @@ impl Application {
         } else {
             process_batch(&self.pool, &events).await?
         };
+        let rated = started.elapsed();
         outbox::publish(
             &self.pool,
             &self.producer,
@@ -157,6 +158,9 @@ impl Application {
             counted = outcome.counted,
             duplicates = outcome.duplicates,
             dead = dead.len(),
+            statements = outcome.statements.len(),
+            rated_ms = rated.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "batch rated"
         );
         Ok(())

@@ -183,7 +183,7 @@ fn events() -> Vec<UsageEvent> {
 
 async fn statements(pool: &PgPool) -> Vec<Statement> {
     let bodies: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT body FROM statements WHERE account_id = 'acme' ORDER BY period_start",
+        "SELECT body::jsonb FROM statements WHERE account_id = 'acme' ORDER BY period_start",
     )
     .fetch_all(pool)
     .await

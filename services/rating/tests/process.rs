@@ -101,7 +101,7 @@ fn events() -> Vec<UsageEvent> {
 
 async fn statement_of(pool: &PgPool) -> Statement {
     let body: serde_json::Value =
-        sqlx::query_scalar("SELECT body FROM statements WHERE account_id = 'acme'")
+        sqlx::query_scalar("SELECT body::jsonb FROM statements WHERE account_id = 'acme'")
             .fetch_one(pool)
             .await
             .unwrap();

@@ -302,6 +302,13 @@ fn spawn(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdout(Stdio::null())
+        .stderr(match std::env::var_os("TALLY_BENCH_LOG_DIR") {
+            // Each service's log in a file of its own, for diagnosis.
+            Some(dir) => Stdio::from(std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("{name}.log")),
+            )?),
+            None => Stdio::inherit(),
+        })
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     Ok(ServiceProcess { name, child })
