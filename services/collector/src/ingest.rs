@@ -190,11 +190,20 @@ async fn check_catalog(
     outcomes: &mut [Result<ParsedEvent, EventRejection>],
 ) -> Result<(), ApiError> {
     let valid = || outcomes.iter().filter_map(|o| o.as_ref().ok());
-    let skus: Vec<&str> = valid().map(|e| e.sku.as_str()).collect();
+    // Each distinct SKU and account once (a batch repeats them).
+    let skus: Vec<&str> = valid()
+        .map(|e| e.sku.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if skus.is_empty() {
         return Ok(());
     }
-    let accounts: Vec<&str> = valid().map(|e| e.account.as_str()).collect();
+    let accounts: Vec<&str> = valid()
+        .map(|e| e.account.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut conn = pool.acquire().await?;
     let owners = catalog::sku_owners(&mut conn, &skus).await?;
     let known = catalog::existing_accounts(&mut conn, &accounts).await?;
