@@ -576,7 +576,7 @@ pub async fn grant_ledger(
 
 /// `POST /v1/grants/{id}/void`: takes back what the grant has not paid yet.
 /// Draws already made (draft invoices included) stay; the grant pays for
-/// nothing more.
+/// nothing more (rating voids whatever a later restatement frees).
 pub async fn void_grant(
     State(pool): State<PgPool>,
     headers: HeaderMap,

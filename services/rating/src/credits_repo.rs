@@ -172,6 +172,31 @@ pub async fn write_draws(
     Ok(())
 }
 
+/// Keeps voided grants of `account` paying nothing beyond their draws: a
+/// void takes back everything not drawn, so when a restatement lowers a
+/// voided grant's draws (a higher-priority grant given later), the freed
+/// part is voided too, never left as a balance (`amount = drawn + voided`).
+pub async fn settle_voided(conn: &mut PgConnection, account: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH drawn AS (
+             SELECT g.id, g.amount - COALESCE(sum(l.amount), 0) AS unused
+             FROM credit_grants g
+             LEFT JOIN credit_ledger l ON l.grant_id = g.id AND l.kind = 'draw'
+             WHERE g.account_id = $1 AND g.voided_at IS NOT NULL
+             GROUP BY g.id, g.amount),
+         grants AS (
+             UPDATE credit_grants g SET voided_amount = d.unused
+             FROM drawn d WHERE g.id = d.id AND g.voided_amount <> d.unused
+             RETURNING g.id, g.voided_amount)
+         UPDATE credit_ledger l SET amount = grants.voided_amount, updated_at = now()
+         FROM grants WHERE l.grant_id = grants.id AND l.kind = 'void'",
+    )
+    .bind(account)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Statement periods of these accounts that start after the given one (a
 /// change in an earlier period's draws moves the balances they start from).
 pub async fn later_periods(

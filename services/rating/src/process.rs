@@ -360,6 +360,9 @@ pub(crate) async fn restate(
         statements.push(statement);
     }
     let computed = t.elapsed() - bumped - loaded;
+    for account in grants.keys() {
+        credits_repo::settle_voided(&mut *conn, account).await?;
+    }
     repo::store_statements(&mut *conn, &statements).await?;
     tracing::debug!(
         statements = statements.len(),

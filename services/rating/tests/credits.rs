@@ -324,3 +324,81 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
             .unwrap();
     assert_eq!(drawn, dec!(10.00));
 }
+
+#[tokio::test]
+async fn a_voided_grant_never_regains_a_balance() {
+    let pool = database().await;
+    seed(&pool).await;
+    let voided = grant(
+        &pool,
+        NewGrant {
+            name: "voided",
+            amount: dec!(10.00),
+            priority: 5,
+            effective: t(10, 1, 0),
+            expires: None,
+            scope: "all_usage",
+            ids: &[],
+        },
+    )
+    .await;
+    // 100 h of VM on Oct 2: 4.16, all paid by the grant.
+    process_batch(&pool, &[usage(1, "vm.hour", dec!(100), t(10, 2, 5))])
+        .await
+        .unwrap();
+    // Voided as the finance API does: the unused 5.84 taken back.
+    sqlx::query(
+        "UPDATE credit_grants SET voided_at = now(), voided_amount = 5.84, void_reason = 'test' WHERE id = $1",
+    )
+    .bind(voided)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO credit_ledger (grant_id, account_id, kind, amount) VALUES ($1, 'acme', 'void', 5.84)",
+    )
+    .bind(voided)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A higher-priority grant given afterwards takes over October's usage.
+    grant(
+        &pool,
+        NewGrant {
+            name: "first",
+            amount: dec!(3.00),
+            priority: 1,
+            effective: t(10, 1, 0),
+            expires: None,
+            scope: "all_usage",
+            ids: &[],
+        },
+    )
+    .await;
+    sqlx::query("INSERT INTO credit_recompute (account_id) VALUES ('acme')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    restate_requested(&pool, 10).await.unwrap();
+    let s = statements(&pool).await;
+    assert_eq!(
+        s[0].credits
+            .iter()
+            .map(|c| (c.name.as_str(), c.amount))
+            .collect::<Vec<_>>(),
+        [("first", dec!(3.00)), ("voided", dec!(1.16))]
+    );
+    let (voided_amount, void_entry): (Decimal, Decimal) = sqlx::query_as(
+        "SELECT g.voided_amount, l.amount FROM credit_grants g
+         JOIN credit_ledger l ON l.grant_id = g.id AND l.kind = 'void' WHERE g.id = $1",
+    )
+    .bind(voided)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (voided_amount, void_entry),
+        (dec!(8.84), dec!(8.84)),
+        "10.00 = 1.16 drawn + 8.84 voided, nothing left"
+    );
+}
