@@ -66,6 +66,21 @@ impl ProcessError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ProcessError::Database(e) if tally_platform::db::is_retryable(e))
     }
+
+    /// A failure of the code or the schema, not of an event: SQLSTATE class
+    /// 42 (e.g. an undefined column or a type mismatch, as when a binary
+    /// runs against a database it was not built for) or 0A, or a column the
+    /// code expects missing. No event is dead-lettered for it.
+    pub fn is_systemic(&self) -> bool {
+        match self {
+            ProcessError::Database(sqlx::Error::ColumnNotFound(_)) => true,
+            ProcessError::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code.starts_with("42") || code.starts_with("0A")),
+            ProcessError::Statement { .. } => false,
+        }
+    }
 }
 
 /// The newest price version of `sku` in `currency` in effect at `at`.
@@ -420,8 +435,9 @@ async fn restate_requested_in(
 /// not hold up the rest: when the whole batch fails, each event is rated
 /// alone, and those that still fail while the database answers are
 /// dead-lettered as `rating_failed` (replayable once the cause is fixed).
-/// If the database itself does not answer, the error is returned and the
-/// batch is retried later, nothing dead-lettered.
+/// If the database itself does not answer, or the failure is the code's or
+/// the schema's ([`ProcessError::is_systemic`]), the error is returned and
+/// the batch is retried later, nothing dead-lettered.
 pub async fn process_batch_isolating(
     pool: &PgPool,
     events: &[UsageEvent],
@@ -441,6 +457,8 @@ pub async fn process_batch_isolating(
                 merged.dead.extend(one.dead);
                 merged.statements.extend(one.statements);
             }
+            // Every event would fail alike: retry the batch, dead-letter nothing.
+            Err(err) if err.is_systemic() => return Err(err),
             Err(err) => failed.push((event, err)),
         }
     }

@@ -367,3 +367,31 @@ async fn an_event_that_cannot_be_rated_does_not_hold_up_its_batch() {
     assert_eq!(out.statements[0].total, dec!(1.50));
     assert_eq!(statement_of(&pool).await.total, dec!(1.50));
 }
+
+#[tokio::test]
+async fn a_schema_the_code_does_not_match_dead_letters_nothing() {
+    let pool = database().await;
+    seed(&pool).await;
+    // As when a binary runs against a database it was not built for.
+    sqlx::query("ALTER TABLE usage_hourly RENAME COLUMN hour TO hour_of_use")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let events = [
+        usage(1, "disk.gb", dec!(10), t(2, 0)),
+        usage(2, "disk.gb", dec!(5), t(3, 0)),
+    ];
+    let err = tally_rating::process_batch_isolating(&pool, &events)
+        .await
+        .expect_err("the batch waits for the schema instead of dead-lettering");
+    assert!(err.is_systemic(), "{err}");
+    sqlx::query("ALTER TABLE usage_hourly RENAME COLUMN hour_of_use TO hour")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = tally_rating::process_batch_isolating(&pool, &events)
+        .await
+        .unwrap();
+    assert_eq!((out.counted, out.dead.len()), (2, 0));
+    assert_eq!(statement_of(&pool).await.total, dec!(1.50));
+}
