@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod credits_api;
 pub mod error;
 pub mod invoices_repo;
+pub mod lifecycle;
 pub mod links;
 pub mod page;
 pub mod provider_api;

@@ -1,0 +1,149 @@
+//! Finalized means frozen: numbers are gap-free with two instances
+//! finalizing at once, and PostgreSQL itself refuses any change to a
+//! finalized invoice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use chrono::{Duration, TimeZone, Utc};
+use rust_decimal_macros::dec;
+use sqlx::PgPool;
+use support::*;
+use tally_invoicing::apply_statements;
+use tally_invoicing::lifecycle::{finalize_due, invoice_number};
+
+/// One draft per account for October 2026.
+async fn drafts(pool: &PgPool, n: usize) -> Vec<String> {
+    let accounts: Vec<String> = (0..n).map(|i| format!("acct{i:03}")).collect();
+    let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    create_accounts(pool, &refs).await;
+    let statements: Vec<_> = accounts
+        .iter()
+        .map(|a| {
+            statement(
+                a,
+                "2026-10",
+                1,
+                vec![line(&cloud(), "cloud.vm", dec!(2), dec!(0.25))],
+            )
+        })
+        .collect();
+    assert_eq!(apply_statements(pool, &statements).await.unwrap(), n);
+    accounts
+}
+
+#[tokio::test]
+async fn two_instances_finalizing_at_once_skip_and_reuse_no_number() {
+    let pool = fresh_pool().await;
+    drafts(&pool, 40).await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
+    let instance = |pool: PgPool| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = finalize_due(&pool, "TLY", now, Duration::hours(48), 3)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|f| f.number));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(instance(pool.clone())),
+        tokio::spawn(instance(pool.clone()))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both instances finalized some"
+    );
+    let mut all: Vec<String> = a.into_iter().chain(b).collect();
+    all.sort();
+    let expected: Vec<String> = (1..=40).map(|i| invoice_number("TLY", 2026, i)).collect();
+    assert_eq!(all, expected, "1 to 40, none skipped, none twice");
+    let finalized: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invoices WHERE status = 'finalized'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(finalized, 40);
+}
+
+#[tokio::test]
+async fn nothing_is_finalized_inside_the_grace_window() {
+    let pool = fresh_pool().await;
+    drafts(&pool, 2).await;
+    // October ends Nov 1 00:00; 47 hours later the grace window is still open.
+    let now = Utc.with_ymd_and_hms(2026, 11, 2, 23, 0, 0).unwrap();
+    let done = finalize_due(&pool, "TLY", now, Duration::hours(48), 10)
+        .await
+        .unwrap();
+    assert!(done.is_empty());
+    let done = finalize_due(
+        &pool,
+        "TLY",
+        now + Duration::hours(1),
+        Duration::hours(48),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.len(), 2);
+}
+
+#[tokio::test]
+async fn sql_cannot_change_a_finalized_invoice() {
+    let pool = fresh_pool().await;
+    drafts(&pool, 2).await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
+    let done = finalize_due(&pool, "TLY", now, Duration::hours(48), 1)
+        .await
+        .unwrap();
+    let id = done[0].id;
+    for sql in [
+        "UPDATE invoices SET total = 0 WHERE id = $1",
+        "UPDATE invoices SET number = 'TLY-2026-999999' WHERE id = $1",
+        "UPDATE invoices SET status = 'draft' WHERE id = $1",
+        "DELETE FROM invoices WHERE id = $1",
+        "UPDATE invoice_lines SET amount = 0 WHERE invoice_id = $1",
+        "DELETE FROM invoice_lines WHERE invoice_id = $1",
+        "INSERT INTO invoice_lines (invoice_id, position, provider_id, provider_name, provider_kind,
+             sku_id, description, unit, quantity, amount, currency, price_id, price_effective_from,
+             event_count)
+         SELECT invoice_id, 99, provider_id, provider_name, provider_kind, sku_id, description, unit,
+             quantity, amount, currency, price_id, price_effective_from, event_count
+         FROM invoice_lines WHERE invoice_id = $1 LIMIT 1",
+    ] {
+        let err = sqlx::query(sql)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .expect_err(sql);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("23000"),
+            "{sql}: {err}"
+        );
+    }
+    let (total, lines): (rust_decimal::Decimal, i64) = sqlx::query_as(
+        "SELECT total, (SELECT count(*) FROM invoice_lines WHERE invoice_id = $1) FROM invoices WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((total, lines), (dec!(0.50), 1));
+
+    // Voiding stays possible (corrections are credit notes), and drafts stay drafts.
+    sqlx::query("UPDATE invoices SET status = 'void' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let draft_changed = sqlx::query("UPDATE invoices SET total = 1 WHERE status = 'draft'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(draft_changed.rows_affected(), 1);
+}
