@@ -14,6 +14,7 @@ pub struct StoredGrant {
     pub terms: Grant,
     pub amount: Decimal,
     pub voided_amount: Decimal,
+    pub voided_at: Option<DateTime<Utc>>,
 }
 
 fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
@@ -28,7 +29,7 @@ pub async fn grants_of(
 ) -> Result<HashMap<String, Vec<StoredGrant>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, account_id, name, kind, cost_basis, amount, priority, effective_at, expires_at,
-                eligibility, eligible_ids, cap_per_period, voided_amount
+                eligibility, eligible_ids, cap_per_period, voided_amount, voided_at
          FROM credit_grants WHERE account_id = ANY($1) ORDER BY account_id, id
          FOR SHARE",
     )
@@ -80,6 +81,7 @@ pub async fn grants_of(
                 },
                 amount,
                 voided_amount: r.try_get("voided_amount")?,
+                voided_at: r.try_get("voided_at")?,
             });
     }
     Ok(out)

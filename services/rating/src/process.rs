@@ -353,8 +353,10 @@ pub(crate) async fn restate(
                 .filter_map(|g| {
                     let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
                     let remaining = g.amount - g.voided_amount - earlier;
-                    let overlaps =
-                        g.terms.effective_at < end && g.terms.expires_at.is_none_or(|e| e > start);
+                    // A voided grant pays only in periods begun before the void.
+                    let overlaps = g.terms.effective_at < end
+                        && g.terms.expires_at.is_none_or(|e| e > start)
+                        && g.voided_at.is_none_or(|v| v > start);
                     (remaining > Decimal::ZERO && overlaps).then(|| Grant {
                         remaining,
                         ..g.terms.clone()

@@ -361,6 +361,10 @@ async fn a_voided_grant_never_regains_a_balance() {
     .execute(&pool)
     .await
     .unwrap();
+    // December usage, in a period that begins after the void.
+    process_batch(&pool, &[usage(2, "vm.hour", dec!(100), t(12, 2, 5))])
+        .await
+        .unwrap();
     // A higher-priority grant given afterwards takes over October's usage.
     grant(
         &pool,
@@ -387,6 +391,11 @@ async fn a_voided_grant_never_regains_a_balance() {
             .map(|c| (c.name.as_str(), c.amount))
             .collect::<Vec<_>>(),
         [("first", dec!(3.00)), ("voided", dec!(1.16))]
+    );
+    assert!(
+        s[1].credits.is_empty(),
+        "the 3.00 October no longer needs is not spent in December: {:?}",
+        s[1].credits
     );
     let (voided_amount, void_entry): (Decimal, Decimal) = sqlx::query_as(
         "SELECT g.voided_amount, l.amount FROM credit_grants g
