@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
-use tally_domain::{Currency, ProviderId, Sku};
+use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
 use crate::auth;
 use crate::error::ApiError;
@@ -309,16 +309,17 @@ async fn request_restatement(conn: &mut PgConnection, account: &str) -> Result<(
     Ok(())
 }
 
+/// The account's billing currency; `not_found` when the account does not exist.
 async fn account_currency(
     conn: &mut PgConnection,
-    account: &str,
-) -> Result<Option<Currency>, ApiError> {
+    account: &AccountId,
+) -> Result<Currency, ApiError> {
     let code: Option<String> = sqlx::query_scalar("SELECT currency FROM accounts WHERE id = $1")
-        .bind(account)
+        .bind(account.as_str())
         .fetch_optional(conn)
         .await?;
-    code.map(|c| Currency::parse(&c).map_err(|e| ApiError::Internal(e.into())))
-        .transpose()
+    let code = code.ok_or_else(|| ApiError::NotFound(format!("account {account}")))?;
+    Currency::parse(&code).map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// Checks a grant request against the account; returns the scope's ids normalised.
@@ -457,9 +458,7 @@ pub async fn create_grant(
     let account = auth::account_id(&account)?;
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let currency = account_currency(&mut tx, account.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("account {account}")))?;
+    let currency = account_currency(&mut tx, &account).await?;
     let effective_at = body
         .effective_at
         .unwrap_or_else(|| now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now));
@@ -509,12 +508,7 @@ pub async fn list_grants(
     auth::require_account(&pool, &headers, &account).await?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
-    if account_currency(&mut conn, account.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!("account {account}")));
-    }
+    account_currency(&mut conn, &account).await?;
     let data = account_grants(&mut conn, account.as_str(), Utc::now()).await?;
     Ok(Json(List { data }))
 }
@@ -528,12 +522,7 @@ pub async fn account_ledger(
     auth::require_account(&pool, &headers, &account).await?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
-    if account_currency(&mut conn, account.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!("account {account}")));
-    }
+    account_currency(&mut conn, &account).await?;
     let data = ledger(&mut conn, LedgerOf::Account(account.as_str())).await?;
     Ok(Json(List { data }))
 }

@@ -199,22 +199,10 @@ pub async fn settle_voided(conn: &mut PgConnection, account: &str) -> Result<(),
     Ok(())
 }
 
-/// Statement periods of these accounts that start after the given one (a
-/// change in an earlier period's draws moves the balances they start from).
-pub async fn later_periods(
-    conn: &mut PgConnection,
-    after: &BTreeMap<String, DateTime<Utc>>,
-) -> Result<Vec<((String, DateTime<Utc>), DateTime<Utc>)>, sqlx::Error> {
-    let accounts: Vec<&str> = after.keys().map(String::as_str).collect();
-    let starts: Vec<DateTime<Utc>> = after.values().copied().collect();
-    let rows = sqlx::query(
-        "SELECT s.account_id, s.period_start, s.period_end FROM statements s
-         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, f) ON s.account_id = k.a AND s.period_start > k.f",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .fetch_all(conn)
-    .await?;
+/// A statement's account-period key with its end.
+pub type PeriodRow = ((String, DateTime<Utc>), DateTime<Utc>);
+
+fn period_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<PeriodRow>, sqlx::Error> {
     rows.iter()
         .map(|r| {
             Ok((
@@ -225,25 +213,37 @@ pub async fn later_periods(
         .collect()
 }
 
-/// Every statement period of one account.
-pub async fn all_periods(
+/// Statement periods of these accounts that start after the given one
+/// (a change in an earlier period's draws moves the balances they start from).
+pub async fn later_periods(
     conn: &mut PgConnection,
-    account: &str,
-) -> Result<Vec<((String, DateTime<Utc>), DateTime<Utc>)>, sqlx::Error> {
+    after: &BTreeMap<String, DateTime<Utc>>,
+) -> Result<Vec<PeriodRow>, sqlx::Error> {
+    let accounts: Vec<&str> = after.keys().map(String::as_str).collect();
+    let starts: Vec<DateTime<Utc>> = after.values().copied().collect();
     let rows = sqlx::query(
-        "SELECT account_id, period_start, period_end FROM statements WHERE account_id = $1",
+        "SELECT s.account_id, s.period_start, s.period_end FROM statements s
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, f) ON s.account_id = k.a AND s.period_start > k.f",
     )
-    .bind(account)
+    .bind(&accounts)
+    .bind(&starts)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                (r.try_get("account_id")?, r.try_get("period_start")?),
-                r.try_get("period_end")?,
-            ))
-        })
-        .collect()
+    period_rows(&rows)
+}
+
+/// Every statement period of these accounts.
+pub async fn all_periods(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<Vec<PeriodRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT account_id, period_start, period_end FROM statements WHERE account_id = ANY($1)",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?;
+    period_rows(&rows)
 }
 
 /// Takes up to `limit` pending re-rate requests, locked until the

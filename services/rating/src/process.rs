@@ -423,10 +423,10 @@ async fn restate_requested_in(
     }
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
     let currencies = catalog::account_currencies(&mut *conn, &refs).await?;
-    let mut keys = BTreeMap::new();
-    for account in &accounts {
-        keys.extend(credits_repo::all_periods(&mut *conn, account).await?);
-    }
+    let keys: BTreeMap<_, _> = credits_repo::all_periods(&mut *conn, &refs)
+        .await?
+        .into_iter()
+        .collect();
     if keys.is_empty() {
         return Ok(Vec::new());
     }

@@ -4,6 +4,10 @@
 //! usage was rated is applied when rating restates the account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::database;
+
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -15,18 +19,6 @@ use tally_domain::{
 };
 use tally_platform::catalog;
 use tally_rating::{process_batch, restate_requested};
-
-async fn database() -> PgPool {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(b, _)| b)
-        .to_owned();
-    let url = format!("{base}/tally_rating_{}", uuid::Uuid::new_v4().simple());
-    tally_platform::db::migrate(&url).await.unwrap();
-    tally_platform::db::connect(&url, 4).await.unwrap()
-}
 
 fn t(month: u32, day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, month, day, hour, 0, 0).unwrap()
@@ -149,6 +141,14 @@ async fn seed_grants(pool: &PgPool) {
         },
     )
     .await;
+}
+
+/// What the finance API does after a grant changes: ask rating to restate acme.
+async fn request_restatement(pool: &PgPool) {
+    sqlx::query("INSERT INTO credit_recompute (account_id) VALUES ('acme')")
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageEvent {
@@ -284,10 +284,7 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
         },
     )
     .await;
-    sqlx::query("INSERT INTO credit_recompute (account_id) VALUES ('acme')")
-        .execute(&pool)
-        .await
-        .unwrap();
+    request_restatement(&pool).await;
     let restated = restate_requested(&pool, 10).await.unwrap();
     assert_eq!(restated.len(), 2, "both periods restated");
     let s = statements(&pool).await;
@@ -379,10 +376,7 @@ async fn a_voided_grant_never_regains_a_balance() {
         },
     )
     .await;
-    sqlx::query("INSERT INTO credit_recompute (account_id) VALUES ('acme')")
-        .execute(&pool)
-        .await
-        .unwrap();
+    request_restatement(&pool).await;
     restate_requested(&pool, 10).await.unwrap();
     let s = statements(&pool).await;
     assert_eq!(

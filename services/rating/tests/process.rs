@@ -1,6 +1,10 @@
 //! Rating's batch processing against a real PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::database;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -12,18 +16,6 @@ use tally_domain::{
 };
 use tally_platform::catalog;
 use tally_rating::process_batch;
-
-async fn database() -> PgPool {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(b, _)| b)
-        .to_owned();
-    let url = format!("{base}/tally_rating_{}", uuid::Uuid::new_v4().simple());
-    tally_platform::db::migrate(&url).await.unwrap();
-    tally_platform::db::connect(&url, 4).await.unwrap()
-}
 
 fn t(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, hour, 0, 0).unwrap()

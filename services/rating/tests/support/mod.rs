@@ -1,0 +1,18 @@
+//! Shared by rating's tests: a database of its own per test, migrated.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sqlx::PgPool;
+
+/// Migrates a new database on the server of `DATABASE_URL` (default: the
+/// local PostgreSQL) and connects to it.
+pub async fn database() -> PgPool {
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(b, _)| b)
+        .to_owned();
+    let url = format!("{base}/tally_rating_{}", uuid::Uuid::new_v4().simple());
+    tally_platform::db::migrate(&url).await.unwrap();
+    tally_platform::db::connect(&url, 4).await.unwrap()
+}
