@@ -39,6 +39,8 @@ impl Harness {
             kafka_session_timeout: Duration::from_secs(6),
             batch_max: 2000,
             batch_wait: Duration::from_millis(50),
+            // Tests close periods when they mean to (`lifecycle::request_seals`).
+            close_every: None,
             ..Config::default()
         };
         tally_platform::prepare(&config).await.unwrap();
@@ -74,6 +76,7 @@ impl Harness {
             .env("TALLY_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TALLY_BATCH_MAX", self.config.batch_max.to_string())
             .env("TALLY_BATCH_WAIT_MS", "50")
+            .env("TALLY_CLOSE_EVERY_SECS", "0")
             .env("TALLY_COLLECTOR_ADDR", "127.0.0.1:0")
             .env("TALLY_INVOICING_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")

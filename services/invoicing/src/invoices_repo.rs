@@ -23,13 +23,16 @@ pub async fn apply_statements(
     let ids: Vec<Uuid> = statements.iter().map(|_| Uuid::now_v7()).collect();
     let changed: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version,
-             subtotal, credits_total, total)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-             $6::bigint[], $7::numeric[], $8::numeric[], $9::numeric[])
+             subtotal, credits_total, total, sealed_at)
+         SELECT id, a, s, e, c, v, st, ct, t, CASE WHEN sealed THEN now() END
+         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+             $6::bigint[], $7::numeric[], $8::numeric[], $9::numeric[], $10::bool[])
+             AS u(id, a, s, e, c, v, st, ct, t, sealed)
          ON CONFLICT (account_id, period_start) DO UPDATE
          SET statement_version = EXCLUDED.statement_version, subtotal = EXCLUDED.subtotal,
              credits_total = EXCLUDED.credits_total, total = EXCLUDED.total,
-             period_end = EXCLUDED.period_end, currency = EXCLUDED.currency, updated_at = now()
+             period_end = EXCLUDED.period_end, currency = EXCLUDED.currency,
+             sealed_at = EXCLUDED.sealed_at, updated_at = now()
          WHERE invoices.statement_version < EXCLUDED.statement_version AND invoices.status = 'draft'
          RETURNING id, account_id, period_start",
     )
@@ -42,6 +45,7 @@ pub async fn apply_statements(
     .bind(statements.iter().map(|s| s.subtotal).collect::<Vec<_>>())
     .bind(statements.iter().map(|s| s.credits_total).collect::<Vec<_>>())
     .bind(statements.iter().map(|s| s.total).collect::<Vec<_>>())
+    .bind(statements.iter().map(|s| s.sealed).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     if changed.is_empty() {
@@ -94,11 +98,12 @@ pub async fn apply_statements(
         sqlx::query(
             "INSERT INTO invoice_lines (invoice_id, position, kind, provider_id, provider_name, provider_kind,
                  sku_id, description, unit, quantity, unit_price, amount, list_amount, markup, platform_fee,
-                 partner_net, price_id, price_effective_from, event_count, currency)
+                 partner_net, price_id, price_effective_from, event_count, currency,
+                 adjusts_period_start, adjusts_period_end)
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[],
                  $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[],
-                 $18::timestamptz[], $19::bigint[], $20::text[])
+                 $18::timestamptz[], $19::bigint[], $20::text[], $21::timestamptz[], $22::timestamptz[])
              ON CONFLICT (invoice_id, position) DO UPDATE SET
                  kind = EXCLUDED.kind, provider_id = EXCLUDED.provider_id,
                  provider_name = EXCLUDED.provider_name, provider_kind = EXCLUDED.provider_kind,
@@ -108,20 +113,24 @@ pub async fn apply_statements(
                  markup = EXCLUDED.markup, platform_fee = EXCLUDED.platform_fee,
                  partner_net = EXCLUDED.partner_net, price_id = EXCLUDED.price_id,
                  price_effective_from = EXCLUDED.price_effective_from,
-                 event_count = EXCLUDED.event_count, currency = EXCLUDED.currency
+                 event_count = EXCLUDED.event_count, currency = EXCLUDED.currency,
+                 adjusts_period_start = EXCLUDED.adjusts_period_start,
+                 adjusts_period_end = EXCLUDED.adjusts_period_end
              WHERE (invoice_lines.kind, invoice_lines.provider_id, invoice_lines.provider_name,
                     invoice_lines.provider_kind, invoice_lines.sku_id, invoice_lines.description,
                     invoice_lines.unit, invoice_lines.quantity, invoice_lines.unit_price,
                     invoice_lines.amount, invoice_lines.list_amount, invoice_lines.markup,
                     invoice_lines.platform_fee, invoice_lines.partner_net, invoice_lines.price_id,
-                    invoice_lines.price_effective_from, invoice_lines.event_count, invoice_lines.currency)
+                    invoice_lines.price_effective_from, invoice_lines.event_count, invoice_lines.currency,
+                    invoice_lines.adjusts_period_start, invoice_lines.adjusts_period_end)
                  IS DISTINCT FROM
                    (EXCLUDED.kind, EXCLUDED.provider_id, EXCLUDED.provider_name,
                     EXCLUDED.provider_kind, EXCLUDED.sku_id, EXCLUDED.description,
                     EXCLUDED.unit, EXCLUDED.quantity, EXCLUDED.unit_price,
                     EXCLUDED.amount, EXCLUDED.list_amount, EXCLUDED.markup,
                     EXCLUDED.platform_fee, EXCLUDED.partner_net, EXCLUDED.price_id,
-                    EXCLUDED.price_effective_from, EXCLUDED.event_count, EXCLUDED.currency)",
+                    EXCLUDED.price_effective_from, EXCLUDED.event_count, EXCLUDED.currency,
+                    EXCLUDED.adjusts_period_start, EXCLUDED.adjusts_period_end)",
         )
         .bind(&lines.invoice_ids)
         .bind(&lines.positions)
@@ -143,6 +152,8 @@ pub async fn apply_statements(
         .bind(&lines.price_effective_froms)
         .bind(&lines.event_counts)
         .bind(&lines.currencies)
+        .bind(&lines.adjusts_starts)
+        .bind(&lines.adjusts_ends)
         .execute(&mut *conn)
         .await?;
     }
@@ -192,6 +203,8 @@ struct LineColumns {
     price_effective_froms: Vec<DateTime<Utc>>,
     event_counts: Vec<i64>,
     currencies: Vec<&'static str>,
+    adjusts_starts: Vec<Option<DateTime<Utc>>>,
+    adjusts_ends: Vec<Option<DateTime<Utc>>>,
 }
 
 impl LineColumns {
@@ -216,6 +229,8 @@ impl LineColumns {
         self.price_effective_froms.push(l.price_effective_from);
         self.event_counts.push(l.event_count);
         self.currencies.push(currency);
+        self.adjusts_starts.push(l.adjusts.map(|p| p.start()));
+        self.adjusts_ends.push(l.adjusts.map(|p| p.end()));
     }
 }
 
@@ -311,6 +326,9 @@ pub struct LineView {
     pub partner_net: Decimal,
     pub price_effective_from: DateTime<Utc>,
     pub event_count: i64,
+    /// On an adjustment line: the sealed service period whose late usage it bills.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjusts: Option<PeriodView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -369,7 +387,7 @@ async fn with_sections(
     let rows = sqlx::query(
         "SELECT provider_id, provider_name, provider_kind, kind, sku_id, price_id, description, unit,
                 quantity, unit_price, amount, list_amount, markup, platform_fee, partner_net,
-                price_effective_from, event_count
+                price_effective_from, event_count, adjusts_period_start, adjusts_period_end
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
     .bind(summary.id)
@@ -393,9 +411,18 @@ async fn with_sections(
             partner_net: r.try_get("partner_net")?,
             price_effective_from: r.try_get("price_effective_from")?,
             event_count: r.try_get("event_count")?,
+            adjusts: match (
+                r.try_get::<Option<DateTime<Utc>>, _>("adjusts_period_start")?,
+                r.try_get::<Option<DateTime<Utc>>, _>("adjusts_period_end")?,
+            ) {
+                (Some(start), Some(end)) => Some(PeriodView::new(start, end)),
+                _ => None,
+            },
         };
-        match sections.last_mut() {
-            Some(s) if s.provider.id == provider_id => {
+        // Adjustment lines come after the period's own: they join their
+        // provider's section.
+        match sections.iter_mut().find(|s| s.provider.id == provider_id) {
+            Some(s) => {
                 s.subtotal += line.amount;
                 s.lines.push(line);
             }
@@ -449,16 +476,20 @@ pub async fn get_invoice(
     }
 }
 
+/// The account's invoice for the period that starts in `month` (an account
+/// with an anchor day has one period starting in each calendar month).
 pub async fn find_by_account_period(
     conn: &mut PgConnection,
     account: &str,
-    period_start: DateTime<Utc>,
+    month: Period,
 ) -> Result<Option<Invoice>, sqlx::Error> {
     let row = sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM invoices WHERE account_id = $1 AND period_start = $2"
+        "SELECT {SUMMARY_COLUMNS} FROM invoices
+         WHERE account_id = $1 AND period_start >= $2 AND period_start < $3"
     ))
     .bind(account)
-    .bind(period_start)
+    .bind(month.start())
+    .bind(month.end())
     .fetch_optional(&mut *conn)
     .await?;
     match row {
@@ -470,7 +501,8 @@ pub async fn find_by_account_period(
 #[derive(Debug, Default, Clone)]
 pub struct InvoiceFilter {
     pub account: Option<String>,
-    pub period_start: Option<DateTime<Utc>>,
+    /// Invoices of periods starting in this month.
+    pub month: Option<Period>,
     pub status: Option<String>,
     /// Return invoices with an id greater than this (keyset pagination).
     pub after: Option<Uuid>,
@@ -485,16 +517,17 @@ pub async fn list_invoices(
     let rows = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM invoices
          WHERE ($1::text IS NULL OR account_id = $1)
-           AND ($2::timestamptz IS NULL OR period_start = $2)
+           AND ($2::timestamptz IS NULL OR (period_start >= $2 AND period_start < $6))
            AND ($3::text IS NULL OR status = $3)
            AND ($4::uuid IS NULL OR id > $4)
          ORDER BY id LIMIT $5"
     ))
     .bind(f.account.as_deref())
-    .bind(f.period_start)
+    .bind(f.month.map(|m| m.start()))
     .bind(f.status.as_deref())
     .bind(f.after)
     .bind(f.limit)
+    .bind(f.month.map(|m| m.end()))
     .fetch_all(conn)
     .await?;
     rows.iter().map(summary).collect()

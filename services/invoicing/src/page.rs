@@ -139,12 +139,11 @@ async fn load(
     let periods = invoices_repo::account_periods(&mut conn, account)
         .await
         .map_err(internal)?;
-    let start = match period {
+    let month = match period {
         Some(p) => Period::parse_month(p)
-            .map_err(|e| page_error(StatusCode::BAD_REQUEST, "Unknown period", &e.to_string()))?
-            .start(),
+            .map_err(|e| page_error(StatusCode::BAD_REQUEST, "Unknown period", &e.to_string()))?,
         None => match periods.first() {
-            Some(p) => p.start,
+            Some(p) => Period::month_containing(p.start),
             None => {
                 return Err(page_error(
                     StatusCode::NOT_FOUND,
@@ -154,7 +153,7 @@ async fn load(
             }
         },
     };
-    match invoices_repo::find_by_account_period(&mut conn, account, start)
+    match invoices_repo::find_by_account_period(&mut conn, account, month)
         .await
         .map_err(internal)?
     {

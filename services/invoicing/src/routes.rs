@@ -57,12 +57,7 @@ pub async fn list_invoices(
         .transpose()?;
     let filter = InvoiceFilter {
         account: q.account,
-        period_start: q
-            .period
-            .as_deref()
-            .map(parse_period)
-            .transpose()?
-            .map(|p| p.start()),
+        month: q.period.as_deref().map(parse_period).transpose()?,
         status: q.status,
         after,
         limit,
@@ -109,7 +104,7 @@ pub async fn get_bill(
     )?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
-    invoices_repo::find_by_account_period(&mut conn, account.as_str(), period.start())
+    invoices_repo::find_by_account_period(&mut conn, account.as_str(), period)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::Signer;
 use crate::page::{self, PageState};
-use crate::{admin, consumer, credits_api, provider_api, routes};
+use crate::{admin, consumer, credits_api, lifecycle, provider_api, routes};
 
 /// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
 pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
@@ -81,6 +81,7 @@ pub struct Application {
     config: Config,
     pool: PgPool,
     consumer: StreamConsumer,
+    producer: rdkafka::producer::FutureProducer,
     listener: TcpListener,
     signer: Signer,
 }
@@ -92,12 +93,14 @@ impl Application {
             tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
         let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
         consumer.subscribe(&[&config.topics().statements])?;
+        let producer = kafka::producer(&config)?;
         let listener = TcpListener::bind(config.invoicing_addr).await?;
         let signer = Signer::new(config.link_secret.as_deref())?;
         Ok(Application {
             config,
             pool,
             consumer,
+            producer,
             listener,
             signer,
         })
@@ -116,12 +119,22 @@ impl Application {
             self.config.batch_wait,
             shutdown.clone(),
         ));
+        let closing = tokio::spawn(lifecycle::run(
+            self.pool.clone(),
+            self.producer,
+            self.config.topics().usage_events,
+            self.config.invoice_issuer.clone(),
+            self.config.grace,
+            self.config.close_every,
+            shutdown.clone(),
+        ));
         let stop = shutdown.clone();
         let served = axum::serve(self.listener, router(self.pool, self.signer))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         shutdown.cancel();
         consuming.await??;
+        closing.await?;
         served?;
         Ok(())
     }

@@ -1,31 +1,38 @@
-//! Finalized means frozen: numbers are gap-free with two instances
-//! finalizing at once, and PostgreSQL itself refuses any change to a
-//! finalized invoice.
+//! Finalized means frozen: only sealed drafts are finalized, numbers are
+//! gap-free with two instances finalizing at once, and PostgreSQL itself
+//! refuses any change to a finalized invoice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use support::*;
 use tally_invoicing::apply_statements;
-use tally_invoicing::lifecycle::{finalize_due, invoice_number};
+use tally_invoicing::lifecycle::{finalize_sealed, invoice_number};
 
-/// One draft per account for October 2026.
+/// One draft per account for October 2026, its final (sealed) statement
+/// received when `sealed`.
 async fn drafts(pool: &PgPool, n: usize) -> Vec<String> {
+    drafts_sealed(pool, n, true).await
+}
+
+async fn drafts_sealed(pool: &PgPool, n: usize, sealed: bool) -> Vec<String> {
     let accounts: Vec<String> = (0..n).map(|i| format!("acct{i:03}")).collect();
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
     create_accounts(pool, &refs).await;
     let statements: Vec<_> = accounts
         .iter()
         .map(|a| {
-            statement(
+            let mut s = statement(
                 a,
                 "2026-10",
                 1,
                 vec![line(&cloud(), "cloud.vm", dec!(2), dec!(0.25))],
-            )
+            );
+            s.sealed = sealed;
+            s
         })
         .collect();
     assert_eq!(apply_statements(pool, &statements).await.unwrap(), n);
@@ -40,9 +47,7 @@ async fn two_instances_finalizing_at_once_skip_and_reuse_no_number() {
     let instance = |pool: PgPool| async move {
         let mut mine = Vec::new();
         loop {
-            let batch = finalize_due(&pool, "TLY", now, Duration::hours(48), 3)
-                .await
-                .unwrap();
+            let batch = finalize_sealed(&pool, "TLY", now, 3).await.unwrap();
             if batch.is_empty() {
                 return mine;
             }
@@ -71,25 +76,33 @@ async fn two_instances_finalizing_at_once_skip_and_reuse_no_number() {
 }
 
 #[tokio::test]
-async fn nothing_is_finalized_inside_the_grace_window() {
+async fn only_drafts_whose_final_statement_arrived_are_finalized() {
     let pool = fresh_pool().await;
-    drafts(&pool, 2).await;
-    // October ends Nov 1 00:00; 47 hours later the grace window is still open.
-    let now = Utc.with_ymd_and_hms(2026, 11, 2, 23, 0, 0).unwrap();
-    let done = finalize_due(&pool, "TLY", now, Duration::hours(48), 10)
-        .await
-        .unwrap();
-    assert!(done.is_empty());
-    let done = finalize_due(
-        &pool,
-        "TLY",
-        now + Duration::hours(1),
-        Duration::hours(48),
-        10,
-    )
-    .await
-    .unwrap();
-    assert_eq!(done.len(), 2);
+    let accounts = drafts_sealed(&pool, 2, false).await;
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    let done = finalize_sealed(&pool, "TLY", now, 10).await.unwrap();
+    assert!(done.is_empty(), "a month later, but not sealed: {done:?}");
+    // The first account's sealed statement (version 2) arrives.
+    let mut s = statement(
+        &accounts[0],
+        "2026-10",
+        2,
+        vec![line(&cloud(), "cloud.vm", dec!(4), dec!(0.25))],
+    );
+    s.sealed = true;
+    assert_eq!(apply_statements(&pool, &[s]).await.unwrap(), 1);
+    let done = finalize_sealed(&pool, "TLY", now, 10).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].number, "TLY-2026-000001");
+    let (account, total): (String, rust_decimal::Decimal) =
+        sqlx::query_as("SELECT account_id, total FROM invoices WHERE status = 'finalized'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (account.as_str(), total),
+        (accounts[0].as_str(), dec!(1.00))
+    );
 }
 
 #[tokio::test]
@@ -97,9 +110,7 @@ async fn sql_cannot_change_a_finalized_invoice() {
     let pool = fresh_pool().await;
     drafts(&pool, 2).await;
     let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
-    let done = finalize_due(&pool, "TLY", now, Duration::hours(48), 1)
-        .await
-        .unwrap();
+    let done = finalize_sealed(&pool, "TLY", now, 1).await.unwrap();
     let id = done[0].id;
     for sql in [
         "UPDATE invoices SET total = 0 WHERE id = $1",

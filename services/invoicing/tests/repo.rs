@@ -13,8 +13,8 @@ use tally_invoicing::invoices_repo::{self, Invoice};
 
 async fn invoice_of(pool: &PgPool, account: &str, month: &str) -> Option<Invoice> {
     let mut conn = pool.acquire().await.unwrap();
-    let start = Period::parse_month(month).unwrap().start();
-    invoices_repo::find_by_account_period(&mut conn, account, start)
+    let month = Period::parse_month(month).unwrap();
+    invoices_repo::find_by_account_period(&mut conn, account, month)
         .await
         .unwrap()
 }

@@ -107,28 +107,29 @@ pub async fn drawn_before(
         .collect()
 }
 
-/// When the usage of one account-period happened, per price version and hour.
+/// When the usage of some periods of one account happened (a statement's own
+/// period and the sealed ones it adjusts), per period, price version and hour.
 pub async fn usage_hours(
     conn: &mut PgConnection,
     account: &str,
-    period_start: DateTime<Utc>,
+    period_starts: &[DateTime<Utc>],
 ) -> Result<UsageHours, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT h.price_id, h.hour,
+        "SELECT h.period_start, h.price_id, h.hour,
                 CASE WHEN s.aggregation = 'sum' THEN h.quantity ELSE h.event_count::numeric END AS weight
          FROM usage_hourly h
          JOIN prices p ON p.id = h.price_id
          JOIN skus s ON s.id = p.sku_id
-         WHERE h.account_id = $1 AND h.period_start = $2
-         ORDER BY h.price_id, h.hour",
+         WHERE h.account_id = $1 AND h.period_start = ANY($2)
+         ORDER BY h.period_start, h.price_id, h.hour",
     )
     .bind(account)
-    .bind(period_start)
+    .bind(period_starts)
     .fetch_all(conn)
     .await?;
     let mut out: UsageHours = BTreeMap::new();
     for r in rows {
-        out.entry(r.try_get("price_id")?)
+        out.entry((r.try_get("period_start")?, r.try_get("price_id")?))
             .or_default()
             .push((r.try_get("hour")?, r.try_get("weight")?));
     }
@@ -213,7 +214,7 @@ fn period_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<PeriodRow>, sqlx::E
         .collect()
 }
 
-/// Statement periods of these accounts that start after the given one
+/// Open statement periods of these accounts that start after the given one
 /// (a change in an earlier period's draws moves the balances they start from).
 pub async fn later_periods(
     conn: &mut PgConnection,
@@ -223,7 +224,8 @@ pub async fn later_periods(
     let starts: Vec<DateTime<Utc>> = after.values().copied().collect();
     let rows = sqlx::query(
         "SELECT s.account_id, s.period_start, s.period_end FROM statements s
-         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, f) ON s.account_id = k.a AND s.period_start > k.f",
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, f) ON s.account_id = k.a AND s.period_start > k.f
+         WHERE NOT s.sealed",
     )
     .bind(&accounts)
     .bind(&starts)
@@ -232,13 +234,14 @@ pub async fn later_periods(
     period_rows(&rows)
 }
 
-/// Every statement period of these accounts.
+/// Every open (not sealed) statement period of these accounts.
 pub async fn all_periods(
     conn: &mut PgConnection,
     accounts: &[&str],
 ) -> Result<Vec<PeriodRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT account_id, period_start, period_end FROM statements WHERE account_id = ANY($1)",
+        "SELECT account_id, period_start, period_end FROM statements
+         WHERE account_id = ANY($1) AND NOT sealed",
     )
     .bind(accounts)
     .fetch_all(conn)

@@ -7,6 +7,7 @@ pub mod credits_repo;
 pub mod outbox;
 pub mod process;
 pub mod repo;
+pub mod seals_repo;
 pub mod startup;
 
 pub use process::{

@@ -9,12 +9,14 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::credits::Grant;
-use tally_domain::statement::StatementError;
+use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
+use tally_domain::usage::SealMarker;
 use tally_domain::{AccountId, Aggregation, Currency, Period, Statement, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
 
 use crate::credits_repo;
 use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
+use crate::seals_repo::{self, AccountState};
 
 /// Why an event could not be rated; it goes to `usage.events.dlq`.
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +50,29 @@ pub struct BatchOutcome {
     pub dead: Vec<DeadLetter>,
     pub counted: usize,
     pub duplicates: usize,
+}
+
+impl BatchOutcome {
+    /// Adds another run's outcome to this one.
+    pub fn merge(&mut self, other: BatchOutcome) {
+        self.counted += other.counted;
+        self.duplicates += other.duplicates;
+        self.dead.extend(other.dead);
+        self.statements.extend(other.statements);
+    }
+
+    /// Keeps only the newest version of each account-period's statement.
+    pub fn keep_newest_statements(&mut self) {
+        self.statements.sort_by(|a, b| {
+            (a.account_id.as_str(), a.period.start(), b.version).cmp(&(
+                b.account_id.as_str(),
+                b.period.start(),
+                a.version,
+            ))
+        });
+        self.statements
+            .dedup_by(|b, a| a.account_id == b.account_id && a.period == b.period);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,14 +151,15 @@ async fn rate_in(
 ) -> Result<BatchOutcome, ProcessError> {
     let mut outcome = BatchOutcome::default();
 
-    // 1. Accounts and their billing currency.
+    // 1. Accounts: billing currency, anchor day, how far they are sealed
+    //    (share-locked: a seal of one of them waits for this batch).
     let account_ids: Vec<&str> = events
         .iter()
         .map(|e| e.account_id.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let currencies = catalog::account_currencies(&mut *conn, &account_ids).await?;
+    let states = seals_repo::lock_accounts(&mut *conn, &account_ids, false).await?;
 
     // 2. Price versions of every SKU in those currencies.
     let skus: Vec<&str> = events
@@ -142,9 +168,9 @@ async fn rate_in(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let codes: Vec<&str> = currencies
+    let codes: Vec<&str> = states
         .values()
-        .map(Currency::code)
+        .map(|s| s.currency.code())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -166,7 +192,7 @@ async fn rate_in(
             outcome.duplicates += 1;
             continue;
         }
-        let Some(currency) = currencies.get(event.account_id.as_str()) else {
+        let Some(currency) = states.get(event.account_id.as_str()).map(|s| &s.currency) else {
             outcome.dead.push(DeadLetter::for_event(
                 "account_unknown",
                 format!("account {} does not exist", event.account_id),
@@ -224,6 +250,7 @@ async fn rate_in(
     let mut increments: BTreeMap<(String, DateTime<Utc>, i64), Increment> = BTreeMap::new();
     let mut hourly: BTreeMap<HourKey, Increment> = BTreeMap::new();
     let mut touched: BTreeMap<AccountPeriod, DateTime<Utc>> = BTreeMap::new();
+    let mut late: BTreeSet<(String, DateTime<Utc>, Period)> = BTreeSet::new();
     for (event, price_id) in &priced {
         let key = (event.provider_id.to_string(), event.event_id.to_string());
         if !fresh.contains(&key) {
@@ -231,7 +258,16 @@ async fn rate_in(
             continue;
         }
         outcome.counted += 1;
-        let period = Period::month_containing(event.time);
+        let Some(state) = states.get(event.account_id.as_str()) else {
+            continue; // priced events have a known account
+        };
+        // Usage counts in its own period; late usage of a sealed period is
+        // billed on the account's next open one.
+        let (billed_in, adjusts) = state.place(event.time);
+        let period = adjusts.unwrap_or(billed_in);
+        if let Some(origin) = adjusts {
+            late.insert((event.account_id.to_string(), billed_in.start(), origin));
+        }
         let inc = increments
             .entry((event.account_id.to_string(), period.start(), *price_id))
             .or_default();
@@ -255,7 +291,10 @@ async fn rate_in(
             .or_default();
         hour.quantity += event.quantity.value();
         hour.events += 1;
-        touched.insert((event.account_id.to_string(), period.start()), period.end());
+        touched.insert(
+            (event.account_id.to_string(), billed_in.start()),
+            billed_in.end(),
+        );
     }
     if increments.is_empty() {
         return Ok(outcome);
@@ -264,11 +303,13 @@ async fn rate_in(
     repo::add_to_aggregates(&mut *conn, &increments).await?;
     let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &hourly).await?;
+    let late: Vec<_> = late.into_iter().collect();
+    seals_repo::record_late(&mut *conn, &late).await?;
     let hours = t.elapsed() - aggregated;
 
     // 6. New statement version of every touched account-period, recomputed in full.
     let t = std::time::Instant::now();
-    outcome.statements = restate(&mut *conn, touched, &currencies).await?;
+    outcome.statements = restate(&mut *conn, touched, &states, None).await?;
     tracing::debug!(
         dedupe_ms = dedupe.as_millis() as u64,
         aggregates_ms = aggregated.as_millis() as u64,
@@ -284,16 +325,25 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(at)
 }
 
-/// New statement versions of these account-periods (start → end), each
-/// recomputed in full from its aggregates, with the account's credits
-/// applied. A period's draws change the balances later periods start from,
-/// so for an account with grants every later period is restated too, in
-/// period order.
+/// New statement versions of these open account-periods (start → end), each
+/// recomputed in full from its aggregates, with adjustment lines for the
+/// late usage of sealed periods it bills and the account's credits applied.
+/// A period's draws change the balances later periods start from, so for an
+/// account with grants every later open period is restated too, in period
+/// order. With `seal_through`, the periods starting before it become final
+/// (`sealed`). Sealed periods are never restated.
 pub(crate) async fn restate(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
-    currencies: &HashMap<String, Currency>,
+    states: &HashMap<String, AccountState>,
+    seal_through: Option<DateTime<Utc>>,
 ) -> Result<Vec<Statement>, ProcessError> {
+    keys.retain(|(account, start), _| {
+        states
+            .get(account)
+            .and_then(|s| s.sealed_through)
+            .is_none_or(|through| *start >= through)
+    });
     let accounts: Vec<&str> = keys
         .keys()
         .map(|(a, _)| a.as_str())
@@ -322,7 +372,21 @@ pub(crate) async fn restate(
     let new_versions = repo::bump_versions(&mut *conn, &keys).await?;
     let bumped = t.elapsed();
     let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
-    let mut aggregates = repo::load_aggregates(&mut *conn, &plain_keys).await?;
+    let late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
+    let origin_keys: Vec<AccountPeriod> = late
+        .iter()
+        .flat_map(|((account, _), origins)| origins.iter().map(|o| (account.clone(), o.start())))
+        .collect();
+    let billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
+    let mut aggregates = repo::load_aggregates(
+        &mut *conn,
+        &plain_keys
+            .iter()
+            .chain(&origin_keys)
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .await?;
     let loaded = t.elapsed() - bumped;
     let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
@@ -334,19 +398,38 @@ pub(crate) async fn restate(
         let account_id =
             AccountId::parse(&account).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let period = Period::new(start, end).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let currency = *currencies.get(&account).ok_or_else(|| {
+        let currency = states.get(&account).map(|s| s.currency).ok_or_else(|| {
             sqlx::Error::Decode(format!("account {account} vanished during rating").into())
         })?;
         let version = new_versions
             .get(&(account.clone(), start))
             .copied()
             .unwrap_or(1);
+        // Own periods are open and origins sealed: no row serves both.
         let rows = aggregates
             .remove(&(account.clone(), start))
             .unwrap_or_default();
-        let mut statement = Statement::compute(account_id, period, currency, version, rows)
+        let mut statement = Statement::compute(account_id.clone(), period, currency, version, rows)
             .map_err(statement_error)?;
+        let origins = late
+            .get(&(account.clone(), start))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for origin in origins {
+            let key = (account.clone(), origin.start());
+            let rows = aggregates.get(&key).cloned().unwrap_or_default();
+            let current = Statement::compute(account_id.clone(), *origin, currency, 0, rows)
+                .map_err(statement_error)?;
+            let before = billed.get(&key).map(Vec::as_slice).unwrap_or_default();
+            statement
+                .add_adjustments(adjustment_lines(*origin, &current.lines, before))
+                .map_err(|e| statement_error(e.into()))?;
+        }
+        statement.sealed = seal_through.is_some_and(|through| start < through);
         if let Some(stored) = grants.get(&account) {
+            // Adjustment lines are usage of earlier periods: a grant valid
+            // then may pay for them.
+            let earliest = origins.first().map_or(start, |o| o.start().min(start));
             let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
             let usable: Vec<Grant> = stored
                 .iter()
@@ -355,7 +438,7 @@ pub(crate) async fn restate(
                     let remaining = g.amount - g.voided_amount - earlier;
                     // A voided grant pays only in periods begun before the void.
                     let overlaps = g.terms.effective_at < end
-                        && g.terms.expires_at.is_none_or(|e| e > start)
+                        && g.terms.expires_at.is_none_or(|e| e > earliest)
                         && g.voided_at.is_none_or(|v| v > start);
                     (remaining > Decimal::ZERO && overlaps).then(|| Grant {
                         remaining,
@@ -363,7 +446,10 @@ pub(crate) async fn restate(
                     })
                 })
                 .collect();
-            let hours = credits_repo::usage_hours(&mut *conn, &account, start).await?;
+            let starts: Vec<DateTime<Utc>> = std::iter::once(start)
+                .chain(origins.iter().map(Period::start))
+                .collect();
+            let hours = credits_repo::usage_hours(&mut *conn, &account, &starts).await?;
             statement
                 .apply_credits(&usable, &hours)
                 .map_err(|e| statement_error(e.into()))?;
@@ -422,7 +508,7 @@ async fn restate_requested_in(
         return Ok(Vec::new());
     }
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
-    let currencies = catalog::account_currencies(&mut *conn, &refs).await?;
+    let states = seals_repo::lock_accounts(&mut *conn, &refs, false).await?;
     let keys: BTreeMap<_, _> = credits_repo::all_periods(&mut *conn, &refs)
         .await?
         .into_iter()
@@ -430,7 +516,98 @@ async fn restate_requested_in(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    restate(conn, keys, &currencies).await
+    restate(conn, keys, &states, None).await
+}
+
+/// Applies seal markers, each in its own transaction: every open period of
+/// the account starting before `through` gets its final statement
+/// (`sealed`), what it billed is recorded (its own lines, and its
+/// adjustments on top of what their periods had billed), and from then on
+/// usage for those periods is late. A marker that does not move the
+/// account's seal forward (a redelivery, another invoicing instance's
+/// duplicate) changes nothing.
+pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement>, ProcessError> {
+    let mut statements = Vec::new();
+    for marker in markers {
+        let mut attempt = 0;
+        loop {
+            let mut tx = pool.begin().await?;
+            match seal_in(&mut tx, marker).await {
+                Ok(sealed) => {
+                    tx.commit().await?;
+                    statements.extend(sealed);
+                    break;
+                }
+                Err(err) if err.is_retryable() && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %err, "retrying a seal");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(statements)
+}
+
+async fn seal_in(
+    conn: &mut PgConnection,
+    marker: &SealMarker,
+) -> Result<Vec<Statement>, ProcessError> {
+    let account = marker.account_id.as_str();
+    let states = seals_repo::lock_accounts(&mut *conn, &[account], true).await?;
+    let Some(state) = states.get(account) else {
+        tracing::warn!(account, "seal for an unknown account ignored");
+        return Ok(Vec::new());
+    };
+    if state
+        .sealed_through
+        .is_some_and(|through| through >= marker.through)
+    {
+        return Ok(Vec::new());
+    }
+    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, account, marker.through)
+        .await?
+        .into_iter()
+        .collect();
+    let statements = if keys.is_empty() {
+        Vec::new()
+    } else {
+        restate(&mut *conn, keys, &states, Some(marker.through)).await?
+    };
+    // What each sealed period billed: its own lines; and for each period it
+    // adjusts, what that period had billed plus this adjustment.
+    let mut billed: Vec<(AccountPeriod, Vec<tally_domain::StatementLine>)> = Vec::new();
+    let mut adjusted: BTreeMap<DateTime<Utc>, Vec<tally_domain::StatementLine>> = BTreeMap::new();
+    for s in statements.iter().filter(|s| s.sealed) {
+        let own = s
+            .lines
+            .iter()
+            .filter(|l| l.adjusts.is_none())
+            .cloned()
+            .collect();
+        billed.push(((account.to_owned(), s.period.start()), own));
+        for line in &s.lines {
+            if let Some(origin) = line.adjusts {
+                adjusted
+                    .entry(origin.start())
+                    .or_default()
+                    .push(line.clone());
+            }
+        }
+    }
+    let origin_keys: Vec<AccountPeriod> = adjusted
+        .keys()
+        .map(|start| (account.to_owned(), *start))
+        .collect();
+    let before = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
+    for (key, adjustments) in origin_keys.into_iter().zip(adjusted.into_values()) {
+        let was = before.get(&key).map(Vec::as_slice).unwrap_or_default();
+        billed.push((key, merge_billed(was, &adjustments)));
+    }
+    seals_repo::write_billed(&mut *conn, &billed).await?;
+    seals_repo::set_sealed_through(&mut *conn, account, marker.through).await?;
+    tracing::info!(account, through = %marker.through, sealed = statements.iter().filter(|s| s.sealed).count(), "periods sealed");
+    Ok(statements)
 }
 
 /// Like [`process_batch`], but an event that cannot be rated on its own does
@@ -453,12 +630,7 @@ pub async fn process_batch_isolating(
     let mut failed = Vec::new();
     for event in events {
         match process_batch(pool, std::slice::from_ref(event)).await {
-            Ok(one) => {
-                merged.counted += one.counted;
-                merged.duplicates += one.duplicates;
-                merged.dead.extend(one.dead);
-                merged.statements.extend(one.statements);
-            }
+            Ok(one) => merged.merge(one),
             // Every event would fail alike: retry the batch, dead-letter nothing.
             Err(err) if err.is_systemic() => return Err(err),
             Err(err) => failed.push((event, err)),
@@ -474,16 +646,6 @@ pub async fn process_batch_isolating(
             ));
         }
     }
-    // Keep only the newest version of each account-period.
-    merged.statements.sort_by(|a, b| {
-        (a.account_id.as_str(), a.period.start(), b.version).cmp(&(
-            b.account_id.as_str(),
-            b.period.start(),
-            a.version,
-        ))
-    });
-    merged
-        .statements
-        .dedup_by(|b, a| a.account_id == b.account_id && a.period == b.period);
+    merged.keep_newest_statements();
     Ok(merged)
 }

@@ -371,14 +371,16 @@ pub async fn store_statements(
         .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()
         .map_err(decode_err)?;
+    let sealed: Vec<bool> = statements.iter().map(|s| s.sealed).collect();
     sqlx::query(
-        "UPDATE statements st SET body = t.b
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t(a, s, b)
+        "UPDATE statements st SET body = t.b, sealed = t.sealed
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::bool[]) AS t(a, s, b, sealed)
          WHERE st.account_id = t.a AND st.period_start = t.s",
     )
     .bind(&accounts)
     .bind(&starts)
     .bind(&bodies)
+    .bind(&sealed)
     .execute(conn)
     .await?;
     Ok(())

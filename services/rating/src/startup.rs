@@ -7,14 +7,14 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
-use tally_domain::usage::UsageMessage;
+use tally_domain::usage::{SealMarker, UsageMessage};
 use tally_domain::UsageEvent;
 use tally_platform::config::Topics;
 use tally_platform::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox;
-use crate::process::{process_batch, process_batch_isolating, DeadLetter};
+use crate::process::{process_batch, process_batch_isolating, seal, BatchOutcome, DeadLetter};
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -121,12 +121,27 @@ impl Application {
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle(&self, batch: &[OwnedMessage], isolate: bool) -> anyhow::Result<()> {
         let started = Instant::now();
-        let (events, mut dead) = decode(batch);
-        let outcome = if isolate {
-            process_batch_isolating(&self.pool, &events).await?
-        } else {
-            process_batch(&self.pool, &events).await?
-        };
+        let (runs, mut dead) = decode(batch);
+        let mut outcome = BatchOutcome::default();
+        let mut newest_received = None;
+        for run in &runs {
+            match run {
+                Run::Events(events) => {
+                    let one = if isolate {
+                        process_batch_isolating(&self.pool, events).await?
+                    } else {
+                        process_batch(&self.pool, events).await?
+                    };
+                    outcome.merge(one);
+                    newest_received =
+                        newest_received.max(events.iter().map(|e| e.received_at).max());
+                }
+                Run::Seals(markers) => {
+                    outcome.statements.extend(seal(&self.pool, markers).await?);
+                }
+            }
+        }
+        outcome.keep_newest_statements();
         let rated = started.elapsed();
         outbox::publish(
             &self.pool,
@@ -150,7 +165,7 @@ impl Application {
         metrics::counter!("tally_rating_events_total", "outcome" => "dead_lettered")
             .increment(dead.len() as u64);
         metrics::histogram!("tally_rating_batch_seconds").record(started.elapsed().as_secs_f64());
-        if let Some(newest) = events.iter().map(|e| e.received_at).max() {
+        if let Some(newest) = newest_received {
             let lag = chrono::Utc::now() - newest;
             metrics::gauge!("tally_rating_lag_seconds").set(lag.num_milliseconds() as f64 / 1000.0);
         }
@@ -230,14 +245,30 @@ async fn credit_restatements(
     }
 }
 
-/// Splits a batch into usage events and payloads that do not parse.
-fn decode(batch: &[OwnedMessage]) -> (Vec<UsageEvent>, Vec<DeadLetter>) {
-    let mut events = Vec::with_capacity(batch.len());
+/// A run of a batch: usage events, or seal markers, in message order.
+#[derive(Debug)]
+enum Run {
+    Events(Vec<UsageEvent>),
+    Seals(Vec<SealMarker>),
+}
+
+/// Splits a batch into runs of usage events and of seal markers, in order
+/// (a seal must see exactly the events before it), and payloads that do not
+/// parse.
+fn decode(batch: &[OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
+    let mut runs: Vec<Run> = Vec::new();
     let mut dead = Vec::new();
     for message in batch {
         let payload = message.payload().unwrap_or_default();
         match serde_json::from_slice::<UsageMessage>(payload) {
-            Ok(UsageMessage::Usage(event)) => events.push(event),
+            Ok(UsageMessage::Usage(event)) => match runs.last_mut() {
+                Some(Run::Events(events)) => events.push(event),
+                _ => runs.push(Run::Events(vec![event])),
+            },
+            Ok(UsageMessage::Seal(marker)) => match runs.last_mut() {
+                Some(Run::Seals(seals)) => seals.push(marker),
+                _ => runs.push(Run::Seals(vec![marker])),
+            },
             Err(err) => dead.push(DeadLetter {
                 code: "malformed_message",
                 reason: format!(
@@ -251,5 +282,5 @@ fn decode(batch: &[OwnedMessage]) -> (Vec<UsageEvent>, Vec<DeadLetter>) {
             }),
         }
     }
-    (events, dead)
+    (runs, dead)
 }

@@ -197,14 +197,15 @@ pub struct LineCredit {
     pub amount: Decimal,
 }
 
-/// When an aggregate's usage happened: per price version, the weight of each
-/// hour (the quantity for summed SKUs, the event count for the others).
-pub type UsageHours = BTreeMap<i64, Vec<(DateTime<Utc>, Decimal)>>;
+/// When an aggregate's usage happened: per (period start, price version), the
+/// weight of each hour (the quantity for summed SKUs, the event count for the
+/// others). An adjustment line looks up the hours of the period it adjusts.
+pub type UsageHours = BTreeMap<(DateTime<Utc>, i64), Vec<(DateTime<Utc>, Decimal)>>;
 
 /// Cuts each line of `statement` into per-hour slices, in proportion to its
 /// price version's usage in that hour; a line's slices sum to its amount
 /// exactly. A line whose version has no recorded hours is one slice at the
-/// start of the period.
+/// start of its period (for an adjustment, the period it adjusts).
 pub fn charge_slices(
     statement: &Statement,
     hours: &UsageHours,
@@ -214,8 +215,9 @@ pub fn charge_slices(
         if line.amount <= Decimal::ZERO {
             continue;
         }
-        let fallback = [(statement.period.start(), Decimal::ONE)];
-        let when = match hours.get(&line.price_id) {
+        let service = line.adjusts.unwrap_or(statement.period).start();
+        let fallback = [(service, Decimal::ONE)];
+        let when = match hours.get(&(service, line.price_id)) {
             Some(h) if !h.is_empty() => h.as_slice(),
             _ => &fallback[..],
         };
@@ -434,7 +436,7 @@ mod tests {
         .unwrap();
         // 10 units at 09:00, 5 at 10:00, 15 at 11:00: 1.00, 0.50, 1.50.
         let hours: UsageHours = BTreeMap::from([(
-            7,
+            (s.period.start(), 7),
             vec![(at(9), dec!(10)), (at(10), dec!(5)), (at(11), dec!(15))],
         )]);
         let mut g = grant(1, 1, dec!(100), Eligibility::AllUsage);

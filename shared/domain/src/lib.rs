@@ -14,7 +14,7 @@ pub mod usage;
 pub use aggregation::{Aggregation, AggregationError};
 pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
 pub use money::{Currency, Money, MoneyError};
-pub use period::{Period, PeriodError};
+pub use period::{AnchorDay, Period, PeriodError};
 pub use pricing::{PriceBook, PriceModel, PricingError};
 pub use quantity::{Quantity, QuantityError};
 pub use statement::{

@@ -10,6 +10,49 @@ pub enum PeriodError {
     Empty,
     #[error("expected a month as YYYY-MM, got {0:?}")]
     BadMonth(String),
+    #[error("a billing anchor day is 1 to 28, got {0}")]
+    BadAnchorDay(u32),
+}
+
+/// The day of the month an account's periods start on: 1 (calendar months,
+/// the default) to 28, so every month has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct AnchorDay(u32);
+
+impl AnchorDay {
+    pub const CALENDAR: AnchorDay = AnchorDay(1);
+
+    pub fn new(day: u32) -> Result<Self, PeriodError> {
+        if (1..=28).contains(&day) {
+            Ok(Self(day))
+        } else {
+            Err(PeriodError::BadAnchorDay(day))
+        }
+    }
+
+    pub fn day(&self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for AnchorDay {
+    fn default() -> Self {
+        Self::CALENDAR
+    }
+}
+
+impl TryFrom<u32> for AnchorDay {
+    type Error = PeriodError;
+    fn try_from(day: u32) -> Result<Self, PeriodError> {
+        AnchorDay::new(day)
+    }
+}
+
+impl From<AnchorDay> for u32 {
+    fn from(day: AnchorDay) -> u32 {
+        day.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -33,7 +76,11 @@ impl TryFrom<RawPeriod> for Period {
 }
 
 fn month_start(year: i32, month: u32) -> Option<DateTime<Utc>> {
-    let date = NaiveDate::from_ymd_opt(year, month, 1)?;
+    day_start(year, month, 1)
+}
+
+fn day_start(year: i32, month: u32, day: u32) -> Option<DateTime<Utc>> {
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
     Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
 }
 
@@ -53,6 +100,32 @@ impl Period {
             start: at,
             end: DateTime::<Utc>::MAX_UTC,
         })
+    }
+
+    /// The billing period (UTC) containing `at` of an account whose periods
+    /// start on `anchor`: from that day of one month to that day of the next.
+    pub fn containing(at: DateTime<Utc>, anchor: AnchorDay) -> Self {
+        let (mut year, mut month) = (at.year(), at.month());
+        if at.day() < anchor.day() {
+            (year, month) = if month == 1 {
+                (year - 1, 12)
+            } else {
+                (year, month - 1)
+            };
+        }
+        let (next_year, next_month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
+        match (
+            day_start(year, month, anchor.day()),
+            day_start(next_year, next_month, anchor.day()),
+        ) {
+            (Some(start), Some(end)) => Self { start, end },
+            // Only reachable at the very ends of chrono's range.
+            _ => Self::month_containing(at),
+        }
     }
 
     fn month(year: i32, month: u32) -> Option<Self> {
@@ -117,6 +190,34 @@ mod tests {
         assert_eq!(p.label(), "2026-12");
         assert!(p.contains(at));
         assert!(!p.contains(p.end()));
+    }
+
+    #[test]
+    fn anchored_periods_run_from_the_anchor_day_to_the_next_month_s() {
+        let day = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+        let anchor = AnchorDay::new(15).unwrap();
+        let p = Period::containing(day(2026, 1, 3, 12), anchor);
+        assert_eq!(
+            (p.start(), p.end()),
+            (day(2025, 12, 15, 0), day(2026, 1, 15, 0))
+        );
+        let p = Period::containing(day(2026, 1, 15, 0), anchor);
+        assert_eq!(
+            (p.start(), p.end()),
+            (day(2026, 1, 15, 0), day(2026, 2, 15, 0))
+        );
+        let p = Period::containing(day(2026, 12, 31, 23), anchor);
+        assert_eq!(
+            (p.start(), p.end()),
+            (day(2026, 12, 15, 0), day(2027, 1, 15, 0))
+        );
+        let at = day(2026, 2, 28, 23);
+        assert_eq!(
+            Period::containing(at, AnchorDay::CALENDAR),
+            Period::month_containing(at)
+        );
+        assert_eq!(AnchorDay::new(29), Err(PeriodError::BadAnchorDay(29)));
+        assert_eq!(AnchorDay::new(0), Err(PeriodError::BadAnchorDay(0)));
     }
 
     #[test]

@@ -124,6 +124,113 @@ pub struct StatementLine {
     /// `list_amount - platform_fee`: what the provider is owed.
     #[serde(default, with = "rust_decimal::serde::str")]
     pub partner_net: Decimal,
+    /// Set on an adjustment line: the sealed period whose late usage it
+    /// bills (the difference between that period priced with everything now
+    /// known and what was billed for it already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjusts: Option<Period>,
+}
+
+impl StatementLine {
+    /// Within one period's lines, (kind, price version) names a line.
+    fn key(&self) -> (LineKind, i64) {
+        (self.kind, self.price_id)
+    }
+
+    fn is_zero(&self) -> bool {
+        self.quantity.is_zero()
+            && self.event_count == 0
+            && [
+                self.amount,
+                self.list_amount,
+                self.markup,
+                self.platform_fee,
+                self.partner_net,
+            ]
+            .iter()
+            .all(Decimal::is_zero)
+    }
+
+    /// `self + sign * other` (`sign` is 1 or -1), field by field (the numbers only).
+    fn combined(&self, other: &StatementLine, sign: i64) -> StatementLine {
+        let events = sign * other.event_count;
+        let sign = Decimal::from(sign);
+        StatementLine {
+            quantity: (self.quantity + sign * other.quantity).normalize(),
+            event_count: self.event_count + events,
+            amount: self.amount + sign * other.amount,
+            list_amount: self.list_amount + sign * other.list_amount,
+            markup: self.markup + sign * other.markup,
+            platform_fee: self.platform_fee + sign * other.platform_fee,
+            partner_net: self.partner_net + sign * other.partner_net,
+            ..self.clone()
+        }
+    }
+
+    fn negated(&self) -> StatementLine {
+        let zero = StatementLine {
+            quantity: Decimal::ZERO,
+            event_count: 0,
+            amount: Decimal::ZERO,
+            list_amount: Decimal::ZERO,
+            markup: Decimal::ZERO,
+            platform_fee: Decimal::ZERO,
+            partner_net: Decimal::ZERO,
+            ..self.clone()
+        };
+        zero.combined(self, -1)
+    }
+}
+
+/// The adjustment lines of a sealed period `origin`: what its lines
+/// (`current`, priced with every event now known) add to what was billed
+/// for it already (`billed`), line by line; lines that did not change are
+/// left out, a line billed but gone now (a minimum true-up that late usage
+/// made unnecessary) comes back negative.
+pub fn adjustment_lines(
+    origin: Period,
+    current: &[StatementLine],
+    billed: &[StatementLine],
+) -> Vec<StatementLine> {
+    let mut out = Vec::new();
+    for line in current {
+        let diff = match billed.iter().find(|b| b.key() == line.key()) {
+            Some(b) => line.combined(b, -1),
+            None => line.clone(),
+        };
+        if !diff.is_zero() {
+            out.push(StatementLine {
+                adjusts: Some(origin),
+                ..diff
+            });
+        }
+    }
+    for b in billed {
+        if !current.iter().any(|line| line.key() == b.key()) && !b.is_zero() {
+            out.push(StatementLine {
+                adjusts: Some(origin),
+                ..b.negated()
+            });
+        }
+    }
+    out
+}
+
+/// What has been billed for a period after `adjustments` of it were billed
+/// on top of `billed`: the inverse of [`adjustment_lines`].
+pub fn merge_billed(billed: &[StatementLine], adjustments: &[StatementLine]) -> Vec<StatementLine> {
+    let mut out: Vec<StatementLine> = billed.to_vec();
+    for adj in adjustments {
+        match out.iter_mut().find(|b| b.key() == adj.key()) {
+            Some(b) => *b = b.combined(adj, 1),
+            None => out.push(StatementLine {
+                adjusts: None,
+                ..adj.clone()
+            }),
+        }
+    }
+    out.retain(|line| !line.is_zero());
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,9 +260,13 @@ pub struct Statement {
     /// The sum of `credits`.
     #[serde(default, with = "rust_decimal::serde::str")]
     pub credits_total: Decimal,
-    /// What the customer owes: `subtotal - credits_total`, never below zero.
+    /// What the customer owes: `subtotal - credits_total`.
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
+    /// The final statement of a sealed period: invoicing finalizes on it,
+    /// and rating never changes the period again.
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,36 +348,56 @@ impl Statement {
                     markup: economics.markup,
                     platform_fee: economics.platform_fee,
                     partner_net: economics.partner_net,
+                    adjusts: None,
                 });
             }
         }
-        let mut subtotals: Vec<ProviderSubtotal> = Vec::new();
-        for line in &lines {
-            match subtotals.last_mut() {
-                Some(last) if last.provider.id == line.provider.id => {
-                    last.amount = checked_add(last.amount, line.amount)?;
-                }
-                _ => subtotals.push(ProviderSubtotal {
-                    provider: line.provider.clone(),
-                    amount: line.amount,
-                }),
-            }
-        }
-        let total = subtotals
-            .iter()
-            .try_fold(Decimal::ZERO, |acc, s| checked_add(acc, s.amount))?;
-        Ok(Statement {
+        let mut statement = Statement {
             account_id,
             period,
             currency,
             version,
             lines,
-            subtotals,
-            subtotal: total,
+            subtotals: Vec::new(),
+            subtotal: Decimal::ZERO,
             credits: Vec::new(),
             credits_total: Decimal::ZERO,
-            total,
-        })
+            total: Decimal::ZERO,
+            sealed: false,
+        };
+        statement.sum_up()?;
+        Ok(statement)
+    }
+
+    /// Appends adjustment lines (late usage of sealed periods) after the
+    /// period's own lines, and sums up again. Call before applying credits.
+    pub fn add_adjustments(&mut self, lines: Vec<StatementLine>) -> Result<(), MoneyError> {
+        self.lines.extend(lines);
+        self.sum_up()
+    }
+
+    /// Subtotals per provider in bill order, and the totals (no credits).
+    fn sum_up(&mut self) -> Result<(), MoneyError> {
+        let mut by_provider: std::collections::BTreeMap<
+            (ProviderKind, &str, &str),
+            ProviderSubtotal,
+        > = std::collections::BTreeMap::new();
+        for line in &self.lines {
+            let entry = by_provider
+                .entry(line.provider.bill_order())
+                .or_insert_with(|| ProviderSubtotal {
+                    provider: line.provider.clone(),
+                    amount: Decimal::ZERO,
+                });
+            entry.amount = checked_add(entry.amount, line.amount)?;
+        }
+        self.subtotals = by_provider.into_values().collect();
+        self.subtotal = self
+            .subtotals
+            .iter()
+            .try_fold(Decimal::ZERO, |acc, s| checked_add(acc, s.amount))?;
+        self.total = self.subtotal;
+        Ok(())
     }
 }
 
@@ -473,6 +604,78 @@ mod tests {
         let s = statement(vec![agg(&platform, "vm", dec!(1), dec!(3))]);
         let l = &s.lines[0];
         assert_eq!((l.platform_fee, l.partner_net), (dec!(3), dec!(0)));
+    }
+
+    #[test]
+    fn adjustments_bill_the_difference_and_merge_back_to_the_whole() {
+        let partner = provider("dbco", "DB Co", ProviderKind::Partner);
+        let origin = Period::parse_month("2026-10").unwrap();
+        // Billed: 10 units at 0.2475 under a 5.00 minimum (a true-up line).
+        let mut small = agg(&partner, "db", dec!(0.2475), dec!(10));
+        small.model.minimum_charge = Some(dec!(5));
+        let billed = statement(vec![small.clone()]).lines;
+        assert_eq!(billed.len(), 2);
+        // Late usage: 20 more units lift usage above the minimum.
+        let mut big = small;
+        big.quantity = dec!(30);
+        big.event_count = 3;
+        let current = statement(vec![big]).lines;
+        assert_eq!(current.len(), 1);
+        let adj = adjustment_lines(origin, &current, &billed);
+        let got: Vec<_> = adj
+            .iter()
+            .map(|l| {
+                (
+                    l.kind,
+                    l.quantity,
+                    l.event_count,
+                    l.amount,
+                    l.partner_net,
+                    l.adjusts,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // 7.425 → 7.43 billed now, 2.475 → 2.48 before: 4.95 more.
+                (
+                    LineKind::Usage,
+                    dec!(20),
+                    2,
+                    dec!(4.95),
+                    dec!(3.96),
+                    Some(origin)
+                ),
+                // The true-up (5 - 2.475 = 2.525 → 2.53) is no longer due.
+                (
+                    LineKind::MinimumTrueUp,
+                    dec!(-1),
+                    0,
+                    dec!(-2.53),
+                    dec!(-2.02),
+                    Some(origin)
+                ),
+            ]
+        );
+        let merged = merge_billed(&billed, &adj);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            (
+                merged[0].quantity,
+                merged[0].amount,
+                merged[0].partner_net,
+                merged[0].adjusts
+            ),
+            (
+                current[0].quantity,
+                current[0].amount,
+                current[0].partner_net,
+                None
+            )
+        );
+        // Nothing new: no adjustment.
+        assert!(adjustment_lines(origin, &current, &merged).is_empty());
     }
 
     proptest! {

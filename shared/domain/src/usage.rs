@@ -26,4 +26,17 @@ pub struct UsageEvent {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UsageMessage {
     Usage(UsageEvent),
+    /// Closes every period of the account that ends at or before `through`.
+    /// Written by invoicing with the account as key, so it lands in the
+    /// account's partition after every event accepted before it: rating
+    /// counts what came first in the closed periods, and anything for them
+    /// after the seal as an adjustment on the next open period.
+    Seal(SealMarker),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealMarker {
+    pub account_id: AccountId,
+    /// A period boundary of the account: periods ending at or before it close.
+    pub through: DateTime<Utc>,
 }

@@ -39,6 +39,14 @@ pub struct Config {
     /// …or after this long (`TALLY_BATCH_WAIT_MS`).
     pub batch_wait: Duration,
     pub db_max_connections: u32,
+    /// How long after its end a period waits for late usage before invoicing
+    /// seals it (`TALLY_GRACE_HOURS`, default 48).
+    pub grace: Duration,
+    /// How often invoicing looks for periods to seal (`TALLY_CLOSE_EVERY_SECS`,
+    /// default 60; 0 turns the closer off, e.g. for a replica that only serves).
+    pub close_every: Option<Duration>,
+    /// Prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`, default `TLY`).
+    pub invoice_issuer: String,
     /// Secret that signs bill links and bill-page sessions (`TALLY_LINK_SECRET`).
     /// Without it each invoicing process draws a random one, so links do not
     /// survive a restart and do not work across instances.
@@ -66,6 +74,9 @@ impl Default for Config {
             batch_max: 20_000,
             batch_wait: Duration::from_millis(100),
             db_max_connections: 10,
+            grace: Duration::from_secs(48 * 3600),
+            close_every: Some(Duration::from_secs(60)),
+            invoice_issuer: "TLY".into(),
             link_secret: None,
         }
     }
@@ -116,6 +127,25 @@ impl Config {
                 .map(Duration::from_millis)
                 .unwrap_or(d.batch_wait),
             db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
+            grace: parsed::<u64>("TALLY_GRACE_HOURS")?
+                .map(|h| Duration::from_secs(h * 3600))
+                .unwrap_or(d.grace),
+            close_every: match parsed::<u64>("TALLY_CLOSE_EVERY_SECS")? {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => d.close_every,
+            },
+            invoice_issuer: match var("TALLY_INVOICE_ISSUER") {
+                Some(issuer) if !issuer.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                    return Err(ConfigError {
+                        name: "TALLY_INVOICE_ISSUER",
+                        value: issuer,
+                        reason: "letters and digits only".into(),
+                    })
+                }
+                Some(issuer) => issuer,
+                None => d.invoice_issuer,
+            },
             link_secret: var("TALLY_LINK_SECRET"),
         })
     }

@@ -79,6 +79,7 @@ pub fn line(
         markup: Decimal::ZERO,
         platform_fee: amount,
         partner_net: Decimal::ZERO,
+        adjusts: None,
     }
 }
 
@@ -105,5 +106,6 @@ pub fn statement(account: &str, month: &str, version: i64, lines: Vec<StatementL
         total: lines.iter().map(|l| l.amount).sum(),
         lines,
         subtotals,
+        sealed: false,
     }
 }

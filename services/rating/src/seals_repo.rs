@@ -1,0 +1,220 @@
+//! SQL of the invoice lifecycle as rating sees it: each account's billing
+//! anchor and how far its periods are sealed, late usage, and what has been
+//! billed for sealed periods. Every function takes the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use tally_domain::{AnchorDay, Currency, Period, StatementLine};
+
+use crate::repo::AccountPeriod;
+
+/// What rating needs to know of an account to place its events in periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    pub currency: Currency,
+    pub anchor: AnchorDay,
+    /// Periods starting before this are sealed: usage for them is late.
+    pub sealed_through: Option<DateTime<Utc>>,
+}
+
+impl AccountState {
+    /// The period an event at `at` is billed in, and, for late usage, the
+    /// sealed period it belongs to: `(billed in, adjusts)`.
+    pub fn place(&self, at: DateTime<Utc>) -> (Period, Option<Period>) {
+        let own = Period::containing(at, self.anchor);
+        match self.sealed_through {
+            Some(through) if own.start() < through => {
+                (Period::containing(through, self.anchor), Some(own))
+            }
+            _ => (own, None),
+        }
+    }
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// The state of these accounts, share-locked until the transaction ends, so
+/// a seal (which takes the account `FOR UPDATE`) waits for rating in flight
+/// and the other way round. Unknown accounts are left out.
+pub async fn lock_accounts(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+    exclusive: bool,
+) -> Result<HashMap<String, AccountState>, sqlx::Error> {
+    let sql = format!(
+        "SELECT a.id, a.currency, a.billing_anchor_day, s.sealed_through
+         FROM accounts a LEFT JOIN account_seals s ON s.account_id = a.id
+         WHERE a.id = ANY($1) ORDER BY a.id FOR {} OF a",
+        if exclusive { "UPDATE" } else { "SHARE" }
+    );
+    let rows = sqlx::query(&sql).bind(accounts).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            let day: i16 = r.try_get("billing_anchor_day")?;
+            Ok((
+                r.try_get::<String, _>("id")?,
+                AccountState {
+                    currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+                    anchor: AnchorDay::new(u32::try_from(day).unwrap_or(0)).map_err(decode_err)?,
+                    sealed_through: r.try_get("sealed_through")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Records that late usage of `origin` is billed on the period starting at `target`.
+pub async fn record_late(
+    conn: &mut PgConnection,
+    rows: &[(String, DateTime<Utc>, Period)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<&str> = rows.iter().map(|(a, _, _)| a.as_str()).collect();
+    let targets: Vec<DateTime<Utc>> = rows.iter().map(|(_, t, _)| *t).collect();
+    let starts: Vec<DateTime<Utc>> = rows.iter().map(|(_, _, o)| o.start()).collect();
+    let ends: Vec<DateTime<Utc>> = rows.iter().map(|(_, _, o)| o.end()).collect();
+    sqlx::query(
+        "INSERT INTO late_usage (account_id, target_start, origin_start, origin_end)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&accounts)
+    .bind(&targets)
+    .bind(&starts)
+    .bind(&ends)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The sealed periods whose late usage each of these account-periods bills,
+/// oldest first.
+pub async fn late_origins(
+    conn: &mut PgConnection,
+    keys: &[AccountPeriod],
+) -> Result<HashMap<AccountPeriod, Vec<Period>>, sqlx::Error> {
+    let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
+    let rows = sqlx::query(
+        "SELECT l.account_id, l.target_start, l.origin_start, l.origin_end FROM late_usage l
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON l.account_id = k.a AND l.target_start = k.s
+         ORDER BY l.account_id, l.target_start, l.origin_start",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<AccountPeriod, Vec<Period>> = HashMap::new();
+    for r in rows {
+        let origin = Period::new(r.try_get("origin_start")?, r.try_get("origin_end")?)
+            .map_err(decode_err)?;
+        out.entry((r.try_get("account_id")?, r.try_get("target_start")?))
+            .or_default()
+            .push(origin);
+    }
+    Ok(out)
+}
+
+/// What has been billed for these sealed account-periods (none yet: absent).
+pub async fn billed_lines(
+    conn: &mut PgConnection,
+    keys: &[AccountPeriod],
+) -> Result<HashMap<AccountPeriod, Vec<StatementLine>>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
+    let rows = sqlx::query(
+        "SELECT b.account_id, b.period_start, b.lines FROM billed_periods b
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON b.account_id = k.a AND b.period_start = k.s",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let lines: Vec<StatementLine> =
+                serde_json::from_str(r.try_get("lines")?).map_err(decode_err)?;
+            Ok((
+                (r.try_get("account_id")?, r.try_get("period_start")?),
+                lines,
+            ))
+        })
+        .collect()
+}
+
+/// Replaces what has been billed for these account-periods.
+pub async fn write_billed(
+    conn: &mut PgConnection,
+    billed: &[(AccountPeriod, Vec<StatementLine>)],
+) -> Result<(), sqlx::Error> {
+    if billed.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<&str> = billed.iter().map(|((a, _), _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = billed.iter().map(|((_, s), _)| *s).collect();
+    let bodies = billed
+        .iter()
+        .map(|(_, lines)| serde_json::to_string(lines))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(decode_err)?;
+    sqlx::query(
+        "INSERT INTO billed_periods (account_id, period_start, lines)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[])
+         ON CONFLICT (account_id, period_start) DO UPDATE SET lines = EXCLUDED.lines",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Open statement periods of one account that start before `through`, oldest first.
+pub async fn periods_to_seal(
+    conn: &mut PgConnection,
+    account: &str,
+    through: DateTime<Utc>,
+) -> Result<Vec<(AccountPeriod, DateTime<Utc>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT account_id, period_start, period_end FROM statements
+         WHERE account_id = $1 AND period_start < $2 AND NOT sealed
+         ORDER BY period_start",
+    )
+    .bind(account)
+    .bind(through)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("account_id")?, r.try_get("period_start")?),
+                r.try_get("period_end")?,
+            ))
+        })
+        .collect()
+}
+
+pub async fn set_sealed_through(
+    conn: &mut PgConnection,
+    account: &str,
+    through: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO account_seals (account_id, sealed_through) VALUES ($1, $2)
+         ON CONFLICT (account_id) DO UPDATE SET sealed_through = EXCLUDED.sealed_through, sealed_at = now()",
+    )
+    .bind(account)
+    .bind(through)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
