@@ -278,3 +278,462 @@ async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
     let lines = bill["sections"][0]["lines"].as_array().unwrap();
     assert_eq!(lines[1]["adjusts"]["label"], closed.label());
 }
+
+async fn post(s: &Seeded, path: &str, body: Value) -> (u16, Value) {
+    let response = s
+        .http
+        .post(format!("{}{path}", s.invoicing))
+        .bearer_auth(&s.keys.finance)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `n` invoices of periods starting at `start` are finalized.
+async fn finalized(s: &Seeded, start: chrono::DateTime<chrono::Utc>, n: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM invoices WHERE period_start = $1 AND status = 'finalized'",
+        )
+        .bind(start)
+        .fetch_one(&s.h.pool)
+        .await
+        .unwrap();
+        if done == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {n} finalized"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn invoice_id(s: &Seeded, account: &str, start: chrono::DateTime<chrono::Utc>) -> String {
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM invoices WHERE account_id = $1 AND period_start = $2")
+            .bind(account)
+            .bind(start)
+            .fetch_one(&s.h.pool)
+            .await
+            .unwrap();
+    id.to_string()
+}
+
+/// Runs `tally reconcile --period` against the test database.
+fn reconcile_cli(s: &Seeded, month: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["reconcile", "--period", month])
+        .env("DATABASE_URL", &s.h.config.database_url)
+        .env("KAFKA_BROKERS", &s.h.config.kafka_brokers)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_note_reconciles() {
+    let s = Seeded::start_with(
+        &[Service::Collector, Service::Rating, Service::Invoicing],
+        120,
+        |c| {
+            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
+        },
+    )
+    .await;
+    let pool = &s.h.pool;
+    let grace = Duration::hours(GRACE_HOURS);
+    let open = Period::month_containing(s.now - grace);
+    let month = Period::month_containing(open.start() - Duration::days(1));
+    tally::admin::set_platform_fee(pool, "dbco", dec!(20))
+        .await
+        .unwrap();
+    tally::admin::set_platform_fee(pool, "queueco", dec!(15))
+        .await
+        .unwrap();
+    tally::admin::set_markup(pool, "queueco.msg.million", dec!(10))
+        .await
+        .unwrap();
+    tally::admin::create_account(pool, "initech", "Initech", "USD")
+        .await
+        .unwrap();
+    let (status, grant) = post(
+        &s,
+        "/v1/accounts/acme/grants",
+        serde_json::json!({"name": "Launch promotion", "kind": "promotional", "amount": "10.00",
+                           "effective_at": month.start()}),
+    )
+    .await;
+    assert_eq!(status, 201, "{grant}");
+
+    let at = month.start() + Duration::days(4);
+    for (provider, key, events) in [
+        (
+            "cloud",
+            &s.keys.cloud,
+            vec![
+                ("acme", "cloud.vm.hour", "100"),
+                ("umbrella", "cloud.vm.hour", "50"),
+            ],
+        ),
+        (
+            "dbco",
+            &s.keys.dbco,
+            vec![
+                ("acme", "dbco.db.hour", "40"),
+                ("umbrella", "dbco.db.hour", "10"),
+                ("initech", "dbco.db.hour", "5"),
+            ],
+        ),
+        (
+            "queueco",
+            &s.keys.queueco,
+            vec![("acme", "queueco.msg.million", "3")],
+        ),
+    ] {
+        let batch: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (account, sku, q))| {
+                event(&format!("{provider}-{i}"), provider, account, sku, q, at)
+            })
+            .collect();
+        let (status, body) = post_events(&s.http, &s.collector, key, &batch).await;
+        assert_eq!(
+            (status, body["accepted"].as_u64()),
+            (202, Some(batch.len() as u64)),
+            "{body}"
+        );
+    }
+    // Rated in full before the seal (a seal only closes what arrived before it).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if counted == 6 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let producer = tally_platform::kafka::producer(&s.h.config).unwrap();
+    let topic = s.h.config.topics().usage_events;
+    lifecycle::request_seals(pool, &producer, &topic, chrono::Utc::now(), grace)
+        .await
+        .unwrap();
+    finalized(&s, month.start(), 3).await;
+
+    // A late event: 4 more database hours for acme in the sealed month.
+    let (status, _) = post_events(
+        &s.http,
+        &s.collector,
+        &s.keys.dbco,
+        &[event("dbco-late", "dbco", "acme", "dbco.db.hour", "4", at)],
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // Initech's invoice is voided; voiding again or crediting it is refused.
+    let initech_invoice = invoice_id(&s, "initech", month.start()).await;
+    let (status, body) = post(
+        &s,
+        &format!("/v1/invoices/{initech_invoice}/void"),
+        serde_json::json!({"reason": "duplicate account"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            body["status"].as_str(),
+            body["void_reason"].as_str()
+        ),
+        (200, Some("void"), Some("duplicate account")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &s,
+        &format!("/v1/invoices/{initech_invoice}/void"),
+        serde_json::json!({"reason": "again"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invoice_voided"))
+    );
+    let (status, body) = post(
+        &s,
+        &format!("/v1/invoices/{initech_invoice}/credit-notes"),
+        serde_json::json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invoice_voided"))
+    );
+
+    // A partial credit note on acme's database line (position 1: the
+    // platform's line first, then DB Co, then Queue Co).
+    let acme_invoice = invoice_id(&s, "acme", month.start()).await;
+    let notes = format!("/v1/invoices/{acme_invoice}/credit-notes");
+    let (status, note) = post(&s, &notes, serde_json::json!({"reason": "outage on day 4", "lines": [{"position": 1, "amount": "2.00"}]})).await;
+    assert_eq!(status, 201, "{note}");
+    assert_eq!(
+        note["number"],
+        format!("TLY-CN-{}-000001", chrono::Utc::now().format("%Y"))
+    );
+    assert_eq!(note["total"], "2.00");
+    // DB Co's line: 9.90, of which 7.92 is DB Co's: it gives back 1.60.
+    assert_eq!(
+        (
+            note["lines"][0]["partner_part"].as_str(),
+            note["lines"][0]["platform_part"].as_str()
+        ),
+        (Some("1.60"), Some("0.40"))
+    );
+    for (body, status, code) in [
+        (
+            serde_json::json!({"reason": "x", "lines": [{"position": 1, "amount": "8.00"}]}),
+            422,
+            "credit_exceeds_line",
+        ),
+        (
+            serde_json::json!({"reason": "x", "lines": [{"position": 1, "amount": "0.001"}]}),
+            422,
+            "invalid_amount",
+        ),
+        (
+            serde_json::json!({"reason": "x", "lines": [{"position": 9}]}),
+            422,
+            "unknown_line",
+        ),
+        (serde_json::json!({"reason": " "}), 422, "reason_required"),
+        // 13.40 left on the lines, but only 5.40 - 2.00 of the amount due.
+        (
+            serde_json::json!({"reason": "x"}),
+            422,
+            "credit_exceeds_invoice",
+        ),
+    ] {
+        let (got, answer) = post(&s, &notes, body.clone()).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    // A credit note is immutable, in the database too.
+    let err = sqlx::query("UPDATE credit_notes SET total = 1")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23000")
+    );
+
+    // The month reconciles, per currency, with figures worked out by hand.
+    // USD (acme; initech void): lines 4.16 + 9.90 + 1.34 = 15.40, less the
+    // 2.00 credit note = 13.40 invoiced. Platform: 4.16 (first party) +
+    // 1.98 (20% of 9.90) + 0.12 markup + 0.18 (15% of 1.22) - 0.40 (its part
+    // of the credit note) - 10.00 credits = -3.96. Partners: DB Co 7.92 -
+    // 1.60, Queue Co 1.04 = 7.36. -3.96 + 7.36 + 10.00 = 13.40.
+    let mut conn = pool.acquire().await.unwrap();
+    let report = tally_invoicing::settlement::reconcile(&mut conn, month)
+        .await
+        .unwrap();
+    let figures: Vec<_> = report
+        .currencies
+        .iter()
+        .map(|c| {
+            (
+                c.currency.as_str(),
+                c.invoices,
+                c.invoiced,
+                c.platform_revenue,
+                c.partner_settlements,
+                c.credits_applied,
+                c.difference,
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            // EUR (umbrella): 1.915 → 1.92 + 2.28; platform 1.92 + 0.46; DB Co 1.82.
+            (
+                "EUR",
+                1,
+                dec!(4.20),
+                dec!(2.38),
+                dec!(1.82),
+                dec!(0),
+                dec!(0)
+            ),
+            (
+                "USD",
+                1,
+                dec!(13.40),
+                dec!(-3.96),
+                dec!(7.36),
+                dec!(10.00),
+                dec!(0)
+            ),
+        ]
+    );
+    assert!(report.holds(), "{report:?}");
+    let (ok, text) = reconcile_cli(&s, &month.label());
+    assert!(ok, "{text}");
+    assert_eq!(text.matches(" ok\n").count(), 2, "{text}");
+
+    // DB Co's settlement, per SKU and account.
+    let (status, body) = get(
+        &s.http,
+        &format!(
+            "{}/v1/settlements?period={}&provider=dbco",
+            s.invoicing,
+            month.label()
+        ),
+        &s.keys.finance,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let usd = &body["data"][0]["currencies"][1];
+    assert_eq!(
+        (
+            usd["currency"].as_str(),
+            usd["gross_list"].as_str(),
+            usd["platform_fee"].as_str(),
+            usd["credit_notes"].as_str(),
+            usd["net_payable"].as_str()
+        ),
+        (
+            Some("USD"),
+            Some("9.90"),
+            Some("1.98"),
+            Some("1.60"),
+            Some("6.32")
+        )
+    );
+    assert_eq!(usd["by_account"][0]["id"], "acme");
+    assert_eq!(usd["by_sku"][0]["id"], "dbco.db.hour");
+    // A provider reads its own settlement only.
+    let (status, _) = get(
+        &s.http,
+        &format!(
+            "{}/v1/settlements?period={}&provider=dbco",
+            s.invoicing,
+            month.label()
+        ),
+        &s.keys.queueco,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, own) = get(
+        &s.http,
+        &format!("{}/v1/settlements?period={}", s.invoicing, month.label()),
+        &s.keys.queueco,
+    )
+    .await;
+    assert_eq!(
+        (status, own["data"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    assert_eq!(own["data"][0]["currencies"][0]["net_payable"], "1.04");
+
+    // The late event is on the next month's invoice; once that month is
+    // sealed too it reconciles: 44 hours (10.89) less the 40 billed (9.90)
+    // = 0.99, of which 0.20 (2.18 - 1.98) is the platform's fee.
+    let next_close = open.end() + grace + Duration::hours(1);
+    lifecycle::request_seals(pool, &producer, &topic, next_close, grace)
+        .await
+        .unwrap();
+    finalized(&s, open.start(), 1).await;
+    let report = tally_invoicing::settlement::reconcile(&mut conn, open)
+        .await
+        .unwrap();
+    let figures: Vec<_> = report
+        .currencies
+        .iter()
+        .map(|c| {
+            (
+                c.currency.as_str(),
+                c.invoices,
+                c.invoiced,
+                c.platform_revenue,
+                c.partner_settlements,
+                c.credits_applied,
+                c.difference,
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [(
+            "USD",
+            1,
+            dec!(0.99),
+            dec!(0.20),
+            dec!(0.79),
+            dec!(0),
+            dec!(0)
+        )]
+    );
+    assert!(report.holds(), "{report:?}");
+
+    // A ledger that disagrees with the invoices fails, with the problem named.
+    sqlx::query(
+        "UPDATE credit_ledger SET amount = amount + 1 WHERE kind = 'draw' AND account_id = 'acme'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let (ok, text) = reconcile_cli(&s, &month.label());
+    assert!(!ok, "{text}");
+    assert!(text.contains("the credit ledger drew 11.00"), "{text}");
+
+    // Finance exports of the month.
+    let csv = s
+        .http
+        .get(format!(
+            "{}/v1/exports/invoices.csv?period={}",
+            s.invoicing,
+            month.label()
+        ))
+        .bearer_auth(&s.keys.finance)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(
+        rows[1].starts_with(&format!("{acme_invoice},TLY-")),
+        "{csv}"
+    );
+    assert!(
+        rows[1].contains(",finalized,USD,15.40,10.00,5.40,2.00,"),
+        "{csv}"
+    );
+    assert!(
+        rows[2].contains(",void,USD,1.24,0,1.24,0,")
+            || rows[2].contains(",void,USD,1.24,0.00,1.24,0,"),
+        "{csv}"
+    );
+}

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tally_domain::{
-    AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
+    AccountId, Aggregation, AnchorDay, Currency, PriceBook, PriceModel, ProviderId, ProviderKind,
+    Sku,
 };
 use tally_platform::auth::{create_key, Principal};
 use tally_platform::{catalog, onboarding};
@@ -60,6 +61,9 @@ pub struct NewAccount {
     id: String,
     name: String,
     currency: String,
+    /// The day of the month (1 to 28) the account's periods start on;
+    /// calendar months by default.
+    billing_anchor_day: Option<u32>,
 }
 
 pub async fn create_account(
@@ -70,12 +74,20 @@ pub async fn create_account(
     require_admin(&pool, &headers).await?;
     let id = AccountId::parse(&body.id).map_err(invalid)?;
     let currency = currency(&body.currency)?;
+    let anchor = body
+        .billing_anchor_day
+        .map(AnchorDay::new)
+        .transpose()
+        .map_err(invalid)?
+        .unwrap_or_default();
     let mut tx = pool.begin().await?;
     let key = onboarding::account(&mut tx, &id, &body.name, currency).await?;
+    catalog::set_billing_anchor(&mut tx, &id, anchor).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "currency": currency, "api_key": key.secret})),
+        Json(json!({"id": id, "name": body.name, "currency": currency,
+            "billing_anchor_day": anchor, "api_key": key.secret})),
     ))
 }
 

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A credit grant refused, with its code (see `credits_api`).
     #[error("{1}")]
     Credit(&'static str, String),
+    /// A correction of an invoice refused, with its code (see `corrections`).
+    #[error("{1}")]
+    Refused(&'static str, String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -50,7 +53,7 @@ impl ApiError {
                 CatalogError::InvalidAggregation(_) => "invalid_aggregation",
                 CatalogError::Database(_) => "internal",
             },
-            ApiError::Credit(code, _) => code,
+            ApiError::Credit(code, _) | ApiError::Refused(code, _) => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -60,7 +63,13 @@ impl ApiError {
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,
             "not_found" => StatusCode::NOT_FOUND,
-            "already_exists" | "price_version_exists" | "grant_voided" => StatusCode::CONFLICT,
+            "already_exists"
+            | "price_version_exists"
+            | "grant_voided"
+            | "invoice_not_finalized"
+            | "invoice_voided"
+            | "invoice_has_credit_notes"
+            | "nothing_to_credit" => StatusCode::CONFLICT,
             "unknown_provider"
             | "unknown_sku"
             | "effective_in_past"
@@ -70,7 +79,11 @@ impl ApiError {
             | "invalid_grant_kind"
             | "invalid_eligibility"
             | "invalid_validity"
-            | "validity_not_hour_aligned" => StatusCode::UNPROCESSABLE_ENTITY,
+            | "validity_not_hour_aligned"
+            | "reason_required"
+            | "unknown_line"
+            | "credit_exceeds_line"
+            | "credit_exceeds_invoice" => StatusCode::UNPROCESSABLE_ENTITY,
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

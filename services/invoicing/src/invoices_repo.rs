@@ -294,6 +294,12 @@ pub struct InvoiceSummary {
     pub total: Decimal,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the invoice got its number and froze.
+    pub finalized_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voided_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -361,7 +367,8 @@ pub struct Invoice {
 
 const SUMMARY_COLUMNS: &str =
     "id, number, account_id, period_start, period_end, status, currency, \
-     statement_version, subtotal, credits_total, total, created_at, updated_at";
+     statement_version, subtotal, credits_total, total, created_at, updated_at, \
+     finalized_at, voided_at, void_reason";
 
 fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
     Ok(InvoiceSummary {
@@ -377,6 +384,9 @@ fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
         total: r.try_get("total")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        finalized_at: r.try_get("finalized_at")?,
+        voided_at: r.try_get("voided_at")?,
+        void_reason: r.try_get("void_reason")?,
     })
 }
 

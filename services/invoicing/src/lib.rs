@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod bill_view;
 pub mod consumer;
+pub mod corrections;
 pub mod credits_api;
 pub mod error;
 pub mod invoices_repo;
@@ -13,6 +14,7 @@ pub mod links;
 pub mod page;
 pub mod provider_api;
 pub mod routes;
+pub mod settlement;
 pub mod startup;
 
 pub use consumer::apply_statements;

@@ -12,7 +12,7 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
 
-fn parse_period(raw: &str) -> Result<Period, ApiError> {
+pub fn parse_period(raw: &str) -> Result<Period, ApiError> {
     Period::parse_month(raw).map_err(|e| ApiError::InvalidPeriod(e.to_string()))
 }
 
@@ -25,17 +25,18 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// One page of a list; `next_cursor` fetches the next (absent on the last).
 #[derive(Debug, Serialize)]
-pub struct Page {
-    data: Vec<InvoiceSummary>,
-    next_cursor: Option<String>,
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
 }
 
 pub async fn list_invoices(
     State(pool): State<PgPool>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<Page<InvoiceSummary>>, ApiError> {
     auth::require_staff(&pool, &headers).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

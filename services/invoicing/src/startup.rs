@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::Signer;
 use crate::page::{self, PageState};
-use crate::{admin, consumer, credits_api, lifecycle, provider_api, routes};
+use crate::{
+    admin, consumer, corrections, credits_api, lifecycle, provider_api, routes, settlement,
+};
 
 /// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
 pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
@@ -22,7 +24,7 @@ async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str
     )
 }
 
-pub fn router(pool: PgPool, signer: Signer) -> Router {
+pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
     let pages = Router::new()
         .route("/accounts/{account}/bill", get(page::bill_page))
         .route("/accounts/{account}/bill.csv", get(page::bill_csv))
@@ -35,6 +37,20 @@ pub fn router(pool: PgPool, signer: Signer) -> Router {
     Router::new()
         .route("/v1/invoices", get(routes::list_invoices))
         .route("/v1/invoices/{id}", get(routes::get_invoice))
+        .route("/v1/invoices/{id}/void", post(corrections::void_invoice))
+        .route(
+            "/v1/invoices/{id}/credit-notes",
+            get(corrections::invoice_credit_notes).post(corrections::create_credit_note),
+        )
+        .route("/v1/credit-notes", get(corrections::list_credit_notes))
+        .route("/v1/credit-notes/{id}", get(corrections::get_credit_note))
+        .route("/v1/settlements", get(settlement::get_settlements))
+        .route("/v1/reconciliation", get(settlement::get_reconciliation))
+        .route("/v1/exports/invoices.csv", get(settlement::export_invoices))
+        .route(
+            "/v1/exports/invoice-lines.csv",
+            get(settlement::export_lines),
+        )
         .route("/v1/accounts/{account}/bill", get(routes::get_bill))
         .route(
             "/v1/accounts/{account}/grants",
@@ -70,6 +86,7 @@ pub fn router(pool: PgPool, signer: Signer) -> Router {
             get(provider_api::list_prices).post(provider_api::publish_price),
         )
         .with_state(pool)
+        .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .merge(pages)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(telemetry::healthz))
@@ -129,9 +146,12 @@ impl Application {
             shutdown.clone(),
         ));
         let stop = shutdown.clone();
-        let served = axum::serve(self.listener, router(self.pool, self.signer))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let served = axum::serve(
+            self.listener,
+            router(self.pool, self.signer, &self.config.invoice_issuer),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
         shutdown.cancel();
         consuming.await??;
         closing.await?;

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tally_domain::{
-    AccountId, Aggregation, Currency, PriceBook, PriceModel, ProviderId, ProviderKind, Sku,
+    AccountId, Aggregation, AnchorDay, Currency, PriceBook, PriceModel, ProviderId, ProviderKind,
+    Sku,
 };
 use tally_platform::auth::{self, Principal};
 use tally_platform::{catalog, onboarding};
@@ -126,4 +127,46 @@ pub async fn set_aggregation(
     let mut conn = pool.acquire().await?;
     catalog::set_aggregation(&mut conn, &Sku::parse(sku)?, aggregation).await?;
     Ok(())
+}
+
+pub async fn set_billing_anchor(
+    pool: &PgPool,
+    account: &str,
+    anchor: AnchorDay,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::set_billing_anchor(&mut conn, &AccountId::parse(account)?, anchor).await?;
+    Ok(())
+}
+
+/// `tally reconcile`'s report: one block per currency, then the verdict.
+pub fn reconciliation_text(report: &tally_invoicing::settlement::Reconciliation) -> String {
+    let mut out = format!("reconciliation of {}", report.period);
+    if report.drafts > 0 {
+        out.push_str(&format!(
+            " ({} invoice(s) of the month still draft, not counted)",
+            report.drafts
+        ));
+    }
+    out.push('\n');
+    if report.currencies.is_empty() {
+        out.push_str("  no finalized invoices\n");
+    }
+    for c in &report.currencies {
+        out.push_str(&format!(
+            "  {cur}: {n} invoice(s)\n    invoiced (subtotals less credit notes) {inv:>14}\n    platform revenue                       {rev:>14}\n    partner settlements                    {set:>14}\n    credits applied                        {cred:>14}\n    difference                             {diff:>14}  {verdict}\n",
+            cur = c.currency,
+            n = c.invoices,
+            inv = c.invoiced,
+            rev = c.platform_revenue,
+            set = c.partner_settlements,
+            cred = c.credits_applied,
+            diff = c.difference,
+            verdict = if c.holds() { "ok" } else { "MISMATCH" },
+        ));
+        for p in &c.problems {
+            out.push_str(&format!("    problem: {p}\n"));
+        }
+    }
+    out
 }

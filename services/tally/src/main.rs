@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 use tally::infra::Embedded;
 use tally::up::{self, Service};
-use tally_domain::{Aggregation, PriceBook, PriceModel, ProviderKind};
+use tally_domain::{Aggregation, AnchorDay, Period, PriceBook, PriceModel, ProviderKind};
 use tokio_util::sync::CancellationToken;
 
 /// Tally: unified billing and metering for a platform and its partners.
@@ -70,6 +70,9 @@ enum Command {
         name: String,
         #[arg(long)]
         currency: String,
+        /// The day of the month (1 to 28) its billing periods start on.
+        #[arg(long, default_value_t = 1)]
+        billing_anchor_day: u32,
     },
     /// Create a SKU owned by a provider.
     CreateSku {
@@ -115,6 +118,18 @@ enum Command {
     CreateKey {
         #[arg(long)]
         role: String,
+    },
+    /// Check a month's identity, per currency, over its finalized invoices:
+    /// invoiced (subtotals less credit notes) = platform revenue + partner
+    /// settlements + credits applied. Exits non-zero with the difference
+    /// (and any invoice whose header disagrees with its lines) if it fails.
+    Reconcile {
+        /// The month whose periods' invoices to check, as YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Print the reconciliation as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -192,8 +207,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     println!("provider {id} created; API key (shown once): {key}");
                 }
-                Command::CreateAccount { id, name, currency } => {
+                Command::CreateAccount {
+                    id,
+                    name,
+                    currency,
+                    billing_anchor_day,
+                } => {
+                    let anchor = AnchorDay::new(billing_anchor_day)?;
                     let key = tally::admin::create_account(&pool, &id, &name, &currency).await?;
+                    tally::admin::set_billing_anchor(&pool, &id, anchor).await?;
                     println!("account {id} created; customer token (shown once): {key}");
                 }
                 Command::CreateSku {
@@ -239,6 +261,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::CreateKey { role } => {
                     let key = tally::admin::create_staff_key(&pool, &role).await?;
                     println!("{role} key (shown once): {key}");
+                }
+                Command::Reconcile { period, json } => {
+                    let month = Period::parse_month(&period)?;
+                    let mut conn = pool.acquire().await?;
+                    let report = tally_invoicing::settlement::reconcile(&mut conn, month).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", tally::admin::reconciliation_text(&report));
+                    }
+                    if !report.holds() {
+                        anyhow::bail!("{period} does not reconcile");
+                    }
                 }
                 Command::Up { .. }
                 | Command::Demo { .. }

@@ -7,7 +7,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use tally_domain::{
-    AccountId, Aggregation, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef, Sku,
+    AccountId, Aggregation, AnchorDay, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef,
+    Sku,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,8 @@ pub struct Account {
     pub id: AccountId,
     pub name: String,
     pub currency: Currency,
+    /// The day of the month the account's billing periods start on.
+    pub billing_anchor_day: AnchorDay,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,10 +234,11 @@ pub async fn get_account(
     conn: &mut PgConnection,
     id: &AccountId,
 ) -> Result<Option<Account>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name, currency FROM accounts WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT id, name, currency, billing_anchor_day FROM accounts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?;
     row.map(|r| account_from_row(&r)).transpose()
 }
 
@@ -247,13 +251,33 @@ fn account_from_row(r: &sqlx::postgres::PgRow) -> Result<Account, sqlx::Error> {
         id: AccountId::parse(r.try_get("id")?).map_err(decode_err)?,
         name: r.try_get("name")?,
         currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+        billing_anchor_day: AnchorDay::new(
+            u32::try_from(r.try_get::<i16, _>("billing_anchor_day")?).unwrap_or(0),
+        )
+        .map_err(decode_err)?,
     })
 }
 
-pub async fn list_accounts(conn: &mut PgConnection) -> Result<Vec<Account>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, name, currency FROM accounts ORDER BY id")
-        .fetch_all(conn)
+/// Sets the day of the month the account's periods start on. Periods
+/// already billed keep their bounds; change it only before usage arrives.
+pub async fn set_billing_anchor(
+    conn: &mut PgConnection,
+    id: &AccountId,
+    anchor: AnchorDay,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET billing_anchor_day = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(i16::try_from(anchor.day()).unwrap_or(1))
+        .execute(conn)
         .await?;
+    Ok(())
+}
+
+pub async fn list_accounts(conn: &mut PgConnection) -> Result<Vec<Account>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT id, name, currency, billing_anchor_day FROM accounts ORDER BY id")
+            .fetch_all(conn)
+            .await?;
     rows.iter().map(account_from_row).collect()
 }
 

@@ -53,7 +53,11 @@ impl Server {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let router = startup::router(pool.clone(), Signer::new(Some("test-secret")).unwrap());
+        let router = startup::router(
+            pool.clone(),
+            Signer::new(Some("test-secret")).unwrap(),
+            "TLY",
+        );
         tokio::spawn(async move { axum::serve(listener, router).await });
         Server {
             base: format!("http://127.0.0.1:{port}"),

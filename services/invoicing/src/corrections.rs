@@ -1,0 +1,524 @@
+//! Corrections of finalized invoices, never edits: a void (with its reason)
+//! writes an invoice off whole; a credit note gives back part or all of it,
+//! line by line. Credit notes are numbered in their own gap-free series
+//! (`TLY-CN-2026-000001`) and immutable (the database refuses changes).
+//!
+//! Each credit note line is split between platform and partner in the
+//! proportion of the invoice line it credits, so the partner's settlement
+//! gives back the partner's share.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use chrono::{DateTime, Datelike, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::BTreeMap;
+use tally_domain::Currency;
+use tally_platform::auth::Principal;
+use uuid::Uuid;
+
+use crate::auth::{principal, require_staff};
+use crate::error::ApiError;
+use crate::invoices_repo::{self, InvoiceSummary};
+use crate::lifecycle::next_number;
+use crate::routes::{parse_period, Page};
+
+/// The issuer prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`).
+#[derive(Debug, Clone)]
+pub struct Issuer(pub String);
+
+fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Refused(code, message.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoidRequest {
+    reason: String,
+}
+
+/// `POST /v1/invoices/{id}/void`: finance writes off a finalized invoice.
+pub async fn void_invoice(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Json(body): Json<VoidRequest>,
+) -> Result<Json<InvoiceSummary>, ApiError> {
+    require_staff(&pool, &headers).await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() {
+        return Err(refused("reason_required", "a void needs a reason"));
+    }
+    let mut tx = pool.begin().await?;
+    let status = lock_invoice(&mut tx, id).await?.status;
+    match status.as_str() {
+        "finalized" => {}
+        "void" => {
+            return Err(refused(
+                "invoice_voided",
+                format!("invoice {id} is void already"),
+            ))
+        }
+        _ => {
+            return Err(refused(
+                "invoice_not_finalized",
+                format!("invoice {id} is a draft: it changes with usage until it is finalized"),
+            ))
+        }
+    }
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_notes WHERE invoice_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if notes > 0 {
+        return Err(refused(
+            "invoice_has_credit_notes",
+            format!("invoice {id} has {notes} credit note(s): credit the rest instead of voiding"),
+        ));
+    }
+    sqlx::query(
+        "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = $2, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    let invoice = invoices_repo::get_invoice(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("invoice {id}")))?;
+    tx.commit().await?;
+    tracing::info!(invoice = %id, "invoice voided");
+    Ok(Json(invoice.summary))
+}
+
+struct Locked {
+    status: String,
+    account: String,
+    currency: String,
+    total: Decimal,
+}
+
+async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiError> {
+    let row = sqlx::query(
+        "SELECT status, account_id, currency, total FROM invoices WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("invoice {id}")))?;
+    Ok(Locked {
+        status: row.try_get("status")?,
+        account: row.try_get("account_id")?,
+        currency: row.try_get("currency")?,
+        total: row.try_get("total")?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCreditNote {
+    reason: String,
+    /// Lines to credit; none: every line's whole remaining amount.
+    #[serde(default)]
+    lines: Vec<NewCreditNoteLine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCreditNoteLine {
+    /// The invoice line's `position`.
+    position: i32,
+    /// Defaults to what is left to credit on the line.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    amount: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditNoteLine {
+    pub line_position: i32,
+    pub provider_id: String,
+    pub sku: String,
+    pub description: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub platform_part: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub partner_part: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditNote {
+    pub id: Uuid,
+    pub number: String,
+    pub invoice_id: Uuid,
+    pub account_id: String,
+    pub currency: String,
+    pub reason: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+    pub created_at: DateTime<Utc>,
+    pub lines: Vec<CreditNoteLine>,
+}
+
+/// One invoice line as a credit note sees it.
+struct Creditable {
+    provider_id: String,
+    sku: String,
+    description: String,
+    amount: Decimal,
+    partner_net: Decimal,
+    credited: Decimal,
+}
+
+/// `POST /v1/invoices/{id}/credit-notes`: finance credits a finalized
+/// invoice, whole or per line, partial amounts allowed. Never more than a
+/// line's amount across all its credit notes, nor more than the invoice's
+/// amount due.
+pub async fn create_credit_note(
+    State(pool): State<PgPool>,
+    Extension(issuer): Extension<Issuer>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Json(body): Json<NewCreditNote>,
+) -> Result<(StatusCode, Json<CreditNote>), ApiError> {
+    require_staff(&pool, &headers).await?;
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(refused("reason_required", "a credit note needs a reason"));
+    }
+    let mut tx = pool.begin().await?;
+    let invoice = lock_invoice(&mut tx, id).await?;
+    match invoice.status.as_str() {
+        "finalized" => {}
+        "void" => return Err(refused("invoice_voided", format!("invoice {id} is void"))),
+        _ => {
+            return Err(refused(
+                "invoice_not_finalized",
+                format!("invoice {id} is a draft: only finalized invoices are credited"),
+            ))
+        }
+    }
+    let currency = Currency::parse(&invoice.currency).map_err(|e| ApiError::Internal(e.into()))?;
+    let rows = sqlx::query(
+        "SELECT l.position, l.provider_id, l.sku_id, l.description, l.amount, l.partner_net,
+                COALESCE((SELECT sum(c.amount) FROM credit_note_lines c
+                          WHERE c.invoice_id = l.invoice_id AND c.line_position = l.position), 0) AS credited
+         FROM invoice_lines l WHERE l.invoice_id = $1 ORDER BY l.position",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut lines: BTreeMap<i32, Creditable> = BTreeMap::new();
+    for r in &rows {
+        lines.insert(
+            r.try_get("position")?,
+            Creditable {
+                provider_id: r.try_get("provider_id")?,
+                sku: r.try_get("sku_id")?,
+                description: r.try_get("description")?,
+                amount: r.try_get("amount")?,
+                partner_net: r.try_get("partner_net")?,
+                credited: r.try_get("credited")?,
+            },
+        );
+    }
+    let requested: Vec<(i32, Option<Decimal>)> = if body.lines.is_empty() {
+        lines
+            .iter()
+            .filter(|(_, l)| l.amount - l.credited > Decimal::ZERO)
+            .map(|(p, _)| (*p, None))
+            .collect()
+    } else {
+        body.lines.iter().map(|l| (l.position, l.amount)).collect()
+    };
+    let mut out: Vec<CreditNoteLine> = Vec::new();
+    for (position, amount) in requested {
+        let line = lines.get_mut(&position).ok_or_else(|| {
+            refused(
+                "unknown_line",
+                format!("invoice {id} has no line {position}"),
+            )
+        })?;
+        let left = line.amount - line.credited;
+        let amount = amount.unwrap_or(left);
+        if amount <= Decimal::ZERO || currency.round(amount) != amount {
+            return Err(refused(
+                "invalid_amount",
+                format!(
+                    "line {position}: {amount} is not a positive amount in whole {} minor units",
+                    currency.code()
+                ),
+            ));
+        }
+        if amount > left {
+            return Err(refused(
+                "credit_exceeds_line",
+                format!("line {position}: {amount} is more than the {left} left to credit"),
+            ));
+        }
+        line.credited += amount;
+        // The partner's share in the invoice line's proportion, rounded once.
+        let partner_part = if line.amount.is_zero() {
+            Decimal::ZERO
+        } else {
+            currency.round(amount * line.partner_net / line.amount)
+        };
+        out.push(CreditNoteLine {
+            line_position: position,
+            provider_id: line.provider_id.clone(),
+            sku: line.sku.clone(),
+            description: line.description.clone(),
+            amount,
+            platform_part: amount - partner_part,
+            partner_part,
+        });
+    }
+    if out.is_empty() {
+        return Err(refused(
+            "nothing_to_credit",
+            format!("invoice {id} is credited in full"),
+        ));
+    }
+    let total: Decimal = out.iter().map(|l| l.amount).sum();
+    let credited_before: Decimal = sqlx::query_scalar(
+        "SELECT COALESCE(sum(total), 0) FROM credit_notes WHERE invoice_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if credited_before + total > invoice.total {
+        return Err(refused(
+            "credit_exceeds_invoice",
+            format!(
+                "{total} more would credit {} of an invoice whose amount due is {}",
+                credited_before + total,
+                invoice.total
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let number = next_number(&mut tx, &format!("{}-CN", issuer.0), now.year()).await?;
+    let note_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO credit_notes (id, number, invoice_id, account_id, currency, reason, total, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(note_id)
+    .bind(&number)
+    .bind(id)
+    .bind(&invoice.account)
+    .bind(&invoice.currency)
+    .bind(&reason)
+    .bind(total)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    for (position, line) in out.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO credit_note_lines (credit_note_id, position, invoice_id, line_position,
+                 provider_id, sku_id, description, amount, platform_part, partner_part)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(note_id)
+        .bind(i32::try_from(position).unwrap_or(i32::MAX))
+        .bind(id)
+        .bind(line.line_position)
+        .bind(&line.provider_id)
+        .bind(&line.sku)
+        .bind(&line.description)
+        .bind(line.amount)
+        .bind(line.platform_part)
+        .bind(line.partner_part)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(invoice = %id, number, "credit note issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreditNote {
+            id: note_id,
+            number,
+            invoice_id: id,
+            account_id: invoice.account,
+            currency: invoice.currency,
+            reason,
+            total,
+            created_at: now,
+            lines: out,
+        }),
+    ))
+}
+
+/// Credit notes with their lines, oldest first.
+async fn load_notes(
+    conn: &mut PgConnection,
+    filter: &NoteFilter,
+) -> Result<Vec<CreditNote>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT n.id, n.number, n.invoice_id, n.account_id, n.currency, n.reason, n.total, n.created_at
+         FROM credit_notes n JOIN invoices i ON i.id = n.invoice_id
+         WHERE ($1::uuid IS NULL OR n.id = $1)
+           AND ($2::uuid IS NULL OR n.invoice_id = $2)
+           AND ($3::text IS NULL OR n.account_id = $3)
+           AND ($4::timestamptz IS NULL OR (i.period_start >= $4 AND i.period_start < $5))
+           AND ($6::uuid IS NULL OR n.id > $6)
+         ORDER BY n.id LIMIT $7",
+    )
+    .bind(filter.id)
+    .bind(filter.invoice)
+    .bind(filter.account.as_deref())
+    .bind(filter.month.map(|m| m.start()))
+    .bind(filter.month.map(|m| m.end()))
+    .bind(filter.after)
+    .bind(filter.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut notes = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: Uuid = r.try_get("id")?;
+        let lines = sqlx::query(
+            "SELECT line_position, provider_id, sku_id, description, amount, platform_part, partner_part
+             FROM credit_note_lines WHERE credit_note_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|l| {
+            Ok(CreditNoteLine {
+                line_position: l.try_get("line_position")?,
+                provider_id: l.try_get("provider_id")?,
+                sku: l.try_get("sku_id")?,
+                description: l.try_get("description")?,
+                amount: l.try_get("amount")?,
+                platform_part: l.try_get("platform_part")?,
+                partner_part: l.try_get("partner_part")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        notes.push(CreditNote {
+            id,
+            number: r.try_get("number")?,
+            invoice_id: r.try_get("invoice_id")?,
+            account_id: r.try_get("account_id")?,
+            currency: r.try_get("currency")?,
+            reason: r.try_get("reason")?,
+            total: r.try_get("total")?,
+            created_at: r.try_get("created_at")?,
+            lines,
+        });
+    }
+    Ok(notes)
+}
+
+#[derive(Debug, Default)]
+struct NoteFilter {
+    id: Option<Uuid>,
+    invoice: Option<Uuid>,
+    account: Option<String>,
+    month: Option<tally_domain::Period>,
+    after: Option<Uuid>,
+    limit: i64,
+}
+
+/// Staff see every credit note; a customer only its own account's.
+async fn reader_account(pool: &PgPool, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match principal(pool, headers).await? {
+        Principal::Admin | Principal::Finance => Ok(None),
+        Principal::Customer(own) => Ok(Some(own.to_string())),
+        _ => Err(ApiError::Forbidden),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteQuery {
+    account: Option<String>,
+    period: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/credit-notes?account=&period=YYYY-MM&cursor=&limit=`.
+pub async fn list_credit_notes(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Query(q): Query<NoteQuery>,
+) -> Result<Json<Page<CreditNote>>, ApiError> {
+    let own = reader_account(&pool, &headers).await?;
+    if let (Some(own), Some(asked)) = (&own, &q.account) {
+        if own != asked {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let filter = NoteFilter {
+        account: own.or(q.account),
+        month: q.period.as_deref().map(parse_period).transpose()?,
+        after: q
+            .cursor
+            .as_deref()
+            .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::InvalidRequest("bad cursor".into())))
+            .transpose()?,
+        limit,
+        ..NoteFilter::default()
+    };
+    let mut conn = pool.acquire().await?;
+    let data = load_notes(&mut conn, &filter).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|n| n.id.to_string()))
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+/// `GET /v1/credit-notes/{id}`.
+pub async fn get_credit_note(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CreditNote>, ApiError> {
+    let own = reader_account(&pool, &headers).await?;
+    let mut conn = pool.acquire().await?;
+    let filter = NoteFilter {
+        id: Some(id),
+        account: own,
+        limit: 1,
+        ..NoteFilter::default()
+    };
+    load_notes(&mut conn, &filter)
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("credit note {id}")))
+}
+
+/// `GET /v1/invoices/{id}/credit-notes`.
+pub async fn invoice_credit_notes(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Page<CreditNote>>, ApiError> {
+    let own = reader_account(&pool, &headers).await?;
+    let mut conn = pool.acquire().await?;
+    let filter = NoteFilter {
+        invoice: Some(id),
+        account: own,
+        limit: 500,
+        ..NoteFilter::default()
+    };
+    let data = load_notes(&mut conn, &filter).await?;
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
+}
