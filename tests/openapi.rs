@@ -82,3 +82,37 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
     }
     running.stop().await.unwrap();
 }
+
+/// Every route the services register is in the document (so a new endpoint
+/// cannot ship undocumented).
+#[test]
+fn every_registered_route_is_documented() {
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let paths = file["paths"].as_object().unwrap();
+    let mut registered = 0;
+    for source in ["collector/src/startup.rs", "invoicing/src/startup.rs"] {
+        let text =
+            std::fs::read_to_string(format!("{}/../{source}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for piece in text.split(".route(").skip(1) {
+            let path = piece
+                .trim_start()
+                .trim_start_matches('"')
+                .split('"')
+                .next()
+                .unwrap();
+            registered += 1;
+            assert!(
+                paths.contains_key(path),
+                "{source}: {path} is not documented"
+            );
+        }
+    }
+    assert!(registered >= 30, "found {registered} routes");
+}
