@@ -124,7 +124,13 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                                 tbody {
                                     @for line in &section.lines {
                                         tr {
-                                            th scope="row" { (line.description) }
+                                            th scope="row" {
+                                                (line.description)
+                                                @if let Some(period) = &line.adjusts {
+                                                    br;
+                                                    small { "Late usage of " (period.label) }
+                                                }
+                                            }
                                             td class="sku-code" { code { (line.sku) } }
                                             td.num { (line.quantity) " " (line.unit) }
                                             td class="num unit-price" { @if let Some(p) = line.unit_price { (money(p, cur)) } @else { "tiered" } }
@@ -290,6 +296,14 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// A line's description, naming the period an adjustment bills late usage of.
+fn described(line: &crate::invoices_repo::LineView) -> String {
+    match &line.adjusts {
+        Some(period) => format!("{} (late usage of {})", line.description, period.label),
+        None => line.description.clone(),
+    }
+}
+
 /// The invoice as CSV: one row per line; when credits apply, a subtotal row
 /// and one (negative) row per credit; then the total due.
 pub fn csv(invoice: &Invoice) -> String {
@@ -309,7 +323,7 @@ pub fn csv(invoice: &Invoice) -> String {
                 section.provider.id.as_str(),
                 section.provider.name.as_str(),
                 l.sku.as_str(),
-                l.description.as_str(),
+                &described(l),
                 &l.quantity.to_string(),
                 l.unit.as_str(),
                 &l.unit_price.map(|p| p.to_string()).unwrap_or_default(),

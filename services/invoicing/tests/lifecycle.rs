@@ -146,12 +146,38 @@ async fn sql_cannot_change_a_finalized_invoice() {
     .unwrap();
     assert_eq!((total, lines), (dec!(0.50), 1));
 
-    // Voiding stays possible (corrections are credit notes), and drafts stay drafts.
-    sqlx::query("UPDATE invoices SET status = 'void' WHERE id = $1")
+    // Voiding stays possible, with when and why (other corrections are
+    // credit notes); a void is final; drafts stay drafts.
+    let err = sqlx::query("UPDATE invoices SET status = 'void' WHERE id = $1")
         .bind(id)
         .execute(&pool)
         .await
-        .unwrap();
+        .expect_err("a void without its reason");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23000")
+    );
+    sqlx::query(
+        "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = 'test' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for sql in [
+        "UPDATE invoices SET void_reason = 'another' WHERE id = $1",
+        "UPDATE invoices SET status = 'finalized' WHERE id = $1",
+    ] {
+        let err = sqlx::query(sql)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .expect_err(sql);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("23000")
+        );
+    }
     let draft_changed = sqlx::query("UPDATE invoices SET total = 1 WHERE status = 'draft'")
         .execute(&pool)
         .await

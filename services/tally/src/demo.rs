@@ -295,6 +295,10 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     config.group_prefix = format!("demo-{run_id}");
     config.collector_addr = "127.0.0.1:0".parse()?;
     config.invoicing_addr = "127.0.0.1:0".parse()?;
+    // The demo's usage spans the last 20 days and it checks each calendar
+    // month's bill; with the closer on, early in a month the previous month
+    // would be sealed first and its usage billed as adjustments instead.
+    config.close_every = None;
 
     let shutdown = CancellationToken::new();
     let running = up::start(&config, &Service::ALL, shutdown.clone()).await?;
