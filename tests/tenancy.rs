@@ -132,5 +132,69 @@ async fn tenants_are_isolated() {
         }
         assert_eq!(get(&http, url, "").await.0, 401);
     }
+
+    // Reconciliation and exports: finance and admin only.
+    for path in [
+        "v1/reconciliation",
+        "v1/exports/invoices.csv",
+        "v1/exports/invoice-lines.csv",
+    ] {
+        let url = format!("{invoicing}/{path}?period={period}");
+        assert_eq!(get(&http, &url, &keys.finance).await.0, 200, "{url}");
+        assert_eq!(get(&http, &url, &keys.admin).await.0, 200, "{url}");
+        for key in [&keys.cloud, &keys.dbco, &keys.acme, &keys.umbrella] {
+            assert_eq!(get(&http, &url, key).await.0, 403, "{url}");
+        }
+        assert_eq!(get(&http, &url, "").await.0, 401, "{url}");
+    }
+    // Settlements: staff any partner's, a provider its own only, customers none.
+    let settlements = format!("{invoicing}/v1/settlements?period={period}");
+    assert_eq!(get(&http, &settlements, &keys.finance).await.0, 200);
+    assert_eq!(get(&http, &settlements, &keys.dbco).await.0, 200);
+    assert_eq!(
+        get(
+            &http,
+            &format!("{settlements}&provider=queueco"),
+            &keys.dbco
+        )
+        .await
+        .0,
+        403
+    );
+    for key in [&keys.acme, &keys.umbrella] {
+        assert_eq!(get(&http, &settlements, key).await.0, 403);
+    }
+    // Credit notes: staff all, a customer its own account's, providers none.
+    let notes = format!("{invoicing}/v1/credit-notes");
+    for key in [&keys.finance, &keys.admin, &keys.acme] {
+        assert_eq!(get(&http, &notes, key).await.0, 200);
+    }
+    assert_eq!(
+        get(&http, &format!("{notes}?account=acme"), &keys.umbrella)
+            .await
+            .0,
+        403
+    );
+    for key in [&keys.cloud, &keys.dbco] {
+        assert_eq!(get(&http, &notes, key).await.0, 403);
+    }
+    // Corrections are finance's: providers and customers cannot void or credit.
+    for (path, body) in [
+        ("void", serde_json::json!({"reason": "x"})),
+        ("credit-notes", serde_json::json!({"reason": "x"})),
+    ] {
+        for key in [&keys.dbco, &keys.acme] {
+            let status = http
+                .post(format!("{invoicing}/v1/invoices/{invoice_id}/{path}"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, 403, "{path}");
+        }
+    }
     running.stop().await.unwrap();
 }

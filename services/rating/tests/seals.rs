@@ -1,0 +1,186 @@
+//! Seals and late usage against a real PostgreSQL: an account whose periods
+//! start on the 15th, graduated prices (so late usage changes the tier), a
+//! seal repeated, and late events of two sealed periods on one open period.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::database;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use tally_domain::usage::SealMarker;
+use tally_domain::{
+    AccountId, AnchorDay, Currency, EventId, PriceBook, ProviderId, ProviderKind, Quantity, Sku,
+    Statement, UsageEvent,
+};
+use tally_platform::catalog;
+use tally_rating::process::seal;
+use tally_rating::process_batch;
+
+fn day(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0).unwrap()
+}
+
+fn boundary(month: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, 15, 0, 0, 0).unwrap()
+}
+
+/// `acme` bills from the 15th; `vm.hour` costs 0.10 for the first 100 hours
+/// of a period and 0.05 beyond.
+async fn seed(pool: &PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let p = ProviderId::parse("cloud").unwrap();
+    catalog::create_provider(&mut conn, &p, "Cloud", ProviderKind::FirstParty)
+        .await
+        .unwrap();
+    let acme = AccountId::parse("acme").unwrap();
+    catalog::create_account(&mut conn, &acme, "Acme", Currency::parse("USD").unwrap())
+        .await
+        .unwrap();
+    catalog::set_billing_anchor(&mut conn, &acme, AnchorDay::new(15).unwrap())
+        .await
+        .unwrap();
+    let sku = Sku::parse("vm.hour").unwrap();
+    catalog::create_sku(&mut conn, &sku, &p, "VMs", "hour")
+        .await
+        .unwrap();
+    let book: PriceBook = serde_json::from_str(
+        r#"{"model":"graduated","tiers":[{"up_to":"100","unit_price":"0.10"},{"unit_price":"0.05"}]}"#,
+    )
+    .unwrap();
+    catalog::add_price(
+        &mut conn,
+        &sku,
+        Currency::parse("USD").unwrap(),
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        &book,
+    )
+    .await
+    .unwrap();
+}
+
+fn hours(id: &str, quantity: i64, time: DateTime<Utc>) -> UsageEvent {
+    UsageEvent {
+        provider_id: ProviderId::parse("cloud").unwrap(),
+        event_id: EventId::parse(id).unwrap(),
+        account_id: AccountId::parse("acme").unwrap(),
+        sku: Sku::parse("vm.hour").unwrap(),
+        quantity: Quantity::new(Decimal::from(quantity)).unwrap(),
+        time,
+        received_at: time,
+        dimensions: BTreeMap::new(),
+    }
+}
+
+fn marker(through: DateTime<Utc>) -> SealMarker {
+    SealMarker {
+        account_id: AccountId::parse("acme").unwrap(),
+        through,
+    }
+}
+
+/// (quantity, amount, start of the period it adjusts) of each line.
+fn lines(s: &Statement) -> Vec<(Decimal, Decimal, Option<DateTime<Utc>>)> {
+    s.lines
+        .iter()
+        .map(|l| (l.quantity, l.amount, l.adjusts.map(|p| p.start())))
+        .collect()
+}
+
+#[tokio::test]
+async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_open_one() {
+    let pool = database().await;
+    seed(&pool).await;
+
+    // 80 hours on Oct 20: the period Oct 15 – Nov 15.
+    let out = process_batch(&pool, &[hours("a", 80, day(10, 20))])
+        .await
+        .unwrap();
+    let oct = &out.statements[0];
+    assert_eq!(
+        (oct.period.start(), oct.period.end()),
+        (boundary(10), boundary(11))
+    );
+    assert_eq!((oct.total, oct.sealed), (dec!(8.00), false));
+
+    // Sealed through Nov 15: its final statement; a second marker is a no-op.
+    let sealed = seal(&pool, &[marker(boundary(11))]).await.unwrap();
+    assert_eq!(sealed.len(), 1);
+    assert!(sealed[0].sealed);
+    assert_eq!((sealed[0].total, sealed[0].version), (dec!(8.00), 2));
+    assert!(seal(&pool, &[marker(boundary(11))])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // 40 late hours: the sealed period now has 120 (100 × 0.10 + 20 × 0.05
+    // = 11.00), so the next open period bills 3.00, at the old period's tiers.
+    let out = process_batch(&pool, &[hours("b", 40, day(10, 25))])
+        .await
+        .unwrap();
+    let nov = &out.statements[0];
+    assert_eq!(nov.period.start(), boundary(11));
+    assert_eq!(lines(nov), [(dec!(40), dec!(3.00), Some(boundary(10)))]);
+    // More late hours and the open period's own: the adjustment grows, the
+    // open period's own usage starts its tiers afresh.
+    let out = process_batch(
+        &pool,
+        &[hours("c", 10, day(11, 1)), hours("d", 5, day(11, 20))],
+    )
+    .await
+    .unwrap();
+    let nov = &out.statements[0];
+    assert_eq!(
+        lines(nov),
+        [
+            (dec!(5), dec!(0.50), None),
+            (dec!(50), dec!(3.50), Some(boundary(10))),
+        ]
+    );
+    assert_eq!(nov.total, dec!(4.00));
+
+    // Seal the November period too; then late usage of both sealed periods
+    // lands on the December one, each the difference to what was billed.
+    let sealed = seal(&pool, &[marker(boundary(12))]).await.unwrap();
+    assert_eq!(
+        (sealed.len(), sealed[0].total, sealed[0].sealed),
+        (1, dec!(4.00), true)
+    );
+    let out = process_batch(
+        &pool,
+        &[hours("e", 100, day(11, 10)), hours("f", 1, day(12, 1))],
+    )
+    .await
+    .unwrap();
+    let dec_ = &out.statements[0];
+    assert_eq!(dec_.period.start(), boundary(12));
+    // Oct 15 period: 230 hours = 10.00 + 6.50 = 16.50, billed 11.50 → 5.00.
+    // Nov 15 period: 6 hours = 0.60, billed 0.50 → 0.10.
+    assert_eq!(
+        lines(dec_),
+        [
+            (dec!(100), dec!(5.00), Some(boundary(10))),
+            (dec!(1), dec!(0.10), Some(boundary(11))),
+        ]
+    );
+    assert_eq!(dec_.total, dec!(5.10));
+    // The sealed statements never changed.
+    let versions: Vec<(DateTime<Utc>, i64, bool)> = sqlx::query_as(
+        "SELECT period_start, version, sealed FROM statements ORDER BY period_start",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        [
+            (boundary(10), 2, true),
+            (boundary(11), 3, true),
+            (boundary(12), 1, false)
+        ]
+    );
+}
