@@ -128,6 +128,18 @@ fn the_kafka_message_matches_its_schema() {
     let validator = schema("usage-event.schema.json");
     assert!(validator.is_valid(&value), "{value}");
     assert_eq!(value["quantity"], "1.5");
+
+    // Invoicing's seal marker shares the topic and the schema.
+    let seal = tally_domain::usage::UsageMessage::Seal(tally_domain::usage::SealMarker {
+        account_id: tally_domain::AccountId::parse("acme").unwrap(),
+        through: "2026-11-01T00:00:00Z".parse().unwrap(),
+    });
+    let value = serde_json::to_value(&seal).unwrap();
+    assert!(validator.is_valid(&value), "{value}");
+    assert_eq!(value["kind"], "seal");
+    let mut broken = value.clone();
+    broken["quantity"] = json!("1");
+    assert!(!validator.is_valid(&broken), "{broken}");
 }
 
 #[test]
