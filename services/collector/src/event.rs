@@ -3,7 +3,10 @@
 //! keeps the two in agreement.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku};
@@ -133,6 +136,118 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         time,
         dimensions,
     })
+}
+
+/// One event as it arrives, read straight into typed, borrowed fields: the
+/// fast path for valid events (`tally bench` under perf found building a
+/// `serde_json::Value` per event a large part of the collector's time).
+/// Optional fields are taken raw (present, even as `null`, or absent) and
+/// objects are checked to be objects (serde would read a struct from an
+/// array too), so it accepts nothing the reference parser refuses.
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    specversion: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    datacontenttype: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct WireData<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    #[serde(borrow)]
+    quantity: &'a RawValue,
+    #[serde(default, borrow, deserialize_with = "present")]
+    dimensions: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+/// The typed parse: `Some` only for an event [`parse_event`] accepts, with
+/// the same result; `None` for anything else.
+pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent> {
+    if !is_object(raw) {
+        return None;
+    }
+    let wire: WireEvent<'_> = serde_json::from_str(raw.get()).ok()?;
+    if wire.specversion != "1.0" || wire.kind.is_empty() || !is_object(wire.data) {
+        return None;
+    }
+    let data: WireData<'_> = serde_json::from_str(wire.data.get()).ok()?;
+    if wire
+        .datacontenttype
+        .is_some_and(|t| t.get() != "\"application/json\"")
+    {
+        return None;
+    }
+    let source = wire.source.as_ref();
+    if source != provider.as_str() && source.strip_prefix("/providers/") != Some(provider.as_str())
+    {
+        return None;
+    }
+    let quantity = data.quantity.get();
+    let quantity = if quantity.starts_with('"') {
+        Quantity::parse(&serde_json::from_str::<Cow<'_, str>>(quantity).ok()?)
+    } else if quantity.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Quantity::parse_json_number(quantity)
+    } else {
+        return None;
+    }
+    .ok()?;
+    let dimensions = match data.dimensions {
+        None => BTreeMap::new(),
+        Some(raw) => {
+            let dims: BTreeMap<String, String> = serde_json::from_str(raw.get()).ok()?;
+            if dims.len() > MAX_DIMENSIONS {
+                return None;
+            }
+            dims
+        }
+    };
+    Some(ParsedEvent {
+        id: EventId::parse(&wire.id).ok()?,
+        account: AccountId::parse(&wire.subject).ok()?,
+        sku: Sku::parse(&data.sku).ok()?,
+        quantity,
+        time: DateTime::parse_from_rfc3339(&wire.time)
+            .ok()?
+            .with_timezone(&Utc),
+        dimensions,
+    })
+}
+
+/// Parses one CloudEvent of a batch, as received: the typed fast path, and
+/// for an event it does not accept, [`parse_event`] for the precise reason.
+pub fn parse_raw_event(
+    raw: &RawValue,
+    provider: &ProviderId,
+) -> Result<ParsedEvent, EventRejection> {
+    if let Some(event) = parse_typed(raw, provider) {
+        return Ok(event);
+    }
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| EventRejection::malformed(format!("the event is not JSON: {e}")))?;
+    parse_event(&value, provider)
 }
 
 /// Refuses events whose `time` is older than `now - max_age` or later than

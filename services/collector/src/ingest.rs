@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
 use crate::error::ApiError;
-use crate::event::{check_time_window, parse_event, EventRejection, ParsedEvent};
+use crate::event::{check_time_window, parse_raw_event, EventRejection, ParsedEvent};
 use crate::sink::{EventSink, SinkError};
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -76,21 +77,40 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The events of the body: an object is one event, an array a batch.
-fn events_of(body: &[u8]) -> Result<Vec<Value>, ApiError> {
-    let value: Value =
+/// The events of the body, each still raw JSON: an object is one event, an
+/// array a batch.
+fn events_of(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    let whole: &RawValue =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    match value {
-        Value::Array(events) if events.is_empty() => {
-            Err(ApiError::InvalidRequest("the batch is empty".into()))
+    match whole.get().as_bytes().first() {
+        Some(b'[') => {
+            let events: Vec<&RawValue> = serde_json::from_str(whole.get())
+                .map_err(|e| ApiError::Malformed(e.to_string()))?;
+            if events.is_empty() {
+                Err(ApiError::InvalidRequest("the batch is empty".into()))
+            } else if events.len() > MAX_BATCH_EVENTS {
+                Err(ApiError::BatchTooLarge {
+                    max: MAX_BATCH_EVENTS,
+                    got: events.len(),
+                })
+            } else {
+                Ok(events)
+            }
         }
-        Value::Array(events) if events.len() > MAX_BATCH_EVENTS => Err(ApiError::BatchTooLarge {
-            max: MAX_BATCH_EVENTS,
-            got: events.len(),
-        }),
-        Value::Array(events) => Ok(events),
-        Value::Object(_) => Ok(vec![value]),
+        Some(b'{') => Ok(vec![whole]),
         _ => Err(ApiError::Malformed("expected an object or an array".into())),
+    }
+}
+
+/// The `id` of an event that was refused, when it has a string one.
+fn id_of(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<Value>,
+    }
+    match serde_json::from_str::<Id>(raw.get()).ok()?.id? {
+        Value::String(id) => Some(id),
+        _ => None,
     }
 }
 
@@ -118,7 +138,7 @@ pub async fn post_events(
     let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
         .iter()
         .map(|v| {
-            parse_event(v, &provider).and_then(|e| {
+            parse_raw_event(v, &provider).and_then(|e| {
                 check_time_window(&e, now, state.max_age, state.max_future)?;
                 Ok(e)
             })
@@ -162,10 +182,7 @@ pub async fn post_events(
                 metrics::counter!("tally_events_rejected_total", "code" => r.code).increment(1);
                 EventResult {
                     index,
-                    id: raw[index]
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    id: id_of(raw[index]),
                     status: "rejected",
                     code: Some(r.code),
                     message: Some(r.message),

@@ -8,6 +8,8 @@ pub mod ingest;
 pub mod sink;
 pub mod startup;
 
-pub use event::{check_time_window, parse_event, EventRejection, ParsedEvent};
+pub use event::{
+    check_time_window, parse_event, parse_raw_event, parse_typed, EventRejection, ParsedEvent,
+};
 pub use sink::{EventSink, KafkaSink, SinkError};
 pub use startup::{router, Application};

@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 use rdkafka::producer::FutureProducer;
-use tally_domain::usage::UsageMessage;
+use tally_domain::usage::UsageMessageRef;
 use tally_domain::UsageEvent;
 use tally_platform::kafka;
 
@@ -40,7 +40,7 @@ impl EventSink for KafkaSink {
             let records = events
                 .iter()
                 .map(|e| {
-                    let payload = serde_json::to_vec(&UsageMessage::Usage(e.clone()))?;
+                    let payload = serde_json::to_vec(&UsageMessageRef::Usage(e))?;
                     Ok((e.account_id.to_string(), payload))
                 })
                 .collect::<Result<Vec<(String, Vec<u8>)>, SinkError>>()?;

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use tally_collector::parse_event;
+use tally_collector::{parse_event, parse_raw_event, parse_typed};
 use tally_domain::ProviderId;
 
 fn schema(name: &str) -> jsonschema::Validator {
@@ -89,6 +89,11 @@ fn samples() -> Vec<(&'static str, Value, bool)> {
             v["data"]["dimensions"] = json!(dims);
         }), false),
         ("not an object", json!([1, 2]), false),
+        ("null datacontenttype", with(|v| v["datacontenttype"] = Value::Null), false),
+        ("null dimensions", with(|v| v["data"]["dimensions"] = Value::Null), false),
+        ("data as an array", with(|v| v["data"] = json!(["dbco.db.hour", "1"])), false),
+        ("event as an array of its fields", json!(["1.0", "evt-1", "dbco", "t", "acme", "2026-11-20T10:00:00Z", null, {"sku": "dbco.db.hour", "quantity": "1"}]), false),
+        ("escaped strings", serde_json::from_str(r#"{"specversion":"1.0","id":"e\u0031","source":"db\u0063o","type":"t","subject":"acme","time":"2026-11-20T10:00:00Z","datacontenttype":"application\/json","data":{"sku":"dbco.db.hour","quantity":"2"}}"#).unwrap(), true),
     ]
 }
 
@@ -103,6 +108,29 @@ fn parser_and_schema_agree_on_every_sample() {
         let by_code = parse_event(&event, &provider).is_ok();
         assert_eq!(by_schema, expected, "schema verdict on {name:?}");
         assert_eq!(by_code, expected, "parser verdict on {name:?}");
+    }
+}
+
+/// The collector's typed fast path gives exactly the reference parser's
+/// answer — the same event, or the same code and message — on every sample.
+#[test]
+fn the_fast_path_answers_as_the_reference_parser() {
+    let provider = ProviderId::parse("dbco").unwrap();
+    let others = [(
+        "another provider's source",
+        with(|v| v["source"] = json!("queueco")),
+        false,
+    )];
+    for (name, event, valid) in samples().into_iter().chain(others) {
+        let text = serde_json::to_string(&event).unwrap();
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&text).unwrap();
+        // Every valid event takes the fast path, and no other.
+        assert_eq!(parse_typed(&raw, &provider).is_some(), valid, "{name:?}");
+        assert_eq!(
+            parse_raw_event(&raw, &provider),
+            parse_event(&event, &provider),
+            "{name:?}"
+        );
     }
 }
 

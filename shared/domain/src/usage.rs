@@ -34,9 +34,40 @@ pub enum UsageMessage {
     Seal(SealMarker),
 }
 
+/// [`UsageMessage::Usage`] of a borrowed event: the same JSON, written
+/// without copying the event first (the collector's hot path).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UsageMessageRef<'a> {
+    Usage(&'a UsageEvent),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealMarker {
     pub account_id: AccountId,
     /// A period boundary of the account: periods ending at or before it close.
     pub through: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_borrowed_message_is_the_same_json() {
+        let event = UsageEvent {
+            provider_id: ProviderId::parse("dbco").unwrap(),
+            event_id: EventId::parse("e-1").unwrap(),
+            account_id: AccountId::parse("acme").unwrap(),
+            sku: Sku::parse("dbco.db.hour").unwrap(),
+            quantity: Quantity::parse("1.5").unwrap(),
+            time: "2026-11-01T10:00:00Z".parse().unwrap(),
+            received_at: "2026-11-01T10:00:01Z".parse().unwrap(),
+            dimensions: BTreeMap::from([("region".into(), "eu".into())]),
+        };
+        assert_eq!(
+            serde_json::to_string(&UsageMessageRef::Usage(&event)).unwrap(),
+            serde_json::to_string(&UsageMessage::Usage(event)).unwrap()
+        );
+    }
 }
