@@ -522,6 +522,17 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             "unknown_line",
         ),
         (serde_json::json!({"reason": " "}), 422, "reason_required"),
+        (serde_json::json!({"lines": []}), 400, "invalid_request"),
+        (
+            serde_json::json!({"reason": "x", "lines": [{"position": 1, "amount": 2}]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"reason": "x", "memo": "y"}),
+            400,
+            "invalid_request",
+        ),
         // 13.40 left on the lines, but only 5.40 - 2.00 of the amount due.
         (
             serde_json::json!({"reason": "x"}),
@@ -546,37 +557,62 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         Some("23000")
     );
 
+    // Three 0.01 notes on Queue Co's line (1.34, of which 1.04 is Queue
+    // Co's): its share of everything credited, rounded once, less what was
+    // given back before: 0.01, 0.01, 0.00 (never 0.03 for 0.0233 owed).
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        let (status, note) = post(
+            &s,
+            &notes,
+            serde_json::json!({"reason": "rounding", "lines": [{"position": 2, "amount": "0.01"}]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{note}");
+        parts.push(
+            note["lines"][0]["partner_part"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(parts, ["0.01", "0.01", "0.00"]);
+
     // The month reconciles, per currency, with figures worked out by hand.
-    // USD (acme; initech void): lines 4.16 + 9.90 + 1.34 = 15.40, less the
-    // 2.00 credit note = 13.40 invoiced. Platform: 4.16 (first party) +
-    // 1.98 (20% of 9.90) + 0.12 markup + 0.18 (15% of 1.22) - 0.40 (its part
-    // of the credit note) - 10.00 credits = -3.96. Partners: DB Co 7.92 -
-    // 1.60, Queue Co 1.04 = 7.36. -3.96 + 7.36 + 10.00 = 13.40.
+    // Its invoices count as issued; the void and the credit notes are
+    // corrections of the month they are made in (below).
+    // USD: acme 4.16 + 9.90 + 1.34 = 15.40, initech 1.24: 16.64 invoiced.
+    // Platform: 4.16 (first party) + 1.98 (20% of 9.90) + 0.12 markup +
+    // 0.18 (15% of 1.22) + 0.25 (20% of initech's 1.24) - 10.00 credits =
+    // -3.31. Partners: DB Co 7.92 + 0.99, Queue Co 1.04 = 9.95.
+    // -3.31 + 9.95 + 10.00 = 16.64.
     let mut conn = pool.acquire().await.unwrap();
+    let figures = |report: &tally_invoicing::settlement::Reconciliation| -> Vec<_> {
+        report
+            .currencies
+            .iter()
+            .map(|c| {
+                (
+                    c.currency.clone(),
+                    c.invoices,
+                    c.invoiced,
+                    c.platform_revenue,
+                    c.partner_settlements,
+                    c.credits_applied,
+                    c.difference,
+                )
+            })
+            .collect()
+    };
     let report = tally_invoicing::settlement::reconcile(&mut conn, month)
         .await
         .unwrap();
-    let figures: Vec<_> = report
-        .currencies
-        .iter()
-        .map(|c| {
-            (
-                c.currency.as_str(),
-                c.invoices,
-                c.invoiced,
-                c.platform_revenue,
-                c.partner_settlements,
-                c.credits_applied,
-                c.difference,
-            )
-        })
-        .collect();
     assert_eq!(
-        figures,
+        figures(&report),
         [
             // EUR (umbrella): 1.915 → 1.92 + 2.28; platform 1.92 + 0.46; DB Co 1.82.
             (
-                "EUR",
+                "EUR".to_owned(),
                 1,
                 dec!(4.20),
                 dec!(2.38),
@@ -585,11 +621,11 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
                 dec!(0)
             ),
             (
-                "USD",
-                1,
-                dec!(13.40),
-                dec!(-3.96),
-                dec!(7.36),
+                "USD".to_owned(),
+                2,
+                dec!(16.64),
+                dec!(-3.31),
+                dec!(9.95),
                 dec!(10.00),
                 dec!(0)
             ),
@@ -601,17 +637,23 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     assert_eq!(text.matches(" ok\n").count(), 2, "{text}");
 
     // DB Co's settlement, per SKU and account.
-    let (status, body) = get(
-        &s.http,
-        &format!(
-            "{}/v1/settlements?period={}&provider=dbco",
-            s.invoicing,
-            month.label()
-        ),
-        &s.keys.finance,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let dbco_settlement = |m: Period| {
+        let (http, url, key) = (
+            s.http.clone(),
+            format!(
+                "{}/v1/settlements?period={}&provider=dbco",
+                s.invoicing,
+                m.label()
+            ),
+            s.keys.finance.clone(),
+        );
+        async move {
+            let (status, body) = get(&http, &url, &key).await;
+            assert_eq!(status, 200);
+            body
+        }
+    };
+    let body = dbco_settlement(month).await;
     let usd = &body["data"][0]["currencies"][1];
     assert_eq!(
         (
@@ -623,13 +665,19 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         ),
         (
             Some("USD"),
-            Some("9.90"),
-            Some("1.98"),
-            Some("1.60"),
-            Some("6.32")
+            Some("11.14"),
+            Some("2.23"),
+            Some("0"),
+            Some("8.91")
         )
     );
-    assert_eq!(usd["by_account"][0]["id"], "acme");
+    let accounts: Vec<&str> = usd["by_account"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["acme", "initech"]);
     assert_eq!(usd["by_sku"][0]["id"], "dbco.db.hour");
     // A provider reads its own settlement only.
     let (status, _) = get(
@@ -655,45 +703,59 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     );
     assert_eq!(own["data"][0]["currencies"][0]["net_payable"], "1.04");
 
-    // The late event is on the next month's invoice; once that month is
-    // sealed too it reconciles: 44 hours (10.89) less the 40 billed (9.90)
-    // = 0.99, of which 0.20 (2.18 - 1.98) is the platform's fee.
+    // The late event is on the next month's invoice: 44 hours (10.89) less
+    // the 40 billed (9.90) = 0.99, of which 0.20 (2.18 - 1.98) is the
+    // platform's fee and 0.79 DB Co's. The corrections belong to the month
+    // they were made in: the void takes back initech's 1.24 (platform 0.25,
+    // DB Co 0.99), the credit notes 2.03 (platform 0.40 + 0.01, DB Co 1.60,
+    // Queue Co 0.02). Once the next month is sealed too, both reconcile.
     let next_close = open.end() + grace + Duration::hours(1);
     lifecycle::request_seals(pool, &producer, &topic, next_close, grace)
         .await
         .unwrap();
     finalized(&s, open.start(), 1).await;
-    let report = tally_invoicing::settlement::reconcile(&mut conn, open)
-        .await
-        .unwrap();
-    let figures: Vec<_> = report
-        .currencies
-        .iter()
-        .map(|c| {
-            (
-                c.currency.as_str(),
-                c.invoices,
-                c.invoiced,
-                c.platform_revenue,
-                c.partner_settlements,
-                c.credits_applied,
-                c.difference,
-            )
-        })
-        .collect();
-    assert_eq!(
-        figures,
-        [(
-            "USD",
-            1,
-            dec!(0.99),
-            dec!(0.20),
-            dec!(0.79),
+    let adjustment = (1, dec!(0.99), dec!(0.20), dec!(0.79));
+    let corrections = (0, dec!(-3.27), dec!(-0.66), dec!(-2.61));
+    let made = Period::month_containing(chrono::Utc::now());
+    let expected = |parts: &[(i64, Decimal, Decimal, Decimal)]| {
+        let sum = |f: fn(&(i64, Decimal, Decimal, Decimal)) -> Decimal| {
+            parts.iter().map(f).sum::<Decimal>()
+        };
+        vec![(
+            "USD".to_owned(),
+            parts.iter().map(|p| p.0).sum::<i64>(),
+            sum(|p| p.1),
+            sum(|p| p.2),
+            sum(|p| p.3),
             dec!(0),
-            dec!(0)
+            dec!(0),
         )]
+    };
+    let checks: Vec<(Period, Vec<_>)> = if made == open {
+        vec![(open, expected(&[adjustment, corrections]))]
+    } else {
+        // Early in a month the corrections fall in a later month than the
+        // adjustment's invoice.
+        vec![
+            (open, expected(&[adjustment])),
+            (made, expected(&[corrections])),
+        ]
+    };
+    for (m, want) in checks {
+        let report = tally_invoicing::settlement::reconcile(&mut conn, m)
+            .await
+            .unwrap();
+        assert_eq!(figures(&report), want, "{}", m.label());
+        assert!(report.holds(), "{report:?}");
+    }
+    let body = dbco_settlement(made).await;
+    assert_eq!(
+        body["data"][0]["currencies"][0]["credit_notes"], "1.60",
+        "{body}"
     );
-    assert!(report.holds(), "{report:?}");
+    // October's settlement did not change with the corrections.
+    let again = dbco_settlement(month).await;
+    assert_eq!(again["data"][0]["currencies"][1]["net_payable"], "8.91");
 
     // A ledger that disagrees with the invoices fails, with the problem named.
     sqlx::query(
@@ -704,7 +766,10 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     .unwrap();
     let (ok, text) = reconcile_cli(&s, &month.label());
     assert!(!ok, "{text}");
-    assert!(text.contains("the credit ledger drew 11.00"), "{text}");
+    assert!(
+        text.contains("the credit ledger drew 11.00 for its period, the invoice applies 10.00"),
+        "{text}"
+    );
 
     // Finance exports of the month.
     let csv = s
@@ -728,7 +793,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         "{csv}"
     );
     assert!(
-        rows[1].contains(",finalized,USD,15.40,10.00,5.40,2.00,"),
+        rows[1].contains(",finalized,USD,15.40,10.00,5.40,2.03,"),
         "{csv}"
     );
     assert!(

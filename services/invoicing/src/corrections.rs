@@ -7,6 +7,7 @@
 //! proportion of the invoice line it credits, so the partner's settlement
 //! gives back the partner's share.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -20,6 +21,7 @@ use tally_platform::auth::Principal;
 use uuid::Uuid;
 
 use crate::auth::{principal, require_staff};
+use crate::credits_api::body;
 use crate::error::ApiError;
 use crate::invoices_repo::{self, InvoiceSummary};
 use crate::lifecycle::next_number;
@@ -44,10 +46,11 @@ pub async fn void_invoice(
     State(pool): State<PgPool>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
-    Json(body): Json<VoidRequest>,
+    json: Result<Json<VoidRequest>, JsonRejection>,
 ) -> Result<Json<InvoiceSummary>, ApiError> {
     require_staff(&pool, &headers).await?;
-    let reason = body.reason.trim();
+    let request = body(json)?;
+    let reason = request.reason.trim();
     if reason.is_empty() {
         return Err(refused("reason_required", "a void needs a reason"));
     }
@@ -171,7 +174,9 @@ struct Creditable {
     description: String,
     amount: Decimal,
     partner_net: Decimal,
+    /// Credited so far, and the partner's part of it.
     credited: Decimal,
+    partner_credited: Decimal,
 }
 
 /// `POST /v1/invoices/{id}/credit-notes`: finance credits a finalized
@@ -183,10 +188,11 @@ pub async fn create_credit_note(
     Extension(issuer): Extension<Issuer>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
-    Json(body): Json<NewCreditNote>,
+    json: Result<Json<NewCreditNote>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreditNote>), ApiError> {
     require_staff(&pool, &headers).await?;
-    let reason = body.reason.trim().to_owned();
+    let request = body(json)?;
+    let reason = request.reason.trim().to_owned();
     if reason.is_empty() {
         return Err(refused("reason_required", "a credit note needs a reason"));
     }
@@ -205,9 +211,12 @@ pub async fn create_credit_note(
     let currency = Currency::parse(&invoice.currency).map_err(|e| ApiError::Internal(e.into()))?;
     let rows = sqlx::query(
         "SELECT l.position, l.provider_id, l.sku_id, l.description, l.amount, l.partner_net,
-                COALESCE((SELECT sum(c.amount) FROM credit_note_lines c
-                          WHERE c.invoice_id = l.invoice_id AND c.line_position = l.position), 0) AS credited
-         FROM invoice_lines l WHERE l.invoice_id = $1 ORDER BY l.position",
+                COALESCE(c.amount, 0) AS credited, COALESCE(c.partner_part, 0) AS partner_credited
+         FROM invoice_lines l
+         LEFT JOIN (SELECT line_position, sum(amount) AS amount, sum(partner_part) AS partner_part
+                    FROM credit_note_lines WHERE invoice_id = $1 GROUP BY line_position) c
+           ON c.line_position = l.position
+         WHERE l.invoice_id = $1 ORDER BY l.position",
     )
     .bind(id)
     .fetch_all(&mut *tx)
@@ -223,17 +232,22 @@ pub async fn create_credit_note(
                 amount: r.try_get("amount")?,
                 partner_net: r.try_get("partner_net")?,
                 credited: r.try_get("credited")?,
+                partner_credited: r.try_get("partner_credited")?,
             },
         );
     }
-    let requested: Vec<(i32, Option<Decimal>)> = if body.lines.is_empty() {
+    let requested: Vec<(i32, Option<Decimal>)> = if request.lines.is_empty() {
         lines
             .iter()
             .filter(|(_, l)| l.amount - l.credited > Decimal::ZERO)
             .map(|(p, _)| (*p, None))
             .collect()
     } else {
-        body.lines.iter().map(|l| (l.position, l.amount)).collect()
+        request
+            .lines
+            .iter()
+            .map(|l| (l.position, l.amount))
+            .collect()
     };
     let mut out: Vec<CreditNoteLine> = Vec::new();
     for (position, amount) in requested {
@@ -261,12 +275,16 @@ pub async fn create_credit_note(
             ));
         }
         line.credited += amount;
-        // The partner's share in the invoice line's proportion, rounded once.
+        // The partner's share of everything credited on the line so far, in
+        // the invoice line's proportion and rounded once, less what earlier
+        // notes gave back: many small notes never give back more than the
+        // partner earned.
         let partner_part = if line.amount.is_zero() {
             Decimal::ZERO
         } else {
-            currency.round(amount * line.partner_net / line.amount)
+            currency.round(line.credited * line.partner_net / line.amount) - line.partner_credited
         };
+        line.partner_credited += partner_part;
         out.push(CreditNoteLine {
             line_position: position,
             provider_id: line.provider_id.clone(),

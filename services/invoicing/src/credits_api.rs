@@ -129,7 +129,8 @@ fn credit_error(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::Credit(code, message.into())
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+/// A JSON body, or `400 invalid_request` naming what is wrong with it.
+pub fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(b)| b)
         .map_err(|e| ApiError::InvalidRequest(e.body_text()))
 }

@@ -1,7 +1,10 @@
 //! Partner settlements, the reconciliation of a month, and the finance CSV
-//! exports. A month holds the invoices of the periods that start in it;
-//! only finalized invoices count (drafts still change, void ones were
-//! written off), with the credit notes issued against them.
+//! exports. A month holds the invoices of the periods that start in it once
+//! they are finalized (drafts still change), and the corrections made in it:
+//! invoices voided in the month (their whole invoice reversed) and credit
+//! notes issued in it, whatever period they correct. A month that was
+//! settled and paid out never changes afterwards; a later correction is
+//! part of the month it is made in.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -21,7 +24,8 @@ use crate::routes::parse_period;
 /// One partner's settlement figures for one SKU and account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Figures {
-    /// Usage at the partner's list price.
+    /// Usage at the partner's list price (less that of invoices voided in
+    /// the month).
     #[serde(with = "rust_decimal::serde::str")]
     pub gross_list: Decimal,
     /// The platform's share of the list amount.
@@ -76,24 +80,35 @@ pub async fn settlements(
     provider: Option<&str>,
 ) -> Result<Vec<Settlement>, sqlx::Error> {
     let rows = sqlx::query(
-        "WITH billed AS (
-             SELECT i.currency, l.provider_id, max(l.provider_name) AS provider_name, l.sku_id,
-                    i.account_id, sum(l.list_amount) AS gross_list, sum(l.platform_fee) AS platform_fee,
-                    sum(l.partner_net) AS partner_net
+        "WITH facts AS (
+             -- The partner lines of the month's invoices (finalized; voided later or not).
+             SELECT i.currency, l.provider_id, l.provider_name, l.sku_id, i.account_id,
+                    l.list_amount AS gross_list, l.platform_fee, l.partner_net, 0::numeric AS back
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
-             WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
+             WHERE i.status IN ('finalized', 'void') AND i.period_start >= $1 AND i.period_start < $2
                AND l.provider_kind = 'partner' AND ($3::text IS NULL OR l.provider_id = $3)
-             GROUP BY i.currency, l.provider_id, l.sku_id, i.account_id),
-         credited AS (
-             SELECT i.currency, c.provider_id, c.sku_id, i.account_id, sum(c.partner_part) AS back
-             FROM credit_note_lines c JOIN invoices i ON i.id = c.invoice_id
-             WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-               AND ($3::text IS NULL OR c.provider_id = $3)
-             GROUP BY i.currency, c.provider_id, c.sku_id, i.account_id)
-         SELECT b.*, COALESCE(c.back, 0) AS back
-         FROM billed b LEFT JOIN credited c
-           ON (c.currency, c.provider_id, c.sku_id, c.account_id) = (b.currency, b.provider_id, b.sku_id, b.account_id)
-         ORDER BY b.provider_id, b.currency, b.sku_id, b.account_id",
+             UNION ALL
+             -- Invoices voided in the month: their lines reversed.
+             SELECT i.currency, l.provider_id, l.provider_name, l.sku_id, i.account_id,
+                    -l.list_amount, -l.platform_fee, -l.partner_net, 0
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+             WHERE i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2
+               AND l.provider_kind = 'partner' AND ($3::text IS NULL OR l.provider_id = $3)
+             UNION ALL
+             -- Credit notes issued in the month: the partner's part given back.
+             SELECT n.currency, c.provider_id, l.provider_name, c.sku_id, n.account_id,
+                    0, 0, 0, c.partner_part
+             FROM credit_note_lines c
+             JOIN credit_notes n ON n.id = c.credit_note_id
+             JOIN invoice_lines l ON l.invoice_id = c.invoice_id AND l.position = c.line_position
+             WHERE n.created_at >= $1 AND n.created_at < $2
+               AND l.provider_kind = 'partner' AND ($3::text IS NULL OR c.provider_id = $3))
+         SELECT currency, provider_id, max(provider_name) AS provider_name, sku_id, account_id,
+                sum(gross_list) AS gross_list, sum(platform_fee) AS platform_fee,
+                sum(partner_net) AS partner_net, sum(back) AS back
+         FROM facts
+         GROUP BY currency, provider_id, sku_id, account_id
+         ORDER BY provider_id, currency, sku_id, account_id",
     )
     .bind(month.start())
     .bind(month.end())
@@ -193,28 +208,40 @@ pub async fn get_settlements(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CurrencyReconciliation {
     pub currency: String,
+    /// Finalized invoices of the month's periods (void ones included: they
+    /// were issued; their void is a correction of the month it happened in).
     pub invoices: i64,
-    /// Invoice subtotals (before credits) less credit notes, from the
-    /// invoice and credit note headers.
+    /// Their subtotals (before credits), from the invoice headers.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub subtotals: Decimal,
+    /// Subtotals of invoices voided in the month.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub voided: Decimal,
+    /// Credit notes issued in the month, from their headers.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub credit_notes: Decimal,
+    /// `subtotals - voided - credit_notes`.
     #[serde(with = "rust_decimal::serde::str")]
     pub invoiced: Decimal,
     /// Markup and platform fees of the lines (first-party lines whole), less
-    /// the platform's part of credit notes, less credits applied.
+    /// those of voided invoices and the platform's part of credit notes,
+    /// less credits applied.
     #[serde(with = "rust_decimal::serde::str")]
     pub platform_revenue: Decimal,
     /// Net payable of every partner's settlement.
     #[serde(with = "rust_decimal::serde::str")]
     pub partner_settlements: Decimal,
-    /// Credits applied on the invoices (their credit lines).
+    /// Credits applied on the invoices (their credit lines), less those of
+    /// voided invoices.
     #[serde(with = "rust_decimal::serde::str")]
     pub credits_applied: Decimal,
     /// `invoiced - (platform_revenue + partner_settlements + credits_applied)`.
     #[serde(with = "rust_decimal::serde::str")]
     pub difference: Decimal,
-    /// Credits drawn in rating's credit ledger for these invoices' periods.
-    #[serde(with = "rust_decimal::serde::str")]
-    pub ledger_draws: Decimal,
-    /// Problems found (an invoice whose header disagrees with its lines…).
+    /// Problems found: an invoice whose header disagrees with its lines or
+    /// credits, a line whose split does not add up, a credit note whose
+    /// total is not its lines', the credit ledger disagreeing with the
+    /// credits the invoices apply.
     pub problems: Vec<String>,
 }
 
@@ -238,10 +265,46 @@ impl Reconciliation {
     }
 }
 
-/// Checks the identity for the invoices of `month`, per currency, each side
-/// from its own records: invoice and credit note headers; invoice lines and
-/// credit note lines; the settlements; the invoices' credit lines, and the
-/// credit ledger beside them.
+/// The month's invoices (finalized, voided since or not), and the invoices
+/// voided in the month (whatever their period): a query adds the first and
+/// takes the second away.
+const ISSUED: &str =
+    "i.status IN ('finalized', 'void') AND i.period_start >= $1 AND i.period_start < $2";
+const VOIDED: &str = "i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2";
+
+/// Per currency, `select` (a scalar subquery over `i`, the invoice) summed
+/// over the month's invoices, less the same over those voided in the month.
+async fn per_currency(
+    conn: &mut PgConnection,
+    month: Period,
+    select: &str,
+) -> Result<BTreeMap<String, Decimal>, sqlx::Error> {
+    let sql = format!(
+        "SELECT currency, sum(v) AS v FROM (
+             SELECT i.currency, ({select}) AS v FROM invoices i WHERE {ISSUED}
+             UNION ALL
+             SELECT i.currency, -({select}) FROM invoices i WHERE {VOIDED}) t
+         GROUP BY currency"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(month.start())
+        .bind(month.end())
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("currency")?,
+                r.try_get::<Option<Decimal>, _>("v")?.unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// Checks the identity for `month`, per currency, each side from its own
+/// records: invoice and credit note headers; invoice lines and credit note
+/// lines; the settlements; the invoices' credit lines (and the credit ledger
+/// beside them).
 pub async fn reconcile(
     conn: &mut PgConnection,
     month: Period,
@@ -255,102 +318,89 @@ pub async fn reconcile(
     .fetch_one(&mut *conn)
     .await?;
     let mut by_currency: BTreeMap<String, CurrencyReconciliation> = BTreeMap::new();
-    let headers = sqlx::query(
-        "SELECT i.currency, count(*) AS invoices, sum(i.subtotal) AS subtotal,
-                COALESCE(sum((SELECT sum(n.total) FROM credit_notes n WHERE n.invoice_id = i.id)), 0) AS noted
-         FROM invoices i
-         WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-         GROUP BY i.currency",
-    )
+
+    let counts: Vec<(String, i64, Decimal)> = sqlx::query_as(&format!(
+        "SELECT i.currency, count(*), sum(i.subtotal) FROM invoices i WHERE {ISSUED} GROUP BY i.currency"
+    ))
     .bind(start)
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    for r in &headers {
-        let currency: String = r.try_get("currency")?;
-        let subtotal: Decimal = r.try_get("subtotal")?;
-        let noted: Decimal = r.try_get("noted")?;
-        by_currency.insert(
-            currency.clone(),
-            CurrencyReconciliation {
-                currency,
-                invoices: r.try_get("invoices")?,
-                invoiced: subtotal - noted,
-                ..CurrencyReconciliation::default()
-            },
-        );
+    for (currency, n, subtotals) in counts {
+        let c = entry(&mut by_currency, &currency);
+        c.invoices = n;
+        c.subtotals = subtotals;
     }
-    let platform = sqlx::query(
-        "SELECT i.currency, sum(l.markup + l.platform_fee) AS gross,
-                COALESCE(sum((SELECT sum(c.platform_part) FROM credit_note_lines c
-                     WHERE c.invoice_id = l.invoice_id AND c.line_position = l.position)), 0) AS back
-         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
-         WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-         GROUP BY i.currency",
-    )
+    let voided: Vec<(String, Decimal)> = sqlx::query_as(&format!(
+        "SELECT i.currency, sum(i.subtotal) FROM invoices i WHERE {VOIDED} GROUP BY i.currency"
+    ))
     .bind(start)
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    let credits = sqlx::query(
-        "SELECT i.currency, sum(c.amount) AS applied
-         FROM invoice_credits c JOIN invoices i ON i.id = c.invoice_id
-         WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-         GROUP BY i.currency",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(&mut *conn)
-    .await?;
-    let ledger = sqlx::query(
-        "SELECT i.currency, sum(l.amount) AS drawn
-         FROM credit_ledger l JOIN invoices i
-           ON i.account_id = l.account_id AND i.period_start = l.period_start
-         WHERE l.kind = 'draw' AND i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-         GROUP BY i.currency",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in &platform {
-        let c = entry(&mut by_currency, r.try_get("currency")?);
-        let gross: Decimal = r.try_get("gross")?;
-        let back: Decimal = r.try_get("back")?;
-        c.platform_revenue += gross - back;
+    for (currency, amount) in voided {
+        entry(&mut by_currency, &currency).voided = amount;
     }
-    for r in &credits {
-        let c = entry(&mut by_currency, r.try_get("currency")?);
-        let applied: Decimal = r.try_get("applied")?;
+    let notes: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT n.currency, sum(n.total),
+                COALESCE(sum((SELECT sum(c.platform_part) FROM credit_note_lines c WHERE c.credit_note_id = n.id)), 0)
+         FROM credit_notes n WHERE n.created_at >= $1 AND n.created_at < $2 GROUP BY n.currency",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut platform_back: Vec<(String, Decimal)> = Vec::new();
+    for (currency, total, platform_part) in notes {
+        entry(&mut by_currency, &currency).credit_notes = total;
+        platform_back.push((currency, platform_part));
+    }
+    let platform = per_currency(
+        &mut *conn,
+        month,
+        "SELECT COALESCE(sum(l.markup + l.platform_fee), 0) FROM invoice_lines l WHERE l.invoice_id = i.id",
+    )
+    .await?;
+    let credits = per_currency(
+        &mut *conn,
+        month,
+        "SELECT COALESCE(sum(c.amount), 0) FROM invoice_credits c WHERE c.invoice_id = i.id",
+    )
+    .await?;
+    for (currency, gross) in platform {
+        entry(&mut by_currency, &currency).platform_revenue += gross;
+    }
+    for (currency, back) in platform_back {
+        entry(&mut by_currency, &currency).platform_revenue -= back;
+    }
+    for (currency, applied) in credits {
+        let c = entry(&mut by_currency, &currency);
         c.credits_applied += applied;
         c.platform_revenue -= applied;
-    }
-    for r in &ledger {
-        let c = entry(&mut by_currency, r.try_get("currency")?);
-        c.ledger_draws = r.try_get("drawn")?;
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
             entry(&mut by_currency, &cs.currency).partner_settlements += cs.totals.net_payable;
         }
     }
-    // Invoices whose header disagrees with their own lines or credits.
-    let broken = sqlx::query(
+
+    // The month's invoices checked against their own lines and credits, and
+    // the credit ledger against the invoices.
+    let invoices = sqlx::query(&format!(
         "SELECT i.currency, i.number, i.subtotal, i.credits_total, i.total,
                 COALESCE((SELECT sum(amount) FROM invoice_lines WHERE invoice_id = i.id), 0) AS lines,
                 COALESCE((SELECT sum(amount) FROM invoice_credits WHERE invoice_id = i.id), 0) AS credits,
+                COALESCE((SELECT sum(amount) FROM credit_ledger
+                          WHERE kind = 'draw' AND account_id = i.account_id AND period_start = i.period_start), 0) AS drawn,
                 (SELECT count(*) FROM invoice_lines
-                  WHERE invoice_id = i.id AND amount <> markup + platform_fee + partner_net) AS split_off,
-                (SELECT count(*) FROM credit_notes n WHERE n.invoice_id = i.id
-                  AND n.total <> (SELECT sum(amount) FROM credit_note_lines WHERE credit_note_id = n.id)) AS notes_off
-         FROM invoices i
-         WHERE i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2",
-    )
+                  WHERE invoice_id = i.id AND amount <> markup + platform_fee + partner_net) AS split_off
+         FROM invoices i WHERE {ISSUED} ORDER BY i.number"
+    ))
     .bind(start)
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    for r in &broken {
+    for r in &invoices {
         let number: Option<String> = r.try_get("number")?;
         let number = number.unwrap_or_default();
         let (subtotal, credits_total, total): (Decimal, Decimal, Decimal) = (
@@ -358,8 +408,12 @@ pub async fn reconcile(
             r.try_get("credits_total")?,
             r.try_get("total")?,
         );
-        let (lines, credits): (Decimal, Decimal) = (r.try_get("lines")?, r.try_get("credits")?);
-        let (split_off, notes_off): (i64, i64) = (r.try_get("split_off")?, r.try_get("notes_off")?);
+        let (lines, credits, drawn): (Decimal, Decimal, Decimal) = (
+            r.try_get("lines")?,
+            r.try_get("credits")?,
+            r.try_get("drawn")?,
+        );
+        let split_off: i64 = r.try_get("split_off")?;
         let mut problems = Vec::new();
         if lines != subtotal {
             problems.push(format!(
@@ -376,13 +430,11 @@ pub async fn reconcile(
                 "{number}: total {total} is not {subtotal} - {credits_total}"
             ));
         }
+        if drawn != credits {
+            problems.push(format!("{number}: the credit ledger drew {drawn} for its period, the invoice applies {credits}"));
+        }
         if split_off > 0 {
             problems.push(format!("{number}: {split_off} line(s) whose amount is not markup + platform fee + partner net"));
-        }
-        if notes_off > 0 {
-            problems.push(format!(
-                "{number}: {notes_off} credit note(s) whose total is not the sum of their lines"
-            ));
         }
         if !problems.is_empty() {
             entry(&mut by_currency, r.try_get("currency")?)
@@ -390,16 +442,25 @@ pub async fn reconcile(
                 .extend(problems);
         }
     }
+    let notes_off: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.currency, n.number FROM credit_notes n
+         WHERE n.created_at >= $1 AND n.created_at < $2
+           AND n.total <> (SELECT sum(amount) FROM credit_note_lines WHERE credit_note_id = n.id)",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (currency, number) in notes_off {
+        entry(&mut by_currency, &currency)
+            .problems
+            .push(format!("{number}: its total is not the sum of its lines"));
+    }
     let mut currencies: Vec<CurrencyReconciliation> = by_currency.into_values().collect();
     for c in &mut currencies {
+        c.invoiced = c.subtotals - c.voided - c.credit_notes;
         c.difference =
             c.invoiced - (c.platform_revenue + c.partner_settlements + c.credits_applied);
-        if c.ledger_draws != c.credits_applied {
-            c.problems.push(format!(
-                "the credit ledger drew {} for these periods, the invoices apply {}",
-                c.ledger_draws, c.credits_applied
-            ));
-        }
     }
     Ok(Reconciliation {
         period: month.label(),

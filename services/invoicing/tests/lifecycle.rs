@@ -79,6 +79,20 @@ async fn two_instances_finalizing_at_once_skip_and_reuse_no_number() {
 async fn only_drafts_whose_final_statement_arrived_are_finalized() {
     let pool = fresh_pool().await;
     let accounts = drafts_sealed(&pool, 2, false).await;
+    // Not through SQL either: a draft is never voided, nor finalized
+    // without its number or before it is sealed.
+    for sql in [
+        "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = 'x'",
+        "UPDATE invoices SET status = 'finalized', finalized_at = now()",
+        "UPDATE invoices SET status = 'finalized', finalized_at = now(), number = 'TLY-2026-000099'",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("23000"),
+            "{sql}"
+        );
+    }
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
     let done = finalize_sealed(&pool, "TLY", now, 10).await.unwrap();
     assert!(done.is_empty(), "a month later, but not sealed: {done:?}");

@@ -21,7 +21,8 @@ use crate::seals_repo::{self, AccountState};
 /// Why an event could not be rated; it goes to `usage.events.dlq`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    /// Stable code: `account_unknown`, `no_price`, `malformed_message`, `rating_failed`.
+    /// Stable code: `account_unknown`, `no_price`, `dimension_missing`,
+    /// `malformed_message`, `rating_failed`, `seal_failed`.
     pub code: &'static str,
     pub reason: String,
     /// The event, when it could be parsed.
@@ -547,6 +548,39 @@ pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement
         }
     }
     Ok(statements)
+}
+
+/// Like [`seal`], but a marker that still fails on its own while the
+/// database answers is dead-lettered as `seal_failed` instead of holding up
+/// its partition (the closer sends it again ten minutes later, as the seal
+/// did not move). A failure of the database, the code or the schema is
+/// returned: the batch waits.
+pub async fn seal_isolating(
+    pool: &PgPool,
+    markers: &[SealMarker],
+) -> Result<(Vec<Statement>, Vec<DeadLetter>), ProcessError> {
+    let mut statements = Vec::new();
+    let mut dead = Vec::new();
+    for marker in markers {
+        match seal(pool, std::slice::from_ref(marker)).await {
+            Ok(sealed) => statements.extend(sealed),
+            Err(err) if err.is_systemic() => return Err(err),
+            Err(err) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                tracing::error!(account = %marker.account_id, error = %err, "seal dead-lettered");
+                dead.push(DeadLetter {
+                    code: "seal_failed",
+                    reason: err.to_string(),
+                    event: None,
+                    payload: serde_json::to_string(&tally_domain::usage::UsageMessage::Seal(
+                        marker.clone(),
+                    ))
+                    .ok(),
+                });
+            }
+        }
+    }
+    Ok((statements, dead))
 }
 
 async fn seal_in(

@@ -38,19 +38,30 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
 
 /// The state of these accounts, share-locked until the transaction ends, so
 /// a seal (which takes the account `FOR UPDATE`) waits for rating in flight
-/// and the other way round. Unknown accounts are left out.
+/// and the other way round. The seal is read after the lock is held, in a
+/// statement of its own: a lock that had to wait for a seal sees it.
+/// Unknown accounts are left out.
 pub async fn lock_accounts(
     conn: &mut PgConnection,
     accounts: &[&str],
     exclusive: bool,
 ) -> Result<HashMap<String, AccountState>, sqlx::Error> {
-    let sql = format!(
-        "SELECT a.id, a.currency, a.billing_anchor_day, s.sealed_through
-         FROM accounts a LEFT JOIN account_seals s ON s.account_id = a.id
-         WHERE a.id = ANY($1) ORDER BY a.id FOR {} OF a",
+    let lock = format!(
+        "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR {}",
         if exclusive { "UPDATE" } else { "SHARE" }
     );
-    let rows = sqlx::query(&sql).bind(accounts).fetch_all(conn).await?;
+    sqlx::query(&lock)
+        .bind(accounts)
+        .execute(&mut *conn)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT a.id, a.currency, a.billing_anchor_day, s.sealed_through
+         FROM accounts a LEFT JOIN account_seals s ON s.account_id = a.id
+         WHERE a.id = ANY($1)",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?;
     rows.iter()
         .map(|r| {
             let day: i16 = r.try_get("billing_anchor_day")?;

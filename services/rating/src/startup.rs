@@ -14,7 +14,9 @@ use tally_platform::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox;
-use crate::process::{process_batch, process_batch_isolating, seal, BatchOutcome, DeadLetter};
+use crate::process::{
+    process_batch, process_batch_isolating, seal, seal_isolating, BatchOutcome, DeadLetter,
+};
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -135,6 +137,11 @@ impl Application {
                     outcome.merge(one);
                     newest_received =
                         newest_received.max(events.iter().map(|e| e.received_at).max());
+                }
+                Run::Seals(markers) if isolate => {
+                    let (sealed, failed) = seal_isolating(&self.pool, markers).await?;
+                    outcome.statements.extend(sealed);
+                    outcome.dead.extend(failed);
                 }
                 Run::Seals(markers) => {
                     outcome.statements.extend(seal(&self.pool, markers).await?);

@@ -183,4 +183,22 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
             (boundary(12), 1, false)
         ]
     );
+    // The database refuses to change a sealed statement; its outbox mark moves.
+    for sql in [
+        "UPDATE statements SET version = version + 1 WHERE sealed",
+        "UPDATE statements SET body = '{}' WHERE sealed",
+        "UPDATE statements SET sealed = false WHERE sealed",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("23000"),
+            "{sql}"
+        );
+    }
+    let marked = sqlx::query("UPDATE statements SET published_version = version WHERE sealed")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(marked.rows_affected(), 2);
 }

@@ -153,16 +153,23 @@ pub fn reconciliation_text(report: &tally_invoicing::settlement::Reconciliation)
         out.push_str("  no finalized invoices\n");
     }
     for c in &report.currencies {
+        let row = |label: &str, amount: Decimal| format!("    {label:<42}{amount:>14}\n");
+        out.push_str(&format!("  {}: {} invoice(s)\n", c.currency, c.invoices));
+        out.push_str(&row("invoice subtotals", c.subtotals));
+        out.push_str(&row("less invoices voided this month", c.voided));
+        out.push_str(&row("less credit notes issued this month", c.credit_notes));
+        out.push_str(&row("invoiced", c.invoiced));
+        out.push_str(&row(
+            "platform revenue (net of credits)",
+            c.platform_revenue,
+        ));
+        out.push_str(&row("partner settlements", c.partner_settlements));
+        out.push_str(&row("credits applied", c.credits_applied));
         out.push_str(&format!(
-            "  {cur}: {n} invoice(s)\n    invoiced (subtotals less credit notes) {inv:>14}\n    platform revenue                       {rev:>14}\n    partner settlements                    {set:>14}\n    credits applied                        {cred:>14}\n    difference                             {diff:>14}  {verdict}\n",
-            cur = c.currency,
-            n = c.invoices,
-            inv = c.invoiced,
-            rev = c.platform_revenue,
-            set = c.partner_settlements,
-            cred = c.credits_applied,
-            diff = c.difference,
-            verdict = if c.holds() { "ok" } else { "MISMATCH" },
+            "    {:<42}{:>14}  {}\n",
+            "difference",
+            c.difference,
+            if c.holds() { "ok" } else { "MISMATCH" }
         ));
         for p in &c.problems {
             out.push_str(&format!("    problem: {p}\n"));

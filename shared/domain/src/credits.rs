@@ -250,9 +250,24 @@ impl Statement {
         hours: &UsageHours,
     ) -> Result<(), MoneyError> {
         let slices = charge_slices(self, hours)?;
-        let allocation = allocate(grants, &slices);
+        let mut draws = allocate(grants, &slices).draws;
+        // Negative lines (an adjustment that lowers what a sealed period
+        // owes) are not slices, so credits could cover more than the
+        // statement charges in all: never more than its subtotal. The last
+        // draws give back first (they were applied last).
+        let mut excess =
+            draws.iter().map(|d| d.amount).sum::<Decimal>() - self.subtotal.max(Decimal::ZERO);
+        for draw in draws.iter_mut().rev() {
+            if excess <= Decimal::ZERO {
+                break;
+            }
+            let back = draw.amount.min(excess);
+            draw.amount -= back;
+            excess -= back;
+        }
+        draws.retain(|d| d.amount > Decimal::ZERO);
         let mut credits: Vec<AppliedCredit> = Vec::new();
-        for draw in &allocation.draws {
+        for draw in &draws {
             let line = LineCredit {
                 line: draw.line,
                 amount: draw.amount,
@@ -277,7 +292,7 @@ impl Statement {
                 }
             }
         }
-        self.credits_total = allocation.total();
+        self.credits_total = draws.iter().map(|d| d.amount).sum();
         self.credits = credits;
         self.total = self.subtotal - self.credits_total;
         Ok(())
@@ -454,6 +469,55 @@ mod tests {
                 amount: dec!(1.50)
             }]
         );
+    }
+
+    #[test]
+    fn credits_never_pay_more_than_a_statement_with_negative_adjustments_charges() {
+        use crate::{AccountId, Currency, Period, PriceModel, ProviderRef, UsageAggregate};
+        let aggregate = UsageAggregate {
+            provider: ProviderRef {
+                id: ProviderId::parse("dbco").unwrap(),
+                name: "DB Co".into(),
+                kind: Partner,
+            },
+            sku: Sku::parse("dbco.db").unwrap(),
+            sku_name: "DB".into(),
+            unit: "hour".into(),
+            price_id: 7,
+            price_effective_from: day(1),
+            model: PriceModel::per_unit(dec!(0.10)).unwrap().into(),
+            quantity: dec!(30),
+            event_count: 3,
+            markup_pct: Decimal::ZERO,
+            platform_fee_pct: dec!(20),
+        };
+        let mut s = Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::parse_month("2026-11").unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            vec![aggregate],
+        )
+        .unwrap();
+        // Late usage of October: 4.95 more usage, a 2.53 minimum true-up no
+        // longer due.
+        let october = Period::parse_month("2026-10").unwrap();
+        let adjustment = |amount: Decimal| crate::StatementLine {
+            amount,
+            adjusts: Some(october),
+            ..s.lines[0].clone()
+        };
+        let lines = vec![adjustment(dec!(4.95)), adjustment(dec!(-2.53))];
+        s.add_adjustments(lines).unwrap();
+        assert_eq!(s.subtotal, dec!(5.42));
+        let mut g = grant(1, 1, dec!(100), Eligibility::AllUsage);
+        g.effective_at = october.start();
+        s.apply_credits(&[g], &UsageHours::new()).unwrap();
+        // 3.00 + 4.95 of positive lines, but 5.42 charged in all.
+        assert_eq!((s.credits_total, s.total), (dec!(5.42), dec!(0.00)));
+        assert_eq!(s.credits[0].amount, dec!(5.42));
+        let paid: Decimal = s.credits[0].lines.iter().map(|l| l.amount).sum();
+        assert_eq!(paid, dec!(5.42));
     }
 
     fn arb_slices() -> impl Strategy<Value = Vec<ChargeSlice>> {
