@@ -121,7 +121,9 @@ async fn a_finalized_invoice_is_not_changed_by_a_newer_statement() {
     let pool = fresh_pool().await;
     create_accounts(&pool, &["acme"]).await;
     apply_statements(&pool, &[v1()]).await.unwrap();
-    sqlx::query("UPDATE invoices SET status = 'finalized', number = 'INV-1'")
+    sqlx::query(
+        "UPDATE invoices SET status = 'finalized', number = 'INV-1', finalized_at = now(), sealed_at = now()",
+    )
         .execute(&pool)
         .await
         .unwrap();

@@ -331,13 +331,13 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
 /// late usage of sealed periods it bills and the account's credits applied.
 /// A period's draws change the balances later periods start from, so for an
 /// account with grants every later open period is restated too, in period
-/// order. With `seal_through`, the periods starting before it become final
-/// (`sealed`). Sealed periods are never restated.
+/// order. With `seal_through` (per account), an account's periods starting
+/// before it become final (`sealed`). Sealed periods are never restated.
 pub(crate) async fn restate(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
     states: &HashMap<String, AccountState>,
-    seal_through: Option<DateTime<Utc>>,
+    seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
 ) -> Result<Vec<Statement>, ProcessError> {
     keys.retain(|(account, start), _| {
         states
@@ -426,7 +426,9 @@ pub(crate) async fn restate(
                 .add_adjustments(adjustment_lines(*origin, &current.lines, before))
                 .map_err(|e| statement_error(e.into()))?;
         }
-        statement.sealed = seal_through.is_some_and(|through| start < through);
+        statement.sealed = seal_through
+            .and_then(|through| through.get(&account))
+            .is_some_and(|through| start < *through);
         if let Some(stored) = grants.get(&account) {
             // Adjustment lines are usage of earlier periods: a grant valid
             // then may pay for them.
@@ -520,34 +522,29 @@ async fn restate_requested_in(
     restate(conn, keys, &states, None).await
 }
 
-/// Applies seal markers, each in its own transaction: every open period of
-/// the account starting before `through` gets its final statement
+/// Applies a run of seal markers in one transaction: every open period of
+/// each account starting before its `through` gets its final statement
 /// (`sealed`), what it billed is recorded (its own lines, and its
 /// adjustments on top of what their periods had billed), and from then on
 /// usage for those periods is late. A marker that does not move the
 /// account's seal forward (a redelivery, another invoicing instance's
 /// duplicate) changes nothing.
 pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement>, ProcessError> {
-    let mut statements = Vec::new();
-    for marker in markers {
-        let mut attempt = 0;
-        loop {
-            let mut tx = pool.begin().await?;
-            match seal_in(&mut tx, marker).await {
-                Ok(sealed) => {
-                    tx.commit().await?;
-                    statements.extend(sealed);
-                    break;
-                }
-                Err(err) if err.is_retryable() && attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %err, "retrying a seal");
-                }
-                Err(err) => return Err(err),
+    let mut attempt = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        match seal_in(&mut tx, markers).await {
+            Ok(sealed) => {
+                tx.commit().await?;
+                return Ok(sealed);
             }
+            Err(err) if err.is_retryable() && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %err, "retrying a seal");
+            }
+            Err(err) => return Err(err),
         }
     }
-    Ok(statements)
 }
 
 /// Like [`seal`], but a marker that still fails on its own while the
@@ -583,64 +580,82 @@ pub async fn seal_isolating(
     Ok((statements, dead))
 }
 
+/// Every marker of a run in one transaction, set-based: at a period
+/// boundary every account gets one, and a transaction each had `tally bench`
+/// freshness wait seconds behind a run of them.
 async fn seal_in(
     conn: &mut PgConnection,
-    marker: &SealMarker,
+    markers: &[SealMarker],
 ) -> Result<Vec<Statement>, ProcessError> {
-    let account = marker.account_id.as_str();
-    let states = seals_repo::lock_accounts(&mut *conn, &[account], true).await?;
-    let Some(state) = states.get(account) else {
-        tracing::warn!(account, "seal for an unknown account ignored");
-        return Ok(Vec::new());
-    };
-    if state
-        .sealed_through
-        .is_some_and(|through| through >= marker.through)
-    {
+    let mut wanted: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for marker in markers {
+        let through = wanted
+            .entry(marker.account_id.to_string())
+            .or_insert(marker.through);
+        *through = (*through).max(marker.through);
+    }
+    let accounts: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    let states = seals_repo::lock_accounts(&mut *conn, &accounts, true).await?;
+    // Markers that move an account's seal forward (others are redeliveries
+    // or duplicates, or name an account that does not exist).
+    let advancing: BTreeMap<String, DateTime<Utc>> = wanted
+        .into_iter()
+        .filter(|(account, through)| match states.get(account) {
+            Some(state) => state.sealed_through.is_none_or(|s| s < *through),
+            None => {
+                tracing::warn!(account, "seal for an unknown account ignored");
+                false
+            }
+        })
+        .collect();
+    if advancing.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, account, marker.through)
+    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &advancing)
         .await?
         .into_iter()
         .collect();
     let statements = if keys.is_empty() {
         Vec::new()
     } else {
-        restate(&mut *conn, keys, &states, Some(marker.through)).await?
+        restate(&mut *conn, keys, &states, Some(&advancing)).await?
     };
     // What each sealed period billed: its own lines; and for each period it
     // adjusts, what that period had billed plus this adjustment.
     let mut billed: Vec<(AccountPeriod, Vec<tally_domain::StatementLine>)> = Vec::new();
-    let mut adjusted: BTreeMap<DateTime<Utc>, Vec<tally_domain::StatementLine>> = BTreeMap::new();
+    let mut adjusted: BTreeMap<AccountPeriod, Vec<tally_domain::StatementLine>> = BTreeMap::new();
     for s in statements.iter().filter(|s| s.sealed) {
+        let account = s.account_id.to_string();
         let own = s
             .lines
             .iter()
             .filter(|l| l.adjusts.is_none())
             .cloned()
             .collect();
-        billed.push(((account.to_owned(), s.period.start()), own));
+        billed.push(((account.clone(), s.period.start()), own));
         for line in &s.lines {
             if let Some(origin) = line.adjusts {
                 adjusted
-                    .entry(origin.start())
+                    .entry((account.clone(), origin.start()))
                     .or_default()
                     .push(line.clone());
             }
         }
     }
-    let origin_keys: Vec<AccountPeriod> = adjusted
-        .keys()
-        .map(|start| (account.to_owned(), *start))
-        .collect();
+    let origin_keys: Vec<AccountPeriod> = adjusted.keys().cloned().collect();
     let before = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
-    for (key, adjustments) in origin_keys.into_iter().zip(adjusted.into_values()) {
+    for (key, adjustments) in adjusted {
         let was = before.get(&key).map(Vec::as_slice).unwrap_or_default();
-        billed.push((key, merge_billed(was, &adjustments)));
+        let merged = merge_billed(was, &adjustments);
+        billed.push((key, merged));
     }
     seals_repo::write_billed(&mut *conn, &billed).await?;
-    seals_repo::set_sealed_through(&mut *conn, account, marker.through).await?;
-    tracing::info!(account, through = %marker.through, sealed = statements.iter().filter(|s| s.sealed).count(), "periods sealed");
+    seals_repo::set_sealed_through(&mut *conn, &advancing).await?;
+    tracing::info!(
+        accounts = advancing.len(),
+        sealed = statements.iter().filter(|s| s.sealed).count(),
+        "periods sealed"
+    );
     Ok(statements)
 }
 

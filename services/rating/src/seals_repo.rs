@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tally_domain::{AnchorDay, Currency, Period, StatementLine};
 
 use crate::repo::AccountPeriod;
@@ -189,19 +189,23 @@ pub async fn write_billed(
     Ok(())
 }
 
-/// Open statement periods of one account that start before `through`, oldest first.
+/// Open statement periods of these accounts that start before their
+/// `through`, in (account, period) order.
 pub async fn periods_to_seal(
     conn: &mut PgConnection,
-    account: &str,
-    through: DateTime<Utc>,
+    through: &BTreeMap<String, DateTime<Utc>>,
 ) -> Result<Vec<(AccountPeriod, DateTime<Utc>)>, sqlx::Error> {
+    let accounts: Vec<&str> = through.keys().map(String::as_str).collect();
+    let throughs: Vec<DateTime<Utc>> = through.values().copied().collect();
     let rows = sqlx::query(
-        "SELECT account_id, period_start, period_end FROM statements
-         WHERE account_id = $1 AND period_start < $2 AND NOT sealed
-         ORDER BY period_start",
+        "SELECT s.account_id, s.period_start, s.period_end FROM statements s
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, t)
+           ON s.account_id = k.a AND s.period_start < k.t
+         WHERE NOT s.sealed
+         ORDER BY s.account_id, s.period_start",
     )
-    .bind(account)
-    .bind(through)
+    .bind(&accounts)
+    .bind(&throughs)
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -214,17 +218,20 @@ pub async fn periods_to_seal(
         .collect()
 }
 
+/// Moves each account's seal to its `through`.
 pub async fn set_sealed_through(
     conn: &mut PgConnection,
-    account: &str,
-    through: DateTime<Utc>,
+    through: &BTreeMap<String, DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
+    let accounts: Vec<&str> = through.keys().map(String::as_str).collect();
+    let throughs: Vec<DateTime<Utc>> = through.values().copied().collect();
     sqlx::query(
-        "INSERT INTO account_seals (account_id, sealed_through) VALUES ($1, $2)
+        "INSERT INTO account_seals (account_id, sealed_through)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[])
          ON CONFLICT (account_id) DO UPDATE SET sealed_through = EXCLUDED.sealed_through, sealed_at = now()",
     )
-    .bind(account)
-    .bind(through)
+    .bind(&accounts)
+    .bind(&throughs)
     .execute(conn)
     .await?;
     Ok(())

@@ -202,3 +202,64 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
         .unwrap();
     assert_eq!(marked.rows_affected(), 2);
 }
+
+#[tokio::test]
+async fn a_run_of_markers_seals_every_account_in_one_go() {
+    let pool = database().await;
+    seed(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    catalog::create_account(
+        &mut conn,
+        &AccountId::parse("globex").unwrap(),
+        "Globex",
+        Currency::parse("USD").unwrap(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let mut globex = hours("g", 7, day(10, 20));
+    globex.account_id = AccountId::parse("globex").unwrap();
+    process_batch(&pool, &[hours("a", 80, day(10, 20)), globex])
+        .await
+        .unwrap();
+    // Calendar months for globex, the 15th for acme; a duplicate and an
+    // unknown account in the same run.
+    let mut to_globex = marker(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap());
+    to_globex.account_id = AccountId::parse("globex").unwrap();
+    let mut unknown = marker(boundary(11));
+    unknown.account_id = AccountId::parse("nobody").unwrap();
+    let sealed = seal(
+        &pool,
+        &[
+            marker(boundary(11)),
+            to_globex,
+            marker(boundary(11)),
+            unknown,
+        ],
+    )
+    .await
+    .unwrap();
+    let got: Vec<(&str, Decimal, bool)> = sealed
+        .iter()
+        .map(|s| (s.account_id.as_str(), s.total, s.sealed))
+        .collect();
+    assert_eq!(
+        got,
+        [("acme", dec!(8.00), true), ("globex", dec!(0.70), true)]
+    );
+    let seals: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT account_id, sealed_through FROM account_seals ORDER BY account_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        seals,
+        [
+            ("acme".to_owned(), boundary(11)),
+            (
+                "globex".to_owned(),
+                Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+            )
+        ]
+    );
+}
