@@ -34,3 +34,7 @@ END $$;
 CREATE TRIGGER invoices_draft_transition BEFORE UPDATE ON invoices
     FOR EACH ROW WHEN (OLD.status = 'draft' AND NEW.status <> 'draft')
     EXECUTE FUNCTION tally_check_draft_transition();
+
+-- The closer's question each round: which accounts have a draft not sealed yet.
+CREATE INDEX invoices_open_drafts_idx ON invoices (account_id, period_start)
+    WHERE status = 'draft' AND sealed_at IS NULL;

@@ -41,9 +41,14 @@ pub fn invoice_number(issuer: &str, year: i32, sequence: i64) -> String {
 /// (a marker is idempotent: one that does not move the seal changes nothing).
 const RESEND_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
-/// Writes a seal marker for every account whose periods ending at or before
-/// `now - grace` are not sealed yet (nor asked for recently); returns how
-/// many markers were written.
+/// Writes a seal marker for every account with a draft invoice of a period
+/// ending at or before `now - grace` that is not sealed yet (nor asked for
+/// recently); returns how many markers were written. An account with
+/// nothing to close gets none: its seal stays where it is, so usage that
+/// arrives for such a past period is billed in that period (whose invoice
+/// the next round closes) rather than as an adjustment — and a period
+/// boundary does not flood `usage.events` with markers for idle accounts
+/// (`tally bench` saw freshness suffer from those).
 pub async fn request_seals(
     pool: &PgPool,
     producer: &FutureProducer,
@@ -52,8 +57,11 @@ pub async fn request_seals(
     grace: chrono::TimeDelta,
 ) -> anyhow::Result<usize> {
     let rows = sqlx::query(
-        "SELECT a.id, a.billing_anchor_day, s.sealed_through, r.through AS requested, r.requested_at
-         FROM accounts a
+        "SELECT a.id, a.billing_anchor_day, s.sealed_through, r.through AS requested, r.requested_at,
+                d.oldest
+         FROM (SELECT account_id, min(period_start) AS oldest FROM invoices
+               WHERE status = 'draft' AND sealed_at IS NULL GROUP BY account_id) d
+         JOIN accounts a ON a.id = d.account_id
          LEFT JOIN account_seals s ON s.account_id = a.id
          LEFT JOIN seal_requests r ON r.account_id = a.id
          ORDER BY a.id",
@@ -66,6 +74,10 @@ pub async fn request_seals(
         let anchor = AnchorDay::new(u32::try_from(day).unwrap_or(0))?;
         // Every period that ended `grace` ago or earlier closes.
         let through = Period::containing(now - grace, anchor).start();
+        let oldest: DateTime<Utc> = r.try_get("oldest")?;
+        if oldest >= through {
+            continue;
+        }
         let sealed: Option<DateTime<Utc>> = r.try_get("sealed_through")?;
         if sealed.is_some_and(|s| s >= through) {
             continue;
