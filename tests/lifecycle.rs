@@ -545,9 +545,10 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             400,
             "invalid_request",
         ),
-        // 13.40 left on the lines, but only 5.40 - 2.00 of the amount due.
+        // 4.16 left on the platform's line, but only 5.40 - 2.00 of the
+        // amount due (credits paid the rest).
         (
-            serde_json::json!({"reason": "x"}),
+            serde_json::json!({"reason": "x", "lines": [{"position": 0}]}),
             422,
             "credit_exceeds_invoice",
         ),
@@ -589,6 +590,36 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         );
     }
     assert_eq!(parts, ["0.01", "0.01", "0.00"]);
+
+    // Umbrella's whole invoice (no lines): its amount due, line by line.
+    let umbrella_invoice = invoice_id(&s, "umbrella", month.start()).await;
+    let umbrella_notes = format!("/v1/invoices/{umbrella_invoice}/credit-notes");
+    let (status, whole) = post(
+        &s,
+        &umbrella_notes,
+        serde_json::json!({"reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{whole}");
+    let got: Vec<(i64, &str, &str)> = whole["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["line_position"].as_i64().unwrap(),
+                l["amount"].as_str().unwrap(),
+                l["partner_part"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(whole["total"], "4.20");
+    assert_eq!(got, [(0, "1.92", "0"), (1, "2.28", "1.82")]);
+    let (status, again) = post(&s, &umbrella_notes, serde_json::json!({"reason": "again"})).await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("nothing_to_credit"))
+    );
 
     // The month reconciles, per currency, with figures worked out by hand.
     // Its invoices count as issued; the void and the credit notes are
@@ -727,14 +758,25 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         .await
         .unwrap();
     finalized(&s, open.start(), 1).await;
+    // In EUR, umbrella's whole credit note: 4.20, of which 1.92 + 0.46 the
+    // platform's and 1.82 DB Co's.
     let adjustment = (1, dec!(0.99), dec!(0.20), dec!(0.79));
     let corrections = (0, dec!(-3.27), dec!(-0.66), dec!(-2.61));
+    let eur = (
+        "EUR".to_owned(),
+        0,
+        dec!(-4.20),
+        dec!(-2.38),
+        dec!(-1.82),
+        dec!(0),
+        dec!(0),
+    );
     let made = Period::month_containing(chrono::Utc::now());
-    let expected = |parts: &[(i64, Decimal, Decimal, Decimal)]| {
+    let usd = |parts: &[(i64, Decimal, Decimal, Decimal)]| {
         let sum = |f: fn(&(i64, Decimal, Decimal, Decimal)) -> Decimal| {
             parts.iter().map(f).sum::<Decimal>()
         };
-        vec![(
+        (
             "USD".to_owned(),
             parts.iter().map(|p| p.0).sum::<i64>(),
             sum(|p| p.1),
@@ -742,16 +784,16 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             sum(|p| p.3),
             dec!(0),
             dec!(0),
-        )]
+        )
     };
     let checks: Vec<(Period, Vec<_>)> = if made == open {
-        vec![(open, expected(&[adjustment, corrections]))]
+        vec![(open, vec![eur, usd(&[adjustment, corrections])])]
     } else {
         // Early in a month the corrections fall in a later month than the
         // adjustment's invoice.
         vec![
-            (open, expected(&[adjustment])),
-            (made, expected(&[corrections])),
+            (open, vec![usd(&[adjustment])]),
+            (made, vec![eur, usd(&[corrections])]),
         ]
     };
     for (m, want) in checks {
@@ -761,11 +803,21 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         assert_eq!(figures(&report), want, "{}", m.label());
         assert!(report.holds(), "{report:?}");
     }
+    // DB Co gives back its share of the credit notes in the month they
+    // were issued: 1.82 in EUR, 1.60 in USD.
     let body = dbco_settlement(made).await;
-    assert_eq!(
-        body["data"][0]["currencies"][0]["credit_notes"], "1.60",
-        "{body}"
-    );
+    let given_back: Vec<(&str, &str)> = body["data"][0]["currencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["currency"].as_str().unwrap(),
+                c["credit_notes"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(given_back, [("EUR", "1.82"), ("USD", "1.60")], "{body}");
     // October's settlement did not change with the corrections.
     let again = dbco_settlement(month).await;
     assert_eq!(again["data"][0]["currencies"][1]["net_payable"], "8.91");

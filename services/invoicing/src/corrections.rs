@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
-use tally_domain::Currency;
+use tally_domain::{Currency, Money};
 use tally_platform::auth::Principal;
 use uuid::Uuid;
 
@@ -124,7 +124,8 @@ async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiEr
 #[serde(deny_unknown_fields)]
 pub struct NewCreditNote {
     reason: String,
-    /// Lines to credit; none: every line's whole remaining amount.
+    /// Lines to credit; none: the whole invoice (what is left of its amount
+    /// due, spread over the lines in proportion to what is left on each).
     #[serde(default)]
     lines: Vec<NewCreditNoteLine>,
 }
@@ -180,9 +181,10 @@ struct Creditable {
 }
 
 /// `POST /v1/invoices/{id}/credit-notes`: finance credits a finalized
-/// invoice, whole or per line, partial amounts allowed. Never more than a
-/// line's amount across all its credit notes, nor more than the invoice's
-/// amount due.
+/// invoice, whole (no lines: what is left of the amount due, spread over the
+/// lines) or per line, partial amounts allowed. Never more than a line's
+/// amount across all its credit notes, nor more than the invoice's amount
+/// due.
 pub async fn create_credit_note(
     State(pool): State<PgPool>,
     Extension(issuer): Extension<Issuer>,
@@ -236,11 +238,36 @@ pub async fn create_credit_note(
             },
         );
     }
+    let credited_before: Decimal = sqlx::query_scalar(
+        "SELECT COALESCE(sum(total), 0) FROM credit_notes WHERE invoice_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     let requested: Vec<(i32, Option<Decimal>)> = if request.lines.is_empty() {
-        lines
+        // The whole invoice: what is left of its amount due (credits paid
+        // the rest), spread over the lines in proportion to what is left to
+        // credit on each.
+        let open: Vec<(i32, Decimal)> = lines
             .iter()
-            .filter(|(_, l)| l.amount - l.credited > Decimal::ZERO)
-            .map(|(p, _)| (*p, None))
+            .map(|(p, l)| (*p, l.amount - l.credited))
+            .filter(|(_, left)| *left > Decimal::ZERO)
+            .collect();
+        let weights: Vec<Decimal> = open.iter().map(|(_, left)| *left).collect();
+        let target = (invoice.total - credited_before).min(weights.iter().copied().sum());
+        if open.is_empty() || target <= Decimal::ZERO {
+            return Err(refused(
+                "nothing_to_credit",
+                format!("invoice {id} is credited in full"),
+            ));
+        }
+        let parts = Money::new(target, currency)
+            .split(&weights)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        open.iter()
+            .zip(parts)
+            .filter(|(_, part)| !part.is_zero())
+            .map(|((position, _), part)| (*position, Some(part.amount())))
             .collect()
     } else {
         request
