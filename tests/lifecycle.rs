@@ -377,7 +377,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     tally::admin::set_markup(pool, "queueco.msg.million", dec!(10))
         .await
         .unwrap();
-    tally::admin::create_account(pool, "initech", "Initech", "USD")
+    let initech_token = tally::admin::create_account(pool, "initech", "Initech", "USD")
         .await
         .unwrap();
     let (status, grant) = post(
@@ -477,6 +477,23 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         (200, Some("void"), Some("duplicate account")),
         "{body}"
     );
+    // Initech's bill page says so, with the reason.
+    let page = s
+        .http
+        .get(format!(
+            "{}/accounts/initech/bill?period={}",
+            s.invoicing,
+            month.label()
+        ))
+        .bearer_auth(&initech_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"data-testid="status">void<"#), "{page}");
+    assert!(page.contains("Voided: duplicate account"), "{page}");
     let (status, body) = post(
         &s,
         &format!("/v1/invoices/{initech_invoice}/void"),

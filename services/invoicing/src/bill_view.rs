@@ -42,6 +42,7 @@ h1 { font-size: 1.6rem; margin: 0; } h2 { font-size: 1.2rem; margin: 2rem 0 .5re
 .meta { color: var(--muted); margin: .25rem 0 0; }
 .status { display: inline-block; padding: .1rem .6rem; border-radius: 999px; font-weight: 600; font-size: .85rem; background: #fef3c7; color: #78350f; }
 .status.finalized { background: #d1fae5; color: #064e3b; }
+.status.void { background: #e5e7eb; color: #374151; text-decoration: line-through; }
 nav ul { list-style: none; padding: 0; margin: .5rem 0 0; display: flex; flex-wrap: wrap; gap: .5rem; }
 nav a { color: var(--accent); } nav a[aria-current] { font-weight: 700; color: var(--ink); text-decoration: none; }
 table { width: 100%; border-collapse: collapse; margin: .5rem 0 1rem; table-layout: fixed; }
@@ -87,6 +88,9 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                         div {
                             p.meta { "Invoice " strong data-testid="invoice-number" { (number) } }
                             p { span class={ "status " (inv.status) } data-testid="status" { (inv.status) } }
+                            @if let Some(reason) = &inv.void_reason {
+                                p.meta data-testid="void-reason" { "Voided: " (reason) }
+                            }
                             p.meta { "Currency " (cur) }
                         }
                     }
