@@ -80,16 +80,22 @@ async fn dbco_lines(s: &Seeded, period: Period) -> Vec<LineRow> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
-    let s = Seeded::start_with(
+/// The three services, with prices and ingest reaching back 120 days (the
+/// tests bill the month before the open one).
+async fn pipeline() -> Seeded {
+    Seeded::start_with(
         &[Service::Collector, Service::Rating, Service::Invoicing],
         120,
         |c| {
             c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
+    let s = pipeline().await;
     let grace = Duration::hours(GRACE_HOURS);
     // The period a seal now closes, and the open one after it.
     let open = Period::month_containing(s.now - grace);
@@ -356,14 +362,7 @@ fn reconcile_cli(s: &Seeded, month: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_note_reconciles() {
-    let s = Seeded::start_with(
-        &[Service::Collector, Service::Rating, Service::Invoicing],
-        120,
-        |c| {
-            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
-        },
-    )
-    .await;
+    let s = pipeline().await;
     let pool = &s.h.pool;
     let grace = Duration::hours(GRACE_HOURS);
     let open = Period::month_containing(s.now - grace);

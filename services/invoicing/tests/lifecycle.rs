@@ -12,6 +12,21 @@ use support::*;
 use tally_invoicing::apply_statements;
 use tally_invoicing::lifecycle::{finalize_sealed, invoice_number};
 
+/// Runs `sql` (with `id` as `$1`) and checks PostgreSQL refuses it with
+/// SQLSTATE 23000.
+async fn refused(pool: &PgPool, sql: &str, id: Option<uuid::Uuid>) {
+    let mut query = sqlx::query(sql);
+    if let Some(id) = id {
+        query = query.bind(id);
+    }
+    let err = query.execute(pool).await.expect_err(sql);
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23000"),
+        "{sql}: {err}"
+    );
+}
+
 /// One draft per account for October 2026, its final (sealed) statement
 /// received when `sealed`.
 async fn drafts(pool: &PgPool, n: usize) -> Vec<String> {
@@ -86,12 +101,7 @@ async fn only_drafts_whose_final_statement_arrived_are_finalized() {
         "UPDATE invoices SET status = 'finalized', finalized_at = now()",
         "UPDATE invoices SET status = 'finalized', finalized_at = now(), number = 'TLY-2026-000099'",
     ] {
-        let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
-        assert_eq!(
-            err.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some("23000"),
-            "{sql}"
-        );
+        refused(&pool, sql, None).await;
     }
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
     let done = finalize_sealed(&pool, "TLY", now, 10).await.unwrap();
@@ -140,16 +150,7 @@ async fn sql_cannot_change_a_finalized_invoice() {
              quantity, amount, currency, price_id, price_effective_from, event_count
          FROM invoice_lines WHERE invoice_id = $1 LIMIT 1",
     ] {
-        let err = sqlx::query(sql)
-            .bind(id)
-            .execute(&pool)
-            .await
-            .expect_err(sql);
-        assert_eq!(
-            err.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some("23000"),
-            "{sql}: {err}"
-        );
+        refused(&pool, sql, Some(id)).await;
     }
     let (total, lines): (rust_decimal::Decimal, i64) = sqlx::query_as(
         "SELECT total, (SELECT count(*) FROM invoice_lines WHERE invoice_id = $1) FROM invoices WHERE id = $1",
@@ -162,15 +163,12 @@ async fn sql_cannot_change_a_finalized_invoice() {
 
     // Voiding stays possible, with when and why (other corrections are
     // credit notes); a void is final; drafts stay drafts.
-    let err = sqlx::query("UPDATE invoices SET status = 'void' WHERE id = $1")
-        .bind(id)
-        .execute(&pool)
-        .await
-        .expect_err("a void without its reason");
-    assert_eq!(
-        err.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("23000")
-    );
+    refused(
+        &pool,
+        "UPDATE invoices SET status = 'void' WHERE id = $1",
+        Some(id),
+    )
+    .await;
     sqlx::query(
         "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = 'test' WHERE id = $1",
     )
@@ -182,15 +180,7 @@ async fn sql_cannot_change_a_finalized_invoice() {
         "UPDATE invoices SET void_reason = 'another' WHERE id = $1",
         "UPDATE invoices SET status = 'finalized' WHERE id = $1",
     ] {
-        let err = sqlx::query(sql)
-            .bind(id)
-            .execute(&pool)
-            .await
-            .expect_err(sql);
-        assert_eq!(
-            err.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some("23000")
-        );
+        refused(&pool, sql, Some(id)).await;
     }
     let draft_changed = sqlx::query("UPDATE invoices SET total = 1 WHERE status = 'draft'")
         .execute(&pool)

@@ -203,7 +203,7 @@ pub async fn settle_voided(conn: &mut PgConnection, account: &str) -> Result<(),
 /// A statement's account-period key with its end.
 pub type PeriodRow = ((String, DateTime<Utc>), DateTime<Utc>);
 
-fn period_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<PeriodRow>, sqlx::Error> {
+pub(crate) fn period_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<PeriodRow>, sqlx::Error> {
     rows.iter()
         .map(|r| {
             Ok((

@@ -194,7 +194,7 @@ pub async fn write_billed(
 pub async fn periods_to_seal(
     conn: &mut PgConnection,
     through: &BTreeMap<String, DateTime<Utc>>,
-) -> Result<Vec<(AccountPeriod, DateTime<Utc>)>, sqlx::Error> {
+) -> Result<Vec<crate::credits_repo::PeriodRow>, sqlx::Error> {
     let accounts: Vec<&str> = through.keys().map(String::as_str).collect();
     let throughs: Vec<DateTime<Utc>> = through.values().copied().collect();
     let rows = sqlx::query(
@@ -208,14 +208,7 @@ pub async fn periods_to_seal(
     .bind(&throughs)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                (r.try_get("account_id")?, r.try_get("period_start")?),
-                r.try_get("period_end")?,
-            ))
-        })
-        .collect()
+    crate::credits_repo::period_rows(&rows)
 }
 
 /// Moves each account's seal to its `through`.

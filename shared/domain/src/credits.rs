@@ -343,6 +343,36 @@ mod tests {
 
     use ProviderKind::{FirstParty, Partner};
 
+    /// acme's November: 30 hours of DB Co's database at 0.10 (3.00).
+    fn thirty_db_hours() -> Statement {
+        use crate::{AccountId, Currency, Period, PriceModel, ProviderRef, UsageAggregate};
+        let aggregate = UsageAggregate {
+            provider: ProviderRef {
+                id: ProviderId::parse("dbco").unwrap(),
+                name: "DB Co".into(),
+                kind: Partner,
+            },
+            sku: Sku::parse("dbco.db").unwrap(),
+            sku_name: "DB".into(),
+            unit: "hour".into(),
+            price_id: 7,
+            price_effective_from: day(1),
+            model: PriceModel::per_unit(dec!(0.10)).unwrap().into(),
+            quantity: dec!(30),
+            event_count: 3,
+            markup_pct: Decimal::ZERO,
+            platform_fee_pct: dec!(20),
+        };
+        Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::parse_month("2026-11").unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            vec![aggregate],
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_platform_credit_pays_for_partner_usage() {
         let slices = [slice(0, "dbco", Partner, 3, dec!(40.00))];
@@ -422,33 +452,8 @@ mod tests {
 
     #[test]
     fn a_statement_line_is_sliced_by_hour_and_credited_inside_the_window() {
-        use crate::{AccountId, Currency, Period, PriceModel, ProviderRef, UsageAggregate};
         let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 3, h, 0, 0).unwrap();
-        let aggregate = UsageAggregate {
-            provider: ProviderRef {
-                id: ProviderId::parse("dbco").unwrap(),
-                name: "DB Co".into(),
-                kind: Partner,
-            },
-            sku: Sku::parse("dbco.db").unwrap(),
-            sku_name: "DB".into(),
-            unit: "hour".into(),
-            price_id: 7,
-            price_effective_from: day(1),
-            model: PriceModel::per_unit(dec!(0.10)).unwrap().into(),
-            quantity: dec!(30),
-            event_count: 3,
-            markup_pct: Decimal::ZERO,
-            platform_fee_pct: dec!(20),
-        };
-        let mut s = Statement::compute(
-            AccountId::parse("acme").unwrap(),
-            Period::parse_month("2026-11").unwrap(),
-            Currency::parse("USD").unwrap(),
-            1,
-            vec![aggregate],
-        )
-        .unwrap();
+        let mut s = thirty_db_hours();
         // 10 units at 09:00, 5 at 10:00, 15 at 11:00: 1.00, 0.50, 1.50.
         let hours: UsageHours = BTreeMap::from([(
             (s.period.start(), 7),
@@ -473,32 +478,8 @@ mod tests {
 
     #[test]
     fn credits_never_pay_more_than_a_statement_with_negative_adjustments_charges() {
-        use crate::{AccountId, Currency, Period, PriceModel, ProviderRef, UsageAggregate};
-        let aggregate = UsageAggregate {
-            provider: ProviderRef {
-                id: ProviderId::parse("dbco").unwrap(),
-                name: "DB Co".into(),
-                kind: Partner,
-            },
-            sku: Sku::parse("dbco.db").unwrap(),
-            sku_name: "DB".into(),
-            unit: "hour".into(),
-            price_id: 7,
-            price_effective_from: day(1),
-            model: PriceModel::per_unit(dec!(0.10)).unwrap().into(),
-            quantity: dec!(30),
-            event_count: 3,
-            markup_pct: Decimal::ZERO,
-            platform_fee_pct: dec!(20),
-        };
-        let mut s = Statement::compute(
-            AccountId::parse("acme").unwrap(),
-            Period::parse_month("2026-11").unwrap(),
-            Currency::parse("USD").unwrap(),
-            1,
-            vec![aggregate],
-        )
-        .unwrap();
+        use crate::Period;
+        let mut s = thirty_db_hours();
         // Late usage of October: 4.95 more usage, a 2.53 minimum true-up no
         // longer due.
         let october = Period::parse_month("2026-10").unwrap();
