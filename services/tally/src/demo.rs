@@ -378,9 +378,79 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
         bills.len(),
         if exact { "yes" } else { "NO" }
     );
-    running.stop().await?;
     if !exact {
+        running.stop().await?;
         bail!("invoice totals differ from the expected amounts");
+    }
+    close_and_reconcile(&config, &pool, &expected, bills.len()).await?;
+    running.stop().await?;
+    Ok(())
+}
+
+/// Closes the bills' months as invoicing's closer does once their grace
+/// window is over (here, as if it were already then), waits for the
+/// invoices to be finalized with their numbers, and reconciles each month.
+async fn close_and_reconcile(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    expected: &BTreeMap<(String, String), Decimal>,
+    invoices: usize,
+) -> anyhow::Result<()> {
+    let months = expected
+        .keys()
+        .map(|(_, label)| Period::parse_month(label))
+        .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+    let Some(last) = months.last() else {
+        return Ok(());
+    };
+    let grace = Duration::from_std(config.grace)?;
+    let producer = tally_platform::kafka::producer(config)?;
+    let after_grace = last.end() + grace + Duration::hours(1);
+    tally_invoicing::lifecycle::request_seals(
+        pool,
+        &producer,
+        &config.topics().usage_events,
+        after_grace,
+        grace,
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let numbers: Vec<(String, String, String)> = loop {
+        let rows: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT account_id, period_start, number FROM invoices
+             WHERE status = 'finalized' ORDER BY number",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.len() >= invoices {
+            break rows
+                .into_iter()
+                .map(|(a, start, n)| (a, Period::month_containing(start).label(), n))
+                .collect();
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{} of {invoices} invoices finalized after the seal",
+                rows.len()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    println!();
+    println!(
+        "closed as of {} (grace window over): every period sealed in order with its events, invoices finalized",
+        after_grace.format("%Y-%m-%d %H:%M UTC")
+    );
+    for (account, period, number) in &numbers {
+        println!("  {number}  {account} {period}");
+    }
+    let mut conn = pool.acquire().await?;
+    for month in &months {
+        let report = tally_invoicing::settlement::reconcile(&mut conn, *month).await?;
+        print!("{}", crate::admin::reconciliation_text(&report));
+        if !report.holds() {
+            bail!("{} does not reconcile", month.label());
+        }
     }
     Ok(())
 }
