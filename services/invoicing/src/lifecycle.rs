@@ -79,9 +79,13 @@ pub async fn request_seals(
             continue;
         }
         let sealed: Option<DateTime<Utc>> = r.try_get("sealed_through")?;
-        if sealed.is_some_and(|s| s >= through) {
+        // Sealed that far, and no draft below the seal (one a batch racing
+        // the seal opened, which a marker closes; or one whose final
+        // statement is on its way, for which a marker changes nothing).
+        if sealed.is_some_and(|s| s >= through && oldest >= s) {
             continue;
         }
+        let through = sealed.map_or(through, |s| s.max(through));
         let requested: Option<DateTime<Utc>> = r.try_get("requested")?;
         let requested_at: Option<DateTime<Utc>> = r.try_get("requested_at")?;
         if requested.is_some_and(|q| q >= through)

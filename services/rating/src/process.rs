@@ -152,15 +152,14 @@ async fn rate_in(
 ) -> Result<BatchOutcome, ProcessError> {
     let mut outcome = BatchOutcome::default();
 
-    // 1. Accounts: billing currency, anchor day, how far they are sealed
-    //    (share-locked: a seal of one of them waits for this batch).
+    // 1. Accounts: billing currency, anchor day, how far they are sealed.
     let account_ids: Vec<&str> = events
         .iter()
         .map(|e| e.account_id.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let states = seals_repo::lock_accounts(&mut *conn, &account_ids, false).await?;
+    let states = seals_repo::account_states(&mut *conn, &account_ids).await?;
 
     // 2. Price versions of every SKU in those currencies.
     let skus: Vec<&str> = events
@@ -511,7 +510,7 @@ async fn restate_requested_in(
         return Ok(Vec::new());
     }
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
-    let states = seals_repo::lock_accounts(&mut *conn, &refs, false).await?;
+    let states = seals_repo::account_states(&mut *conn, &refs).await?;
     let keys: BTreeMap<_, _> = credits_repo::all_periods(&mut *conn, &refs)
         .await?
         .into_iter()
@@ -595,30 +594,52 @@ async fn seal_in(
         *through = (*through).max(marker.through);
     }
     let accounts: Vec<&str> = wanted.keys().map(String::as_str).collect();
-    let states = seals_repo::lock_accounts(&mut *conn, &accounts, true).await?;
-    // Markers that move an account's seal forward (others are redeliveries
-    // or duplicates, or name an account that does not exist).
-    let advancing: BTreeMap<String, DateTime<Utc>> = wanted
-        .into_iter()
-        .filter(|(account, through)| match states.get(account) {
-            Some(state) => state.sealed_through.is_none_or(|s| s < *through),
-            None => {
-                tracing::warn!(account, "seal for an unknown account ignored");
-                false
-            }
-        })
-        .collect();
-    if advancing.is_empty() {
+    let states = seals_repo::account_states(&mut *conn, &accounts).await?;
+    // Each account closes up to the furthest of its markers and its seal: a
+    // marker that does not move the seal (a redelivery, a duplicate) still
+    // closes a period a concurrent batch opened below the seal.
+    let mut through: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut advancing: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (account, wanted) in wanted {
+        let Some(state) = states.get(&account) else {
+            tracing::warn!(account, "seal for an unknown account ignored");
+            continue;
+        };
+        if state.sealed_through.is_none_or(|s| s < wanted) {
+            advancing.insert(account.clone(), wanted);
+        }
+        through.insert(
+            account,
+            state.sealed_through.map_or(wanted, |s| s.max(wanted)),
+        );
+    }
+    if through.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &advancing)
+    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &through)
         .await?
         .into_iter()
+        .collect();
+    if keys.is_empty() && advancing.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `restate` leaves periods below an account's seal alone; these close now.
+    let closing: HashMap<String, AccountState> = states
+        .into_iter()
+        .map(|(account, state)| {
+            (
+                account,
+                AccountState {
+                    sealed_through: None,
+                    ..state
+                },
+            )
+        })
         .collect();
     let statements = if keys.is_empty() {
         Vec::new()
     } else {
-        restate(&mut *conn, keys, &states, Some(&advancing)).await?
+        restate(&mut *conn, keys, &closing, Some(&through)).await?
     };
     // What each sealed period billed: its own lines; and for each period it
     // adjusts, what that period had billed plus this adjustment.

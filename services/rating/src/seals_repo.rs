@@ -36,24 +36,19 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// The state of these accounts, share-locked until the transaction ends, so
-/// a seal (which takes the account `FOR UPDATE`) waits for rating in flight
-/// and the other way round. The seal is read after the lock is held, in a
-/// statement of its own: a lock that had to wait for a seal sees it.
-/// Unknown accounts are left out.
-pub async fn lock_accounts(
+/// The state of these accounts; unknown accounts are left out.
+///
+/// Nothing is locked: a batch that placed an event in a period a seal
+/// closes concurrently cannot commit it there. Either the seal's
+/// restatement waits for the batch's statement row and then counts its
+/// events, or the batch's version bump meets the sealed row, which the
+/// database refuses (migration `…_sealed_is_final`), and the batch is
+/// retried and sees the seal. So a batch needs no row lock on its accounts
+/// (which would write to each account's row in every batch).
+pub async fn account_states(
     conn: &mut PgConnection,
     accounts: &[&str],
-    exclusive: bool,
 ) -> Result<HashMap<String, AccountState>, sqlx::Error> {
-    let lock = format!(
-        "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR {}",
-        if exclusive { "UPDATE" } else { "SHARE" }
-    );
-    sqlx::query(&lock)
-        .bind(accounts)
-        .execute(&mut *conn)
-        .await?;
     let rows = sqlx::query(
         "SELECT a.id, a.currency, a.billing_anchor_day, s.sealed_through
          FROM accounts a LEFT JOIN account_seals s ON s.account_id = a.id

@@ -263,3 +263,45 @@ async fn a_run_of_markers_seals_every_account_in_one_go() {
         ]
     );
 }
+
+/// A period opened below the seal (a batch that read the account before a
+/// concurrent seal committed) is closed by the next marker, even one that
+/// does not move the seal.
+#[tokio::test]
+async fn a_marker_closes_a_period_opened_below_the_seal() {
+    let pool = database().await;
+    seed(&pool).await;
+    assert!(seal(&pool, &[marker(boundary(11))])
+        .await
+        .unwrap()
+        .is_empty());
+    // The batch that raced the seal: rated as if the seal were not there yet.
+    sqlx::query("DELETE FROM account_seals")
+        .execute(&pool)
+        .await
+        .unwrap();
+    process_batch(&pool, &[hours("raced", 12, day(10, 20))])
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO account_seals (account_id, sealed_through) VALUES ('acme', $1)")
+        .bind(boundary(11))
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The closer asks again (its draft is still open): the period closes.
+    let sealed = seal(&pool, &[marker(boundary(11))]).await.unwrap();
+    let got: Vec<(DateTime<Utc>, Decimal, bool)> = sealed
+        .iter()
+        .map(|s| (s.period.start(), s.total, s.sealed))
+        .collect();
+    assert_eq!(got, [(boundary(10), dec!(1.20), true)]);
+    let billed: i64 = sqlx::query_scalar("SELECT count(*) FROM billed_periods")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(billed, 1);
+    assert!(seal(&pool, &[marker(boundary(11))])
+        .await
+        .unwrap()
+        .is_empty());
+}
