@@ -18,6 +18,9 @@ use crate::credits_repo;
 use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
 use crate::seals_repo::{self, AccountState};
 
+/// The SQLSTATE of the database's refusal to change a sealed statement.
+pub const SEALED: &str = "TY001";
+
 /// Why an event could not be rated; it goes to `usage.events.dlq`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
@@ -89,8 +92,17 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
+    /// Worth running again at once: a serialization failure or deadlock, or
+    /// a batch that met a statement a concurrent seal just closed (SQLSTATE
+    /// TY001; run again, it sees the seal).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProcessError::Database(e) if tally_platform::db::is_retryable(e))
+        match self {
+            ProcessError::Database(e) => {
+                tally_platform::db::is_retryable(e)
+                    || e.as_database_error().and_then(|d| d.code()).as_deref() == Some(SEALED)
+            }
+            ProcessError::Statement { .. } => false,
+        }
     }
 
     /// A failure of the code or the schema, not of an event: SQLSTATE class
@@ -339,10 +351,9 @@ pub(crate) async fn restate(
     seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
 ) -> Result<Vec<Statement>, ProcessError> {
     keys.retain(|(account, start), _| {
-        states
-            .get(account)
-            .and_then(|s| s.sealed_through)
-            .is_none_or(|through| *start >= through)
+        states.get(account).is_none_or(|s| {
+            s.sealed_through.is_none_or(|through| *start >= through) || s.open_below.contains(start)
+        })
     });
     let accounts: Vec<&str> = keys
         .keys()
@@ -373,20 +384,22 @@ pub(crate) async fn restate(
     let bumped = t.elapsed();
     let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
     let late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
-    let origin_keys: Vec<AccountPeriod> = late
+    // Each sealed period once, however many periods adjust it.
+    let origin_set: BTreeSet<AccountPeriod> = late
         .iter()
         .flat_map(|((account, _), origins)| origins.iter().map(|o| (account.clone(), o.start())))
         .collect();
-    let billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
-    let mut aggregates = repo::load_aggregates(
-        &mut *conn,
-        &plain_keys
-            .iter()
-            .chain(&origin_keys)
-            .cloned()
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    let origin_keys: Vec<AccountPeriod> = origin_set.iter().cloned().collect();
+    let mut billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
+    // Each period's aggregates once (a period may be restated and adjusted).
+    let load_keys: Vec<AccountPeriod> = plain_keys
+        .iter()
+        .chain(&origin_keys)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
     let loaded = t.elapsed() - bumped;
     let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
@@ -405,29 +418,49 @@ pub(crate) async fn restate(
             .get(&(account.clone(), start))
             .copied()
             .unwrap_or(1);
-        // Own periods are open and origins sealed: no row serves both.
-        let rows = aggregates
-            .remove(&(account.clone(), start))
-            .unwrap_or_default();
+        // A period is usually an origin or restated here, not both; a
+        // period opened below the seal by a batch racing it can be both
+        // (until it is sealed, in this very restatement, before the later
+        // periods that adjust it).
+        let own_key = (account.clone(), start);
+        let rows = if origin_set.contains(&own_key) {
+            aggregates.get(&own_key).cloned()
+        } else {
+            aggregates.remove(&own_key)
+        }
+        .unwrap_or_default();
         let mut statement = Statement::compute(account_id.clone(), period, currency, version, rows)
             .map_err(statement_error)?;
         let origins = late
             .get(&(account.clone(), start))
             .map(Vec::as_slice)
             .unwrap_or_default();
+        statement.sealed = seal_through
+            .and_then(|through| through.get(&account))
+            .is_some_and(|through| start < *through);
+        if statement.sealed && origin_set.contains(&own_key) {
+            // Its own lines are billed from now on, for the later periods
+            // of this restatement that adjust it.
+            let own = statement.lines.clone();
+            billed.insert(own_key.clone(), own);
+        }
         for origin in origins {
             let key = (account.clone(), origin.start());
             let rows = aggregates.get(&key).cloned().unwrap_or_default();
             let current = Statement::compute(account_id.clone(), *origin, currency, 0, rows)
                 .map_err(statement_error)?;
             let before = billed.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let adjustments = adjustment_lines(*origin, &current.lines, before);
+            if statement.sealed {
+                // Billed from now on: a later period of this restatement
+                // (periods go oldest first) adjusts only what is left.
+                let merged = merge_billed(before, &adjustments);
+                billed.insert(key, merged);
+            }
             statement
-                .add_adjustments(adjustment_lines(*origin, &current.lines, before))
+                .add_adjustments(adjustments)
                 .map_err(|e| statement_error(e.into()))?;
         }
-        statement.sealed = seal_through
-            .and_then(|through| through.get(&account))
-            .is_some_and(|through| start < *through);
         if let Some(stored) = grants.get(&account) {
             // Adjustment lines are usage of earlier periods: a grant valid
             // then may pay for them.
@@ -616,12 +649,26 @@ async fn seal_in(
     if through.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &through)
+    let mut keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &through)
         .await?
         .into_iter()
         .collect();
     if keys.is_empty() && advancing.is_empty() {
         return Ok(Vec::new());
+    }
+    // A period a racing batch opened below the seal: once it closes, the
+    // open periods after it are restated too (an adjustment there may have
+    // counted its usage as late while it was open).
+    let mut orphans: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (account, start) in keys.keys() {
+        if !advancing.contains_key(account) {
+            orphans.entry(account.clone()).or_insert(*start);
+        }
+    }
+    if !orphans.is_empty() {
+        for (key, end) in credits_repo::later_periods(&mut *conn, &orphans).await? {
+            keys.entry(key).or_insert(end);
+        }
     }
     // `restate` leaves periods below an account's seal alone; these close now.
     let closing: HashMap<String, AccountState> = states

@@ -4,18 +4,21 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tally_domain::{AnchorDay, Currency, Period, StatementLine};
 
 use crate::repo::AccountPeriod;
 
 /// What rating needs to know of an account to place its events in periods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
     pub currency: Currency,
     pub anchor: AnchorDay,
-    /// Periods starting before this are sealed: usage for them is late.
+    /// Periods starting before this are sealed: usage for them is late…
     pub sealed_through: Option<DateTime<Utc>>,
+    /// …but for a period still open below it (one a batch racing a seal
+    /// opened, until a marker closes it), which takes its own usage.
+    pub open_below: BTreeSet<DateTime<Utc>>,
 }
 
 impl AccountState {
@@ -24,7 +27,7 @@ impl AccountState {
     pub fn place(&self, at: DateTime<Utc>) -> (Period, Option<Period>) {
         let own = Period::containing(at, self.anchor);
         match self.sealed_through {
-            Some(through) if own.start() < through => {
+            Some(through) if own.start() < through && !self.open_below.contains(&own.start()) => {
                 (Period::containing(through, self.anchor), Some(own))
             }
             _ => (own, None),
@@ -55,9 +58,10 @@ pub async fn account_states(
          WHERE a.id = ANY($1)",
     )
     .bind(accounts)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
+    let mut states = rows
+        .iter()
         .map(|r| {
             let day: i16 = r.try_get("billing_anchor_day")?;
             Ok((
@@ -66,10 +70,25 @@ pub async fn account_states(
                     currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
                     anchor: AnchorDay::new(u32::try_from(day).unwrap_or(0)).map_err(decode_err)?,
                     sealed_through: r.try_get("sealed_through")?,
+                    open_below: BTreeSet::new(),
                 },
             ))
         })
-        .collect()
+        .collect::<Result<HashMap<String, AccountState>, sqlx::Error>>()?;
+    let open: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT s.account_id, s.period_start FROM statements s
+         JOIN account_seals a ON a.account_id = s.account_id
+         WHERE s.account_id = ANY($1) AND NOT s.sealed AND s.period_start < a.sealed_through",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?;
+    for (account, start) in open {
+        if let Some(state) = states.get_mut(&account) {
+            state.open_below.insert(start);
+        }
+    }
+    Ok(states)
 }
 
 /// Records that late usage of `origin` is billed on the period starting at `target`.
@@ -206,7 +225,8 @@ pub async fn periods_to_seal(
     crate::credits_repo::period_rows(&rows)
 }
 
-/// Moves each account's seal to its `through`.
+/// Moves each account's seal to its `through`; never back (two seals racing
+/// each other leave the furthest).
 pub async fn set_sealed_through(
     conn: &mut PgConnection,
     through: &BTreeMap<String, DateTime<Utc>>,
@@ -216,7 +236,9 @@ pub async fn set_sealed_through(
     sqlx::query(
         "INSERT INTO account_seals (account_id, sealed_through)
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[])
-         ON CONFLICT (account_id) DO UPDATE SET sealed_through = EXCLUDED.sealed_through, sealed_at = now()",
+         ON CONFLICT (account_id) DO UPDATE
+         SET sealed_through = GREATEST(account_seals.sealed_through, EXCLUDED.sealed_through),
+             sealed_at = now()",
     )
     .bind(&accounts)
     .bind(&throughs)
