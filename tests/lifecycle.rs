@@ -302,6 +302,17 @@ async fn post(s: &Seeded, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs `body` as finance and checks the answer is the error `expected`
+/// (status, code).
+async fn refused(s: &Seeded, path: &str, body: Value, expected: (u16, &str)) {
+    let (status, answer) = post(s, path, body.clone()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (expected.0, Some(expected.1)),
+        "{body}: {answer}"
+    );
+}
+
 /// Waits until `n` invoices of periods starting at `start` are finalized.
 async fn finalized(s: &Seeded, start: chrono::DateTime<chrono::Utc>, n: i64) {
     invoices_in(s, start, n, "finalized").await;
@@ -493,26 +504,20 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         .unwrap();
     assert!(page.contains(r#"data-testid="status">void<"#), "{page}");
     assert!(page.contains("Voided: duplicate account"), "{page}");
-    let (status, body) = post(
+    refused(
         &s,
         &format!("/v1/invoices/{initech_invoice}/void"),
         serde_json::json!({"reason": "again"}),
+        (409, "invoice_voided"),
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("invoice_voided"))
-    );
-    let (status, body) = post(
+    refused(
         &s,
         &format!("/v1/invoices/{initech_invoice}/credit-notes"),
         serde_json::json!({"reason": "x"}),
+        (409, "invoice_voided"),
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("invoice_voided"))
-    );
 
     // A partial credit note on acme's database line (position 1: the
     // platform's line first, then DB Co, then Queue Co).
@@ -569,12 +574,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             "credit_exceeds_invoice",
         ),
     ] {
-        let (got, answer) = post(&s, &notes, body.clone()).await;
-        assert_eq!(
-            (got, answer["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{body}: {answer}"
-        );
+        refused(&s, &notes, body, (status, code)).await;
     }
     // A credit note is immutable, in the database too.
     let err = sqlx::query("UPDATE credit_notes SET total = 1")
@@ -631,11 +631,13 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         .collect();
     assert_eq!(whole["total"], "4.20");
     assert_eq!(got, [(0, "1.92", "0"), (1, "2.28", "1.82")]);
-    let (status, again) = post(&s, &umbrella_notes, serde_json::json!({"reason": "again"})).await;
-    assert_eq!(
-        (status, again["error"]["code"].as_str()),
-        (409, Some("nothing_to_credit"))
-    );
+    refused(
+        &s,
+        &umbrella_notes,
+        serde_json::json!({"reason": "again"}),
+        (409, "nothing_to_credit"),
+    )
+    .await;
 
     // The month reconciles, per currency, with figures worked out by hand.
     // Its invoices count as issued; the void and the credit notes are

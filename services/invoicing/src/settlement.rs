@@ -515,6 +515,45 @@ fn csv_error(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
     ApiError::Internal(anyhow::Error::new(e))
 }
 
+/// A finance export of a month as CSV: the rows of `sql` (bound to the
+/// month's start and end), each written by `record` under `header`.
+async fn month_csv(
+    pool: &PgPool,
+    headers: &HeaderMap,
+    period: &str,
+    name: &str,
+    sql: &str,
+    header: &[&str],
+    record: fn(&sqlx::postgres::PgRow) -> Result<Vec<String>, sqlx::Error>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_staff(pool, headers).await?;
+    let month = parse_period(period)?;
+    let rows = sqlx::query(sql)
+        .bind(month.start())
+        .bind(month.end())
+        .fetch_all(pool)
+        .await?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(csv_error)?;
+    for r in &rows {
+        w.write_record(record(r)?).map_err(csv_error)?;
+    }
+    let body = w.into_inner().map_err(|e| csv_error(e.into_error()))?;
+    Ok(csv_response(&format!("{name}-{}.csv", month.label()), body))
+}
+
+fn timestamp(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    Ok(r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(name)?
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default())
+}
+
+fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    Ok(r.try_get::<Option<Decimal>, _>(name)?
+        .map(|d| d.to_string())
+        .unwrap_or_default())
+}
+
 /// `GET /v1/exports/invoices.csv?period=YYYY-MM` (finance): one row per
 /// invoice of the month, any status.
 pub async fn export_invoices(
@@ -522,69 +561,55 @@ pub async fn export_invoices(
     headers: HeaderMap,
     Query(q): Query<PeriodQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_staff(&pool, &headers).await?;
-    let month = parse_period(&q.period)?;
-    let rows = sqlx::query(
+    month_csv(
+        &pool,
+        &headers,
+        &q.period,
+        "invoices",
         "SELECT i.id, i.number, i.account_id, i.period_start, i.period_end, i.status, i.currency,
                 i.subtotal, i.credits_total, i.total,
                 COALESCE((SELECT sum(n.total) FROM credit_notes n WHERE n.invoice_id = i.id), 0) AS credit_notes,
                 i.finalized_at, i.voided_at, i.void_reason
          FROM invoices i WHERE i.period_start >= $1 AND i.period_start < $2
          ORDER BY i.account_id, i.period_start",
+        &[
+            "invoice_id",
+            "number",
+            "account_id",
+            "period_start",
+            "period_end",
+            "status",
+            "currency",
+            "subtotal",
+            "credits_total",
+            "total",
+            "credit_notes",
+            "finalized_at",
+            "voided_at",
+            "void_reason",
+        ],
+        |r| {
+            Ok(vec![
+                r.try_get::<uuid::Uuid, _>("id")?.to_string(),
+                r.try_get::<Option<String>, _>("number")?
+                    .unwrap_or_default(),
+                r.try_get("account_id")?,
+                timestamp(r, "period_start")?,
+                timestamp(r, "period_end")?,
+                r.try_get("status")?,
+                r.try_get("currency")?,
+                decimal(r, "subtotal")?,
+                decimal(r, "credits_total")?,
+                decimal(r, "total")?,
+                decimal(r, "credit_notes")?,
+                timestamp(r, "finalized_at")?,
+                timestamp(r, "voided_at")?,
+                r.try_get::<Option<String>, _>("void_reason")?
+                    .unwrap_or_default(),
+            ])
+        },
     )
-    .bind(month.start())
-    .bind(month.end())
-    .fetch_all(&pool)
-    .await?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "invoice_id",
-        "number",
-        "account_id",
-        "period_start",
-        "period_end",
-        "status",
-        "currency",
-        "subtotal",
-        "credits_total",
-        "total",
-        "credit_notes",
-        "finalized_at",
-        "voided_at",
-        "void_reason",
-    ])
-    .map_err(csv_error)?;
-    for r in &rows {
-        let ts = |name: &str| -> Result<String, sqlx::Error> {
-            Ok(r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(name)?
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default())
-        };
-        w.write_record([
-            r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-            r.try_get::<Option<String>, _>("number")?
-                .unwrap_or_default(),
-            r.try_get("account_id")?,
-            ts("period_start")?,
-            ts("period_end")?,
-            r.try_get("status")?,
-            r.try_get("currency")?,
-            r.try_get::<Decimal, _>("subtotal")?.to_string(),
-            r.try_get::<Decimal, _>("credits_total")?.to_string(),
-            r.try_get::<Decimal, _>("total")?.to_string(),
-            r.try_get::<Decimal, _>("credit_notes")?.to_string(),
-            ts("finalized_at")?,
-            ts("voided_at")?,
-            r.try_get::<Option<String>, _>("void_reason")?
-                .unwrap_or_default(),
-        ])
-        .map_err(csv_error)?;
-    }
-    let body = w.into_inner().map_err(|e| csv_error(e.into_error()))?;
-    Ok(csv_response(
-        &format!("invoices-{}.csv", month.label()),
-        body,
-    ))
+    .await
 }
 
 /// `GET /v1/exports/invoice-lines.csv?period=YYYY-MM` (finance): every line
@@ -594,80 +619,64 @@ pub async fn export_lines(
     headers: HeaderMap,
     Query(q): Query<PeriodQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_staff(&pool, &headers).await?;
-    let month = parse_period(&q.period)?;
-    let rows = sqlx::query(
+    month_csv(
+        &pool,
+        &headers,
+        &q.period,
+        "invoice-lines",
         "SELECT i.id, i.number, i.account_id, i.status, l.currency, l.position, l.kind, l.provider_id,
                 l.sku_id, l.description, l.quantity, l.unit, l.unit_price, l.amount, l.list_amount,
                 l.markup, l.platform_fee, l.partner_net, l.price_id, l.adjusts_period_start
          FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
          WHERE i.period_start >= $1 AND i.period_start < $2
          ORDER BY i.account_id, i.period_start, l.position",
+        &[
+            "invoice_id",
+            "number",
+            "account_id",
+            "status",
+            "currency",
+            "position",
+            "kind",
+            "provider_id",
+            "sku",
+            "description",
+            "quantity",
+            "unit",
+            "unit_price",
+            "amount",
+            "list_amount",
+            "markup",
+            "platform_fee",
+            "partner_net",
+            "price_id",
+            "adjusts_period_start",
+        ],
+        |r| {
+            Ok(vec![
+                r.try_get::<uuid::Uuid, _>("id")?.to_string(),
+                r.try_get::<Option<String>, _>("number")?
+                    .unwrap_or_default(),
+                r.try_get("account_id")?,
+                r.try_get("status")?,
+                r.try_get("currency")?,
+                r.try_get::<i32, _>("position")?.to_string(),
+                r.try_get("kind")?,
+                r.try_get("provider_id")?,
+                r.try_get("sku_id")?,
+                r.try_get("description")?,
+                decimal(r, "quantity")?,
+                r.try_get("unit")?,
+                decimal(r, "unit_price")?,
+                decimal(r, "amount")?,
+                decimal(r, "list_amount")?,
+                decimal(r, "markup")?,
+                decimal(r, "platform_fee")?,
+                decimal(r, "partner_net")?,
+                r.try_get::<i64, _>("price_id")?.to_string(),
+                timestamp(r, "adjusts_period_start")?,
+            ])
+        },
     )
-    .bind(month.start())
-    .bind(month.end())
-    .fetch_all(&pool)
-    .await?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "invoice_id",
-        "number",
-        "account_id",
-        "status",
-        "currency",
-        "position",
-        "kind",
-        "provider_id",
-        "sku",
-        "description",
-        "quantity",
-        "unit",
-        "unit_price",
-        "amount",
-        "list_amount",
-        "markup",
-        "platform_fee",
-        "partner_net",
-        "price_id",
-        "adjusts_period_start",
-    ])
-    .map_err(csv_error)?;
-    for r in &rows {
-        let dec = |name: &str| -> Result<String, sqlx::Error> {
-            Ok(r.try_get::<Decimal, _>(name)?.to_string())
-        };
-        w.write_record([
-            r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-            r.try_get::<Option<String>, _>("number")?
-                .unwrap_or_default(),
-            r.try_get("account_id")?,
-            r.try_get("status")?,
-            r.try_get("currency")?,
-            r.try_get::<i32, _>("position")?.to_string(),
-            r.try_get("kind")?,
-            r.try_get("provider_id")?,
-            r.try_get("sku_id")?,
-            r.try_get("description")?,
-            dec("quantity")?,
-            r.try_get("unit")?,
-            r.try_get::<Option<Decimal>, _>("unit_price")?
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            dec("amount")?,
-            dec("list_amount")?,
-            dec("markup")?,
-            dec("platform_fee")?,
-            dec("partner_net")?,
-            r.try_get::<i64, _>("price_id")?.to_string(),
-            r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("adjusts_period_start")?
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default(),
-        ])
-        .map_err(csv_error)?;
-    }
-    let body = w.into_inner().map_err(|e| csv_error(e.into_error()))?;
-    Ok(csv_response(
-        &format!("invoice-lines-{}.csv", month.label()),
-        body,
-    ))
+    .await
 }

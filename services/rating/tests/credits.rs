@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::database;
+use support::{acme_event, database};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -14,8 +14,7 @@ use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use tally_domain::{
-    AccountId, Currency, EventId, PriceModel, ProviderId, ProviderKind, Quantity, Sku, Statement,
-    UsageEvent,
+    AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku, Statement, UsageEvent,
 };
 use tally_platform::catalog;
 use tally_rating::{process_batch, restate_requested};
@@ -153,16 +152,7 @@ async fn request_restatement(pool: &PgPool) {
 
 fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageEvent {
     let provider = if sku == "vm.hour" { "cloud" } else { "dbco" };
-    UsageEvent {
-        provider_id: ProviderId::parse(provider).unwrap(),
-        event_id: EventId::parse(&format!("e{id}")).unwrap(),
-        account_id: AccountId::parse("acme").unwrap(),
-        sku: Sku::parse(sku).unwrap(),
-        quantity: Quantity::new(quantity).unwrap(),
-        time,
-        received_at: time,
-        dimensions: BTreeMap::new(),
-    }
+    acme_event(provider, &format!("e{id}"), sku, quantity, time)
 }
 
 /// October and November usage of both SKUs, spread over days and hours.

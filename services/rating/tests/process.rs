@@ -3,16 +3,14 @@
 
 mod support;
 
-use support::database;
+use support::{acme_event, database};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
 use tally_domain::{
-    AccountId, Currency, EventId, PriceModel, ProviderId, ProviderKind, Quantity, Sku, Statement,
-    UsageEvent,
+    AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku, Statement, UsageEvent,
 };
 use tally_platform::catalog;
 use tally_rating::process_batch;
@@ -65,16 +63,7 @@ async fn seed(pool: &PgPool) {
 }
 
 fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageEvent {
-    UsageEvent {
-        provider_id: ProviderId::parse("cloud").unwrap(),
-        event_id: EventId::parse(&format!("e{id}")).unwrap(),
-        account_id: AccountId::parse("acme").unwrap(),
-        sku: Sku::parse(sku).unwrap(),
-        quantity: Quantity::new(quantity).unwrap(),
-        time,
-        received_at: time,
-        dimensions: BTreeMap::new(),
-    }
+    acme_event("cloud", &format!("e{id}"), sku, quantity, time)
 }
 
 fn events() -> Vec<UsageEvent> {

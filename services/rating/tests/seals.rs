@@ -5,17 +5,15 @@
 
 mod support;
 
-use support::database;
+use support::{acme_event, database};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
 use tally_domain::usage::SealMarker;
 use tally_domain::{
-    AccountId, AnchorDay, Currency, EventId, PriceBook, ProviderId, ProviderKind, Quantity, Sku,
-    Statement, UsageEvent,
+    AccountId, AnchorDay, Currency, PriceBook, ProviderId, ProviderKind, Sku, Statement, UsageEvent,
 };
 use tally_platform::catalog;
 use tally_rating::process::seal;
@@ -64,16 +62,7 @@ async fn seed(pool: &PgPool) {
 }
 
 fn hours(id: &str, quantity: i64, time: DateTime<Utc>) -> UsageEvent {
-    UsageEvent {
-        provider_id: ProviderId::parse("cloud").unwrap(),
-        event_id: EventId::parse(id).unwrap(),
-        account_id: AccountId::parse("acme").unwrap(),
-        sku: Sku::parse("vm.hour").unwrap(),
-        quantity: Quantity::new(Decimal::from(quantity)).unwrap(),
-        time,
-        received_at: time,
-        dimensions: BTreeMap::new(),
-    }
+    acme_event("cloud", id, "vm.hour", Decimal::from(quantity), time)
 }
 
 fn marker(through: DateTime<Utc>) -> SealMarker {

@@ -1,7 +1,31 @@
 //! Shared by rating's tests: a database of its own per test, migrated.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
+use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku, UsageEvent};
+
+/// A usage event of `acme` (no dimensions), received when it happened.
+pub fn acme_event(
+    provider: &str,
+    id: &str,
+    sku: &str,
+    quantity: Decimal,
+    time: DateTime<Utc>,
+) -> UsageEvent {
+    UsageEvent {
+        provider_id: ProviderId::parse(provider).unwrap(),
+        event_id: EventId::parse(id).unwrap(),
+        account_id: AccountId::parse("acme").unwrap(),
+        sku: Sku::parse(sku).unwrap(),
+        quantity: Quantity::new(quantity).unwrap(),
+        time,
+        received_at: time,
+        dimensions: BTreeMap::new(),
+    }
+}
 
 /// Migrates a new database on the server of `DATABASE_URL` (default: the
 /// local PostgreSQL) and connects to it.
