@@ -54,8 +54,8 @@ pub async fn account_states(
 ) -> Result<HashMap<String, AccountState>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT a.id, a.currency, a.billing_anchor_day, s.sealed_through
-         FROM accounts a LEFT JOIN account_seals s ON s.account_id = a.id
-         WHERE a.id = ANY($1)",
+         FROM UNNEST($1::text[]) AS t(id) JOIN accounts a ON a.id = t.id
+         LEFT JOIN account_seals s ON s.account_id = a.id",
     )
     .bind(accounts)
     .fetch_all(&mut *conn)

@@ -1,6 +1,7 @@
 //! The rating consumer: batches from `usage.events`, one transaction per
 //! batch, statements published, dead letters sent, then offsets committed.
 
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
@@ -123,30 +124,21 @@ impl Application {
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle(&self, batch: &[OwnedMessage], isolate: bool) -> anyhow::Result<()> {
         let started = Instant::now();
-        let (runs, mut dead) = decode(batch);
+        // Each lane rates its partitions' messages, in their order, in its
+        // own transactions, beside the other lanes: an account's events and
+        // seal markers are keyed by the account, so they are all in one
+        // partition and lanes never share an account.
+        let lanes = lanes(batch, self.config.rating_lanes);
+        let rated =
+            futures::future::try_join_all(lanes.iter().map(|lane| self.rate_lane(lane, isolate)))
+                .await?;
         let mut outcome = BatchOutcome::default();
+        let mut dead = Vec::new();
         let mut newest_received = None;
-        for run in &runs {
-            match run {
-                Run::Events(events) => {
-                    let one = if isolate {
-                        process_batch_isolating(&self.pool, events).await?
-                    } else {
-                        process_batch(&self.pool, events).await?
-                    };
-                    outcome.merge(one);
-                    newest_received =
-                        newest_received.max(events.iter().map(|e| e.received_at).max());
-                }
-                Run::Seals(markers) if isolate => {
-                    let (sealed, failed) = seal_isolating(&self.pool, markers).await?;
-                    outcome.statements.extend(sealed);
-                    outcome.dead.extend(failed);
-                }
-                Run::Seals(markers) => {
-                    outcome.statements.extend(seal(&self.pool, markers).await?);
-                }
-            }
+        for (one, undecodable, newest) in rated {
+            outcome.merge(one);
+            dead.extend(undecodable);
+            newest_received = newest_received.max(newest);
         }
         outcome.keep_newest_statements();
         let rated = started.elapsed();
@@ -186,6 +178,42 @@ impl Application {
             "batch rated"
         );
         Ok(())
+    }
+
+    /// Rates one lane's messages in order: runs of events, runs of seal
+    /// markers. Returns what it did, the messages that do not decode, and
+    /// when the newest of its events was received.
+    async fn rate_lane(
+        &self,
+        lane: &[&OwnedMessage],
+        isolate: bool,
+    ) -> anyhow::Result<(BatchOutcome, Vec<DeadLetter>, Option<DateTime<Utc>>)> {
+        let (runs, dead) = decode(lane);
+        let mut outcome = BatchOutcome::default();
+        let mut newest_received = None;
+        for run in &runs {
+            match run {
+                Run::Events(events) => {
+                    let one = if isolate {
+                        process_batch_isolating(&self.pool, events).await?
+                    } else {
+                        process_batch(&self.pool, events).await?
+                    };
+                    outcome.merge(one);
+                    newest_received =
+                        newest_received.max(events.iter().map(|e| e.received_at).max());
+                }
+                Run::Seals(markers) if isolate => {
+                    let (sealed, failed) = seal_isolating(&self.pool, markers).await?;
+                    outcome.statements.extend(sealed);
+                    outcome.dead.extend(failed);
+                }
+                Run::Seals(markers) => {
+                    outcome.statements.extend(seal(&self.pool, markers).await?);
+                }
+            }
+        }
+        Ok((outcome, dead, newest_received))
     }
 
     async fn send_dead_letters(&self, dead: &[DeadLetter]) -> anyhow::Result<()> {
@@ -252,6 +280,18 @@ async fn credit_restatements(
     }
 }
 
+/// The batch's messages cut into at most `n` lanes by partition, each in
+/// message order; empty lanes are left out.
+fn lanes(batch: &[OwnedMessage], n: usize) -> Vec<Vec<&OwnedMessage>> {
+    let n = n.max(1);
+    let mut lanes: Vec<Vec<&OwnedMessage>> = vec![Vec::new(); n];
+    for message in batch {
+        lanes[message.partition().unsigned_abs() as usize % n].push(message);
+    }
+    lanes.retain(|lane| !lane.is_empty());
+    lanes
+}
+
 /// A run of a batch: usage events, or seal markers, in message order.
 #[derive(Debug)]
 enum Run {
@@ -262,7 +302,7 @@ enum Run {
 /// Splits a batch into runs of usage events and of seal markers, in order
 /// (a seal must see exactly the events before it), and payloads that do not
 /// parse.
-fn decode(batch: &[OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
+fn decode(batch: &[&OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
     let mut runs: Vec<Run> = Vec::new();
     let mut dead = Vec::new();
     for message in batch {
@@ -290,4 +330,48 @@ fn decode(batch: &[OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
         }
     }
     (runs, dead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{OwnedHeaders, Timestamp};
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(format!("{partition}/{offset}").into_bytes()),
+            None,
+            "usage.events".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            Some(OwnedHeaders::new()),
+        )
+    }
+
+    fn names(lane: &[&OwnedMessage]) -> Vec<String> {
+        lane.iter()
+            .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lanes_keep_each_partition_whole_and_in_order() {
+        let batch: Vec<OwnedMessage> = [(0, 5), (3, 1), (1, 7), (2, 2), (0, 6), (3, 2), (2, 3)]
+            .into_iter()
+            .map(|(p, o)| message(p, o))
+            .collect();
+        let two = lanes(&batch, 2);
+        assert_eq!(two.len(), 2);
+        assert_eq!(names(&two[0]), ["0/5", "2/2", "0/6", "2/3"]);
+        assert_eq!(names(&two[1]), ["3/1", "1/7", "3/2"]);
+        // One lane is the batch as it came; empty lanes are left out.
+        let one = lanes(&batch, 1);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), 7);
+        let five = lanes(&batch, 5);
+        assert_eq!(five.len(), 4);
+        assert_eq!(five.iter().map(Vec::len).sum::<usize>(), 7);
+        assert_eq!(lanes(&batch, 0).len(), 1);
+    }
 }

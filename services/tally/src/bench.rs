@@ -291,6 +291,7 @@ fn spawn(
             config.usage_partitions.to_string(),
         )
         .env("TALLY_BATCH_MAX", config.batch_max.to_string())
+        .env("TALLY_RATING_LANES", config.rating_lanes.to_string())
         .env(
             "TALLY_BATCH_WAIT_MS",
             config.batch_wait.as_millis().to_string(),

@@ -38,6 +38,9 @@ pub struct Config {
     pub batch_max: usize,
     /// …or after this long (`TALLY_BATCH_WAIT_MS`).
     pub batch_wait: Duration,
+    /// Rating rates a batch in this many lanes at once, each a share of the
+    /// partitions in its own transactions (`TALLY_RATING_LANES`, default 2).
+    pub rating_lanes: usize,
     pub db_max_connections: u32,
     /// How long after its end a period waits for late usage before invoicing
     /// seals it (`TALLY_GRACE_HOURS`, default 48).
@@ -73,6 +76,7 @@ impl Default for Config {
             // lowered freshness (a batch restates each touched account once).
             batch_max: 20_000,
             batch_wait: Duration::from_millis(100),
+            rating_lanes: 2,
             db_max_connections: 10,
             grace: Duration::from_secs(48 * 3600),
             close_every: Some(Duration::from_secs(60)),
@@ -126,6 +130,17 @@ impl Config {
             batch_wait: parsed("TALLY_BATCH_WAIT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.batch_wait),
+            rating_lanes: match parsed::<usize>("TALLY_RATING_LANES")? {
+                Some(0) => {
+                    return Err(ConfigError {
+                        name: "TALLY_RATING_LANES",
+                        reason: "must be at least 1".into(),
+                        value: "0".into(),
+                    })
+                }
+                Some(n) => n,
+                None => d.rating_lanes,
+            },
             db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
             grace: parsed::<u64>("TALLY_GRACE_HOURS")?
                 .map(|h| Duration::from_secs(h * 3600))
