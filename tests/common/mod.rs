@@ -39,6 +39,9 @@ impl Harness {
             kafka_session_timeout: Duration::from_secs(6),
             batch_max: 2000,
             batch_wait: Duration::from_millis(50),
+            // Two lanes (the default is one): every pipeline test also
+            // checks rating's lanes, side by side over the 4 partitions.
+            rating_lanes: 2,
             // Tests close periods when they mean to (`lifecycle::request_seals`).
             close_every: None,
             ..Config::default()
@@ -75,6 +78,7 @@ impl Harness {
             )
             .env("TALLY_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TALLY_BATCH_MAX", self.config.batch_max.to_string())
+            .env("TALLY_RATING_LANES", self.config.rating_lanes.to_string())
             .env("TALLY_BATCH_WAIT_MS", "50")
             .env("TALLY_CLOSE_EVERY_SECS", "0")
             .env("TALLY_COLLECTOR_ADDR", "127.0.0.1:0")

@@ -668,23 +668,36 @@ async fn freshness(
     let poll = async {
         let deadline = started + Duration::from_secs(a.freshness_seconds + 120);
         while seen.len() < batches as usize && Instant::now() < deadline {
-            let visible: Vec<String> = sqlx::query_scalar(
-                "SELECT account_id FROM invoices WHERE account_id LIKE 'probe%'",
-            )
-            .fetch_all(pool)
-            .await?;
-            let at = Instant::now();
-            let acked = acked
+            // Only the probes acked and not seen yet, each an index lookup:
+            // the poll is load on the same PostgreSQL, so it stays small.
+            // A probe leaves `acked` once it is seen.
+            let waiting: Vec<String> = acked
                 .lock()
                 .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .clone();
+                .keys()
+                .cloned()
+                .collect();
+            let visible: Vec<String> = if waiting.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT i.account_id FROM UNNEST($1::text[]) AS t(id)
+                     JOIN invoices i ON i.account_id = t.id",
+                )
+                .bind(&waiting)
+                .fetch_all(pool)
+                .await?
+            };
+            let at = Instant::now();
+            let mut acked = acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             for account in visible {
-                if let Some(t) = acked.get(&account) {
+                if let Some(t) = acked.remove(&account) {
                     if seen.insert(account) {
-                        histogram.record(at.saturating_duration_since(*t).as_micros() as u64)?;
+                        histogram.record(at.saturating_duration_since(t).as_micros() as u64)?;
                     }
                 }
             }
+            drop(acked);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         anyhow::Ok(())

@@ -39,7 +39,9 @@ pub struct Config {
     /// …or after this long (`TALLY_BATCH_WAIT_MS`).
     pub batch_wait: Duration,
     /// Rating rates a batch in this many lanes at once, each a share of the
-    /// partitions in its own transactions (`TALLY_RATING_LANES`, default 2).
+    /// partitions in its own transactions (`TALLY_RATING_LANES`, default 1:
+    /// on the 2-core bench machine, where PostgreSQL shares the cores, two
+    /// lanes measured no faster; see BENCHMARKS.md).
     pub rating_lanes: usize,
     pub db_max_connections: u32,
     /// How long after its end a period waits for late usage before invoicing
@@ -76,7 +78,7 @@ impl Default for Config {
             // lowered freshness (a batch restates each touched account once).
             batch_max: 20_000,
             batch_wait: Duration::from_millis(100),
-            rating_lanes: 2,
+            rating_lanes: 1,
             db_max_connections: 10,
             grace: Duration::from_secs(48 * 3600),
             close_every: Some(Duration::from_secs(60)),
