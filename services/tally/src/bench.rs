@@ -689,15 +689,16 @@ async fn freshness(
                 .await?
             };
             let at = Instant::now();
-            let mut acked = acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            for account in visible {
-                if let Some(t) = acked.remove(&account) {
-                    if seen.insert(account) {
-                        histogram.record(at.saturating_duration_since(t).as_micros() as u64)?;
+            {
+                let mut acked = acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                for account in visible {
+                    if let Some(t) = acked.remove(&account) {
+                        if seen.insert(account) {
+                            histogram.record(at.saturating_duration_since(t).as_micros() as u64)?;
+                        }
                     }
                 }
             }
-            drop(acked);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         anyhow::Ok(())
