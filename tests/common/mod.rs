@@ -39,8 +39,9 @@ impl Harness {
             kafka_session_timeout: Duration::from_secs(6),
             batch_max: 2000,
             batch_wait: Duration::from_millis(50),
-            // Two lanes (the default is one): every pipeline test also
-            // checks rating's lanes, side by side over the 4 partitions.
+            // Two lanes (the default is one): pipeline tests rate through
+            // rating's lanes (a batch that holds messages of partitions in
+            // both lanes rates them side by side).
             rating_lanes: 2,
             // Tests close periods when they mean to (`lifecycle::request_seals`).
             close_every: None,

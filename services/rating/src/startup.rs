@@ -1,5 +1,6 @@
-//! The rating consumer: batches from `usage.events`, one transaction per
-//! batch, statements published, dead letters sent, then offsets committed.
+//! The rating consumer: batches from `usage.events`, cut into lanes by
+//! partition and runs of events and seal markers, one transaction per run;
+//! statements published, dead letters sent, then offsets committed.
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -129,18 +130,44 @@ impl Application {
         // seal markers are keyed by the account, so they are all in one
         // partition and lanes never share an account.
         let lanes = lanes(batch, self.config.rating_lanes);
+        // Every lane runs to its end, even when another fails: a lane is
+        // never dropped in the middle of its transaction.
         let rated =
-            futures::future::try_join_all(lanes.iter().map(|lane| self.rate_lane(lane, isolate)))
-                .await?;
+            futures::future::join_all(lanes.iter().map(|lane| self.rate_lane(lane, isolate))).await;
         let mut outcome = BatchOutcome::default();
         let mut dead = Vec::new();
         let mut newest_received = None;
-        for (one, undecodable, newest) in rated {
-            outcome.merge(one);
-            dead.extend(undecodable);
-            newest_received = newest_received.max(newest);
+        let mut failed = None;
+        for result in rated {
+            match result {
+                Ok((one, undecodable, newest)) => {
+                    outcome.merge(one);
+                    dead.extend(undecodable);
+                    newest_received = newest_received.max(newest);
+                }
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
+            }
         }
         outcome.keep_newest_statements();
+        if let Some(err) = failed {
+            // The lanes that committed stay committed, and the retry of the
+            // batch finds their events already counted: their statements
+            // are published now (or by the sweep). Dead letters and offsets
+            // wait for the retry, which finds the same dead letters again.
+            if let Err(publish) = outbox::publish(
+                &self.pool,
+                &self.producer,
+                &self.topics.statements,
+                &outcome.statements,
+            )
+            .await
+            {
+                tracing::warn!(error = %publish, "publishing the statements of the lanes that committed failed");
+            }
+            return Err(err);
+        }
         let rated = started.elapsed();
         outbox::publish(
             &self.pool,

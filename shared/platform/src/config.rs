@@ -111,7 +111,7 @@ impl Config {
     /// Reads the environment over the defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = Config::default();
-        Ok(Self {
+        let config = Self {
             database_url: var("DATABASE_URL").unwrap_or(d.database_url),
             kafka_brokers: var("KAFKA_BROKERS").unwrap_or(d.kafka_brokers),
             topic_prefix: var("TALLY_TOPIC_PREFIX").unwrap_or(d.topic_prefix),
@@ -164,7 +164,26 @@ impl Config {
                 None => d.invoice_issuer,
             },
             link_secret: var("TALLY_LINK_SECRET"),
-        })
+        };
+        config.validated()
+    }
+
+    /// Settings that are only wrong together.
+    fn validated(self) -> Result<Self, ConfigError> {
+        // Each lane holds a connection for its transaction; the credit
+        // restatements and publishing need theirs beside them.
+        if self.rating_lanes + 2 > self.db_max_connections as usize {
+            return Err(ConfigError {
+                name: "TALLY_RATING_LANES",
+                value: self.rating_lanes.to_string(),
+                reason: format!(
+                    "needs at least {} database connections (TALLY_DB_MAX_CONNECTIONS is {})",
+                    self.rating_lanes + 2,
+                    self.db_max_connections
+                ),
+            });
+        }
+        Ok(self)
     }
 
     pub fn topics(&self) -> Topics {
@@ -191,5 +210,30 @@ impl Topics {
             usage_dlq: format!("{prefix}usage.events.dlq"),
             statements: format!("{prefix}billing.statements"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rating_lanes_must_leave_connections_for_the_rest() {
+        let fits = Config {
+            rating_lanes: 8,
+            db_max_connections: 10,
+            ..Config::default()
+        };
+        assert_eq!(fits.validated().map(|c| c.rating_lanes).ok(), Some(8));
+        let too_many = Config {
+            rating_lanes: 9,
+            db_max_connections: 10,
+            ..Config::default()
+        };
+        assert_eq!(
+            too_many.validated().map(|_| ()).map_err(|e| e.to_string()),
+            Err("invalid value for TALLY_RATING_LANES: \"9\" (needs at least 11 database connections (TALLY_DB_MAX_CONNECTIONS is 10))".to_owned())
+        );
+        assert!(Config::default().validated().is_ok());
     }
 }
