@@ -560,7 +560,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     drop(services);
 
     // 5. Ceilings on the same broker and database, with the same payloads.
-    let ceilings = ceilings(&config, &pool, &gen, a.ceiling_events).await?;
+    let ceilings = ceilings(&config, &pool, &gen, &a).await?;
     report.ceiling_produce_events_per_s = ceilings.0;
     report.ceiling_consume_events_per_s = ceilings.1;
     report.ceiling_copy_rows_per_s = ceilings.2;
@@ -726,14 +726,18 @@ async fn freshness(
 }
 
 /// Raw rdkafka produce and consume of the usage payloads, and raw COPY of
-/// the dedupe rows, each of `n` records: (produce/s, consume/s, COPY rows/s).
+/// the dedupe rows, each of `a.ceiling_events` records: (produce/s,
+/// consume/s, COPY rows/s). The producer sends the ingest run's batches
+/// with its concurrency, each batch waited for like a POST.
 async fn ceilings(
     config: &Config,
     pool: &PgPool,
     gen: &Gen<'_>,
-    n: u64,
+    a: &BenchArgs,
 ) -> anyhow::Result<(f64, f64, f64)> {
+    use futures::StreamExt;
     use rdkafka::consumer::Consumer;
+    let n = a.ceiling_events;
     let mut raw = config.clone();
     raw.topic_prefix = format!("{}ceiling.", config.topic_prefix);
     tally_platform::kafka::ensure_topics(&raw).await?;
@@ -757,15 +761,20 @@ async fn ceilings(
         .collect::<anyhow::Result<_>>()?;
     let producer = tally_platform::kafka::producer(&raw)?;
     let t0 = Instant::now();
-    for chunk in payloads.chunks(10_000) {
-        tally_platform::kafka::send_all(
-            &producer,
-            chunk
-                .iter()
-                .map(|(k, p)| (topic.as_str(), k.as_str(), p.as_slice())),
-        )
-        .await?;
-    }
+    let sent: Vec<Result<(), rdkafka::error::KafkaError>> =
+        futures::stream::iter(payloads.chunks(a.batch_size.max(1)))
+            .map(|chunk| {
+                tally_platform::kafka::send_all(
+                    &producer,
+                    chunk
+                        .iter()
+                        .map(|(k, p)| (topic.as_str(), k.as_str(), p.as_slice())),
+                )
+            })
+            .buffer_unordered(a.concurrency.max(1))
+            .collect()
+            .await;
+    sent.into_iter().collect::<Result<Vec<()>, _>>()?;
     let produce = n as f64 / t0.elapsed().as_secs_f64();
 
     let consumer = tally_platform::kafka::consumer(&raw, &format!("{}ceiling", raw.group_prefix))?;
