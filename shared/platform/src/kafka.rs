@@ -51,8 +51,8 @@ pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaErr
         // Tansu answers a fetch with up to 5 MiB of one partition (it does
         // not apply the per-partition limit), which fills that queue at once;
         // librdkafka then pauses fetching every partition for
-        // `fetch.queue.backoff.ms` (1 s by default), which capped a consumer
-        // at ~25,000 messages/s. Retry after 10 ms instead.
+        // `fetch.queue.backoff.ms` (1 s by default), which held a consumer
+        // to 25,000–43,000 messages/s here. Retry after 10 ms instead.
         .set("fetch.queue.backoff.ms", "10")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
