@@ -242,15 +242,12 @@ async fn bill_page_shows_the_api_totals_and_only_to_its_account() {
     assert_eq!(foreign.status().as_u16(), 403);
 
     // CSV download carries the same total.
-    let csv = http
-        .get(format!("{base}/accounts/acme/bill.csv?period={period}"))
-        .bearer_auth(&keys.acme)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = get_text(
+        &http,
+        &format!("{base}/accounts/acme/bill.csv?period={period}"),
+        &keys.acme,
+    )
+    .await;
     assert_eq!(csv.lines().count(), 1 + 3 + 1);
     assert!(csv
         .lines()

@@ -27,6 +27,19 @@ async fn post_db_hours(
     n: usize,
     at: chrono::DateTime<chrono::Utc>,
 ) -> usize {
+    post_db_hours_with(&s.http, &s.collector, &s.keys.dbco, prefix, n, at).await
+}
+
+/// [`post_db_hours`] with the client, collector and key passed on their own
+/// (for a task that outlives the borrow of [`Seeded`]).
+async fn post_db_hours_with(
+    http: &reqwest::Client,
+    collector: &str,
+    key: &str,
+    prefix: &str,
+    n: usize,
+    at: chrono::DateTime<chrono::Utc>,
+) -> usize {
     let events: Vec<Value> = (0..n)
         .map(|i| {
             event(
@@ -39,21 +52,18 @@ async fn post_db_hours(
             )
         })
         .collect();
-    let (status, body) = post_events(&s.http, &s.collector, &s.keys.dbco, &events).await;
+    let (status, body) = post_events(http, collector, key, &events).await;
     assert_eq!(status, 202, "{body}");
     body["accepted"].as_u64().unwrap() as usize
 }
 
 async fn invoice_text(s: &Seeded, id: &str) -> String {
-    s.http
-        .get(format!("{}/v1/invoices/{id}", s.invoicing))
-        .bearer_auth(&s.keys.finance)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(
+        &s.http,
+        &format!("{}/v1/invoices/{id}", s.invoicing),
+        &s.keys.finance,
+    )
+    .await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -129,24 +139,10 @@ async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
         tokio::spawn(async move {
             let mut batch = 0;
             while !stop.load(Ordering::SeqCst) {
-                let events: Vec<Value> = (0..25)
-                    .map(|i| {
-                        event(
-                            &format!("race-{batch}-{i}"),
-                            "dbco",
-                            "acme",
-                            "dbco.db.hour",
-                            "1",
-                            at,
-                        )
-                    })
-                    .collect();
-                let (status, body) = post_events(&http, &collector, &key, &events).await;
-                assert_eq!(status, 202, "{body}");
-                streamed.fetch_add(
-                    body["accepted"].as_u64().unwrap() as usize,
-                    Ordering::SeqCst,
-                );
+                let accepted =
+                    post_db_hours_with(&http, &collector, &key, &format!("race-{batch}"), 25, at)
+                        .await;
+                streamed.fetch_add(accepted, Ordering::SeqCst);
                 batch += 1;
             }
         })
@@ -488,20 +484,16 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         "{body}"
     );
     // Initech's bill page says so, with the reason.
-    let page = s
-        .http
-        .get(format!(
+    let page = get_text(
+        &s.http,
+        &format!(
             "{}/accounts/initech/bill?period={}",
             s.invoicing,
             month.label()
-        ))
-        .bearer_auth(&initech_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        ),
+        &initech_token,
+    )
+    .await;
     assert!(page.contains(r#"data-testid="status">void<"#), "{page}");
     assert!(page.contains("Voided: duplicate account"), "{page}");
     refused(
@@ -855,20 +847,16 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     );
 
     // Finance exports of the month.
-    let csv = s
-        .http
-        .get(format!(
+    let csv = get_text(
+        &s.http,
+        &format!(
             "{}/v1/exports/invoices.csv?period={}",
             s.invoicing,
             month.label()
-        ))
-        .bearer_auth(&s.keys.finance)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        ),
+        &s.keys.finance,
+    )
+    .await;
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 4, "{csv}");
     assert!(

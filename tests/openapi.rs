@@ -22,14 +22,7 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
         .build()
         .unwrap();
 
-    let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/openapi.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let file = openapi_file();
     let served: Value = http
         .get(format!("{invoicing}/openapi.json"))
         .send()
@@ -87,14 +80,7 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
 /// cannot ship undocumented).
 #[test]
 fn every_registered_route_is_documented() {
-    let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/openapi.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let file = openapi_file();
     let paths = file["paths"].as_object().unwrap();
     let mut registered = 0;
     for source in ["collector/src/startup.rs", "invoicing/src/startup.rs"] {
@@ -115,4 +101,16 @@ fn every_registered_route_is_documented() {
         }
     }
     assert!(registered >= 30, "found {registered} routes");
+}
+
+/// `schemas/openapi.json`, parsed.
+fn openapi_file() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
 }

@@ -137,6 +137,18 @@ pub async fn get(http: &reqwest::Client, url: &str, key: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// GET with a bearer key; returns the body as text (pages, CSV, raw JSON).
+pub async fn get_text(http: &reqwest::Client, url: &str, key: &str) -> String {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls the bill of each account-period until its total equals `expected`
 /// (or the deadline passes); returns the bills as last seen.
 pub async fn wait_for_totals(

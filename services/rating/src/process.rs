@@ -140,18 +140,35 @@ pub async fn process_batch(
     pool: &PgPool,
     events: &[UsageEvent],
 ) -> Result<BatchOutcome, ProcessError> {
+    in_transaction(pool, "rating transaction", events, |conn, events| {
+        Box::pin(rate_in(conn, events))
+    })
+    .await
+}
+
+/// Runs `work` on `input` in a transaction and commits it. A retryable
+/// failure (a deadlock, a serialization failure, a sealed statement met)
+/// rolls back and runs it again, up to five more times.
+async fn in_transaction<A: ?Sized + Sync, T>(
+    pool: &PgPool,
+    what: &'static str,
+    input: &A,
+    work: impl for<'c> Fn(
+        &'c mut PgConnection,
+        &'c A,
+    ) -> futures::future::BoxFuture<'c, Result<T, ProcessError>>,
+) -> Result<T, ProcessError> {
     let mut attempt = 0;
     loop {
         let mut tx = pool.begin().await?;
-        match rate_in(&mut tx, events).await {
-            Ok(outcome) => {
+        match work(&mut tx, input).await {
+            Ok(done) => {
                 tx.commit().await?;
-                return Ok(outcome);
+                return Ok(done);
             }
             Err(err) if err.is_retryable() && attempt < 5 => {
                 attempt += 1;
-                tracing::warn!(attempt, error = %err, "retrying rating transaction");
-                drop(tx);
+                tracing::warn!(attempt, error = %err, "retrying {what}");
             }
             Err(err) => return Err(err),
         }
@@ -517,21 +534,10 @@ pub(crate) async fn restate(
 /// `credit_recompute`), at most `limit` accounts per call, in one
 /// transaction with taking the requests.
 pub async fn restate_requested(pool: &PgPool, limit: i64) -> Result<Vec<Statement>, ProcessError> {
-    let mut attempt = 0;
-    loop {
-        let mut tx = pool.begin().await?;
-        match restate_requested_in(&mut tx, limit).await {
-            Ok(statements) => {
-                tx.commit().await?;
-                return Ok(statements);
-            }
-            Err(err) if err.is_retryable() && attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(attempt, error = %err, "retrying credit restatement");
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    in_transaction(pool, "credit restatement", &limit, |conn, limit| {
+        Box::pin(restate_requested_in(conn, *limit))
+    })
+    .await
 }
 
 async fn restate_requested_in(
@@ -562,21 +568,10 @@ async fn restate_requested_in(
 /// account's seal forward (a redelivery, another invoicing instance's
 /// duplicate) changes nothing.
 pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement>, ProcessError> {
-    let mut attempt = 0;
-    loop {
-        let mut tx = pool.begin().await?;
-        match seal_in(&mut tx, markers).await {
-            Ok(sealed) => {
-                tx.commit().await?;
-                return Ok(sealed);
-            }
-            Err(err) if err.is_retryable() && attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(attempt, error = %err, "retrying a seal");
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    in_transaction(pool, "a seal", markers, |conn, markers| {
+        Box::pin(seal_in(conn, markers))
+    })
+    .await
 }
 
 /// Like [`seal`], but a marker that still fails on its own while the
