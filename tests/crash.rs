@@ -136,3 +136,67 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
     );
     running.stop().await.unwrap();
 }
+
+/// Rating committed a batch and died before publishing its statement: the
+/// outbox row it left is published when rating starts again, and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_committed_but_not_published_is_published_at_restart() {
+    let Seeded {
+        h,
+        now,
+        keys,
+        running,
+        invoicing,
+        http,
+        ..
+    } = Seeded::start(&[Service::Invoicing]).await;
+    let time = now - Duration::minutes(1);
+    let usage = tally_domain::UsageEvent {
+        provider_id: tally_domain::ProviderId::parse("cloud").unwrap(),
+        event_id: tally_domain::EventId::parse("before-the-crash").unwrap(),
+        account_id: tally_domain::AccountId::parse("acme").unwrap(),
+        sku: tally_domain::Sku::parse("cloud.vm.hour").unwrap(),
+        quantity: tally_domain::Quantity::new("7.5".parse().unwrap()).unwrap(),
+        time,
+        received_at: time,
+        dimensions: Default::default(),
+    };
+    // The rating transaction, committed; its publish never ran.
+    let outcome = tally_rating::process_batch(&h.pool, &[usage])
+        .await
+        .unwrap();
+    assert_eq!((outcome.counted, outcome.outbox.len()), (1, 1));
+    let pending = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM statement_outbox")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(pending().await, 1);
+
+    let rating = h.start(&[Service::Rating]).await;
+    let mut expected = Expected::default();
+    expected.add("acme", time, "cloud.vm.hour", "7.5");
+    let totals = expected.totals();
+    let bills = wait_for_totals(
+        &http,
+        &invoicing,
+        &keys.finance,
+        &totals,
+        StdDuration::from_secs(60),
+    )
+    .await;
+    let key = totals.keys().next().unwrap();
+    assert_eq!(
+        bills.get(key).and_then(|b| b["total"].as_str()),
+        Some(totals[key].to_string().as_str())
+    );
+    assert_eq!(bill_lines(&bills[key]).iter().map(|l| l.4).sum::<i64>(), 1);
+    assert_eq!(
+        pending().await,
+        0,
+        "the outbox row is deleted once published"
+    );
+    rating.stop().await.unwrap();
+    running.stop().await.unwrap();
+}

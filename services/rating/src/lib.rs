@@ -11,6 +11,6 @@ pub mod seals_repo;
 pub mod startup;
 
 pub use process::{
-    process_batch, process_batch_isolating, restate_requested, BatchOutcome, DeadLetter,
+    process_batch, process_batch_isolating, restate_requested, BatchOutcome, DeadLetter, Restated,
 };
 pub use startup::Application;

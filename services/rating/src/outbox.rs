@@ -1,6 +1,8 @@
-//! Publishing statements: after the rating transaction commits, each new
-//! version goes to `billing.statements`; `published_version` records what
-//! reached the broker, so versions a crash left behind are sent again.
+//! Publishing statements: each rating transaction records the account-periods
+//! it restated in `statement_outbox`; once it committed, their new versions go
+//! to `billing.statements` and the outbox row is deleted. Rows a failed
+//! publish or a crash left behind are published again by the sweep (the
+//! newest version of each statement: invoicing keeps the newest).
 
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
@@ -11,36 +13,40 @@ pub fn statement_key(statement: &Statement) -> String {
     format!("{}:{}", statement.account_id, statement.period.label())
 }
 
-/// Sends statements and waits for every ack, then records them as published.
+/// Sends statements and waits for every ack, then deletes the outbox rows
+/// that list them.
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
 pub async fn publish(
     pool: &PgPool,
     producer: &FutureProducer,
     topic: &str,
     statements: &[Statement],
+    outbox: &[i64],
 ) -> anyhow::Result<()> {
-    if statements.is_empty() {
-        return Ok(());
+    if !statements.is_empty() {
+        let keys: Vec<String> = statements.iter().map(statement_key).collect();
+        let payloads = statements
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        tally_platform::kafka::send_all(
+            producer,
+            keys.iter()
+                .zip(&payloads)
+                .map(|(k, p)| (topic, k.as_str(), p.as_slice())),
+        )
+        .await?;
     }
-    let keys: Vec<String> = statements.iter().map(statement_key).collect();
-    let payloads = statements
-        .iter()
-        .map(serde_json::to_vec)
-        .collect::<Result<Vec<_>, _>>()?;
-    tally_platform::kafka::send_all(
-        producer,
-        keys.iter()
-            .zip(&payloads)
-            .map(|(k, p)| (topic, k.as_str(), p.as_slice())),
-    )
-    .await?;
-    let mut conn = pool.acquire().await?;
-    crate::repo::mark_published(&mut conn, statements).await?;
+    if !outbox.is_empty() {
+        let mut conn = pool.acquire().await?;
+        crate::repo::clear_outbox(&mut conn, outbox).await?;
+    }
     metrics::counter!("tally_statements_published_total").increment(statements.len() as u64);
     Ok(())
 }
 
-/// Publishes every statement version not yet on the broker (after a crash).
+/// Publishes the statements of every outbox row left behind (after a crash
+/// or a failed publish). Returns how many statements it sent.
 pub async fn publish_pending(
     pool: &PgPool,
     producer: &FutureProducer,
@@ -48,14 +54,14 @@ pub async fn publish_pending(
 ) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let pending = {
+        let (ids, pending) = {
             let mut conn = pool.acquire().await?;
-            crate::repo::unpublished(&mut conn, 1000).await?
+            crate::repo::pending_outbox(&mut conn, 100).await?
         };
-        if pending.is_empty() {
+        if ids.is_empty() {
             return Ok(total);
         }
         total += pending.len();
-        publish(pool, producer, topic, &pending).await?;
+        publish(pool, producer, topic, &pending, &ids).await?;
     }
 }

@@ -51,6 +51,8 @@ impl DeadLetter {
 pub struct BatchOutcome {
     /// New statement versions, to publish once the transaction committed.
     pub statements: Vec<Statement>,
+    /// The outbox rows listing them, deleted once they are published.
+    pub outbox: Vec<i64>,
     pub dead: Vec<DeadLetter>,
     pub counted: usize,
     pub duplicates: usize,
@@ -63,6 +65,13 @@ impl BatchOutcome {
         self.duplicates += other.duplicates;
         self.dead.extend(other.dead);
         self.statements.extend(other.statements);
+        self.outbox.extend(other.outbox);
+    }
+
+    /// Adds statements a seal restated.
+    pub fn add(&mut self, restated: Restated) {
+        self.statements.extend(restated.statements);
+        self.outbox.extend(restated.outbox);
     }
 
     /// Keeps only the newest version of each account-period's statement.
@@ -79,10 +88,21 @@ impl BatchOutcome {
     }
 }
 
+/// Statement versions one transaction committed, and the outbox row that
+/// lists them (deleted once they are on the broker).
+#[derive(Debug, Default)]
+pub struct Restated {
+    pub statements: Vec<Statement>,
+    pub outbox: Vec<i64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A concurrent transaction stored a statement this one restated.
+    #[error("a concurrent transaction restated a statement of this run first")]
+    Conflict,
     #[error("statement of {account} {period}: {source}")]
     Statement {
         account: String,
@@ -101,6 +121,7 @@ impl ProcessError {
                 tally_platform::db::is_retryable(e)
                     || e.as_database_error().and_then(|d| d.code()).as_deref() == Some(SEALED)
             }
+            ProcessError::Conflict => true,
             ProcessError::Statement { .. } => false,
         }
     }
@@ -116,7 +137,7 @@ impl ProcessError {
                 .as_database_error()
                 .and_then(|d| d.code())
                 .is_some_and(|code| code.starts_with("42") || code.starts_with("0A")),
-            ProcessError::Statement { .. } => false,
+            ProcessError::Conflict | ProcessError::Statement { .. } => false,
         }
     }
 }
@@ -338,7 +359,9 @@ async fn rate_in(
 
     // 6. New statement version of every touched account-period, recomputed in full.
     let t = std::time::Instant::now();
-    outcome.statements = restate(&mut *conn, touched, &states, None).await?;
+    let restated = restate(&mut *conn, touched, &states, None).await?;
+    outcome.statements = restated.statements;
+    outcome.outbox = restated.outbox;
     tracing::debug!(
         dedupe_ms = dedupe.as_millis() as u64,
         aggregates_ms = aggregated.as_millis() as u64,
@@ -361,12 +384,16 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
 /// account with grants every later open period is restated too, in period
 /// order. With `seal_through` (per account), an account's periods starting
 /// before it become final (`sealed`). Sealed periods are never restated.
+///
+/// Each statement is written once, over the version read at the start; if a
+/// concurrent transaction wrote one in between, [`ProcessError::Conflict`]
+/// (retryable) rolls this one back.
 pub(crate) async fn restate(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
     states: &HashMap<String, AccountState>,
     seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
-) -> Result<Vec<Statement>, ProcessError> {
+) -> Result<Restated, ProcessError> {
     keys.retain(|(account, start), _| {
         states.get(account).is_none_or(|s| {
             s.sealed_through.is_none_or(|through| *start >= through) || s.open_below.contains(start)
@@ -397,9 +424,9 @@ pub(crate) async fn restate(
     // account's periods are restated oldest first.
     let keys: Vec<(AccountPeriod, DateTime<Utc>)> = keys.into_iter().collect();
     let t = std::time::Instant::now();
-    let new_versions = repo::bump_versions(&mut *conn, &keys).await?;
-    let bumped = t.elapsed();
     let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
+    let stored_versions = repo::current_versions(&mut *conn, &plain_keys).await?;
+    let versions_read = t.elapsed();
     let late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
     // Each sealed period once, however many periods adjust it.
     let origin_set: BTreeSet<AccountPeriod> = late
@@ -417,7 +444,7 @@ pub(crate) async fn restate(
         .into_iter()
         .collect();
     let mut aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
-    let loaded = t.elapsed() - bumped;
+    let loaded = t.elapsed() - versions_read;
     let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
         let statement_error = |source| ProcessError::Statement {
@@ -431,10 +458,9 @@ pub(crate) async fn restate(
         let currency = states.get(&account).map(|s| s.currency).ok_or_else(|| {
             sqlx::Error::Decode(format!("account {account} vanished during rating").into())
         })?;
-        let version = new_versions
+        let version = stored_versions
             .get(&(account.clone(), start))
-            .copied()
-            .unwrap_or(1);
+            .map_or(1, |v| v + 1);
         // A period is usually an origin or restated here, not both; a
         // period opened below the seal by a batch racing it can be both
         // (until it is sealed, in this very restatement, before the later
@@ -514,26 +540,38 @@ pub(crate) async fn restate(
         }
         statements.push(statement);
     }
-    let computed = t.elapsed() - bumped - loaded;
+    // Serialised once, straight to text (not through `serde_json::Value`).
+    let bodies = statements
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let computed = t.elapsed() - versions_read - loaded;
     for account in grants.keys() {
         credits_repo::settle_voided(&mut *conn, account).await?;
     }
-    repo::store_statements(&mut *conn, &statements).await?;
+    let outbox = repo::store_statements(&mut *conn, &statements, &bodies).await?;
+    if outbox.is_none() && !statements.is_empty() {
+        return Err(ProcessError::Conflict);
+    }
     tracing::debug!(
         statements = statements.len(),
-        bump_ms = bumped.as_millis() as u64,
+        versions_ms = versions_read.as_millis() as u64,
         load_ms = loaded.as_millis() as u64,
         compute_ms = computed.as_millis() as u64,
-        store_ms = (t.elapsed() - bumped - loaded - computed).as_millis() as u64,
+        store_ms = (t.elapsed() - versions_read - loaded - computed).as_millis() as u64,
         "restated"
     );
-    Ok(statements)
+    Ok(Restated {
+        statements,
+        outbox: outbox.into_iter().collect(),
+    })
 }
 
 /// Restates every statement of accounts whose grants changed (requests in
 /// `credit_recompute`), at most `limit` accounts per call, in one
 /// transaction with taking the requests.
-pub async fn restate_requested(pool: &PgPool, limit: i64) -> Result<Vec<Statement>, ProcessError> {
+pub async fn restate_requested(pool: &PgPool, limit: i64) -> Result<Restated, ProcessError> {
     in_transaction(pool, "credit restatement", &limit, |conn, limit| {
         Box::pin(restate_requested_in(conn, *limit))
     })
@@ -543,10 +581,10 @@ pub async fn restate_requested(pool: &PgPool, limit: i64) -> Result<Vec<Statemen
 async fn restate_requested_in(
     conn: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<Statement>, ProcessError> {
+) -> Result<Restated, ProcessError> {
     let accounts = credits_repo::take_recompute_requests(&mut *conn, limit).await?;
     if accounts.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Restated::default());
     }
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
     let states = seals_repo::account_states(&mut *conn, &refs).await?;
@@ -555,7 +593,7 @@ async fn restate_requested_in(
         .into_iter()
         .collect();
     if keys.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Restated::default());
     }
     restate(conn, keys, &states, None).await
 }
@@ -567,7 +605,7 @@ async fn restate_requested_in(
 /// usage for those periods is late. A marker that does not move the
 /// account's seal forward (a redelivery, another invoicing instance's
 /// duplicate) changes nothing.
-pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement>, ProcessError> {
+pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Restated, ProcessError> {
     in_transaction(pool, "a seal", markers, |conn, markers| {
         Box::pin(seal_in(conn, markers))
     })
@@ -582,12 +620,15 @@ pub async fn seal(pool: &PgPool, markers: &[SealMarker]) -> Result<Vec<Statement
 pub async fn seal_isolating(
     pool: &PgPool,
     markers: &[SealMarker],
-) -> Result<(Vec<Statement>, Vec<DeadLetter>), ProcessError> {
-    let mut statements = Vec::new();
+) -> Result<(Restated, Vec<DeadLetter>), ProcessError> {
+    let mut restated = Restated::default();
     let mut dead = Vec::new();
     for marker in markers {
         match seal(pool, std::slice::from_ref(marker)).await {
-            Ok(sealed) => statements.extend(sealed),
+            Ok(sealed) => {
+                restated.statements.extend(sealed.statements);
+                restated.outbox.extend(sealed.outbox);
+            }
             Err(err) if err.is_systemic() => return Err(err),
             Err(err) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
@@ -604,7 +645,7 @@ pub async fn seal_isolating(
             }
         }
     }
-    Ok((statements, dead))
+    Ok((restated, dead))
 }
 
 /// Every marker of a run in one transaction, set-based: at a period
@@ -613,7 +654,7 @@ pub async fn seal_isolating(
 async fn seal_in(
     conn: &mut PgConnection,
     markers: &[SealMarker],
-) -> Result<Vec<Statement>, ProcessError> {
+) -> Result<Restated, ProcessError> {
     let mut wanted: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     for marker in markers {
         let through = wanted
@@ -642,14 +683,14 @@ async fn seal_in(
         );
     }
     if through.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Restated::default());
     }
     let mut keys: BTreeMap<_, _> = seals_repo::periods_to_seal(&mut *conn, &through)
         .await?
         .into_iter()
         .collect();
     if keys.is_empty() && advancing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Restated::default());
     }
     // A period a racing batch opened below the seal: once it closes, the
     // open periods after it are restated too (an adjustment there may have
@@ -678,11 +719,12 @@ async fn seal_in(
             )
         })
         .collect();
-    let statements = if keys.is_empty() {
-        Vec::new()
+    let restated = if keys.is_empty() {
+        Restated::default()
     } else {
         restate(&mut *conn, keys, &closing, Some(&through)).await?
     };
+    let statements = &restated.statements;
     // What each sealed period billed: its own lines; and for each period it
     // adjusts, what that period had billed plus this adjustment.
     let mut billed: Vec<(AccountPeriod, Vec<tally_domain::StatementLine>)> = Vec::new();
@@ -719,7 +761,7 @@ async fn seal_in(
         sealed = statements.iter().filter(|s| s.sealed).count(),
         "periods sealed"
     );
-    Ok(statements)
+    Ok(restated)
 }
 
 /// Like [`process_batch`], but an event that cannot be rated on its own does

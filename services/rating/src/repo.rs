@@ -196,25 +196,22 @@ pub async fn add_to_hourly(
     Ok(())
 }
 
-/// Bumps (or starts at 1) the statement version of each account-period and
-/// locks its row until the transaction ends. Returns the new versions.
-pub async fn bump_versions(
+/// The stored version of each of these account-periods' statements (those
+/// without one are left out). Read without a lock: [`store_statements`]
+/// writes each version only over the one read here.
+pub async fn current_versions(
     conn: &mut PgConnection,
-    keys: &[(AccountPeriod, DateTime<Utc>)],
+    keys: &[AccountPeriod],
 ) -> Result<HashMap<AccountPeriod, i64>, sqlx::Error> {
-    let accounts: Vec<&str> = keys.iter().map(|((a, _), _)| a.as_str()).collect();
-    let starts: Vec<DateTime<Utc>> = keys.iter().map(|((_, s), _)| *s).collect();
-    let ends: Vec<DateTime<Utc>> = keys.iter().map(|(_, e)| *e).collect();
+    let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     let rows = sqlx::query(
-        "INSERT INTO statements (account_id, period_start, period_end, version, body)
-         SELECT a, s, e, 1, '{}' FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS t(a, s, e)
-         ON CONFLICT (account_id, period_start) DO UPDATE
-         SET version = statements.version + 1, updated_at = now()
-         RETURNING account_id, period_start, version",
+        "SELECT st.account_id, st.period_start, st.version
+         FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
+         JOIN statements st ON st.account_id = k.a AND st.period_start = k.s",
     )
     .bind(&accounts)
     .bind(&starts)
-    .bind(&ends)
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -358,69 +355,93 @@ fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> 
     })
 }
 
-/// Stores each statement's body under its (already bumped) version.
+/// Stores each statement (in the order given: account-period order, so
+/// concurrent writers lock rows alike) over the version before it, and
+/// records them in the outbox. Returns the outbox row, or `None` when a
+/// concurrent transaction wrote one of them first (its version moved since
+/// [`current_versions`]): the caller runs again.
 pub async fn store_statements(
     conn: &mut PgConnection,
     statements: &[Statement],
-) -> Result<(), sqlx::Error> {
+    bodies: &[String],
+) -> Result<Option<i64>, sqlx::Error> {
+    if statements.is_empty() {
+        return Ok(None);
+    }
     let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
-    // Serialised once, straight to text (not through `serde_json::Value`).
-    let bodies = statements
-        .iter()
-        .map(serde_json::to_string)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(decode_err)?;
+    let ends: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.end()).collect();
+    let versions: Vec<i64> = statements.iter().map(|s| s.version).collect();
     let sealed: Vec<bool> = statements.iter().map(|s| s.sealed).collect();
-    sqlx::query(
-        "UPDATE statements st SET body = t.b, sealed = t.sealed
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::bool[]) AS t(a, s, b, sealed)
-         WHERE st.account_id = t.a AND st.period_start = t.s",
+    let written = sqlx::query(
+        "INSERT INTO statements AS st (account_id, period_start, period_end, version, body, sealed)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[],
+             $5::text[], $6::bool[])
+         ON CONFLICT (account_id, period_start) DO UPDATE
+         SET version = EXCLUDED.version, body = EXCLUDED.body, sealed = EXCLUDED.sealed,
+             updated_at = now()
+         WHERE st.version = EXCLUDED.version - 1",
     )
     .bind(&accounts)
     .bind(&starts)
-    .bind(&bodies)
+    .bind(&ends)
+    .bind(&versions)
+    .bind(bodies)
     .bind(&sealed)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    if written.rows_affected() != statements.len() as u64 {
+        return Ok(None);
+    }
+    let id = sqlx::query_scalar(
+        "INSERT INTO statement_outbox (account_ids, period_starts) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_one(conn)
+    .await?;
+    Ok(Some(id))
 }
 
-/// Statements whose newest version has not been published yet.
-pub async fn unpublished(
+/// Outbox rows left behind (a publish that failed, a crash before it), oldest
+/// first, at most `limit`, with the newest statement of each account-period
+/// they list (each once).
+pub async fn pending_outbox(
     conn: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<Statement>, sqlx::Error> {
+) -> Result<(Vec<i64>, Vec<Statement>), sqlx::Error> {
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM statement_outbox ORDER BY id LIMIT $1")
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok((ids, Vec::new()));
+    }
     let bodies: Vec<String> = sqlx::query_scalar(
-        "SELECT body FROM statements WHERE published_version < version
-         ORDER BY account_id, period_start LIMIT $1",
+        "SELECT st.body FROM statements st
+         JOIN (SELECT DISTINCT k.a, k.s FROM statement_outbox o,
+                   UNNEST(o.account_ids, o.period_starts) AS k(a, s)
+               WHERE o.id = ANY($1)) k ON st.account_id = k.a AND st.period_start = k.s
+         ORDER BY st.account_id, st.period_start",
     )
-    .bind(limit)
+    .bind(&ids)
     .fetch_all(conn)
     .await?;
-    bodies
+    let statements = bodies
         .iter()
         .map(|b| serde_json::from_str(b).map_err(decode_err))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((ids, statements))
 }
 
-/// Records that these statement versions reached the broker.
-pub async fn mark_published(
-    conn: &mut PgConnection,
-    statements: &[Statement],
-) -> Result<(), sqlx::Error> {
-    let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
-    let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
-    let versions: Vec<i64> = statements.iter().map(|s| s.version).collect();
-    sqlx::query(
-        "UPDATE statements st SET published_version = GREATEST(st.published_version, t.v)
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[]) AS t(a, s, v)
-         WHERE st.account_id = t.a AND st.period_start = t.s",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .bind(&versions)
-    .execute(conn)
-    .await?;
+/// Deletes outbox rows whose statements reached the broker.
+pub async fn clear_outbox(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM statement_outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -161,6 +161,7 @@ impl Application {
                 &self.producer,
                 &self.topics.statements,
                 &outcome.statements,
+                &outcome.outbox,
             )
             .await
             {
@@ -174,6 +175,7 @@ impl Application {
             &self.producer,
             &self.topics.statements,
             &outcome.statements,
+            &outcome.outbox,
         )
         .await?;
         dead.extend(outcome.dead);
@@ -232,11 +234,11 @@ impl Application {
                 }
                 Run::Seals(markers) if isolate => {
                     let (sealed, failed) = seal_isolating(&self.pool, markers).await?;
-                    outcome.statements.extend(sealed);
+                    outcome.add(sealed);
                     outcome.dead.extend(failed);
                 }
                 Run::Seals(markers) => {
-                    outcome.statements.extend(seal(&self.pool, markers).await?);
+                    outcome.add(seal(&self.pool, markers).await?);
                 }
             }
         }
@@ -286,13 +288,21 @@ async fn credit_restatements(
 ) {
     loop {
         match crate::process::restate_requested(&pool, 50).await {
-            Ok(statements) if !statements.is_empty() => {
+            Ok(restated) if !restated.statements.is_empty() => {
                 tracing::info!(
-                    statements = statements.len(),
+                    statements = restated.statements.len(),
                     "restated after a credit change"
                 );
                 // A failed publish is retried by the outbox sweep.
-                if let Err(err) = outbox::publish(&pool, &producer, &topic, &statements).await {
+                if let Err(err) = outbox::publish(
+                    &pool,
+                    &producer,
+                    &topic,
+                    &restated.statements,
+                    &restated.outbox,
+                )
+                .await
+                {
                     tracing::warn!(error = %err, "publishing restated statements failed");
                 }
                 continue;

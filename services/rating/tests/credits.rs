@@ -260,7 +260,11 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     )
     .await
     .unwrap();
-    assert!(restate_requested(&pool, 10).await.unwrap().is_empty());
+    assert!(restate_requested(&pool, 10)
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
     grant(
         &pool,
         NewGrant {
@@ -275,7 +279,7 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     )
     .await;
     request_restatement(&pool).await;
-    let restated = restate_requested(&pool, 10).await.unwrap();
+    let restated = restate_requested(&pool, 10).await.unwrap().statements;
     assert_eq!(restated.len(), 2, "both periods restated");
     let s = statements(&pool).await;
     // October takes 4.16; November gets the remaining 5.84.

@@ -13,7 +13,7 @@ use tally_domain::{
     AccountId, Currency, PriceModel, ProviderId, ProviderKind, Sku, Statement, UsageEvent,
 };
 use tally_platform::catalog;
-use tally_rating::process_batch;
+use tally_rating::{process_batch, repo};
 
 fn t(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, hour, 0, 0).unwrap()
@@ -375,4 +375,117 @@ async fn a_schema_the_code_does_not_match_dead_letters_nothing() {
         .unwrap();
     assert_eq!((out.counted, out.dead.len()), (2, 0));
     assert_eq!(statement_of(&pool).await.total, dec!(1.50));
+}
+
+/// (account ids, period starts) of each outbox row, oldest first.
+async fn outbox_rows(pool: &PgPool) -> Vec<(i64, Vec<String>, Vec<DateTime<Utc>>)> {
+    sqlx::query_as("SELECT id, account_ids, period_starts FROM statement_outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
+    let pool = database().await;
+    seed(&pool).await;
+    // October and November of one account: one transaction, one outbox row.
+    let first = process_batch(
+        &pool,
+        &[
+            usage(1, "disk.gb", dec!(10), t(2, 0)),
+            usage(2, "disk.gb", dec!(5), t(2, 0) + Duration::days(31)),
+        ],
+    )
+    .await
+    .unwrap();
+    let rows = outbox_rows(&pool).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(first.outbox, [rows[0].0]);
+    assert_eq!(rows[0].1, ["acme", "acme"]);
+    assert_eq!(
+        rows[0].2,
+        [
+            Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+        ]
+    );
+    // A second batch: a second row; what is pending is each statement once,
+    // at its newest version.
+    let second = process_batch(&pool, &[usage(3, "disk.gb", dec!(1), t(3, 0))])
+        .await
+        .unwrap();
+    assert_eq!(second.statements.len(), 1);
+    let mut conn = pool.acquire().await.unwrap();
+    let (ids, pending) = repo::pending_outbox(&mut conn, 10).await.unwrap();
+    assert_eq!(ids, [first.outbox[0], second.outbox[0]]);
+    let versions: Vec<(String, i64, Decimal)> = pending
+        .iter()
+        .map(|s| (s.period.label(), s.version, s.total))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("2026-10".to_owned(), 2, dec!(1.10)),
+            ("2026-11".to_owned(), 1, dec!(0.50))
+        ]
+    );
+    // At most `limit` rows at a time, oldest first.
+    let (ids, pending) = repo::pending_outbox(&mut conn, 1).await.unwrap();
+    assert_eq!((ids, pending.len()), (first.outbox.clone(), 2));
+    repo::clear_outbox(&mut conn, &first.outbox).await.unwrap();
+    assert_eq!(outbox_rows(&pool).await.len(), 1);
+    repo::clear_outbox(&mut conn, &second.outbox).await.unwrap();
+    assert!(repo::pending_outbox(&mut conn, 10)
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_statement_written_by_a_concurrent_transaction_is_rated_again() {
+    let pool = database().await;
+    seed(&pool).await;
+    process_batch(&pool, &[usage(1, "disk.gb", dec!(10), t(2, 0))])
+        .await
+        .unwrap();
+    // Another transaction holds the statement row and moves its version.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("UPDATE statements SET version = version + 1 WHERE account_id = 'acme'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let batch = {
+        let pool = pool.clone();
+        tokio::spawn(
+            async move { process_batch(&pool, &[usage(2, "disk.gb", dec!(5), t(3, 0))]).await },
+        )
+    };
+    // The batch read version 1 and now waits to write version 2 over it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the batch never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    other.commit().await.unwrap();
+    // Its write finds version 2 stored, so it is rated again over it.
+    let out = batch.await.unwrap().unwrap();
+    assert_eq!(out.counted, 1);
+    assert_eq!(
+        (out.statements[0].version, out.statements[0].total),
+        (3, dec!(1.50))
+    );
+    let s = statement_of(&pool).await;
+    assert_eq!((s.version, s.total), (3, dec!(1.50)));
 }
