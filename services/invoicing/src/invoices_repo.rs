@@ -61,23 +61,39 @@ pub async fn apply_statements(
         .execute(&mut *conn)
         .await?;
 
+    // Lines beyond each invoice's new line count go; the others are written
+    // only where they changed (most lines of a draft do not change between
+    // two versions: `tally bench` found rewriting them all the busiest
+    // statement in PostgreSQL), told by the digest of what was written. The
+    // invoice rows are locked by the upsert above, so no other writer
+    // changes their lines until this transaction ends.
+    let stored: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT l.invoice_id, l.position, l.digest
+         FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
+    )
+    .bind(&changed_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stored: std::collections::HashMap<(Uuid, i32), Vec<u8>> = stored
+        .into_iter()
+        .filter_map(|(id, position, digest)| Some(((id, position), digest?)))
+        .collect();
     let mut lines = LineColumns::default();
     let mut credits = CreditColumns::default();
     for (id, account, start) in &changed {
         let Some(s) = by_key.get(&(account.as_str(), *start)) else {
             continue;
         };
-        for (position, line) in s.lines.iter().enumerate() {
-            lines.push(*id, position, line, s.currency.code());
+        for (i, line) in s.lines.iter().enumerate() {
+            let digest = line_digest(line, s.currency.code());
+            if stored.get(&(*id, position(i))).map(Vec::as_slice) != Some(digest.as_slice()) {
+                lines.push(*id, i, line, s.currency.code(), digest);
+            }
         }
         for (position, credit) in s.credits.iter().enumerate() {
             credits.push(*id, position, credit)?;
         }
     }
-    // Lines beyond each invoice's new line count go; the others are written
-    // only where they changed (most lines of a draft do not change between
-    // two versions: `tally bench` found rewriting them all the busiest
-    // statement in PostgreSQL).
     let counts: Vec<i32> = changed
         .iter()
         .map(|(_, account, start)| {
@@ -99,11 +115,12 @@ pub async fn apply_statements(
             "INSERT INTO invoice_lines (invoice_id, position, kind, provider_id, provider_name, provider_kind,
                  sku_id, description, unit, quantity, unit_price, amount, list_amount, markup, platform_fee,
                  partner_net, price_id, price_effective_from, event_count, currency,
-                 adjusts_period_start, adjusts_period_end)
+                 adjusts_period_start, adjusts_period_end, digest)
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[],
                  $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[],
-                 $18::timestamptz[], $19::bigint[], $20::text[], $21::timestamptz[], $22::timestamptz[])
+                 $18::timestamptz[], $19::bigint[], $20::text[], $21::timestamptz[], $22::timestamptz[],
+                 $23::bytea[])
              ON CONFLICT (invoice_id, position) DO UPDATE SET
                  kind = EXCLUDED.kind, provider_id = EXCLUDED.provider_id,
                  provider_name = EXCLUDED.provider_name, provider_kind = EXCLUDED.provider_kind,
@@ -115,22 +132,7 @@ pub async fn apply_statements(
                  price_effective_from = EXCLUDED.price_effective_from,
                  event_count = EXCLUDED.event_count, currency = EXCLUDED.currency,
                  adjusts_period_start = EXCLUDED.adjusts_period_start,
-                 adjusts_period_end = EXCLUDED.adjusts_period_end
-             WHERE (invoice_lines.kind, invoice_lines.provider_id, invoice_lines.provider_name,
-                    invoice_lines.provider_kind, invoice_lines.sku_id, invoice_lines.description,
-                    invoice_lines.unit, invoice_lines.quantity, invoice_lines.unit_price,
-                    invoice_lines.amount, invoice_lines.list_amount, invoice_lines.markup,
-                    invoice_lines.platform_fee, invoice_lines.partner_net, invoice_lines.price_id,
-                    invoice_lines.price_effective_from, invoice_lines.event_count, invoice_lines.currency,
-                    invoice_lines.adjusts_period_start, invoice_lines.adjusts_period_end)
-                 IS DISTINCT FROM
-                   (EXCLUDED.kind, EXCLUDED.provider_id, EXCLUDED.provider_name,
-                    EXCLUDED.provider_kind, EXCLUDED.sku_id, EXCLUDED.description,
-                    EXCLUDED.unit, EXCLUDED.quantity, EXCLUDED.unit_price,
-                    EXCLUDED.amount, EXCLUDED.list_amount, EXCLUDED.markup,
-                    EXCLUDED.platform_fee, EXCLUDED.partner_net, EXCLUDED.price_id,
-                    EXCLUDED.price_effective_from, EXCLUDED.event_count, EXCLUDED.currency,
-                    EXCLUDED.adjusts_period_start, EXCLUDED.adjusts_period_end)",
+                 adjusts_period_end = EXCLUDED.adjusts_period_end, digest = EXCLUDED.digest",
         )
         .bind(&lines.invoice_ids)
         .bind(&lines.positions)
@@ -154,6 +156,7 @@ pub async fn apply_statements(
         .bind(&lines.currencies)
         .bind(&lines.adjusts_starts)
         .bind(&lines.adjusts_ends)
+        .bind(&lines.digests)
         .execute(&mut *conn)
         .await?;
     }
@@ -205,10 +208,69 @@ struct LineColumns {
     currencies: Vec<&'static str>,
     adjusts_starts: Vec<Option<DateTime<Utc>>>,
     adjusts_ends: Vec<Option<DateTime<Utc>>>,
+    digests: Vec<[u8; 32]>,
+}
+
+/// SHA-256 of everything an invoice line row holds but its invoice and
+/// position: equal digests, equal rows. Each field is length-prefixed or of
+/// fixed width, so no two different lines feed the same bytes.
+fn line_digest(l: &StatementLine, currency: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let text = |h: &mut Sha256, s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    let time = |h: &mut Sha256, t: Option<DateTime<Utc>>| match t {
+        Some(t) => {
+            h.update([1]);
+            h.update(t.timestamp_micros().to_le_bytes());
+        }
+        None => h.update([0]),
+    };
+    text(&mut h, l.kind.as_str());
+    text(&mut h, l.provider.id.as_str());
+    text(&mut h, &l.provider.name);
+    text(&mut h, l.provider.kind.as_str());
+    text(&mut h, l.sku.as_str());
+    text(&mut h, &l.description);
+    text(&mut h, &l.unit);
+    text(&mut h, currency);
+    match l.unit_price {
+        Some(p) => {
+            h.update([1]);
+            h.update(p.serialize());
+        }
+        None => h.update([0]),
+    }
+    for d in [
+        l.quantity,
+        l.amount,
+        l.list_amount,
+        l.markup,
+        l.platform_fee,
+        l.partner_net,
+    ] {
+        h.update(d.serialize());
+    }
+    h.update(l.price_id.to_le_bytes());
+    h.update(l.event_count.to_le_bytes());
+    time(&mut h, Some(l.price_effective_from));
+    time(&mut h, l.adjusts.map(|p| p.start()));
+    time(&mut h, l.adjusts.map(|p| p.end()));
+    h.finalize().into()
 }
 
 impl LineColumns {
-    fn push(&mut self, id: Uuid, i: usize, l: &StatementLine, currency: &'static str) {
+    fn push(
+        &mut self,
+        id: Uuid,
+        i: usize,
+        l: &StatementLine,
+        currency: &'static str,
+        digest: [u8; 32],
+    ) {
+        self.digests.push(digest);
         self.invoice_ids.push(id);
         self.positions.push(position(i));
         self.kinds.push(l.kind.as_str());

@@ -106,8 +106,12 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics();
-        let pool =
-            tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
+        let pool = tally_platform::db::connect_service(
+            &config.database_url,
+            config.db_max_connections,
+            "invoicing",
+        )
+        .await?;
         let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
         consumer.subscribe(&[&config.topics().statements])?;
         let producer = kafka::producer(&config)?;

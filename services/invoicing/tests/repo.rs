@@ -208,3 +208,69 @@ async fn an_unknown_account_period_has_no_invoice() {
     create_accounts(&pool, &["acme"]).await;
     assert!(invoice_of(&pool, "acme", "2026-11").await.is_none());
 }
+
+/// (position, the row version's xmin, description) of every line.
+async fn line_rows(pool: &PgPool) -> Vec<(i32, String, String)> {
+    sqlx::query_as("SELECT position, xmin::text, description FROM invoice_lines ORDER BY position")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_newer_statement_writes_only_the_lines_that_changed() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    apply_statements(&pool, &[v2()]).await.unwrap();
+    let before = line_rows(&pool).await;
+
+    // Version 3: the second line's quantity and the third's description change.
+    let mut v3 = v2();
+    v3.version = 3;
+    v3.lines[1] = line(&cloud(), "cloud.disk", dec!(4), dec!(1.10));
+    v3.lines[2].description = "Managed database hours".into();
+    v3.subtotal += dec!(1.10);
+    v3.total += dec!(1.10);
+    assert_eq!(apply_statements(&pool, &[v3.clone()]).await.unwrap(), 1);
+    let after = line_rows(&pool).await;
+    assert_eq!(after[0], before[0], "an unchanged line is not rewritten");
+    assert_ne!(after[1].1, before[1].1);
+    assert_ne!(after[2].1, before[2].1);
+    assert_eq!(after[2].2, "Managed database hours");
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(invoice.summary.total, dec!(7.80));
+    assert_eq!(
+        lines(&invoice),
+        [
+            ("cloud.vm".into(), "10".into(), "2.50".into()),
+            ("cloud.disk".into(), "4".into(), "4.40".into()),
+            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
+        ]
+    );
+
+    // A line without a digest (written before there were digests) is
+    // written again, even though the statement did not change it.
+    sqlx::query("UPDATE invoice_lines SET digest = NULL, amount = 999 WHERE position = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut v4 = v3.clone();
+    v4.version = 4;
+    apply_statements(&pool, &[v4]).await.unwrap();
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(lines(&invoice)[0].2, "2.50");
+    let digests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invoice_lines WHERE digest IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(digests, 3);
+
+    // Fewer lines: the ones beyond go, the others stay as they were.
+    let kept = line_rows(&pool).await;
+    let mut v5 = v3;
+    v5.version = 5;
+    v5.lines.truncate(2);
+    apply_statements(&pool, &[v5]).await.unwrap();
+    assert_eq!(line_rows(&pool).await, kept[..2]);
+}

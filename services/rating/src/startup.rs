@@ -33,8 +33,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let pool =
-            tally_platform::db::connect(&config.database_url, config.db_max_connections).await?;
+        let pool = tally_platform::db::connect_service(
+            &config.database_url,
+            config.db_max_connections,
+            "rating",
+        )
+        .await?;
         let producer = kafka::producer(&config)?;
         let consumer = kafka::consumer(&config, &config.group("rating"))?;
         let topics = config.topics();

@@ -9,6 +9,25 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
+    pool_of(options, max_connections).await
+}
+
+/// Like [`connect`], for a service: its connections carry the application
+/// name `tally-<service>` (in `pg_stat_activity` and the server's logs),
+/// unless the URL names one.
+pub async fn connect_service(
+    url: &str,
+    max_connections: u32,
+    service: &str,
+) -> Result<PgPool, sqlx::Error> {
+    let mut options = PgConnectOptions::from_str(url)?.disable_statement_logging();
+    if !url.contains("application_name=") {
+        options = options.application_name(&format!("tally-{service}"));
+    }
+    pool_of(options, max_connections).await
+}
+
+async fn pool_of(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
