@@ -13,27 +13,35 @@ pub fn statement_key(statement: &Statement) -> String {
     format!("{}:{}", statement.account_id, statement.period.label())
 }
 
-/// Sends statements and waits for every ack, then deletes the outbox rows
-/// that list them.
+/// Sends statements (their JSON as stored, `bodies`, when there is one for
+/// each) and waits for every ack, then deletes the outbox rows that list
+/// them.
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
 pub async fn publish(
     pool: &PgPool,
     producer: &FutureProducer,
     topic: &str,
     statements: &[Statement],
+    bodies: &[String],
     outbox: &[i64],
 ) -> anyhow::Result<()> {
     if !statements.is_empty() {
         let keys: Vec<String> = statements.iter().map(statement_key).collect();
-        let payloads = statements
-            .iter()
-            .map(serde_json::to_vec)
-            .collect::<Result<Vec<_>, _>>()?;
+        let serialised;
+        let payloads: Vec<&[u8]> = if bodies.len() == statements.len() {
+            bodies.iter().map(String::as_bytes).collect()
+        } else {
+            serialised = statements
+                .iter()
+                .map(serde_json::to_vec)
+                .collect::<Result<Vec<_>, _>>()?;
+            serialised.iter().map(Vec::as_slice).collect()
+        };
         tally_platform::kafka::send_all(
             producer,
             keys.iter()
-                .zip(&payloads)
-                .map(|(k, p)| (topic, k.as_str(), p.as_slice())),
+                .zip(payloads)
+                .map(|(k, p)| (topic, k.as_str(), p)),
         )
         .await?;
     }
@@ -54,7 +62,7 @@ pub async fn publish_pending(
 ) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let (ids, pending) = {
+        let (ids, pending, bodies) = {
             let mut conn = pool.acquire().await?;
             crate::repo::pending_outbox(&mut conn, 100).await?
         };
@@ -62,6 +70,6 @@ pub async fn publish_pending(
             return Ok(total);
         }
         total += pending.len();
-        publish(pool, producer, topic, &pending, &ids).await?;
+        publish(pool, producer, topic, &pending, &bodies, &ids).await?;
     }
 }

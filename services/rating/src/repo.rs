@@ -228,31 +228,44 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// Parsed price books by price id. A price version row never changes (a new
-/// price is a new version), so a parsed book stays valid for the process's
-/// life; `tally bench` found parsing every aggregate's book per batch a large
-/// part of loading them.
-fn price_books() -> &'static std::sync::RwLock<HashMap<i64, PriceBook>> {
-    static BOOKS: std::sync::OnceLock<std::sync::RwLock<HashMap<i64, PriceBook>>> =
-        std::sync::OnceLock::new();
-    BOOKS.get_or_init(Default::default)
+/// What never changes about a price version: its book, and the SKU's and
+/// provider's names (`skus` and `providers` rows change only in their
+/// markup, platform fee and aggregation, which are read with every load).
+#[derive(Debug, Clone)]
+struct PriceFacts {
+    model: PriceBook,
+    effective_from: DateTime<Utc>,
+    sku: Sku,
+    sku_name: String,
+    unit: String,
+    provider: ProviderRef,
 }
 
-/// The books of these price ids, from the cache or (once) from the database.
-async fn books_of(
+/// Price facts by price id. A price version row never changes (a new price
+/// is a new version), so they stay valid for the process's life; `tally
+/// bench` found parsing every aggregate's book per batch a large part of
+/// loading them, and then reading the names with every aggregate.
+fn price_facts() -> &'static std::sync::RwLock<HashMap<i64, PriceFacts>> {
+    static FACTS: std::sync::OnceLock<std::sync::RwLock<HashMap<i64, PriceFacts>>> =
+        std::sync::OnceLock::new();
+    FACTS.get_or_init(Default::default)
+}
+
+/// The facts of these price ids, from the cache or (once) from the database.
+async fn facts_of(
     conn: &mut PgConnection,
     ids: &HashSet<i64>,
-) -> Result<HashMap<i64, PriceBook>, sqlx::Error> {
+) -> Result<HashMap<i64, PriceFacts>, sqlx::Error> {
     let mut out = HashMap::with_capacity(ids.len());
     let mut missing = Vec::new();
     {
-        let cache = price_books()
+        let cache = price_facts()
             .read()
-            .map_err(|_| sqlx::Error::Protocol("price book cache poisoned".into()))?;
+            .map_err(|_| sqlx::Error::Protocol("price cache poisoned".into()))?;
         for id in ids {
             match cache.get(id) {
-                Some(book) => {
-                    out.insert(*id, book.clone());
+                Some(facts) => {
+                    out.insert(*id, facts.clone());
                 }
                 None => missing.push(*id),
             }
@@ -261,18 +274,37 @@ async fn books_of(
     if missing.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<(i64, serde_json::Value)> =
-        sqlx::query_as("SELECT id, model FROM prices WHERE id = ANY($1)")
-            .bind(&missing)
-            .fetch_all(conn)
-            .await?;
-    let mut cache = price_books()
+    let rows = sqlx::query(
+        "SELECT p.id, p.model, p.effective_from, p.sku_id, s.name, s.unit,
+                pr.id AS provider_id, pr.name AS provider_name, pr.kind
+         FROM prices p JOIN skus s ON s.id = p.sku_id JOIN providers pr ON pr.id = s.provider_id
+         WHERE p.id = ANY($1)",
+    )
+    .bind(&missing)
+    .fetch_all(conn)
+    .await?;
+    let mut cache = price_facts()
         .write()
-        .map_err(|_| sqlx::Error::Protocol("price book cache poisoned".into()))?;
-    for (id, model) in rows {
-        let book = serde_json::from_value::<PriceBook>(model).map_err(decode_err)?;
-        cache.insert(id, book.clone());
-        out.insert(id, book);
+        .map_err(|_| sqlx::Error::Protocol("price cache poisoned".into()))?;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        let model: serde_json::Value = r.try_get(1)?;
+        let kind: String = r.try_get(8)?;
+        let facts = PriceFacts {
+            model: serde_json::from_value::<PriceBook>(model).map_err(decode_err)?,
+            effective_from: r.try_get(2)?,
+            sku: Sku::parse(r.try_get(3)?).map_err(decode_err)?,
+            sku_name: r.try_get(4)?,
+            unit: r.try_get(5)?,
+            provider: ProviderRef {
+                id: ProviderId::parse(r.try_get(6)?).map_err(decode_err)?,
+                name: r.try_get(7)?,
+                kind: ProviderKind::parse(&kind)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
+            },
+        };
+        cache.insert(id, facts.clone());
+        out.insert(id, facts);
     }
     Ok(out)
 }
@@ -284,6 +316,8 @@ pub async fn load_aggregates(
 ) -> Result<HashMap<AccountPeriod, Vec<UsageAggregate>>, sqlx::Error> {
     let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
+    // Only what changes is read here (the rest is in `price_facts`), and
+    // columns by position: 20,000 rows a batch in `tally bench`.
     let rows = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
                 ua.max_quantity, ua.latest_quantity, s.aggregation,
@@ -292,9 +326,7 @@ pub async fn load_aggregates(
                       WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
                         AND d.price_id = ua.price_id)
                 ELSE 0 END AS distinct_values,
-                p.sku_id, p.effective_from, s.name AS sku_name, s.unit,
-                s.markup_pct, pr.platform_fee_pct,
-                pr.id AS provider_id, pr.name AS provider_name, pr.kind AS provider_kind
+                s.markup_pct, pr.platform_fee_pct
          FROM usage_aggregates ua
          JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
          JOIN prices p ON p.id = ua.price_id
@@ -307,51 +339,45 @@ pub async fn load_aggregates(
     .await?;
     let ids = rows
         .iter()
-        .map(|r| r.try_get("price_id"))
+        .map(|r| r.try_get(2))
         .collect::<Result<HashSet<i64>, _>>()?;
-    let books = books_of(conn, &ids).await?;
+    let facts = facts_of(conn, &ids).await?;
     let mut out: HashMap<AccountPeriod, Vec<UsageAggregate>> = HashMap::new();
     for r in rows {
-        let kind: String = r.try_get("provider_kind")?;
-        let price_id: i64 = r.try_get("price_id")?;
-        let model = books
+        let price_id: i64 = r.try_get(2)?;
+        let f = facts
             .get(&price_id)
-            .cloned()
             .ok_or_else(|| sqlx::Error::Decode(format!("price {price_id} vanished").into()))?;
         let aggregate = UsageAggregate {
-            provider: ProviderRef {
-                id: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
-                name: r.try_get("provider_name")?,
-                kind: ProviderKind::parse(&kind)
-                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
-            },
-            sku: Sku::parse(r.try_get("sku_id")?).map_err(decode_err)?,
-            sku_name: r.try_get("sku_name")?,
-            unit: r.try_get("unit")?,
+            provider: f.provider.clone(),
+            sku: f.sku.clone(),
+            sku_name: f.sku_name.clone(),
+            unit: f.unit.clone(),
             price_id,
-            price_effective_from: r.try_get("effective_from")?,
-            model,
+            price_effective_from: f.effective_from,
+            model: f.model.clone(),
             quantity: billable_quantity(&r)?,
-            event_count: r.try_get("event_count")?,
-            markup_pct: r.try_get("markup_pct")?,
-            platform_fee_pct: r.try_get("platform_fee_pct")?,
+            event_count: r.try_get(4)?,
+            markup_pct: r.try_get(9)?,
+            platform_fee_pct: r.try_get(10)?,
         };
-        out.entry((r.try_get("account_id")?, r.try_get("period_start")?))
+        out.entry((r.try_get(0)?, r.try_get(1)?))
             .or_default()
             .push(aggregate);
     }
     Ok(out)
 }
 
-/// The quantity the price book charges for, by the SKU's aggregation.
+/// The quantity the price book charges for, by the SKU's aggregation (the
+/// columns of [`load_aggregates`]).
 fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> {
-    let aggregation: String = r.try_get("aggregation")?;
-    Ok(match aggregation.as_str() {
-        "count" => Decimal::from(r.try_get::<i64, _>("event_count")?),
-        "max" => r.try_get("max_quantity")?,
-        "latest" => r.try_get("latest_quantity")?,
-        "unique_count" => Decimal::from(r.try_get::<i64, _>("distinct_values")?),
-        _ => r.try_get("quantity")?,
+    let aggregation: &str = r.try_get(7)?;
+    Ok(match aggregation {
+        "count" => Decimal::from(r.try_get::<i64, _>(4)?),
+        "max" => r.try_get(5)?,
+        "latest" => r.try_get(6)?,
+        "unique_count" => Decimal::from(r.try_get::<i64, _>(8)?),
+        _ => r.try_get(3)?,
     })
 }
 
@@ -405,17 +431,17 @@ pub async fn store_statements(
 
 /// Outbox rows left behind (a publish that failed, a crash before it), oldest
 /// first, at most `limit`, with the newest statement of each account-period
-/// they list (each once).
+/// they list (each once), parsed and as stored.
 pub async fn pending_outbox(
     conn: &mut PgConnection,
     limit: i64,
-) -> Result<(Vec<i64>, Vec<Statement>), sqlx::Error> {
+) -> Result<(Vec<i64>, Vec<Statement>, Vec<String>), sqlx::Error> {
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM statement_outbox ORDER BY id LIMIT $1")
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
     if ids.is_empty() {
-        return Ok((ids, Vec::new()));
+        return Ok((ids, Vec::new(), Vec::new()));
     }
     let bodies: Vec<String> = sqlx::query_scalar(
         "SELECT st.body FROM statements st
@@ -431,7 +457,7 @@ pub async fn pending_outbox(
         .iter()
         .map(|b| serde_json::from_str(b).map_err(decode_err))
         .collect::<Result<_, _>>()?;
-    Ok((ids, statements))
+    Ok((ids, statements, bodies))
 }
 
 /// Deletes outbox rows whose statements reached the broker.

@@ -165,6 +165,7 @@ impl Application {
                 &self.producer,
                 &self.topics.statements,
                 &outcome.statements,
+                &outcome.bodies,
                 &outcome.outbox,
             )
             .await
@@ -179,6 +180,7 @@ impl Application {
             &self.producer,
             &self.topics.statements,
             &outcome.statements,
+            &outcome.bodies,
             &outcome.outbox,
         )
         .await?;
@@ -303,6 +305,7 @@ async fn credit_restatements(
                     &producer,
                     &topic,
                     &restated.statements,
+                    &restated.bodies,
                     &restated.outbox,
                 )
                 .await

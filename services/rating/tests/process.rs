@@ -417,7 +417,8 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         .unwrap();
     assert_eq!(second.statements.len(), 1);
     let mut conn = pool.acquire().await.unwrap();
-    let (ids, pending) = repo::pending_outbox(&mut conn, 10).await.unwrap();
+    let (ids, pending, bodies) = repo::pending_outbox(&mut conn, 10).await.unwrap();
+    assert_eq!(bodies.len(), pending.len());
     assert_eq!(ids, [first.outbox[0], second.outbox[0]]);
     let versions: Vec<(String, i64, Decimal)> = pending
         .iter()
@@ -431,7 +432,7 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         ]
     );
     // At most `limit` rows at a time, oldest first.
-    let (ids, pending) = repo::pending_outbox(&mut conn, 1).await.unwrap();
+    let (ids, pending, _) = repo::pending_outbox(&mut conn, 1).await.unwrap();
     assert_eq!((ids, pending.len()), (first.outbox.clone(), 2));
     repo::clear_outbox(&mut conn, &first.outbox).await.unwrap();
     assert_eq!(outbox_rows(&pool).await.len(), 1);
