@@ -53,8 +53,12 @@ pub async fn publish(
     Ok(())
 }
 
+/// Statements published (and held in memory) at a time by the sweep.
+const SWEEP_CHUNK: usize = 1000;
+
 /// Publishes the statements of every outbox row left behind (after a crash
-/// or a failed publish). Returns how many statements it sent.
+/// or a failed publish), `SWEEP_CHUNK` statements at a time, then deletes
+/// the rows. Returns how many statements it sent.
 pub async fn publish_pending(
     pool: &PgPool,
     producer: &FutureProducer,
@@ -62,14 +66,22 @@ pub async fn publish_pending(
 ) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let (ids, pending, bodies) = {
-            let mut conn = pool.acquire().await?;
-            crate::repo::pending_outbox(&mut conn, 100).await?
-        };
+        let mut conn = pool.acquire().await?;
+        let ids = crate::repo::pending_outbox(&mut conn, SWEEP_CHUNK as i64).await?;
         if ids.is_empty() {
             return Ok(total);
         }
-        total += pending.len();
-        publish(pool, producer, topic, &pending, &bodies, &ids).await?;
+        let keys = crate::repo::outbox_keys(&mut conn, &ids).await?;
+        drop(conn);
+        for chunk in keys.chunks(SWEEP_CHUNK) {
+            let (statements, bodies) = {
+                let mut conn = pool.acquire().await?;
+                crate::repo::statement_bodies(&mut conn, chunk).await?
+            };
+            total += statements.len();
+            publish(pool, producer, topic, &statements, &bodies, &[]).await?;
+        }
+        let mut conn = pool.acquire().await?;
+        crate::repo::clear_outbox(&mut conn, &ids).await?;
     }
 }

@@ -407,9 +407,10 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
 /// order. With `seal_through` (per account), an account's periods starting
 /// before it become final (`sealed`). Sealed periods are never restated.
 ///
-/// Each statement is written once, over the version read at the start; if a
-/// concurrent transaction wrote one in between, [`ProcessError::Conflict`]
-/// (retryable) rolls this one back.
+/// Each statement row is locked and its version read first, then written
+/// once, over that version; if a concurrent transaction stored a statement
+/// that had no row to lock yet, [`ProcessError::Conflict`] (retryable) rolls
+/// this one back.
 pub(crate) async fn restate(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,

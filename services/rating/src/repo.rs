@@ -197,8 +197,12 @@ pub async fn add_to_hourly(
 }
 
 /// The stored version of each of these account-periods' statements (those
-/// without one are left out). Read without a lock: [`store_statements`]
-/// writes each version only over the one read here.
+/// without one are left out), each row locked until the transaction ends
+/// (in key order), so a concurrent restatement of the same statements
+/// waits instead of failing. Only the lock is written, not a new row
+/// version: [`store_statements`] writes each row once, over the version read
+/// here (a statement first stored concurrently, with no row to lock yet,
+/// makes that write fail and the transaction run again).
 pub async fn current_versions(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
@@ -208,7 +212,9 @@ pub async fn current_versions(
     let rows = sqlx::query(
         "SELECT st.account_id, st.period_start, st.version
          FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
-         JOIN statements st ON st.account_id = k.a AND st.period_start = k.s",
+         JOIN statements st ON st.account_id = k.a AND st.period_start = k.s
+         ORDER BY st.account_id, st.period_start
+         FOR NO KEY UPDATE OF st",
     )
     .bind(&accounts)
     .bind(&starts)
@@ -241,13 +247,16 @@ struct PriceFacts {
     provider: ProviderRef,
 }
 
-/// Price facts by price id. A price version row never changes (a new price
-/// is a new version), so they stay valid for the process's life; `tally
-/// bench` found parsing every aggregate's book per batch a large part of
-/// loading them, and then reading the names with every aggregate.
-fn price_facts() -> &'static std::sync::RwLock<HashMap<i64, PriceFacts>> {
-    static FACTS: std::sync::OnceLock<std::sync::RwLock<HashMap<i64, PriceFacts>>> =
-        std::sync::OnceLock::new();
+/// Price facts by (database, price id). A price version row never changes
+/// (a new price is a new version), so they stay valid for the process's
+/// life; `tally bench` found parsing every aggregate's book per batch a large
+/// part of loading them, and then reading the names with every aggregate.
+/// The database is part of the key: one process (the tests) may rate in
+/// several databases, whose price ids overlap.
+type FactsCache = HashMap<(String, i64), PriceFacts>;
+
+fn price_facts() -> &'static std::sync::RwLock<FactsCache> {
+    static FACTS: std::sync::OnceLock<std::sync::RwLock<FactsCache>> = std::sync::OnceLock::new();
     FACTS.get_or_init(Default::default)
 }
 
@@ -256,6 +265,9 @@ async fn facts_of(
     conn: &mut PgConnection,
     ids: &HashSet<i64>,
 ) -> Result<HashMap<i64, PriceFacts>, sqlx::Error> {
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut *conn)
+        .await?;
     let mut out = HashMap::with_capacity(ids.len());
     let mut missing = Vec::new();
     {
@@ -263,7 +275,7 @@ async fn facts_of(
             .read()
             .map_err(|_| sqlx::Error::Protocol("price cache poisoned".into()))?;
         for id in ids {
-            match cache.get(id) {
+            match cache.get(&(database.clone(), *id)) {
                 Some(facts) => {
                     out.insert(*id, facts.clone());
                 }
@@ -303,7 +315,7 @@ async fn facts_of(
                     .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
             },
         };
-        cache.insert(id, facts.clone());
+        cache.insert((database.clone(), id), facts.clone());
         out.insert(id, facts);
     }
     Ok(out)
@@ -430,34 +442,63 @@ pub async fn store_statements(
 }
 
 /// Outbox rows left behind (a publish that failed, a crash before it), oldest
-/// first, at most `limit`, with the newest statement of each account-period
-/// they list (each once), parsed and as stored.
+/// first: as many as list at most `statements` account-periods together, and
+/// at least one.
 pub async fn pending_outbox(
     conn: &mut PgConnection,
-    limit: i64,
-) -> Result<(Vec<i64>, Vec<Statement>, Vec<String>), sqlx::Error> {
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM statement_outbox ORDER BY id LIMIT $1")
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    if ids.is_empty() {
-        return Ok((ids, Vec::new(), Vec::new()));
-    }
+    statements: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM (
+             SELECT id, sum(cardinality(account_ids)) OVER (ORDER BY id)
+                        - cardinality(account_ids) AS before
+             FROM statement_outbox) o
+         WHERE o.before < $1 OR o.before = 0
+         ORDER BY id",
+    )
+    .bind(statements)
+    .fetch_all(conn)
+    .await
+}
+
+/// The account-periods these outbox rows list, each once, in order.
+pub async fn outbox_keys(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<Vec<AccountPeriod>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT k.a, k.s FROM statement_outbox o,
+             UNNEST(o.account_ids, o.period_starts) AS k(a, s)
+         WHERE o.id = ANY($1)
+         ORDER BY k.a, k.s",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// The newest statement of each of these account-periods, parsed and as
+/// stored, in order.
+pub async fn statement_bodies(
+    conn: &mut PgConnection,
+    keys: &[AccountPeriod],
+) -> Result<(Vec<Statement>, Vec<String>), sqlx::Error> {
+    let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     let bodies: Vec<String> = sqlx::query_scalar(
-        "SELECT st.body FROM statements st
-         JOIN (SELECT DISTINCT k.a, k.s FROM statement_outbox o,
-                   UNNEST(o.account_ids, o.period_starts) AS k(a, s)
-               WHERE o.id = ANY($1)) k ON st.account_id = k.a AND st.period_start = k.s
+        "SELECT st.body FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
+         JOIN statements st ON st.account_id = k.a AND st.period_start = k.s
          ORDER BY st.account_id, st.period_start",
     )
-    .bind(&ids)
+    .bind(&accounts)
+    .bind(&starts)
     .fetch_all(conn)
     .await?;
     let statements = bodies
         .iter()
         .map(|b| serde_json::from_str(b).map_err(decode_err))
         .collect::<Result<_, _>>()?;
-    Ok((ids, statements, bodies))
+    Ok((statements, bodies))
 }
 
 /// Deletes outbox rows whose statements reached the broker.

@@ -42,12 +42,12 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
 /// The state of these accounts; unknown accounts are left out.
 ///
 /// Nothing is locked: a batch that placed an event in a period a seal
-/// closes concurrently cannot commit it there. Either the seal's statement
-/// write waits for the batch's, finds the version moved and runs again,
-/// counting the batch's events; or the batch's statement write meets the
-/// sealed row, which the database refuses (migration `…_sealed_is_final`),
-/// and the batch is retried and sees the seal. So a batch needs no row lock on its accounts
-/// (which would write to each account's row in every batch).
+/// closes concurrently cannot commit it there. Either the seal's
+/// restatement waits for the batch's lock on the statement row and then
+/// counts its events, or the batch's statement write meets the sealed row,
+/// which the database refuses (migration `…_sealed_is_final`), and the
+/// batch is retried and sees the seal. So a batch needs no row lock on its
+/// accounts (which would write to each account's row in every batch).
 pub async fn account_states(
     conn: &mut PgConnection,
     accounts: &[&str],

@@ -417,9 +417,16 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         .unwrap();
     assert_eq!(second.statements.len(), 1);
     let mut conn = pool.acquire().await.unwrap();
-    let (ids, pending, bodies) = repo::pending_outbox(&mut conn, 10).await.unwrap();
-    assert_eq!(bodies.len(), pending.len());
+    let ids = repo::pending_outbox(&mut conn, 10).await.unwrap();
     assert_eq!(ids, [first.outbox[0], second.outbox[0]]);
+    let keys = repo::outbox_keys(&mut conn, &ids).await.unwrap();
+    let october = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    let november = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        keys,
+        [("acme".to_owned(), october), ("acme".to_owned(), november)]
+    );
+    let (pending, bodies) = repo::statement_bodies(&mut conn, &keys).await.unwrap();
     let versions: Vec<(String, i64, Decimal)> = pending
         .iter()
         .map(|s| (s.period.label(), s.version, s.total))
@@ -431,27 +438,81 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
             ("2026-11".to_owned(), 1, dec!(0.50))
         ]
     );
-    // At most `limit` rows at a time, oldest first.
-    let (ids, pending, _) = repo::pending_outbox(&mut conn, 1).await.unwrap();
-    assert_eq!((ids, pending.len()), (first.outbox.clone(), 2));
+    assert_eq!(
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str::<Statement>(b).unwrap())
+            .collect::<Vec<_>>(),
+        pending
+    );
+    // Oldest rows first, as many as list at most so many statements (the
+    // first row lists two, the second one), and always at least one row.
+    assert_eq!(
+        repo::pending_outbox(&mut conn, 2).await.unwrap(),
+        first.outbox
+    );
+    assert_eq!(repo::pending_outbox(&mut conn, 3).await.unwrap().len(), 2);
+    assert_eq!(
+        repo::pending_outbox(&mut conn, 1).await.unwrap(),
+        first.outbox
+    );
     repo::clear_outbox(&mut conn, &first.outbox).await.unwrap();
     assert_eq!(outbox_rows(&pool).await.len(), 1);
+    assert_eq!(
+        repo::pending_outbox(&mut conn, 1).await.unwrap(),
+        second.outbox
+    );
     repo::clear_outbox(&mut conn, &second.outbox).await.unwrap();
     assert!(repo::pending_outbox(&mut conn, 10)
         .await
         .unwrap()
-        .0
         .is_empty());
 }
 
+/// Waits until one session of the test's database waits for a lock.
+async fn until_one_waits_for_a_lock(pool: &PgPool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "the batch never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// (version, total) of acme's statement of the period starting at `start`.
+async fn version_and_total(pool: &PgPool, start: DateTime<Utc>) -> (i64, Decimal) {
+    let body: String = sqlx::query_scalar(
+        "SELECT body FROM statements WHERE account_id = 'acme' AND period_start = $1",
+    )
+    .bind(start)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let s: Statement = serde_json::from_str(&body).unwrap();
+    (s.version, s.total)
+}
+
 #[tokio::test]
-async fn a_statement_written_by_a_concurrent_transaction_is_rated_again() {
+async fn a_statement_another_transaction_writes_is_restated_after_it() {
     let pool = database().await;
     seed(&pool).await;
     process_batch(&pool, &[usage(1, "disk.gb", dec!(10), t(2, 0))])
         .await
         .unwrap();
-    // Another transaction holds the statement row and moves its version.
+    let october = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    let november = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+
+    // Another transaction holds October's statement and moves its version:
+    // the batch waits for it, then writes over the version it left.
     let mut other = pool.begin().await.unwrap();
     sqlx::query("UPDATE statements SET version = version + 1 WHERE account_id = 'acme'")
         .execute(&mut *other)
@@ -463,30 +524,48 @@ async fn a_statement_written_by_a_concurrent_transaction_is_rated_again() {
             async move { process_batch(&pool, &[usage(2, "disk.gb", dec!(5), t(3, 0))]).await },
         )
     };
-    // The batch read version 1 and now waits to write version 2 over it.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "the batch never waited");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_one_waits_for_a_lock(&pool).await;
     other.commit().await.unwrap();
-    // Its write finds version 2 stored, so it is rated again over it.
     let out = batch.await.unwrap().unwrap();
     assert_eq!(out.counted, 1);
     assert_eq!(
         (out.statements[0].version, out.statements[0].total),
         (3, dec!(1.50))
     );
-    let s = statement_of(&pool).await;
-    assert_eq!((s.version, s.total), (3, dec!(1.50)));
+    assert_eq!(version_and_total(&pool, october).await, (3, dec!(1.50)));
+
+    // November has no statement yet; another transaction stores one first.
+    // The batch's write over "no version" fails once it commits, and the
+    // batch runs again over version 1.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO statements (account_id, period_start, period_end, version, body)
+         VALUES ('acme', $1, '2026-12-01T00:00:00Z', 1, '{}')",
+    )
+    .bind(november)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let batch = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            process_batch(
+                &pool,
+                &[usage(3, "disk.gb", dec!(5), t(2, 0) + Duration::days(31))],
+            )
+            .await
+        })
+    };
+    until_one_waits_for_a_lock(&pool).await;
+    other.commit().await.unwrap();
+    let out = batch.await.unwrap().unwrap();
+    assert_eq!(
+        (
+            out.counted,
+            out.statements[0].version,
+            out.statements[0].total
+        ),
+        (1, 2, dec!(0.50))
+    );
+    assert_eq!(version_and_total(&pool, november).await, (2, dec!(0.50)));
 }
