@@ -155,27 +155,8 @@ impl Application {
             }
         }
         outcome.keep_newest_statements();
-        if let Some(err) = failed {
-            // The lanes that committed stay committed, and the retry of the
-            // batch finds their events already counted: their statements
-            // are published now (or by the sweep). Dead letters and offsets
-            // wait for the retry, which finds the same dead letters again.
-            if let Err(publish) = outbox::publish(
-                &self.pool,
-                &self.producer,
-                &self.topics.statements,
-                &outcome.statements,
-                &outcome.bodies,
-                &outcome.outbox,
-            )
-            .await
-            {
-                tracing::warn!(error = %publish, "publishing the statements of the lanes that committed failed");
-            }
-            return Err(err);
-        }
         let rated = started.elapsed();
-        outbox::publish(
+        let published = outbox::publish(
             &self.pool,
             &self.producer,
             &self.topics.statements,
@@ -183,7 +164,18 @@ impl Application {
             &outcome.bodies,
             &outcome.outbox,
         )
-        .await?;
+        .await;
+        if let Some(err) = failed {
+            // The lanes that committed stay committed, and the retry of the
+            // batch finds their events already counted: their statements
+            // are published now (or by the sweep). Dead letters and offsets
+            // wait for the retry, which finds the same dead letters again.
+            if let Err(publish) = published {
+                tracing::warn!(error = %publish, "publishing the statements of the lanes that committed failed");
+            }
+            return Err(err);
+        }
+        published?;
         dead.extend(outcome.dead);
         self.send_dead_letters(&dead).await?;
         if let Err(err) = kafka::commit_batch(&self.consumer, batch) {
