@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The Quick start entry point: `bash deploy/dev.sh demo` or `bash deploy/dev.sh test`
 # (and `bash deploy/dev.sh bench [tally bench options]` for the benchmark).
-# Installs what the project needs (the broker, once), then runs the demo on the
-# embedded default or the whole test suite. Builds go to a cache outside the
-# clone ($CARGO_TARGET_DIR, default ~/.cache/tally/target).
+# Installs what the project needs (Apache Kafka from Maven Central, once;
+# Debian's PostgreSQL server packages when no server is there), then runs the
+# demo on the embedded default or the whole test suite. Builds go to a cache
+# outside the clone ($CARGO_TARGET_DIR, default ~/.cache/tally/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tally/target}"
 export TALLY_CACHE_DIR="${TALLY_CACHE_DIR:-$HOME/.cache/tally}"
 
-bash deploy/install-broker.sh
+bash deploy/install-kafka.sh
+bash deploy/install-postgres.sh
 
 case "${1:-}" in
   demo)
@@ -30,11 +32,34 @@ case "${1:-}" in
       fi
     fi
     cargo build -p tally --bins
+    tally="$CARGO_TARGET_DIR/debug/tally"
     export RUST_LOG="${RUST_LOG:-warn}"
+    # One PostgreSQL server, one Kafka node and one three-node cluster (for
+    # the failover tests) serve the whole run; each test makes its own
+    # database and its own topic and consumer-group prefixes.
+    run="${TALLY_DATA_DIR:-.tally}/test-run"
+    "$tally" local stop-kafka --dir "$run/kafka" 2>/dev/null || true
+    "$tally" local stop-kafka --dir "$run/cluster" 2>/dev/null || true
+    rm -rf "$run"
+    mkdir -p "$run"
+    run=$(cd "$run" && pwd) # absolute: tests run in their package's folder
+    stop_brokers() {
+      "$tally" local stop-kafka --dir "$run/kafka" || true
+      "$tally" local stop-kafka --dir "$run/cluster" || true
+    }
+    trap stop_brokers EXIT
+    export DATABASE_URL KAFKA_BROKERS
+    postgres=$("$tally" local postgres)
+    eval "$postgres"
+    kafka=$("$tally" local kafka --dir "$run/kafka" --port "${TALLY_TEST_KAFKA_PORT:-19092}")
+    eval "$kafka"
+    "$tally" local kafka --dir "$run/cluster" --nodes 3 --port "${TALLY_TEST_CLUSTER_PORT:-19192}" >/dev/null
+    export TALLY_TEST_CLUSTER="$run/cluster"
+    echo "tests: Kafka $KAFKA_BROKERS; a three-node cluster in $TALLY_TEST_CLUSTER"
     cargo test --workspace "$@"
     # A small benchmark run: it checks that every invoice is exact under
     # load, not speed (figures are recorded in BENCHMARKS.md from full runs).
-    exec "$CARGO_TARGET_DIR/debug/tally" bench --smoke
+    "$tally" bench --smoke
     ;;
   bench)
     shift

@@ -73,7 +73,7 @@ async fn bill_page_shows_the_api_totals_and_only_to_its_account() {
         collector,
         invoicing: base,
         http,
-        h: _h, // keeps the broker and database alive
+        h: _h,
     } = Seeded::start(&Service::ALL).await;
 
     let mut expected = Expected::default();

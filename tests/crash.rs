@@ -25,57 +25,9 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
         http,
     } = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
     let mut rating = h.spawn("rating");
-
-    let plan = [
-        ("cloud", keys.cloud.clone(), "cloud.vm.hour"),
-        ("dbco", keys.dbco.clone(), "dbco.db.hour"),
-        ("queueco", keys.queueco.clone(), "queueco.msg.million"),
-    ];
-    let mut expected = Expected::default();
-    let mut per_provider: Vec<Vec<serde_json::Value>> = vec![Vec::new(); plan.len()];
-    for i in 0..EVENTS {
-        let (provider, _, sku) = &plan[i % 3];
-        let account = if (i / 3) % 2 == 0 { "acme" } else { "umbrella" };
-        let quantity = format!("{}.{:02}", i % 13, i % 100);
-        let time = now - Duration::seconds(30 + (i % 86_400) as i64);
-        per_provider[i % 3].push(event(
-            &format!("{provider}-{i}"),
-            provider,
-            account,
-            sku,
-            &quantity,
-            time,
-        ));
-        expected.add(account, time, sku, &quantity);
-    }
-    // Batches of 1,000, the providers taking turns.
-    let mut batches: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
-    let chunked: Vec<Vec<Vec<serde_json::Value>>> = per_provider
-        .into_iter()
-        .map(|events| events.chunks(1000).map(<[_]>::to_vec).collect())
-        .collect();
-    for round in 0..chunked.iter().map(Vec::len).max().unwrap_or(0) {
-        for (p, chunks) in chunked.iter().enumerate() {
-            if let Some(chunk) = chunks.get(round) {
-                batches.push((plan[p].1.clone(), chunk.clone()));
-            }
-        }
-    }
-
-    let sender = {
-        let collector = collector.clone();
-        let http = http.clone();
-        tokio::spawn(async move {
-            let mut accepted = 0u64;
-            for (key, events) in batches {
-                let (status, body) = post_events(&http, &collector, &key, &events).await;
-                assert_eq!(status, 202, "{body}");
-                accepted += body["accepted"].as_u64().unwrap();
-                tokio::time::sleep(StdDuration::from_millis(5)).await;
-            }
-            accepted
-        })
-    };
+    let accounts = ["acme".to_owned(), "umbrella".to_owned()];
+    let (batches, expected) = usage_stream(&keys, now, &accounts, EVENTS, 1000);
+    let sender = send_stream(&http, &collector, batches, StdDuration::from_millis(5));
 
     // Kill rating while it is consuming, each time once it has counted more.
     let mut counted_at_kill = Vec::new();
@@ -83,10 +35,7 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
         let floor = ((kill + 1) * EVENTS / (KILLS + 2)) as i64;
         let until = tokio::time::Instant::now() + StdDuration::from_secs(240);
         loop {
-            let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-                .fetch_one(&h.pool)
-                .await
-                .unwrap();
+            let counted = counted(&h.pool).await;
             if counted >= floor || tokio::time::Instant::now() > until {
                 counted_at_kill.push(counted);
                 break;

@@ -16,7 +16,7 @@ async fn bad_requests_get_stable_codes() {
         collector,
         http,
         invoicing: _,
-        h: _h, // keeps the broker and database alive
+        h: _h,
     } = Seeded::start(&[Service::Collector]).await;
     let url = format!("{collector}/v1/events");
     let one = event("e1", "dbco", "acme", "dbco.db.hour", "1", now);

@@ -17,7 +17,7 @@ async fn tenants_are_isolated() {
         collector,
         invoicing,
         http,
-        h: _h, // keeps the broker and database alive
+        h: _h,
     } = Seeded::start(&Service::ALL).await;
     let t = now - Duration::minutes(1);
 

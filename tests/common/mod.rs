@@ -1,5 +1,6 @@
-//! Shared harness of the end-to-end tests: each test gets its own broker
-//! (a real Tansu over the Kafka protocol), its own database and topics.
+//! Shared harness of the end-to-end tests: each test gets its own database,
+//! its own topics and consumer groups (by prefix) on the test run's Apache
+//! Kafka, which `bash deploy/dev.sh test` starts once for the whole run.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Utc};
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tally::infra::{self, BrokerStorage};
+use tally::infra;
 use tally::up::{self, Running, Service};
 use tally_platform::Config;
 use tokio_util::sync::CancellationToken;
@@ -16,21 +17,44 @@ use tokio_util::sync::CancellationToken;
 pub struct Harness {
     pub config: Config,
     pub pool: PgPool,
-    _broker: tokio::process::Child,
+}
+
+/// The test run's Kafka: `KAFKA_BROKERS`, else one already on 127.0.0.1:9092.
+pub fn test_kafka() -> String {
+    if let Some(brokers) = std::env::var("KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+    {
+        return brokers;
+    }
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
+    assert!(
+        infra::port_open(local),
+        "no Kafka for the tests: run them with `bash deploy/dev.sh test`, \
+         or set KAFKA_BROKERS (e.g. after `tally local kafka --dir .tally/kafka`)"
+    );
+    local.to_string()
 }
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::on(&test_kafka()).await
+    }
+
+    /// A harness whose pipeline uses the Kafka at `brokers`.
+    pub async fn on(brokers: &str) -> Harness {
         tally_platform::telemetry::init_logging();
-        let port = infra::free_port().unwrap();
-        let broker = infra::start_broker(port, &BrokerStorage::Memory)
-            .await
-            .unwrap();
         let server = infra::ensure_postgres().await.unwrap();
+        Harness::with(brokers, &server).await
+    }
+
+    /// A harness on the Kafka at `brokers` and the PostgreSQL server at `server`.
+    pub async fn with(brokers: &str, server: &str) -> Harness {
+        tally_platform::telemetry::init_logging();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let config = Config {
-            database_url: tally::demo::with_database(&server, &format!("tally_e2e_{id}")),
-            kafka_brokers: format!("127.0.0.1:{port}"),
+            database_url: tally::demo::with_database(server, &format!("tally_e2e_{id}")),
+            kafka_brokers: brokers.to_owned(),
             topic_prefix: format!("t{id}."),
             group_prefix: format!("t{id}"),
             usage_partitions: 4,
@@ -51,11 +75,7 @@ impl Harness {
         let pool = tally_platform::db::connect(&config.database_url, 4)
             .await
             .unwrap();
-        Harness {
-            config,
-            pool,
-            _broker: broker,
-        }
+        Harness { config, pool }
     }
 
     /// Starts `services` inside the test process.
@@ -321,8 +341,7 @@ impl Expected {
 }
 
 /// A seeded pipeline: the harness, the test catalog (prices since 60 days
-/// ago), `services` running in this process, and an HTTP client. Keep `h`
-/// bound (`h: _h`, not `..`) for the whole test: dropping it stops the broker.
+/// ago), `services` running in this process, and an HTTP client.
 pub struct Seeded {
     pub h: Harness,
     pub now: DateTime<Utc>,
@@ -349,6 +368,11 @@ impl Seeded {
     ) -> Seeded {
         let mut h = Harness::new().await;
         adjust(&mut h.config);
+        Seeded::start_in(h, services, price_days).await
+    }
+
+    /// Like [`Seeded::start`], on the harness `h`.
+    pub async fn start_in(h: Harness, services: &[Service], price_days: i64) -> Seeded {
         let now = Utc::now();
         let keys = seed_catalog(&h.pool, now - chrono::Duration::days(price_days)).await;
         let running = h.start(services).await;
@@ -362,4 +386,124 @@ impl Seeded {
             http: reqwest::Client::new(),
         }
     }
+}
+
+/// `n` usage events, the three providers in turn (one SKU each), spread over
+/// `accounts` (USD, `umbrella` EUR) within the last day, in POST batches of
+/// `batch` events of one provider, the providers taking turns; and what
+/// they should bill. Returns (API key, events) per POST.
+pub fn usage_stream(
+    keys: &Keys,
+    now: DateTime<Utc>,
+    accounts: &[String],
+    n: usize,
+    batch: usize,
+) -> (Vec<(String, Vec<Value>)>, Expected) {
+    let plan = [
+        ("cloud", keys.cloud.clone(), "cloud.vm.hour"),
+        ("dbco", keys.dbco.clone(), "dbco.db.hour"),
+        ("queueco", keys.queueco.clone(), "queueco.msg.million"),
+    ];
+    let mut expected = Expected::default();
+    let mut per_provider: Vec<Vec<Value>> = vec![Vec::new(); plan.len()];
+    for i in 0..n {
+        let (provider, _, sku) = &plan[i % 3];
+        let account = &accounts[(i / 3) % accounts.len()];
+        let quantity = format!("{}.{:02}", i % 13, i % 100);
+        let time = now - chrono::Duration::seconds(30 + (i % 86_400) as i64);
+        per_provider[i % 3].push(event(
+            &format!("{provider}-{i}"),
+            provider,
+            account,
+            sku,
+            &quantity,
+            time,
+        ));
+        expected.add(account, time, sku, &quantity);
+    }
+    let chunked: Vec<Vec<Vec<Value>>> = per_provider
+        .into_iter()
+        .map(|events| events.chunks(batch).map(<[_]>::to_vec).collect())
+        .collect();
+    let mut batches = Vec::new();
+    for round in 0..chunked.iter().map(Vec::len).max().unwrap_or(0) {
+        for (p, chunks) in chunked.iter().enumerate() {
+            if let Some(chunk) = chunks.get(round) {
+                batches.push((plan[p].1.clone(), chunk.clone()));
+            }
+        }
+    }
+    (batches, expected)
+}
+
+/// POSTs `batches` one after another, `pause` apart, each answered 202 in
+/// full; returns how many events were accepted.
+pub fn send_stream(
+    http: &reqwest::Client,
+    collector: &str,
+    batches: Vec<(String, Vec<Value>)>,
+    pause: Duration,
+) -> tokio::task::JoinHandle<u64> {
+    let (http, collector) = (http.clone(), collector.to_owned());
+    tokio::spawn(async move {
+        let mut accepted = 0u64;
+        for (key, events) in batches {
+            let (status, body) = post_events(&http, &collector, &key, &events).await;
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(
+                body["accepted"].as_u64(),
+                Some(events.len() as u64),
+                "{body}"
+            );
+            accepted += events.len() as u64;
+            tokio::time::sleep(pause).await;
+        }
+        accepted
+    })
+}
+
+/// USD accounts `acct-00`, `acct-01`, …: enough keys to reach every partition.
+pub async fn create_accounts(pool: &PgPool, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("acct-{i:02}");
+        tally::admin::create_account(pool, &id, &format!("Account {i}"), "USD")
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Events rating has counted so far.
+pub async fn counted(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until every invoice equals what `expected` bills, then asserts
+/// each total and that exactly `events` events were billed.
+pub async fn assert_exact_invoices(
+    s: &Seeded,
+    expected: &Expected,
+    events: usize,
+    within: Duration,
+) {
+    let totals = expected.totals();
+    let bills = wait_for_totals(&s.http, &s.invoicing, &s.keys.finance, &totals, within).await;
+    let mut billed_events = 0;
+    for (key, total) in &totals {
+        let bill = bills
+            .get(key)
+            .unwrap_or_else(|| panic!("no invoice for {key:?}"));
+        assert_eq!(
+            bill["total"].as_str().unwrap(),
+            total.to_string(),
+            "{key:?}"
+        );
+        billed_events += bill_lines(bill).iter().map(|l| l.4).sum::<i64>();
+    }
+    assert_eq!(billed_events, events as i64);
 }

@@ -2,7 +2,6 @@
 //! double in the crate's HTTP tests.
 
 use futures::future::BoxFuture;
-use rdkafka::producer::FutureProducer;
 use tally_domain::usage::UsageMessageRef;
 use tally_domain::UsageEvent;
 use tally_platform::kafka;
@@ -24,12 +23,12 @@ pub trait EventSink: Send + Sync + 'static {
 /// `usage.events` on Kafka: key = account id, payload = the `UsageMessage`
 /// JSON; idempotent producer with `acks=all`, waiting for every ack.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: tally_platform::kafka::Producer,
     topic: String,
 }
 
 impl KafkaSink {
-    pub fn new(producer: FutureProducer, topic: String) -> Self {
+    pub fn new(producer: tally_platform::kafka::Producer, topic: String) -> Self {
         Self { producer, topic }
     }
 }

@@ -29,12 +29,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics();
-        let pool = tally_platform::db::connect_service(
-            &config.database_url,
-            config.db_max_connections,
-            "collector",
-        )
-        .await?;
+        let pool = tally_platform::db::connect_service(&config, "collector").await?;
         let state = Arc::new(IngestState {
             pool,
             sink: Arc::new(KafkaSink::new(

@@ -45,10 +45,7 @@ struct Setup {
 /// A fresh database with providers dbco (owns dbco.db.hour) and other
 /// (owns other.gb), account acme; a collector on a free port.
 async fn setup(down: bool) -> Setup {
-    let db = format!(
-        "postgres://postgres@127.0.0.1:5432/tally_test_{}",
-        uuid::Uuid::new_v4().simple()
-    );
+    let db = tally_platform::db::scratch_database("tally_test");
     tally_platform::db::migrate(&db).await.unwrap();
     let pool = tally_platform::db::connect(&db, 4).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();

@@ -1,7 +1,6 @@
 //! The statement consumer: the newest version of each account-period becomes
 //! its draft invoice; the database commits before the Kafka offsets.
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use sqlx::PgPool;
@@ -60,7 +59,7 @@ fn decode(batch: &[OwnedMessage]) -> Vec<Statement> {
 
 pub async fn run(
     pool: PgPool,
-    consumer: StreamConsumer,
+    consumer: tally_platform::kafka::Consumer,
     batch_max: usize,
     batch_wait: Duration,
     shutdown: CancellationToken,
@@ -73,7 +72,7 @@ pub async fn run(
         let batch = match batch {
             Ok(b) => b,
             Err(err) => {
-                tracing::warn!(error = %err, "consumer error");
+                kafka::after_consumer_error(&err).await;
                 continue;
             }
         };
@@ -87,7 +86,14 @@ pub async fn run(
                     break;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "invoicing batch failed; retrying");
+                    if err
+                        .downcast_ref::<sqlx::Error>()
+                        .is_some_and(tally_platform::db::is_unavailable)
+                    {
+                        tracing::warn!(error = %err, "database unavailable; retrying the invoicing batch");
+                    } else {
+                        tracing::error!(error = %err, "invoicing batch failed; retrying");
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(backoff) => {}

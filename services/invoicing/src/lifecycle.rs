@@ -17,7 +17,6 @@
 //! used twice or skipped.
 
 use chrono::{DateTime, Datelike, Utc};
-use rdkafka::producer::FutureProducer;
 use sqlx::{PgPool, Row};
 use std::time::Duration;
 use tally_domain::usage::{SealMarker, UsageMessage};
@@ -51,7 +50,7 @@ const RESEND_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 /// (`tally bench` saw freshness suffer from those).
 pub async fn request_seals(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &tally_platform::kafka::Producer,
     topic: &str,
     now: DateTime<Utc>,
     grace: chrono::TimeDelta,
@@ -196,7 +195,7 @@ const FINALIZE_EVERY: Duration = Duration::from_secs(1);
 /// `close_every` (if set), finalization of sealed drafts every second.
 pub async fn run(
     pool: PgPool,
-    producer: FutureProducer,
+    producer: tally_platform::kafka::Producer,
     topic: String,
     issuer: String,
     grace: Duration,

@@ -2,7 +2,7 @@
 
 use axum::routing::{get, post};
 use axum::Router;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use sqlx::PgPool;
 use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
@@ -97,8 +97,8 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
 pub struct Application {
     config: Config,
     pool: PgPool,
-    consumer: StreamConsumer,
-    producer: rdkafka::producer::FutureProducer,
+    consumer: tally_platform::kafka::Consumer,
+    producer: tally_platform::kafka::Producer,
     listener: TcpListener,
     signer: Signer,
 }
@@ -106,12 +106,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics();
-        let pool = tally_platform::db::connect_service(
-            &config.database_url,
-            config.db_max_connections,
-            "invoicing",
-        )
-        .await?;
+        let pool = tally_platform::db::connect_service(&config, "invoicing").await?;
         let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
         consumer.subscribe(&[&config.topics().statements])?;
         let producer = kafka::producer(&config)?;

@@ -4,7 +4,6 @@
 //! publish or a crash left behind are published again by the sweep (the
 //! newest version of each statement: invoicing keeps the newest).
 
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tally_domain::Statement;
 
@@ -19,7 +18,7 @@ pub fn statement_key(statement: &Statement) -> String {
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
 pub async fn publish(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &tally_platform::kafka::Producer,
     topic: &str,
     statements: &[Statement],
     bodies: &[String],
@@ -61,7 +60,7 @@ const SWEEP_CHUNK: usize = 1000;
 /// the rows. Returns how many statements it sent.
 pub async fn publish_pending(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &tally_platform::kafka::Producer,
     topic: &str,
 ) -> anyhow::Result<usize> {
     let mut total = 0;

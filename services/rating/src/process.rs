@@ -150,13 +150,16 @@ impl ProcessError {
         }
     }
 
-    /// A failure of the code or the schema, not of an event: SQLSTATE class
-    /// 42 (e.g. an undefined column or a type mismatch, as when a binary
-    /// runs against a database it was not built for) or 0A, or a column the
-    /// code expects missing. No event is dead-lettered for it.
+    /// A failure of the code, the schema or the database, not of an event:
+    /// SQLSTATE class 42 (e.g. an undefined column or a type mismatch, as
+    /// when a binary runs against a database it was not built for) or 0A, a
+    /// column the code expects missing, or a database that cannot be reached
+    /// or timed out ([`tally_platform::db::is_unavailable`]). No event is
+    /// dead-lettered for it: the batch is retried.
     pub fn is_systemic(&self) -> bool {
         match self {
             ProcessError::Database(sqlx::Error::ColumnNotFound(_)) => true,
+            ProcessError::Database(e) if tally_platform::db::is_unavailable(e) => true,
             ProcessError::Database(e) => e
                 .as_database_error()
                 .and_then(|d| d.code())

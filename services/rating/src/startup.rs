@@ -3,9 +3,8 @@
 //! statements published, dead letters sent, then offsets committed.
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::outbox;
 use crate::process::{
     process_batch, process_batch_isolating, seal, seal_isolating, BatchOutcome, DeadLetter,
+    ProcessError,
 };
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
@@ -26,19 +26,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Application {
     config: Config,
     pool: PgPool,
-    producer: FutureProducer,
-    consumer: StreamConsumer,
+    producer: tally_platform::kafka::Producer,
+    consumer: tally_platform::kafka::Consumer,
     topics: Topics,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let pool = tally_platform::db::connect_service(
-            &config.database_url,
-            config.db_max_connections,
-            "rating",
-        )
-        .await?;
+        let pool = tally_platform::db::connect_service(&config, "rating").await?;
         let producer = kafka::producer(&config)?;
         let consumer = kafka::consumer(&config, &config.group("rating"))?;
         let topics = config.topics();
@@ -76,7 +71,7 @@ impl Application {
             let batch = match batch {
                 Ok(batch) => batch,
                 Err(err) => {
-                    tracing::warn!(error = %err, "consumer error");
+                    kafka::after_consumer_error(&err).await;
                     continue;
                 }
             };
@@ -114,6 +109,14 @@ impl Application {
             // From the third attempt on, one bad event no longer holds up its batch.
             match self.handle(batch, attempt >= 3).await {
                 Ok(()) => return,
+                Err(err) if database_unavailable(&err) => {
+                    tracing::warn!(error = %err, messages = batch.len(), "database unavailable; retrying the rating batch");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 Err(err) => {
                     tracing::error!(error = %err, messages = batch.len(), "rating batch failed; retrying");
                     tokio::select! {
@@ -278,9 +281,20 @@ const RESTATE_EVERY: Duration = Duration::from_millis(500);
 /// Restates the accounts whose grants changed, then publishes the new
 /// statement versions. Several rating instances share the work: each takes
 /// requests with `SKIP LOCKED`.
+/// True when `err` is the database out of reach (not a failure of the batch).
+fn database_unavailable(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<ProcessError>() {
+        Some(ProcessError::Database(e)) => tally_platform::db::is_unavailable(e),
+        Some(_) => false,
+        None => err
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(tally_platform::db::is_unavailable),
+    }
+}
+
 async fn credit_restatements(
     pool: PgPool,
-    producer: FutureProducer,
+    producer: tally_platform::kafka::Producer,
     topic: String,
     shutdown: CancellationToken,
 ) {

@@ -54,10 +54,11 @@ pub struct BenchArgs {
     /// Records for each raw ceiling (rdkafka produce/consume, PostgreSQL COPY).
     #[arg(long, default_value_t = 1_000_000)]
     pub ceiling_events: u64,
-    /// Start a private in-memory broker (Tansu's memory engine) for the run
-    /// instead of using the configured / embedded one (SQLite storage).
+    /// Start a private single-node Apache Kafka with empty storage for the
+    /// run (under the data directory, removed afterwards) instead of using
+    /// the configured / embedded one.
     #[arg(long)]
-    pub memory_broker: bool,
+    pub private_broker: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -83,7 +84,7 @@ impl BenchArgs {
             freshness_seconds: 3,
             ceiling_events: 20_000,
             json: self.json.clone(),
-            memory_broker: self.memory_broker,
+            private_broker: self.private_broker,
             smoke: true,
         }
     }
@@ -367,14 +368,22 @@ async fn post_batch(
 pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report> {
     let a = args.effective();
     let run_id = Utc::now().timestamp();
-    let _memory_broker = if a.memory_broker {
-        let port = infra::free_port()?;
-        let child = infra::start_broker(port, &infra::BrokerStorage::Memory).await?;
-        config.kafka_brokers = format!("127.0.0.1:{port}");
-        Some(child)
-    } else {
-        None
-    };
+    let mut private = infra::Embedded::default();
+    let private_dir = infra::data_dir().join(format!("bench-kafka-{run_id}"));
+    if a.private_broker {
+        let dir = &private_dir;
+        // Two free ports in a row: the client's and the controller's.
+        let port = loop {
+            let port = infra::free_port()?;
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let kafka = infra::LocalKafka::create(dir, 1, port)?;
+        kafka.start().await?;
+        config.kafka_brokers = kafka.bootstrap();
+        private.adopt(kafka);
+    }
     crate::demo::drop_database(&config.database_url, "tally_bench").await?;
     config.database_url = crate::demo::with_database(&config.database_url, "tally_bench");
     config.topic_prefix = format!("bench-{run_id}.");
@@ -585,6 +594,10 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             report.invoices_exact,
             expected.len()
         );
+    }
+    if a.private_broker {
+        drop(private);
+        std::fs::remove_dir_all(&private_dir)?;
     }
     Ok(report)
 }

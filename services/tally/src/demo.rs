@@ -105,20 +105,7 @@ pub const ACCOUNTS: [(&str, &str, &str); 2] = [
     ("initech", "Initech GmbH", "EUR"),
 ];
 
-/// `url` pointing at database `name` instead.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = match base.rfind('/') {
-        Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{prefix}/{name}?{q}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
+pub use tally_platform::db::with_database;
 
 /// Drops database `name` on the server of `url`, if it exists (it is
 /// created again, empty, by the next migration).

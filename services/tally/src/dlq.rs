@@ -4,7 +4,7 @@
 //! account created); rating's dedupe makes a replay of an already billed
 //! event harmless.
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use serde_json::Value;
 use std::time::Duration;
@@ -32,7 +32,8 @@ pub async fn replay(
     idle: Duration,
 ) -> anyhow::Result<ReplayReport> {
     let topics = config.topics();
-    let consumer: StreamConsumer = kafka::consumer(config, &config.group("dlq-replay"))?;
+    let consumer: tally_platform::kafka::Consumer =
+        kafka::consumer(config, &config.group("dlq-replay"))?;
     consumer.subscribe(&[&topics.usage_dlq])?;
     let producer = kafka::producer(config)?;
     let mut report = ReplayReport::default();

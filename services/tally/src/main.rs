@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Without DATABASE_URL and KAFKA_BROKERS, commands use the embedded default:
 /// PostgreSQL on 127.0.0.1:5432 (or a private cluster under .tally/) and a
-/// local Tansu broker on 127.0.0.1:9092 (started if none is running).
+/// local Apache Kafka on 127.0.0.1:9092 (started if none is running).
 #[derive(Parser)]
 #[command(name = "tally", version)]
 struct Cli {
@@ -119,6 +119,11 @@ enum Command {
         #[arg(long)]
         role: String,
     },
+    /// Start or stop the local PostgreSQL and Apache Kafka that the tests and
+    /// developers use (not for production: there, set DATABASE_URL and
+    /// KAFKA_BROKERS). Prints `NAME=value` lines for the shell.
+    #[command(subcommand)]
+    Local(Local),
     /// Check a month's identity, per currency, over its finalized invoices:
     /// invoiced (subtotals less credit notes) = platform revenue + partner
     /// settlements + credits applied. Exits non-zero with the difference
@@ -133,6 +138,48 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Local {
+    /// Find or start the embedded default's PostgreSQL; prints DATABASE_URL.
+    Postgres,
+    /// Start a local Apache Kafka in KRaft mode whose nodes keep running
+    /// after this command (each node is broker and controller); prints
+    /// KAFKA_BROKERS.
+    Kafka {
+        /// The cluster's directory: its configuration, data, logs and pids.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// How many nodes (3 gives replication factor 3, min.insync.replicas 2).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// The first node's client port; node N listens on port + 2(N-1),
+        /// its controller one above.
+        #[arg(long, default_value_t = 9092)]
+        port: u16,
+    },
+    /// Stop the local Apache Kafka in this directory.
+    StopKafka {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+}
+
+async fn local(command: Local) -> anyhow::Result<()> {
+    match command {
+        Local::Postgres => {
+            let url = tally::infra::ensure_postgres().await?;
+            println!("DATABASE_URL={url}");
+        }
+        Local::Kafka { dir, nodes, port } => {
+            let kafka = tally::infra::LocalKafka::create(&dir, nodes, port)?;
+            kafka.start().await?;
+            println!("KAFKA_BROKERS={}", kafka.bootstrap());
+        }
+        Local::StopKafka { dir } => tally::infra::LocalKafka::open(&dir)?.stop(),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     tally_platform::telemetry::init_logging();
@@ -144,6 +191,9 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Local(command) = cli.command {
+        return local(command).await;
+    }
     let mut embedded = Embedded::default();
     let config = tally::embedded_config(&mut embedded).await?;
     match cli.command {
@@ -278,7 +328,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Up { .. }
                 | Command::Demo { .. }
                 | Command::Bench(_)
-                | Command::DlqReplay { .. } => {
+                | Command::DlqReplay { .. }
+                | Command::Local(_) => {
                     unreachable!("handled above")
                 }
             }

@@ -25,6 +25,10 @@ pub struct Config {
     pub group_prefix: String,
     /// Partitions of `usage.events` when Tally creates it (`TALLY_USAGE_PARTITIONS`).
     pub usage_partitions: i32,
+    /// Replication factor of the topics Tally creates
+    /// (`TALLY_TOPIC_REPLICATION`); unset, the broker's
+    /// `default.replication.factor` applies.
+    pub topic_replication: Option<i32>,
     pub collector_addr: SocketAddr,
     pub invoicing_addr: SocketAddr,
     /// Consumer group session timeout (`TALLY_KAFKA_SESSION_TIMEOUT_MS`).
@@ -44,6 +48,9 @@ pub struct Config {
     /// lanes measured no faster; see BENCHMARKS.md).
     pub rating_lanes: usize,
     pub db_max_connections: u32,
+    /// How long a service waits for a database connection before the work
+    /// that needs it fails and is retried (`TALLY_DB_ACQUIRE_TIMEOUT_MS`).
+    pub db_acquire_timeout: Duration,
     /// How long after its end a period waits for late usage before invoicing
     /// seals it (`TALLY_GRACE_HOURS`, default 48).
     pub grace: Duration,
@@ -69,6 +76,7 @@ impl Default for Config {
             topic_prefix: String::new(),
             group_prefix: "tally".into(),
             usage_partitions: 8,
+            topic_replication: None,
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             invoicing_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             kafka_session_timeout: Duration::from_secs(10),
@@ -80,6 +88,7 @@ impl Default for Config {
             batch_wait: Duration::from_millis(100),
             rating_lanes: 1,
             db_max_connections: 10,
+            db_acquire_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(48 * 3600),
             close_every: Some(Duration::from_secs(60)),
             invoice_issuer: "TLY".into(),
@@ -117,6 +126,16 @@ impl Config {
             topic_prefix: var("TALLY_TOPIC_PREFIX").unwrap_or(d.topic_prefix),
             group_prefix: var("TALLY_GROUP_PREFIX").unwrap_or(d.group_prefix),
             usage_partitions: parsed("TALLY_USAGE_PARTITIONS")?.unwrap_or(d.usage_partitions),
+            topic_replication: match parsed::<i32>("TALLY_TOPIC_REPLICATION")? {
+                Some(n) if n < 1 => {
+                    return Err(ConfigError {
+                        name: "TALLY_TOPIC_REPLICATION",
+                        reason: "must be at least 1".into(),
+                        value: n.to_string(),
+                    })
+                }
+                n => n,
+            },
             collector_addr: parsed("TALLY_COLLECTOR_ADDR")?.unwrap_or(d.collector_addr),
             invoicing_addr: parsed("TALLY_INVOICING_ADDR")?.unwrap_or(d.invoicing_addr),
             kafka_session_timeout: parsed("TALLY_KAFKA_SESSION_TIMEOUT_MS")?
@@ -144,6 +163,9 @@ impl Config {
                 None => d.rating_lanes,
             },
             db_max_connections: parsed("TALLY_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
+            db_acquire_timeout: parsed("TALLY_DB_ACQUIRE_TIMEOUT_MS")?
+                .map(Duration::from_millis)
+                .unwrap_or(d.db_acquire_timeout),
             grace: parsed::<u64>("TALLY_GRACE_HOURS")?
                 .map(|h| Duration::from_secs(h * 3600))
                 .unwrap_or(d.grace),

@@ -5,32 +5,45 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::Config;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
-    pool_of(options, max_connections).await
+    pool_of(
+        options,
+        max_connections,
+        Config::default().db_acquire_timeout,
+    )
+    .await
 }
 
-/// Like [`connect`], for a service: its connections carry the application
-/// name `tally-<service>` (in `pg_stat_activity` and the server's logs),
-/// unless the URL names one.
-pub async fn connect_service(
-    url: &str,
-    max_connections: u32,
-    service: &str,
-) -> Result<PgPool, sqlx::Error> {
+/// The pool of a service, sized and timed by `config`: its connections
+/// carry the application name `tally-<service>` (in `pg_stat_activity` and
+/// the server's logs), unless the URL names one.
+pub async fn connect_service(config: &Config, service: &str) -> Result<PgPool, sqlx::Error> {
+    let url = &config.database_url;
     let mut options = PgConnectOptions::from_str(url)?.disable_statement_logging();
     if !url.contains("application_name=") {
         options = options.application_name(&format!("tally-{service}"));
     }
-    pool_of(options, max_connections).await
+    pool_of(
+        options,
+        config.db_max_connections,
+        config.db_acquire_timeout,
+    )
+    .await
 }
 
-async fn pool_of(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+async fn pool_of(
+    options: PgConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
 }
@@ -71,7 +84,75 @@ pub fn is_retryable(err: &sqlx::Error) -> bool {
     )
 }
 
+/// True when the database could not be reached or did not answer in time:
+/// no connection from the pool in time, a broken or refused connection, the
+/// server shutting down or starting up (SQLSTATE classes 08, 53, 58 and
+/// 57P01–57P03), or a statement cancelled by a timeout (57014). Such a
+/// failure says nothing about the data being written: retry later, and
+/// never blame (dead-letter) the input for it.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            ["08", "53", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || ["57P01", "57P02", "57P03", "57014"].contains(&code.as_ref())
+        }),
+        _ => false,
+    }
+}
+
 /// Name of the violated constraint, if any: callers map it to a domain error.
 pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     err.as_database_error().and_then(|e| e.constraint())
+}
+
+/// `url` pointing at database `name` instead.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = match base.rfind('/') {
+        Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// A database of its own for one test, named `{prefix}_{random}`, on the
+/// server of `DATABASE_URL` (the test run's; default the local one).
+pub fn scratch_database(prefix: &str) -> String {
+    let server = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| crate::config::DEFAULT_DATABASE_URL.to_owned());
+    with_database(
+        &server,
+        &format!("{prefix}_{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_slow_database_is_unavailable_not_a_bad_input() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+    }
 }

@@ -2,23 +2,110 @@
 //! offsets by hand after the database transaction, topic creation.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Config;
 
+/// Tally's producers.
+pub type Producer = FutureProducer<Context>;
+/// Tally's consumers.
+pub type Consumer = StreamConsumer<Context>;
+
+/// What Tally's Kafka clients do with librdkafka's own reports. A broker
+/// connection that fails or drops, or every broker out of reach for a while,
+/// is something librdkafka recovers from by itself (it reconnects, and the
+/// metadata moves partitions to new leaders): logged as a warning. What it
+/// cannot recover from surfaces where Tally uses the client (a produce or a
+/// commit that fails), and is logged there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context;
+
+/// A librdkafka report of a connection it will make again by itself.
+fn is_transient(facility: &str, message: &str) -> bool {
+    matches!(facility, "FAIL" | "BROKERFAIL" | "CONNECT" | "ERROR")
+        && [
+            "Connect to",
+            "Connection refused",
+            "Disconnected",
+            "brokers are down",
+            "Broker transport failure",
+            "timed out",
+            "Connection reset",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+                if !is_transient(facility, message) =>
+            {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Notice => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            _ => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // The log callback has already reported a transient one as a warning.
+        if is_transient_error(&error) {
+            tracing::debug!(target: "librdkafka", error = %error, "{reason}");
+        } else {
+            tracing::error!(target: "librdkafka", error = %error, "{reason}");
+        }
+    }
+}
+
+/// A broker out of reach for now: librdkafka reconnects by itself.
+pub fn is_transient_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
+/// What a consumer loop does with an error from `recv`: while a broker is
+/// out of reach librdkafka reports it on every poll, so the loop waits a
+/// moment instead of spinning (logged at debug: the client's own warning
+/// already said it), and warns of anything else.
+pub async fn after_consumer_error(error: &KafkaError) {
+    if is_transient_error(error) {
+        tracing::debug!(error = %error, "consumer waiting for a broker");
+    } else {
+        tracing::warn!(error = %error, "consumer error");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+impl ConsumerContext for Context {}
+
 /// How long a produce may wait in the client before it is reported failed.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An idempotent producer with `acks=all`: a delivered message is durable on the broker.
-pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
+pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("enable.idempotence", "true")
@@ -29,11 +116,11 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
             "message.timeout.ms",
             PRODUCE_TIMEOUT.as_millis().to_string(),
         )
-        .create()
+        .create_with_context(Context)
 }
 
 /// A consumer in `group` that never commits on its own.
-pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaError> {
+pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
     let session = config.kafka_session_timeout.as_millis();
     ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
@@ -48,11 +135,9 @@ pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaErr
         // per partition: bounded memory, batches still full.
         .set("queued.max.messages.kbytes", "16384")
         .set("queued.min.messages", "20000")
-        // Tansu answers a fetch with up to 5 MiB of one partition (it does
-        // not apply the per-partition limit), which fills that queue at once;
-        // librdkafka then pauses fetching every partition for
-        // `fetch.queue.backoff.ms` (1 s by default), which held a consumer
-        // to 25,000–43,000 messages/s here. Retry after 10 ms instead.
+        // When a partition's fetch fills that queue, librdkafka pauses
+        // fetching for `fetch.queue.backoff.ms` (1 s by default), which
+        // shows up directly in freshness. Retry after 10 ms instead.
         .set("fetch.queue.backoff.ms", "10")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
@@ -60,27 +145,21 @@ pub fn consumer(config: &Config, group: &str) -> Result<StreamConsumer, KafkaErr
             "max.poll.interval.ms",
             (session * 10).max(60_000).to_string(),
         )
-        .create()
+        .create_with_context(Context)
 }
 
 /// Creates the pipeline's topics if they do not exist yet.
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let admin: AdminClient<Context> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
-        .create()?;
+        .create_with_context(Context)?;
     let topics = config.topics();
+    // -1: the broker's `default.replication.factor` (KIP-464).
+    let replication = || TopicReplication::Fixed(config.topic_replication.unwrap_or(-1));
     let wanted = [
-        NewTopic::new(
-            &topics.usage_events,
-            config.usage_partitions,
-            TopicReplication::Fixed(1),
-        ),
-        NewTopic::new(&topics.usage_dlq, 1, TopicReplication::Fixed(1)),
-        NewTopic::new(
-            &topics.statements,
-            config.usage_partitions,
-            TopicReplication::Fixed(1),
-        ),
+        NewTopic::new(&topics.usage_events, config.usage_partitions, replication()),
+        NewTopic::new(&topics.usage_dlq, 1, replication()),
+        NewTopic::new(&topics.statements, config.usage_partitions, replication()),
     ];
     let results = admin
         .create_topics(
@@ -104,7 +183,7 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
 /// Sends every record and waits until the broker acknowledged each one.
 /// Returns the first failure, if any.
 pub async fn send_all<'a>(
-    producer: &FutureProducer,
+    producer: &Producer,
     records: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
 ) -> Result<(), KafkaError> {
     let pending: Vec<_> = records
@@ -132,7 +211,7 @@ pub async fn send_all<'a>(
 /// (or nothing after the dropped messages is committed). To wake up
 /// periodically, use [`next_batch_within`] instead of racing a timer.
 pub async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &Consumer,
     max: usize,
     wait: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
@@ -143,7 +222,7 @@ pub async fn next_batch(
 /// Like [`next_batch`], but returns an empty batch when no message arrives
 /// within `idle`.
 pub async fn next_batch_within(
-    consumer: &StreamConsumer,
+    consumer: &Consumer,
     max: usize,
     wait: Duration,
     idle: Duration,
@@ -155,7 +234,7 @@ pub async fn next_batch_within(
 }
 
 async fn gather(
-    consumer: &StreamConsumer,
+    consumer: &Consumer,
     first: OwnedMessage,
     max: usize,
     wait: Duration,
@@ -166,7 +245,9 @@ async fn gather(
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => batch.push(message.detach()),
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "consumer error while gathering a batch");
+                if !is_transient_error(&err) {
+                    tracing::warn!(error = %err, "consumer error while gathering a batch");
+                }
                 break;
             }
             Err(_) => break,
@@ -176,7 +257,7 @@ async fn gather(
 }
 
 /// Commits, per partition, the offset after the last message of `batch`.
-pub fn commit_batch(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+pub fn commit_batch(consumer: &Consumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for m in batch {
         let entry = next.entry((m.topic(), m.partition())).or_insert(0);

@@ -2,8 +2,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 fn server() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| tally_platform::config::DEFAULT_DATABASE_URL.into());
+    tally_platform::db::with_database(&url, "postgres")
+}
+
+async fn service_pool(url: String) -> sqlx::PgPool {
+    let config = tally_platform::Config {
+        database_url: url,
+        db_max_connections: 1,
+        ..tally_platform::Config::default()
+    };
+    tally_platform::db::connect_service(&config, "rating")
+        .await
+        .unwrap()
 }
 
 async fn application_name(pool: &sqlx::PgPool) -> String {
@@ -15,13 +27,8 @@ async fn application_name(pool: &sqlx::PgPool) -> String {
 
 #[tokio::test]
 async fn a_service_names_its_connections_unless_the_url_does() {
-    let pool = tally_platform::db::connect_service(&server(), 1, "rating")
-        .await
-        .unwrap();
+    let pool = service_pool(server()).await;
     assert_eq!(application_name(&pool).await, "tally-rating");
-    let url = format!("{}?application_name=mine", server());
-    let pool = tally_platform::db::connect_service(&url, 1, "rating")
-        .await
-        .unwrap();
+    let pool = service_pool(format!("{}?application_name=mine", server())).await;
     assert_eq!(application_name(&pool).await, "mine");
 }

@@ -16,10 +16,7 @@ use tally_platform::catalog;
 
 /// Migrates a new database of its own and connects to it.
 pub async fn fresh_pool() -> PgPool {
-    let url = format!(
-        "postgres://postgres@127.0.0.1:5432/tally_test_{}",
-        uuid::Uuid::new_v4().simple()
-    );
+    let url = tally_platform::db::scratch_database("tally_test");
     tally_platform::db::migrate(&url).await.unwrap();
     tally_platform::db::connect(&url, 8).await.unwrap()
 }

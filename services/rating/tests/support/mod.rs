@@ -30,13 +30,7 @@ pub fn acme_event(
 /// Migrates a new database on the server of `DATABASE_URL` (default: the
 /// local PostgreSQL) and connects to it.
 pub async fn database() -> PgPool {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(b, _)| b)
-        .to_owned();
-    let url = format!("{base}/tally_rating_{}", uuid::Uuid::new_v4().simple());
+    let url = tally_platform::db::scratch_database("tally_rating");
     tally_platform::db::migrate(&url).await.unwrap();
     tally_platform::db::connect(&url, 4).await.unwrap()
 }

@@ -1,0 +1,452 @@
+//! A local Apache Kafka in KRaft mode: one node for `tally up` and the demo,
+//! three for the failover tests. Each node is broker and controller at once,
+//! runs on the machine's Java from the jars `deploy/install-kafka.sh` put in
+//! the cache, and keeps its data under the cluster's directory, so a
+//! restarted node finds its logs again.
+//!
+//! Nodes run detached from the process that starts them (their ids are in
+//! `node-N/pid`): `tally local-kafka start` returns while they keep running,
+//! and `tally local-kafka stop` (or [`LocalKafka::stop`]) ends them.
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{cache_dir, port_open, wait_for_port};
+
+/// The Apache Kafka release `deploy/install-kafka.sh` installs.
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+/// Where the jars are: `TALLY_KAFKA_HOME`, else `<cache>/kafka-<version>`.
+pub fn kafka_home() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("TALLY_KAFKA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join(format!("kafka-{KAFKA_VERSION}")));
+    if home.join("libs").is_dir() {
+        return Ok(home);
+    }
+    bail!(
+        "Apache Kafka {KAFKA_VERSION} is not installed in {}: run `bash deploy/install-kafka.sh` \
+         (or set KAFKA_BROKERS to a running Kafka)",
+        home.display()
+    )
+}
+
+fn java() -> PathBuf {
+    std::env::var_os("JAVA_HOME")
+        .map(|home| PathBuf::from(home).join("bin/java"))
+        .filter(|java| java.exists())
+        .unwrap_or_else(|| PathBuf::from("java"))
+}
+
+/// One node: its id, its client port and its controller port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Node {
+    pub id: u32,
+    pub port: u16,
+    pub controller_port: u16,
+}
+
+/// A local cluster, described by `cluster.json` in its directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalKafka {
+    pub dir: PathBuf,
+    pub cluster_id: String,
+    pub nodes: Vec<Node>,
+}
+
+impl LocalKafka {
+    /// The cluster in `dir`, described anew (`nodes` nodes, client ports
+    /// `first_port`, `first_port + 2`, …; each controller one above) unless
+    /// the directory already holds one of that size.
+    pub fn create(dir: &Path, nodes: u32, first_port: u16) -> anyhow::Result<LocalKafka> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir)?;
+        if let Ok(existing) = LocalKafka::open(&dir) {
+            if existing.nodes.len() == nodes as usize && existing.nodes[0].port == first_port {
+                return Ok(existing);
+            }
+            bail!(
+                "{} holds a cluster of {} node(s) from port {}: stop it and remove the directory first",
+                dir.display(),
+                existing.nodes.len(),
+                existing.nodes[0].port
+            );
+        }
+        let cluster = LocalKafka {
+            cluster_id: cluster_id(uuid::Uuid::new_v4()),
+            nodes: (0..nodes)
+                .map(|i| {
+                    let port = first_port + 2 * i as u16;
+                    Node {
+                        id: i + 1,
+                        port,
+                        controller_port: port + 1,
+                    }
+                })
+                .collect(),
+            dir,
+        };
+        std::fs::write(
+            cluster.dir.join("cluster.json"),
+            serde_json::to_vec_pretty(&cluster)?,
+        )?;
+        Ok(cluster)
+    }
+
+    /// The cluster described in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<LocalKafka> {
+        let path = dir.join("cluster.json");
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+
+    /// `host:port,…` of every node.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn node_dir(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
+    }
+
+    fn node(&self, id: u32) -> anyhow::Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node {id} in {}", self.dir.display()))
+    }
+
+    /// `server.properties` of a node. Replication follows the cluster's
+    /// size: with three nodes, topics created without a replication factor
+    /// get 3 and `min.insync.replicas=2`, as in production.
+    fn properties(&self, node: &Node) -> String {
+        let n = self.nodes.len();
+        let voters = self
+            .nodes
+            .iter()
+            .map(|v| format!("{}@127.0.0.1:{}", v.id, v.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let replication = n.min(3);
+        let min_isr = if n >= 3 { 2 } else { 1 };
+        format!(
+            "# Written by tally (services/tally/src/infra/kafka.rs).\n\
+             process.roles=broker,controller\n\
+             node.id={id}\n\
+             controller.quorum.voters={voters}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             default.replication.factor={replication}\n\
+             min.insync.replicas={min_isr}\n\
+             offsets.topic.replication.factor={replication}\n\
+             offsets.topic.num.partitions=10\n\
+             transaction.state.log.replication.factor={replication}\n\
+             transaction.state.log.min.isr={min_isr}\n\
+             share.coordinator.state.topic.replication.factor={replication}\n\
+             share.coordinator.state.topic.min.isr={min_isr}\n\
+             # A group's first member does not wait 3 s for others to join.\n\
+             group.initial.rebalance.delay.ms=0\n",
+            id = node.id,
+            port = node.port,
+            controller = node.controller_port,
+            data = self.node_dir(node.id).join("data").display(),
+        )
+    }
+
+    /// Writes each node's configuration and formats its storage, once.
+    fn prepare(&self, home: &Path) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join("log4j2.properties"), LOG4J2)?;
+        let mut formatting = Vec::new();
+        for node in &self.nodes {
+            let dir = self.node_dir(node.id);
+            std::fs::create_dir_all(&dir)?;
+            let properties = dir.join("server.properties");
+            std::fs::write(&properties, self.properties(node))?;
+            if dir.join("data/meta.properties").exists() {
+                continue;
+            }
+            let child = self
+                .java(home, &dir)
+                .arg("kafka.tools.StorageTool")
+                .args(["format", "--ignore-formatted", "-t", &self.cluster_id, "-c"])
+                .arg(&properties)
+                .stdout(Stdio::null())
+                .stderr(File::create(dir.join("format.log"))?)
+                .spawn()
+                .context("starting Java to format Kafka's storage (is Java 17 installed?)")?;
+            formatting.push((dir, child));
+        }
+        for (dir, mut child) in formatting {
+            if !child.wait()?.success() {
+                bail!(
+                    "formatting Kafka's storage failed; see {}",
+                    dir.join("format.log").display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn java(&self, home: &Path, node_dir: &Path) -> Command {
+        let heap = std::env::var("TALLY_KAFKA_HEAP").unwrap_or_else(|_| "512m".into());
+        let mut cmd = Command::new(java());
+        cmd.arg(format!("-Xmx{heap}"))
+            .args([
+                "-Xms64m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.join("log4j2.properties").display()
+            ))
+            .arg(format!("-Dkafka.logs.dir={}", node_dir.display()))
+            .arg("-cp")
+            .arg(home.join("libs/*"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts every node that is not running, and waits until the cluster
+    /// serves metadata with all of them.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let home = kafka_home()?;
+        self.prepare(&home)?;
+        for node in &self.nodes {
+            if self.pid(node.id).is_none() {
+                self.spawn(&home, node)?;
+            }
+        }
+        self.wait_ready(Duration::from_secs(120)).await
+    }
+
+    /// Starts one node again (after [`LocalKafka::kill`]) and waits for its port.
+    pub async fn restart(&self, id: u32) -> anyhow::Result<()> {
+        let node = self.node(id)?.clone();
+        self.spawn(&kafka_home()?, &node)?;
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], node.port)),
+            "the Kafka node",
+        )
+        .await
+    }
+
+    fn spawn(&self, home: &Path, node: &Node) -> anyhow::Result<()> {
+        let dir = self.node_dir(node.id);
+        let child = self
+            .java(home, &dir)
+            .arg("kafka.Kafka")
+            .arg(dir.join("server.properties"))
+            .stdout(File::create(dir.join("stdout.log"))?)
+            .stderr(Stdio::from(File::create(dir.join("stderr.log"))?))
+            .spawn()
+            .context("starting Kafka (is Java 17 installed?)")?;
+        std::fs::write(dir.join("pid"), child.id().to_string())?;
+        Ok(())
+    }
+
+    /// The process id of a node that is running.
+    pub fn pid(&self, id: u32) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.node_dir(id).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// Waits until every node's port answers and the cluster's metadata
+    /// lists every node.
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + within;
+        for node in &self.nodes {
+            while !port_open(SocketAddr::from(([127, 0, 0, 1], node.port))) {
+                if Instant::now() > until {
+                    bail!(
+                        "Kafka node {} did not open port {}; see {}",
+                        node.id,
+                        node.port,
+                        self.node_dir(node.id).join("server.log").display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let bootstrap = self.bootstrap();
+        let wanted = self.nodes.len();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let client: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()?;
+            loop {
+                let seen = client
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .map(|m| m.brokers().len())
+                    .unwrap_or(0);
+                if seen >= wanted {
+                    return Ok(());
+                }
+                if Instant::now() > until {
+                    bail!("the local Kafka at {bootstrap} lists {seen} of {wanted} brokers");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .await?
+    }
+
+    /// SIGKILLs a node, as a crash would.
+    pub fn kill(&self, id: u32) -> anyhow::Result<()> {
+        let pid = self
+            .pid(id)
+            .with_context(|| format!("Kafka node {id} is not running"))?;
+        signal(pid, "KILL")?;
+        wait_gone(pid, Duration::from_secs(10));
+        Ok(())
+    }
+
+    /// Stops every node (SIGTERM: a controlled shutdown), SIGKILLing any
+    /// still running after 30 s.
+    pub fn stop(&self) {
+        let pids: Vec<u32> = self.nodes.iter().filter_map(|n| self.pid(n.id)).collect();
+        for pid in &pids {
+            let _ = signal(*pid, "TERM");
+        }
+        for pid in pids {
+            if !wait_gone(pid, Duration::from_secs(30)) {
+                let _ = signal(pid, "KILL");
+                wait_gone(pid, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Kafka logs to `server.log` in each node's directory, warnings and up.
+const LOG4J2: &str = "\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.server.name = org.apache.kafka.server
+logger.server.level = INFO
+";
+
+/// A Kafka cluster id: the 16 bytes of a UUID in URL-safe base64, unpadded
+/// (what `kafka-storage random-uuid` prints).
+fn cluster_id(uuid: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid.as_bytes();
+    let mut bits: u32 = 0;
+    let mut len = 0;
+    let mut out = String::with_capacity(22);
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(*byte);
+        len += 8;
+        while len >= 6 {
+            len -= 6;
+            out.push(char::from(ALPHABET[((bits >> len) & 63) as usize]));
+        }
+    }
+    if len > 0 {
+        out.push(char::from(ALPHABET[((bits << (6 - len)) & 63) as usize]));
+    }
+    out
+}
+
+/// True while `pid` runs (a zombie has ended).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_uuids_in_unpadded_url_safe_base64() {
+        let uuid = uuid::Uuid::from_bytes([
+            0x77, 0x1c, 0x1f, 0x3f, 0x7f, 0x2c, 0x4e, 0x9e, 0x84, 0x67, 0x55, 0xea, 0x16, 0x39,
+            0xb8, 0xef,
+        ]);
+        // Python: base64.urlsafe_b64encode(bytes).rstrip(b'=')
+        assert_eq!(cluster_id(uuid), "dxwfP38sTp6EZ1XqFjm47w");
+        assert_eq!(cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn three_nodes_replicate_three_times_with_two_in_sync() {
+        let dir = std::env::temp_dir().join(format!("tally-kafka-{}", uuid::Uuid::new_v4()));
+        let cluster = LocalKafka::create(&dir, 3, 29192).unwrap();
+        assert_eq!(
+            cluster.bootstrap(),
+            "127.0.0.1:29192,127.0.0.1:29194,127.0.0.1:29196"
+        );
+        let props = cluster.properties(&cluster.nodes[1]);
+        assert!(props.contains("node.id=2\n"));
+        assert!(props.contains(
+            "controller.quorum.voters=1@127.0.0.1:29193,2@127.0.0.1:29195,3@127.0.0.1:29197\n"
+        ));
+        assert!(props.contains("default.replication.factor=3\n"));
+        assert!(props.contains("min.insync.replicas=2\n"));
+        // The same directory describes the same cluster; another size is refused.
+        assert_eq!(
+            LocalKafka::create(&dir, 3, 29192).unwrap().cluster_id,
+            cluster.cluster_id
+        );
+        assert!(LocalKafka::create(&dir, 1, 29192).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

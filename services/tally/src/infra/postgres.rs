@@ -1,0 +1,157 @@
+//! The embedded default's PostgreSQL: a server on 127.0.0.1:5432 that lets
+//! `postgres` in without a password, or else a private cluster that
+//! `initdb` makes under the data directory (port 5439, local trust).
+
+use anyhow::{bail, Context};
+use sqlx::Connection;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+use super::{data_dir, port_open};
+
+/// `DATABASE_URL`, or the server on 127.0.0.1:5432 when `postgres` may use
+/// it without a password, or a private cluster initialised under the data
+/// directory (on port 5439).
+pub async fn ensure_postgres() -> anyhow::Result<String> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if !url.trim().is_empty() {
+            return Ok(url);
+        }
+    }
+    let system = "postgres://postgres@127.0.0.1:5432/postgres";
+    if port_open(SocketAddr::from(([127, 0, 0, 1], 5432))) {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(system)).await;
+        match attempt {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                return Ok("postgres://postgres@127.0.0.1:5432/tally".into());
+            }
+            Ok(Err(err)) => tracing::info!(
+                error = %err,
+                "the PostgreSQL on 127.0.0.1:5432 does not let postgres in without a password; \
+                 using a private cluster (set DATABASE_URL to use that server)"
+            ),
+            Err(_) => tracing::info!(
+                "the PostgreSQL on 127.0.0.1:5432 did not answer; using a private cluster"
+            ),
+        }
+    }
+    let dir = std::fs::canonicalize(data_dir())
+        .or_else(|_| {
+            std::fs::create_dir_all(data_dir())?;
+            std::fs::canonicalize(data_dir())
+        })?
+        .join("postgres");
+    start_private_postgres(&dir, 5439).await?;
+    Ok("postgres://postgres@127.0.0.1:5439/tally".into())
+}
+
+fn find_pg_tool(tool: &str) -> anyhow::Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("bin").join(tool))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.reverse();
+    if let Some(paths) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&paths).map(|p| p.join(tool)));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "PostgreSQL's {tool} was not found: run `bash deploy/install-postgres.sh` \
+                 (Debian's server packages) or set DATABASE_URL"
+            )
+        })
+}
+
+/// PostgreSQL refuses to run as root: run its tools as `postgres` then.
+fn pg_command(tool: &Path, dir: &Path) -> anyhow::Result<Command> {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if is_root {
+        std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()?;
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(tool);
+        Ok(cmd)
+    } else {
+        Ok(Command::new(tool))
+    }
+}
+
+/// Initialises (once) and starts a private cluster in `dir` on `port`,
+/// listening on 127.0.0.1 only, trusting local connections.
+pub async fn start_private_postgres(dir: &Path, port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if !dir.join("PG_VERSION").exists() {
+        tracing::info!(dir = %dir.display(), "initialising a private PostgreSQL cluster");
+        let status = pg_command(&find_pg_tool("initdb")?, dir)?
+            .args(["-D"])
+            .arg(dir)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("initdb failed for {}", dir.display());
+        }
+    }
+    if port_open(SocketAddr::from(([127, 0, 0, 1], port))) {
+        return Ok(());
+    }
+    let log = dir.join("server.log");
+    let status = pg_command(&find_pg_tool("pg_ctl")?, dir)?
+        .args(["-D"])
+        .arg(dir)
+        .args(["-l"])
+        .arg(&log)
+        .args([
+            "-o",
+            &format!(
+                "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+                dir.display()
+            ),
+            "-w",
+            "start",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("PostgreSQL did not start; see {}", log.display());
+    }
+    Ok(())
+}
+
+/// Stops the private cluster in `dir`: `fast` ends sessions and shuts down
+/// cleanly, `immediate` stops at once as a crash would (recovery at the next
+/// start).
+pub async fn stop_private_postgres(dir: &Path, mode: &str) -> anyhow::Result<()> {
+    let status = pg_command(&find_pg_tool("pg_ctl")?, dir)?
+        .args(["-D"])
+        .arg(dir)
+        .args(["-m", mode, "-w", "stop"])
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("pg_ctl stop -m {mode} failed for {}", dir.display());
+    }
+    Ok(())
+}
