@@ -54,9 +54,13 @@ case "${1:-}" in
     kafka=$("$tally" local kafka --dir "$run/kafka" --port "${TALLY_TEST_KAFKA_PORT:-19092}")
     eval "$kafka"
     "$tally" local kafka --dir "$run/cluster" --nodes 3 --port "${TALLY_TEST_CLUSTER_PORT:-19192}" >/dev/null
-    export TALLY_TEST_CLUSTER="$run/cluster"
+    export TALLY_TEST_CLUSTER="$run/cluster" TALLY_TEST_REPORT="$run/figures.txt"
     echo "tests: Kafka $KAFKA_BROKERS; a three-node cluster in $TALLY_TEST_CLUSTER"
     cargo test --workspace "$@"
+    if [ -f "$TALLY_TEST_REPORT" ]; then
+      echo "tests: figures of the crash and failover tests"
+      sed 's/^/  /' "$TALLY_TEST_REPORT"
+    fi
     # A small benchmark run: it checks that every invoice is exact under
     # load, not speed (figures are recorded in BENCHMARKS.md from full runs).
     "$tally" bench --smoke

@@ -78,11 +78,11 @@ async fn rating_killed_mid_stream_still_bills_every_event_once() {
         billed_events += bill_lines(bill).iter().map(|l| l.4).sum::<i64>();
     }
     assert_eq!(billed_events, EVENTS as i64);
-    println!(
+    report(&format!(
         "crash test: {EVENTS} events, {KILLS} SIGKILLs at {counted_at_kill:?} counted events, {} invoices, totals {:?}",
         totals.len(),
         totals
-    );
+    ));
     running.stop().await.unwrap();
 }
 

@@ -97,14 +97,14 @@ async fn leader_broker_killed_mid_stream_loses_no_accepted_event() {
         after.values().all(|&(leader, _, _)| leader != victim),
         "{after:?}"
     );
-    println!(
+    report(&format!(
         "broker failover: {EVENTS} events in {} POSTs, node {victim} (leading {partitions_led} of 4 \
          partitions) SIGKILLed at {counted_at_kill} counted; stream sent in {:.1} s, every invoice \
          exact {:.1} s after the kill",
         EVENTS / 250,
         stream_done.as_secs_f64(),
         billed.as_secs_f64()
-    );
+    ));
     seeded.running.stop().await.unwrap();
     // Put the cluster back for whoever uses it next.
     cluster.restart(victim as u32).await.unwrap();

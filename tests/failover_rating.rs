@@ -162,14 +162,14 @@ async fn survivor_takes_over_a_killed_rating_instance_within_the_session_timeout
     assert_eq!(accepted, EVENTS as u64);
     assert!(counted_at_kill < EVENTS as i64, "killed mid-stream");
     assert_exact_invoices(&seeded, &expected, EVENTS, Duration::from_secs(300)).await;
-    println!(
+    report(&format!(
         "rating takeover: {EVENTS} events, one of two instances SIGKILLed at {counted_at_kill} counted \
          (it held partitions {victim_partitions:?}); the group rebalanced after {:.1} s and the \
          survivor committed a batch on every one of them {:.1} s after the kill (session timeout {} s)",
         rebalanced.as_secs_f64(),
         taken_over.as_secs_f64(),
         SESSION.as_secs()
-    );
+    ));
     assert!(
         taken_over <= SESSION + Duration::from_secs(10),
         "takeover took {taken_over:?}"

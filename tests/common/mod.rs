@@ -507,3 +507,19 @@ pub async fn assert_exact_invoices(
     }
     assert_eq!(billed_events, events as i64);
 }
+
+/// Prints a test's figures, and adds them to `TALLY_TEST_REPORT` when set
+/// (`bash deploy/dev.sh test` prints that file at the end of the run, as
+/// cargo hides a passing test's output).
+pub fn report(line: &str) {
+    println!("{line}");
+    if let Ok(path) = std::env::var("TALLY_TEST_REPORT") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}

@@ -23,9 +23,16 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the broker did not acknowledge the events; nothing is guaranteed, retry the request")]
     BrokerUnavailable(String),
+    /// PostgreSQL is out of reach and what the collector remembers does
+    /// not decide this request: nothing was accepted, retry it.
+    #[error("the key or the catalog cannot be checked right now; nothing was accepted, retry the request")]
+    CatalogUnavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn code(&self) -> &'static str {
@@ -38,6 +45,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
+            ApiError::CatalogUnavailable => "catalog_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -51,7 +59,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BrokerUnavailable(_) | ApiError::CatalogUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,6 +73,15 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::lookup::LookupError> for ApiError {
+    fn from(err: crate::lookup::LookupError) -> Self {
+        match err {
+            crate::lookup::LookupError::Unavailable => ApiError::CatalogUnavailable,
+            crate::lookup::LookupError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -71,6 +90,13 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

@@ -10,22 +10,21 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_domain::{ProviderId, UsageEvent};
 use tally_platform::auth::{self, Principal};
-use tally_platform::catalog;
 
 use crate::error::ApiError;
 use crate::event::{check_time_window, parse_raw_event, EventRejection, ParsedEvent};
+use crate::lookup::Lookup;
 use crate::sink::{EventSink, SinkError};
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct IngestState {
-    pub pool: PgPool,
+    pub lookup: Lookup,
     pub sink: Arc<dyn EventSink>,
     pub max_age: Duration,
     pub max_future: Duration,
@@ -49,9 +48,9 @@ pub struct IngestResponse {
     pub results: Vec<EventResult>,
 }
 
-async fn provider_of(pool: &PgPool, headers: &HeaderMap) -> Result<ProviderId, ApiError> {
+async fn provider_of(lookup: &Lookup, headers: &HeaderMap) -> Result<ProviderId, ApiError> {
     let token = auth::bearer(headers).ok_or(ApiError::Unauthorized)?;
-    match auth::authenticate(pool, token).await? {
+    match lookup.principal(token).await? {
         Some(Principal::Provider(id)) => Ok(id),
         Some(_) => Err(ApiError::Forbidden),
         None => Err(ApiError::Unauthorized),
@@ -121,7 +120,7 @@ pub async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let started = Instant::now();
-    let provider = provider_of(&state.pool, &headers).await?;
+    let provider = provider_of(&state.lookup, &headers).await?;
     tracing::Span::current().record("provider", provider.as_str());
     check_content_type(&headers)?;
     let body = body.map_err(|rejection| {
@@ -144,7 +143,7 @@ pub async fn post_events(
             })
         })
         .collect();
-    check_catalog(&state.pool, &provider, &mut outcomes).await?;
+    check_catalog(&state.lookup, &provider, &mut outcomes).await?;
 
     let accepted: Vec<UsageEvent> = outcomes
         .iter()
@@ -202,7 +201,7 @@ pub async fn post_events(
 
 /// SKU ownership and account existence, one query each for the whole batch.
 async fn check_catalog(
-    pool: &PgPool,
+    lookup: &Lookup,
     provider: &ProviderId,
     outcomes: &mut [Result<ParsedEvent, EventRejection>],
 ) -> Result<(), ApiError> {
@@ -221,9 +220,8 @@ async fn check_catalog(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut conn = pool.acquire().await?;
-    let owners = catalog::sku_owners(&mut conn, &skus).await?;
-    let known = catalog::existing_accounts(&mut conn, &accounts).await?;
+    let found = lookup.catalog(&skus, &accounts).await?;
+    let (owners, known) = (found.owners, found.accounts);
     for outcome in outcomes.iter_mut() {
         let Ok(event) = outcome else { continue };
         let verdict = match owners.get(event.sku.as_str()) {

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
+use crate::lookup::Lookup;
 use crate::sink::KafkaSink;
 
 pub struct Application {
@@ -29,9 +30,17 @@ pub fn router(state: Arc<IngestState>) -> Router {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics();
-        let pool = tally_platform::db::connect_service(&config, "collector").await?;
+        // A POST waits for PostgreSQL at most `collector_db_timeout` (a
+        // connection, a statement or a lock), then answers from what it read
+        // before (`lookup`).
+        let db = Config {
+            db_acquire_timeout: config.collector_db_timeout,
+            db_statement_timeout: Some(config.collector_db_timeout),
+            ..config.clone()
+        };
+        let pool = tally_platform::db::connect_service(&db, "collector").await?;
         let state = Arc::new(IngestState {
-            pool,
+            lookup: Lookup::new(pool, config.collector_db_timeout, config.collector_remember),
             sink: Arc::new(KafkaSink::new(
                 kafka::producer(&config)?,
                 config.topics().usage_events,

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_collector::ingest::IngestState;
+use tally_collector::lookup::Lookup;
 use tally_collector::{router, EventSink, SinkError};
 use tally_domain::{AccountId, Currency, ProviderId, ProviderKind, Sku, UsageEvent};
 use tally_platform::auth::{create_key, Principal};
@@ -36,6 +37,7 @@ impl EventSink for MemorySink {
 
 struct Setup {
     url: String,
+    pool: PgPool,
     sink: Arc<MemorySink>,
     dbco_key: String,
     customer_key: String,
@@ -78,9 +80,10 @@ async fn setup(down: bool) -> Setup {
         down,
         ..MemorySink::default()
     });
-    let url = serve(pool, sink.clone()).await;
+    let url = serve(pool.clone(), sink.clone()).await;
     Setup {
         url,
+        pool,
         sink,
         dbco_key,
         customer_key,
@@ -90,7 +93,7 @@ async fn setup(down: bool) -> Setup {
 
 async fn serve(pool: PgPool, sink: Arc<MemorySink>) -> String {
     let state = Arc::new(IngestState {
-        pool,
+        lookup: Lookup::new(pool, Duration::from_millis(500), Duration::from_secs(300)),
         sink,
         max_age: Duration::from_secs(7 * 24 * 3600),
         max_future: Duration::from_secs(300),
@@ -281,4 +284,102 @@ async fn an_unacknowledged_publish_fails_the_whole_request() {
     let s = setup(true).await;
     let (status, answer) = s.post_batch(&[event("e1", "acme", "dbco.db.hour")]).await;
     assert_eq!((status, error_code(&answer)), (503, "broker_unavailable"));
+}
+
+/// POSTs one event of dbco; returns (status, body, Retry-After).
+async fn post_one(s: &Setup, key: &str, id: &str, account: &str) -> (u16, Value, Option<String>) {
+    let response = s
+        .http
+        .post(&s.url)
+        .bearer_auth(key)
+        .json(&event(id, account, "dbco.db.hour"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap(), retry)
+}
+
+#[tokio::test]
+async fn usage_checked_against_what_was_read_before_is_accepted_while_the_database_is_out_of_reach()
+{
+    let s = setup(false).await;
+    assert_eq!(post_one(&s, &s.dbco_key, "before", "acme").await.0, 202);
+    catalog::create_account(
+        &mut s.pool.acquire().await.unwrap(),
+        &AccountId::parse("globex").unwrap(),
+        "Globex",
+        Currency::parse("USD").unwrap(),
+    )
+    .await
+    .unwrap();
+    s.pool.close().await; // every question to PostgreSQL now fails at once
+
+    let (status, body, _) = post_one(&s, &s.dbco_key, "during", "acme").await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    // globex exists, but this collector never read it: it cannot decide.
+    let (status, body, retry) = post_one(&s, &s.dbco_key, "undecided", "globex").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str(), retry.as_deref()),
+        (503, Some("catalog_unavailable"), Some("5"))
+    );
+    // Neither can it for a key it has not seen.
+    let (status, body, _) = post_one(&s, &s.customer_key, "who", "acme").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("catalog_unavailable"))
+    );
+    let published: Vec<String> = s
+        .sink
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(published, ["before", "during"]);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_at_once_and_is_not_remembered() {
+    let s = setup(false).await;
+    assert_eq!(post_one(&s, &s.dbco_key, "a", "acme").await.0, 202);
+    sqlx::query("UPDATE api_keys SET revoked_at = now()")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(post_one(&s, &s.dbco_key, "b", "acme").await.0, 401);
+    s.pool.close().await;
+    assert_eq!(post_one(&s, &s.dbco_key, "c", "acme").await.0, 503);
+    assert_eq!(s.sink.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lock_held_on_accounts_does_not_hold_posts() {
+    let s = setup(false).await;
+    assert_eq!(post_one(&s, &s.dbco_key, "a", "acme").await.0, 202);
+    let mut locker = s.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    // The collector waits 500 ms for PostgreSQL, then answers from what it
+    // read before; before the fix the POST waited for the lock.
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        post_one(&s, &s.dbco_key, "b", "acme"),
+    )
+    .await
+    .expect("answered while the lock is held");
+    assert_eq!(answered.0, 202);
+    locker.rollback().await.unwrap();
+    assert_eq!(s.sink.published.lock().unwrap().len(), 2);
 }

@@ -19,3 +19,20 @@ pub async fn embedded_config(embedded: &mut infra::Embedded) -> anyhow::Result<C
     config.kafka_brokers = infra::ensure_broker(embedded).await?;
     Ok(config)
 }
+
+/// The configuration from the environment, which must name the database
+/// and the brokers: nothing local is started without `--embedded`.
+pub fn explicit_config() -> anyhow::Result<Config> {
+    for (name, what) in [
+        ("DATABASE_URL", "PostgreSQL"),
+        ("KAFKA_BROKERS", "the Kafka bootstrap servers"),
+    ] {
+        if std::env::var(name).map_or(true, |v| v.trim().is_empty()) {
+            anyhow::bail!(
+                "{name} is not set: set it to {what}, or pass --embedded to use a local one \
+                 (started if none runs; for development)"
+            );
+        }
+    }
+    Ok(Config::from_env()?)
+}

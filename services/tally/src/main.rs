@@ -9,12 +9,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Tally: unified billing and metering for a platform and its partners.
 ///
-/// Without DATABASE_URL and KAFKA_BROKERS, commands use the embedded default:
+/// Commands use DATABASE_URL and KAFKA_BROKERS. With --embedded (always for
+/// `demo` and `bench`), what they do not name is the embedded default:
 /// PostgreSQL on 127.0.0.1:5432 (or a private cluster under .tally/) and a
-/// local Apache Kafka on 127.0.0.1:9092 (started if none is running).
+/// local Apache Kafka on 127.0.0.1:9092, started if none is running.
 #[derive(Parser)]
 #[command(name = "tally", version)]
 struct Cli {
+    /// Use (and start, if none runs) a local PostgreSQL and Kafka for what
+    /// DATABASE_URL / KAFKA_BROKERS do not name. For development, never production.
+    #[arg(long, global = true)]
+    embedded: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -195,7 +200,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return local(command).await;
     }
     let mut embedded = Embedded::default();
-    let config = tally::embedded_config(&mut embedded).await?;
+    let config = if cli.embedded || matches!(cli.command, Command::Demo { .. } | Command::Bench(_))
+    {
+        tally::embedded_config(&mut embedded).await?
+    } else {
+        tally::explicit_config()?
+    };
     match cli.command {
         Command::Up { only } => {
             let services = if only.is_empty() {

@@ -42,7 +42,7 @@ pub struct NewKey {
     pub secret: String,
 }
 
-fn hash(secret: &str) -> Vec<u8> {
+pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 

@@ -33,6 +33,10 @@ pub struct Config {
     pub invoicing_addr: SocketAddr,
     /// Consumer group session timeout (`TALLY_KAFKA_SESSION_TIMEOUT_MS`).
     pub kafka_session_timeout: Duration,
+    /// How long a consumer may go without polling, e.g. while it retries a
+    /// batch during a database outage, before it leaves its group
+    /// (`TALLY_KAFKA_MAX_POLL_INTERVAL_MS`).
+    pub kafka_max_poll_interval: Duration,
     /// Events older than this are refused at ingest (`TALLY_INGEST_MAX_AGE_HOURS`);
     /// event ids are kept at least this long for dedupe.
     pub ingest_max_age: Duration,
@@ -51,6 +55,17 @@ pub struct Config {
     /// How long a service waits for a database connection before the work
     /// that needs it fails and is retried (`TALLY_DB_ACQUIRE_TIMEOUT_MS`).
     pub db_acquire_timeout: Duration,
+    /// PostgreSQL cancels a statement of the pool's after this long
+    /// (`statement_timeout`, and `lock_timeout` likewise); none when unset.
+    pub db_statement_timeout: Option<Duration>,
+    /// How long the collector waits for PostgreSQL to check a POST before it
+    /// answers from what it read before (`TALLY_COLLECTOR_DB_TIMEOUT_MS`).
+    pub collector_db_timeout: Duration,
+    /// While PostgreSQL is out of reach, the collector accepts usage checked
+    /// against keys and catalog entries it read within this window
+    /// (`TALLY_COLLECTOR_REMEMBER_SECS`): the bound on how long a key
+    /// revoked just before an outage keeps working.
+    pub collector_remember: Duration,
     /// How long after its end a period waits for late usage before invoicing
     /// seals it (`TALLY_GRACE_HOURS`, default 48).
     pub grace: Duration,
@@ -80,6 +95,7 @@ impl Default for Config {
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             invoicing_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             kafka_session_timeout: Duration::from_secs(10),
+            kafka_max_poll_interval: Duration::from_secs(300),
             ingest_max_age: Duration::from_secs(35 * 24 * 3600),
             ingest_max_future: Duration::from_secs(300),
             // `tally bench`: 20,000 over 5,000 raised end-to-end throughput and
@@ -89,6 +105,9 @@ impl Default for Config {
             rating_lanes: 1,
             db_max_connections: 10,
             db_acquire_timeout: Duration::from_secs(30),
+            db_statement_timeout: None,
+            collector_db_timeout: Duration::from_secs(2),
+            collector_remember: Duration::from_secs(300),
             grace: Duration::from_secs(48 * 3600),
             close_every: Some(Duration::from_secs(60)),
             invoice_issuer: "TLY".into(),
@@ -141,6 +160,9 @@ impl Config {
             kafka_session_timeout: parsed("TALLY_KAFKA_SESSION_TIMEOUT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.kafka_session_timeout),
+            kafka_max_poll_interval: parsed("TALLY_KAFKA_MAX_POLL_INTERVAL_MS")?
+                .map(Duration::from_millis)
+                .unwrap_or(d.kafka_max_poll_interval),
             ingest_max_age: parsed::<u64>("TALLY_INGEST_MAX_AGE_HOURS")?
                 .map(|h| Duration::from_secs(h * 3600))
                 .unwrap_or(d.ingest_max_age),
@@ -166,6 +188,13 @@ impl Config {
             db_acquire_timeout: parsed("TALLY_DB_ACQUIRE_TIMEOUT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.db_acquire_timeout),
+            db_statement_timeout: d.db_statement_timeout,
+            collector_db_timeout: parsed("TALLY_COLLECTOR_DB_TIMEOUT_MS")?
+                .map(Duration::from_millis)
+                .unwrap_or(d.collector_db_timeout),
+            collector_remember: parsed("TALLY_COLLECTOR_REMEMBER_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.collector_remember),
             grace: parsed::<u64>("TALLY_GRACE_HOURS")?
                 .map(|h| Duration::from_secs(h * 3600))
                 .unwrap_or(d.grace),

@@ -141,9 +141,12 @@ pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
         .set("fetch.queue.backoff.ms", "10")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
+        // A batch retried while PostgreSQL is down keeps the consumer from
+        // polling: it stays in its group for up to this long (librdkafka's
+        // and Kafka's default) before its partitions move to another member.
         .set(
             "max.poll.interval.ms",
-            (session * 10).max(60_000).to_string(),
+            config.kafka_max_poll_interval.as_millis().to_string(),
         )
         .create_with_context(Context)
 }

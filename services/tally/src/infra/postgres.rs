@@ -143,15 +143,26 @@ pub async fn start_private_postgres(dir: &Path, port: u16) -> anyhow::Result<()>
 /// cleanly, `immediate` stops at once as a crash would (recovery at the next
 /// start).
 pub async fn stop_private_postgres(dir: &Path, mode: &str) -> anyhow::Result<()> {
-    let status = pg_command(&find_pg_tool("pg_ctl")?, dir)?
-        .args(["-D"])
-        .arg(dir)
-        .args(["-m", mode, "-w", "stop"])
-        .stdout(Stdio::null())
-        .status()
-        .await?;
+    let status = pg_stop(dir, mode)?.status().await?;
     if !status.success() {
         bail!("pg_ctl stop -m {mode} failed for {}", dir.display());
     }
     Ok(())
+}
+
+/// Like [`stop_private_postgres`], blocking (for a `Drop`); a cluster that
+/// is not running is left as it is.
+pub fn stop_private_postgres_now(dir: &Path, mode: &str) {
+    if let Ok(mut cmd) = pg_stop(dir, mode) {
+        let _ = cmd.as_std_mut().stderr(Stdio::null()).status();
+    }
+}
+
+fn pg_stop(dir: &Path, mode: &str) -> anyhow::Result<Command> {
+    let mut cmd = pg_command(&find_pg_tool("pg_ctl")?, dir)?;
+    cmd.args(["-D"])
+        .arg(dir)
+        .args(["-m", mode, "-w", "stop"])
+        .stdout(Stdio::null());
+    Ok(cmd)
 }

@@ -1,0 +1,213 @@
+//! What each POST is checked against (the provider's key, who owns each SKU,
+//! which accounts exist), read from PostgreSQL and remembered, so that
+//! ingest outlives the database: Kafka is the durable buffer, and a
+//! collector keeps accepting usage while PostgreSQL restarts.
+//!
+//! PostgreSQL is asked first. When it cannot answer in time (out of reach,
+//! or a query held by a lock past the statement timeout), the collector
+//! answers from what it read in the last `remember` window, and asks no more
+//! until a probe in the background finds PostgreSQL answering again (every
+//! second), so no POST waits for a database that is down. What it has not
+//! seen in that window it cannot decide: the request is refused whole with
+//! 503 and `Retry-After`, nothing accepted. So a revoked key stops working
+//! at once while PostgreSQL answers, and at most `remember` after its
+//! revocation while it does not.
+
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally_domain::ProviderId;
+use tally_platform::auth::{self, Principal};
+use tally_platform::catalog;
+
+/// How often the background probe asks whether PostgreSQL answers again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// PostgreSQL did not answer, and what was remembered does not decide.
+    #[error("the catalog cannot be checked right now")]
+    Unavailable,
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+/// The answers of one batch: each SKU's owner, and the accounts that exist.
+pub struct Catalog {
+    pub owners: HashMap<String, String>,
+    pub accounts: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    /// Key hash → the provider it belongs to (only provider keys are kept).
+    keys: HashMap<Vec<u8>, (ProviderId, Instant)>,
+    skus: HashMap<String, (String, Instant)>,
+    accounts: HashMap<String, Instant>,
+    /// PostgreSQL did not answer, and the probe has not seen it answer since.
+    down: bool,
+    pruned_at: Option<Instant>,
+}
+
+pub struct Lookup {
+    pool: PgPool,
+    remember: Duration,
+    timeout: Duration,
+    state: Arc<Mutex<Remembered>>,
+}
+
+impl Lookup {
+    /// `timeout` bounds each question to PostgreSQL (acquiring a connection
+    /// included); answers are used for `remember` while it is out of reach.
+    pub fn new(pool: PgPool, timeout: Duration, remember: Duration) -> Lookup {
+        Lookup {
+            pool,
+            remember,
+            timeout,
+            state: Arc::new(Mutex::new(Remembered::default())),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        lock(&self.state)
+    }
+
+    fn fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) <= self.remember
+    }
+
+    /// Asks PostgreSQL unless it is down; `Ok(None)` means it is out of
+    /// reach (or too slow) right now.
+    async fn ask<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<Option<T>, LookupError> {
+        if self.state().down {
+            return Ok(None);
+        }
+        let answer = match tokio::time::timeout(self.timeout, query).await {
+            Ok(Ok(answer)) => return Ok(Some(answer)),
+            Ok(Err(err)) if tally_platform::db::is_unavailable(&err) => err.to_string(),
+            Ok(Err(err)) => return Err(LookupError::Database(err)),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        metrics::counter!("tally_collector_catalog_fallbacks_total").increment(1);
+        let mut state = self.state();
+        if !state.down {
+            state.down = true;
+            tracing::warn!(error = %answer, "PostgreSQL is out of reach; checking usage against what was read from it before");
+            self.probe();
+        }
+        Ok(None)
+    }
+
+    /// Asks PostgreSQL every second, in the background, until it answers.
+    fn probe(&self) {
+        let (pool, state, timeout) = (self.pool.clone(), self.state.clone(), self.timeout);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let answered =
+                    tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&pool))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if answered {
+                    lock(&state).down = false;
+                    tracing::info!("PostgreSQL answers again");
+                    return;
+                }
+                if pool.is_closed() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The principal of `secret`, if it is a valid key.
+    pub async fn principal(&self, secret: &str) -> Result<Option<Principal>, LookupError> {
+        let hash = auth::hash(secret);
+        if let Some(principal) = self.ask(auth::authenticate(&self.pool, secret)).await? {
+            let mut state = self.state();
+            match &principal {
+                Some(Principal::Provider(id)) => {
+                    state.keys.insert(hash, (id.clone(), Instant::now()));
+                }
+                _ => {
+                    state.keys.remove(&hash);
+                }
+            }
+            return Ok(principal);
+        }
+        let now = Instant::now();
+        match self.state().keys.get(&hash) {
+            Some((id, at)) if self.fresh(*at, now) => Ok(Some(Principal::Provider(id.clone()))),
+            _ => Err(LookupError::Unavailable),
+        }
+    }
+
+    /// Who owns each of `skus`, and which of `accounts` exist.
+    pub async fn catalog(&self, skus: &[&str], accounts: &[&str]) -> Result<Catalog, LookupError> {
+        let asked = self
+            .ask(async {
+                let mut conn = self.pool.acquire().await?;
+                let owners = catalog::sku_owners(&mut conn, skus).await?;
+                let accounts = catalog::existing_accounts(&mut conn, accounts).await?;
+                Ok(Catalog { owners, accounts })
+            })
+            .await?;
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(found) = asked {
+            for (sku, owner) in &found.owners {
+                state.skus.insert(sku.clone(), (owner.clone(), now));
+            }
+            for account in &found.accounts {
+                state.accounts.insert(account.clone(), now);
+            }
+            prune(&mut state, now, self.remember);
+            return Ok(found);
+        }
+        // Only what was seen to exist is remembered: anything else is
+        // undecided, and the whole request waits for PostgreSQL.
+        let mut owners = HashMap::new();
+        for sku in skus {
+            match state.skus.get(*sku) {
+                Some((owner, at)) if self.fresh(*at, now) => {
+                    owners.insert((*sku).to_owned(), owner.clone());
+                }
+                _ => return Err(LookupError::Unavailable),
+            }
+        }
+        let mut known = HashSet::new();
+        for account in accounts {
+            match state.accounts.get(*account) {
+                Some(at) if self.fresh(*at, now) => {
+                    known.insert((*account).to_owned());
+                }
+                _ => return Err(LookupError::Unavailable),
+            }
+        }
+        Ok(Catalog {
+            owners,
+            accounts: known,
+        })
+    }
+}
+
+fn lock(state: &Mutex<Remembered>) -> std::sync::MutexGuard<'_, Remembered> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Forgets what is older than `remember` (memory bounded by what was seen
+/// in two windows), at most once per window.
+fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
+    let fresh = |at: &Instant| now.saturating_duration_since(*at) <= remember;
+    if state.pruned_at.is_some_and(|t| fresh(&t)) {
+        return;
+    }
+    state.pruned_at = Some(now);
+    state.keys.retain(|_, (_, at)| fresh(at));
+    state.skus.retain(|_, (_, at)| fresh(at));
+    state.accounts.retain(|_, at| fresh(at));
+}
