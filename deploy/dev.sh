@@ -12,6 +12,18 @@ export TALLY_CACHE_DIR="${TALLY_CACHE_DIR:-$HOME/.cache/tally}"
 
 bash deploy/install-kafka.sh
 bash deploy/install-postgres.sh
+# Kafka's TLS and SASL in librdkafka are built against OpenSSL's headers;
+# the secure-connection test makes its certificates with `openssl`.
+if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "build: installing OpenSSL's headers (Debian: libssl-dev pkg-config openssl)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null
+  else
+    echo "build: OpenSSL's headers are missing: install libssl-dev, pkg-config and openssl" >&2
+    exit 1
+  fi
+fi
 
 case "${1:-}" in
   demo)
@@ -25,7 +37,8 @@ case "${1:-}" in
     if [ -z "${TALLY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "tests: installing Chromium (Debian package) for the bill-page test"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
       else
         echo "tests: the bill-page test needs Chromium: install Debian's 'chromium' package or set TALLY_CHROMIUM" >&2
         exit 1
@@ -49,12 +62,15 @@ case "${1:-}" in
     }
     trap stop_brokers EXIT
     export DATABASE_URL KAFKA_BROKERS
-    postgres=$("$tally" local postgres)
-    eval "$postgres"
-    kafka=$("$tally" local kafka --dir "$run/kafka" --port "${TALLY_TEST_KAFKA_PORT:-19092}")
+    if [ -z "${DATABASE_URL:-}" ]; then
+      postgres=$("$tally" local postgres)
+      eval "$postgres"
+    fi
+    kafka=$("$tally" local kafka --dir "$run/kafka" --port "${TALLY_TEST_KAFKA_PORT:-19092}" \
+      --secure-port "${TALLY_TEST_KAFKA_SECURE_PORT:-19094}")
     eval "$kafka"
     "$tally" local kafka --dir "$run/cluster" --nodes 3 --port "${TALLY_TEST_CLUSTER_PORT:-19192}" >/dev/null
-    export TALLY_TEST_CLUSTER="$run/cluster" TALLY_TEST_REPORT="$run/figures.txt"
+    export TALLY_TEST_KAFKA="$run/kafka" TALLY_TEST_CLUSTER="$run/cluster" TALLY_TEST_REPORT="$run/figures.txt"
     echo "tests: Kafka $KAFKA_BROKERS; a three-node cluster in $TALLY_TEST_CLUSTER"
     cargo test --workspace "$@"
     if [ -f "$TALLY_TEST_REPORT" ]; then

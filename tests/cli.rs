@@ -8,6 +8,7 @@ fn tally(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
     cmd.args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL_FILE")
         .env_remove("KAFKA_BROKERS")
         .env("RUST_LOG", "warn")
         .env("TALLY_LOG_FORMAT", "json");
@@ -27,11 +28,11 @@ fn up_without_a_database_or_brokers_fails_instead_of_starting_local_ones() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "error: DATABASE_URL is not set: set it to PostgreSQL, or pass --embedded to use a local \
-         one (started if none runs; for development)\n"
+        "error: DATABASE_URL is not set: set it to PostgreSQL (or DATABASE_URL_FILE, a file holding \
+         it), or pass --embedded to use a local one (started if none runs; for development)\n"
     );
     let out = tally(
-        &["migrate"],
+        &["dlq-replay"],
         &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/tally")],
     );
     assert_eq!(out.status.code(), Some(1));

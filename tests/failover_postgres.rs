@@ -15,46 +15,19 @@ mod common;
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tally::infra::{self, postgres};
 use tally::up::Service;
 
-/// A private PostgreSQL cluster, stopped and removed when dropped.
-struct Private {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Private {
-    async fn start() -> Private {
-        let dir = std::env::temp_dir().join(format!("tally-pg-{}", uuid::Uuid::new_v4().simple()));
-        let port = infra::free_port().unwrap();
-        postgres::start_private_postgres(&dir, port).await.unwrap();
-        Private { dir, port }
-    }
-
-    fn server(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    async fn crash(&self) {
-        postgres::stop_private_postgres(&self.dir, "immediate")
-            .await
-            .unwrap();
-    }
-
-    async fn restart(&self) {
-        postgres::start_private_postgres(&self.dir, self.port)
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        postgres::stop_private_postgres_now(&self.dir, "immediate");
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Polls `url` until it answers `status` (within a minute); its body.
+async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = http.get(url).send().await.unwrap();
+        if response.status().as_u16() == status {
+            return response.json().await.unwrap();
+        }
+        assert!(Instant::now() < until, "{url} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -78,7 +51,7 @@ async fn postgres_outage_under_a_backlog_recovers_with_nothing_dead_lettered() {
     // at a batch (event by event) starts after about three timeouts.
     const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
     const OUTAGE: Duration = Duration::from_secs(20);
-    let pg = Private::start().await;
+    let pg = PrivatePostgres::start().await;
     let mut h = Harness::with(&test_kafka(), &pg.server()).await;
     // Rating rates the backlog in small batches, so the outage finds it busy.
     h.config.batch_max = 500;
@@ -99,10 +72,29 @@ async fn postgres_outage_under_a_backlog_recovers_with_nothing_dead_lettered() {
     }
     let counted_at_stop = counted(&seeded.h.pool).await;
     assert!(counted_at_stop < EVENTS as i64, "rating holds a backlog");
+    let readyz = format!("{}/readyz", rating.admin_url().unwrap());
+    assert_eq!(
+        wait_for_status(&seeded.http, &readyz, 200).await["ready"],
+        true
+    );
     pg.crash().await;
-    tokio::time::sleep(OUTAGE).await;
+    let stopped = Instant::now();
+    // Not ready while the database is out of reach…
+    let body = wait_for_status(&seeded.http, &readyz, 503).await;
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["checks"]["rating.database"]["error"].is_string(),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["rating.kafka"], "ok", "{body}");
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     pg.restart().await;
     let restarted = Instant::now();
+    // …and ready again once it answers.
+    assert_eq!(
+        wait_for_status(&seeded.http, &readyz, 200).await["ready"],
+        true
+    );
 
     assert_exact_invoices(&seeded, &expected, EVENTS, Duration::from_secs(300)).await;
     let recovered = restarted.elapsed();
@@ -128,7 +120,7 @@ async fn postgres_outage_under_a_backlog_recovers_with_nothing_dead_lettered() {
 async fn collector_accepts_every_valid_event_while_postgres_is_down_for_a_minute() {
     const EVENTS: usize = 24_000;
     const OUTAGE: Duration = Duration::from_secs(60);
-    let pg = Private::start().await;
+    let pg = PrivatePostgres::start().await;
     let h = Harness::with(&test_kafka(), &pg.server()).await;
     let seeded = Seeded::start_in(h, &Service::ALL, 60).await;
     let accounts = create_accounts(&seeded.h.pool, 16).await;

@@ -50,9 +50,15 @@ impl Harness {
 
     /// A harness on the Kafka at `brokers` and the PostgreSQL server at `server`.
     pub async fn with(brokers: &str, server: &str) -> Harness {
+        Harness::build(brokers, server, |_| {}).await
+    }
+
+    /// Like [`Harness::with`], its configuration adjusted before the
+    /// database and topics are prepared.
+    pub async fn build(brokers: &str, server: &str, adjust: impl FnOnce(&mut Config)) -> Harness {
         tally_platform::telemetry::init_logging();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let config = Config {
+        let mut config = Config {
             database_url: tally::demo::with_database(server, &format!("tally_e2e_{id}")),
             kafka_brokers: brokers.to_owned(),
             topic_prefix: format!("t{id}."),
@@ -60,6 +66,7 @@ impl Harness {
             usage_partitions: 4,
             collector_addr: "127.0.0.1:0".parse().unwrap(),
             invoicing_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             kafka_session_timeout: Duration::from_secs(6),
             batch_max: 2000,
             batch_wait: Duration::from_millis(50),
@@ -71,6 +78,7 @@ impl Harness {
             close_every: None,
             ..Config::default()
         };
+        adjust(&mut config);
         tally_platform::prepare(&config).await.unwrap();
         let pool = tally_platform::db::connect(&config.database_url, 4)
             .await
@@ -85,10 +93,17 @@ impl Harness {
             .unwrap()
     }
 
-    /// Runs one service as a separate `tally up --only <service>` process.
-    pub fn spawn(&self, service: &str) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["up", "--only", service])
+    /// Runs one service as a separate `tally up --only <service>` process
+    /// (killed when the handle is dropped).
+    pub fn spawn(&self, service: &str) -> Spawned {
+        Spawned(self.command(service).spawn().unwrap())
+    }
+
+    /// `tally up --only <service>` with this harness's settings, to adjust
+    /// before spawning.
+    pub fn command(&self, service: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.args(["up", "--only", service])
             .env("DATABASE_URL", &self.config.database_url)
             .env("KAFKA_BROKERS", &self.config.kafka_brokers)
             .env("TALLY_TOPIC_PREFIX", &self.config.topic_prefix)
@@ -104,10 +119,10 @@ impl Harness {
             .env("TALLY_CLOSE_EVERY_SECS", "0")
             .env("TALLY_COLLECTOR_ADDR", "127.0.0.1:0")
             .env("TALLY_INVOICING_ADDR", "127.0.0.1:0")
+            .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+            .stdout(std::process::Stdio::null());
+        cmd
     }
 }
 
@@ -521,5 +536,101 @@ pub fn report(line: &str) {
             .open(path)
             .unwrap();
         writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// A PostgreSQL cluster of one test's own (an outage there touches no other
+/// test), stopped and removed when dropped, even when the test fails.
+pub struct PrivatePostgres {
+    pub root: std::path::PathBuf,
+    pub data: std::path::PathBuf,
+    pub port: u16,
+    /// Its certificates, when it takes only TLS.
+    pub certs: Option<infra::tls::Certs>,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with(false).await
+    }
+
+    /// One that refuses every connection without TLS.
+    pub async fn start_tls() -> PrivatePostgres {
+        PrivatePostgres::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> PrivatePostgres {
+        let root = std::env::temp_dir().join(format!("tally-pg-{}", uuid::Uuid::new_v4().simple()));
+        let mut pg = PrivatePostgres {
+            data: root.join("data"),
+            root,
+            port: infra::free_port().unwrap(),
+            certs: None,
+        };
+        if tls {
+            pg.certs = Some(infra::tls::Certs::make(&pg.root.join("tls")).unwrap());
+        }
+        pg.restart().await;
+        pg
+    }
+
+    /// The server's URL (`sslmode=verify-full` against its CA when TLS).
+    pub fn server(&self) -> String {
+        let base = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        match &self.certs {
+            Some(certs) => format!(
+                "{base}?sslmode=verify-full&sslrootcert={}",
+                certs.ca.display()
+            ),
+            None => base,
+        }
+    }
+
+    /// Stops at once, as a crash would.
+    pub async fn crash(&self) {
+        infra::postgres::stop_private_postgres(&self.data, "immediate")
+            .await
+            .unwrap();
+    }
+
+    pub async fn restart(&self) {
+        match &self.certs {
+            Some(certs) => {
+                infra::postgres::start_private_postgres_tls(&self.data, self.port, certs).await
+            }
+            None => infra::postgres::start_private_postgres(&self.data, self.port).await,
+        }
+        .unwrap();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        infra::postgres::stop_private_postgres_now(&self.data, "immediate");
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A child process killed (and waited for) when dropped, so a failed test
+/// leaves no service running.
+pub struct Spawned(pub std::process::Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

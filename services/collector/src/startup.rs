@@ -4,6 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
+use tally_platform::health::{Probe, Readiness};
 use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use crate::sink::KafkaSink;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    readiness: Readiness,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -23,7 +25,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .route("/healthz", get(telemetry::healthz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -39,12 +40,15 @@ impl Application {
             ..config.clone()
         };
         let pool = tally_platform::db::connect_service(&db, "collector").await?;
+        let producer = kafka::producer(&config)?;
+        // Ready while the brokers answer: the collector keeps taking usage
+        // while PostgreSQL is down (`lookup`), so the database is not
+        // among its probes.
+        let mut readiness = Readiness::default();
+        readiness.add("collector.kafka", Probe::Kafka(producer.clone()));
         let state = Arc::new(IngestState {
             lookup: Lookup::new(pool, config.collector_db_timeout, config.collector_remember),
-            sink: Arc::new(KafkaSink::new(
-                kafka::producer(&config)?,
-                config.topics().usage_events,
-            )),
+            sink: Arc::new(KafkaSink::new(producer, config.topics().usage_events)),
             max_age: config.ingest_max_age,
             max_future: config.ingest_max_future,
         });
@@ -52,7 +56,13 @@ impl Application {
         Ok(Application {
             listener,
             router: router(state),
+            readiness,
         })
+    }
+
+    /// What `/readyz` checks for this service.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     pub fn port(&self) -> u16 {

@@ -4,6 +4,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use rdkafka::consumer::Consumer;
 use sqlx::PgPool;
+use tally_platform::health::{Probe, Readiness};
 use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -90,7 +91,6 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
         .merge(pages)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(telemetry::healthz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -120,6 +120,15 @@ impl Application {
             listener,
             signer,
         })
+    }
+
+    /// What `/readyz` checks for this service.
+    pub fn readiness(&self) -> Readiness {
+        let mut readiness = Readiness::default();
+        readiness.add("invoicing.database", Probe::Database(self.pool.clone()));
+        readiness.add("invoicing.kafka", Probe::Kafka(self.producer.clone()));
+        readiness.add("invoicing.consumer", kafka::assigned(&self.consumer));
+        readiness
     }
 
     pub fn port(&self) -> u16 {

@@ -175,16 +175,21 @@ async fn an_admin_sets_up_the_catalog_and_the_keys_it_returns_work() {
     }
 }
 
+/// Liveness needs no key; metrics (business volumes) are only on the admin
+/// address, never on the public API.
 #[tokio::test]
-async fn health_and_metrics_need_no_key() {
+async fn health_needs_no_key_and_metrics_are_not_public() {
     let s = Server::start().await;
-    for path in ["/healthz", "/metrics"] {
+    for (path, expected) in [
+        ("/healthz", StatusCode::OK),
+        ("/metrics", StatusCode::NOT_FOUND),
+    ] {
         let res = s
             .http
             .get(format!("{}{path}", s.base))
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.status(), expected, "{path}");
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tally_domain::usage::{SealMarker, UsageMessage};
 use tally_domain::UsageEvent;
 use tally_platform::config::Topics;
+use tally_platform::health::{Probe, Readiness};
 use tally_platform::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,15 @@ impl Application {
             consumer,
             topics,
         })
+    }
+
+    /// What `/readyz` checks for this service.
+    pub fn readiness(&self) -> Readiness {
+        let mut readiness = Readiness::default();
+        readiness.add("rating.database", Probe::Database(self.pool.clone()));
+        readiness.add("rating.kafka", Probe::Kafka(self.producer.clone()));
+        readiness.add("rating.consumer", kafka::assigned(&self.consumer));
+        readiness
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -109,16 +119,12 @@ impl Application {
             // From the third attempt on, one bad event no longer holds up its batch.
             match self.handle(batch, attempt >= 3).await {
                 Ok(()) => return,
-                Err(err) if database_unavailable(&err) => {
-                    tracing::warn!(error = %err, messages = batch.len(), "database unavailable; retrying the rating batch");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
                 Err(err) => {
-                    tracing::error!(error = %err, messages = batch.len(), "rating batch failed; retrying");
+                    if database_unavailable(&err) {
+                        tracing::warn!(error = %err, messages = batch.len(), "database unavailable; retrying the rating batch");
+                    } else {
+                        tracing::error!(error = %err, messages = batch.len(), "rating batch failed; retrying");
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(backoff) => {}
@@ -278,9 +284,6 @@ impl Application {
 /// How often pending credit restatements (a grant given or voided) are looked for.
 const RESTATE_EVERY: Duration = Duration::from_millis(500);
 
-/// Restates the accounts whose grants changed, then publishes the new
-/// statement versions. Several rating instances share the work: each takes
-/// requests with `SKIP LOCKED`.
 /// True when `err` is the database out of reach (not a failure of the batch).
 fn database_unavailable(err: &anyhow::Error) -> bool {
     match err.downcast_ref::<ProcessError>() {
@@ -292,6 +295,9 @@ fn database_unavailable(err: &anyhow::Error) -> bool {
     }
 }
 
+/// Restates the accounts whose grants changed, then publishes the new
+/// statement versions. Several rating instances share the work: each takes
+/// requests with `SKIP LOCKED`.
 async fn credit_restatements(
     pool: PgPool,
     producer: tally_platform::kafka::Producer,

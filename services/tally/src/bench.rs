@@ -299,6 +299,7 @@ fn spawn(
         )
         .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
         .env("TALLY_INVOICING_ADDR", format!("127.0.0.1:{invoicing}"))
+        .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -380,9 +381,9 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             }
         };
         let kafka = infra::LocalKafka::create(dir, 1, port)?;
+        private.adopt_private(kafka.clone());
         kafka.start().await?;
         config.kafka_brokers = kafka.bootstrap();
-        private.adopt(kafka);
     }
     crate::demo::drop_database(&config.database_url, "tally_bench").await?;
     config.database_url = crate::demo::with_database(&config.database_url, "tally_bench");
@@ -595,10 +596,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             expected.len()
         );
     }
-    if a.private_broker {
-        drop(private);
-        std::fs::remove_dir_all(&private_dir)?;
-    }
+    drop(private);
     Ok(report)
 }
 

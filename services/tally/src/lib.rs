@@ -10,24 +10,34 @@ pub mod up;
 
 use tally_platform::Config;
 
-/// The configuration from the environment, with PostgreSQL and the broker
-/// filled in by the embedded default where `DATABASE_URL` / `KAFKA_BROKERS`
-/// are not set.
-pub async fn embedded_config(embedded: &mut infra::Embedded) -> anyhow::Result<Config> {
+/// The configuration from the environment, with PostgreSQL and (when
+/// `broker`) the broker filled in by the embedded default where
+/// `DATABASE_URL` / `KAFKA_BROKERS` are not set.
+pub async fn embedded_config(
+    embedded: &mut infra::Embedded,
+    broker: bool,
+) -> anyhow::Result<Config> {
     let mut config = Config::from_env()?;
     config.database_url = infra::ensure_postgres().await?;
-    config.kafka_brokers = infra::ensure_broker(embedded).await?;
+    if broker {
+        config.kafka_brokers = infra::ensure_broker(embedded).await?;
+    }
     Ok(config)
 }
 
 /// The configuration from the environment, which must name the database
-/// and the brokers: nothing local is started without `--embedded`.
-pub fn explicit_config() -> anyhow::Result<Config> {
-    for (name, what) in [
-        ("DATABASE_URL", "PostgreSQL"),
-        ("KAFKA_BROKERS", "the Kafka bootstrap servers"),
-    ] {
-        if std::env::var(name).map_or(true, |v| v.trim().is_empty()) {
+/// (and the brokers, when `kafka`): nothing local is started without
+/// `--embedded`.
+pub fn explicit_config(kafka: bool) -> anyhow::Result<Config> {
+    let mut needed = vec![(
+        "DATABASE_URL",
+        "PostgreSQL (or DATABASE_URL_FILE, a file holding it)",
+    )];
+    if kafka {
+        needed.push(("KAFKA_BROKERS", "the Kafka bootstrap servers"));
+    }
+    for (name, what) in needed {
+        if tally_platform::config::secret(name)?.is_none() {
             anyhow::bail!(
                 "{name} is not set: set it to {what}, or pass --embedded to use a local one \
                  (started if none runs; for development)"

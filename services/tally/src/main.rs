@@ -161,6 +161,10 @@ enum Local {
         /// its controller one above.
         #[arg(long, default_value_t = 9092)]
         port: u16,
+        /// Also a SASL_SSL listener on this port (one node only): SCRAM-SHA-256
+        /// user `tally`, certificates of a local CA; see DIR/cluster.json.
+        #[arg(long)]
+        secure_port: Option<u16>,
     },
     /// Stop the local Apache Kafka in this directory.
     StopKafka {
@@ -173,16 +177,29 @@ async fn local(command: Local) -> anyhow::Result<()> {
     match command {
         Local::Postgres => {
             let url = tally::infra::ensure_postgres().await?;
-            println!("DATABASE_URL={url}");
+            println!("DATABASE_URL={}", shell_quoted(&url));
         }
-        Local::Kafka { dir, nodes, port } => {
-            let kafka = tally::infra::LocalKafka::create(&dir, nodes, port)?;
+        Local::Kafka {
+            dir,
+            nodes,
+            port,
+            secure_port,
+        } => {
+            let mut kafka = tally::infra::LocalKafka::create(&dir, nodes, port)?;
+            if let Some(secure) = secure_port {
+                kafka = kafka.with_secure_listener(secure)?;
+            }
             kafka.start().await?;
-            println!("KAFKA_BROKERS={}", kafka.bootstrap());
+            println!("KAFKA_BROKERS={}", shell_quoted(&kafka.bootstrap()));
         }
         Local::StopKafka { dir } => tally::infra::LocalKafka::open(&dir)?.stop(),
     }
     Ok(())
+}
+
+/// `value` in single quotes, for `eval` in a shell.
+fn shell_quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 #[tokio::main]
@@ -202,9 +219,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut embedded = Embedded::default();
     let config = if cli.embedded || matches!(cli.command, Command::Demo { .. } | Command::Bench(_))
     {
-        tally::embedded_config(&mut embedded).await?
+        // A bench on a private broker needs no other.
+        let broker = !matches!(&cli.command, Command::Bench(args) if args.private_broker);
+        tally::embedded_config(&mut embedded, broker).await?
     } else {
-        tally::explicit_config()?
+        let kafka = matches!(cli.command, Command::Up { .. } | Command::DlqReplay { .. });
+        tally::explicit_config(kafka)?
     };
     match cli.command {
         Command::Up { only } => {
@@ -221,11 +241,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = running.invoicing_url() {
                 println!("invoicing  {url}");
             }
-            tokio::spawn(async move {
-                tally_platform::shutdown_signal().await;
-                shutdown.cancel();
-            });
-            running.wait().await
+            if let Some(url) = running.admin_url() {
+                println!("admin      {url}  (/healthz /readyz /metrics)");
+            }
+            let stopped = running.wait();
+            tokio::pin!(stopped);
+            tokio::select! {
+                () = tally_platform::shutdown_signal() => {}
+                result = &mut stopped => return result,
+            }
+            tracing::info!("stopping: finishing the batches in hand");
+            shutdown.cancel();
+            // The services have this long to finish, commit and leave their
+            // groups; then `tally` exits non-zero (the embedded Kafka, if
+            // any, is still stopped on the way out).
+            let deadline = config.shutdown_timeout;
+            tokio::time::timeout(deadline, stopped).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "did not stop within TALLY_SHUTDOWN_TIMEOUT_SECS ({} s)",
+                    deadline.as_secs()
+                )
+            })?
         }
         Command::Demo { events } => tally::demo::run(config, events).await,
         Command::Bench(args) => tally::bench::run(config, &args).await.map(|_| ()),

@@ -1,6 +1,7 @@
 //! `tally up`: the three services composed in one process.
 
 use std::str::FromStr;
+use tally_platform::health::{AdminServer, Readiness};
 use tally_platform::Config;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ impl FromStr for Service {
 pub struct Running {
     pub collector_port: Option<u16>,
     pub invoicing_port: Option<u16>,
+    /// `/healthz`, `/readyz`, `/metrics` of these services.
+    pub admin_port: Option<u16>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -45,6 +48,10 @@ impl Running {
 
     pub fn invoicing_url(&self) -> Option<String> {
         self.invoicing_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
     /// Stops every service and waits for them; the first error wins.
@@ -68,7 +75,8 @@ impl Running {
     }
 }
 
-/// Prepares the database and topics, then starts `services`.
+/// Prepares the database and topics, then starts `services` and, unless
+/// `TALLY_ADMIN_ADDR` is `off`, their admin endpoints.
 pub async fn start(
     config: &Config,
     services: &[Service],
@@ -78,28 +86,41 @@ pub async fn start(
     let mut running = Running {
         collector_port: None,
         invoicing_port: None,
+        admin_port: None,
         shutdown: shutdown.clone(),
         tasks: Vec::new(),
     };
+    let mut readiness = Readiness::default();
     for service in services {
         let token = shutdown.clone();
         let task = match service {
             Service::Collector => {
                 let app = tally_collector::Application::build(config.clone()).await?;
                 running.collector_port = Some(app.port());
+                readiness.extend(app.readiness());
                 tokio::spawn(app.run_until_stopped(token))
             }
             Service::Rating => {
                 let app = tally_rating::Application::build(config.clone()).await?;
+                readiness.extend(app.readiness());
                 tokio::spawn(app.run_until_stopped(token))
             }
             Service::Invoicing => {
                 let app = tally_invoicing::Application::build(config.clone()).await?;
                 running.invoicing_port = Some(app.port());
+                readiness.extend(app.readiness());
                 tokio::spawn(app.run_until_stopped(token))
             }
         };
         running.tasks.push(task);
+    }
+    if let Some(addr) = config.admin_addr {
+        let admin = AdminServer::bind(addr, readiness).await?;
+        running.admin_port = Some(admin.port());
+        let token = shutdown.clone();
+        running
+            .tasks
+            .push(tokio::spawn(async move { Ok(admin.serve(token).await?) }));
     }
     Ok(running)
 }

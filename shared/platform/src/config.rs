@@ -18,6 +18,9 @@ pub struct Config {
     pub database_url: String,
     /// Kafka bootstrap servers (`KAFKA_BROKERS`).
     pub kafka_brokers: String,
+    /// librdkafka properties for every client (`TALLY_KAFKA_<PROPERTY>`):
+    /// security settings and any other.
+    pub kafka_properties: KafkaProperties,
     /// Prefix of every topic name (`TALLY_TOPIC_PREFIX`), so several pipelines
     /// (or tests) can share one broker.
     pub topic_prefix: String,
@@ -29,8 +32,21 @@ pub struct Config {
     /// (`TALLY_TOPIC_REPLICATION`); unset, the broker's
     /// `default.replication.factor` applies.
     pub topic_replication: Option<i32>,
+    /// `min.insync.replicas` of the topics Tally creates
+    /// (`TALLY_TOPIC_MIN_INSYNC_REPLICAS`); unset, the broker's default.
+    pub topic_min_insync_replicas: Option<u32>,
+    /// `retention.ms` of the topics Tally creates (`TALLY_TOPIC_RETENTION_HOURS`);
+    /// unset, the broker's default. Keep `usage.events` at least the late-usage
+    /// window, so a restored database can be brought forward by replaying it.
+    pub topic_retention: Option<Duration>,
     pub collector_addr: SocketAddr,
     pub invoicing_addr: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` of the process
+    /// (`TALLY_ADMIN_ADDR`; `off` serves none).
+    pub admin_addr: Option<SocketAddr>,
+    /// After SIGTERM, how long the process may take to finish its batch,
+    /// commit and leave its groups (`TALLY_SHUTDOWN_TIMEOUT_SECS`).
+    pub shutdown_timeout: Duration,
     /// Consumer group session timeout (`TALLY_KAFKA_SESSION_TIMEOUT_MS`).
     pub kafka_session_timeout: Duration,
     /// How long a consumer may go without polling, e.g. while it retries a
@@ -88,12 +104,17 @@ impl Default for Config {
         Self {
             database_url: DEFAULT_DATABASE_URL.into(),
             kafka_brokers: DEFAULT_KAFKA_BROKERS.into(),
+            kafka_properties: KafkaProperties::default(),
             topic_prefix: String::new(),
             group_prefix: "tally".into(),
             usage_partitions: 8,
             topic_replication: None,
+            topic_min_insync_replicas: None,
+            topic_retention: None,
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             invoicing_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+            shutdown_timeout: Duration::from_secs(30),
             kafka_session_timeout: Duration::from_secs(10),
             kafka_max_poll_interval: Duration::from_secs(300),
             ingest_max_age: Duration::from_secs(35 * 24 * 3600),
@@ -120,6 +141,113 @@ fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// `NAME`, or the contents of the file `NAME_FILE` names (a mounted secret;
+/// one trailing newline dropped).
+pub fn secret(name: &'static str) -> Result<Option<String>, ConfigError> {
+    if let Some(value) = var(name) {
+        return Ok(Some(value));
+    }
+    let file_var = format!("{name}_FILE");
+    match std::env::var(&file_var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(path) => read_secret(&path).map(Some).map_err(|reason| ConfigError {
+            name,
+            value: format!("{file_var}={path}"),
+            reason,
+        }),
+        None => Ok(None),
+    }
+}
+
+fn read_secret(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+/// librdkafka properties given as `TALLY_KAFKA_<PROPERTY>`: the property in
+/// capitals, dots as underscores (`TALLY_KAFKA_SECURITY_PROTOCOL=SASL_SSL`
+/// is `security.protocol`). `TALLY_KAFKA_<PROPERTY>_FILE` reads the value
+/// from a file (`TALLY_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka`).
+/// Values are never shown (`Debug` names the properties only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(Vec<(String, String)>);
+
+/// Tally's own `TALLY_KAFKA_*` settings, not librdkafka properties.
+const OWN_KAFKA_SETTINGS: [&str; 4] =
+    ["SESSION_TIMEOUT_MS", "MAX_POLL_INTERVAL_MS", "HEAP", "HOME"];
+
+/// Properties Tally sets itself because its guarantees rest on them: a
+/// 202 is on every in-sync replica, offsets are committed only after the
+/// database, a new group reads from the start, every instance is a member
+/// of its own.
+const FIXED_KAFKA_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "group.id",
+    "group.instance.id",
+];
+
+impl KafkaProperties {
+    pub fn from_vars(vars: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut properties = Vec::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("TALLY_KAFKA_") else {
+                continue;
+            };
+            let (rest, from_file) = match rest.strip_suffix("_FILE") {
+                Some(rest) => (rest, true),
+                None => (rest, false),
+            };
+            if OWN_KAFKA_SETTINGS.contains(&rest) || rest.is_empty() {
+                continue;
+            }
+            let property = rest.to_ascii_lowercase().replace('_', ".");
+            let refuse = |reason: String| ConfigError {
+                name: "TALLY_KAFKA_*",
+                value: name.clone(),
+                reason,
+            };
+            if FIXED_KAFKA_PROPERTIES.contains(&property.as_str()) {
+                return Err(refuse(format!(
+                    "Tally sets {property} itself (use KAFKA_BROKERS for the servers)"
+                )));
+            }
+            let value = if from_file {
+                read_secret(&value).map_err(refuse)?
+            } else {
+                value
+            };
+            if properties.iter().any(|(p, _)| *p == property) {
+                return Err(refuse(format!(
+                    "{property} is given twice (TALLY_KAFKA_{rest} and TALLY_KAFKA_{rest}_FILE)"
+                )));
+            }
+            properties.push((property, value));
+        }
+        properties.sort();
+        Ok(KafkaProperties(properties))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=…")))
+            .finish()
+    }
+}
+
 fn parsed<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -140,8 +268,9 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = Config::default();
         let config = Self {
-            database_url: var("DATABASE_URL").unwrap_or(d.database_url),
+            database_url: secret("DATABASE_URL")?.unwrap_or(d.database_url),
             kafka_brokers: var("KAFKA_BROKERS").unwrap_or(d.kafka_brokers),
+            kafka_properties: KafkaProperties::from_vars(std::env::vars())?,
             topic_prefix: var("TALLY_TOPIC_PREFIX").unwrap_or(d.topic_prefix),
             group_prefix: var("TALLY_GROUP_PREFIX").unwrap_or(d.group_prefix),
             usage_partitions: parsed("TALLY_USAGE_PARTITIONS")?.unwrap_or(d.usage_partitions),
@@ -155,8 +284,19 @@ impl Config {
                 }
                 n => n,
             },
+            topic_min_insync_replicas: parsed("TALLY_TOPIC_MIN_INSYNC_REPLICAS")?,
+            topic_retention: parsed::<u64>("TALLY_TOPIC_RETENTION_HOURS")?
+                .map(|h| Duration::from_secs(h * 3600)),
             collector_addr: parsed("TALLY_COLLECTOR_ADDR")?.unwrap_or(d.collector_addr),
             invoicing_addr: parsed("TALLY_INVOICING_ADDR")?.unwrap_or(d.invoicing_addr),
+            admin_addr: match var("TALLY_ADMIN_ADDR") {
+                Some(off) if off.trim() == "off" => None,
+                Some(_) => parsed("TALLY_ADMIN_ADDR")?,
+                None => d.admin_addr,
+            },
+            shutdown_timeout: parsed("TALLY_SHUTDOWN_TIMEOUT_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.shutdown_timeout),
             kafka_session_timeout: parsed("TALLY_KAFKA_SESSION_TIMEOUT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.kafka_session_timeout),
@@ -267,6 +407,75 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn kafka_properties_map_from_the_environment_and_files() {
+        let secret = std::env::temp_dir().join(format!("tally-secret-{}", std::process::id()));
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let props = KafkaProperties::from_vars(vars(&[
+            ("TALLY_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("TALLY_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
+            ("TALLY_KAFKA_SASL_PASSWORD_FILE", secret.to_str().unwrap()),
+            ("TALLY_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+            ("TALLY_KAFKA_HEAP", "1g"),
+            ("TALLY_TOPIC_PREFIX", "x."),
+        ]))
+        .unwrap();
+        let got: Vec<(&str, &str)> = props.iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.password", "s3cret"),
+                ("security.protocol", "SASL_SSL")
+            ]
+        );
+        // Values never show in Debug output.
+        assert_eq!(
+            format!("{props:?}"),
+            "[\"sasl.mechanisms=…\", \"sasl.password=…\", \"security.protocol=…\"]"
+        );
+        std::fs::remove_file(&secret).unwrap();
+    }
+
+    #[test]
+    fn kafka_properties_tally_relies_on_cannot_be_overridden() {
+        let err = KafkaProperties::from_vars(vars(&[("TALLY_KAFKA_ACKS", "1")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for TALLY_KAFKA_*: \"TALLY_KAFKA_ACKS\" (Tally sets acks itself (use KAFKA_BROKERS for the servers))"
+        );
+        let err = KafkaProperties::from_vars(vars(&[("TALLY_KAFKA_AUTO_OFFSET_RESET", "latest")]))
+            .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("Tally sets auto.offset.reset itself"));
+        let err = KafkaProperties::from_vars(vars(&[
+            ("TALLY_KAFKA_SASL_USERNAME", "a"),
+            ("TALLY_KAFKA_SASL_USERNAME_FILE", "/dev/null"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("sasl.username is given twice"),
+            "{err}"
+        );
+        let err = KafkaProperties::from_vars(vars(&[(
+            "TALLY_KAFKA_SSL_KEY_PASSWORD_FILE",
+            "/nonexistent/tally",
+        )]))
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("invalid value for TALLY_KAFKA_*: \"TALLY_KAFKA_SSL_KEY_PASSWORD_FILE\" (cannot read /nonexistent/tally"));
+    }
 
     #[test]
     fn rating_lanes_must_leave_connections_for_the_rest() {

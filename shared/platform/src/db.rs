@@ -28,6 +28,12 @@ pub async fn connect_service(config: &Config, service: &str) -> Result<PgPool, s
     if !url.contains("application_name=") {
         options = options.application_name(&format!("tally-{service}"));
     }
+    if let Some(timeout) = config.db_statement_timeout {
+        // PostgreSQL cancels a statement, or a wait for a lock, itself: the
+        // connection goes back to the pool instead of staying blocked.
+        let ms = timeout.as_millis().to_string();
+        options = options.options([("statement_timeout", &ms), ("lock_timeout", &ms)]);
+    }
     pool_of(
         options,
         config.db_max_connections,

@@ -3,12 +3,16 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -24,9 +28,19 @@ pub type Consumer = StreamConsumer<Context>;
 /// is something librdkafka recovers from by itself (it reconnects, and the
 /// metadata moves partitions to new leaders): logged as a warning. What it
 /// cannot recover from surfaces where Tally uses the client (a produce or a
-/// commit that fails), and is logged there.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Context;
+/// commit that fails), and is logged there. A consumer's context also knows
+/// whether its group gave it an assignment (readiness).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    assigned: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// True while the consumer holds an assignment from its group.
+    pub fn assigned(&self) -> Arc<AtomicBool> {
+        self.assigned.clone()
+    }
+}
 
 /// A librdkafka report of a connection it will make again by itself.
 fn is_transient(facility: &str, message: &str) -> bool {
@@ -99,14 +113,50 @@ pub async fn after_consumer_error(error: &KafkaError) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = matches!(rebalance, Rebalance::Assign(_));
+        self.assigned.store(assigned, Ordering::Relaxed);
+    }
+}
+
+/// The readiness probe of a consumer: assigned by its group.
+pub fn assigned(consumer: &Consumer) -> crate::health::Probe {
+    crate::health::Probe::Consumer(consumer.client().context().assigned())
+}
 
 /// How long a produce may wait in the client before it is reported failed.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A client error without the value of the property librdkafka refused
+/// (a misspelt `TALLY_KAFKA_SASL_PASWORD` must not print the password).
+fn without_value(err: KafkaError) -> KafkaError {
+    match err {
+        KafkaError::ClientConfig(code, description, key, value) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, "…")
+            };
+            KafkaError::ClientConfig(code, description, key, "(value not shown)".into())
+        }
+        other => other,
+    }
+}
+
+/// Adds the configuration's librdkafka properties (`TALLY_KAFKA_*`: security
+/// and anything else) over Tally's defaults.
+fn with_properties<'a>(client: &'a mut ClientConfig, config: &Config) -> &'a mut ClientConfig {
+    for (property, value) in config.kafka_properties.iter() {
+        client.set(property, value);
+    }
+    client
+}
+
 /// An idempotent producer with `acks=all`: a delivered message is durable on the broker.
 pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
-    ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -115,14 +165,17 @@ pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
         .set(
             "message.timeout.ms",
             PRODUCE_TIMEOUT.as_millis().to_string(),
-        )
-        .create_with_context(Context)
+        );
+    with_properties(&mut client, config)
+        .create_with_context(Context::default())
+        .map_err(without_value)
 }
 
 /// A consumer in `group` that never commits on its own.
 pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
     let session = config.kafka_session_timeout.as_millis();
-    ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -147,22 +200,70 @@ pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
         .set(
             "max.poll.interval.ms",
             config.kafka_max_poll_interval.as_millis().to_string(),
-        )
-        .create_with_context(Context)
+        );
+    with_properties(&mut client, config)
+        .create_with_context(Context::default())
+        .map_err(without_value)
 }
 
-/// Creates the pipeline's topics if they do not exist yet.
-pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
-    let admin: AdminClient<Context> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
-        .create_with_context(Context)?;
+/// What is wrong with the topics Tally finds, or could not create.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("could not create topic {topic}: {code:?}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("{0} does not show in the cluster's metadata (created, but not visible within 10 s)")]
+    Missing(String),
+    #[error(
+        "{topic} has {found} partitions but TALLY_USAGE_PARTITIONS is {configured}: set it to \
+         {found} if the topic was made that way; if partitions were added under a running Tally, \
+         accounts moved to other partitions and their events lost their order"
+    )]
+    Partitions {
+        topic: String,
+        found: usize,
+        configured: i32,
+    },
+}
+
+/// Creates the pipeline's topics if they do not exist yet (partitions,
+/// replication, `min.insync.replicas` and retention as configured), then
+/// checks that `usage.events` has the configured partitions: its key (the
+/// account) keeps an account's events and seal markers in order only while
+/// the partition count stays the same.
+pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
+    let admin: AdminClient<Context> = with_properties(
+        ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers),
+        config,
+    )
+    .create_with_context(Context::default())
+    .map_err(without_value)?;
     let topics = config.topics();
-    // -1: the broker's `default.replication.factor` (KIP-464).
-    let replication = || TopicReplication::Fixed(config.topic_replication.unwrap_or(-1));
+    let min_insync = config.topic_min_insync_replicas.map(|n| n.to_string());
+    let retention = config.topic_retention.map(|r| r.as_millis().to_string());
+    let new_topic = |name, partitions| {
+        // -1: the broker's `default.replication.factor` (KIP-464).
+        let mut topic = NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(config.topic_replication.unwrap_or(-1)),
+        );
+        if let Some(n) = &min_insync {
+            topic = topic.set("min.insync.replicas", n);
+        }
+        if let Some(ms) = &retention {
+            topic = topic.set("retention.ms", ms);
+        }
+        topic
+    };
     let wanted = [
-        NewTopic::new(&topics.usage_events, config.usage_partitions, replication()),
-        NewTopic::new(&topics.usage_dlq, 1, replication()),
-        NewTopic::new(&topics.statements, config.usage_partitions, replication()),
+        new_topic(&topics.usage_events, config.usage_partitions),
+        new_topic(&topics.usage_dlq, 1),
+        new_topic(&topics.statements, config.usage_partitions),
     ];
     let results = admin
         .create_topics(
@@ -170,15 +271,48 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await?;
+    let mut usage_existed = false;
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::error!(%topic, ?code, "could not create topic");
-                })
+            Ok(_) => {}
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                usage_existed |= topic == topics.usage_events;
             }
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
         }
+    }
+    if !usage_existed {
+        return Ok(());
+    }
+    // A topic another process has just created may not be in the metadata
+    // yet: wait for its partitions to show.
+    let topic = topics.usage_events.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<usize, KafkaError> {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = admin
+                .inner()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))?
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
+            if found > 0 || std::time::Instant::now() > until {
+                return Ok(found);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)??;
+    if found == 0 {
+        return Err(TopicError::Missing(topics.usage_events));
+    }
+    if found != config.usage_partitions as usize {
+        return Err(TopicError::Partitions {
+            topic: topics.usage_events,
+            found,
+            configured: config.usage_partitions,
+        });
     }
     Ok(())
 }
@@ -271,4 +405,31 @@ pub fn commit_batch(consumer: &Consumer, batch: &[OwnedMessage]) -> Result<(), K
         list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     }
     consumer.commit(&list, CommitMode::Sync)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaProperties;
+
+    #[test]
+    fn a_refused_property_does_not_show_its_value() {
+        let config = Config {
+            kafka_properties: KafkaProperties::from_vars(
+                [(
+                    "TALLY_KAFKA_SASL_PASWORD".to_owned(),
+                    "s3cret-value".to_owned(),
+                )]
+                .into_iter(),
+            )
+            .unwrap(),
+            ..Config::default()
+        };
+        let err = producer(&config)
+            .err()
+            .expect("librdkafka refuses the property");
+        let shown = err.to_string();
+        assert!(shown.contains("sasl.pasword"), "{shown}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod kafka;
 pub mod onboarding;
 pub mod telemetry;
@@ -42,25 +43,61 @@ pub async fn shutdown_signal() {
 }
 
 /// The whole `main` of a service binary: logs, configuration from the
-/// environment, migrations and topics, then `build` and `run` until Ctrl-C
-/// or SIGTERM.
+/// environment, migrations and topics, then `build`, the admin endpoints
+/// (with `readiness`) and `run` until Ctrl-C or SIGTERM, which must end
+/// within `TALLY_SHUTDOWN_TIMEOUT_SECS`.
 pub async fn run_service<App, Built, Ran>(
     build: impl FnOnce(Config) -> Built,
+    readiness: impl FnOnce(&App) -> health::Readiness,
     run: impl FnOnce(App, tokio_util::sync::CancellationToken) -> Ran,
 ) -> anyhow::Result<()>
 where
     Built: std::future::Future<Output = anyhow::Result<App>>,
-    Ran: std::future::Future<Output = anyhow::Result<()>>,
+    Ran: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     telemetry::init_logging();
+    for (name, what) in [
+        (
+            "DATABASE_URL",
+            "PostgreSQL (or DATABASE_URL_FILE, a file holding it)",
+        ),
+        ("KAFKA_BROKERS", "the Kafka bootstrap servers"),
+    ] {
+        if config::secret(name)?.is_none() {
+            anyhow::bail!("{name} is not set: set it to {what}");
+        }
+    }
     let config = Config::from_env()?;
     prepare(&config).await?;
-    let app = build(config).await?;
+    let app = build(config.clone()).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        trigger.cancel();
-    });
-    run(app, shutdown).await
+    let admin = match config.admin_addr {
+        Some(addr) => Some(tokio::spawn(
+            health::AdminServer::bind(addr, readiness(&app))
+                .await?
+                .serve(shutdown.clone()),
+        )),
+        None => None,
+    };
+    let mut running = tokio::spawn(run(app, shutdown.clone()));
+    tokio::select! {
+        () = shutdown_signal() => {}
+        result = &mut running => {
+            shutdown.cancel();
+            return result?;
+        }
+    }
+    tracing::info!("stopping: finishing the batch in hand");
+    shutdown.cancel();
+    match tokio::time::timeout(config.shutdown_timeout, running).await {
+        Ok(result) => result??,
+        Err(_) => anyhow::bail!(
+            "did not stop within TALLY_SHUTDOWN_TIMEOUT_SECS ({} s)",
+            config.shutdown_timeout.as_secs()
+        ),
+    }
+    if let Some(admin) = admin {
+        admin.await??;
+    }
+    Ok(())
 }

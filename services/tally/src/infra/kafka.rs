@@ -5,8 +5,8 @@
 //! restarted node finds its logs again.
 //!
 //! Nodes run detached from the process that starts them (their ids are in
-//! `node-N/pid`): `tally local-kafka start` returns while they keep running,
-//! and `tally local-kafka stop` (or [`LocalKafka::stop`]) ends them.
+//! `node-N/pid`): `tally local kafka` returns while they keep running, and
+//! `tally local stop-kafka` (or [`LocalKafka::stop`]) ends them.
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -59,6 +59,31 @@ pub struct LocalKafka {
     pub dir: PathBuf,
     pub cluster_id: String,
     pub nodes: Vec<Node>,
+    /// A second listener of a single node, SASL_SSL with SCRAM-SHA-256.
+    #[serde(default)]
+    pub secure: Option<Secure>,
+}
+
+/// A SASL_SSL listener: TLS with a certificate of a local CA, SCRAM-SHA-256
+/// credentials made at format time.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Secure {
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// What clients trust.
+    pub ca: PathBuf,
+    pub keystore: PathBuf,
+}
+
+impl std::fmt::Debug for Secure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secure")
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalKafka {
@@ -92,12 +117,67 @@ impl LocalKafka {
                 })
                 .collect(),
             dir,
+            secure: None,
         };
         std::fs::write(
             cluster.dir.join("cluster.json"),
             serde_json::to_vec_pretty(&cluster)?,
         )?;
         Ok(cluster)
+    }
+
+    /// Adds a SASL_SSL listener on `port` (a single node, before its first
+    /// start): certificates of a local CA under `tls/`, a SCRAM user
+    /// `tally` with a random password.
+    pub fn with_secure_listener(mut self, port: u16) -> anyhow::Result<LocalKafka> {
+        if self.nodes.len() != 1 {
+            bail!("a secure listener is for a single node");
+        }
+        if let Some(secure) = &self.secure {
+            if secure.port == port {
+                return Ok(self);
+            }
+            bail!(
+                "{} has a secure listener on port {} already",
+                self.dir.display(),
+                secure.port
+            );
+        }
+        if self.node_dir(1).join("data/meta.properties").exists() {
+            bail!(
+                "{} is formatted already: a secure listener is added before the first start",
+                self.dir.display()
+            );
+        }
+        let certs = super::tls::Certs::make(&self.dir.join("tls"))?;
+        self.secure = Some(Secure {
+            port,
+            user: "tally".into(),
+            password: uuid::Uuid::new_v4().simple().to_string(),
+            ca: certs.ca,
+            keystore: certs.keystore,
+        });
+        std::fs::write(
+            self.dir.join("cluster.json"),
+            serde_json::to_vec_pretty(&self)?,
+        )?;
+        Ok(self)
+    }
+
+    /// The secure listener's address and the librdkafka properties a client
+    /// needs for it (what `TALLY_KAFKA_*` would carry).
+    pub fn secure_client(&self) -> Option<(String, Vec<(String, String)>)> {
+        let s = self.secure.as_ref()?;
+        Some((
+            format!("127.0.0.1:{}", s.port),
+            vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.mechanisms".into(), "SCRAM-SHA-256".into()),
+                ("sasl.username".into(), s.user.clone()),
+                ("sasl.password".into(), s.password.clone()),
+                ("ssl.ca.location".into(), s.ca.display().to_string()),
+            ],
+        ))
     }
 
     /// The cluster described in `dir`.
@@ -140,16 +220,33 @@ impl LocalKafka {
             .join(",");
         let replication = n.min(3);
         let min_isr = if n >= 3 { 2 } else { 1 };
+        let (listener, advertised, map, sasl) = match &self.secure {
+            Some(secure) => (
+                format!(",SASL_SSL://127.0.0.1:{}", secure.port),
+                format!(",SASL_SSL://127.0.0.1:{}", secure.port),
+                ",SASL_SSL:SASL_SSL",
+                format!(
+                    "sasl.enabled.mechanisms=SCRAM-SHA-256\n\
+                     listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=\
+                     org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                     listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+                     listener.name.sasl_ssl.ssl.keystore.location={}\n",
+                    secure.keystore.display()
+                ),
+            ),
+            None => (String::new(), String::new(), "", String::new()),
+        };
         format!(
             "# Written by tally (services/tally/src/infra/kafka.rs).\n\
              process.roles=broker,controller\n\
              node.id={id}\n\
              controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{listener}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{map}\n\
+             {sasl}\
              log.dirs={data}\n\
              num.partitions=1\n\
              default.replication.factor={replication}\n\
@@ -181,11 +278,18 @@ impl LocalKafka {
             if dir.join("data/meta.properties").exists() {
                 continue;
             }
-            let child = self
-                .java(home, &dir)
+            let mut format = self.java(home, &dir);
+            format
                 .arg("kafka.tools.StorageTool")
                 .args(["format", "--ignore-formatted", "-t", &self.cluster_id, "-c"])
-                .arg(&properties)
+                .arg(&properties);
+            if let Some(secure) = &self.secure {
+                format.arg("--add-scram").arg(format!(
+                    "SCRAM-SHA-256=[name={},password={}]",
+                    secure.user, secure.password
+                ));
+            }
+            let child = format
                 .stdout(Stdio::null())
                 .stderr(File::create(dir.join("format.log"))?)
                 .spawn()
@@ -263,14 +367,20 @@ impl LocalKafka {
         Ok(())
     }
 
-    /// The process id of a node that is running.
+    /// The process id of a node that is running: the pid file's process,
+    /// if it is alive and is this node's Kafka (a stale pid file, after a
+    /// reboot, may name another process).
     pub fn pid(&self, id: u32) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.node_dir(id).join("pid"))
+        let dir = self.node_dir(id);
+        let pid: u32 = std::fs::read_to_string(dir.join("pid"))
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        alive(pid).then_some(pid)
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline)
+            .contains(&dir.join("server.properties").display().to_string());
+        (ours && alive(pid)).then_some(pid)
     }
 
     /// Waits until every node's port answers and the cluster's metadata
@@ -424,6 +534,12 @@ mod tests {
         // Python: base64.urlsafe_b64encode(bytes).rstrip(b'=')
         assert_eq!(cluster_id(uuid), "dxwfP38sTp6EZ1XqFjm47w");
         assert_eq!(cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn the_version_is_the_one_the_install_script_resolves() {
+        let pom = include_str!("../../../../deploy/kafka/pom.xml");
+        assert!(pom.contains(&format!("<kafka.version>{KAFKA_VERSION}</kafka.version>")));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod tls;
 
 use anyhow::bail;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,22 +14,32 @@ use std::time::Duration;
 pub use kafka::LocalKafka;
 pub use postgres::ensure_postgres;
 
-/// What the embedded default started; stopped when dropped.
+/// What the embedded default started; stopped (and, when asked, its
+/// directory removed) when dropped.
 #[derive(Default)]
 pub struct Embedded {
-    kafka: Vec<LocalKafka>,
+    kafka: Vec<(LocalKafka, bool)>,
 }
 
 impl Embedded {
     pub fn adopt(&mut self, kafka: LocalKafka) {
-        self.kafka.push(kafka);
+        self.kafka.push((kafka, false));
+    }
+
+    /// Like [`Embedded::adopt`], and the cluster's directory is removed
+    /// once it stopped (a private broker of one run).
+    pub fn adopt_private(&mut self, kafka: LocalKafka) {
+        self.kafka.push((kafka, true));
     }
 }
 
 impl Drop for Embedded {
     fn drop(&mut self) {
-        for kafka in &self.kafka {
+        for (kafka, remove) in &self.kafka {
             kafka.stop();
+            if *remove {
+                let _ = std::fs::remove_dir_all(&kafka.dir);
+            }
         }
     }
 }
@@ -81,8 +92,9 @@ pub async fn ensure_broker(embedded: &mut Embedded) -> anyhow::Result<String> {
         let dir = data_dir().join("kafka");
         tracing::info!(dir = %dir.display(), "starting the local Kafka");
         let kafka = LocalKafka::create(&dir, 1, 9092)?;
+        // Adopted first: a node that starts but never gets ready is stopped too.
+        embedded.adopt(kafka.clone());
         kafka.start().await?;
-        embedded.adopt(kafka);
     }
     Ok(addr.to_string())
 }

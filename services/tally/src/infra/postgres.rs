@@ -16,10 +16,8 @@ use super::{data_dir, port_open};
 /// it without a password, or a private cluster initialised under the data
 /// directory (on port 5439).
 pub async fn ensure_postgres() -> anyhow::Result<String> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.trim().is_empty() {
-            return Ok(url);
-        }
+    if let Some(url) = tally_platform::config::secret("DATABASE_URL")? {
+        return Ok(url);
     }
     let system = "postgres://postgres@127.0.0.1:5432/postgres";
     if port_open(SocketAddr::from(([127, 0, 0, 1], 5432))) {
@@ -98,6 +96,24 @@ fn pg_command(tool: &Path, dir: &Path) -> anyhow::Result<Command> {
 /// Initialises (once) and starts a private cluster in `dir` on `port`,
 /// listening on 127.0.0.1 only, trusting local connections.
 pub async fn start_private_postgres(dir: &Path, port: u16) -> anyhow::Result<()> {
+    start_private(dir, port, None).await
+}
+
+/// Like [`start_private_postgres`], with `ssl=on` and the certificates of
+/// `certs`, refusing every TCP connection that does not use TLS.
+pub async fn start_private_postgres_tls(
+    dir: &Path,
+    port: u16,
+    certs: &super::tls::Certs,
+) -> anyhow::Result<()> {
+    start_private(dir, port, Some(certs)).await
+}
+
+async fn start_private(
+    dir: &Path,
+    port: u16,
+    certs: Option<&super::tls::Certs>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     if !dir.join("PG_VERSION").exists() {
         tracing::info!(dir = %dir.display(), "initialising a private PostgreSQL cluster");
@@ -115,21 +131,33 @@ pub async fn start_private_postgres(dir: &Path, port: u16) -> anyhow::Result<()>
     if port_open(SocketAddr::from(([127, 0, 0, 1], port))) {
         return Ok(());
     }
+    let mut options = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+        dir.display()
+    );
+    if let Some(certs) = certs {
+        // The server reads its key only when only its owner may (the
+        // cluster's directory is handed to `postgres` below).
+        std::fs::copy(&certs.cert, dir.join("server.crt"))?;
+        std::fs::copy(&certs.key, dir.join("server.key"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )?;
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )?;
+        options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+    }
     let log = dir.join("server.log");
     let status = pg_command(&find_pg_tool("pg_ctl")?, dir)?
         .args(["-D"])
         .arg(dir)
         .args(["-l"])
         .arg(&log)
-        .args([
-            "-o",
-            &format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {}",
-                dir.display()
-            ),
-            "-w",
-            "start",
-        ])
+        .args(["-o", &options, "-w", "start"])
         .stdout(Stdio::null())
         .status()
         .await?;
