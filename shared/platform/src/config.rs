@@ -90,7 +90,8 @@ pub struct Config {
     pub close_every: Option<Duration>,
     /// Prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`, default `TLY`).
     pub invoice_issuer: String,
-    /// Secret that signs bill links and bill-page sessions (`TALLY_LINK_SECRET`).
+    /// Secret that signs bill links and bill-page sessions (`TALLY_LINK_SECRET`,
+    /// or a file named by `TALLY_LINK_SECRET_FILE`).
     /// Without it each invoicing process draws a random one, so links do not
     /// survive a restart and do not work across instances.
     pub link_secret: Option<String>,
@@ -354,7 +355,7 @@ impl Config {
                 Some(issuer) => issuer,
                 None => d.invoice_issuer,
             },
-            link_secret: var("TALLY_LINK_SECRET"),
+            link_secret: secret("TALLY_LINK_SECRET")?,
         };
         config.validated()
     }
