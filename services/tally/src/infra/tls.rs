@@ -41,17 +41,7 @@ impl Certs {
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
              extendedKeyUsage=serverAuth\n",
         )?;
-        openssl(
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ],
-            &[&ca_key],
-        )?;
+        ec_key(&ca_key)?;
         openssl(
             &[
                 "req",
@@ -65,17 +55,7 @@ impl Certs {
             ],
             &[&ca_key, Path::new("-out"), &certs.ca],
         )?;
-        openssl(
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ],
-            &[&certs.key],
-        )?;
+        ec_key(&certs.key)?;
         openssl(
             &["req", "-new", "-subj", "/CN=127.0.0.1", "-key"],
             &[&certs.key, Path::new("-out"), &csr],
@@ -100,6 +80,21 @@ impl Certs {
         std::fs::write(&certs.keystore, keystore)?;
         Ok(certs)
     }
+}
+
+/// A P-256 private key (PKCS#8) in `path`.
+fn ec_key(path: &Path) -> anyhow::Result<()> {
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ],
+        &[path],
+    )
 }
 
 fn openssl(args: &[&str], paths: &[&Path]) -> anyhow::Result<()> {
