@@ -5,6 +5,8 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::Currency;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
     #[error("price must not be negative")]
@@ -370,14 +372,19 @@ impl PriceBook {
         Ok(())
     }
 
-    /// Charges for a period's total quantity at this version.
-    pub fn charges(&self, quantity: Decimal) -> Result<Charges, PricingError> {
+    /// Charges for a period's total quantity at this version, in `currency`.
+    /// Usage stays unrounded; the minimum's true-up is the minimum less the
+    /// usage line as billed (rounded to the currency's minor unit), so that
+    /// usage short of the minimum bills exactly the minimum: 0.005 under a
+    /// 1.00 minimum is 0.01 + 0.99, not 0.01 + 1.00 (0.995 rounded up).
+    pub fn charges(&self, quantity: Decimal, currency: Currency) -> Result<Charges, PricingError> {
         let billable = (quantity - self.free_units.unwrap_or_default()).max(Decimal::ZERO);
         let usage = self.model.charge(billable)?;
+        let billed = currency.round(usage);
         let minimum_true_up = self
             .minimum_charge
-            .filter(|minimum| usage < *minimum)
-            .map(|minimum| minimum - usage);
+            .filter(|minimum| billed < *minimum)
+            .map(|minimum| minimum - billed);
         Ok(Charges {
             usage,
             recurring_fee: self.recurring_fee.filter(|f| !f.is_zero()),
@@ -407,8 +414,37 @@ mod price_book_tests {
             free_units: Some(dec!(100)),
             ..per_unit(dec!(0.5))
         };
-        assert_eq!(book.charges(dec!(80)).unwrap().usage, dec!(0));
-        assert_eq!(book.charges(dec!(130)).unwrap().usage, dec!(15));
+        assert_eq!(book.charges(dec!(80), usd()).unwrap().usage, dec!(0));
+        assert_eq!(book.charges(dec!(130), usd()).unwrap().usage, dec!(15));
+    }
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn usage_short_of_the_minimum_bills_exactly_the_minimum() {
+        let book = PriceBook {
+            minimum_charge: Some(dec!(1.00)),
+            ..per_unit(dec!(1))
+        };
+        let charges = book.charges(dec!(0.005), usd()).unwrap();
+        assert_eq!(charges.usage, dec!(0.005));
+        assert_eq!(charges.minimum_true_up, Some(dec!(0.99)));
+        assert_eq!(
+            usd().round(charges.usage) + charges.minimum_true_up.unwrap(),
+            dec!(1.00)
+        );
+        // JPY has no minor unit: 0.4 yen of usage bills 0 and the whole minimum.
+        let yen = Currency::parse("JPY").unwrap();
+        let book = PriceBook {
+            minimum_charge: Some(dec!(100)),
+            ..per_unit(dec!(1))
+        };
+        assert_eq!(
+            book.charges(dec!(0.4), yen).unwrap().minimum_true_up,
+            Some(dec!(100))
+        );
     }
 
     #[test]
@@ -418,10 +454,10 @@ mod price_book_tests {
             ..per_unit(dec!(1))
         };
         assert_eq!(
-            book.charges(dec!(4)).unwrap().minimum_true_up,
+            book.charges(dec!(4), usd()).unwrap().minimum_true_up,
             Some(dec!(6))
         );
-        assert_eq!(book.charges(dec!(12)).unwrap().minimum_true_up, None);
+        assert_eq!(book.charges(dec!(12), usd()).unwrap().minimum_true_up, None);
     }
 
     #[test]

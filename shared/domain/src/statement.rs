@@ -297,7 +297,7 @@ impl Statement {
         });
         let mut lines = Vec::with_capacity(aggregates.len());
         for agg in aggregates {
-            let charges = agg.model.charges(agg.quantity)?;
+            let charges = agg.model.charges(agg.quantity, currency)?;
             let usage = agg.model.model.unit_price();
             let mut parts = vec![(
                 LineKind::Usage,
@@ -567,18 +567,20 @@ mod tests {
                     dec!(0.30),
                     dec!(1.20)
                 ),
-                // 5 - 2.475 = 2.525 list → 2.53; ×1.1 = 2.7775 → 2.78
+                // 5 - 2.48 (the usage line as billed) = 2.52 list, so list
+                // usage and true-up make exactly the 5.00 minimum (2.525 →
+                // 2.53 made 5.01); ×1.1 = 2.772 → 2.77; fee 0.504 → 0.50
                 (
                     LineKind::MinimumTrueUp,
-                    dec!(2.78),
-                    dec!(2.53),
+                    dec!(2.77),
+                    dec!(2.52),
                     dec!(0.25),
-                    dec!(0.51),
+                    dec!(0.50),
                     dec!(2.02)
                 ),
             ]
         );
-        assert_eq!(s.total, dec!(7.15));
+        assert_eq!(s.total, dec!(7.14));
     }
 
     #[test]
@@ -647,12 +649,12 @@ mod tests {
                     dec!(3.96),
                     Some(origin)
                 ),
-                // The true-up (5 - 2.475 = 2.525 → 2.53) is no longer due.
+                // The true-up (5 - 2.48 as billed = 2.52) is no longer due.
                 (
                     LineKind::MinimumTrueUp,
                     dec!(-1),
                     0,
-                    dec!(-2.53),
+                    dec!(-2.52),
                     dec!(-2.02),
                     Some(origin)
                 ),
