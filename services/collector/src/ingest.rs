@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::event::{check_time_window, parse_raw_event, EventRejection, ParsedEvent};
 use crate::lookup::Lookup;
 use crate::sink::{EventSink, SinkError};
+use crate::traces::IngestTrace;
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -160,7 +161,13 @@ pub async fn post_events(
         })
         .collect();
     if !accepted.is_empty() {
-        state.sink.publish(&accepted).await.map_err(|e| match e {
+        let trace = IngestTrace::start(&headers, &provider, raw.len(), &accepted);
+        let traceparents = trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]);
+        let published = state.sink.publish(&accepted, traceparents).await;
+        if let Some(trace) = trace {
+            trace.end(published.as_ref().err().map(|_| "not published"));
+        }
+        published.map_err(|e| match e {
             SinkError::Broker(cause) => ApiError::BrokerUnavailable(cause),
             other => ApiError::Internal(other.into()),
         })?;

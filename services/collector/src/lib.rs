@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod lookup;
 pub mod sink;
 pub mod startup;
+mod traces;
 
 pub use event::{
     check_time_window, parse_event, parse_raw_event, parse_typed, EventRejection, ParsedEvent,

@@ -1,6 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tally_platform::run_service(
+        "tally-collector",
         tally_collector::Application::build,
         tally_collector::Application::readiness,
         tally_collector::Application::run_until_stopped,

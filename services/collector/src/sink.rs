@@ -16,8 +16,13 @@ pub enum SinkError {
 }
 
 /// Publishes accepted usage events; returns only once every one is durable.
+/// `traceparents` is empty, or holds each event's trace context.
 pub trait EventSink: Send + Sync + 'static {
-    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn publish<'a>(
+        &'a self,
+        events: &'a [UsageEvent],
+        traceparents: &'a [String],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// `usage.events` on Kafka: key = account id, payload = the `UsageMessage`
@@ -34,7 +39,11 @@ impl KafkaSink {
 }
 
 impl EventSink for KafkaSink {
-    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(
+        &'a self,
+        events: &'a [UsageEvent],
+        traceparents: &'a [String],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let records = events
                 .iter()
@@ -43,11 +52,16 @@ impl EventSink for KafkaSink {
                     Ok((e.account_id.to_string(), payload))
                 })
                 .collect::<Result<Vec<(String, Vec<u8>)>, SinkError>>()?;
-            kafka::send_all(
+            kafka::send_all_traced(
                 &self.producer,
-                records
-                    .iter()
-                    .map(|(key, payload)| (self.topic.as_str(), key.as_str(), payload.as_slice())),
+                records.iter().enumerate().map(|(i, (key, payload))| {
+                    (
+                        self.topic.as_str(),
+                        key.as_str(),
+                        payload.as_slice(),
+                        traceparents.get(i).map(String::as_str),
+                    )
+                }),
             )
             .await
             .map_err(|e| SinkError::Broker(e.to_string()))

@@ -24,7 +24,11 @@ struct MemorySink {
 }
 
 impl EventSink for MemorySink {
-    fn publish<'a>(&'a self, events: &'a [UsageEvent]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(
+        &'a self,
+        events: &'a [UsageEvent],
+        _traceparents: &'a [String],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             if self.down {
                 return Err(SinkError::Broker("broker down".into()));

@@ -102,6 +102,7 @@ pub async fn run(
                 }
             }
         }
+        crate::traces::applied(&pool, &batch).await;
         if let Err(err) = kafka::commit_batch(&consumer, &batch) {
             tracing::warn!(error = %err, "offset commit failed after the batch was recorded");
         }

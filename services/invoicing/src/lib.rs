@@ -16,6 +16,7 @@ pub mod provider_api;
 pub mod routes;
 pub mod settlement;
 pub mod startup;
+mod traces;
 
 pub use consumer::apply_statements;
 pub use startup::Application;

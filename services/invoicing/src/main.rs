@@ -1,6 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tally_platform::run_service(
+        "tally-invoicing",
         tally_invoicing::Application::build,
         tally_invoicing::Application::readiness,
         tally_invoicing::Application::run_until_stopped,

@@ -9,6 +9,7 @@ pub mod process;
 pub mod repo;
 pub mod seals_repo;
 pub mod startup;
+mod traces;
 
 pub use process::{
     process_batch, process_batch_isolating, restate_requested, BatchOutcome, DeadLetter, Restated,

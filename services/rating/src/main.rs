@@ -1,6 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tally_platform::run_service(
+        "tally-rating",
         tally_rating::Application::build,
         tally_rating::Application::readiness,
         tally_rating::Application::run_until_stopped,

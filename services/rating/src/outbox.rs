@@ -7,12 +7,8 @@
 use sqlx::PgPool;
 use tally_domain::Statement;
 
-/// Key of a statement message: `<account>:<YYYY-MM>`.
-pub fn statement_key(statement: &Statement) -> String {
-    format!("{}:{}", statement.account_id, statement.period.label())
-}
-
 /// Sends statements (their JSON as stored, `bodies`, when there is one for
+/// each; with their trace context, `traceparents`, when there is one for
 /// each) and waits for every ack, then deletes the outbox rows that list
 /// them.
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
@@ -22,10 +18,11 @@ pub async fn publish(
     topic: &str,
     statements: &[Statement],
     bodies: &[String],
+    traceparents: &[String],
     outbox: &[i64],
 ) -> anyhow::Result<()> {
     if !statements.is_empty() {
-        let keys: Vec<String> = statements.iter().map(statement_key).collect();
+        let keys: Vec<String> = statements.iter().map(Statement::key).collect();
         let serialised;
         let payloads: Vec<&[u8]> = if bodies.len() == statements.len() {
             bodies.iter().map(String::as_bytes).collect()
@@ -36,11 +33,16 @@ pub async fn publish(
                 .collect::<Result<Vec<_>, _>>()?;
             serialised.iter().map(Vec::as_slice).collect()
         };
-        tally_platform::kafka::send_all(
+        tally_platform::kafka::send_all_traced(
             producer,
-            keys.iter()
-                .zip(payloads)
-                .map(|(k, p)| (topic, k.as_str(), p)),
+            keys.iter().zip(payloads).enumerate().map(|(i, (k, p))| {
+                (
+                    topic,
+                    k.as_str(),
+                    p,
+                    traceparents.get(i).map(String::as_str),
+                )
+            }),
         )
         .await?;
     }
@@ -78,7 +80,7 @@ pub async fn publish_pending(
                 crate::repo::statement_bodies(&mut conn, chunk).await?
             };
             total += statements.len();
-            publish(pool, producer, topic, &statements, &bodies, &[]).await?;
+            publish(pool, producer, topic, &statements, &bodies, &[], &[]).await?;
         }
         let mut conn = pool.acquire().await?;
         crate::repo::clear_outbox(&mut conn, &ids).await?;

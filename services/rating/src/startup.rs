@@ -20,6 +20,7 @@ use crate::process::{
     process_batch, process_batch_isolating, seal, seal_isolating, BatchOutcome, DeadLetter,
     ProcessError,
 };
+use crate::traces::BatchTrace;
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -165,15 +166,24 @@ impl Application {
         }
         outcome.keep_newest_statements();
         let rated = started.elapsed();
+        let trace = BatchTrace::start(batch, &outcome.statements);
         let published = outbox::publish(
             &self.pool,
             &self.producer,
             &self.topics.statements,
             &outcome.statements,
             &outcome.bodies,
+            trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]),
             &outcome.outbox,
         )
         .await;
+        if let Some(trace) = trace {
+            let failure = failed
+                .as_ref()
+                .map(|e| e.to_string())
+                .or_else(|| published.as_ref().err().map(|e| e.to_string()));
+            trace.end(failure);
+        }
         if let Some(err) = failed {
             // The lanes that committed stay committed, and the retry of the
             // batch finds their events already counted: their statements
@@ -318,6 +328,7 @@ async fn credit_restatements(
                     &topic,
                     &restated.statements,
                     &restated.bodies,
+                    &[],
                     &restated.outbox,
                 )
                 .await

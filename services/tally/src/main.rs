@@ -233,6 +233,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 only
             };
+            let service = match services.as_slice() {
+                [one] => format!("tally-{}", one.name()),
+                _ => "tally".to_owned(),
+            };
+            let _traces = tally_platform::trace::init(&service)?;
             let shutdown = CancellationToken::new();
             let running = up::start(&config, &services, shutdown.clone()).await?;
             if let Some(url) = running.collector_url() {

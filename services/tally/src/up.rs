@@ -15,6 +15,15 @@ pub enum Service {
 
 impl Service {
     pub const ALL: [Service; 3] = [Service::Collector, Service::Rating, Service::Invoicing];
+
+    /// The name `--only` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Collector => "collector",
+            Service::Rating => "rating",
+            Service::Invoicing => "invoicing",
+        }
+    }
 }
 
 impl FromStr for Service {

@@ -278,6 +278,11 @@ pub enum StatementError {
 }
 
 impl Statement {
+    /// `<account>:<YYYY-MM>`: the statement's Kafka key, one per account-period.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.account_id, self.period.label())
+    }
+
     /// Prices every aggregate and assembles the statement. Deterministic: the
     /// order of `aggregates` does not matter, only their content.
     pub fn compute(

@@ -7,7 +7,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -332,13 +332,35 @@ pub async fn send_all<'a>(
             )
         })
         .collect();
-    let mut first_error = None;
-    for outcome in futures::future::join_all(pending).await {
-        if let Err((err, _)) = outcome {
-            first_error.get_or_insert(err);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    first_error(futures::future::join_all(pending).await)
+}
+
+/// [`send_all`], each record with the `traceparent` header when it has one.
+pub async fn send_all_traced<'a>(
+    producer: &Producer,
+    records: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8], Option<&'a str>)>,
+) -> Result<(), KafkaError> {
+    let pending: Vec<_> = records
+        .into_iter()
+        .map(|(topic, key, payload, traceparent)| {
+            let mut record = FutureRecord::to(topic).key(key).payload(payload);
+            if let Some(value) = traceparent {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: crate::trace::TRACEPARENT,
+                    value: Some(value),
+                }));
+            }
+            producer.send(record, PRODUCE_TIMEOUT)
+        })
+        .collect();
+    first_error(futures::future::join_all(pending).await)
+}
+
+fn first_error<T, M>(outcomes: Vec<Result<T, (KafkaError, M)>>) -> Result<(), KafkaError> {
+    outcomes
+        .into_iter()
+        .find_map(|outcome| outcome.err())
+        .map_or(Ok(()), |(err, _)| Err(err))
 }
 
 /// Waits for one message, then gathers more until `max` or `wait` elapsed.
@@ -405,6 +427,15 @@ pub fn commit_batch(consumer: &Consumer, batch: &[OwnedMessage]) -> Result<(), K
         list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     }
     consumer.commit(&list, CommitMode::Sync)
+}
+
+/// The `traceparent` header of a consumed message, when it has a valid one.
+pub fn traceparent_of<M: Message>(message: &M) -> Option<&str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == crate::trace::TRACEPARENT)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod health;
 pub mod kafka;
 pub mod onboarding;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::Config;
 
@@ -42,11 +43,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The whole `main` of a service binary: logs, configuration from the
+/// The whole `main` of service `name`'s binary: logs, traces, configuration from the
 /// environment, migrations and topics, then `build`, the admin endpoints
 /// (with `readiness`) and `run` until Ctrl-C or SIGTERM, which must end
 /// within `TALLY_SHUTDOWN_TIMEOUT_SECS`.
 pub async fn run_service<App, Built, Ran>(
+    name: &str,
     build: impl FnOnce(Config) -> Built,
     readiness: impl FnOnce(&App) -> health::Readiness,
     run: impl FnOnce(App, tokio_util::sync::CancellationToken) -> Ran,
@@ -56,6 +58,7 @@ where
     Ran: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     telemetry::init_logging();
+    let _traces = trace::init(name)?;
     for (name, what) in [
         (
             "DATABASE_URL",
