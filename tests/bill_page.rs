@@ -208,20 +208,9 @@ async fn bill_page_shows_the_api_totals_and_only_to_its_account() {
     );
 
     // Signing in with the customer token opens only that account.
-    let signed_in = no_redirect
-        .post(format!("{base}/login"))
-        .form(&[("token", keys.umbrella.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let signed_in = sign_in(&no_redirect, &base, &keys.umbrella).await;
     assert_eq!(signed_in.status().as_u16(), 303);
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = set_cookie(&signed_in, "tally_bill").unwrap();
     let own = no_redirect
         .get(format!("{base}/accounts/umbrella/bill"))
         .header("cookie", &cookie)

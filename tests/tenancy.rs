@@ -196,5 +196,53 @@ async fn tenants_are_isolated() {
             assert_eq!(status, 403, "{path}");
         }
     }
+    // Bill-page sessions: each opens its own account's page only; a key is
+    // no session; signing out ends only the caller's own session.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let acme = set_cookie(
+        &sign_in(&browser, &invoicing, &keys.acme).await,
+        "tally_bill",
+    )
+    .unwrap();
+    let umbrella = set_cookie(
+        &sign_in(&browser, &invoicing, &keys.umbrella).await,
+        "tally_bill",
+    )
+    .unwrap();
+    let page = |account: &str, cookie: &str| {
+        let request = browser
+            .get(format!(
+                "{invoicing}/accounts/{account}/bill?period={period}"
+            ))
+            .header("cookie", cookie.to_owned());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(page("acme", &acme).await, 200);
+    assert_eq!(page("acme", &umbrella).await, 403);
+    assert_eq!(page("umbrella", &acme).await, 403);
+    for key in [&keys.acme, &keys.finance, &keys.dbco] {
+        assert_eq!(page("acme", &format!("tally_bill={key}")).await, 303);
+    }
+    for cookie in [
+        &umbrella,
+        &format!("tally_bill={}", &acme["tally_bill=".len()..].to_uppercase()),
+    ] {
+        let out = browser
+            .post(format!("{invoicing}/logout"))
+            .header("cookie", cookie.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status().as_u16(), 303);
+    }
+    assert_eq!(
+        page("acme", &acme).await,
+        200,
+        "another's sign-out ends no session of acme's"
+    );
+    assert_eq!(page("umbrella", &umbrella).await, 303);
     running.stop().await.unwrap();
 }

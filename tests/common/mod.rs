@@ -634,3 +634,35 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// Signs in on the bill page as a browser does: `GET /login` (its nonce
+/// cookie and form field), then `POST /login` with `token`. Returns the
+/// POST's response (`http` must not follow redirects).
+pub async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    let form = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = set_cookie(&form, "tally_login").unwrap_or_default();
+    let page = form.text().await.unwrap();
+    let nonce = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    http.post(format!("{base}/login"))
+        .header("cookie", cookie)
+        .form(&[("token", token), ("csrf", nonce.as_str())])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `name=value` of the response's `Set-Cookie` for `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}

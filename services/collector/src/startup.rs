@@ -25,7 +25,10 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .route("/healthz", get(telemetry::healthz))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(telemetry::request_span::<axum::body::Body>),
+        )
 }
 
 impl Application {

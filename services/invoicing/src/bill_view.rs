@@ -24,6 +24,8 @@ pub struct BillPage<'a> {
     pub today: NaiveDate,
     /// Query string that keeps the viewer signed in on links (`&expires=…&sig=…`), or empty.
     pub auth_query: &'a str,
+    /// Signed in with a session: the page offers to sign out.
+    pub signed_in: bool,
     /// The account's usable credit grants as of now: remaining balance and expiry.
     pub balances: &'a [Balance],
 }
@@ -92,6 +94,9 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                                 p.meta data-testid="void-reason" { "Voided: " (reason) }
                             }
                             p.meta { "Currency " (cur) }
+                            @if page.signed_in {
+                                form method="post" action="/logout" { button type="submit" { "Sign out" } }
+                            }
                         }
                     }
                     nav aria-label="Billing periods" {

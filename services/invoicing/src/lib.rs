@@ -14,6 +14,7 @@ pub mod links;
 pub mod page;
 pub mod provider_api;
 pub mod routes;
+pub mod sessions;
 pub mod settlement;
 pub mod startup;
 mod traces;

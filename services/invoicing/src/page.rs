@@ -14,6 +14,8 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tally_domain::Period;
 use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
@@ -22,14 +24,13 @@ use crate::bill_view::{self, BillPage};
 use crate::error::ApiError;
 use crate::invoices_repo;
 use crate::links::Signer;
-
-const SESSION_COOKIE: &str = "tally_bill";
-const SESSION_HOURS: i64 = 12;
+use crate::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
 
 #[derive(Clone)]
 pub struct PageState {
     pub pool: PgPool,
     pub signer: Signer,
+    pub throttle: Arc<Throttle>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,52 +49,65 @@ fn page_error(status: StatusCode, title: &str, detail: &str) -> Response {
     (status, Html(body.into_string())).into_response()
 }
 
-fn cookie_session(headers: &HeaderMap) -> Option<(String, i64, String)> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let value = cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)?
-        .1;
-    let mut parts = value.splitn(3, '.');
-    let account = parts.next()?.to_owned();
-    let expires = parts.next()?.parse().ok()?;
-    Some((account, expires, parts.next()?.to_owned()))
+/// How a viewer was let in.
+struct Admitted {
+    /// The query string that keeps a signed-link viewer signed in on the
+    /// page's own links.
+    query: String,
+    /// By a session (which the page offers to end).
+    session: bool,
 }
 
-/// Whether this request may see `account`'s bill. Returns the query string
-/// that keeps a signed-link viewer signed in on the page's own links.
+impl Admitted {
+    fn by_key() -> Admitted {
+        Admitted {
+            query: String::new(),
+            session: false,
+        }
+    }
+}
+
+/// Whether this request may see `account`'s bill, and how.
 async fn admit(
     state: &PageState,
     headers: &HeaderMap,
     account: &str,
     q: &PageQuery,
-) -> Result<String, Response> {
+) -> Result<Admitted, Response> {
     let now = Utc::now();
     if let (Some(expires), Some(sig)) = (q.expires, q.sig.as_deref()) {
         return if state.signer.verify(account, expires, sig, now) {
-            Ok(format!("&expires={expires}&sig={sig}"))
+            Ok(Admitted {
+                query: format!("&expires={expires}&sig={sig}"),
+                session: false,
+            })
         } else {
             Err(page_error(StatusCode::FORBIDDEN, "This link does not open this bill", "It may have expired, or it belongs to another account. Ask for a new link or sign in."))
         };
     }
-    if let Some((owner, expires, sig)) = cookie_session(headers) {
-        if state.signer.verify(&owner, expires, &sig, now) {
-            return if owner == account {
-                Ok(String::new())
-            } else {
-                Err(page_error(
+    if let Some(session) = sessions::cookie(headers, SESSION_COOKIE) {
+        match sessions::account_of(&state.pool, session).await {
+            Ok(Some(owner)) if owner == account => {
+                return Ok(Admitted {
+                    query: String::new(),
+                    session: true,
+                })
+            }
+            Ok(Some(_)) => {
+                return Err(page_error(
                     StatusCode::FORBIDDEN,
                     "Not your account",
                     "You are signed in to another account.",
                 ))
-            };
+            }
+            Ok(None) => {}
+            Err(err) => return Err(ApiError::from(err).into_response()),
         }
     }
     if let Some(token) = auth::bearer(headers) {
         return match auth::authenticate(&state.pool, token).await {
-            Ok(Some(Principal::Admin | Principal::Finance)) => Ok(String::new()),
-            Ok(Some(Principal::Customer(own))) if own.as_str() == account => Ok(String::new()),
+            Ok(Some(Principal::Admin | Principal::Finance)) => Ok(Admitted::by_key()),
+            Ok(Some(Principal::Customer(own))) if own.as_str() == account => Ok(Admitted::by_key()),
             Ok(Some(_)) => Err(page_error(
                 StatusCode::FORBIDDEN,
                 "Not your account",
@@ -172,7 +186,7 @@ pub async fn bill_page(
     Path(account): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let auth_query = match admit(&state, &headers, &account, &q).await {
+    let admitted = match admit(&state, &headers, &account, &q).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -206,7 +220,8 @@ pub async fn bill_page(
         periods: &periods,
         daily: &daily,
         today: Utc::now().date_naive(),
-        auth_query: &auth_query,
+        auth_query: &admitted.query,
+        signed_in: admitted.session,
     };
     Html(bill_view::render(&page).into_string()).into_response()
 }
@@ -239,55 +254,110 @@ pub async fn bill_csv(
     }
 }
 
-pub async fn login_form() -> Html<String> {
-    login_page(None)
+/// `GET /login`: the sign-in form, with a fresh nonce in it and in its cookie.
+pub async fn login_form() -> Response {
+    login_page(StatusCode::OK, None)
 }
 
-fn login_page(error: Option<&str>) -> Html<String> {
-    Html(html! {
+/// The sign-in form (with `error`, when there is one) and its nonce cookie.
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+    let nonce = sessions::random_token();
+    let page = html! {
         (maud::DOCTYPE)
         html lang="en" { head { meta charset="utf-8"; meta name="viewport" content="width=device-width, initial-scale=1"; title { "Sign in — your bill" } }
             body { main {
                 h1 { "See your bill" }
                 @if let Some(e) = error { p role="alert" { (e) } }
                 form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(nonce);
                     label for="token" { "Customer token" }
                     " " input id="token" name="token" type="password" autocomplete="off" required;
                     " " button type="submit" { "Sign in" }
                 }
             } }
         }
-    }.into_string())
+    };
+    let mut response = (status, Html(page.into_string())).into_response();
+    let cookie = sessions::set_cookie(LOGIN_COOKIE, &nonce, "/login", 3600);
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
     token: String,
+    csrf: Option<String>,
 }
 
-pub async fn login(State(state): State<PageState>, Form(form): Form<LoginForm>) -> Response {
-    match auth::authenticate(&state.pool, form.token.trim()).await {
-        Ok(Some(Principal::Customer(account))) => {
+/// `POST /login`: a customer token opens a session on its account's bill.
+pub async fn login(
+    State(state): State<PageState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = peer.map(|axum::Extension(info)| info.0.ip());
+    if let Err(wait) = state.throttle.check(client) {
+        let mut response = login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed sign-ins from here. Try again later."),
+        );
+        if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    if !sessions::same_site(&headers) || !sessions::nonce_matches(&headers, form.csrf.as_deref()) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("This sign-in form expired or was sent from another site. Sign in again here."),
+        );
+    }
+    match auth::authenticate_key(&state.pool, form.token.trim()).await {
+        Ok(Some((key, Principal::Customer(account)))) => {
+            state.throttle.succeeded(client);
             let expires = Utc::now() + Duration::hours(SESSION_HOURS);
-            let sig = state.signer.sign(account.as_str(), expires);
-            let cookie = format!(
-                "{SESSION_COOKIE}={account}.{}.{sig}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-                expires.timestamp(),
-                SESSION_HOURS * 3600
-            );
+            let session = match sessions::open(&state.pool, account.as_str(), key, expires).await {
+                Ok(id) => id,
+                Err(err) => return ApiError::from(err).into_response(),
+            };
             let mut response = Redirect::to(&format!("/accounts/{account}/bill")).into_response();
-            if let Ok(value) = cookie.parse() {
-                response.headers_mut().insert(header::SET_COOKIE, value);
+            for cookie in [
+                sessions::set_cookie(SESSION_COOKIE, &session, "/", SESSION_HOURS * 3600),
+                sessions::set_cookie(LOGIN_COOKIE, "", "/login", 0),
+            ] {
+                if let Ok(value) = cookie.parse() {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
             }
             response
         }
-        Ok(_) => (
-            StatusCode::UNAUTHORIZED,
-            login_page(Some("That is not a customer token.")),
-        )
-            .into_response(),
+        Ok(_) => {
+            state.throttle.failed(client);
+            login_page(
+                StatusCode::UNAUTHORIZED,
+                Some("That is not a customer token."),
+            )
+        }
         Err(err) => ApiError::from(err).into_response(),
     }
+}
+
+/// `POST /logout`: ends the session and clears its cookie.
+pub async fn logout(State(state): State<PageState>, headers: HeaderMap) -> Response {
+    if let Some(session) = sessions::cookie(&headers, SESSION_COOKIE) {
+        if let Err(err) = sessions::close(&state.pool, session).await {
+            return ApiError::from(err).into_response();
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = sessions::set_cookie(SESSION_COOKIE, "", "/", 0).parse() {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]

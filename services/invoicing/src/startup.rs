@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::Signer;
 use crate::page::{self, PageState};
+use crate::sessions;
 use crate::{
     admin, consumer, corrections, credits_api, lifecycle, provider_api, routes, settlement,
 };
@@ -30,10 +31,13 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
         .route("/accounts/{account}/bill", get(page::bill_page))
         .route("/accounts/{account}/bill.csv", get(page::bill_csv))
         .route("/login", get(page::login_form).post(page::login))
+        .route("/logout", post(page::logout))
+        .layer(axum::middleware::map_response(sessions::page_headers))
         .route("/v1/accounts/{account}/bill-links", post(page::create_link))
         .with_state(PageState {
             pool: pool.clone(),
             signer,
+            throttle: Default::default(),
         });
     Router::new()
         .route("/v1/invoices", get(routes::list_invoices))
@@ -91,7 +95,10 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
         .merge(pages)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(telemetry::healthz))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(telemetry::request_span::<axum::body::Body>),
+        )
 }
 
 pub struct Application {
@@ -156,7 +163,8 @@ impl Application {
         let stop = shutdown.clone();
         let served = axum::serve(
             self.listener,
-            router(self.pool, self.signer, &self.config.invoice_issuer),
+            router(self.pool, self.signer, &self.config.invoice_issuer)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;

@@ -79,22 +79,34 @@ pub async fn create_key(
 
 /// Resolves a presented secret; `None` for unknown or revoked keys.
 pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<Principal>, sqlx::Error> {
-    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT role, provider_id, account_id FROM api_keys
+    Ok(authenticate_key(pool, secret)
+        .await?
+        .map(|(_, principal)| principal))
+}
+
+/// [`authenticate`], with the key's id (what a session opened with the key
+/// remembers, so that revoking the key ends the session).
+pub async fn authenticate_key(
+    pool: &PgPool,
+    secret: &str,
+) -> Result<Option<(Uuid, Principal)>, sqlx::Error> {
+    let row: Option<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, role, provider_id, account_id FROM api_keys
          WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(hash(secret))
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.and_then(|(role, provider, account)| match role.as_str() {
+    Ok(row.and_then(|(id, role, provider, account)| {
+        let principal = match role.as_str() {
             "admin" => Some(Principal::Admin),
             "finance" => Some(Principal::Finance),
             "provider" => ProviderId::parse(&provider?).ok().map(Principal::Provider),
             "customer" => AccountId::parse(&account?).ok().map(Principal::Customer),
             _ => None,
-        }),
-    )
+        }?;
+        Some((id, principal))
+    }))
 }
 
 /// The token of an `Authorization: Bearer …` header.

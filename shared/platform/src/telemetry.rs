@@ -42,3 +42,14 @@ pub async fn metrics_endpoint() -> String {
 pub async fn healthz() -> &'static str {
     "ok"
 }
+
+/// The span of each HTTP request (`TraceLayer::make_span_with`): its method
+/// and path only. The query string is left out, since it can hold a bill
+/// link's signature; headers (keys, cookies) are never recorded.
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path()
+    )
+}
