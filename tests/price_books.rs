@@ -418,7 +418,7 @@ async fn providers_manage_only_their_own_catalog_and_never_backdate() {
     .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_request"))
+        (400, Some("sku_not_in_namespace"))
     );
 
     // Price versions: now or later; never in the past.

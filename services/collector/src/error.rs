@@ -27,6 +27,10 @@ pub enum ApiError {
     /// not decide this request: nothing was accepted, retry it.
     #[error("the key or the catalog cannot be checked right now; nothing was accepted, retry the request")]
     CatalogUnavailable,
+    #[error("no such route")]
+    UnknownRoute,
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -46,6 +50,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::CatalogUnavailable => "catalog_unavailable",
+            ApiError::UnknownRoute => "unknown_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) | ApiError::CatalogUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::UnknownRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

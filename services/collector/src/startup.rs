@@ -9,6 +9,7 @@ use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ApiError;
 use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
 use crate::lookup::Lookup;
 use crate::sink::KafkaSink;
@@ -19,12 +20,17 @@ pub struct Application {
     readiness: Readiness,
 }
 
+/// `POST /v1/events` authenticates before it reads the body (`ingest`);
+/// the router's own answers (no such route, another method) are JSON with a
+/// code too.
 pub fn router(state: Arc<IngestState>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .route("/healthz", get(telemetry::healthz))
+        .fallback(|| async { ApiError::UnknownRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(telemetry::request_span::<axum::body::Body>),

@@ -166,6 +166,48 @@ async fn requests_without_a_provider_key_are_refused() {
     assert!(s.sink.published.lock().unwrap().is_empty());
 }
 
+/// Issue 14, item 6: a caller without a key learns nothing about the body
+/// (401 before any parsing), and the router's own answers are JSON too.
+#[tokio::test]
+async fn without_a_key_nothing_is_read_and_every_answer_is_json() {
+    let s = setup(false).await;
+    for (content_type, body) in [
+        ("text/plain", b"{oops".to_vec()),
+        (BATCH, b"{oops".to_vec()),
+        (BATCH, b"[]".to_vec()),
+    ] {
+        let (status, answer) = s.post(None, content_type, body).await;
+        assert_eq!((status, error_code(&answer)), (401, "unauthorized"));
+    }
+    let base = s.url.trim_end_matches("/v1/events");
+    for (method, path, expected) in [
+        ("GET", "/v1/events", (405, "method_not_allowed")),
+        ("PUT", "/v1/events", (405, "method_not_allowed")),
+        ("GET", "/v1/nothing-here", (404, "unknown_route")),
+        ("POST", "/v1/event", (404, "unknown_route")),
+    ] {
+        let response = s
+            .http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .bearer_auth(&s.dbco_key)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, content_type.as_str(), error_code(&answer)),
+            (expected.0, "application/json", expected.1),
+            "{method} {path}"
+        );
+    }
+    assert!(s.sink.published.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn malformed_requests_get_request_level_codes() {
     let s = setup(false).await;

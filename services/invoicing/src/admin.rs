@@ -1,13 +1,14 @@
 //! Admin API: providers, accounts, SKUs, prices and staff keys.
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{
     AccountId, Aggregation, AnchorDay, Currency, PriceBook, PriceModel, ProviderId, ProviderKind,
     Sku,
@@ -15,8 +16,9 @@ use tally_domain::{
 use tally_platform::auth::{create_key, Principal};
 use tally_platform::{catalog, onboarding};
 
-use crate::auth::require_admin;
+use crate::auth::Admin;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, RequestBody};
 
 type Created = (StatusCode, Json<Value>);
 
@@ -34,17 +36,21 @@ pub struct NewProvider {
     name: String,
     kind: String,
     /// The platform's share of this partner's list amounts, in percent.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     platform_fee_pct: Option<Decimal>,
 }
 
+impl RequestBody for NewProvider {
+    const INEXACT_CODE: &'static str = "invalid_price";
+}
+
 pub async fn create_provider(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewProvider>,
+    ApiJson(body): ApiJson<NewProvider>,
 ) -> Result<Created, ApiError> {
-    require_admin(&pool, &headers).await?;
     let id = ProviderId::parse(&body.id).map_err(invalid)?;
+    check_text("name", &body.name, MAX_NAME)?;
     let kind = ProviderKind::parse(&body.kind)
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
@@ -66,13 +72,15 @@ pub struct NewAccount {
     billing_anchor_day: Option<u32>,
 }
 
+impl RequestBody for NewAccount {}
+
 pub async fn create_account(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewAccount>,
+    ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<Created, ApiError> {
-    require_admin(&pool, &headers).await?;
     let id = AccountId::parse(&body.id).map_err(invalid)?;
+    check_text("name", &body.name, MAX_NAME)?;
     let currency = currency(&body.currency)?;
     let anchor = body
         .billing_anchor_day
@@ -99,7 +107,7 @@ pub struct NewSku {
     #[serde(default = "default_unit")]
     unit: String,
     /// The platform's markup on the list price, in percent.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     markup_pct: Option<Decimal>,
     /// sum (default), count, max, latest or unique_count.
     aggregation: Option<String>,
@@ -107,18 +115,26 @@ pub struct NewSku {
     dimension: Option<String>,
 }
 
+impl RequestBody for NewSku {
+    const INEXACT_CODE: &'static str = "invalid_price";
+}
+
 fn default_unit() -> String {
     "unit".into()
 }
 
 pub async fn create_sku(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewSku>,
+    ApiJson(body): ApiJson<NewSku>,
 ) -> Result<Created, ApiError> {
-    require_admin(&pool, &headers).await?;
     let sku = Sku::parse(&body.id).map_err(invalid)?;
     let provider = ProviderId::parse(&body.provider_id).map_err(invalid)?;
+    check_text("name", &body.name, MAX_NAME)?;
+    check_text("unit", &body.unit, MAX_UNIT)?;
+    if let Some(dimension) = &body.dimension {
+        check_text("dimension", dimension, MAX_NAME)?;
+    }
     let mut tx = pool.begin().await?;
     catalog::create_sku(&mut tx, &sku, &provider, &body.name, &body.unit).await?;
     if let Some(pct) = body.markup_pct {
@@ -143,18 +159,21 @@ pub struct NewPrice {
     currency: String,
     effective_from: Option<DateTime<Utc>>,
     /// Shorthand for a per-unit price book.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     unit_price: Option<Decimal>,
     /// The full price book: model, tiers, free units, minimum, recurring fee.
     price_book: Option<PriceBook>,
 }
 
+impl RequestBody for NewPrice {
+    const INEXACT_CODE: &'static str = "invalid_price";
+}
+
 pub async fn create_price(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewPrice>,
+    ApiJson(body): ApiJson<NewPrice>,
 ) -> Result<Created, ApiError> {
-    require_admin(&pool, &headers).await?;
     let sku = Sku::parse(&body.sku).map_err(invalid)?;
     let currency = currency(&body.currency)?;
     let model = match (body.price_book, body.unit_price) {
@@ -163,6 +182,7 @@ pub async fn create_price(
         _ => return Err(invalid("give either unit_price or price_book")),
     };
     let from = body.effective_from.unwrap_or_else(Utc::now);
+    check_date("effective_from", from)?;
     let mut conn = pool.acquire().await?;
     let id = catalog::add_price(&mut conn, &sku, currency, from, &model).await?;
     Ok((
@@ -178,12 +198,13 @@ pub struct NewKey {
     role: String,
 }
 
+impl RequestBody for NewKey {}
+
 pub async fn create_staff_key(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewKey>,
+    ApiJson(body): ApiJson<NewKey>,
 ) -> Result<Created, ApiError> {
-    require_admin(&pool, &headers).await?;
     let principal = match body.role.as_str() {
         "admin" => Principal::Admin,
         "finance" => Principal::Finance,
@@ -197,22 +218,14 @@ pub async fn create_staff_key(
     ))
 }
 
-pub async fn list_providers(
-    State(pool): State<PgPool>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&pool, &headers).await?;
+pub async fn list_providers(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(
         json!({"data": catalog::list_providers(&mut conn).await?}),
     ))
 }
 
-pub async fn list_accounts(
-    State(pool): State<PgPool>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&pool, &headers).await?;
+pub async fn list_accounts(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(
         json!({"data": catalog::list_accounts(&mut conn).await?}),
@@ -225,11 +238,10 @@ pub struct SkuQuery {
 }
 
 pub async fn list_skus(
+    _: Admin,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<SkuQuery>,
+    ApiQuery(q): ApiQuery<SkuQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&pool, &headers).await?;
     let provider = q
         .provider
         .as_deref()

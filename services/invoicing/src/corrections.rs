@@ -7,22 +7,21 @@
 //! proportion of the invoice line it credits, so the partner's settlement
 //! gives back the partner's share.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::input::{check_text, MAX_REASON};
 use tally_domain::{Currency, Money};
-use tally_platform::auth::Principal;
 use uuid::Uuid;
 
-use crate::auth::{principal, require_staff};
-use crate::credits_api::body;
+use crate::auth::{Reader, Staff};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::invoices_repo::{self, InvoiceSummary};
 use crate::lifecycle::next_number;
 use crate::routes::{parse_period, Page};
@@ -41,19 +40,20 @@ pub struct VoidRequest {
     reason: String,
 }
 
+impl RequestBody for VoidRequest {}
+
 /// `POST /v1/invoices/{id}/void`: finance writes off a finalized invoice.
 pub async fn void_invoice(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
-    json: Result<Json<VoidRequest>, JsonRejection>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<VoidRequest>,
 ) -> Result<Json<InvoiceSummary>, ApiError> {
-    require_staff(&pool, &headers).await?;
-    let request = body(json)?;
     let reason = request.reason.trim();
     if reason.is_empty() {
         return Err(refused("reason_required", "a void needs a reason"));
     }
+    check_text("reason", reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
     let status = lock_invoice(&mut tx, id).await?.status;
     match status.as_str() {
@@ -130,13 +130,17 @@ pub struct NewCreditNote {
     lines: Vec<NewCreditNoteLine>,
 }
 
+impl RequestBody for NewCreditNote {
+    const INEXACT_CODE: &'static str = "invalid_amount";
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCreditNoteLine {
     /// The invoice line's `position`.
     position: i32,
     /// Defaults to what is left to credit on the line.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     amount: Option<Decimal>,
 }
 
@@ -186,18 +190,17 @@ struct Creditable {
 /// amount across all its credit notes, nor more than the invoice's amount
 /// due.
 pub async fn create_credit_note(
+    _: Staff,
     State(pool): State<PgPool>,
     Extension(issuer): Extension<Issuer>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
-    json: Result<Json<NewCreditNote>, JsonRejection>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<NewCreditNote>,
 ) -> Result<(StatusCode, Json<CreditNote>), ApiError> {
-    require_staff(&pool, &headers).await?;
-    let request = body(json)?;
     let reason = request.reason.trim().to_owned();
     if reason.is_empty() {
         return Err(refused("reason_required", "a credit note needs a reason"));
     }
+    check_text("reason", &reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
     let invoice = lock_invoice(&mut tx, id).await?;
     match invoice.status.as_str() {
@@ -471,15 +474,6 @@ struct NoteFilter {
     limit: i64,
 }
 
-/// Staff see every credit note; a customer only its own account's.
-async fn reader_account(pool: &PgPool, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match principal(pool, headers).await? {
-        Principal::Admin | Principal::Finance => Ok(None),
-        Principal::Customer(own) => Ok(Some(own.to_string())),
-        _ => Err(ApiError::Forbidden),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoteQuery {
@@ -490,12 +484,13 @@ pub struct NoteQuery {
 }
 
 /// `GET /v1/credit-notes?account=&period=YYYY-MM&cursor=&limit=`.
+/// Staff see every credit note; a customer only its own account's.
 pub async fn list_credit_notes(
+    Reader(own): Reader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<NoteQuery>,
+    ApiQuery(q): ApiQuery<NoteQuery>,
 ) -> Result<Json<Page<CreditNote>>, ApiError> {
-    let own = reader_account(&pool, &headers).await?;
+    let own = own.map(|a| a.to_string());
     if let (Some(own), Some(asked)) = (&own, &q.account) {
         if own != asked {
             return Err(ApiError::Forbidden);
@@ -528,11 +523,11 @@ pub async fn list_credit_notes(
 
 /// `GET /v1/credit-notes/{id}`.
 pub async fn get_credit_note(
+    Reader(own): Reader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<CreditNote>, ApiError> {
-    let own = reader_account(&pool, &headers).await?;
+    let own = own.map(|a| a.to_string());
     let mut conn = pool.acquire().await?;
     let filter = NoteFilter {
         id: Some(id),
@@ -549,11 +544,11 @@ pub async fn get_credit_note(
 
 /// `GET /v1/invoices/{id}/credit-notes`.
 pub async fn invoice_credit_notes(
+    Reader(own): Reader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Page<CreditNote>>, ApiError> {
-    let own = reader_account(&pool, &headers).await?;
+    let own = own.map(|a| a.to_string());
     let mut conn = pool.acquire().await?;
     let filter = NoteFilter {
         invoice: Some(id),

@@ -2,19 +2,20 @@
 //! account and per grant, void the unused part. Rating applies grants; this
 //! module only records them and asks rating to restate the account.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
+use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
-use crate::auth;
+use crate::auth::{self, AccountReader, Staff};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestBody};
 
 /// Ask for a grant of credits to an account.
 #[derive(Debug, Deserialize)]
@@ -24,9 +25,9 @@ pub struct NewGrant {
     /// `promotional`, `prepaid` or `programme`.
     kind: String,
     /// What the customer paid for a prepaid grant (required for `prepaid`, refused otherwise).
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     cost_basis: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "tally_domain::input::exact")]
     amount: Decimal,
     /// Must be the account's billing currency; defaults to it.
     currency: Option<String>,
@@ -38,8 +39,12 @@ pub struct NewGrant {
     expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     eligibility: Option<EligibilityBody>,
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "tally_domain::input::exact_option")]
     cap_per_period: Option<Decimal>,
+}
+
+impl RequestBody for NewGrant {
+    const INEXACT_CODE: &'static str = "invalid_amount";
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -55,6 +60,8 @@ pub struct EligibilityBody {
 pub struct VoidBody {
     reason: String,
 }
+
+impl RequestBody for VoidBody {}
 
 /// A grant with its balance: `amount = drawn + voided_amount + remaining`.
 #[derive(Debug, Serialize)]
@@ -127,12 +134,6 @@ pub struct List<T> {
 
 fn credit_error(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::Credit(code, message.into())
-}
-
-/// A JSON body, or `400 invalid_request` naming what is wrong with it.
-pub fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(b)| b)
-        .map_err(|e| ApiError::InvalidRequest(e.body_text()))
 }
 
 fn whole_hour(at: DateTime<Utc>) -> bool {
@@ -331,10 +332,13 @@ async fn validate(
     effective_at: DateTime<Utc>,
 ) -> Result<(String, Vec<String>), ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::InvalidRequest(
-            "name must be 1 to 200 characters".into(),
-        ));
+    if name.is_empty() {
+        return Err(ApiError::InvalidRequest("name must not be empty".into()));
+    }
+    check_text("name", name, MAX_NAME)?;
+    check_date("effective_at", effective_at)?;
+    if let Some(expires_at) = body.expires_at {
+        check_date("expires_at", expires_at)?;
     }
     match (body.kind.as_str(), body.cost_basis) {
         ("prepaid", Some(c)) if c >= Decimal::ZERO && currency.round(c) == c => {}
@@ -449,13 +453,11 @@ async fn validate(
 
 /// `POST /v1/accounts/{account}/grants`
 pub async fn create_grant(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    json: Result<Json<NewGrant>, JsonRejection>,
+    ApiPath(account): ApiPath<String>,
+    ApiJson(body): ApiJson<NewGrant>,
 ) -> Result<(StatusCode, Json<GrantView>), ApiError> {
-    auth::require_staff(&pool, &headers).await?;
-    let body = body(json)?;
     let account = auth::account_id(&account)?;
     let now = Utc::now();
     let mut tx = pool.begin().await?;
@@ -502,11 +504,10 @@ pub async fn create_grant(
 
 /// `GET /v1/accounts/{account}/grants`: staff, or the account's own key.
 pub async fn list_grants(
+    _: AccountReader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
 ) -> Result<Json<List<GrantView>>, ApiError> {
-    auth::require_account(&pool, &headers, &account).await?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
     account_currency(&mut conn, &account).await?;
@@ -516,11 +517,10 @@ pub async fn list_grants(
 
 /// `GET /v1/accounts/{account}/credit-ledger`: staff, or the account's own key.
 pub async fn account_ledger(
+    _: AccountReader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
 ) -> Result<Json<List<LedgerEntry>>, ApiError> {
-    auth::require_account(&pool, &headers, &account).await?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
     account_currency(&mut conn, &account).await?;
@@ -535,11 +535,10 @@ fn grant_id(raw: &str) -> Result<i64, ApiError> {
 
 /// `GET /v1/grants/{id}`
 pub async fn get_grant(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<GrantView>, ApiError> {
-    auth::require_staff(&pool, &headers).await?;
     let id = grant_id(&id)?;
     let mut conn = pool.acquire().await?;
     one_grant(&mut conn, id, Utc::now())
@@ -550,11 +549,10 @@ pub async fn get_grant(
 
 /// `GET /v1/grants/{id}/ledger`
 pub async fn grant_ledger(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<List<LedgerEntry>>, ApiError> {
-    auth::require_staff(&pool, &headers).await?;
     let id = grant_id(&id)?;
     let mut conn = pool.acquire().await?;
     if one_grant(&mut conn, id, Utc::now()).await?.is_none() {
@@ -568,20 +566,17 @@ pub async fn grant_ledger(
 /// Draws already made (draft invoices included) stay; the grant pays for
 /// nothing more (rating voids whatever a later restatement frees).
 pub async fn void_grant(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    json: Result<Json<VoidBody>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<VoidBody>,
 ) -> Result<Json<GrantView>, ApiError> {
-    auth::require_staff(&pool, &headers).await?;
     let id = grant_id(&id)?;
-    let body = body(json)?;
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::InvalidRequest(
-            "reason must be 1 to 500 characters".into(),
-        ));
+    if reason.is_empty() {
+        return Err(ApiError::InvalidRequest("reason must not be empty".into()));
     }
+    check_text("reason", reason, MAX_REASON)?;
     let now = Utc::now();
     let mut tx = pool.begin().await?;
     let account: Option<String> =

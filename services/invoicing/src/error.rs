@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use tally_domain::InputError;
 use tally_platform::catalog::CatalogError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,13 @@ pub enum ApiError {
     /// A correction of an invoice refused, with its code (see `corrections`).
     #[error("{1}")]
     Refused(&'static str, String),
+    /// A body, query or path refused before its handler ran, with its code
+    /// (see `extract`): `invalid_json`, `invalid_query`, `invalid_path`, …
+    #[error("{1}")]
+    Request(&'static str, String),
+    /// Text with a NUL or over its limit, a date out of range.
+    #[error(transparent)]
+    Input(#[from] InputError),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -51,9 +59,14 @@ impl ApiError {
                 CatalogError::PriceVersionExists => "price_version_exists",
                 CatalogError::InvalidPrice(_) => "invalid_price",
                 CatalogError::InvalidAggregation(_) => "invalid_aggregation",
+                CatalogError::InvalidProviderId(_) => "invalid_provider_id",
+                CatalogError::SkuNotInNamespace { .. } => "sku_not_in_namespace",
                 CatalogError::Database(_) => "internal",
             },
-            ApiError::Credit(code, _) | ApiError::Refused(code, _) => code,
+            ApiError::Credit(code, _) | ApiError::Refused(code, _) | ApiError::Request(code, _) => {
+                code
+            }
+            ApiError::Input(e) => e.code(),
             ApiError::Internal(_) => "internal",
         }
     }
@@ -62,7 +75,10 @@ impl ApiError {
         match self.code() {
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,
-            "not_found" => StatusCode::NOT_FOUND,
+            "not_found" | "unknown_route" => StatusCode::NOT_FOUND,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "already_exists"
             | "price_version_exists"
             | "grant_voided"

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod corrections;
 pub mod credits_api;
 pub mod error;
+pub mod extract;
 pub mod invoices_repo;
 pub mod lifecycle;
 pub mod links;

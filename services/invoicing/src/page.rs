@@ -5,6 +5,7 @@
 //! query), a bill-page session cookie set at sign-in, or an
 //! `Authorization: Bearer` key (the account's customer token, or staff).
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -20,8 +21,10 @@ use tally_domain::Period;
 use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
+use crate::auth::Staff;
 use crate::bill_view::{self, BillPage};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestBody};
 use crate::invoices_repo;
 use crate::links::Signer;
 use crate::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
@@ -180,12 +183,33 @@ async fn load(
     }
 }
 
+/// The account and query of a bill page's address, when both parse.
+fn page_address(
+    account: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Option<(String, PageQuery)> {
+    Some((account.ok()?.0, query.ok()?.0))
+}
+
+/// A bill page's address that does not parse: a page saying so (never
+/// axum's text/plain rejection).
+fn malformed_link() -> Response {
+    page_error(
+        StatusCode::BAD_REQUEST,
+        "This link is malformed",
+        "Check that the whole link was copied, ask for a new one, or sign in.",
+    )
+}
+
 pub async fn bill_page(
     State(state): State<PageState>,
     headers: HeaderMap,
-    Path(account): Path<String>,
-    Query(q): Query<PageQuery>,
+    account: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
+    let Some((account, q)) = page_address(account, query) else {
+        return malformed_link();
+    };
     let admitted = match admit(&state, &headers, &account, &q).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -229,9 +253,12 @@ pub async fn bill_page(
 pub async fn bill_csv(
     State(state): State<PageState>,
     headers: HeaderMap,
-    Path(account): Path<String>,
-    Query(q): Query<PageQuery>,
+    account: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
+    let Some((account, q)) = page_address(account, query) else {
+        return malformed_link();
+    };
     if let Err(r) = admit(&state, &headers, &account, &q).await {
         return r;
     }
@@ -297,9 +324,15 @@ pub async fn login(
     State(state): State<PageState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let client = peer.map(|axum::Extension(info)| info.0.ip());
+    let Ok(Form(form)) = form else {
+        return login_page(
+            StatusCode::BAD_REQUEST,
+            Some("The sign-in form could not be read. Sign in again here."),
+        );
+    };
     if let Err(wait) = state.throttle.check(client) {
         let mut response = login_page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -367,14 +400,15 @@ pub struct LinkRequest {
     ttl_seconds: Option<i64>,
 }
 
+impl RequestBody for LinkRequest {}
+
 /// `POST /v1/accounts/{id}/bill-links` (finance, admin): a signed, expiring link.
 pub async fn create_link(
+    _: Staff,
     State(state): State<PageState>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Json(body): Json<LinkRequest>,
+    ApiPath(account): ApiPath<String>,
+    ApiJson(body): ApiJson<LinkRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    crate::auth::require_staff(&state.pool, &headers).await?;
     let id = crate::auth::account_id(&account)?;
     let mut conn = state.pool.acquire().await?;
     if catalog::get_account(&mut conn, &id).await?.is_none() {

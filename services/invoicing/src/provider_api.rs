@@ -3,28 +3,23 @@
 //! SKU does not exist for it (404). Versions take effect now or later, never
 //! in the past: corrections of the past are finance's (the admin API).
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
-use tally_platform::auth::Principal;
 use tally_platform::catalog;
 
+use crate::auth::ProviderCaller;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestBody};
 
 /// Clock skew tolerated for "now" between a provider and Tally.
 const SKEW: i64 = 60;
-
-async fn provider(pool: &PgPool, headers: &HeaderMap) -> Result<ProviderId, ApiError> {
-    match crate::auth::principal(pool, headers).await? {
-        Principal::Provider(id) => Ok(id),
-        _ => Err(ApiError::Forbidden),
-    }
-}
 
 /// The SKU, if it exists and belongs to `owner`.
 async fn own_sku(pool: &PgPool, owner: &ProviderId, raw: &str) -> Result<Sku, ApiError> {
@@ -39,10 +34,9 @@ async fn own_sku(pool: &PgPool, owner: &ProviderId, raw: &str) -> Result<Sku, Ap
 }
 
 pub async fn list_skus(
+    ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let me = provider(&pool, &headers).await?;
     let mut conn = pool.acquire().await?;
     Ok(Json(
         json!({"data": catalog::list_skus(&mut conn, Some(&me)).await?}),
@@ -60,22 +54,25 @@ pub struct NewSku {
     dimension: Option<String>,
 }
 
+impl RequestBody for NewSku {}
+
+/// A SKU id is `<provider>.<name>`: `catalog::create_sku` refuses one in
+/// another provider's namespace (`sku_not_in_namespace`).
 pub async fn create_sku(
+    ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Json(body): Json<NewSku>,
+    ApiJson(body): ApiJson<NewSku>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let me = provider(&pool, &headers).await?;
     let sku = Sku::parse(&body.id).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    if !sku.as_str().starts_with(&format!("{me}.")) {
-        return Err(ApiError::InvalidRequest(format!(
-            "a SKU id starts with its provider's id and a dot: {me}.…"
-        )));
-    }
     if body.name.trim().is_empty() || body.unit.trim().is_empty() {
         return Err(ApiError::InvalidRequest(
             "name and unit must not be empty".into(),
         ));
+    }
+    check_text("name", body.name.trim(), MAX_NAME)?;
+    check_text("unit", body.unit.trim(), MAX_UNIT)?;
+    if let Some(dimension) = &body.dimension {
+        check_text("dimension", dimension, MAX_NAME)?;
     }
     let aggregation = Aggregation::parse(
         body.aggregation.as_deref().unwrap_or("sum"),
@@ -96,11 +93,10 @@ pub async fn create_sku(
 }
 
 pub async fn list_prices(
+    ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(sku): Path<String>,
+    ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let me = provider(&pool, &headers).await?;
     let sku = own_sku(&pool, &me, &sku).await?;
     let mut conn = pool.acquire().await?;
     Ok(Json(
@@ -116,18 +112,22 @@ pub struct NewVersion {
     price_book: PriceBook,
 }
 
+impl RequestBody for NewVersion {
+    const INEXACT_CODE: &'static str = "invalid_price";
+}
+
 pub async fn publish_price(
+    ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(sku): Path<String>,
-    Json(body): Json<NewVersion>,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(body): ApiJson<NewVersion>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let me = provider(&pool, &headers).await?;
     let sku = own_sku(&pool, &me, &sku).await?;
     let currency =
         Currency::parse(&body.currency).map_err(|e| ApiError::UnknownCurrency(e.to_string()))?;
     let now = Utc::now();
     let from = body.effective_from.unwrap_or(now);
+    check_date("effective_from", from)?;
     if from < now - Duration::seconds(SKEW) {
         return Err(ApiError::EffectiveInPast(format!(
             "a price version takes effect now or later, not at {}; corrections of the past go through finance",

@@ -1,15 +1,15 @@
 //! Finance API (`/v1/invoices`) and customer bill API (`/v1/accounts/{id}/bill`).
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tally_domain::Period;
 use uuid::Uuid;
 
-use crate::auth;
+use crate::auth::{self, AccountReader, Staff};
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
 
 pub fn parse_period(raw: &str) -> Result<Period, ApiError> {
@@ -33,11 +33,10 @@ pub struct Page<T> {
 }
 
 pub async fn list_invoices(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<InvoiceSummary>>, ApiError> {
-    auth::require_staff(&pool, &headers).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::InvalidRequest(
@@ -72,11 +71,10 @@ pub async fn list_invoices(
 }
 
 pub async fn get_invoice(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Invoice>, ApiError> {
-    auth::require_staff(&pool, &headers).await?;
     let not_found = || ApiError::NotFound(format!("invoice {id}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let mut conn = pool.acquire().await?;
@@ -92,12 +90,11 @@ pub struct BillQuery {
 }
 
 pub async fn get_bill(
+    _: AccountReader,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Query(q): Query<BillQuery>,
+    ApiPath(account): ApiPath<String>,
+    ApiQuery(q): ApiQuery<BillQuery>,
 ) -> Result<Json<Invoice>, ApiError> {
-    auth::require_account(&pool, &headers, &account).await?;
     let period = parse_period(
         q.period
             .as_deref()

@@ -6,8 +6,8 @@
 //! settled and paid out never changes afterwards; a later correction is
 //! part of the month it is made in.
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use rust_decimal::Decimal;
@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use tally_domain::Period;
 use tally_platform::auth::Principal;
 
-use crate::auth::{principal, require_staff};
+use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::routes::parse_period;
 
 /// One partner's settlement figures for one SKU and account.
@@ -185,11 +186,16 @@ pub struct SettlementQuery {
 /// `GET /v1/settlements?period=YYYY-MM[&provider=]`: finance sees every
 /// partner, a provider only itself.
 pub async fn get_settlements(
+    Caller(caller): Caller,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<SettlementQuery>,
+    query: Result<ApiQuery<SettlementQuery>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let provider = match principal(&pool, &headers).await? {
+    // Who may ask at all, before what they asked is read.
+    if let Principal::Customer(_) = caller {
+        return Err(ApiError::Forbidden);
+    }
+    let ApiQuery(q) = query?;
+    let provider = match caller {
         Principal::Admin | Principal::Finance => q.provider,
         Principal::Provider(own) => match q.provider {
             Some(asked) if asked != own.as_str() => return Err(ApiError::Forbidden),
@@ -488,11 +494,10 @@ pub struct PeriodQuery {
 
 /// `GET /v1/reconciliation?period=YYYY-MM` (finance).
 pub async fn get_reconciliation(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<PeriodQuery>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
 ) -> Result<Json<Reconciliation>, ApiError> {
-    require_staff(&pool, &headers).await?;
     let month = parse_period(&q.period)?;
     let mut conn = pool.acquire().await?;
     Ok(Json(reconcile(&mut conn, month).await?))
@@ -519,14 +524,12 @@ fn csv_error(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
 /// month's start and end), each written by `record` under `header`.
 async fn month_csv(
     pool: &PgPool,
-    headers: &HeaderMap,
     period: &str,
     name: &str,
     sql: &str,
     header: &[&str],
     record: fn(&sqlx::postgres::PgRow) -> Result<Vec<String>, sqlx::Error>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_staff(pool, headers).await?;
     let month = parse_period(period)?;
     let rows = sqlx::query(sql)
         .bind(month.start())
@@ -557,13 +560,12 @@ fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error>
 /// `GET /v1/exports/invoices.csv?period=YYYY-MM` (finance): one row per
 /// invoice of the month, any status.
 pub async fn export_invoices(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<PeriodQuery>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     month_csv(
         &pool,
-        &headers,
         &q.period,
         "invoices",
         "SELECT i.id, i.number, i.account_id, i.period_start, i.period_end, i.status, i.currency,
@@ -615,13 +617,12 @@ pub async fn export_invoices(
 /// `GET /v1/exports/invoice-lines.csv?period=YYYY-MM` (finance): every line
 /// of the month's invoices with its split between platform and partner.
 pub async fn export_lines(
+    _: Staff,
     State(pool): State<PgPool>,
-    headers: HeaderMap,
-    Query(q): Query<PeriodQuery>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     month_csv(
         &pool,
-        &headers,
         &q.period,
         "invoice-lines",
         "SELECT i.id, i.number, i.account_id, i.status, l.currency, l.position, l.kind, l.provider_id,

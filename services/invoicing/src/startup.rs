@@ -1,5 +1,6 @@
 //! Building and running invoicing: the statement consumer and the HTTP API.
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use rdkafka::consumer::Consumer;
@@ -13,7 +14,8 @@ use crate::links::Signer;
 use crate::page::{self, PageState};
 use crate::sessions;
 use crate::{
-    admin, consumer, corrections, credits_api, lifecycle, provider_api, routes, settlement,
+    admin, auth, consumer, corrections, credits_api, extract, lifecycle, provider_api, routes,
+    settlement,
 };
 
 /// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
@@ -26,14 +28,23 @@ async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str
     )
 }
 
+/// The routes: the bearer-key API authenticates every request first
+/// (`auth::authenticate`), before any extractor reads it; the bill pages let
+/// their viewers in themselves (`page::admit`). Every error is JSON with a
+/// code, the routes' own and the router's (`unknown_route`,
+/// `method_not_allowed`) alike; the bill pages answer pages.
 pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
+    let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
     let pages = Router::new()
         .route("/accounts/{account}/bill", get(page::bill_page))
         .route("/accounts/{account}/bill.csv", get(page::bill_csv))
         .route("/login", get(page::login_form).post(page::login))
         .route("/logout", post(page::logout))
         .layer(axum::middleware::map_response(sessions::page_headers))
-        .route("/v1/accounts/{account}/bill-links", post(page::create_link))
+        .route(
+            "/v1/accounts/{account}/bill-links",
+            post(page::create_link).route_layer(authenticate.clone()),
+        )
         .with_state(PageState {
             pool: pool.clone(),
             signer,
@@ -90,11 +101,14 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
             "/v1/provider/skus/{sku}/prices",
             get(provider_api::list_prices).post(provider_api::publish_price),
         )
+        .route_layer(authenticate)
         .with_state(pool)
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .merge(pages)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(telemetry::healthz))
+        .fallback(extract::unknown_route)
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(telemetry::request_span::<axum::body::Body>),

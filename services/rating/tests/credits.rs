@@ -23,7 +23,7 @@ fn t(month: u32, day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, month, day, hour, 0, 0).unwrap()
 }
 
-/// A first-party provider with `vm.hour` (0.0416) and a partner with `db.hour`
+/// A first-party provider with `cloud.vm.hour` (0.0416) and a partner with `dbco.db.hour`
 /// (0.2475); account `acme` in USD.
 async fn seed(pool: &PgPool) {
     let mut conn = pool.acquire().await.unwrap();
@@ -44,8 +44,8 @@ async fn seed(pool: &PgPool) {
     .await
     .unwrap();
     for (sku, provider, price) in [
-        ("vm.hour", "cloud", dec!(0.0416)),
-        ("db.hour", "dbco", dec!(0.2475)),
+        ("cloud.vm.hour", "cloud", dec!(0.0416)),
+        ("dbco.db.hour", "dbco", dec!(0.2475)),
     ] {
         let sku = Sku::parse(sku).unwrap();
         catalog::create_sku(
@@ -151,7 +151,11 @@ async fn request_restatement(pool: &PgPool) {
 }
 
 fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageEvent {
-    let provider = if sku == "vm.hour" { "cloud" } else { "dbco" };
+    let provider = if sku == "cloud.vm.hour" {
+        "cloud"
+    } else {
+        "dbco"
+    };
     acme_event(provider, &format!("e{id}"), sku, quantity, time)
 }
 
@@ -159,7 +163,11 @@ fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageE
 fn events() -> Vec<UsageEvent> {
     (0..120)
         .map(|i| {
-            let sku = if i % 3 == 0 { "db.hour" } else { "vm.hour" };
+            let sku = if i % 3 == 0 {
+                "dbco.db.hour"
+            } else {
+                "cloud.vm.hour"
+            };
             let month = if i % 4 == 0 { 11 } else { 10 };
             usage(
                 i,
@@ -254,8 +262,8 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     process_batch(
         &pool,
         &[
-            usage(1, "vm.hour", dec!(100), t(10, 2, 5)),
-            usage(2, "db.hour", dec!(100), t(11, 3, 5)),
+            usage(1, "cloud.vm.hour", dec!(100), t(10, 2, 5)),
+            usage(2, "dbco.db.hour", dec!(100), t(11, 3, 5)),
         ],
     )
     .await
@@ -300,7 +308,7 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     assert_eq!(left, 0, "the request is taken with the restatement");
 
     // Usage added to October later takes balance from November, not beyond the grant.
-    process_batch(&pool, &[usage(3, "vm.hour", dec!(50), t(10, 20, 5))])
+    process_batch(&pool, &[usage(3, "cloud.vm.hour", dec!(50), t(10, 20, 5))])
         .await
         .unwrap();
     let s = statements(&pool).await;
@@ -334,7 +342,7 @@ async fn a_voided_grant_never_regains_a_balance() {
     )
     .await;
     // 100 h of VM on Oct 2: 4.16, all paid by the grant.
-    process_batch(&pool, &[usage(1, "vm.hour", dec!(100), t(10, 2, 5))])
+    process_batch(&pool, &[usage(1, "cloud.vm.hour", dec!(100), t(10, 2, 5))])
         .await
         .unwrap();
     // Voided as the finance API does: the unused 5.84 taken back.
@@ -353,7 +361,7 @@ async fn a_voided_grant_never_regains_a_balance() {
     .await
     .unwrap();
     // December usage, in a period that begins after the void.
-    process_batch(&pool, &[usage(2, "vm.hour", dec!(100), t(12, 2, 5))])
+    process_batch(&pool, &[usage(2, "cloud.vm.hour", dec!(100), t(12, 2, 5))])
         .await
         .unwrap();
     // A higher-priority grant given afterwards takes over October's usage.

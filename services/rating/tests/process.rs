@@ -19,7 +19,7 @@ fn t(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, hour, 0, 0).unwrap()
 }
 
-/// One provider with two SKUs; `vm.hour` changes price on Oct 15th.
+/// One provider with two SKUs; `cloud.vm.hour` changes price on Oct 15th.
 async fn seed(pool: &PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     let p = ProviderId::parse("cloud").unwrap();
@@ -34,7 +34,10 @@ async fn seed(pool: &PgPool) {
     )
     .await
     .unwrap();
-    for (sku, price) in [("vm.hour", dec!(0.0416)), ("disk.gb", dec!(0.1))] {
+    for (sku, price) in [
+        ("cloud.vm.hour", dec!(0.0416)),
+        ("cloud.disk.gb", dec!(0.1)),
+    ] {
         let sku = Sku::parse(sku).unwrap();
         catalog::create_sku(&mut conn, &sku, &p, sku.as_str(), "unit")
             .await
@@ -53,7 +56,7 @@ async fn seed(pool: &PgPool) {
     let model = PriceModel::per_unit(dec!(0.05)).unwrap().into();
     catalog::add_price(
         &mut conn,
-        &Sku::parse("vm.hour").unwrap(),
+        &Sku::parse("cloud.vm.hour").unwrap(),
         Currency::parse("USD").unwrap(),
         t(15, 0),
         &model,
@@ -69,7 +72,11 @@ fn usage(id: usize, sku: &str, quantity: Decimal, time: DateTime<Utc>) -> UsageE
 fn events() -> Vec<UsageEvent> {
     (0..300)
         .map(|i| {
-            let sku = if i % 3 == 0 { "disk.gb" } else { "vm.hour" };
+            let sku = if i % 3 == 0 {
+                "cloud.disk.gb"
+            } else {
+                "cloud.vm.hour"
+            };
             usage(
                 i,
                 sku,
@@ -93,7 +100,7 @@ async fn statement_of(pool: &PgPool) -> Statement {
 async fn duplicate_event_is_billed_once() {
     let pool = database().await;
     seed(&pool).await;
-    let e = usage(1, "disk.gb", dec!(10), t(2, 0));
+    let e = usage(1, "cloud.disk.gb", dec!(10), t(2, 0));
     let first = process_batch(&pool, &[e.clone(), e.clone()]).await.unwrap();
     assert_eq!((first.counted, first.duplicates), (1, 1));
     let again = process_batch(&pool, &[e]).await.unwrap();
@@ -111,8 +118,8 @@ async fn price_change_mid_month_gives_two_lines_at_each_price() {
     let out = process_batch(
         &pool,
         &[
-            usage(1, "vm.hour", dec!(100), t(14, 23)),
-            usage(2, "vm.hour", dec!(100), t(15, 0)),
+            usage(1, "cloud.vm.hour", dec!(100), t(14, 23)),
+            usage(2, "cloud.vm.hour", dec!(100), t(15, 0)),
         ],
     )
     .await
@@ -158,12 +165,16 @@ async fn batch_boundaries_and_order_do_not_change_the_statement() {
 async fn unpriceable_and_unknown_account_events_are_dead_lettered() {
     let pool = database().await;
     seed(&pool).await;
-    let mut orphan = usage(2, "disk.gb", dec!(1), t(3, 0));
+    let mut orphan = usage(2, "cloud.disk.gb", dec!(1), t(3, 0));
     orphan.account_id = AccountId::parse("ghost").unwrap();
-    let too_early = usage(3, "disk.gb", dec!(1), t(1, 0) - Duration::days(60));
+    let too_early = usage(3, "cloud.disk.gb", dec!(1), t(1, 0) - Duration::days(60));
     let out = process_batch(
         &pool,
-        &[usage(1, "disk.gb", dec!(1), t(3, 0)), orphan, too_early],
+        &[
+            usage(1, "cloud.disk.gb", dec!(1), t(3, 0)),
+            orphan,
+            too_early,
+        ],
     )
     .await
     .unwrap();
@@ -185,10 +196,10 @@ async fn seed_aggregations(pool: &PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     let p = ProviderId::parse("cloud").unwrap();
     for (sku, kind, dimension) in [
-        ("agg.count", "count", None),
-        ("agg.max", "max", None),
-        ("agg.latest", "latest", None),
-        ("agg.users", "unique_count", Some("user")),
+        ("cloud.agg.count", "count", None),
+        ("cloud.agg.max", "max", None),
+        ("cloud.agg.latest", "latest", None),
+        ("cloud.agg.users", "unique_count", Some("user")),
     ] {
         let sku = Sku::parse(sku).unwrap();
         catalog::create_sku(&mut conn, &sku, &p, sku.as_str(), "unit")
@@ -218,19 +229,19 @@ fn with_user(mut e: UsageEvent, user: &str) -> UsageEvent {
 
 fn aggregation_events() -> Vec<UsageEvent> {
     vec![
-        usage(1, "agg.count", dec!(5), t(2, 0)),
-        usage(2, "agg.count", dec!(7), t(3, 0)),
-        usage(3, "agg.count", dec!(9), t(4, 0)),
-        usage(4, "agg.max", dec!(3), t(2, 0)),
-        usage(5, "agg.max", dec!(11.5), t(3, 0)),
-        usage(6, "agg.max", dec!(4), t(4, 0)),
-        usage(7, "agg.latest", dec!(40), t(9, 0)),
-        usage(8, "agg.latest", dec!(25), t(20, 0)),
-        usage(9, "agg.latest", dec!(30), t(5, 0)),
-        with_user(usage(10, "agg.users", dec!(1), t(2, 0)), "ann"),
-        with_user(usage(11, "agg.users", dec!(1), t(3, 0)), "bob"),
-        with_user(usage(12, "agg.users", dec!(1), t(4, 0)), "ann"),
-        with_user(usage(13, "agg.users", dec!(1), t(5, 0)), "cy"),
+        usage(1, "cloud.agg.count", dec!(5), t(2, 0)),
+        usage(2, "cloud.agg.count", dec!(7), t(3, 0)),
+        usage(3, "cloud.agg.count", dec!(9), t(4, 0)),
+        usage(4, "cloud.agg.max", dec!(3), t(2, 0)),
+        usage(5, "cloud.agg.max", dec!(11.5), t(3, 0)),
+        usage(6, "cloud.agg.max", dec!(4), t(4, 0)),
+        usage(7, "cloud.agg.latest", dec!(40), t(9, 0)),
+        usage(8, "cloud.agg.latest", dec!(25), t(20, 0)),
+        usage(9, "cloud.agg.latest", dec!(30), t(5, 0)),
+        with_user(usage(10, "cloud.agg.users", dec!(1), t(2, 0)), "ann"),
+        with_user(usage(11, "cloud.agg.users", dec!(1), t(3, 0)), "bob"),
+        with_user(usage(12, "cloud.agg.users", dec!(1), t(4, 0)), "ann"),
+        with_user(usage(13, "cloud.agg.users", dec!(1), t(5, 0)), "cy"),
     ]
 }
 
@@ -240,7 +251,7 @@ async fn each_aggregation_bills_its_own_quantity() {
     seed(&pool).await;
     seed_aggregations(&pool).await;
     let mut events = aggregation_events();
-    events.push(usage(14, "agg.users", dec!(1), t(6, 0))); // no `user` dimension
+    events.push(usage(14, "cloud.agg.users", dec!(1), t(6, 0))); // no `user` dimension
     let first = process_batch(&pool, &events[..7]).await.unwrap();
     let second = process_batch(&pool, &events[7..]).await.unwrap();
     assert!(first.dead.is_empty());
@@ -257,10 +268,10 @@ async fn each_aggregation_bills_its_own_quantity() {
     assert_eq!(
         quantities,
         [
-            ("agg.count", dec!(3)),
-            ("agg.latest", dec!(25)),
-            ("agg.max", dec!(11.5)),
-            ("agg.users", dec!(3))
+            ("cloud.agg.count", dec!(3)),
+            ("cloud.agg.latest", dec!(25)),
+            ("cloud.agg.max", dec!(11.5)),
+            ("cloud.agg.users", dec!(3))
         ]
     );
     assert_eq!(s.total, dec!(42.50));
@@ -323,9 +334,9 @@ async fn an_event_that_cannot_be_rated_does_not_hold_up_its_batch() {
     .await
     .unwrap();
     let events = [
-        usage(1, "disk.gb", dec!(10), t(2, 0)),
+        usage(1, "cloud.disk.gb", dec!(10), t(2, 0)),
         usage(2, "broken", dec!(1), t(2, 0)),
-        usage(3, "disk.gb", dec!(5), t(3, 0)),
+        usage(3, "cloud.disk.gb", dec!(5), t(3, 0)),
     ];
     assert!(
         process_batch(&pool, &events).await.is_err(),
@@ -359,8 +370,8 @@ async fn a_schema_the_code_does_not_match_dead_letters_nothing() {
         .await
         .unwrap();
     let events = [
-        usage(1, "disk.gb", dec!(10), t(2, 0)),
-        usage(2, "disk.gb", dec!(5), t(3, 0)),
+        usage(1, "cloud.disk.gb", dec!(10), t(2, 0)),
+        usage(2, "cloud.disk.gb", dec!(5), t(3, 0)),
     ];
     let err = tally_rating::process_batch_isolating(&pool, &events)
         .await
@@ -393,8 +404,8 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
     let first = process_batch(
         &pool,
         &[
-            usage(1, "disk.gb", dec!(10), t(2, 0)),
-            usage(2, "disk.gb", dec!(5), t(2, 0) + Duration::days(31)),
+            usage(1, "cloud.disk.gb", dec!(10), t(2, 0)),
+            usage(2, "cloud.disk.gb", dec!(5), t(2, 0) + Duration::days(31)),
         ],
     )
     .await
@@ -412,7 +423,7 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
     );
     // A second batch: a second row; what is pending is each statement once,
     // at its newest version.
-    let second = process_batch(&pool, &[usage(3, "disk.gb", dec!(1), t(3, 0))])
+    let second = process_batch(&pool, &[usage(3, "cloud.disk.gb", dec!(1), t(3, 0))])
         .await
         .unwrap();
     assert_eq!(second.statements.len(), 1);
@@ -505,7 +516,7 @@ async fn version_and_total(pool: &PgPool, start: DateTime<Utc>) -> (i64, Decimal
 async fn a_statement_another_transaction_writes_is_restated_after_it() {
     let pool = database().await;
     seed(&pool).await;
-    process_batch(&pool, &[usage(1, "disk.gb", dec!(10), t(2, 0))])
+    process_batch(&pool, &[usage(1, "cloud.disk.gb", dec!(10), t(2, 0))])
         .await
         .unwrap();
     let october = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
@@ -520,9 +531,9 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
         .unwrap();
     let batch = {
         let pool = pool.clone();
-        tokio::spawn(
-            async move { process_batch(&pool, &[usage(2, "disk.gb", dec!(5), t(3, 0))]).await },
-        )
+        tokio::spawn(async move {
+            process_batch(&pool, &[usage(2, "cloud.disk.gb", dec!(5), t(3, 0))]).await
+        })
     };
     until_one_waits_for_a_lock(&pool).await;
     other.commit().await.unwrap();
@@ -551,7 +562,12 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
         tokio::spawn(async move {
             process_batch(
                 &pool,
-                &[usage(3, "disk.gb", dec!(5), t(2, 0) + Duration::days(31))],
+                &[usage(
+                    3,
+                    "cloud.disk.gb",
+                    dec!(5),
+                    t(2, 0) + Duration::days(31),
+                )],
             )
             .await
         })

@@ -27,7 +27,7 @@ fn boundary(month: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, month, 15, 0, 0, 0).unwrap()
 }
 
-/// `acme` bills from the 15th; `vm.hour` costs 0.10 for the first 100 hours
+/// `acme` bills from the 15th; `cloud.vm.hour` costs 0.10 for the first 100 hours
 /// of a period and 0.05 beyond.
 async fn seed(pool: &PgPool) {
     let mut conn = pool.acquire().await.unwrap();
@@ -42,7 +42,7 @@ async fn seed(pool: &PgPool) {
     catalog::set_billing_anchor(&mut conn, &acme, AnchorDay::new(15).unwrap())
         .await
         .unwrap();
-    let sku = Sku::parse("vm.hour").unwrap();
+    let sku = Sku::parse("cloud.vm.hour").unwrap();
     catalog::create_sku(&mut conn, &sku, &p, "VMs", "hour")
         .await
         .unwrap();
@@ -62,7 +62,7 @@ async fn seed(pool: &PgPool) {
 }
 
 fn hours(id: &str, quantity: i64, time: DateTime<Utc>) -> UsageEvent {
-    acme_event("cloud", id, "vm.hour", Decimal::from(quantity), time)
+    acme_event("cloud", id, "cloud.vm.hour", Decimal::from(quantity), time)
 }
 
 fn marker(through: DateTime<Utc>) -> SealMarker {

@@ -13,6 +13,8 @@ pub enum IdError {
         "{kind} may only contain a-z, 0-9, '.', '_' and '-', and must start with a letter or digit"
     )]
     InvalidCharacter { kind: &'static str },
+    #[error("{kind} may not contain '.': a dot separates a provider's id from its SKU names")]
+    Dotted { kind: &'static str },
 }
 
 /// A slug: lowercase ASCII letters, digits, `.`, `_`, `-`; starts with a letter or digit.
@@ -94,6 +96,43 @@ slug_id!(
     128
 );
 
+impl ProviderId {
+    /// The id of a provider created from now on: a slug without dots, so
+    /// that a SKU id `<provider>.<name>` names its provider unambiguously
+    /// (`dbco.eu` would live inside `dbco`'s names). Providers created
+    /// before this rule may have dots; [`ProviderId::parse`] still reads them.
+    pub fn parse_new(raw: &str) -> Result<Self, IdError> {
+        let id = Self::parse(raw)?;
+        if raw.contains('.') {
+            return Err(IdError::Dotted {
+                kind: "provider id",
+            });
+        }
+        Ok(id)
+    }
+}
+
+impl Sku {
+    /// Whose namespace this SKU id is in, among `providers`: the provider
+    /// whose id and a dot are the longest prefix of it. Provider ids have no
+    /// dots, so that is the prefix up to the first dot; the longest match
+    /// keeps a provider created with a dot before that rule (`dbco.eu`) and
+    /// the one its id starts with (`dbco`) out of each other's SKUs.
+    pub fn namespace_owner<'a>(
+        &self,
+        providers: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        providers
+            .into_iter()
+            .filter(|p| {
+                self.0
+                    .strip_prefix(*p)
+                    .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+            })
+            .max_by_key(|p| p.len())
+    }
+}
+
 /// The provider's own id of one usage event (CloudEvents `id`). Any printable
 /// text up to 256 characters; unique per provider.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,6 +212,34 @@ mod tests {
                 max: 128
             })
         );
+    }
+
+    #[test]
+    fn new_provider_ids_have_no_dots() {
+        assert!(ProviderId::parse_new("dbco").is_ok());
+        assert_eq!(
+            ProviderId::parse_new("dbco.eu"),
+            Err(IdError::Dotted {
+                kind: "provider id"
+            })
+        );
+        assert!(ProviderId::parse("dbco.eu").is_ok(), "older ids still read");
+    }
+
+    #[test]
+    fn a_sku_is_in_the_namespace_of_its_longest_provider_prefix() {
+        let sku = |s| Sku::parse(s).unwrap();
+        let providers = ["dbco", "dbco.eu", "cloud"];
+        assert_eq!(sku("dbco.db.hour").namespace_owner(providers), Some("dbco"));
+        assert_eq!(
+            sku("dbco.eu.db").namespace_owner(providers),
+            Some("dbco.eu")
+        );
+        assert_eq!(sku("dbco.eu").namespace_owner(providers), Some("dbco"));
+        assert_eq!(sku("dbcox.db").namespace_owner(providers), None);
+        assert_eq!(sku("dbco").namespace_owner(providers), None);
+        assert_eq!(sku("dbco.").namespace_owner(providers), None);
+        assert_eq!(sku("other.x").namespace_owner(providers), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod aggregation;
 pub mod credits;
 pub mod ids;
+pub mod input;
 pub mod money;
 pub mod period;
 pub mod pricing;
@@ -13,6 +14,7 @@ pub mod usage;
 
 pub use aggregation::{Aggregation, AggregationError};
 pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
+pub use input::InputError;
 pub use money::{Currency, Money, MoneyError};
 pub use period::{AnchorDay, Period, PeriodError};
 pub use pricing::{PriceBook, PriceModel, PricingError};

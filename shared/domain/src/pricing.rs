@@ -31,12 +31,12 @@ pub struct Tier {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "rust_decimal::serde::str_option"
+        with = "crate::input::exact_option"
     )]
     pub up_to: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::input::exact")]
     pub unit_price: Decimal,
-    #[serde(default, with = "rust_decimal::serde::str")]
+    #[serde(default, with = "crate::input::exact")]
     pub flat_fee: Decimal,
 }
 
@@ -75,7 +75,7 @@ fn mul_add(units: Decimal, price: Decimal, acc: Decimal) -> Result<Decimal, Pric
 pub enum PriceModel {
     /// Every unit at the same price.
     PerUnit {
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::input::exact")]
         unit_price: Decimal,
     },
     /// Each unit at the price of the tier it falls in.
@@ -84,9 +84,9 @@ pub enum PriceModel {
     Volume { tiers: Vec<Tier> },
     /// `package_price` per started block of `package_size` units.
     Package {
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::input::exact")]
         package_size: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::input::exact")]
         package_price: Decimal,
     },
 }
@@ -326,21 +326,21 @@ pub struct PriceBook {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "rust_decimal::serde::str_option"
+        with = "crate::input::exact_option"
     )]
     pub free_units: Option<Decimal>,
     /// A period whose usage charge falls short of this gets a true-up line.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "rust_decimal::serde::str_option"
+        with = "crate::input::exact_option"
     )]
     pub minimum_charge: Option<Decimal>,
     /// A fixed fee for each period in which the SKU is used.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "rust_decimal::serde::str_option"
+        with = "crate::input::exact_option"
     )]
     pub recurring_fee: Option<Decimal>,
 }

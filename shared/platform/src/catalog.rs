@@ -25,6 +25,15 @@ pub enum CatalogError {
     PriceVersionExists,
     #[error("invalid price: {0}")]
     InvalidPrice(String),
+    #[error("{0}")]
+    InvalidProviderId(tally_domain::IdError),
+    /// A SKU id outside its provider's namespace (`<provider>.<name>`).
+    #[error("sku {sku} is not in provider {provider}'s namespace: its SKU ids are `{provider}.<name>`{}", .owner.as_ref().map(|o| format!(" (this one is in provider {o}'s)")).unwrap_or_default())]
+    SkuNotInNamespace {
+        sku: String,
+        provider: String,
+        owner: Option<String>,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -38,6 +47,11 @@ fn on_constraint(err: sqlx::Error, what: &str) -> CatalogError {
         Some("skus_provider_id_fkey") => CatalogError::UnknownProvider(what.to_owned()),
         Some("prices_sku_id_fkey") => CatalogError::UnknownSku(what.to_owned()),
         Some("prices_version_unique") => CatalogError::PriceVersionExists,
+        Some("providers_id_has_no_dot") => {
+            CatalogError::InvalidProviderId(tally_domain::IdError::Dotted {
+                kind: "provider id",
+            })
+        }
         _ => CatalogError::Database(err),
     }
 }
@@ -124,12 +138,14 @@ pub struct PriceVersion {
     pub model: PriceBook,
 }
 
+/// A new provider; its id may not contain a dot ([`ProviderId::parse_new`]).
 pub async fn create_provider(
     conn: &mut PgConnection,
     id: &ProviderId,
     name: &str,
     kind: ProviderKind,
 ) -> Result<(), CatalogError> {
+    ProviderId::parse_new(id.as_str()).map_err(CatalogError::InvalidProviderId)?;
     sqlx::query("INSERT INTO providers (id, name, kind) VALUES ($1, $2, $3)")
         .bind(id.as_str())
         .bind(name)
@@ -156,6 +172,8 @@ pub async fn create_account(
     Ok(())
 }
 
+/// A new SKU of `provider`, whose id must be in that provider's namespace
+/// (`<provider>.<name>`, [`Sku::namespace_owner`]).
 pub async fn create_sku(
     conn: &mut PgConnection,
     sku: &Sku,
@@ -163,6 +181,26 @@ pub async fn create_sku(
     name: &str,
     unit: &str,
 ) -> Result<(), CatalogError> {
+    // Every provider whose id and a dot start the SKU id (more than one
+    // only with ids from before provider ids lost their dots).
+    let prefixes: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM providers WHERE left($1, length(id) + 1) = id || '.'")
+            .bind(sku.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+    let owner = sku.namespace_owner(
+        prefixes
+            .iter()
+            .map(String::as_str)
+            .chain([provider.as_str()]),
+    );
+    if owner != Some(provider.as_str()) {
+        return Err(CatalogError::SkuNotInNamespace {
+            sku: sku.to_string(),
+            provider: provider.to_string(),
+            owner: owner.map(str::to_owned),
+        });
+    }
     sqlx::query("INSERT INTO skus (id, provider_id, name, unit) VALUES ($1, $2, $3, $4)")
         .bind(sku.as_str())
         .bind(provider.as_str())
