@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
-use tally_domain::Period;
+use tally_domain::{spreadsheet, Period};
 use tally_platform::auth::Principal;
 
 use crate::auth::{principal, require_staff};
@@ -548,6 +548,16 @@ fn timestamp(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Erro
         .unwrap_or_default())
 }
 
+/// A text column, neutralised against formula injection
+/// ([`tally_domain::spreadsheet`]): every text cell of an export, whoever
+/// chose it (a partner's SKU name or unit, finance's void reason).
+fn text(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    let value: Option<String> = r.try_get(name)?;
+    Ok(value
+        .map(|v| spreadsheet::text_cell(&v).into_owned())
+        .unwrap_or_default())
+}
+
 fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
     Ok(r.try_get::<Option<Decimal>, _>(name)?
         .map(|d| d.to_string())
@@ -591,21 +601,19 @@ pub async fn export_invoices(
         |r| {
             Ok(vec![
                 r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-                r.try_get::<Option<String>, _>("number")?
-                    .unwrap_or_default(),
-                r.try_get("account_id")?,
+                text(r, "number")?,
+                text(r, "account_id")?,
                 timestamp(r, "period_start")?,
                 timestamp(r, "period_end")?,
-                r.try_get("status")?,
-                r.try_get("currency")?,
+                text(r, "status")?,
+                text(r, "currency")?,
                 decimal(r, "subtotal")?,
                 decimal(r, "credits_total")?,
                 decimal(r, "total")?,
                 decimal(r, "credit_notes")?,
                 timestamp(r, "finalized_at")?,
                 timestamp(r, "voided_at")?,
-                r.try_get::<Option<String>, _>("void_reason")?
-                    .unwrap_or_default(),
+                text(r, "void_reason")?,
             ])
         },
     )
@@ -655,18 +663,17 @@ pub async fn export_lines(
         |r| {
             Ok(vec![
                 r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-                r.try_get::<Option<String>, _>("number")?
-                    .unwrap_or_default(),
-                r.try_get("account_id")?,
-                r.try_get("status")?,
-                r.try_get("currency")?,
+                text(r, "number")?,
+                text(r, "account_id")?,
+                text(r, "status")?,
+                text(r, "currency")?,
                 r.try_get::<i32, _>("position")?.to_string(),
-                r.try_get("kind")?,
-                r.try_get("provider_id")?,
-                r.try_get("sku_id")?,
-                r.try_get("description")?,
+                text(r, "kind")?,
+                text(r, "provider_id")?,
+                text(r, "sku_id")?,
+                text(r, "description")?,
                 decimal(r, "quantity")?,
-                r.try_get("unit")?,
+                text(r, "unit")?,
                 decimal(r, "unit_price")?,
                 decimal(r, "amount")?,
                 decimal(r, "list_amount")?,
