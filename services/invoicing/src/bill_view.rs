@@ -29,7 +29,7 @@ pub struct BillPage<'a> {
 }
 
 fn money(amount: Decimal, currency: &str) -> String {
-    format!("{amount} {currency}")
+    format!("{} {currency}", crate::amounts::scaled(currency, amount))
 }
 
 const STYLE: &str = r#"

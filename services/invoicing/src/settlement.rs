@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use tally_domain::{spreadsheet, Period};
 use tally_platform::auth::Principal;
 
+use crate::amounts::scaled;
 use crate::auth::{principal, require_staff};
 use crate::error::ApiError;
 use crate::routes::parse_period;
@@ -40,6 +41,18 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// With the exponent of `currency`, as the API shows them.
+    fn scale(&mut self, currency: &str) {
+        for figure in [
+            &mut self.gross_list,
+            &mut self.platform_fee,
+            &mut self.credit_notes,
+            &mut self.net_payable,
+        ] {
+            *figure = scaled(currency, *figure);
+        }
+    }
+
     fn add(&mut self, other: &Figures) {
         self.gross_list += other.gross_list;
         self.platform_fee += other.platform_fee;
@@ -160,6 +173,10 @@ pub async fn settlements(
     for s in &mut out {
         for c in &mut s.currencies {
             c.by_account.sort_by(|a, b| a.id.cmp(&b.id));
+            c.totals.scale(&c.currency);
+            for k in c.by_sku.iter_mut().chain(&mut c.by_account) {
+                k.figures.scale(&c.currency);
+            }
         }
     }
     Ok(out)
@@ -461,6 +478,18 @@ pub async fn reconcile(
         c.invoiced = c.subtotals - c.voided - c.credit_notes;
         c.difference =
             c.invoiced - (c.platform_revenue + c.partner_settlements + c.credits_applied);
+        for figure in [
+            &mut c.subtotals,
+            &mut c.voided,
+            &mut c.credit_notes,
+            &mut c.invoiced,
+            &mut c.platform_revenue,
+            &mut c.partner_settlements,
+            &mut c.credits_applied,
+            &mut c.difference,
+        ] {
+            *figure = scaled(&c.currency, *figure);
+        }
     }
     Ok(Reconciliation {
         period: month.label(),
@@ -564,6 +593,14 @@ fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error>
         .unwrap_or_default())
 }
 
+/// An amount (or a unit price) of the row's `currency`, with its exponent.
+fn amount(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    let currency: String = r.try_get("currency")?;
+    Ok(r.try_get::<Option<Decimal>, _>(name)?
+        .map(|d| scaled(&currency, d).to_string())
+        .unwrap_or_default())
+}
+
 /// `GET /v1/exports/invoices.csv?period=YYYY-MM` (finance): one row per
 /// invoice of the month, any status.
 pub async fn export_invoices(
@@ -607,10 +644,10 @@ pub async fn export_invoices(
                 timestamp(r, "period_end")?,
                 text(r, "status")?,
                 text(r, "currency")?,
-                decimal(r, "subtotal")?,
-                decimal(r, "credits_total")?,
-                decimal(r, "total")?,
-                decimal(r, "credit_notes")?,
+                amount(r, "subtotal")?,
+                amount(r, "credits_total")?,
+                amount(r, "total")?,
+                amount(r, "credit_notes")?,
                 timestamp(r, "finalized_at")?,
                 timestamp(r, "voided_at")?,
                 text(r, "void_reason")?,
@@ -674,12 +711,12 @@ pub async fn export_lines(
                 text(r, "description")?,
                 decimal(r, "quantity")?,
                 text(r, "unit")?,
-                decimal(r, "unit_price")?,
-                decimal(r, "amount")?,
-                decimal(r, "list_amount")?,
-                decimal(r, "markup")?,
-                decimal(r, "platform_fee")?,
-                decimal(r, "partner_net")?,
+                amount(r, "unit_price")?,
+                amount(r, "amount")?,
+                amount(r, "list_amount")?,
+                amount(r, "markup")?,
+                amount(r, "platform_fee")?,
+                amount(r, "partner_net")?,
                 r.try_get::<i64, _>("price_id")?.to_string(),
                 timestamp(r, "adjusts_period_start")?,
             ])

