@@ -235,19 +235,24 @@ impl Money {
                 .ok_or(MoneyError::Overflow)?;
             let floor =
                 exact.round_dp_with_strategy(self.currency.minor_units(), RoundingStrategy::ToZero);
-            remainders.push((exact - floor, index));
+            remainders.push((exact.checked_sub(floor).ok_or(MoneyError::Overflow)?, index));
             parts.push(floor);
         }
-        let allocated = parts.iter().copied().sum::<Decimal>();
-        let mut left = whole - allocated;
+        let allocated = parts
+            .iter()
+            .try_fold(Decimal::ZERO, |acc, p| acc.checked_add(*p))
+            .ok_or(MoneyError::Overflow)?;
+        let mut left = whole.checked_sub(allocated).ok_or(MoneyError::Overflow)?;
         remainders.sort_by(|a, b| b.0.abs().cmp(&a.0.abs()).then(a.1.cmp(&b.1)));
         let step = if left.is_sign_negative() { -unit } else { unit };
         for (_, index) in remainders.iter().cycle() {
             if left.is_zero() {
                 break;
             }
-            parts[*index] += step;
-            left -= step;
+            parts[*index] = parts[*index]
+                .checked_add(step)
+                .ok_or(MoneyError::Overflow)?;
+            left = left.checked_sub(step).ok_or(MoneyError::Overflow)?;
         }
         Ok(parts
             .into_iter()
