@@ -23,7 +23,16 @@ use crate::lookup::Lookup;
 use crate::sink::{EventSink, SinkError};
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
+/// The largest request body: 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest event, as sent (its JSON text): 256 KiB. A larger one is
+/// refused on its own (`event_too_large`) before anything is produced. The
+/// Kafka message made of an event is at most its size plus a few hundred
+/// bytes (`received_at`, the provider, a quantity written out), well under
+/// the producer's `message.max.bytes`
+/// ([`tally_platform::kafka::MAX_MESSAGE_BYTES`]),
+/// itself under the topic's `max.message.bytes`.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 pub struct IngestState {
     pub lookup: Lookup,
@@ -139,6 +148,15 @@ pub async fn post_events(
     let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
         .iter()
         .map(|v| {
+            if v.get().len() > MAX_EVENT_BYTES {
+                return Err(EventRejection::new(
+                    "event_too_large",
+                    format!(
+                        "the event is {} bytes; one event may have at most {MAX_EVENT_BYTES}",
+                        v.get().len()
+                    ),
+                ));
+            }
             parse_raw_event(v, &provider).and_then(|e| {
                 check_time_window(&e, now, state.max_age, state.max_future)?;
                 Ok(e)
@@ -270,4 +288,20 @@ fn unbillable(event: &ParsedEvent, terms: &SkuTerms, currency: Currency) -> Opti
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_platform::kafka;
+
+    #[test]
+    fn limits_nest_from_the_event_to_the_topic() {
+        // An event's message: the event, plus `received_at`, the provider
+        // and a quantity written out (far less than 4 KiB).
+        const MESSAGE_OVERHEAD: usize = 4 * 1024;
+        const _: () = assert!(MAX_EVENT_BYTES + MESSAGE_OVERHEAD < kafka::MAX_MESSAGE_BYTES);
+        const _: () = assert!(kafka::MAX_MESSAGE_BYTES < kafka::TOPIC_MAX_MESSAGE_BYTES);
+        const _: () = assert!(MAX_EVENT_BYTES < MAX_BODY_BYTES);
+    }
 }
