@@ -14,6 +14,21 @@ use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku};
 /// At most this many dimensions per event.
 pub const MAX_DIMENSIONS: usize = 16;
 
+/// A dimension name or value PostgreSQL cannot store (it holds no U+0000 in
+/// text): such an event could be accepted but never billed.
+fn has_nul(dimensions: &BTreeMap<String, String>) -> bool {
+    dimensions
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+}
+
+fn nul_in_dimensions() -> EventRejection {
+    EventRejection::new(
+        "dimension_invalid",
+        "`data.dimensions` names and values must not contain U+0000 (NUL)",
+    )
+}
+
 /// A structurally valid usage event from an authenticated provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedEvent {
@@ -118,6 +133,9 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
             )))
         }
     };
+    if has_nul(&dimensions) {
+        return Err(nul_in_dimensions());
+    }
     let source = string(obj, "source")?;
     if source != provider.as_str() && source.strip_prefix("/providers/") != Some(provider.as_str())
     {
@@ -218,7 +236,7 @@ pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent>
         None => BTreeMap::new(),
         Some(raw) => {
             let dims: BTreeMap<String, String> = serde_json::from_str(raw.get()).ok()?;
-            if dims.len() > MAX_DIMENSIONS {
+            if dims.len() > MAX_DIMENSIONS || has_nul(&dims) {
                 return None;
             }
             dims
@@ -358,6 +376,10 @@ mod tests {
         assert_eq!(
             code_of(|v| v["data"]["quantity"] = json!(true)),
             "quantity_invalid"
+        );
+        assert_eq!(
+            code_of(|v| v["data"]["dimensions"]["region"] = json!("eu\u{0}")),
+            "dimension_invalid"
         );
         assert_eq!(code_of(|v| v["source"] = json!("other")), "source_mismatch");
         assert_eq!(

@@ -12,8 +12,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_domain::{ProviderId, UsageEvent};
+use tally_domain::statement::check_billable;
+use tally_domain::{Currency, ProviderId, UsageEvent};
 use tally_platform::auth::{self, Principal};
+use tally_platform::catalog::SkuTerms;
 
 use crate::error::ApiError;
 use crate::event::{check_time_window, parse_raw_event, EventRejection, ParsedEvent};
@@ -22,7 +24,16 @@ use crate::sink::{EventSink, SinkError};
 use crate::traces::IngestTrace;
 
 pub const MAX_BATCH_EVENTS: usize = 1000;
+/// The largest request body: 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest event, as sent (its JSON text): 256 KiB. A larger one is
+/// refused on its own (`event_too_large`) before anything is produced. The
+/// Kafka message made of an event is at most its size plus a few hundred
+/// bytes (`received_at`, the provider, a quantity written out), well under
+/// the producer's `message.max.bytes`
+/// ([`tally_platform::kafka::MAX_MESSAGE_BYTES`]),
+/// itself under the topic's `max.message.bytes`.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 pub struct IngestState {
     pub lookup: Lookup,
@@ -138,6 +149,15 @@ pub async fn post_events(
     let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
         .iter()
         .map(|v| {
+            if v.get().len() > MAX_EVENT_BYTES {
+                return Err(EventRejection::new(
+                    "event_too_large",
+                    format!(
+                        "the event is {} bytes; one event may have at most {MAX_EVENT_BYTES}",
+                        v.get().len()
+                    ),
+                ));
+            }
             parse_raw_event(v, &provider).and_then(|e| {
                 check_time_window(&e, now, state.max_age, state.max_future)?;
                 Ok(e)
@@ -228,27 +248,67 @@ async fn check_catalog(
         .into_iter()
         .collect();
     let found = lookup.catalog(&skus, &accounts).await?;
-    let (owners, known) = (found.owners, found.accounts);
+    let (skus, known) = (found.skus, found.accounts);
     for outcome in outcomes.iter_mut() {
         let Ok(event) = outcome else { continue };
-        let verdict = match owners.get(event.sku.as_str()) {
-            None => Some(EventRejection::new(
+        let verdict = match (
+            skus.get(event.sku.as_str()),
+            known.get(event.account.as_str()),
+        ) {
+            (None, _) => Some(EventRejection::new(
                 "unknown_sku",
                 format!("sku {} does not exist", event.sku),
             )),
-            Some(owner) if owner != provider.as_str() => Some(EventRejection::new(
+            (Some(terms), _) if terms.owner != provider.as_str() => Some(EventRejection::new(
                 "sku_not_owned",
                 format!("sku {} belongs to another provider", event.sku),
             )),
-            Some(_) if !known.contains(event.account.as_str()) => Some(EventRejection::new(
+            (Some(_), None) => Some(EventRejection::new(
                 "account_unknown",
                 format!("account {} does not exist", event.account),
             )),
-            Some(_) => None,
+            (Some(terms), Some(currency)) => unbillable(event, terms, *currency),
         };
         if let Some(rejection) = verdict {
             *outcome = Err(rejection);
         }
     }
     Ok(())
+}
+
+/// An event rating could not bill even on its own: its quantity at the
+/// SKU's price in the account's currency (in effect at the event's time,
+/// under the platform's markup) overflows an amount (`amount_overflow`).
+/// An event without a price yet is accepted: rating dead-letters it as
+/// `no_price`, replayable once a price exists.
+fn unbillable(event: &ParsedEvent, terms: &SkuTerms, currency: Currency) -> Option<EventRejection> {
+    let price = terms.price_at(currency, event.time)?;
+    let quantity = event.quantity.value();
+    check_billable(&price.model, quantity, terms.markup_pct, currency)
+        .err()
+        .map(|_| {
+            EventRejection::new(
+                "amount_overflow",
+                format!(
+                    "{quantity} units of {} cannot be billed at its {currency} price: the charge overflows",
+                    event.sku
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_platform::kafka;
+
+    #[test]
+    fn limits_nest_from_the_event_to_the_topic() {
+        // An event's message: the event, plus `received_at`, the provider
+        // and a quantity written out (far less than 4 KiB).
+        const MESSAGE_OVERHEAD: usize = 4 * 1024;
+        const _: () = assert!(MAX_EVENT_BYTES + MESSAGE_OVERHEAD < kafka::MAX_MESSAGE_BYTES);
+        const _: () = assert!(kafka::MAX_MESSAGE_BYTES < kafka::TOPIC_MAX_MESSAGE_BYTES);
+        const _: () = assert!(MAX_EVENT_BYTES < MAX_BODY_BYTES);
+    }
 }

@@ -1,5 +1,5 @@
 //! What each POST is checked against (the provider's key, who owns each SKU,
-//! which accounts exist), read from PostgreSQL and remembered, so that
+//! its markup and prices, which accounts exist and their currency), read from PostgreSQL and remembered, so that
 //! ingest outlives the database: Kafka is the durable buffer, and a
 //! collector keeps accepting usage while PostgreSQL restarts.
 //!
@@ -14,12 +14,12 @@
 //! revocation while it does not.
 
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally_domain::ProviderId;
+use tally_domain::{Currency, ProviderId};
 use tally_platform::auth::{self, Principal};
-use tally_platform::catalog;
+use tally_platform::catalog::{self, SkuTerms};
 
 /// How often the background probe asks whether PostgreSQL answers again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -33,18 +33,19 @@ pub enum LookupError {
     Database(sqlx::Error),
 }
 
-/// The answers of one batch: each SKU's owner, and the accounts that exist.
+/// The answers of one batch: each SKU's owner, markup and prices, and the
+/// billing currency of each account that exists.
 pub struct Catalog {
-    pub owners: HashMap<String, String>,
-    pub accounts: HashSet<String>,
+    pub skus: HashMap<String, Arc<SkuTerms>>,
+    pub accounts: HashMap<String, Currency>,
 }
 
 #[derive(Default)]
 struct Remembered {
     /// Key hash → the provider it belongs to (only provider keys are kept).
     keys: HashMap<Vec<u8>, (ProviderId, Instant)>,
-    skus: HashMap<String, (String, Instant)>,
-    accounts: HashMap<String, Instant>,
+    skus: HashMap<String, (Arc<SkuTerms>, Instant)>,
+    accounts: HashMap<String, (Currency, Instant)>,
     /// PostgreSQL did not answer, and the probe has not seen it answer since.
     down: bool,
     pruned_at: Option<Instant>,
@@ -146,50 +147,54 @@ impl Lookup {
         }
     }
 
-    /// Who owns each of `skus`, and which of `accounts` exist.
+    /// The terms of each of `skus` (owner, markup, prices), and the
+    /// currency of each of `accounts` that exists.
     pub async fn catalog(&self, skus: &[&str], accounts: &[&str]) -> Result<Catalog, LookupError> {
         let asked = self
             .ask(async {
                 let mut conn = self.pool.acquire().await?;
-                let owners = catalog::sku_owners(&mut conn, skus).await?;
+                let skus = catalog::sku_terms(&mut conn, skus).await?;
                 let accounts = catalog::existing_accounts(&mut conn, accounts).await?;
-                Ok(Catalog { owners, accounts })
+                Ok(Catalog {
+                    skus: skus.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+                    accounts,
+                })
             })
             .await?;
         let now = Instant::now();
         let mut state = self.state();
         if let Some(found) = asked {
-            for (sku, owner) in &found.owners {
-                state.skus.insert(sku.clone(), (owner.clone(), now));
+            for (sku, terms) in &found.skus {
+                state.skus.insert(sku.clone(), (terms.clone(), now));
             }
-            for account in &found.accounts {
-                state.accounts.insert(account.clone(), now);
+            for (account, currency) in &found.accounts {
+                state.accounts.insert(account.clone(), (*currency, now));
             }
             prune(&mut state, now, self.remember);
             return Ok(found);
         }
         // Only what was seen to exist is remembered: anything else is
         // undecided, and the whole request waits for PostgreSQL.
-        let mut owners = HashMap::new();
+        let mut found = HashMap::new();
         for sku in skus {
             match state.skus.get(*sku) {
-                Some((owner, at)) if self.fresh(*at, now) => {
-                    owners.insert((*sku).to_owned(), owner.clone());
+                Some((terms, at)) if self.fresh(*at, now) => {
+                    found.insert((*sku).to_owned(), terms.clone());
                 }
                 _ => return Err(LookupError::Unavailable),
             }
         }
-        let mut known = HashSet::new();
+        let mut known = HashMap::new();
         for account in accounts {
             match state.accounts.get(*account) {
-                Some(at) if self.fresh(*at, now) => {
-                    known.insert((*account).to_owned());
+                Some((currency, at)) if self.fresh(*at, now) => {
+                    known.insert((*account).to_owned(), *currency);
                 }
                 _ => return Err(LookupError::Unavailable),
             }
         }
         Ok(Catalog {
-            owners,
+            skus: found,
             accounts: known,
         })
     }
@@ -209,5 +214,5 @@ fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
     state.pruned_at = Some(now);
     state.keys.retain(|_, (_, at)| fresh(at));
     state.skus.retain(|_, (_, at)| fresh(at));
-    state.accounts.retain(|_, at| fresh(at));
+    state.accounts.retain(|_, (_, at)| fresh(at));
 }

@@ -13,6 +13,9 @@ pub enum SinkError {
     Broker(String),
     #[error("could not serialize an event: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// Checked before anything is sent: nothing was published.
+    #[error("a message of {0} bytes is over the producer's limit of {max}", max = kafka::MAX_MESSAGE_BYTES)]
+    TooLarge(usize),
 }
 
 /// Publishes accepted usage events; returns only once every one is durable.
@@ -52,6 +55,15 @@ impl EventSink for KafkaSink {
                     Ok((e.account_id.to_string(), payload))
                 })
                 .collect::<Result<Vec<(String, Vec<u8>)>, SinkError>>()?;
+            // All or nothing where Tally decides: a message the producer
+            // would refuse fails the publish before any is sent (ingest
+            // refuses such an event first: `event_too_large`).
+            if let Some((key, payload)) = records
+                .iter()
+                .find(|(key, payload)| key.len() + payload.len() > kafka::MAX_MESSAGE_BYTES)
+            {
+                return Err(SinkError::TooLarge(key.len() + payload.len()));
+            }
             kafka::send_all_traced(
                 &self.producer,
                 records.iter().enumerate().map(|(i, (key, payload))| {

@@ -429,3 +429,79 @@ async fn a_lock_held_on_accounts_does_not_hold_posts() {
     locker.rollback().await.unwrap();
     assert_eq!(s.sink.published.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn events_rating_could_not_bill_are_refused_one_by_one() {
+    let s = setup(false).await;
+    // 100 trillion dollars a unit: a quadrillion units (the largest quantity)
+    // is more than any amount can hold; 2.5 units are billable.
+    let mut conn = s.pool.acquire().await.unwrap();
+    catalog::add_price(
+        &mut conn,
+        &Sku::parse("dbco.db.hour").unwrap(),
+        Currency::parse("USD").unwrap(),
+        Utc::now() - Age::days(1),
+        &tally_domain::PriceModel::per_unit(rust_decimal::Decimal::from(100_000_000_000_000_i64))
+            .unwrap()
+            .into(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let mut nul_value = event("nul-value", "acme", "dbco.db.hour");
+    nul_value["data"]["dimensions"] = json!({"region": "eu\u{0}west"});
+    let mut nul_key = event("nul-key", "acme", "dbco.db.hour");
+    nul_key["data"]["dimensions"] = json!({"re\u{0}gion": "eu"});
+    let mut huge = event("huge", "acme", "dbco.db.hour");
+    huge["data"]["quantity"] = json!("1000000000000000");
+    let mut fine = event("fine", "acme", "dbco.db.hour");
+    fine["data"]["dimensions"] = json!({"region": "eu-west"});
+    let batch = [
+        event("first", "acme", "dbco.db.hour"),
+        nul_value,
+        nul_key,
+        huge,
+        fine,
+    ];
+    let (status, answer) = s.post_batch(&batch).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(response_schema().is_valid(&answer), "{answer}");
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let verdicts: Vec<(&str, &str)> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("first", "accepted"),
+            ("nul-value", "dimension_invalid"),
+            ("nul-key", "dimension_invalid"),
+            ("huge", "amount_overflow"),
+            ("fine", "accepted"),
+        ]
+    );
+    assert_eq!(
+        answer["results"][3]["message"],
+        "1000000000000000 units of dbco.db.hour cannot be billed at its USD price: the charge overflows"
+    );
+    let published: Vec<String> = s
+        .sink
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(published, ["first", "fine"]);
+}

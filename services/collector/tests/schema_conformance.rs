@@ -84,6 +84,8 @@ fn samples() -> Vec<(&'static str, Value, bool)> {
         ("quantity in exponent string", with(|v| v["data"]["quantity"] = json!("1e3")), false),
         ("boolean quantity", with(|v| v["data"]["quantity"] = json!(true)), false),
         ("number dimension", with(|v| v["data"]["dimensions"] = json!({"n": 1})), false),
+        ("NUL in a dimension value", with(|v| v["data"]["dimensions"] = json!({"region": "eu\u{0}west"})), false),
+        ("NUL in a dimension name", with(|v| v["data"]["dimensions"] = json!({"re\u{0}gion": "eu"})), false),
         ("too many dimensions", with(|v| {
             let dims: BTreeMap<String, String> = (0..17).map(|i| (format!("d{i}"), "x".into())).collect();
             v["data"]["dimensions"] = json!(dims);

@@ -31,7 +31,7 @@ pub struct BillPage<'a> {
 }
 
 fn money(amount: Decimal, currency: &str) -> String {
-    format!("{amount} {currency}")
+    format!("{} {currency}", crate::amounts::scaled(currency, amount))
 }
 
 const STYLE: &str = r#"
@@ -297,11 +297,15 @@ fn chart(page: &BillPage<'_>) -> Markup {
     }
 }
 
-fn csv_field(text: &str) -> String {
+/// One CSV cell of text: neutralised against formula injection (every text
+/// cell, whoever chose it: [`tally_domain::spreadsheet`]), then quoted when
+/// it needs to be.
+fn csv_text(text: &str) -> String {
+    let text = tally_domain::spreadsheet::text_cell(text);
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text.into_owned()
     }
 }
 
@@ -323,34 +327,36 @@ pub fn csv(invoice: &Invoice) -> String {
     let number = s.number.as_deref().unwrap_or("");
     for section in &invoice.sections {
         for l in &section.lines {
-            let row = [
-                s.account_id.as_str(),
-                s.period.label.as_str(),
-                number,
-                s.status.as_str(),
-                s.currency.as_str(),
-                section.provider.id.as_str(),
-                section.provider.name.as_str(),
-                l.sku.as_str(),
-                &described(l),
-                &l.quantity.to_string(),
-                l.unit.as_str(),
-                &l.unit_price.map(|p| p.to_string()).unwrap_or_default(),
-                &l.amount.to_string(),
+            // Text cells neutralised; the numbers Tally formats itself are
+            // not (a spreadsheet adds them up).
+            let cells = [
+                csv_text(&s.account_id),
+                csv_text(&s.period.label),
+                csv_text(number),
+                csv_text(&s.status),
+                csv_text(&s.currency),
+                csv_text(section.provider.id.as_str()),
+                csv_text(&section.provider.name),
+                csv_text(l.sku.as_str()),
+                csv_text(&described(l)),
+                l.quantity.to_string(),
+                csv_text(&l.unit),
+                l.unit_price.map(|p| p.to_string()).unwrap_or_default(),
+                l.amount.to_string(),
             ];
-            out.push_str(&row.map(csv_field).join(","));
+            out.push_str(&cells.join(","));
             out.push('\n');
         }
     }
     let mut summary_row = |description: &str, amount: Decimal| {
         out.push_str(&format!(
             "{},{},{},{},{},,,,{},,,,{}\n",
-            csv_field(&s.account_id),
-            s.period.label,
-            csv_field(number),
-            s.status,
-            s.currency,
-            csv_field(description),
+            csv_text(&s.account_id),
+            csv_text(&s.period.label),
+            csv_text(number),
+            csv_text(&s.status),
+            csv_text(&s.currency),
+            csv_text(description),
             amount
         ));
     };

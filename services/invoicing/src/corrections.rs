@@ -19,6 +19,7 @@ use tally_domain::input::{check_text, MAX_REASON};
 use tally_domain::{Currency, Money};
 use uuid::Uuid;
 
+use crate::amounts::scaled;
 use crate::auth::{Reader, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
@@ -170,6 +171,20 @@ pub struct CreditNote {
     pub total: Decimal,
     pub created_at: DateTime<Utc>,
     pub lines: Vec<CreditNoteLine>,
+}
+
+impl CreditNote {
+    /// Its amounts with the currency's exponent, as the API shows them.
+    fn scaled(mut self) -> Self {
+        let c = self.currency.as_str();
+        self.total = scaled(c, self.total);
+        for l in &mut self.lines {
+            l.amount = scaled(c, l.amount);
+            l.platform_part = scaled(c, l.platform_part);
+            l.partner_part = scaled(c, l.partner_part);
+        }
+        self
+    }
 }
 
 /// One invoice line as a credit note sees it.
@@ -388,17 +403,20 @@ pub async fn create_credit_note(
     tracing::info!(invoice = %id, number, "credit note issued");
     Ok((
         StatusCode::CREATED,
-        Json(CreditNote {
-            id: note_id,
-            number,
-            invoice_id: id,
-            account_id: invoice.account,
-            currency: invoice.currency,
-            reason,
-            total,
-            created_at: now,
-            lines: out,
-        }),
+        Json(
+            CreditNote {
+                id: note_id,
+                number,
+                invoice_id: id,
+                account_id: invoice.account,
+                currency: invoice.currency,
+                reason,
+                total,
+                created_at: now,
+                lines: out,
+            }
+            .scaled(),
+        ),
     ))
 }
 
@@ -449,17 +467,20 @@ async fn load_notes(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        notes.push(CreditNote {
-            id,
-            number: r.try_get("number")?,
-            invoice_id: r.try_get("invoice_id")?,
-            account_id: r.try_get("account_id")?,
-            currency: r.try_get("currency")?,
-            reason: r.try_get("reason")?,
-            total: r.try_get("total")?,
-            created_at: r.try_get("created_at")?,
-            lines,
-        });
+        notes.push(
+            CreditNote {
+                id,
+                number: r.try_get("number")?,
+                invoice_id: r.try_get("invoice_id")?,
+                account_id: r.try_get("account_id")?,
+                currency: r.try_get("currency")?,
+                reason: r.try_get("reason")?,
+                total: r.try_get("total")?,
+                created_at: r.try_get("created_at")?,
+                lines,
+            }
+            .scaled(),
+        );
     }
     Ok(notes)
 }

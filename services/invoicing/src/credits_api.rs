@@ -13,6 +13,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
+use crate::amounts::scaled;
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, RequestBody};
@@ -153,6 +154,13 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
     let voided_at: Option<DateTime<Utc>> = r.try_get("voided_at")?;
     let effective_at: DateTime<Utc> = r.try_get("effective_at")?;
     let expires_at: Option<DateTime<Utc>> = r.try_get("expires_at")?;
+    let currency: String = r.try_get("currency")?;
+    let (amount, drawn, voided_amount, remaining) = (
+        scaled(&currency, amount),
+        scaled(&currency, drawn),
+        scaled(&currency, voided_amount),
+        scaled(&currency, remaining),
+    );
     let status = if voided_at.is_some() {
         "voided"
     } else if remaining.is_zero() {
@@ -169,8 +177,9 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         account_id: r.try_get("account_id")?,
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
-        cost_basis: r.try_get("cost_basis")?,
-        currency: r.try_get("currency")?,
+        cost_basis: r
+            .try_get::<Option<Decimal>, _>("cost_basis")?
+            .map(|c| scaled(&currency, c)),
         amount,
         priority: r.try_get("priority")?,
         effective_at,
@@ -179,7 +188,10 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
             scope: r.try_get("eligibility")?,
             ids: r.try_get("eligible_ids")?,
         },
-        cap_per_period: r.try_get("cap_per_period")?,
+        cap_per_period: r
+            .try_get::<Option<Decimal>, _>("cap_per_period")?
+            .map(|c| scaled(&currency, c)),
+        currency,
         drawn,
         voided_amount,
         remaining,
@@ -280,14 +292,16 @@ async fn ledger(
             let kind: String = r.try_get("kind")?;
             let amount: Decimal = r.try_get("amount")?;
             let period: Option<DateTime<Utc>> = r.try_get("period_start")?;
+            let currency: String = r.try_get("currency")?;
+            let signed = if kind == "grant" { amount } else { -amount };
             Ok(LedgerEntry {
                 id: r.try_get("id")?,
                 grant_id: r.try_get("grant_id")?,
                 grant_name: r.try_get("grant_name")?,
-                amount: if kind == "grant" { amount } else { -amount },
+                amount: scaled(&currency, signed),
                 kind,
                 period: period.map(|p| p.format("%Y-%m").to_string()),
-                currency: r.try_get("currency")?,
+                currency,
                 invoice_id: r.try_get("invoice_id")?,
                 invoice_status: r.try_get("invoice_status")?,
                 note: r.try_get("note")?,

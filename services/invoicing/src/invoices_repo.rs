@@ -9,6 +9,8 @@ use tally_domain::credits::AppliedCredit;
 use tally_domain::{Period, Statement, StatementLine};
 use uuid::Uuid;
 
+use crate::amounts::scaled;
+
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
 /// version changes a draft; finalized invoices are never touched. Returns
@@ -433,17 +435,20 @@ const SUMMARY_COLUMNS: &str =
      finalized_at, voided_at, void_reason";
 
 fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
+    let currency: String = r.try_get("currency")?;
+    let amount =
+        |name: &str| -> Result<Decimal, sqlx::Error> { Ok(scaled(&currency, r.try_get(name)?)) };
     Ok(InvoiceSummary {
         id: r.try_get("id")?,
         number: r.try_get("number")?,
         account_id: r.try_get("account_id")?,
         period: PeriodView::new(r.try_get("period_start")?, r.try_get("period_end")?),
         status: r.try_get("status")?,
-        currency: r.try_get("currency")?,
         statement_version: r.try_get("statement_version")?,
-        subtotal: r.try_get("subtotal")?,
-        credits_total: r.try_get("credits_total")?,
-        total: r.try_get("total")?,
+        subtotal: amount("subtotal")?,
+        credits_total: amount("credits_total")?,
+        total: amount("total")?,
+        currency,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         finalized_at: r.try_get("finalized_at")?,
@@ -465,6 +470,10 @@ async fn with_sections(
     .bind(summary.id)
     .fetch_all(&mut *conn)
     .await?;
+    let currency = summary.currency.as_str();
+    let amount = |r: &PgRow, name: &str| -> Result<Decimal, sqlx::Error> {
+        Ok(scaled(currency, r.try_get(name)?))
+    };
     let mut sections: Vec<Section> = Vec::new();
     for r in rows {
         let provider_id: String = r.try_get("provider_id")?;
@@ -475,12 +484,14 @@ async fn with_sections(
             description: r.try_get("description")?,
             unit: r.try_get("unit")?,
             quantity: r.try_get("quantity")?,
-            unit_price: r.try_get("unit_price")?,
-            amount: r.try_get("amount")?,
-            list_amount: r.try_get("list_amount")?,
-            markup: r.try_get("markup")?,
-            platform_fee: r.try_get("platform_fee")?,
-            partner_net: r.try_get("partner_net")?,
+            unit_price: r
+                .try_get::<Option<Decimal>, _>("unit_price")?
+                .map(|p| scaled(currency, p)),
+            amount: amount(&r, "amount")?,
+            list_amount: amount(&r, "list_amount")?,
+            markup: amount(&r, "markup")?,
+            platform_fee: amount(&r, "platform_fee")?,
+            partner_net: amount(&r, "partner_net")?,
             price_effective_from: r.try_get("price_effective_from")?,
             event_count: r.try_get("event_count")?,
             adjusts: match (
@@ -521,7 +532,7 @@ async fn with_sections(
             grant_id: r.try_get("grant_id")?,
             name: r.try_get("name")?,
             kind: r.try_get("kind")?,
-            amount: r.try_get("amount")?,
+            amount: amount(r, "amount")?,
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;

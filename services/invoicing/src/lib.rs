@@ -2,6 +2,7 @@
 //! invoice, and serves the finance, customer-bill and admin APIs.
 
 pub mod admin;
+pub mod amounts;
 pub mod auth;
 pub mod bill_view;
 pub mod consumer;

@@ -14,9 +14,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
-use tally_domain::Period;
+use tally_domain::{spreadsheet, Period};
 use tally_platform::auth::Principal;
 
+use crate::amounts::scaled;
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -41,6 +42,18 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// With the exponent of `currency`, as the API shows them.
+    fn scale(&mut self, currency: &str) {
+        for figure in [
+            &mut self.gross_list,
+            &mut self.platform_fee,
+            &mut self.credit_notes,
+            &mut self.net_payable,
+        ] {
+            *figure = scaled(currency, *figure);
+        }
+    }
+
     fn add(&mut self, other: &Figures) {
         self.gross_list += other.gross_list;
         self.platform_fee += other.platform_fee;
@@ -161,6 +174,10 @@ pub async fn settlements(
     for s in &mut out {
         for c in &mut s.currencies {
             c.by_account.sort_by(|a, b| a.id.cmp(&b.id));
+            c.totals.scale(&c.currency);
+            for k in c.by_sku.iter_mut().chain(&mut c.by_account) {
+                k.figures.scale(&c.currency);
+            }
         }
     }
     Ok(out)
@@ -467,6 +484,18 @@ pub async fn reconcile(
         c.invoiced = c.subtotals - c.voided - c.credit_notes;
         c.difference =
             c.invoiced - (c.platform_revenue + c.partner_settlements + c.credits_applied);
+        for figure in [
+            &mut c.subtotals,
+            &mut c.voided,
+            &mut c.credit_notes,
+            &mut c.invoiced,
+            &mut c.platform_revenue,
+            &mut c.partner_settlements,
+            &mut c.credits_applied,
+            &mut c.difference,
+        ] {
+            *figure = scaled(&c.currency, *figure);
+        }
     }
     Ok(Reconciliation {
         period: month.label(),
@@ -551,9 +580,27 @@ fn timestamp(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Erro
         .unwrap_or_default())
 }
 
+/// A text column, neutralised against formula injection
+/// ([`tally_domain::spreadsheet`]): every text cell of an export, whoever
+/// chose it (a partner's SKU name or unit, finance's void reason).
+fn text(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    let value: Option<String> = r.try_get(name)?;
+    Ok(value
+        .map(|v| spreadsheet::text_cell(&v).into_owned())
+        .unwrap_or_default())
+}
+
 fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
     Ok(r.try_get::<Option<Decimal>, _>(name)?
         .map(|d| d.to_string())
+        .unwrap_or_default())
+}
+
+/// An amount (or a unit price) of the row's `currency`, with its exponent.
+fn amount(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
+    let currency: String = r.try_get("currency")?;
+    Ok(r.try_get::<Option<Decimal>, _>(name)?
+        .map(|d| scaled(&currency, d).to_string())
         .unwrap_or_default())
 }
 
@@ -593,21 +640,19 @@ pub async fn export_invoices(
         |r| {
             Ok(vec![
                 r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-                r.try_get::<Option<String>, _>("number")?
-                    .unwrap_or_default(),
-                r.try_get("account_id")?,
+                text(r, "number")?,
+                text(r, "account_id")?,
                 timestamp(r, "period_start")?,
                 timestamp(r, "period_end")?,
-                r.try_get("status")?,
-                r.try_get("currency")?,
-                decimal(r, "subtotal")?,
-                decimal(r, "credits_total")?,
-                decimal(r, "total")?,
-                decimal(r, "credit_notes")?,
+                text(r, "status")?,
+                text(r, "currency")?,
+                amount(r, "subtotal")?,
+                amount(r, "credits_total")?,
+                amount(r, "total")?,
+                amount(r, "credit_notes")?,
                 timestamp(r, "finalized_at")?,
                 timestamp(r, "voided_at")?,
-                r.try_get::<Option<String>, _>("void_reason")?
-                    .unwrap_or_default(),
+                text(r, "void_reason")?,
             ])
         },
     )
@@ -656,24 +701,23 @@ pub async fn export_lines(
         |r| {
             Ok(vec![
                 r.try_get::<uuid::Uuid, _>("id")?.to_string(),
-                r.try_get::<Option<String>, _>("number")?
-                    .unwrap_or_default(),
-                r.try_get("account_id")?,
-                r.try_get("status")?,
-                r.try_get("currency")?,
+                text(r, "number")?,
+                text(r, "account_id")?,
+                text(r, "status")?,
+                text(r, "currency")?,
                 r.try_get::<i32, _>("position")?.to_string(),
-                r.try_get("kind")?,
-                r.try_get("provider_id")?,
-                r.try_get("sku_id")?,
-                r.try_get("description")?,
+                text(r, "kind")?,
+                text(r, "provider_id")?,
+                text(r, "sku_id")?,
+                text(r, "description")?,
                 decimal(r, "quantity")?,
-                r.try_get("unit")?,
-                decimal(r, "unit_price")?,
-                decimal(r, "amount")?,
-                decimal(r, "list_amount")?,
-                decimal(r, "markup")?,
-                decimal(r, "platform_fee")?,
-                decimal(r, "partner_net")?,
+                text(r, "unit")?,
+                amount(r, "unit_price")?,
+                amount(r, "amount")?,
+                amount(r, "list_amount")?,
+                amount(r, "markup")?,
+                amount(r, "platform_fee")?,
+                amount(r, "partner_net")?,
                 r.try_get::<i64, _>("price_id")?.to_string(),
                 timestamp(r, "adjusts_period_start")?,
             ])

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::credits::Grant;
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
 use tally_domain::usage::SealMarker;
-use tally_domain::{AccountId, Aggregation, Currency, Period, Statement, UsageEvent};
+use tally_domain::{
+    AccountId, Aggregation, Currency, MoneyError, Period, PricingError, Statement, UsageEvent,
+};
 use tally_platform::catalog::{self, PriceVersion};
 
 use crate::credits_repo;
@@ -25,7 +27,7 @@ pub const SEALED: &str = "TY001";
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     /// Stable code: `account_unknown`, `no_price`, `dimension_missing`,
-    /// `malformed_message`, `rating_failed`, `seal_failed`.
+    /// `malformed_message`, `amount_overflow`, `rating_failed`, `seal_failed`.
     pub code: &'static str,
     pub reason: String,
     /// The event, when it could be parsed.
@@ -147,6 +149,22 @@ impl ProcessError {
             }
             ProcessError::Conflict => true,
             ProcessError::Statement { .. } => false,
+        }
+    }
+
+    /// The dead-letter code of an event that fails on its own with this
+    /// error: `amount_overflow` when a charge does not fit in an amount
+    /// (the period's usage at its price is beyond what Tally can bill),
+    /// `rating_failed` for anything else.
+    pub fn dead_letter_code(&self) -> &'static str {
+        match self {
+            ProcessError::Statement {
+                source:
+                    StatementError::Pricing(PricingError::Overflow)
+                    | StatementError::Money(MoneyError::Overflow),
+                ..
+            } => "amount_overflow",
+            _ => "rating_failed",
         }
     }
 
@@ -519,11 +537,13 @@ pub(crate) async fn restate(
             let current = Statement::compute(account_id.clone(), *origin, currency, 0, rows)
                 .map_err(statement_error)?;
             let before = billed.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let adjustments = adjustment_lines(*origin, &current.lines, before);
+            let adjustments = adjustment_lines(*origin, &current.lines, before)
+                .map_err(|e| statement_error(e.into()))?;
             if statement.sealed {
                 // Billed from now on: a later period of this restatement
                 // (periods go oldest first) adjusts only what is left.
-                let merged = merge_billed(before, &adjustments);
+                let merged =
+                    merge_billed(before, &adjustments).map_err(|e| statement_error(e.into()))?;
                 billed.insert(key, merged);
             }
             statement
@@ -779,7 +799,11 @@ async fn seal_in(
     let before = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
     for (key, adjustments) in adjusted {
         let was = before.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let merged = merge_billed(was, &adjustments);
+        let merged = merge_billed(was, &adjustments).map_err(|source| ProcessError::Statement {
+            account: key.0.clone(),
+            period: key.1.to_rfc3339(),
+            source: source.into(),
+        })?;
         billed.push((key, merged));
     }
     seals_repo::write_billed(&mut *conn, &billed).await?;
@@ -822,7 +846,7 @@ pub async fn process_batch_isolating(
         sqlx::query("SELECT 1").execute(pool).await?;
         for (event, err) in failed {
             merged.dead.push(DeadLetter::for_event(
-                "rating_failed",
+                err.dead_letter_code(),
                 err.to_string(),
                 event,
             ));
@@ -864,6 +888,28 @@ mod tests {
             statements,
             ..BatchOutcome::default()
         }
+    }
+
+    #[test]
+    fn an_overflowing_charge_is_dead_lettered_with_its_own_code() {
+        let failed = |source| ProcessError::Statement {
+            account: "acme".into(),
+            period: "2026-11-01T00:00:00+00:00".into(),
+            source,
+        };
+        assert_eq!(
+            failed(StatementError::Pricing(PricingError::Overflow)).dead_letter_code(),
+            "amount_overflow"
+        );
+        assert_eq!(
+            failed(StatementError::Money(MoneyError::Overflow)).dead_letter_code(),
+            "amount_overflow"
+        );
+        assert_eq!(
+            failed(StatementError::Pricing(PricingError::NoTiers)).dead_letter_code(),
+            "rating_failed"
+        );
+        assert_eq!(ProcessError::Conflict.dead_letter_code(), "rating_failed");
     }
 
     #[test]

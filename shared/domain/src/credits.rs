@@ -120,9 +120,17 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    pub fn total(&self) -> Decimal {
-        self.per_grant.values().copied().sum()
+    pub fn total(&self) -> Result<Decimal, MoneyError> {
+        sum(self.per_grant.values().copied())
     }
+}
+
+/// A checked sum: an overflow is an error, never a panic.
+fn sum(amounts: impl IntoIterator<Item = Decimal>) -> Result<Decimal, MoneyError> {
+    amounts
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, a| acc.checked_add(a))
+        .ok_or(MoneyError::Overflow)
 }
 
 /// Applies `grants` to `slices`. The result does not depend on the order of
@@ -158,6 +166,9 @@ pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Allocation {
             if open.is_zero() || !grant.covers(slice) {
                 continue;
             }
+            // `take` is at most `open` and `available` (both non-negative),
+            // and a grant's draws sum to at most its `available`: none of
+            // this can overflow.
             let take = (*open).min(available);
             *open -= take;
             available -= take;
@@ -255,8 +266,9 @@ impl Statement {
         // owes) are not slices, so credits could cover more than the
         // statement charges in all: never more than its subtotal. The last
         // draws give back first (they were applied last).
-        let mut excess =
-            draws.iter().map(|d| d.amount).sum::<Decimal>() - self.subtotal.max(Decimal::ZERO);
+        let mut excess = sum(draws.iter().map(|d| d.amount))?
+            .checked_sub(self.subtotal.max(Decimal::ZERO))
+            .ok_or(MoneyError::Overflow)?;
         for draw in draws.iter_mut().rev() {
             if excess <= Decimal::ZERO {
                 break;
@@ -274,7 +286,10 @@ impl Statement {
             };
             match credits.last_mut() {
                 Some(credit) if credit.grant_id == draw.grant_id => {
-                    credit.amount += draw.amount;
+                    credit.amount = credit
+                        .amount
+                        .checked_add(draw.amount)
+                        .ok_or(MoneyError::Overflow)?;
                     credit.lines.push(line);
                 }
                 _ => {
@@ -292,9 +307,12 @@ impl Statement {
                 }
             }
         }
-        self.credits_total = draws.iter().map(|d| d.amount).sum();
+        self.credits_total = sum(draws.iter().map(|d| d.amount))?;
         self.credits = credits;
-        self.total = self.subtotal - self.credits_total;
+        self.total = self
+            .subtotal
+            .checked_sub(self.credits_total)
+            .ok_or(MoneyError::Overflow)?;
         Ok(())
     }
 }

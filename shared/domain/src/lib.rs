@@ -9,6 +9,7 @@ pub mod money;
 pub mod period;
 pub mod pricing;
 pub mod quantity;
+pub mod spreadsheet;
 pub mod statement;
 pub mod usage;
 

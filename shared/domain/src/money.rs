@@ -83,6 +83,24 @@ impl Currency {
         self.rounding
     }
 
+    /// `amount` as Tally writes it (JSON, CSV, the bill page): with at least
+    /// this currency's minor units and every significant digit it has,
+    /// never rounded. An amount (rounded to the minor unit already) reads
+    /// `"10.00"` in USD, `"1234"` in JPY, `"1.500"` in BHD; a unit price
+    /// keeps its own precision (`"0.0001"` USD) but is never shorter than
+    /// an amount (`"1.00"`, not `"1"`). Only the scale changes, never the value.
+    pub fn scaled(&self, amount: Decimal) -> Decimal {
+        let mut shown = if amount.is_zero() {
+            Decimal::ZERO
+        } else {
+            amount.normalize()
+        };
+        if shown.scale() < self.minor_units() {
+            shown.rescale(self.minor_units());
+        }
+        shown
+    }
+
     /// Rounds an exact amount to this currency's minor unit by its rule.
     pub fn round(&self, amount: Decimal) -> Decimal {
         amount.round_dp_with_strategy(self.minor_units(), self.rounding.strategy())
@@ -217,19 +235,24 @@ impl Money {
                 .ok_or(MoneyError::Overflow)?;
             let floor =
                 exact.round_dp_with_strategy(self.currency.minor_units(), RoundingStrategy::ToZero);
-            remainders.push((exact - floor, index));
+            remainders.push((exact.checked_sub(floor).ok_or(MoneyError::Overflow)?, index));
             parts.push(floor);
         }
-        let allocated = parts.iter().copied().sum::<Decimal>();
-        let mut left = whole - allocated;
+        let allocated = parts
+            .iter()
+            .try_fold(Decimal::ZERO, |acc, p| acc.checked_add(*p))
+            .ok_or(MoneyError::Overflow)?;
+        let mut left = whole.checked_sub(allocated).ok_or(MoneyError::Overflow)?;
         remainders.sort_by(|a, b| b.0.abs().cmp(&a.0.abs()).then(a.1.cmp(&b.1)));
         let step = if left.is_sign_negative() { -unit } else { unit };
         for (_, index) in remainders.iter().cycle() {
             if left.is_zero() {
                 break;
             }
-            parts[*index] += step;
-            left -= step;
+            parts[*index] = parts[*index]
+                .checked_add(step)
+                .ok_or(MoneyError::Overflow)?;
+            left = left.checked_sub(step).ok_or(MoneyError::Overflow)?;
         }
         Ok(parts
             .into_iter()
@@ -240,7 +263,7 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.amount, self.currency)
+        write!(f, "{} {}", self.currency.scaled(self.amount), self.currency)
     }
 }
 
@@ -277,6 +300,25 @@ mod tests {
         assert_eq!(cur("USD").round(dec!(0.0049999)), dec!(0.00));
         assert_eq!(cur("JPY").round(dec!(12.5)), dec!(13));
         assert_eq!(cur("BHD").round(dec!(1.0005)), dec!(1.001));
+    }
+
+    #[test]
+    fn amounts_are_shown_with_the_currency_exponent_and_never_rounded() {
+        let shown = |code: &str, amount: Decimal| cur(code).scaled(amount).to_string();
+        assert_eq!(shown("USD", dec!(10)), "10.00");
+        assert_eq!(shown("USD", dec!(6.000)), "6.00");
+        assert_eq!(shown("USD", dec!(-6)), "-6.00");
+        assert_eq!(shown("USD", dec!(-0.00)), "0.00");
+        assert_eq!(shown("USD", dec!(0.0001)), "0.0001");
+        assert_eq!(shown("USD", dec!(2.475)), "2.475");
+        assert_eq!(shown("JPY", dec!(1234)), "1234");
+        assert_eq!(shown("JPY", dec!(1234.00)), "1234");
+        assert_eq!(shown("JPY", dec!(0.5)), "0.5");
+        assert_eq!(shown("BHD", dec!(1.5)), "1.500");
+        assert_eq!(shown("BHD", dec!(0)), "0.000");
+        for (code, amount) in [("USD", dec!(10)), ("BHD", dec!(1.5)), ("USD", dec!(0.0001))] {
+            assert_eq!(cur(code).scaled(amount), amount, "the value never changes");
+        }
     }
 
     #[test]

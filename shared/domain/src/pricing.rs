@@ -130,7 +130,8 @@ impl PriceModel {
                     if ceiling <= floor {
                         break;
                     }
-                    charge = mul_add(ceiling - floor, tier.unit_price, charge)?;
+                    let units = ceiling.checked_sub(floor).ok_or(PricingError::Overflow)?;
+                    charge = mul_add(units, tier.unit_price, charge)?;
                     charge = charge
                         .checked_add(tier.flat_fee)
                         .ok_or(PricingError::Overflow)?;
@@ -378,13 +379,17 @@ impl PriceBook {
     /// usage short of the minimum bills exactly the minimum: 0.005 under a
     /// 1.00 minimum is 0.01 + 0.99, not 0.01 + 1.00 (0.995 rounded up).
     pub fn charges(&self, quantity: Decimal, currency: Currency) -> Result<Charges, PricingError> {
-        let billable = (quantity - self.free_units.unwrap_or_default()).max(Decimal::ZERO);
+        let billable = quantity
+            .checked_sub(self.free_units.unwrap_or_default())
+            .ok_or(PricingError::Overflow)?
+            .max(Decimal::ZERO);
         let usage = self.model.charge(billable)?;
         let billed = currency.round(usage);
         let minimum_true_up = self
             .minimum_charge
             .filter(|minimum| billed < *minimum)
-            .map(|minimum| minimum - billed);
+            .map(|minimum| minimum.checked_sub(billed).ok_or(PricingError::Overflow))
+            .transpose()?;
         Ok(Charges {
             usage,
             recurring_fee: self.recurring_fee.filter(|f| !f.is_zero()),

@@ -152,22 +152,31 @@ impl StatementLine {
     }
 
     /// `self + sign * other` (`sign` is 1 or -1), field by field (the numbers only).
-    fn combined(&self, other: &StatementLine, sign: i64) -> StatementLine {
-        let events = sign * other.event_count;
-        let sign = Decimal::from(sign);
-        StatementLine {
-            quantity: (self.quantity + sign * other.quantity).normalize(),
-            event_count: self.event_count + events,
-            amount: self.amount + sign * other.amount,
-            list_amount: self.list_amount + sign * other.list_amount,
-            markup: self.markup + sign * other.markup,
-            platform_fee: self.platform_fee + sign * other.platform_fee,
-            partner_net: self.partner_net + sign * other.partner_net,
+    fn combined(&self, other: &StatementLine, sign: i64) -> Result<StatementLine, MoneyError> {
+        let signed = Decimal::from(sign);
+        let add = |a: Decimal, b: Decimal| {
+            b.checked_mul(signed)
+                .and_then(|b| a.checked_add(b))
+                .ok_or(MoneyError::Overflow)
+        };
+        let events = other
+            .event_count
+            .checked_mul(sign)
+            .and_then(|e| self.event_count.checked_add(e))
+            .ok_or(MoneyError::Overflow)?;
+        Ok(StatementLine {
+            quantity: add(self.quantity, other.quantity)?.normalize(),
+            event_count: events,
+            amount: add(self.amount, other.amount)?,
+            list_amount: add(self.list_amount, other.list_amount)?,
+            markup: add(self.markup, other.markup)?,
+            platform_fee: add(self.platform_fee, other.platform_fee)?,
+            partner_net: add(self.partner_net, other.partner_net)?,
             ..self.clone()
-        }
+        })
     }
 
-    fn negated(&self) -> StatementLine {
+    fn negated(&self) -> Result<StatementLine, MoneyError> {
         let zero = StatementLine {
             quantity: Decimal::ZERO,
             event_count: 0,
@@ -191,11 +200,11 @@ pub fn adjustment_lines(
     origin: Period,
     current: &[StatementLine],
     billed: &[StatementLine],
-) -> Vec<StatementLine> {
+) -> Result<Vec<StatementLine>, MoneyError> {
     let mut out = Vec::new();
     for line in current {
         let diff = match billed.iter().find(|b| b.key() == line.key()) {
-            Some(b) => line.combined(b, -1),
+            Some(b) => line.combined(b, -1)?,
             None => line.clone(),
         };
         if !diff.is_zero() {
@@ -209,20 +218,23 @@ pub fn adjustment_lines(
         if !current.iter().any(|line| line.key() == b.key()) && !b.is_zero() {
             out.push(StatementLine {
                 adjusts: Some(origin),
-                ..b.negated()
+                ..b.negated()?
             });
         }
     }
-    out
+    Ok(out)
 }
 
 /// What has been billed for a period after `adjustments` of it were billed
 /// on top of `billed`: the inverse of [`adjustment_lines`].
-pub fn merge_billed(billed: &[StatementLine], adjustments: &[StatementLine]) -> Vec<StatementLine> {
+pub fn merge_billed(
+    billed: &[StatementLine],
+    adjustments: &[StatementLine],
+) -> Result<Vec<StatementLine>, MoneyError> {
     let mut out: Vec<StatementLine> = billed.to_vec();
     for adj in adjustments {
         match out.iter_mut().find(|b| b.key() == adj.key()) {
-            Some(b) => *b = b.combined(adj, 1),
+            Some(b) => *b = b.combined(adj, 1)?,
             None => out.push(StatementLine {
                 adjusts: None,
                 ..adj.clone()
@@ -230,7 +242,7 @@ pub fn merge_billed(billed: &[StatementLine], adjustments: &[StatementLine]) -> 
         }
     }
     out.retain(|line| !line.is_zero());
-    out
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,8 +333,12 @@ impl Statement {
                     true_up,
                 ));
             }
+            let fee_pct = match agg.provider.kind {
+                ProviderKind::FirstParty => Decimal::ONE_HUNDRED,
+                ProviderKind::Partner => agg.platform_fee_pct,
+            };
             for (kind, quantity, unit_price, exact) in parts {
-                let economics = Economics::of(exact, &agg, currency)?;
+                let economics = Economics::of(exact, agg.markup_pct, fee_pct, currency)?;
                 let (description, unit) = match kind {
                     LineKind::Usage => (agg.sku_name.clone(), agg.unit.clone()),
                     LineKind::RecurringFee => {
@@ -406,6 +422,36 @@ impl Statement {
     }
 }
 
+/// Whether `quantity` of a SKU, priced by `book` under the platform's
+/// `markup_pct`, can be billed on its own: every line it makes (usage,
+/// recurring fee, minimum true-up) and their split compute without
+/// overflowing, for any platform fee. The collector refuses at ingest
+/// (`amount_overflow`) an event that fails this, rather than accept usage
+/// rating could only dead-letter. Usage whose period total overflows,
+/// though each event fits, still fails in rating (dead-lettered
+/// `amount_overflow`).
+pub fn check_billable(
+    book: &PriceBook,
+    quantity: Decimal,
+    markup_pct: Decimal,
+    currency: Currency,
+) -> Result<(), StatementError> {
+    let charges = book.charges(quantity, currency)?;
+    let mut total = Decimal::ZERO;
+    for exact in [
+        Some(charges.usage),
+        charges.recurring_fee,
+        charges.minimum_true_up,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let line = Economics::of(exact, markup_pct, Decimal::ONE_HUNDRED, currency)?;
+        total = checked_add(total, line.amount)?;
+    }
+    Ok(())
+}
+
 /// The split of one line between customer, platform and provider.
 struct Economics {
     amount: Decimal,
@@ -416,22 +462,22 @@ struct Economics {
 }
 
 impl Economics {
+    /// `fee_pct`: the platform's share of the list amount (100 for
+    /// first-party lines).
     fn of(
         exact_list: Decimal,
-        agg: &UsageAggregate,
+        markup_pct: Decimal,
+        fee_pct: Decimal,
         currency: Currency,
     ) -> Result<Self, MoneyError> {
         let hundred = Decimal::ONE_HUNDRED;
-        let with_markup = exact_list
-            .checked_mul(hundred + agg.markup_pct)
+        let with_markup = hundred
+            .checked_add(markup_pct)
+            .and_then(|factor| exact_list.checked_mul(factor))
             .and_then(|x| x.checked_div(hundred))
             .ok_or(MoneyError::Overflow)?;
         let amount = currency.round(with_markup);
         let list_amount = currency.round(exact_list);
-        let fee_pct = match agg.provider.kind {
-            ProviderKind::FirstParty => hundred,
-            ProviderKind::Partner => agg.platform_fee_pct,
-        };
         let platform_fee = currency.round(
             list_amount
                 .checked_mul(fee_pct)
@@ -441,9 +487,9 @@ impl Economics {
         Ok(Self {
             amount,
             list_amount,
-            markup: amount - list_amount,
+            markup: checked_sub(amount, list_amount)?,
             platform_fee,
-            partner_net: list_amount - platform_fee,
+            partner_net: checked_sub(list_amount, platform_fee)?,
         })
     }
 }
@@ -452,10 +498,14 @@ fn checked_add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
     a.checked_add(b).ok_or(MoneyError::Overflow)
 }
 
+fn checked_sub(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+    a.checked_sub(b).ok_or(MoneyError::Overflow)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PriceModel;
+    use crate::{PriceModel, Quantity};
     use chrono::TimeZone;
     use proptest::prelude::*;
     use rust_decimal_macros::dec;
@@ -628,7 +678,7 @@ mod tests {
         big.event_count = 3;
         let current = statement(vec![big]).lines;
         assert_eq!(current.len(), 1);
-        let adj = adjustment_lines(origin, &current, &billed);
+        let adj = adjustment_lines(origin, &current, &billed).unwrap();
         let got: Vec<_> = adj
             .iter()
             .map(|l| {
@@ -665,7 +715,7 @@ mod tests {
                 ),
             ]
         );
-        let merged = merge_billed(&billed, &adj);
+        let merged = merge_billed(&billed, &adj).unwrap();
         assert_eq!(merged.len(), 1);
         assert_eq!(
             (
@@ -682,7 +732,86 @@ mod tests {
             )
         );
         // Nothing new: no adjustment.
-        assert!(adjustment_lines(origin, &current, &merged).is_empty());
+        assert!(adjustment_lines(origin, &current, &merged)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_charge_that_overflows_is_an_error_not_a_panic() {
+        let p = provider("dbco", "DB Co", ProviderKind::Partner);
+        let compute = |a: UsageAggregate| {
+            Statement::compute(
+                AccountId::parse("acme").unwrap(),
+                Period::parse_month("2026-11").unwrap(),
+                Currency::parse("USD").unwrap(),
+                1,
+                vec![a],
+            )
+        };
+        // The largest quantity at a price whose product does not fit.
+        let huge = agg(&p, "db", dec!(100_000_000_000_000), Quantity::MAX);
+        assert_eq!(
+            compute(huge),
+            Err(StatementError::Pricing(PricingError::Overflow))
+        );
+        // A price that fits, under a markup that does not.
+        let mut marked_up = agg(&p, "db", dec!(1), dec!(1));
+        marked_up.markup_pct = Decimal::MAX;
+        assert_eq!(
+            compute(marked_up),
+            Err(StatementError::Money(MoneyError::Overflow))
+        );
+        // A list amount that fits, but not with a 10 % markup on top.
+        let mut near_max = agg(&p, "db", Decimal::MAX, dec!(1));
+        near_max.markup_pct = dec!(10);
+        assert_eq!(
+            compute(near_max),
+            Err(StatementError::Money(MoneyError::Overflow))
+        );
+    }
+
+    #[test]
+    fn an_event_is_billable_when_its_charge_fits_on_its_own() {
+        let usd = Currency::parse("USD").unwrap();
+        let book: PriceBook = PriceModel::per_unit(dec!(100_000_000_000_000))
+            .unwrap()
+            .into();
+        assert_eq!(check_billable(&book, dec!(2.5), dec!(10), usd), Ok(()));
+        assert_eq!(
+            check_billable(&book, Quantity::MAX, Decimal::ZERO, usd),
+            Err(StatementError::Pricing(PricingError::Overflow))
+        );
+        // 1e26 a unit fits, but not under a 1,000 % markup.
+        let costly: PriceBook =
+            PriceModel::per_unit(Decimal::from_i128_with_scale(10_i128.pow(26), 0))
+                .unwrap()
+                .into();
+        assert_eq!(check_billable(&costly, dec!(1), Decimal::ZERO, usd), Ok(()));
+        assert_eq!(
+            check_billable(&costly, dec!(1), dec!(1000), usd),
+            Err(StatementError::Money(MoneyError::Overflow))
+        );
+    }
+
+    #[test]
+    fn an_adjustment_that_overflows_is_an_error_not_a_panic() {
+        let p = provider("dbco", "DB Co", ProviderKind::Partner);
+        let origin = Period::parse_month("2026-10").unwrap();
+        let mut current = statement(vec![agg(&p, "db", dec!(1), dec!(1))]).lines;
+        current[0].amount = Decimal::MAX;
+        let mut billed = current.clone();
+        billed[0].amount = dec!(-1);
+        assert_eq!(
+            adjustment_lines(origin, &current, &billed),
+            Err(MoneyError::Overflow)
+        );
+        let mut adjustment = current.clone();
+        adjustment[0].adjusts = Some(origin);
+        assert_eq!(
+            merge_billed(&current, &adjustment),
+            Err(MoneyError::Overflow)
+        );
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use tally_domain::{
     AccountId, Aggregation, AnchorDay, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef,
     Sku,
@@ -256,24 +256,85 @@ pub async fn sku_owners(
         .collect()
 }
 
-/// Which of `accounts` exist.
+/// What ingest checks an event against, per SKU: its owner, the
+/// platform's markup on it, and its price versions (every currency, oldest
+/// first).
+#[derive(Debug, Clone)]
+pub struct SkuTerms {
+    pub owner: String,
+    pub markup_pct: Decimal,
+    pub prices: Vec<PriceVersion>,
+}
+
+impl SkuTerms {
+    /// The price version in `currency` in effect at `at`: the newest that
+    /// took effect by then (as rating resolves it).
+    pub fn price_at(&self, currency: Currency, at: DateTime<Utc>) -> Option<&PriceVersion> {
+        self.prices
+            .iter()
+            .rev()
+            .find(|v| v.currency.code() == currency.code() && v.effective_from <= at)
+    }
+}
+
+/// The terms of each known SKU among `skus`.
+pub async fn sku_terms(
+    conn: &mut PgConnection,
+    skus: &[&str],
+) -> Result<HashMap<String, SkuTerms>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, provider_id, markup_pct FROM skus WHERE id = ANY($1)")
+        .bind(skus)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut terms = rows
+        .into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                SkuTerms {
+                    owner: r.try_get("provider_id")?,
+                    markup_pct: r.try_get("markup_pct")?,
+                    prices: Vec::new(),
+                },
+            ))
+        })
+        .collect::<Result<HashMap<String, SkuTerms>, sqlx::Error>>()?;
+    let prices = sqlx::query(
+        "SELECT id, sku_id, currency, effective_from, model FROM prices
+         WHERE sku_id = ANY($1) ORDER BY sku_id, effective_from, id",
+    )
+    .bind(skus)
+    .fetch_all(conn)
+    .await?;
+    for r in &prices {
+        let version = price_from_row(r)?;
+        if let Some(t) = terms.get_mut(version.sku.as_str()) {
+            t.prices.push(version);
+        }
+    }
+    Ok(terms)
+}
+
+/// The billing currency of each of `accounts` that exists.
 pub async fn existing_accounts(
     conn: &mut PgConnection,
     accounts: &[&str],
-) -> Result<HashSet<String>, sqlx::Error> {
+) -> Result<HashMap<String, Currency>, sqlx::Error> {
     // A join, not `id = ANY($1)`: `tally bench` found the `= ANY` form the
     // busiest query in PostgreSQL right after it added 3,000 accounts, with
     // PostgreSQL's CPU mostly in `texteq` under `ExecEvalScalarArrayOp` (a
     // plan comparing rows with every element of the array; the plan chosen
     // later, with fresh statistics, used the index). The join is a hash join
     // or an index lookup per id, either way linear.
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT a.id FROM accounts a JOIN UNNEST($1::text[]) AS t(id) ON a.id = t.id",
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.id, a.currency FROM accounts a JOIN UNNEST($1::text[]) AS t(id) ON a.id = t.id",
     )
     .bind(accounts)
     .fetch_all(conn)
     .await?;
-    Ok(ids.into_iter().collect())
+    rows.into_iter()
+        .map(|(id, code)| Ok((id, Currency::parse(&code).map_err(decode_err)?)))
+        .collect()
 }
 
 pub async fn get_account(

@@ -125,6 +125,18 @@ pub fn assigned(consumer: &Consumer) -> crate::health::Probe {
     crate::health::Probe::Consumer(consumer.client().context().assigned())
 }
 
+/// The largest message (and produce batch) Tally's producers send:
+/// librdkafka's `message.max.bytes`, set explicitly. Smaller than
+/// [`TOPIC_MAX_MESSAGE_BYTES`], so the broker takes every batch the
+/// producer builds; larger than any usage message the collector produces
+/// (it refuses an event of more than its `MAX_EVENT_BYTES` first).
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// `max.message.bytes` of the usage topics Tally creates (Kafka's default,
+/// set explicitly): above [`MAX_MESSAGE_BYTES`]. A topic made by hand needs
+/// at least this much.
+pub const TOPIC_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
 /// How long a produce may wait in the client before it is reported failed.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -162,6 +174,7 @@ pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set(
             "message.timeout.ms",
             PRODUCE_TIMEOUT.as_millis().to_string(),
@@ -260,9 +273,11 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         }
         topic
     };
+    let max_message = TOPIC_MAX_MESSAGE_BYTES.to_string();
     let wanted = [
-        new_topic(&topics.usage_events, config.usage_partitions),
-        new_topic(&topics.usage_dlq, 1),
+        new_topic(&topics.usage_events, config.usage_partitions)
+            .set("max.message.bytes", &max_message),
+        new_topic(&topics.usage_dlq, 1).set("max.message.bytes", &max_message),
         new_topic(&topics.statements, config.usage_partitions),
     ];
     let results = admin
