@@ -56,9 +56,15 @@ case "${1:-}" in
     rm -rf "$run"
     mkdir -p "$run"
     run=$(cd "$run" && pwd) # absolute: tests run in their package's folder
+    # Every test database of this run is named after it and dropped at the end.
+    export TALLY_TEST_RUN
+    TALLY_TEST_RUN=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
     stop_brokers() {
       "$tally" local stop-kafka --dir "$run/kafka" || true
       "$tally" local stop-kafka --dir "$run/cluster" || true
+      if [ -n "${DATABASE_URL:-}" ]; then
+        "$tally" local drop-test-databases --run "$TALLY_TEST_RUN" || true
+      fi
     }
     trap stop_brokers EXIT
     export DATABASE_URL KAFKA_BROKERS

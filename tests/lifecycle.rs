@@ -147,7 +147,8 @@ async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
             }
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Some of the stream is in before the seal is asked for.
+    streamed_past(&streamed, 100).await;
     invoices_in(&s, closed.start(), 1, "draft").await;
     let producer = tally_platform::kafka::producer(&s.h.config).unwrap();
     let topic = s.h.config.topics().usage_events;
@@ -192,7 +193,7 @@ async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
     );
 
     // More of the stream, then surely-late events after the finalization.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    streamed_past(&streamed, streamed.load(Ordering::SeqCst) + 100).await;
     stop.store(true, Ordering::SeqCst);
     stream.await.unwrap();
     accepted += streamed.load(Ordering::SeqCst);
@@ -868,4 +869,17 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         "{csv}"
     );
     assert!(rows[2].contains(",void,USD,1.24,0.00,1.24,0.00,"), "{csv}");
+}
+
+/// Waits until the stream has had more than `n` events accepted.
+async fn streamed_past(streamed: &AtomicUsize, n: usize) {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while streamed.load(Ordering::SeqCst) <= n {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the stream stalled at {}",
+            streamed.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -59,7 +59,10 @@ impl Harness {
         tally_platform::telemetry::init_logging();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut config = Config {
-            database_url: tally::demo::with_database(server, &format!("tally_e2e_{id}")),
+            database_url: tally::demo::with_database(
+                server,
+                &tally_platform::db::scratch_name("tally_e2e"),
+            ),
             kafka_brokers: brokers.to_owned(),
             topic_prefix: format!("t{id}."),
             group_prefix: format!("t{id}"),
@@ -665,4 +668,47 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with(&format!("{name}=")))
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// Waits until rating has committed every message on `usage.events` (its
+/// group's committed offsets reach the partitions' ends): everything sent
+/// so far is rated. Panics after `deadline`.
+pub async fn wait_until_rated(h: &Harness, deadline: Duration) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let observer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &h.config.kafka_brokers)
+        .set("group.id", h.config.group("rating"))
+        .create()
+        .unwrap();
+    let topic = h.config.topics().usage_events;
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in 0..h.config.usage_partitions {
+            list.add_partition(&topic, p);
+            let (_, high) = observer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .unwrap();
+            ends.push(high);
+        }
+        let committed: Vec<i64> = observer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .collect();
+        if committed == ends {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "rating did not catch up: committed {committed:?}, ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

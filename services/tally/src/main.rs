@@ -171,6 +171,12 @@ enum Local {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// Drop the databases a test run made on DATABASE_URL's server (those
+    /// named `tally_*_r<RUN>_*`, made while TALLY_TEST_RUN was RUN).
+    DropTestDatabases {
+        #[arg(long)]
+        run: String,
+    },
 }
 
 async fn local(command: Local) -> anyhow::Result<()> {
@@ -193,6 +199,12 @@ async fn local(command: Local) -> anyhow::Result<()> {
             println!("KAFKA_BROKERS={}", shell_quoted(&kafka.bootstrap()));
         }
         Local::StopKafka { dir } => tally::infra::LocalKafka::open(&dir)?.stop(),
+        Local::DropTestDatabases { run } => {
+            let url = tally_platform::config::secret("DATABASE_URL")?
+                .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set"))?;
+            let dropped = tally_platform::db::drop_test_databases(&url, &run).await?;
+            println!("dropped {dropped} test databases of run {run}");
+        }
     }
     Ok(())
 }

@@ -134,17 +134,55 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// A database of its own for one test, named `{prefix}_{random}`, on the
-/// server of `DATABASE_URL` (the test run's; default the local one).
+/// A database of its own for one test, on the server of `DATABASE_URL`
+/// (the test run's; default the local one), named by [`scratch_name`].
 pub fn scratch_database(prefix: &str) -> String {
     let server = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| crate::config::DEFAULT_DATABASE_URL.to_owned());
-    with_database(
-        &server,
-        &format!("{prefix}_{}", uuid::Uuid::new_v4().simple()),
-    )
+    with_database(&server, &scratch_name(prefix))
+}
+
+/// `{prefix}_r{run}_{random}` under a test run (`TALLY_TEST_RUN`, set by
+/// `deploy/dev.sh test`, which drops the run's databases when it ends:
+/// `tally local drop-test-databases --run …`), else `{prefix}_{random}`.
+pub fn scratch_name(prefix: &str) -> String {
+    let random = uuid::Uuid::new_v4().simple();
+    match std::env::var("TALLY_TEST_RUN") {
+        Ok(run) if is_run_id(&run) => format!("{prefix}_r{run}_{random}"),
+        _ => format!("{prefix}_{random}"),
+    }
+}
+
+/// A test run's id: 1 to 16 lowercase hex digits.
+pub fn is_run_id(run: &str) -> bool {
+    (1..=16).contains(&run.len())
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Drops every database of test run `run` on the server of `url`; returns
+/// how many.
+pub async fn drop_test_databases(url: &str, run: &str) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        is_run_id(run),
+        "a test run's id is 1 to 16 lowercase hex digits"
+    );
+    let mut conn = sqlx::PgConnection::connect(&with_database(url, "postgres")).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("tally\\_%\\_r{run}\\_%"))
+            .fetch_all(&mut conn)
+            .await?;
+    for name in &names {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(names.len())
 }
 
 #[cfg(test)]
