@@ -164,24 +164,38 @@ pub fn is_run_id(run: &str) -> bool {
 }
 
 /// Drops every database of test run `run` on the server of `url`; returns
-/// how many.
+/// how many. Eight at a time: PostgreSQL checkpoints for each drop, and
+/// concurrent drops share their checkpoints.
 pub async fn drop_test_databases(url: &str, run: &str) -> anyhow::Result<usize> {
+    use futures::{StreamExt, TryStreamExt};
     anyhow::ensure!(
         is_run_id(run),
         "a test run's id is 1 to 16 lowercase hex digits"
     );
-    let mut conn = sqlx::PgConnection::connect(&with_database(url, "postgres")).await?;
+    let options =
+        PgConnectOptions::from_str(&with_database(url, "postgres"))?.disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
             .bind(format!("tally\\_%\\_r{run}\\_%"))
-            .fetch_all(&mut conn)
+            .fetch_all(&pool)
             .await?;
-    for name in &names {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
-    }
-    conn.close().await?;
+    futures::stream::iter(&names)
+        .map(|name| {
+            let pool = &pool;
+            async move {
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(pool)
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await?;
+    pool.close().await;
     Ok(names.len())
 }
 
