@@ -27,6 +27,10 @@ pub enum ApiError {
     /// not decide this request: nothing was accepted, retry it.
     #[error("the key or the catalog cannot be checked right now; nothing was accepted, retry the request")]
     CatalogUnavailable,
+    /// The one event of a single-event request (structured or binary
+    /// mode) is refused, with the code a batch would give it.
+    #[error("{message}")]
+    EventRefused { code: &'static str, message: String },
     #[error("no such route")]
     UnknownRoute,
     #[error("this route does not take this method")]
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::CatalogUnavailable => "catalog_unavailable",
+            ApiError::EventRefused { code, .. } => code,
             ApiError::UnknownRoute => "unknown_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
@@ -68,6 +73,10 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) | ApiError::CatalogUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::EventRefused { code, .. } if *code == "event_too_large" => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::EventRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -113,6 +113,59 @@ fn events_of(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     }
 }
 
+/// Binary content mode (CloudEvents HTTP binding): the attributes in
+/// `ce-*` headers, the data as the body. `None` when the request is not in
+/// binary mode (no `ce-specversion` header).
+fn binary_event(headers: &HeaderMap, body: &[u8]) -> Option<Result<Box<RawValue>, ApiError>> {
+    headers.get("ce-specversion")?;
+    Some(binary_event_of(headers, body))
+}
+
+fn binary_event_of(headers: &HeaderMap, body: &[u8]) -> Result<Box<RawValue>, ApiError> {
+    let mut event = serde_json::Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Malformed(format!("header {name} is not visible ASCII")))?;
+        event.insert(attribute.to_owned(), Value::String(percent_decoded(value)?));
+    }
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let kind = kind.to_str().unwrap_or_default();
+        event.insert("datacontenttype".into(), Value::String(kind.to_owned()));
+    }
+    let data: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Malformed(format!("the data of a binary-mode event must be JSON: {e}"))
+    })?;
+    event.insert("data".into(), data);
+    serde_json::value::to_raw_value(&Value::Object(event))
+        .map_err(|e| ApiError::Malformed(e.to_string()))
+}
+
+/// A `ce-*` header value with its `%XX` escapes decoded (the HTTP binding
+/// percent-encodes what is not printable ASCII).
+fn percent_decoded(value: &str) -> Result<String, ApiError> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::Malformed(format!("a bad %-escape in {value:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::Malformed(format!("{value:?} is not UTF-8")))
+}
+
 /// The `id` of an event that was refused, when it has a string one.
 fn id_of(raw: &RawValue) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -142,7 +195,13 @@ pub async fn post_events(
             ApiError::Malformed(rejection.body_text())
         }
     })?;
-    let raw = events_of(&body)?;
+    let binary = binary_event(&headers, &body).transpose()?;
+    let raw = match &binary {
+        Some(event) => vec![&**event],
+        None => events_of(&body)?,
+    };
+    // One event (binary mode, or one object): refused, it gets a 4xx.
+    let single = binary.is_some() || body.trim_ascii_start().first() == Some(&b'{');
     tracing::Span::current().record("events", raw.len());
 
     let now = Utc::now();
@@ -193,6 +252,15 @@ pub async fn post_events(
         })?;
     }
 
+    if single {
+        if let Some(Err(refused)) = outcomes.first() {
+            metrics::counter!("tally_events_rejected_total", "code" => refused.code).increment(1);
+            return Err(ApiError::EventRefused {
+                code: refused.code,
+                message: refused.message.clone(),
+            });
+        }
+    }
     let results: Vec<EventResult> = outcomes
         .into_iter()
         .enumerate()

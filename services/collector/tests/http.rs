@@ -325,6 +325,95 @@ async fn a_single_event_body_is_one_event() {
     assert_eq!(s.sink.published.lock().unwrap().len(), 1);
 }
 
+/// POSTs one event in binary content mode: attributes in `ce-*` headers,
+/// the data as the body.
+async fn post_binary(s: &Setup, attributes: &[(&str, &str)], data: Value) -> (u16, Value) {
+    let mut request = s
+        .http
+        .post(&s.url)
+        .bearer_auth(&s.dbco_key)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&data).unwrap());
+    for (name, value) in attributes {
+        request = request.header(format!("ce-{name}"), *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_binary_mode_event_is_one_event() {
+    let s = setup(false).await;
+    let time = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let attributes = [
+        ("specversion", "1.0"),
+        ("id", "bin%2D1"),
+        ("source", "dbco"),
+        ("type", "com.tally.usage"),
+        ("subject", "acme"),
+        ("time", time.as_str()),
+    ];
+    let (status, answer) = post_binary(
+        &s,
+        &attributes,
+        json!({"sku": "dbco.db.hour", "quantity": "4"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["results"][0]["id"], "bin-1");
+    let published = s.sink.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        (
+            published[0].event_id.as_str(),
+            published[0].account_id.as_str(),
+            published[0].sku.as_str(),
+            published[0].quantity.value().to_string()
+        ),
+        ("bin-1", "acme", "dbco.db.hour", "4".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_refused_single_event_gets_a_4xx_with_its_code() {
+    let s = setup(false).await;
+    // Structured mode: one object.
+    let body = serde_json::to_vec(&event("solo", "acme", "other.gb")).unwrap();
+    let (status, answer) = s
+        .post(Some(&s.dbco_key), "application/cloudevents+json", body)
+        .await;
+    assert_eq!((status, error_code(&answer)), (422, "sku_not_owned"));
+    // Binary mode.
+    let time = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let (status, answer) = post_binary(
+        &s,
+        &[
+            ("specversion", "1.0"),
+            ("id", "bin-2"),
+            ("source", "dbco"),
+            ("type", "com.tally.usage"),
+            ("subject", "nobody"),
+            ("time", time.as_str()),
+        ],
+        json!({"sku": "dbco.db.hour", "quantity": "1"}),
+    )
+    .await;
+    assert_eq!((status, error_code(&answer)), (422, "account_unknown"));
+    let (status, answer) = post_binary(
+        &s,
+        &[("specversion", "1.0"), ("id", "bin-3"), ("source", "dbco")],
+        json!({"sku": "dbco.db.hour", "quantity": "1"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    // A batch of one still answers per event.
+    let (status, answer) = s.post_batch(&[event("solo", "acme", "other.gb")]).await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["results"][0]["code"], "sku_not_owned");
+    assert!(s.sink.published.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn an_unacknowledged_publish_fails_the_whole_request() {
     let s = setup(true).await;
