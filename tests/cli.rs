@@ -59,3 +59,27 @@ fn a_bad_setting_fails_at_start_with_one_line() {
         "error: invalid value for TALLY_RATING_LANES: \"0\" (must be at least 1)\n"
     );
 }
+
+#[test]
+fn a_price_that_cannot_be_stored_exactly_is_refused_not_rounded() {
+    let out = tally(
+        &[
+            "set-price",
+            "--sku",
+            "cloud.vm.hour",
+            "--currency",
+            "USD",
+            "--unit-price",
+            "0.00000000000000000000000000001",
+        ],
+        &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/tally")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "invalid value '0.00000000000000000000000000001' for '--unit-price <UNIT_PRICE>': \"0.00000000000000000000000000001\" has more than 28 decimal places and cannot be stored exactly"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

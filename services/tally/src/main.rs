@@ -64,7 +64,7 @@ enum Command {
         #[arg(long, default_value = "partner")]
         kind: String,
         /// The platform's share of a partner's list amounts, in percent.
-        #[arg(long)]
+        #[arg(long, value_parser = exact_decimal)]
         platform_fee_pct: Option<Decimal>,
     },
     /// Create a customer account (prints its customer token once).
@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         dimension: Option<String>,
         /// The platform's markup on the list price, in percent.
-        #[arg(long)]
+        #[arg(long, value_parser = exact_decimal)]
         markup_pct: Option<Decimal>,
     },
     /// Add a price version for a SKU in one currency: a per-unit price, or a
@@ -109,7 +109,8 @@ enum Command {
         #[arg(
             long,
             conflicts_with = "price_book",
-            required_unless_present = "price_book"
+            required_unless_present = "price_book",
+            value_parser = exact_decimal
         )]
         unit_price: Option<Decimal>,
         /// e.g. '{"model":"graduated","tiers":[{"up_to":"100","unit_price":"0.1"},{"unit_price":"0.05"}]}'
@@ -207,6 +208,12 @@ async fn local(command: Local) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A decimal option, read exactly (a 29th decimal place is refused, not
+/// rounded away).
+fn exact_decimal(text: &str) -> Result<Decimal, String> {
+    tally_domain::input::parse_exact(text).map_err(|e| e.to_string())
 }
 
 /// `value` in single quotes, for `eval` in a shell.
