@@ -105,8 +105,13 @@ impl Harness {
     /// `tally up --only <service>` with this harness's settings, to adjust
     /// before spawning.
     pub fn command(&self, service: &str) -> std::process::Command {
+        self.tally(&["up", "--only", service])
+    }
+
+    /// `tally <args>` with this harness's settings.
+    pub fn tally(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
-        cmd.args(["up", "--only", service])
+        cmd.args(args)
             .env("DATABASE_URL", &self.config.database_url)
             .env("KAFKA_BROKERS", &self.config.kafka_brokers)
             .env("TALLY_TOPIC_PREFIX", &self.config.topic_prefix)

@@ -205,40 +205,16 @@ pub async fn post_events(
     tracing::Span::current().record("events", raw.len());
 
     let now = Utc::now();
-    let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
-        .iter()
-        .map(|v| {
-            if v.get().len() > MAX_EVENT_BYTES {
-                return Err(EventRejection::new(
-                    "event_too_large",
-                    format!(
-                        "the event is {} bytes; one event may have at most {MAX_EVENT_BYTES}",
-                        v.get().len()
-                    ),
-                ));
-            }
-            parse_raw_event(v, &provider).and_then(|e| {
-                check_time_window(&e, now, state.max_age, state.max_future)?;
-                Ok(e)
-            })
-        })
-        .collect();
-    check_catalog(&state.lookup, &provider, &mut outcomes).await?;
-
-    let accepted: Vec<UsageEvent> = outcomes
-        .iter()
-        .filter_map(|o| o.as_ref().ok())
-        .map(|e| UsageEvent {
-            provider_id: provider.clone(),
-            event_id: e.id.clone(),
-            account_id: e.account.clone(),
-            sku: e.sku.clone(),
-            quantity: e.quantity,
-            time: e.time,
-            received_at: now,
-            dimensions: e.dimensions.clone(),
-        })
-        .collect();
+    let outcomes = validate(
+        &state.lookup,
+        &provider,
+        &raw,
+        now,
+        state.max_age,
+        state.max_future,
+    )
+    .await?;
+    let accepted = accepted_events(&provider, &outcomes, now);
     if !accepted.is_empty() {
         let trace = IngestTrace::start(&headers, &provider, raw.len(), &accepted);
         let traceparents = trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]);
@@ -292,6 +268,61 @@ pub async fn post_events(
     metrics::counter!("tally_events_accepted_total").increment(response.accepted as u64);
     metrics::histogram!("tally_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
     Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// Every rule an event must pass, HTTP or file import alike: its size, the
+/// CloudEvent and usage schema, the time window, then the catalog (one
+/// query for all SKUs and accounts of `raw`). One outcome per event, in order.
+pub async fn validate(
+    lookup: &Lookup,
+    provider: &ProviderId,
+    raw: &[&RawValue],
+    now: chrono::DateTime<Utc>,
+    max_age: Duration,
+    max_future: Duration,
+) -> Result<Vec<Result<ParsedEvent, EventRejection>>, ApiError> {
+    let mut outcomes: Vec<Result<ParsedEvent, EventRejection>> = raw
+        .iter()
+        .map(|v| {
+            if v.get().len() > MAX_EVENT_BYTES {
+                return Err(EventRejection::new(
+                    "event_too_large",
+                    format!(
+                        "the event is {} bytes; one event may have at most {MAX_EVENT_BYTES}",
+                        v.get().len()
+                    ),
+                ));
+            }
+            parse_raw_event(v, provider).and_then(|e| {
+                check_time_window(&e, now, max_age, max_future)?;
+                Ok(e)
+            })
+        })
+        .collect();
+    check_catalog(lookup, provider, &mut outcomes).await?;
+    Ok(outcomes)
+}
+
+/// The usage events to publish: the accepted outcomes, received at `now`.
+pub fn accepted_events(
+    provider: &ProviderId,
+    outcomes: &[Result<ParsedEvent, EventRejection>],
+    now: chrono::DateTime<Utc>,
+) -> Vec<UsageEvent> {
+    outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|e| UsageEvent {
+            provider_id: provider.clone(),
+            event_id: e.id.clone(),
+            account_id: e.account.clone(),
+            sku: e.sku.clone(),
+            quantity: e.quantity,
+            time: e.time,
+            received_at: now,
+            dimensions: e.dimensions.clone(),
+        })
+        .collect()
 }
 
 /// SKU ownership and account existence, one query each for the whole batch.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod dlq;
+pub mod import;
 pub mod infra;
 pub mod up;
 

@@ -54,6 +54,21 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Import usage a provider missed sending, from NDJSON (one CloudEvent a
+    /// line) or CSV files (columns id, account, sku, quantity, time and
+    /// dimension.<name>; .gz too): every line passes the collector's rules,
+    /// accepted events go to usage.events, refused lines to the report.
+    /// Safe to run again: each event is billed once.
+    Import {
+        /// The provider whose usage this is.
+        #[arg(long)]
+        provider: String,
+        /// The report of refused lines (CSV: file, line, id, code, message).
+        #[arg(long, default_value = "import-refused.csv")]
+        report: std::path::PathBuf,
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Create a provider (prints its API key once).
     CreateProvider {
         #[arg(long)]
@@ -242,7 +257,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let broker = !matches!(&cli.command, Command::Bench(args) if args.private_broker);
         tally::embedded_config(&mut embedded, broker).await?
     } else {
-        let kafka = matches!(cli.command, Command::Up { .. } | Command::DlqReplay { .. });
+        let kafka = matches!(
+            cli.command,
+            Command::Up { .. } | Command::DlqReplay { .. } | Command::Import { .. }
+        );
         tally::explicit_config(kafka)?
     };
     match cli.command {
@@ -289,6 +307,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { events } => tally::demo::run(config, events).await,
         Command::Bench(args) => tally::bench::run(config, &args).await.map(|_| ()),
+        Command::Import {
+            provider,
+            report,
+            files,
+        } => {
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&report)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", report.display()))?,
+            );
+            let bar = indicatif::ProgressBar::new(tally::import::total_bytes(&files));
+            bar.set_style(indicatif::ProgressStyle::with_template(
+                "{bar:30} {percent:>3}% {msg} ETA {eta}",
+            )?);
+            let started = std::time::Instant::now();
+            let done = tally::import::import(&config, &provider, &files, &mut out, |t, read| {
+                bar.set_position(read);
+                bar.set_message(format!(
+                    "{} accepted, {} refused, {:.0} events/s",
+                    t.accepted,
+                    t.refused,
+                    t.lines as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                ));
+            })
+            .await?;
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "imported {} lines in {seconds:.1} s ({:.0} events/s): {} accepted, {} refused (listed in {})",
+                done.lines,
+                done.lines as f64 / seconds.max(1e-9),
+                done.accepted,
+                done.refused,
+                report.display()
+            );
+            Ok(())
+        }
         Command::DlqReplay { code, dry_run } => {
             let report =
                 tally::dlq::replay(&config, &code, dry_run, std::time::Duration::from_secs(3))
@@ -399,6 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Demo { .. }
                 | Command::Bench(_)
                 | Command::DlqReplay { .. }
+                | Command::Import { .. }
                 | Command::Local(_) => {
                     unreachable!("handled above")
                 }
