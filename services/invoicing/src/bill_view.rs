@@ -6,6 +6,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
+use tally_domain::credits::GrantStatus;
 
 use crate::credits_api::Balance;
 use crate::invoices_repo::{Invoice, PeriodView};
@@ -194,7 +195,7 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                                 tbody {
                                     @for b in page.balances {
                                         tr data-testid="balance" {
-                                            th scope="row" { (b.name) @if b.status == "scheduled" { " " small.meta { "(not yet active)" } } }
+                                            th scope="row" { (b.name) @if b.status == GrantStatus::Scheduled { " " small.meta { "(not yet active)" } } }
                                             td { @if let Some(e) = b.expires_at { (e.format("%-d %B %Y %H:%M UTC")) } @else { "never" } }
                                             td.num { (money(b.remaining, cur)) }
                                         }
@@ -333,7 +334,7 @@ pub fn csv(invoice: &Invoice) -> String {
                 csv_text(&s.account_id),
                 csv_text(&s.period.label),
                 csv_text(number),
-                csv_text(&s.status),
+                csv_text(s.status.as_str()),
                 csv_text(&s.currency),
                 csv_text(section.provider.id.as_str()),
                 csv_text(&section.provider.name),
@@ -354,7 +355,7 @@ pub fn csv(invoice: &Invoice) -> String {
             csv_text(&s.account_id),
             csv_text(&s.period.label),
             csv_text(number),
-            csv_text(&s.status),
+            csv_text(s.status.as_str()),
             csv_text(&s.currency),
             csv_text(description),
             amount

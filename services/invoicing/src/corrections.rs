@@ -5,7 +5,9 @@
 //!
 //! Each credit note line is split between platform and partner in the
 //! proportion of the invoice line it credits, so the partner's settlement
-//! gives back the partner's share.
+//! gives back the partner's share: the rule, and the limits of what may be
+//! credited, are in `tally_domain::corrections`; which statuses may be
+//! voided or credited in `tally_domain::invoice`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,8 +17,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::corrections::{self, CreditNoteError, CreditableLine};
 use tally_domain::input::{check_text, MAX_REASON};
-use tally_domain::{Currency, Money};
+use tally_domain::invoice::{IllegalTransition, InvoiceEvent, InvoiceStatus};
+use tally_domain::Currency;
 use uuid::Uuid;
 
 use crate::amounts::scaled;
@@ -56,22 +60,28 @@ pub async fn void_invoice(
     }
     check_text("reason", reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
-    let status = lock_invoice(&mut tx, id).await?.status;
-    match status.as_str() {
-        "finalized" => {}
-        "void" => {
+    let voided = match lock_invoice(&mut tx, id)
+        .await?
+        .status
+        .transition(InvoiceEvent::Void)
+    {
+        Ok(voided) => voided,
+        Err(IllegalTransition {
+            from: InvoiceStatus::Void,
+            ..
+        }) => {
             return Err(refused(
                 "invoice_voided",
                 format!("invoice {id} is void already"),
             ))
         }
-        _ => {
+        Err(_) => {
             return Err(refused(
                 "invoice_not_finalized",
                 format!("invoice {id} is a draft: it changes with usage until it is finalized"),
             ))
         }
-    }
+    };
     let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_notes WHERE invoice_id = $1")
         .bind(id)
         .fetch_one(&mut *tx)
@@ -83,11 +93,12 @@ pub async fn void_invoice(
         ));
     }
     sqlx::query(
-        "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = $2, updated_at = now()
+        "UPDATE invoices SET status = $3, voided_at = now(), void_reason = $2, updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
     .bind(reason)
+    .bind(voided.as_str())
     .execute(&mut *tx)
     .await?;
     let invoice = invoices_repo::get_invoice(&mut tx, id)
@@ -99,7 +110,7 @@ pub async fn void_invoice(
 }
 
 struct Locked {
-    status: String,
+    status: InvoiceStatus,
     account: String,
     currency: String,
     total: Decimal,
@@ -114,7 +125,8 @@ async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiEr
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("invoice {id}")))?;
     Ok(Locked {
-        status: row.try_get("status")?,
+        status: InvoiceStatus::parse(row.try_get("status")?)
+            .map_err(|e| ApiError::Internal(e.into()))?,
         account: row.try_get("account_id")?,
         currency: row.try_get("currency")?,
         total: row.try_get("total")?,
@@ -187,16 +199,35 @@ impl CreditNote {
     }
 }
 
-/// One invoice line as a credit note sees it.
-struct Creditable {
+/// What a credit note line repeats of the invoice line it credits.
+struct Described {
     provider_id: String,
     sku: String,
     description: String,
-    amount: Decimal,
-    partner_net: Decimal,
-    /// Credited so far, and the partner's part of it.
-    credited: Decimal,
-    partner_credited: Decimal,
+}
+
+/// The API's refusal of a credit note ([`corrections::credit_note`]).
+fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiError {
+    let code = e.code();
+    match e {
+        CreditNoteError::NothingToCredit => {
+            refused(code, format!("invoice {id} is credited in full"))
+        }
+        CreditNoteError::UnknownLine(position) => {
+            refused(code, format!("invoice {id} has no line {position}"))
+        }
+        CreditNoteError::InvalidAmount { position, amount } => refused(
+            code,
+            format!(
+                "line {position}: {amount} is not a positive amount in whole {} minor units",
+                currency.code()
+            ),
+        ),
+        CreditNoteError::ExceedsLine { .. } | CreditNoteError::ExceedsInvoice { .. } => {
+            refused(code, e.to_string())
+        }
+        CreditNoteError::Money(e) => ApiError::Internal(e.into()),
+    }
 }
 
 /// `POST /v1/invoices/{id}/credit-notes`: finance credits a finalized
@@ -218,10 +249,13 @@ pub async fn create_credit_note(
     check_text("reason", &reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
     let invoice = lock_invoice(&mut tx, id).await?;
-    match invoice.status.as_str() {
-        "finalized" => {}
-        "void" => return Err(refused("invoice_voided", format!("invoice {id} is void"))),
-        _ => {
+    match invoice.status.transition(InvoiceEvent::Credit) {
+        Ok(_) => {}
+        Err(IllegalTransition {
+            from: InvoiceStatus::Void,
+            ..
+        }) => return Err(refused("invoice_voided", format!("invoice {id} is void"))),
+        Err(_) => {
             return Err(refused(
                 "invoice_not_finalized",
                 format!("invoice {id} is a draft: only finalized invoices are credited"),
@@ -241,20 +275,25 @@ pub async fn create_credit_note(
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
-    let mut lines: BTreeMap<i32, Creditable> = BTreeMap::new();
+    let mut described: BTreeMap<i32, Described> = BTreeMap::new();
+    let mut creditable = Vec::with_capacity(rows.len());
     for r in &rows {
-        lines.insert(
-            r.try_get("position")?,
-            Creditable {
+        let position: i32 = r.try_get("position")?;
+        described.insert(
+            position,
+            Described {
                 provider_id: r.try_get("provider_id")?,
                 sku: r.try_get("sku_id")?,
                 description: r.try_get("description")?,
-                amount: r.try_get("amount")?,
-                partner_net: r.try_get("partner_net")?,
-                credited: r.try_get("credited")?,
-                partner_credited: r.try_get("partner_credited")?,
             },
         );
+        creditable.push(CreditableLine {
+            position,
+            amount: r.try_get("amount")?,
+            partner_net: r.try_get("partner_net")?,
+            credited: r.try_get("credited")?,
+            partner_credited: r.try_get("partner_credited")?,
+        });
     }
     let credited_before: Decimal = sqlx::query_scalar(
         "SELECT COALESCE(sum(total), 0) FROM credit_notes WHERE invoice_id = $1",
@@ -262,107 +301,40 @@ pub async fn create_credit_note(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let requested: Vec<(i32, Option<Decimal>)> = if request.lines.is_empty() {
-        // The whole invoice: what is left of its amount due (credits paid
-        // the rest), spread over the lines in proportion to what is left to
-        // credit on each.
-        let open: Vec<(i32, Decimal)> = lines
-            .iter()
-            .map(|(p, l)| (*p, l.amount - l.credited))
-            .filter(|(_, left)| *left > Decimal::ZERO)
-            .collect();
-        let weights: Vec<Decimal> = open.iter().map(|(_, left)| *left).collect();
-        let target = (invoice.total - credited_before).min(weights.iter().copied().sum());
-        if open.is_empty() || target <= Decimal::ZERO {
-            return Err(refused(
-                "nothing_to_credit",
-                format!("invoice {id} is credited in full"),
+    let asked: Vec<(i32, Option<Decimal>)> = request
+        .lines
+        .iter()
+        .map(|l| (l.position, l.amount))
+        .collect();
+    let splits = corrections::credit_note(
+        currency,
+        invoice.total,
+        credited_before,
+        &creditable,
+        &asked,
+    )
+    .map_err(|e| credit_note_refused(id, currency, e))?;
+    let mut out: Vec<CreditNoteLine> = Vec::with_capacity(splits.len());
+    for split in splits {
+        // Every split credits a line of the invoice.
+        let Some(line) = described.get(&split.position) else {
+            return Err(credit_note_refused(
+                id,
+                currency,
+                CreditNoteError::UnknownLine(split.position),
             ));
-        }
-        let parts = Money::new(target, currency)
-            .split(&weights)
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        open.iter()
-            .zip(parts)
-            .filter(|(_, part)| !part.is_zero())
-            .map(|((position, _), part)| (*position, Some(part.amount())))
-            .collect()
-    } else {
-        request
-            .lines
-            .iter()
-            .map(|l| (l.position, l.amount))
-            .collect()
-    };
-    let mut out: Vec<CreditNoteLine> = Vec::new();
-    for (position, amount) in requested {
-        let line = lines.get_mut(&position).ok_or_else(|| {
-            refused(
-                "unknown_line",
-                format!("invoice {id} has no line {position}"),
-            )
-        })?;
-        let left = line.amount - line.credited;
-        let amount = amount.unwrap_or(left);
-        if amount <= Decimal::ZERO || currency.round(amount) != amount {
-            return Err(refused(
-                "invalid_amount",
-                format!(
-                    "line {position}: {amount} is not a positive amount in whole {} minor units",
-                    currency.code()
-                ),
-            ));
-        }
-        if amount > left {
-            return Err(refused(
-                "credit_exceeds_line",
-                format!("line {position}: {amount} is more than the {left} left to credit"),
-            ));
-        }
-        line.credited += amount;
-        // The partner's share of everything credited on the line so far, in
-        // the invoice line's proportion and rounded once, less what earlier
-        // notes gave back: many small notes never give back more than the
-        // partner earned.
-        let partner_part = if line.amount.is_zero() {
-            Decimal::ZERO
-        } else {
-            currency.round(line.credited * line.partner_net / line.amount) - line.partner_credited
         };
-        line.partner_credited += partner_part;
         out.push(CreditNoteLine {
-            line_position: position,
+            line_position: split.position,
             provider_id: line.provider_id.clone(),
             sku: line.sku.clone(),
             description: line.description.clone(),
-            amount,
-            platform_part: amount - partner_part,
-            partner_part,
+            amount: split.amount,
+            platform_part: split.platform_part,
+            partner_part: split.partner_part,
         });
     }
-    if out.is_empty() {
-        return Err(refused(
-            "nothing_to_credit",
-            format!("invoice {id} is credited in full"),
-        ));
-    }
     let total: Decimal = out.iter().map(|l| l.amount).sum();
-    let credited_before: Decimal = sqlx::query_scalar(
-        "SELECT COALESCE(sum(total), 0) FROM credit_notes WHERE invoice_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if credited_before + total > invoice.total {
-        return Err(refused(
-            "credit_exceeds_invoice",
-            format!(
-                "{total} more would credit {} of an invoice whose amount due is {}",
-                credited_before + total,
-                invoice.total
-            ),
-        ));
-    }
     let now = Utc::now();
     let number = next_number(&mut tx, &format!("{}-CN", issuer.0), now.year()).await?;
     let note_id = Uuid::now_v7();

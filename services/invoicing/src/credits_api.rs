@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
+use tally_domain::credits::{remaining_balance, unused_at_void, GrantStatus};
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
@@ -96,7 +97,7 @@ pub struct GrantView {
     #[serde(with = "rust_decimal::serde::str")]
     remaining: Decimal,
     /// `scheduled`, `active`, `depleted`, `expired` or `voided`, as of now.
-    status: &'static str,
+    status: GrantStatus,
     voided_at: Option<DateTime<Utc>>,
     void_reason: Option<String>,
     created_at: DateTime<Utc>,
@@ -150,7 +151,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
     let amount: Decimal = r.try_get("amount")?;
     let drawn: Decimal = r.try_get("drawn")?;
     let voided_amount: Decimal = r.try_get("voided_amount")?;
-    let remaining = (amount - drawn - voided_amount).max(Decimal::ZERO);
+    let remaining = remaining_balance(amount, drawn, voided_amount);
     let voided_at: Option<DateTime<Utc>> = r.try_get("voided_at")?;
     let effective_at: DateTime<Utc> = r.try_get("effective_at")?;
     let expires_at: Option<DateTime<Utc>> = r.try_get("expires_at")?;
@@ -161,17 +162,13 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         scaled(&currency, voided_amount),
         scaled(&currency, remaining),
     );
-    let status = if voided_at.is_some() {
-        "voided"
-    } else if remaining.is_zero() {
-        "depleted"
-    } else if expires_at.is_some_and(|e| e <= now) {
-        "expired"
-    } else if effective_at > now {
-        "scheduled"
-    } else {
-        "active"
-    };
+    let status = GrantStatus::at(
+        now,
+        voided_at.is_some(),
+        remaining,
+        effective_at,
+        expires_at,
+    );
     Ok(GrantView {
         id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,
@@ -239,7 +236,7 @@ pub struct Balance {
     pub name: String,
     pub remaining: Decimal,
     pub expires_at: Option<DateTime<Utc>>,
-    pub status: &'static str,
+    pub status: GrantStatus,
 }
 
 pub async fn balances(
@@ -250,7 +247,7 @@ pub async fn balances(
     Ok(account_grants(conn, account, now)
         .await?
         .into_iter()
-        .filter(|g| matches!(g.status, "active" | "scheduled"))
+        .filter(|g| g.status.is_spendable())
         .map(|g| Balance {
             name: g.name,
             remaining: g.remaining,
@@ -618,7 +615,7 @@ pub async fn void_grant(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let unused = (amount - drawn).max(Decimal::ZERO);
+    let unused = unused_at_void(amount, drawn);
     sqlx::query(
         "UPDATE credit_grants SET voided_at = $2, voided_amount = $3, void_reason = $4 WHERE id = $1",
     )

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tally_domain::credits::AppliedCredit;
-use tally_domain::{Period, Statement, StatementLine};
+use tally_domain::{InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
 use crate::amounts::scaled;
@@ -345,7 +345,7 @@ pub struct InvoiceSummary {
     pub number: Option<String>,
     pub account_id: String,
     pub period: PeriodView,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub currency: String,
     pub statement_version: i64,
     /// The sum of the lines, before credits.
@@ -443,7 +443,8 @@ fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
         number: r.try_get("number")?,
         account_id: r.try_get("account_id")?,
         period: PeriodView::new(r.try_get("period_start")?, r.try_get("period_end")?),
-        status: r.try_get("status")?,
+        status: InvoiceStatus::parse(r.try_get("status")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         statement_version: r.try_get("statement_version")?,
         subtotal: amount("subtotal")?,
         credits_total: amount("credits_total")?,
@@ -586,7 +587,7 @@ pub struct InvoiceFilter {
     pub account: Option<String>,
     /// Invoices of periods starting in this month.
     pub month: Option<Period>,
-    pub status: Option<String>,
+    pub status: Option<InvoiceStatus>,
     /// Return invoices with an id greater than this (keyset pagination).
     pub after: Option<Uuid>,
     pub limit: i64,
@@ -607,7 +608,7 @@ pub async fn list_invoices(
     ))
     .bind(f.account.as_deref())
     .bind(f.month.map(|m| m.start()))
-    .bind(f.status.as_deref())
+    .bind(f.status.map(InvoiceStatus::as_str))
     .bind(f.after)
     .bind(f.limit)
     .bind(f.month.map(|m| m.end()))

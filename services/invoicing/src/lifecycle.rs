@@ -19,8 +19,10 @@
 use chrono::{DateTime, Datelike, Utc};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
+use tally_domain::invoice::{self, InvoiceEvent, InvoiceStatus};
+use tally_domain::seal_policy::{self, SealCandidate};
 use tally_domain::usage::{SealMarker, UsageMessage};
-use tally_domain::{AccountId, AnchorDay, Period};
+use tally_domain::{AccountId, AnchorDay};
 use tally_platform::kafka;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,18 +33,10 @@ pub struct Finalized {
     pub number: String,
 }
 
-/// `TLY-2026-000123`: issuer, year of issue, six-digit sequence.
-pub fn invoice_number(issuer: &str, year: i32, sequence: i64) -> String {
-    format!("{issuer}-{year}-{sequence:06}")
-}
-
-/// A seal marker that rating has not applied within this long is sent again
-/// (a marker is idempotent: one that does not move the seal changes nothing).
-const RESEND_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
-
 /// Writes a seal marker for every account with a draft invoice of a period
 /// ending at or before `now - grace` that is not sealed yet (nor asked for
-/// recently); returns how many markers were written. An account with
+/// recently: [`seal_policy::seal_to_request`] decides); returns how many
+/// markers were written. An account with
 /// nothing to close gets none: its seal stays where it is, so usage that
 /// arrives for such a past period is billed in that period (whose invoice
 /// the next round closes) rather than as an adjustment — and a period
@@ -70,32 +64,19 @@ pub async fn request_seals(
     let mut markers = Vec::new();
     for r in &rows {
         let day: i16 = r.try_get("billing_anchor_day")?;
-        let anchor = AnchorDay::new(u32::try_from(day).unwrap_or(0))?;
-        // Every period that ended `grace` ago or earlier closes.
-        let through = Period::containing(now - grace, anchor).start();
-        let oldest: DateTime<Utc> = r.try_get("oldest")?;
-        if oldest >= through {
-            continue;
+        let account = SealCandidate {
+            anchor: AnchorDay::new(u32::try_from(day).unwrap_or(0))?,
+            oldest_draft: r.try_get("oldest")?,
+            sealed_through: r.try_get("sealed_through")?,
+            requested_through: r.try_get("requested")?,
+            requested_at: r.try_get("requested_at")?,
+        };
+        if let Some(through) = seal_policy::seal_to_request(now, grace, &account) {
+            markers.push(SealMarker {
+                account_id: AccountId::parse(r.try_get("id")?)?,
+                through,
+            });
         }
-        let sealed: Option<DateTime<Utc>> = r.try_get("sealed_through")?;
-        // Sealed that far, and no draft below the seal (one a batch racing
-        // the seal opened, which a marker closes; or one whose final
-        // statement is on its way, for which a marker changes nothing).
-        if sealed.is_some_and(|s| s >= through && oldest >= s) {
-            continue;
-        }
-        let through = sealed.map_or(through, |s| s.max(through));
-        let requested: Option<DateTime<Utc>> = r.try_get("requested")?;
-        let requested_at: Option<DateTime<Utc>> = r.try_get("requested_at")?;
-        if requested.is_some_and(|q| q >= through)
-            && requested_at.is_some_and(|at| now - at < RESEND_AFTER)
-        {
-            continue;
-        }
-        markers.push(SealMarker {
-            account_id: AccountId::parse(r.try_get("id")?)?,
-            through,
-        });
     }
     if markers.is_empty() {
         return Ok(0);
@@ -151,16 +132,21 @@ pub async fn finalize_sealed(
     .fetch_all(&mut *tx)
     .await?;
     let year = now.year();
+    // Taken as drafts: each one moves to the same status.
+    let status = InvoiceStatus::Draft
+        .transition(InvoiceEvent::Finalize)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let mut out = Vec::with_capacity(due.len());
     for id in due {
         let number = next_number(&mut tx, issuer, year).await?;
         sqlx::query(
-            "UPDATE invoices SET status = 'finalized', number = $2, finalized_at = $3, updated_at = now()
+            "UPDATE invoices SET status = $4, number = $2, finalized_at = $3, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
         .bind(&number)
         .bind(now)
+        .bind(status.as_str())
         .execute(&mut *tx)
         .await?;
         out.push(Finalized { id, number });
@@ -186,7 +172,7 @@ pub async fn next_number(
     .bind(year)
     .fetch_one(conn)
     .await?;
-    Ok(invoice_number(issuer, year, sequence))
+    Ok(invoice::number(issuer, year, sequence))
 }
 
 const FINALIZE_EVERY: Duration = Duration::from_secs(1);

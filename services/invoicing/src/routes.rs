@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tally_domain::Period;
+use tally_domain::{InvoiceStatus, Period};
 use uuid::Uuid;
 
 use crate::auth::{self, AccountReader, Staff};
@@ -43,13 +43,12 @@ pub async fn list_invoices(
             "limit must be between 1 and 500".into(),
         ));
     }
-    if let Some(status) = &q.status {
-        if !["draft", "finalized", "void"].contains(&status.as_str()) {
-            return Err(ApiError::InvalidRequest(
-                "status must be draft, finalized or void".into(),
-            ));
-        }
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(InvoiceStatus::parse)
+        .transpose()
+        .map_err(|_| ApiError::InvalidRequest("status must be draft, finalized or void".into()))?;
     let after = q
         .cursor
         .as_deref()
@@ -58,7 +57,7 @@ pub async fn list_invoices(
     let filter = InvoiceFilter {
         account: q.account,
         month: q.period.as_deref().map(parse_period).transpose()?,
-        status: q.status,
+        status,
         after,
         limit,
     };

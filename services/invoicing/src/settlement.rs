@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
 use tally_domain::{spreadsheet, Period};
 use tally_platform::auth::Principal;
 
@@ -227,7 +228,8 @@ pub async fn get_settlements(
 }
 
 /// The identity of one month in one currency (DESIGN.md, "It reconciles"):
-/// `invoiced = platform_revenue + partner_settlements + credits_applied`.
+/// `invoiced = platform_revenue + partner_settlements + credits_applied`,
+/// computed by `tally_domain::reconciliation` over the figures read here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CurrencyReconciliation {
     pub currency: String,
@@ -340,7 +342,7 @@ pub async fn reconcile(
     .bind(end)
     .fetch_one(&mut *conn)
     .await?;
-    let mut by_currency: BTreeMap<String, CurrencyReconciliation> = BTreeMap::new();
+    let mut by_currency: BTreeMap<String, Month> = BTreeMap::new();
 
     let counts: Vec<(String, i64, Decimal)> = sqlx::query_as(&format!(
         "SELECT i.currency, count(*), sum(i.subtotal) FROM invoices i WHERE {ISSUED} GROUP BY i.currency"
@@ -352,7 +354,7 @@ pub async fn reconcile(
     for (currency, n, subtotals) in counts {
         let c = entry(&mut by_currency, &currency);
         c.invoices = n;
-        c.subtotals = subtotals;
+        c.figures.subtotals = subtotals;
     }
     let voided: Vec<(String, Decimal)> = sqlx::query_as(&format!(
         "SELECT i.currency, sum(i.subtotal) FROM invoices i WHERE {VOIDED} GROUP BY i.currency"
@@ -362,7 +364,7 @@ pub async fn reconcile(
     .fetch_all(&mut *conn)
     .await?;
     for (currency, amount) in voided {
-        entry(&mut by_currency, &currency).voided = amount;
+        entry(&mut by_currency, &currency).figures.voided = amount;
     }
     let notes: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
         "SELECT n.currency, sum(n.total),
@@ -373,10 +375,10 @@ pub async fn reconcile(
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    let mut platform_back: Vec<(String, Decimal)> = Vec::new();
     for (currency, total, platform_part) in notes {
-        entry(&mut by_currency, &currency).credit_notes = total;
-        platform_back.push((currency, platform_part));
+        let c = entry(&mut by_currency, &currency);
+        c.figures.credit_notes = total;
+        c.figures.platform_credited = platform_part;
     }
     let platform = per_currency(
         &mut *conn,
@@ -391,19 +393,16 @@ pub async fn reconcile(
     )
     .await?;
     for (currency, gross) in platform {
-        entry(&mut by_currency, &currency).platform_revenue += gross;
-    }
-    for (currency, back) in platform_back {
-        entry(&mut by_currency, &currency).platform_revenue -= back;
+        entry(&mut by_currency, &currency).figures.platform_fees = gross;
     }
     for (currency, applied) in credits {
-        let c = entry(&mut by_currency, &currency);
-        c.credits_applied += applied;
-        c.platform_revenue -= applied;
+        entry(&mut by_currency, &currency).figures.credits_applied = applied;
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
-            entry(&mut by_currency, &cs.currency).partner_settlements += cs.totals.net_payable;
+            entry(&mut by_currency, &cs.currency)
+                .figures
+                .partner_settlements += cs.totals.net_payable;
         }
     }
 
@@ -425,40 +424,16 @@ pub async fn reconcile(
     .await?;
     for r in &invoices {
         let number: Option<String> = r.try_get("number")?;
-        let number = number.unwrap_or_default();
-        let (subtotal, credits_total, total): (Decimal, Decimal, Decimal) = (
-            r.try_get("subtotal")?,
-            r.try_get("credits_total")?,
-            r.try_get("total")?,
-        );
-        let (lines, credits, drawn): (Decimal, Decimal, Decimal) = (
-            r.try_get("lines")?,
-            r.try_get("credits")?,
-            r.try_get("drawn")?,
-        );
-        let split_off: i64 = r.try_get("split_off")?;
-        let mut problems = Vec::new();
-        if lines != subtotal {
-            problems.push(format!(
-                "{number}: subtotal {subtotal} but its lines sum to {lines}"
-            ));
-        }
-        if credits != credits_total {
-            problems.push(format!(
-                "{number}: credits {credits_total} but its credit lines sum to {credits}"
-            ));
-        }
-        if total != subtotal - credits_total {
-            problems.push(format!(
-                "{number}: total {total} is not {subtotal} - {credits_total}"
-            ));
-        }
-        if drawn != credits {
-            problems.push(format!("{number}: the credit ledger drew {drawn} for its period, the invoice applies {credits}"));
-        }
-        if split_off > 0 {
-            problems.push(format!("{number}: {split_off} line(s) whose amount is not markup + platform fee + partner net"));
-        }
+        let figures = InvoiceFigures {
+            subtotal: r.try_get("subtotal")?,
+            credits_total: r.try_get("credits_total")?,
+            total: r.try_get("total")?,
+            lines: r.try_get("lines")?,
+            credits: r.try_get("credits")?,
+            drawn: r.try_get("drawn")?,
+            split_off: r.try_get("split_off")?,
+        };
+        let problems = reconciliation::invoice_problems(&number.unwrap_or_default(), &figures);
         if !problems.is_empty() {
             entry(&mut by_currency, r.try_get("currency")?)
                 .problems
@@ -477,26 +452,12 @@ pub async fn reconcile(
     for (currency, number) in notes_off {
         entry(&mut by_currency, &currency)
             .problems
-            .push(format!("{number}: its total is not the sum of its lines"));
+            .push(reconciliation::credit_note_problem(&number));
     }
-    let mut currencies: Vec<CurrencyReconciliation> = by_currency.into_values().collect();
-    for c in &mut currencies {
-        c.invoiced = c.subtotals - c.voided - c.credit_notes;
-        c.difference =
-            c.invoiced - (c.platform_revenue + c.partner_settlements + c.credits_applied);
-        for figure in [
-            &mut c.subtotals,
-            &mut c.voided,
-            &mut c.credit_notes,
-            &mut c.invoiced,
-            &mut c.platform_revenue,
-            &mut c.partner_settlements,
-            &mut c.credits_applied,
-            &mut c.difference,
-        ] {
-            *figure = scaled(&c.currency, *figure);
-        }
-    }
+    let currencies = by_currency
+        .into_iter()
+        .map(|(currency, month)| month.view(currency))
+        .collect();
     Ok(Reconciliation {
         period: month.label(),
         drafts,
@@ -504,15 +465,38 @@ pub async fn reconcile(
     })
 }
 
-fn entry<'a>(
-    by: &'a mut BTreeMap<String, CurrencyReconciliation>,
-    currency: &str,
-) -> &'a mut CurrencyReconciliation {
-    by.entry(currency.to_owned())
-        .or_insert_with(|| CurrencyReconciliation {
-            currency: currency.to_owned(),
-            ..CurrencyReconciliation::default()
-        })
+/// One currency's figures of a month, as they are read.
+#[derive(Default)]
+struct Month {
+    invoices: i64,
+    figures: MonthFigures,
+    problems: Vec<String>,
+}
+
+impl Month {
+    /// The identity over the figures, amounts with the currency's exponent.
+    fn view(self, currency: String) -> CurrencyReconciliation {
+        let identity = self.figures.identity();
+        let f = self.figures;
+        let s = |amount| scaled(&currency, amount);
+        CurrencyReconciliation {
+            invoices: self.invoices,
+            subtotals: s(f.subtotals),
+            voided: s(f.voided),
+            credit_notes: s(f.credit_notes),
+            invoiced: s(identity.invoiced),
+            platform_revenue: s(identity.platform_revenue),
+            partner_settlements: s(identity.partner_settlements),
+            credits_applied: s(identity.credits_applied),
+            difference: s(identity.difference),
+            problems: self.problems,
+            currency,
+        }
+    }
+}
+
+fn entry<'a>(by: &'a mut BTreeMap<String, Month>, currency: &str) -> &'a mut Month {
+    by.entry(currency.to_owned()).or_default()
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,8 +9,9 @@ use chrono::{TimeZone, Utc};
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use support::*;
+use tally_domain::invoice::number as invoice_number;
 use tally_invoicing::apply_statements;
-use tally_invoicing::lifecycle::{finalize_sealed, invoice_number};
+use tally_invoicing::lifecycle::finalize_sealed;
 
 /// Runs `sql` (with `id` as `$1`) and checks PostgreSQL refuses it with
 /// SQLSTATE 23000.

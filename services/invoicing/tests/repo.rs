@@ -7,7 +7,7 @@ mod support;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use support::*;
-use tally_domain::Period;
+use tally_domain::{InvoiceStatus, Period};
 use tally_invoicing::apply_statements;
 use tally_invoicing::invoices_repo::{self, Invoice};
 
@@ -61,7 +61,7 @@ async fn an_older_statement_arriving_after_a_newer_one_changes_nothing() {
 
     let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
     assert_eq!(invoice.summary.statement_version, 2);
-    assert_eq!(invoice.summary.status, "draft");
+    assert_eq!(invoice.summary.status, InvoiceStatus::Draft);
     assert_eq!(invoice.summary.total, dec!(6.70));
     assert_eq!(invoice.summary.total.to_string(), "6.70");
     assert_eq!(
@@ -131,7 +131,7 @@ async fn a_finalized_invoice_is_not_changed_by_a_newer_statement() {
     assert_eq!(apply_statements(&pool, &[v2()]).await.unwrap(), 0);
 
     let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
-    assert_eq!(invoice.summary.status, "finalized");
+    assert_eq!(invoice.summary.status, InvoiceStatus::Finalized);
     assert_eq!(invoice.summary.number.as_deref(), Some("INV-1"));
     assert_eq!(invoice.summary.statement_version, 1);
     assert_eq!(invoice.summary.total, dec!(0.50));

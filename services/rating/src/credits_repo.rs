@@ -5,17 +5,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};
 use std::collections::{BTreeMap, HashMap};
-use tally_domain::credits::{Eligibility, Grant, GrantKind, UsageHours};
+use tally_domain::credits::{Eligibility, Grant, GrantKind, StoredGrant, UsageHours};
 use tally_domain::{ProviderId, Sku};
-
-/// A grant's terms and its whole balance history (not yet netted for a period).
-#[derive(Debug, Clone)]
-pub struct StoredGrant {
-    pub terms: Grant,
-    pub amount: Decimal,
-    pub voided_amount: Decimal,
-    pub voided_at: Option<DateTime<Utc>>,
-}
 
 fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tally_domain::placement::{self, Placement};
 use tally_domain::{AnchorDay, Currency, Period, StatementLine};
 
 use crate::repo::AccountPeriod;
@@ -22,16 +23,14 @@ pub struct AccountState {
 }
 
 impl AccountState {
-    /// The period an event at `at` is billed in, and, for late usage, the
-    /// sealed period it belongs to: `(billed in, adjusts)`.
-    pub fn place(&self, at: DateTime<Utc>) -> (Period, Option<Period>) {
-        let own = Period::containing(at, self.anchor);
-        match self.sealed_through {
-            Some(through) if own.start() < through && !self.open_below.contains(&own.start()) => {
-                (Period::containing(through, self.anchor), Some(own))
-            }
-            _ => (own, None),
-        }
+    /// Where an event at `at` goes ([`placement::place`]).
+    pub fn place(&self, at: DateTime<Utc>) -> Placement {
+        placement::place(at, self.anchor, self.sealed_through, &self.open_below)
+    }
+
+    /// Whether its period starting at `start` is open ([`placement::is_open`]).
+    pub fn is_open(&self, start: DateTime<Utc>) -> bool {
+        placement::is_open(start, self.sealed_through, &self.open_below)
     }
 }
 

@@ -16,8 +16,8 @@ use tally_domain::{
     AccountId, AnchorDay, Currency, PriceBook, ProviderId, ProviderKind, Sku, Statement, UsageEvent,
 };
 use tally_platform::catalog;
-use tally_rating::process::seal;
 use tally_rating::process_batch;
+use tally_rating::seal::seal;
 
 fn day(month: u32, day: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0).unwrap()
@@ -188,7 +188,7 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
         let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
         assert_eq!(
             err.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some(tally_rating::process::SEALED),
+            Some(tally_rating::error::SEALED),
             "{sql}"
         );
     }

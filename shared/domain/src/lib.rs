@@ -1,14 +1,36 @@
 //! Tally's pure core: the types every service speaks and the rules that turn
 //! usage into money. Nothing here does IO or reads a clock.
 
+//!
+//! Every billing decision has its module (the IO code only calls them):
+//!
+//! | decision | module |
+//! |---|---|
+//! | which price version applies to an event | [`pricing::resolve`] |
+//! | what a price version charges for a quantity | [`pricing`] |
+//! | where an event goes: its open period, or late usage of a sealed one | [`placement`] |
+//! | how a period's events become one quantity | [`aggregation`] |
+//! | a statement's lines, rounding, adjustments of sealed periods | [`statement`] |
+//! | which grant pays which charge | [`credits`] |
+//! | a grant's balance, status, and whether it may pay in a period | [`credits::grant`] |
+//! | when an account's periods are sealed | [`seal_policy`] |
+//! | the invoice state machine, invoice numbers | [`invoice`] |
+//! | how a credit note splits between platform and partner | [`corrections`] |
+//! | the reconciliation identity of a month | [`reconciliation`] |
+
 pub mod aggregation;
+pub mod corrections;
 pub mod credits;
 pub mod ids;
 pub mod input;
+pub mod invoice;
 pub mod money;
 pub mod period;
+pub mod placement;
 pub mod pricing;
 pub mod quantity;
+pub mod reconciliation;
+pub mod seal_policy;
 pub mod spreadsheet;
 pub mod statement;
 pub mod usage;
@@ -16,6 +38,7 @@ pub mod usage;
 pub use aggregation::{Aggregation, AggregationError};
 pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
 pub use input::InputError;
+pub use invoice::InvoiceStatus;
 pub use money::{Currency, Money, MoneyError};
 pub use period::{AnchorDay, Period, PeriodError};
 pub use pricing::{PriceBook, PriceModel, PricingError};

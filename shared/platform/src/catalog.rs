@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
+use tally_domain::pricing::resolve::Effective;
 use tally_domain::{
     AccountId, Aggregation, AnchorDay, Currency, PriceBook, ProviderId, ProviderKind, ProviderRef,
     Sku,
@@ -136,6 +137,12 @@ pub struct PriceVersion {
     pub currency: Currency,
     pub effective_from: DateTime<Utc>,
     pub model: PriceBook,
+}
+
+impl Effective for PriceVersion {
+    fn effective_from(&self) -> DateTime<Utc> {
+        self.effective_from
+    }
 }
 
 /// A new provider; its id may not contain a dot ([`ProviderId::parse_new`]).

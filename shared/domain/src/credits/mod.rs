@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::{Money, MoneyError, ProviderId, ProviderKind, Sku, Statement};
 
+pub mod grant;
+pub use grant::{remaining_balance, unused_at_void, GrantStatus, StoredGrant};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GrantKind {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Currency;
 
+pub mod resolve;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
     #[error("price must not be negative")]

@@ -1,0 +1,296 @@
+//! Rating one batch of usage, end to end inside one PostgreSQL transaction:
+//! resolve prices, drop duplicates, add to aggregates, restate every touched
+//! account-period. The statement is recomputed from the stored aggregates, so
+//! it depends only on the set of events, never on batch boundaries or order.
+
+use chrono::{DateTime, DurationRound, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::pricing::resolve;
+use tally_domain::{Aggregation, Currency, Period, UsageEvent};
+use tally_platform::catalog::{self, PriceVersion};
+
+use crate::error::{in_transaction, ProcessError};
+use crate::outcome::{BatchOutcome, DeadLetter};
+use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
+use crate::restate::restate;
+use crate::seals_repo::{self, AccountState};
+
+/// Price versions by (SKU, currency code), oldest first.
+type Versions = HashMap<(String, &'static str), Vec<PriceVersion>>;
+
+/// Rates one batch in one transaction (retried on serialization failures).
+pub async fn process_batch(
+    pool: &PgPool,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    in_transaction(pool, "rating transaction", events, |conn, events| {
+        Box::pin(rate_in(conn, events))
+    })
+    .await
+}
+
+/// Like [`process_batch`], but an event that cannot be rated on its own does
+/// not hold up the rest: when the whole batch fails, each event is rated
+/// alone, and those that still fail while the database answers are
+/// dead-lettered as `rating_failed` (replayable once the cause is fixed).
+/// If the database itself does not answer, or the failure is the code's or
+/// the schema's ([`ProcessError::is_systemic`]), the error is returned and
+/// the batch is retried later, nothing dead-lettered.
+pub async fn process_batch_isolating(
+    pool: &PgPool,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let whole = match process_batch(pool, events).await {
+        Ok(outcome) => return Ok(outcome),
+        Err(err) => err,
+    };
+    tracing::warn!(error = %whole, events = events.len(), "batch failed; rating its events one by one");
+    let mut merged = BatchOutcome::default();
+    let mut failed = Vec::new();
+    for event in events {
+        match process_batch(pool, std::slice::from_ref(event)).await {
+            Ok(one) => merged.merge(one),
+            // Every event would fail alike: retry the batch, dead-letter nothing.
+            Err(err) if err.is_systemic() => return Err(err),
+            Err(err) => failed.push((event, err)),
+        }
+    }
+    if !failed.is_empty() {
+        sqlx::query("SELECT 1").execute(pool).await?;
+        for (event, err) in failed {
+            merged.dead.push(DeadLetter::for_event(
+                err.dead_letter_code(),
+                err.to_string(),
+                event,
+            ));
+        }
+    }
+    merged.keep_newest_statements();
+    Ok(merged)
+}
+
+/// What rating needs to know of a batch's accounts and SKUs.
+struct Catalog {
+    /// Billing currency, anchor day, how far sealed.
+    states: HashMap<String, AccountState>,
+    versions: Versions,
+    aggregations: HashMap<String, Aggregation>,
+}
+
+impl Catalog {
+    async fn load(conn: &mut PgConnection, events: &[UsageEvent]) -> Result<Self, ProcessError> {
+        let account_ids: Vec<&str> = distinct(events.iter().map(|e| e.account_id.as_str()));
+        let states = seals_repo::account_states(&mut *conn, &account_ids).await?;
+        // Price versions of every SKU in those currencies.
+        let skus: Vec<&str> = distinct(events.iter().map(|e| e.sku.as_str()));
+        let codes: Vec<&str> = distinct(states.values().map(|s| s.currency.code()));
+        let mut versions: Versions = HashMap::new();
+        for v in catalog::price_versions(&mut *conn, &skus, &codes).await? {
+            versions
+                .entry((v.sku.to_string(), v.currency.code()))
+                .or_default()
+                .push(v);
+        }
+        let aggregations = catalog::sku_aggregations(&mut *conn, &skus).await?;
+        Ok(Catalog {
+            states,
+            versions,
+            aggregations,
+        })
+    }
+
+    /// The dimension whose distinct values `sku` counts, if it counts any.
+    fn dimension(&self, sku: &str) -> Option<&str> {
+        self.aggregations.get(sku).and_then(Aggregation::dimension)
+    }
+
+    /// The price version of `sku` in `currency` in effect at `at`
+    /// ([`resolve::version_at`]).
+    fn price_at(&self, sku: &str, currency: Currency, at: DateTime<Utc>) -> Option<&PriceVersion> {
+        resolve::version_at(self.versions.get(&(sku.to_owned(), currency.code()))?, at)
+    }
+}
+
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    items.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+async fn rate_in(
+    conn: &mut PgConnection,
+    events: &[UsageEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let mut outcome = BatchOutcome::default();
+    let catalog = Catalog::load(&mut *conn, events).await?;
+    let mut priced = price(&catalog, events, &mut outcome);
+    if priced.is_empty() {
+        return Ok(outcome);
+    }
+
+    // Dedupe against everything counted before (sorted: stable lock order).
+    priced.sort_by(|a, b| {
+        (a.0.provider_id.as_str(), a.0.event_id.as_str())
+            .cmp(&(b.0.provider_id.as_str(), b.0.event_id.as_str()))
+    });
+    let ids = NewEventIds {
+        provider_ids: priced.iter().map(|(e, _)| e.provider_id.as_str()).collect(),
+        event_ids: priced.iter().map(|(e, _)| e.event_id.as_str()).collect(),
+        account_ids: priced.iter().map(|(e, _)| e.account_id.as_str()).collect(),
+        times: priced.iter().map(|(e, _)| e.time).collect(),
+    };
+    let t = std::time::Instant::now();
+    let fresh = repo::insert_event_ids(&mut *conn, &ids).await?;
+    let dedupe = t.elapsed();
+
+    let counted = count(&catalog, &priced, &fresh, &mut outcome);
+    if counted.increments.is_empty() {
+        return Ok(outcome);
+    }
+    let t = std::time::Instant::now();
+    repo::add_to_aggregates(&mut *conn, &counted.increments).await?;
+    let aggregated = t.elapsed();
+    repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
+    let late: Vec<_> = counted.late.into_iter().collect();
+    seals_repo::record_late(&mut *conn, &late).await?;
+    let hours = t.elapsed() - aggregated;
+
+    // A new statement version of every touched account-period, recomputed in full.
+    let t = std::time::Instant::now();
+    outcome.add(restate(&mut *conn, counted.touched, &catalog.states, None).await?);
+    tracing::debug!(
+        dedupe_ms = dedupe.as_millis() as u64,
+        aggregates_ms = aggregated.as_millis() as u64,
+        hourly_ms = hours.as_millis() as u64,
+        restate_ms = t.elapsed().as_millis() as u64,
+        "rating steps"
+    );
+    Ok(outcome)
+}
+
+/// Each event of the batch with the id of its price version; the ones that
+/// cannot be priced are dead letters, repeats within the batch duplicates.
+fn price<'e>(
+    catalog: &Catalog,
+    events: &'e [UsageEvent],
+    outcome: &mut BatchOutcome,
+) -> Vec<(&'e UsageEvent, i64)> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut priced: Vec<(&UsageEvent, i64)> = Vec::with_capacity(events.len());
+    for event in events {
+        if !seen.insert((event.provider_id.as_str(), event.event_id.as_str())) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        let Some(currency) = catalog
+            .states
+            .get(event.account_id.as_str())
+            .map(|s| s.currency)
+        else {
+            outcome.dead.push(DeadLetter::for_event(
+                "account_unknown",
+                format!("account {} does not exist", event.account_id),
+                event,
+            ));
+            continue;
+        };
+        if let Some(dimension) = catalog.dimension(event.sku.as_str()) {
+            if !event.dimensions.contains_key(dimension) {
+                outcome.dead.push(DeadLetter::for_event(
+                    "dimension_missing",
+                    format!("sku {} counts distinct values of dimension {dimension:?}, which the event lacks", event.sku),
+                    event,
+                ));
+                continue;
+            }
+        }
+        match catalog.price_at(event.sku.as_str(), currency, event.time) {
+            Some(price) => priced.push((event, price.id)),
+            None => outcome.dead.push(DeadLetter::for_event(
+                "no_price",
+                format!(
+                    "sku {} has no {} price in effect at {}",
+                    event.sku,
+                    currency,
+                    event.time.to_rfc3339()
+                ),
+                event,
+            )),
+        }
+    }
+    priced
+}
+
+/// The new events of a batch, pre-aggregated in memory for one upsert each.
+#[derive(Default)]
+struct Counted {
+    /// By (account, period counted in, price version).
+    increments: BTreeMap<(String, DateTime<Utc>, i64), Increment>,
+    hourly: BTreeMap<HourKey, Increment>,
+    /// The account-periods whose statements bill them (start → end).
+    touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
+    /// Late usage: (account, start of the period billing it, sealed period).
+    late: BTreeSet<(String, DateTime<Utc>, Period)>,
+}
+
+/// Places each event not counted before ([`AccountState::place`]) and adds
+/// it to its period's aggregates; the others are duplicates.
+fn count(
+    catalog: &Catalog,
+    priced: &[(&UsageEvent, i64)],
+    fresh: &HashSet<(String, String)>,
+    outcome: &mut BatchOutcome,
+) -> Counted {
+    let mut counted = Counted::default();
+    for (event, price_id) in priced {
+        let key = (event.provider_id.to_string(), event.event_id.to_string());
+        if !fresh.contains(&key) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        outcome.counted += 1;
+        let Some(state) = catalog.states.get(event.account_id.as_str()) else {
+            continue; // priced events have a known account
+        };
+        // Usage counts in its own period; late usage of a sealed period is
+        // billed on the account's next open one.
+        let placement = state.place(event.time);
+        let (billed_in, period) = (placement.billed_in, placement.counted_in());
+        if let Some(origin) = placement.adjusts {
+            counted
+                .late
+                .insert((event.account_id.to_string(), billed_in.start(), origin));
+        }
+        let inc = counted
+            .increments
+            .entry((event.account_id.to_string(), period.start(), *price_id))
+            .or_default();
+        inc.period_end = Some(period.end());
+        inc.add(event.time, event.event_id.as_str(), event.quantity.value());
+        if let Some(dimension) = catalog.dimension(event.sku.as_str()) {
+            if let Some(value) = event.dimensions.get(dimension) {
+                inc.distinct.insert(value.clone());
+            }
+        }
+        let hour = counted
+            .hourly
+            .entry((
+                event.account_id.to_string(),
+                period.start(),
+                *price_id,
+                hour_of(event.time),
+            ))
+            .or_default();
+        hour.quantity += event.quantity.value();
+        hour.events += 1;
+        counted.touched.insert(
+            (event.account_id.to_string(), billed_in.start()),
+            billed_in.end(),
+        );
+    }
+    counted
+}
+
+/// The start of the hour `at` falls in.
+fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(at)
+}

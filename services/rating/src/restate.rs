@@ -1,0 +1,315 @@
+//! Restating account-periods: a new statement version of each, recomputed in
+//! full from its aggregates, with adjustment lines for the late usage of
+//! sealed periods it bills and the account's credits applied. Rating a
+//! batch, applying a seal and a credit change all end here.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tally_domain::credits::{Grant, StoredGrant};
+use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
+use tally_domain::{AccountId, Currency, Period, Statement, StatementLine, UsageAggregate};
+
+use crate::credits_repo;
+use crate::error::ProcessError;
+use crate::outcome::Restated;
+use crate::repo::{self, AccountPeriod};
+use crate::seals_repo::{self, AccountState};
+
+/// New statement versions of these open account-periods (start → end), each
+/// recomputed in full from its aggregates, with adjustment lines for the
+/// late usage of sealed periods it bills and the account's credits applied.
+/// A period's draws change the balances later periods start from, so for an
+/// account with grants every later open period is restated too, in period
+/// order. With `seal_through` (per account), an account's periods starting
+/// before it become final (`sealed`). Sealed periods are never restated.
+///
+/// Each statement row is locked and its version read first, then written
+/// once, over that version; if a concurrent transaction stored a statement
+/// that had no row to lock yet, [`ProcessError::Conflict`] (retryable) rolls
+/// this one back.
+pub(crate) async fn restate(
+    conn: &mut PgConnection,
+    keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
+    states: &HashMap<String, AccountState>,
+    seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
+) -> Result<Restated, ProcessError> {
+    let (keys, grants) = with_later_periods(&mut *conn, keys, states).await?;
+    let t = Instant::now();
+    let mut inputs = Inputs::load(&mut *conn, &keys).await?;
+    let mut statements = Vec::with_capacity(keys.len());
+    for ((account, start), end) in keys {
+        let currency = states.get(&account).map(|s| s.currency).ok_or_else(|| {
+            sqlx::Error::Decode(format!("account {account} vanished during rating").into())
+        })?;
+        let sealed = seal_through
+            .and_then(|through| through.get(&account))
+            .is_some_and(|through| start < *through);
+        let mut statement = inputs.statement(&account, start, end, currency, sealed)?;
+        if let Some(stored) = grants.get(&account) {
+            let origins = inputs.origins(&account, start);
+            apply_credits(&mut *conn, &mut statement, stored, origins).await?;
+        }
+        statements.push(statement);
+    }
+    let computed = t.elapsed() - inputs.versions_read - inputs.loaded;
+    let restated = store(&mut *conn, statements, grants.keys()).await?;
+    tracing::debug!(
+        statements = restated.statements.len(),
+        versions_ms = inputs.versions_read.as_millis() as u64,
+        load_ms = inputs.loaded.as_millis() as u64,
+        compute_ms = computed.as_millis() as u64,
+        store_ms =
+            (t.elapsed() - inputs.versions_read - inputs.loaded - computed).as_millis() as u64,
+        "restated"
+    );
+    Ok(restated)
+}
+
+fn statement_error(account: &str, start: DateTime<Utc>, source: StatementError) -> ProcessError {
+    ProcessError::Statement {
+        account: account.to_owned(),
+        period: start.to_rfc3339(),
+        source,
+    }
+}
+
+/// The open periods among `keys`, and for each account with grants, every
+/// open period after its first one too; in (account, period) order: row
+/// locks are taken in one order, and an account's periods are restated
+/// oldest first. With the grants of those accounts (share-locked).
+async fn with_later_periods(
+    conn: &mut PgConnection,
+    mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
+    states: &HashMap<String, AccountState>,
+) -> Result<
+    (
+        Vec<(AccountPeriod, DateTime<Utc>)>,
+        HashMap<String, Vec<StoredGrant>>,
+    ),
+    ProcessError,
+> {
+    keys.retain(|(account, start), _| states.get(account).is_none_or(|s| s.is_open(*start)));
+    let accounts: Vec<&str> = keys
+        .keys()
+        .map(|(a, _)| a.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let grants = credits_repo::grants_of(&mut *conn, &accounts).await?;
+    if !grants.is_empty() {
+        let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for (account, start) in keys.keys() {
+            if grants.contains_key(account) {
+                first
+                    .entry(account.clone())
+                    .and_modify(|f| *f = (*f).min(*start))
+                    .or_insert(*start);
+            }
+        }
+        for (key, end) in credits_repo::later_periods(&mut *conn, &first).await? {
+            keys.entry(key).or_insert(end);
+        }
+    }
+    Ok((keys.into_iter().collect(), grants))
+}
+
+/// What the statements of a restatement are computed from, read once for
+/// all of them.
+struct Inputs {
+    /// The stored version of each statement (its row locked).
+    stored_versions: HashMap<AccountPeriod, i64>,
+    /// The sealed periods whose late usage each statement bills.
+    late: HashMap<AccountPeriod, Vec<Period>>,
+    /// Those sealed periods, each once however many periods adjust it.
+    origin_set: BTreeSet<AccountPeriod>,
+    /// What has been billed for them.
+    billed: HashMap<AccountPeriod, Vec<StatementLine>>,
+    /// The aggregates of every period restated or adjusted.
+    aggregates: HashMap<AccountPeriod, Vec<UsageAggregate>>,
+    versions_read: Duration,
+    loaded: Duration,
+}
+
+impl Inputs {
+    async fn load(
+        conn: &mut PgConnection,
+        keys: &[(AccountPeriod, DateTime<Utc>)],
+    ) -> Result<Self, ProcessError> {
+        let t = Instant::now();
+        let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let stored_versions = repo::current_versions(&mut *conn, &plain_keys).await?;
+        let versions_read = t.elapsed();
+        let late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
+        let origin_set: BTreeSet<AccountPeriod> = late
+            .iter()
+            .flat_map(|((account, _), origins)| {
+                origins.iter().map(|o| (account.clone(), o.start()))
+            })
+            .collect();
+        let origin_keys: Vec<AccountPeriod> = origin_set.iter().cloned().collect();
+        let billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
+        // Each period's aggregates once (a period may be restated and adjusted).
+        let load_keys: Vec<AccountPeriod> = plain_keys
+            .iter()
+            .chain(&origin_keys)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
+        Ok(Inputs {
+            stored_versions,
+            late,
+            origin_set,
+            billed,
+            aggregates,
+            versions_read,
+            loaded: t.elapsed() - versions_read,
+        })
+    }
+
+    /// The sealed periods whose late usage the statement of `account`'s
+    /// period at `start` bills, oldest first.
+    fn origins(&self, account: &str, start: DateTime<Utc>) -> &[Period] {
+        self.late
+            .get(&(account.to_owned(), start))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The next version of one statement, with its adjustments; when it is
+    /// `sealed`, what it bills is recorded for the later periods of this
+    /// restatement.
+    fn statement(
+        &mut self,
+        account: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        currency: Currency,
+        sealed: bool,
+    ) -> Result<Statement, ProcessError> {
+        let account_id = AccountId::parse(account).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let period = Period::new(start, end).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let own_key = (account.to_owned(), start);
+        let version = self.stored_versions.get(&own_key).map_or(1, |v| v + 1);
+        // A period is usually an origin or restated here, not both; a
+        // period opened below the seal by a batch racing it can be both
+        // (until it is sealed, in this very restatement, before the later
+        // periods that adjust it).
+        let rows = if self.origin_set.contains(&own_key) {
+            self.aggregates.get(&own_key).cloned()
+        } else {
+            self.aggregates.remove(&own_key)
+        }
+        .unwrap_or_default();
+        let mut statement = Statement::compute(account_id.clone(), period, currency, version, rows)
+            .map_err(|e| statement_error(account, start, e))?;
+        statement.sealed = sealed;
+        if sealed && self.origin_set.contains(&own_key) {
+            // Its own lines are billed from now on, for the later periods
+            // of this restatement that adjust it.
+            self.billed.insert(own_key, statement.lines.clone());
+        }
+        let origins = self.origins(account, start).to_vec();
+        for origin in origins {
+            let adjustments = self
+                .adjust(&account_id, origin, currency, sealed)
+                .map_err(|e| statement_error(account, start, e))?;
+            statement
+                .add_adjustments(adjustments)
+                .map_err(|e| statement_error(account, start, e.into()))?;
+        }
+        Ok(statement)
+    }
+
+    /// The adjustment lines of sealed period `origin`: it priced again with
+    /// everything known, less what was billed for it. When the statement
+    /// billing them is `sealed`, they are billed from now on: a later period
+    /// of this restatement (periods go oldest first) adjusts only what is
+    /// left.
+    fn adjust(
+        &mut self,
+        account_id: &AccountId,
+        origin: Period,
+        currency: Currency,
+        sealed: bool,
+    ) -> Result<Vec<StatementLine>, StatementError> {
+        let key = (account_id.to_string(), origin.start());
+        let rows = self.aggregates.get(&key).cloned().unwrap_or_default();
+        let current = Statement::compute(account_id.clone(), origin, currency, 0, rows)?;
+        let before = self.billed.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let adjustments = adjustment_lines(origin, &current.lines, before)?;
+        if sealed {
+            let merged = merge_billed(before, &adjustments)?;
+            self.billed.insert(key, merged);
+        }
+        Ok(adjustments)
+    }
+}
+
+/// Applies the account's usable grants to `statement` and makes the
+/// ledger's draws of its period exactly what they pay. Adjustment lines are
+/// usage of earlier periods: a grant valid then may pay for them.
+async fn apply_credits(
+    conn: &mut PgConnection,
+    statement: &mut Statement,
+    stored: &[StoredGrant],
+    origins: &[Period],
+) -> Result<(), ProcessError> {
+    let account = statement.account_id.to_string();
+    let (period, version) = (statement.period, statement.version);
+    let start = period.start();
+    let earliest = origins.first().map_or(start, |o| o.start().min(start));
+    let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
+    let usable: Vec<Grant> = stored
+        .iter()
+        .filter_map(|g| {
+            let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+            g.usable_in(period, earliest, earlier)
+        })
+        .collect();
+    let starts: Vec<DateTime<Utc>> = std::iter::once(start)
+        .chain(origins.iter().map(Period::start))
+        .collect();
+    let hours = credits_repo::usage_hours(&mut *conn, &account, &starts).await?;
+    statement
+        .apply_credits(&usable, &hours)
+        .map_err(|e| statement_error(&account, start, e.into()))?;
+    let draws: Vec<(i64, Decimal)> = statement
+        .credits
+        .iter()
+        .map(|c| (c.grant_id, c.amount))
+        .collect();
+    credits_repo::write_draws(&mut *conn, &account, start, version, &draws).await?;
+    Ok(())
+}
+
+/// Serialises the statements once, straight to text (not through
+/// `serde_json::Value`), keeps voided grants of `accounts` paying nothing
+/// beyond their draws, and stores the statements with their outbox row.
+async fn store<'a>(
+    conn: &mut PgConnection,
+    statements: Vec<Statement>,
+    accounts: impl Iterator<Item = &'a String>,
+) -> Result<Restated, ProcessError> {
+    let bodies = statements
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    for account in accounts {
+        credits_repo::settle_voided(&mut *conn, account).await?;
+    }
+    let outbox = repo::store_statements(&mut *conn, &statements, &bodies).await?;
+    if outbox.is_none() && !statements.is_empty() {
+        return Err(ProcessError::Conflict);
+    }
+    Ok(Restated {
+        statements,
+        bodies,
+        outbox: outbox.into_iter().collect(),
+    })
+}
