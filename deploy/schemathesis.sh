@@ -10,10 +10,10 @@
 # test` runs it after `cargo test`, on the test run's servers. It starts the
 # real `tally up` ($TALLY_BIN, default $CARGO_TARGET_DIR/debug/tally), seeds a
 # catalog, one key per role and a little usage through the collector, then
-# runs schemathesis once per server and key: the collector's POST /v1/events,
-# invoicing's API and pages, and the admin address's probes and metrics.
-# SCHEMATHESIS_MAX_EXAMPLES (default 15) and SCHEMATHESIS_SEED (default 1)
-# bound and fix the generated requests.
+# runs schemathesis on the document as invoicing serves it, once per key,
+# each operation on its own server (the collector, invoicing, the admin address).
+# SCHEMATHESIS_MAX_EXAMPLES (default 15) bounds the requests per operation;
+# SCHEMATHESIS_REPORT_DIR keeps the reports (a .log and a JUnit .xml per key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DATABASE_URL:?DATABASE_URL names the PostgreSQL server to use}"
@@ -117,6 +117,8 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "schemathesis: with the $role key:" >&2
     sed 's/^/  /' "$report_dir/$role.log" >&2
   done
+  echo "schemathesis: tally up's log:" >&2
+  sed 's/^/  /' "$work/up.err" >&2
   exit 1
 fi
 echo "schemathesis: every operation answers as schemas/openapi.json says, with each role's key and none ($(( $(date +%s) - start ))s)"
