@@ -83,6 +83,10 @@ case "${1:-}" in
       echo "tests: figures of the crash and failover tests"
       sed 's/^/  /' "$TALLY_TEST_REPORT"
     fi
+    # The services against their OpenAPI document, with each role's key
+    # (schemathesis, installed once into the cache; a database and topics of
+    # its own on this run's servers; its reports in $run/schemathesis).
+    SCHEMATHESIS_REPORT_DIR="$run/schemathesis" TALLY_BIN="$tally" bash deploy/schemathesis.sh
     # A small benchmark run: it checks that every invoice is exact under
     # load, not speed (figures are recorded in BENCHMARKS.md from full runs).
     "$tally" bench --smoke

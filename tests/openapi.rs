@@ -37,18 +37,46 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
         "served /openapi.json differs from schemas/openapi.json"
     );
     assert_eq!(file["openapi"], "3.1.0");
+    // The schemas it refers to are served beside it, so that a client that
+    // reads it from invoicing resolves them.
+    let mut references = Vec::new();
+    external_references(&file, &mut references);
+    assert!(!references.is_empty());
+    for reference in references {
+        let served: Value = http
+            .get(format!("{invoicing}/{reference}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(format!(
+            "{}/../../schemas/{reference}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(
+            served,
+            serde_json::from_str::<Value>(&text).unwrap(),
+            "{reference}"
+        );
+    }
 
     let paths = file["paths"].as_object().unwrap();
     assert!(paths.len() >= 18);
     for (path, item) in paths {
-        // Probes and metrics live on the admin address (the document's
-        // per-path servers say so).
-        let base = if path == "/v1/events" {
-            &collector
-        } else if item.get("servers").is_some() {
-            &admin_url
-        } else {
-            &invoicing
+        // A path's own servers name where it lives (the collector's
+        // events, the admin address's probes and metrics); the others are
+        // on the document's server, invoicing.
+        let server = item["servers"][0]["url"]
+            .as_str()
+            .unwrap_or(file["servers"][0]["url"].as_str().unwrap());
+        let base = match server {
+            "http://{collector}" => &collector,
+            "http://{admin}" => &admin_url,
+            "http://{invoicing}" => &invoicing,
+            other => panic!("{path}: unknown server {other}"),
         };
         let concrete = path
             .replace("{sku}", "x.y")
@@ -118,6 +146,26 @@ fn every_registered_route_is_documented() {
         }
     }
     assert!(registered >= 30, "found {registered} routes");
+}
+
+/// The `$ref`s in `value` that name another document.
+fn external_references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                match item.as_str() {
+                    Some(reference) if key == "$ref" && !reference.starts_with('#') => {
+                        found.push(reference.to_owned())
+                    }
+                    _ => external_references(item, found),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| external_references(item, found)),
+        _ => {}
+    }
 }
 
 /// `schemas/openapi.json`, parsed.

@@ -17,7 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tally_domain::Period;
+use tally_domain::{AccountId, Period};
 use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
@@ -141,17 +141,15 @@ async fn load(
     Response,
 > {
     let internal = |e: sqlx::Error| ApiError::from(e).into_response();
-    let id = crate::auth::account_id(account).map_err(IntoResponse::into_response)?;
+    let no_such_account = || page_error(StatusCode::NOT_FOUND, "No such account", account);
+    // An id that cannot exist is an account that does not: the same page.
+    let id = AccountId::parse(account).map_err(|_| no_such_account())?;
     let mut conn = state.pool.acquire().await.map_err(internal)?;
     let Some(acct) = catalog::get_account(&mut conn, &id)
         .await
         .map_err(internal)?
     else {
-        return Err(page_error(
-            StatusCode::NOT_FOUND,
-            "No such account",
-            account,
-        ));
+        return Err(no_such_account());
     };
     let periods = invoices_repo::account_periods(&mut conn, account)
         .await

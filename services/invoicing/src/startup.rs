@@ -21,10 +21,24 @@ use crate::{
 /// The OpenAPI document of every Tally HTTP API (schemas/openapi.json).
 pub const OPENAPI: &str = include_str!("../../../schemas/openapi.json");
 
+/// The JSON Schemas the document refers to by relative reference, served
+/// beside it so that a client reading the document from this server (a code
+/// generator, schemathesis) resolves them here.
+const CLOUDEVENT_USAGE_SCHEMA: &str = include_str!("../../../schemas/cloudevent-usage.schema.json");
+const COLLECTOR_RESPONSE_SCHEMA: &str =
+    include_str!("../../../schemas/collector-response.schema.json");
+
 async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         OPENAPI,
+    )
+}
+
+fn json_schema(body: &'static str) -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        body,
     )
 }
 
@@ -106,6 +120,14 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .merge(pages)
         .route("/openapi.json", get(openapi))
+        .route(
+            "/cloudevent-usage.schema.json",
+            get(|| async { json_schema(CLOUDEVENT_USAGE_SCHEMA) }),
+        )
+        .route(
+            "/collector-response.schema.json",
+            get(|| async { json_schema(COLLECTOR_RESPONSE_SCHEMA) }),
+        )
         .route("/healthz", get(telemetry::healthz))
         .fallback(extract::unknown_route)
         .method_not_allowed_fallback(extract::method_not_allowed)
