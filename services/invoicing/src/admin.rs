@@ -17,7 +17,7 @@ use tally_platform::auth::{create_key, Principal};
 use tally_platform::{catalog, onboarding};
 
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiQuery, RequestBody};
 
 type Created = (StatusCode, Json<Value>);
@@ -41,7 +41,7 @@ pub struct NewProvider {
 }
 
 impl RequestBody for NewProvider {
-    const INEXACT_CODE: &'static str = "invalid_price";
+    const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
 pub async fn create_provider(
@@ -116,7 +116,7 @@ pub struct NewSku {
 }
 
 impl RequestBody for NewSku {
-    const INEXACT_CODE: &'static str = "invalid_price";
+    const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
 fn default_unit() -> String {
@@ -166,7 +166,7 @@ pub struct NewPrice {
 }
 
 impl RequestBody for NewPrice {
-    const INEXACT_CODE: &'static str = "invalid_price";
+    const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
 pub async fn create_price(

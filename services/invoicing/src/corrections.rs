@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::amounts::scaled;
 use crate::auth::{Reader, Staff};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::invoices_repo::{self, InvoiceSummary};
 use crate::lifecycle::next_number;
@@ -35,7 +35,7 @@ use crate::routes::{parse_period, Page};
 #[derive(Debug, Clone)]
 pub struct Issuer(pub String);
 
-fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+fn refused(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::Refused(code, message.into())
 }
 
@@ -56,7 +56,7 @@ pub async fn void_invoice(
 ) -> Result<Json<InvoiceSummary>, ApiError> {
     let reason = request.reason.trim();
     if reason.is_empty() {
-        return Err(refused("reason_required", "a void needs a reason"));
+        return Err(refused(Code::ReasonRequired, "a void needs a reason"));
     }
     check_text("reason", reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
@@ -71,13 +71,13 @@ pub async fn void_invoice(
             ..
         }) => {
             return Err(refused(
-                "invoice_voided",
+                Code::InvoiceVoided,
                 format!("invoice {id} is void already"),
             ))
         }
         Err(_) => {
             return Err(refused(
-                "invoice_not_finalized",
+                Code::InvoiceNotFinalized,
                 format!("invoice {id} is a draft: it changes with usage until it is finalized"),
             ))
         }
@@ -88,7 +88,7 @@ pub async fn void_invoice(
         .await?;
     if notes > 0 {
         return Err(refused(
-            "invoice_has_credit_notes",
+            Code::InvoiceHasCreditNotes,
             format!("invoice {id} has {notes} credit note(s): credit the rest instead of voiding"),
         ));
     }
@@ -144,7 +144,7 @@ pub struct NewCreditNote {
 }
 
 impl RequestBody for NewCreditNote {
-    const INEXACT_CODE: &'static str = "invalid_amount";
+    const INEXACT_CODE: Code = Code::InvalidAmount;
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,7 +208,15 @@ struct Described {
 
 /// The API's refusal of a credit note ([`corrections::credit_note`]).
 fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiError {
-    let code = e.code();
+    let code = match &e {
+        CreditNoteError::NothingToCredit => Code::NothingToCredit,
+        CreditNoteError::UnknownLine(_) => Code::UnknownLine,
+        CreditNoteError::InvalidAmount { .. } => Code::InvalidAmount,
+        CreditNoteError::ExceedsLine { .. } => Code::CreditExceedsLine,
+        CreditNoteError::ExceedsInvoice { .. } => Code::CreditExceedsInvoice,
+        CreditNoteError::Money(_) => Code::Internal,
+    };
+    debug_assert_eq!(code.as_str(), e.code());
     match e {
         CreditNoteError::NothingToCredit => {
             refused(code, format!("invoice {id} is credited in full"))
@@ -244,7 +252,10 @@ pub async fn create_credit_note(
 ) -> Result<(StatusCode, Json<CreditNote>), ApiError> {
     let reason = request.reason.trim().to_owned();
     if reason.is_empty() {
-        return Err(refused("reason_required", "a credit note needs a reason"));
+        return Err(refused(
+            Code::ReasonRequired,
+            "a credit note needs a reason",
+        ));
     }
     check_text("reason", &reason, MAX_REASON)?;
     let mut tx = pool.begin().await?;
@@ -254,10 +265,15 @@ pub async fn create_credit_note(
         Err(IllegalTransition {
             from: InvoiceStatus::Void,
             ..
-        }) => return Err(refused("invoice_voided", format!("invoice {id} is void"))),
+        }) => {
+            return Err(refused(
+                Code::InvoiceVoided,
+                format!("invoice {id} is void"),
+            ))
+        }
         Err(_) => {
             return Err(refused(
-                "invoice_not_finalized",
+                Code::InvoiceNotFinalized,
                 format!("invoice {id} is a draft: only finalized invoices are credited"),
             ))
         }

@@ -16,7 +16,7 @@ use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
 use crate::amounts::scaled;
 use crate::auth::{self, AccountReader, Staff};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
 
 /// Ask for a grant of credits to an account.
@@ -46,7 +46,7 @@ pub struct NewGrant {
 }
 
 impl RequestBody for NewGrant {
-    const INEXACT_CODE: &'static str = "invalid_amount";
+    const INEXACT_CODE: Code = Code::InvalidAmount;
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -134,7 +134,7 @@ pub struct List<T> {
     data: Vec<T>,
 }
 
-fn credit_error(code: &'static str, message: impl Into<String>) -> ApiError {
+fn credit_error(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::Credit(code, message.into())
 }
 
@@ -355,7 +355,7 @@ async fn validate(
         ("prepaid", Some(c)) if c >= Decimal::ZERO && currency.round(c) == c => {}
         ("prepaid", _) => {
             return Err(credit_error(
-                "invalid_cost_basis",
+                Code::InvalidCostBasis,
                 format!(
                     "a prepaid grant needs cost_basis: what the customer paid, in {currency} with at most {} decimals",
                     currency.minor_units()
@@ -365,20 +365,20 @@ async fn validate(
         ("promotional" | "programme", None) => {}
         ("promotional" | "programme", Some(_)) => {
             return Err(credit_error(
-                "invalid_cost_basis",
+                Code::InvalidCostBasis,
                 "only prepaid grants have a cost_basis",
             ))
         }
         (other, _) => {
             return Err(credit_error(
-                "invalid_grant_kind",
+                Code::InvalidGrantKind,
                 format!("kind {other:?} is not promotional, prepaid or programme"),
             ))
         }
     }
     if body.amount <= Decimal::ZERO || currency.round(body.amount) != body.amount {
         return Err(credit_error(
-            "invalid_amount",
+            Code::InvalidAmount,
             format!(
                 "amount must be positive, in {currency} with at most {} decimals",
                 currency.minor_units()
@@ -388,20 +388,20 @@ async fn validate(
     if let Some(code) = &body.currency {
         if code != currency.code() {
             return Err(credit_error(
-                "currency_mismatch",
+                Code::CurrencyMismatch,
                 format!("the account is billed in {currency}, not {code}"),
             ));
         }
     }
     if !whole_hour(effective_at) || body.expires_at.is_some_and(|e| !whole_hour(e)) {
         return Err(credit_error(
-            "validity_not_hour_aligned",
+            Code::ValidityNotHourAligned,
             "effective_at and expires_at must be whole UTC hours (usage is credited per hour)",
         ));
     }
     if body.expires_at.is_some_and(|e| e <= effective_at) {
         return Err(credit_error(
-            "invalid_validity",
+            Code::InvalidValidity,
             "expires_at must be after effective_at",
         ));
     }
@@ -410,7 +410,7 @@ async fn validate(
         .is_some_and(|c| c <= Decimal::ZERO || currency.round(c) != c)
     {
         return Err(credit_error(
-            "invalid_amount",
+            Code::InvalidAmount,
             "cap_per_period must be positive, in the currency's minor units",
         ));
     }
@@ -427,14 +427,14 @@ async fn validate(
             let table = if scope.scope == "providers" {
                 for id in &ids {
                     ProviderId::parse(id).map_err(|e| {
-                        credit_error("unknown_provider", format!("provider {id:?}: {e}"))
+                        credit_error(Code::UnknownProvider, format!("provider {id:?}: {e}"))
                     })?;
                 }
                 "providers"
             } else {
                 for id in &ids {
                     Sku::parse(id)
-                        .map_err(|e| credit_error("unknown_sku", format!("sku {id:?}: {e}")))?;
+                        .map_err(|e| credit_error(Code::UnknownSku, format!("sku {id:?}: {e}")))?;
                 }
                 "skus"
             };
@@ -445,16 +445,16 @@ async fn validate(
                     .await?;
             if let Some(missing) = ids.iter().find(|i| !known.contains(i)) {
                 let code = if table == "providers" {
-                    "unknown_provider"
+                    Code::UnknownProvider
                 } else {
-                    "unknown_sku"
+                    Code::UnknownSku
                 };
                 return Err(credit_error(code, format!("{missing} does not exist")));
             }
         }
         _ => {
             return Err(credit_error(
-                "invalid_eligibility",
+                Code::InvalidEligibility,
                 "eligibility.scope is all_usage or first_party_only (without ids), or providers or skus (with ids)",
             ))
         }
@@ -605,7 +605,7 @@ pub async fn void_grant(
             .await?;
     if voided_at.is_some() {
         return Err(credit_error(
-            "grant_voided",
+            Code::GrantVoided,
             format!("grant {id} is already voided"),
         ));
     }

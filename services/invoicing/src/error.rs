@@ -7,6 +7,204 @@ use serde_json::json;
 use tally_domain::InputError;
 use tally_platform::catalog::CatalogError;
 
+/// Every code the API answers with: a closed set, each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    UnknownRoute,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidRequest,
+    InvalidJson,
+    InvalidQuery,
+    InvalidPath,
+    InvalidText,
+    TextTooLong,
+    InvalidDate,
+    InvalidPeriod,
+    UnknownCurrency,
+    EffectiveInPast,
+    AlreadyExists,
+    UnknownProvider,
+    UnknownSku,
+    PriceVersionExists,
+    InvalidPrice,
+    InvalidAggregation,
+    InvalidProviderId,
+    SkuNotInNamespace,
+    GrantVoided,
+    CurrencyMismatch,
+    InvalidAmount,
+    InvalidCostBasis,
+    InvalidGrantKind,
+    InvalidEligibility,
+    InvalidValidity,
+    ValidityNotHourAligned,
+    InvoiceNotFinalized,
+    InvoiceVoided,
+    InvoiceHasCreditNotes,
+    NothingToCredit,
+    ReasonRequired,
+    UnknownLine,
+    CreditExceedsLine,
+    CreditExceedsInvoice,
+    Internal,
+}
+
+impl Code {
+    pub const ALL: [Code; 42] = [
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::UnknownRoute,
+        Code::MethodNotAllowed,
+        Code::UnsupportedMediaType,
+        Code::PayloadTooLarge,
+        Code::InvalidRequest,
+        Code::InvalidJson,
+        Code::InvalidQuery,
+        Code::InvalidPath,
+        Code::InvalidText,
+        Code::TextTooLong,
+        Code::InvalidDate,
+        Code::InvalidPeriod,
+        Code::UnknownCurrency,
+        Code::EffectiveInPast,
+        Code::AlreadyExists,
+        Code::UnknownProvider,
+        Code::UnknownSku,
+        Code::PriceVersionExists,
+        Code::InvalidPrice,
+        Code::InvalidAggregation,
+        Code::InvalidProviderId,
+        Code::SkuNotInNamespace,
+        Code::GrantVoided,
+        Code::CurrencyMismatch,
+        Code::InvalidAmount,
+        Code::InvalidCostBasis,
+        Code::InvalidGrantKind,
+        Code::InvalidEligibility,
+        Code::InvalidValidity,
+        Code::ValidityNotHourAligned,
+        Code::InvoiceNotFinalized,
+        Code::InvoiceVoided,
+        Code::InvoiceHasCreditNotes,
+        Code::NothingToCredit,
+        Code::ReasonRequired,
+        Code::UnknownLine,
+        Code::CreditExceedsLine,
+        Code::CreditExceedsInvoice,
+        Code::Internal,
+    ];
+
+    /// The code as the API writes it (`error.code`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::UnknownRoute => "unknown_route",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::InvalidRequest => "invalid_request",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidQuery => "invalid_query",
+            Code::InvalidPath => "invalid_path",
+            Code::InvalidText => "invalid_text",
+            Code::TextTooLong => "text_too_long",
+            Code::InvalidDate => "invalid_date",
+            Code::InvalidPeriod => "invalid_period",
+            Code::UnknownCurrency => "unknown_currency",
+            Code::EffectiveInPast => "effective_in_past",
+            Code::AlreadyExists => "already_exists",
+            Code::UnknownProvider => "unknown_provider",
+            Code::UnknownSku => "unknown_sku",
+            Code::PriceVersionExists => "price_version_exists",
+            Code::InvalidPrice => "invalid_price",
+            Code::InvalidAggregation => "invalid_aggregation",
+            Code::InvalidProviderId => "invalid_provider_id",
+            Code::SkuNotInNamespace => "sku_not_in_namespace",
+            Code::GrantVoided => "grant_voided",
+            Code::CurrencyMismatch => "currency_mismatch",
+            Code::InvalidAmount => "invalid_amount",
+            Code::InvalidCostBasis => "invalid_cost_basis",
+            Code::InvalidGrantKind => "invalid_grant_kind",
+            Code::InvalidEligibility => "invalid_eligibility",
+            Code::InvalidValidity => "invalid_validity",
+            Code::ValidityNotHourAligned => "validity_not_hour_aligned",
+            Code::InvoiceNotFinalized => "invoice_not_finalized",
+            Code::InvoiceVoided => "invoice_voided",
+            Code::InvoiceHasCreditNotes => "invoice_has_credit_notes",
+            Code::NothingToCredit => "nothing_to_credit",
+            Code::ReasonRequired => "reason_required",
+            Code::UnknownLine => "unknown_line",
+            Code::CreditExceedsLine => "credit_exceeds_line",
+            Code::CreditExceedsInvoice => "credit_exceeds_invoice",
+            Code::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::NotFound | Code::UnknownRoute => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidRequest
+            | Code::InvalidJson
+            | Code::InvalidQuery
+            | Code::InvalidPath
+            | Code::InvalidText
+            | Code::TextTooLong
+            | Code::InvalidDate
+            | Code::InvalidPeriod
+            | Code::UnknownCurrency
+            | Code::InvalidPrice
+            | Code::InvalidAggregation
+            | Code::InvalidProviderId
+            | Code::SkuNotInNamespace => StatusCode::BAD_REQUEST,
+            Code::EffectiveInPast
+            | Code::UnknownProvider
+            | Code::UnknownSku
+            | Code::CurrencyMismatch
+            | Code::InvalidAmount
+            | Code::InvalidCostBasis
+            | Code::InvalidGrantKind
+            | Code::InvalidEligibility
+            | Code::InvalidValidity
+            | Code::ValidityNotHourAligned
+            | Code::ReasonRequired
+            | Code::UnknownLine
+            | Code::CreditExceedsLine
+            | Code::CreditExceedsInvoice => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::AlreadyExists
+            | Code::PriceVersionExists
+            | Code::GrantVoided
+            | Code::InvoiceNotFinalized
+            | Code::InvoiceVoided
+            | Code::InvoiceHasCreditNotes
+            | Code::NothingToCredit => StatusCode::CONFLICT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<&InputError> for Code {
+    fn from(e: &InputError) -> Code {
+        match e {
+            InputError::Nul { .. } => Code::InvalidText,
+            InputError::TooLong { .. } => Code::TextTooLong,
+            InputError::DateOutOfRange { .. } => Code::InvalidDate,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or unknown API key")]
@@ -27,14 +225,14 @@ pub enum ApiError {
     Catalog(CatalogError),
     /// A credit grant refused, with its code (see `credits_api`).
     #[error("{1}")]
-    Credit(&'static str, String),
+    Credit(Code, String),
     /// A correction of an invoice refused, with its code (see `corrections`).
     #[error("{1}")]
-    Refused(&'static str, String),
+    Refused(Code, String),
     /// A body, query or path refused before its handler ran, with its code
     /// (see `extract`): `invalid_json`, `invalid_query`, `invalid_path`, …
     #[error("{1}")]
-    Request(&'static str, String),
+    Request(Code, String),
     /// Text with a NUL or over its limit, a date out of range.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -43,66 +241,36 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::InvalidPeriod(_) => "invalid_period",
-            ApiError::UnknownCurrency(_) => "unknown_currency",
-            ApiError::EffectiveInPast(_) => "effective_in_past",
+            ApiError::Unauthorized => Code::Unauthorized,
+            ApiError::Forbidden => Code::Forbidden,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::InvalidRequest(_) => Code::InvalidRequest,
+            ApiError::InvalidPeriod(_) => Code::InvalidPeriod,
+            ApiError::UnknownCurrency(_) => Code::UnknownCurrency,
+            ApiError::EffectiveInPast(_) => Code::EffectiveInPast,
             ApiError::Catalog(e) => match e {
-                CatalogError::AlreadyExists(_) => "already_exists",
-                CatalogError::UnknownProvider(_) => "unknown_provider",
-                CatalogError::UnknownSku(_) => "unknown_sku",
-                CatalogError::PriceVersionExists => "price_version_exists",
-                CatalogError::InvalidPrice(_) => "invalid_price",
-                CatalogError::InvalidAggregation(_) => "invalid_aggregation",
-                CatalogError::InvalidProviderId(_) => "invalid_provider_id",
-                CatalogError::SkuNotInNamespace { .. } => "sku_not_in_namespace",
-                CatalogError::Database(_) => "internal",
+                CatalogError::AlreadyExists(_) => Code::AlreadyExists,
+                CatalogError::UnknownProvider(_) => Code::UnknownProvider,
+                CatalogError::UnknownSku(_) => Code::UnknownSku,
+                CatalogError::PriceVersionExists => Code::PriceVersionExists,
+                CatalogError::InvalidPrice(_) => Code::InvalidPrice,
+                CatalogError::InvalidAggregation(_) => Code::InvalidAggregation,
+                CatalogError::InvalidProviderId(_) => Code::InvalidProviderId,
+                CatalogError::SkuNotInNamespace { .. } => Code::SkuNotInNamespace,
+                CatalogError::Database(_) => Code::Internal,
             },
             ApiError::Credit(code, _) | ApiError::Refused(code, _) | ApiError::Request(code, _) => {
-                code
+                *code
             }
-            ApiError::Input(e) => e.code(),
-            ApiError::Internal(_) => "internal",
+            ApiError::Input(e) => e.into(),
+            ApiError::Internal(_) => Code::Internal,
         }
     }
 
     fn status(&self) -> StatusCode {
-        match self.code() {
-            "unauthorized" => StatusCode::UNAUTHORIZED,
-            "forbidden" => StatusCode::FORBIDDEN,
-            "not_found" | "unknown_route" => StatusCode::NOT_FOUND,
-            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-            "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "already_exists"
-            | "price_version_exists"
-            | "grant_voided"
-            | "invoice_not_finalized"
-            | "invoice_voided"
-            | "invoice_has_credit_notes"
-            | "nothing_to_credit" => StatusCode::CONFLICT,
-            "unknown_provider"
-            | "unknown_sku"
-            | "effective_in_past"
-            | "currency_mismatch"
-            | "invalid_amount"
-            | "invalid_cost_basis"
-            | "invalid_grant_kind"
-            | "invalid_eligibility"
-            | "invalid_validity"
-            | "validity_not_hour_aligned"
-            | "reason_required"
-            | "unknown_line"
-            | "credit_exceeds_line"
-            | "credit_exceeds_invoice" => StatusCode::UNPROCESSABLE_ENTITY,
-            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        }
+        self.code().status()
     }
 }
 
@@ -130,7 +298,63 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": self.code(), "message": message}});
+        let body = json!({"error": {"code": self.code().as_str(), "message": message}});
         (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_distinct_and_documented() {
+        let names: std::collections::BTreeSet<&str> =
+            Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        for code in Code::ALL {
+            let documented = code == Code::Internal
+                || crate::startup::OPENAPI.contains(&format!("`{}`", code.as_str()));
+            assert!(
+                documented,
+                "{} is not in schemas/openapi.json",
+                code.as_str()
+            );
+        }
+        assert_eq!(
+            Code::ReasonRequired.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(Code::InvoiceVoided.status(), StatusCode::CONFLICT);
+        assert_eq!(Code::InvalidJson.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn input_errors_keep_their_domain_codes() {
+        for (error, code) in [
+            (
+                InputError::Nul {
+                    field: "name".into(),
+                },
+                Code::InvalidText,
+            ),
+            (
+                InputError::TooLong {
+                    field: "name".into(),
+                    max: 200,
+                },
+                Code::TextTooLong,
+            ),
+            (
+                InputError::DateOutOfRange {
+                    field: "at".into(),
+                    at: "+10000".into(),
+                },
+                Code::InvalidDate,
+            ),
+        ] {
+            assert_eq!(Code::from(&error), code);
+            assert_eq!(error.code(), code.as_str());
+        }
     }
 }

@@ -29,17 +29,17 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tally_domain::input::{check_text, INEXACT, MAX_TEXT};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// A JSON request body.
 pub trait RequestBody: DeserializeOwned {
     /// The code of a decimal in this body that cannot be stored exactly
     /// (more than 28 decimal places): `invalid_price` in a price,
     /// `invalid_amount` in a grant.
-    const INEXACT_CODE: &'static str = "invalid_request";
+    const INEXACT_CODE: Code = Code::InvalidRequest;
 }
 
-fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+fn refused(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::Request(code, message.into())
 }
 
@@ -92,7 +92,7 @@ impl<T: RequestBody, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(refused(
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
@@ -100,13 +100,13 @@ impl<T: RequestBody, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .await
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    refused("payload_too_large", e.body_text())
+                    refused(Code::PayloadTooLarge, e.body_text())
                 } else {
-                    refused("invalid_request", e.body_text())
+                    refused(Code::InvalidRequest, e.body_text())
                 }
             })?;
         let document: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| refused("invalid_json", format!("the body is not JSON: {e}")))?;
+            .map_err(|e| refused(Code::InvalidJson, format!("the body is not JSON: {e}")))?;
         check_json(&document, "")?;
         match Json::<T>::from_bytes(&bytes) {
             Ok(Json(body)) => Ok(ApiJson(body)),
@@ -115,11 +115,13 @@ impl<T: RequestBody, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 if message.contains(INEXACT) {
                     Err(refused(T::INEXACT_CODE, message))
                 } else {
-                    Err(refused("invalid_request", message))
+                    Err(refused(Code::InvalidRequest, message))
                 }
             }
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(refused("invalid_json", e.body_text())),
-            Err(other) => Err(refused("invalid_request", other.body_text())),
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(refused(Code::InvalidJson, e.body_text()))
+            }
+            Err(other) => Err(refused(Code::InvalidRequest, other.body_text())),
         }
     }
 }
@@ -128,7 +130,7 @@ impl<T: RequestBody, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 pub struct ApiQuery<T>(pub T);
 
 fn query_error(e: QueryRejection) -> ApiError {
-    refused("invalid_query", e.body_text())
+    refused(Code::InvalidQuery, e.body_text())
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
@@ -153,7 +155,7 @@ fn path_error(status: StatusCode, message: String) -> ApiError {
     if status.is_server_error() {
         ApiError::Internal(anyhow::anyhow!(message))
     } else {
-        refused("invalid_path", message)
+        refused(Code::InvalidPath, message)
     }
 }
 
@@ -177,12 +179,15 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 /// Any route the API does not have: 404 `unknown_route` (a handler's own
 /// 404 is `not_found`).
 pub async fn unknown_route() -> ApiError {
-    refused("unknown_route", "no such route")
+    refused(Code::UnknownRoute, "no such route")
 }
 
 /// A route called with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
-    refused("method_not_allowed", "this route does not take this method")
+    refused(
+        Code::MethodNotAllowed,
+        "this route does not take this method",
+    )
 }
 
 #[cfg(test)]
@@ -191,7 +196,7 @@ mod tests {
     use serde_json::json;
 
     fn code(value: Value) -> Option<&'static str> {
-        check_json(&value, "").err().map(|e| e.code())
+        check_json(&value, "").err().map(|e| e.code().as_str())
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
 use tally_platform::catalog;
 
 use crate::auth::ProviderCaller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
 
 /// Clock skew tolerated for "now" between a provider and Tally.
@@ -113,7 +113,7 @@ pub struct NewVersion {
 }
 
 impl RequestBody for NewVersion {
-    const INEXACT_CODE: &'static str = "invalid_price";
+    const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
 pub async fn publish_price(
