@@ -345,11 +345,13 @@ async fn a_voided_grant_never_regains_a_balance() {
     process_batch(&pool, &[usage(1, "cloud.vm.hour", dec!(100), t(10, 2, 5))])
         .await
         .unwrap();
-    // Voided as the finance API does: the unused 5.84 taken back.
+    // Voided as the finance API does, on Nov 15 (a fixed time: the test
+    // must not depend on today's date): the unused 5.84 taken back.
     sqlx::query(
-        "UPDATE credit_grants SET voided_at = now(), voided_amount = 5.84, void_reason = 'test' WHERE id = $1",
+        "UPDATE credit_grants SET voided_at = $2, voided_amount = 5.84, void_reason = 'test' WHERE id = $1",
     )
     .bind(voided)
+    .bind(t(11, 15, 0))
     .execute(&pool)
     .await
     .unwrap();
