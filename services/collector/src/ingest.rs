@@ -70,17 +70,8 @@ async fn provider_of(lookup: &Lookup, headers: &HeaderMap) -> Result<ProviderId,
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+    let essence = tally_platform::http::media_type(headers);
+    match essence.as_deref().unwrap_or("application/json") {
         "application/json"
         | "application/cloudevents+json"
         | "application/cloudevents-batch+json" => Ok(()),
@@ -167,7 +158,7 @@ fn percent_decoded(value: &str) -> Result<String, ApiError> {
 }
 
 /// The `id` of an event that was refused, when it has a string one.
-fn id_of(raw: &RawValue) -> Option<String> {
+pub fn id_of(raw: &RawValue) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Id {
         id: Option<Value>,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tally_collector::event::EventRejection;
-use tally_collector::ingest::{accepted_events, validate};
+use tally_collector::ingest::{accepted_events, id_of, validate};
 use tally_collector::lookup::Lookup;
 use tally_collector::{EventSink, KafkaSink};
 use tally_domain::ProviderId;
@@ -264,17 +264,6 @@ pub async fn import(
     }
     report.flush()?;
     Ok(totals)
-}
-
-fn id_of(raw: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: Option<Value>,
-    }
-    match serde_json::from_str::<Id>(raw.get()).ok()?.id? {
-        Value::String(id) => Some(id),
-        _ => None,
-    }
 }
 
 fn write_refusal(

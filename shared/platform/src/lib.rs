@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod onboarding;
 pub mod telemetry;
