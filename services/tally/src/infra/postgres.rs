@@ -38,14 +38,49 @@ pub async fn ensure_postgres() -> anyhow::Result<String> {
             ),
         }
     }
-    let dir = std::fs::canonicalize(data_dir())
+    let url = "postgres://postgres@127.0.0.1:5439/tally";
+    if port_open(SocketAddr::from(([127, 0, 0, 1], 5439))) {
+        // The private cluster already runs (started by an earlier command,
+        // perhaps from another clone): nothing to initialise.
+        return Ok(url.into());
+    }
+    let mut dir = std::fs::canonicalize(data_dir())
         .or_else(|_| {
             std::fs::create_dir_all(data_dir())?;
             std::fs::canonicalize(data_dir())
         })?
         .join("postgres");
+    if is_root() && !postgres_may_enter(&dir) {
+        // As root the cluster belongs to `postgres`, which cannot reach a
+        // clone inside a private directory (`mktemp -d`): keep it where it can.
+        dir = PathBuf::from(ROOT_CLUSTER_DIR);
+        tracing::info!(dir = %dir.display(), "the clone is private to root; the PostgreSQL cluster lives outside it");
+    }
     start_private_postgres(&dir, 5439).await?;
-    Ok("postgres://postgres@127.0.0.1:5439/tally".into())
+    Ok(url.into())
+}
+
+/// The embedded default's cluster when root runs Tally from a directory
+/// that `postgres` cannot enter.
+const ROOT_CLUSTER_DIR: &str = "/var/lib/tally/postgres";
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Whether `postgres` can reach `dir`'s parent (it owns `dir` itself).
+fn postgres_may_enter(dir: &Path) -> bool {
+    let parent = dir.parent().unwrap_or(dir);
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(parent)
+        .current_dir("/")
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn find_pg_tool(tool: &str) -> anyhow::Result<PathBuf> {
@@ -75,18 +110,16 @@ fn find_pg_tool(tool: &str) -> anyhow::Result<PathBuf> {
 
 /// PostgreSQL refuses to run as root: run its tools as `postgres` then.
 fn pg_command(tool: &Path, dir: &Path) -> anyhow::Result<Command> {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if is_root {
+    if is_root() {
         std::process::Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(dir)
             .status()?;
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(tool);
+        // From `/`: `postgres` may not enter the current directory.
+        cmd.args(["-u", "postgres", "--"])
+            .arg(tool)
+            .current_dir("/");
         Ok(cmd)
     } else {
         Ok(Command::new(tool))
