@@ -15,10 +15,21 @@ use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{cache_dir, port_open, wait_for_port};
+
+/// The last `n` lines of a log file, or a note that it could not be read.
+fn last_lines(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(unreadable: {e})"),
+    }
+}
 
 /// The Apache Kafka release `deploy/install-kafka.sh` installs.
 pub const KAFKA_VERSION: &str = "4.1.1";
@@ -267,6 +278,9 @@ impl LocalKafka {
     }
 
     /// Writes each node's configuration and formats its storage, once.
+    /// A failed format is tried once more from an empty data directory
+    /// (CI saw one fail without a trace), and a second failure names the
+    /// tool's own last lines.
     fn prepare(&self, home: &Path) -> anyhow::Result<()> {
         std::fs::write(self.dir.join("log4j2.properties"), LOG4J2)?;
         let mut formatting = Vec::new();
@@ -278,33 +292,47 @@ impl LocalKafka {
             if dir.join("data/meta.properties").exists() {
                 continue;
             }
-            let mut format = self.java(home, &dir);
-            format
-                .arg("kafka.tools.StorageTool")
-                .args(["format", "--ignore-formatted", "-t", &self.cluster_id, "-c"])
-                .arg(&properties);
-            if let Some(secure) = &self.secure {
-                format.arg("--add-scram").arg(format!(
-                    "SCRAM-SHA-256=[name={},password={}]",
-                    secure.user, secure.password
-                ));
-            }
-            let child = format
-                .stdout(Stdio::null())
-                .stderr(File::create(dir.join("format.log"))?)
-                .spawn()
-                .context("starting Java to format Kafka's storage (is Java 17 installed?)")?;
-            formatting.push((dir, child));
+            let child = self.format(home, &dir, &properties)?;
+            formatting.push((dir, properties, child));
         }
-        for (dir, mut child) in formatting {
-            if !child.wait()?.success() {
-                bail!(
-                    "formatting Kafka's storage failed; see {}",
-                    dir.join("format.log").display()
-                );
+        for (dir, properties, mut child) in formatting {
+            if child.wait()?.success() {
+                continue;
             }
+            let _ = std::fs::remove_dir_all(dir.join("data"));
+            if self.format(home, &dir, &properties)?.wait()?.success() {
+                continue;
+            }
+            let log = dir.join("format.log");
+            bail!(
+                "formatting Kafka's storage failed twice; {} ends with:\n{}",
+                log.display(),
+                last_lines(&log, 20)
+            );
         }
         Ok(())
+    }
+
+    /// Starts Kafka's storage tool on one node's configuration; what it
+    /// prints goes to the node's `format.log`.
+    fn format(&self, home: &Path, dir: &Path, properties: &Path) -> anyhow::Result<Child> {
+        let log = File::create(dir.join("format.log"))?;
+        let mut format = self.java(home, dir);
+        format
+            .arg("kafka.tools.StorageTool")
+            .args(["format", "--ignore-formatted", "-t", &self.cluster_id, "-c"])
+            .arg(properties);
+        if let Some(secure) = &self.secure {
+            format.arg("--add-scram").arg(format!(
+                "SCRAM-SHA-256=[name={},password={}]",
+                secure.user, secure.password
+            ));
+        }
+        format
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting Java to format Kafka's storage (is Java 17 installed?)")
     }
 
     fn java(&self, home: &Path, node_dir: &Path) -> Command {
