@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
+use tally_invoicing::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
 
 pub fn parse_period(raw: &str) -> Result<Period, ApiError> {
     Period::parse_month(raw).map_err(|e| ApiError::InvalidPeriod(e.to_string()))

@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(names.len(), Code::ALL.len());
         for code in Code::ALL {
             let documented = code == Code::Internal
-                || crate::startup::OPENAPI.contains(&format!("`{}`", code.as_str()));
+                || crate::openapi::OPENAPI.contains(&format!("`{}`", code.as_str()));
             assert!(
                 documented,
                 "{} is not in schemas/openapi.json",
