@@ -223,7 +223,7 @@ pub enum ApiError {
     EffectiveInPast(String),
     #[error(transparent)]
     Catalog(CatalogError),
-    /// A credit grant refused, with its code (see `credits_api`).
+    /// A credit grant refused, with its code (see `credits`).
     #[error("{1}")]
     Credit(Code, String),
     /// A correction of an invoice refused, with its code (see `corrections`).
