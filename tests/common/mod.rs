@@ -372,7 +372,8 @@ pub struct Seeded {
     pub running: Running,
     /// Empty when the collector is not among the services.
     pub collector: String,
-    /// Empty when invoicing is not among the services.
+    /// The API's base URL (the field keeps its name from before the API
+    /// left invoicing); empty when the API is not among the services.
     pub invoicing: String,
     pub http: reqwest::Client,
 }
