@@ -19,6 +19,7 @@ use tally_platform::{catalog, onboarding};
 use crate::auth::Admin;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiQuery, RequestBody};
+use crate::openapi;
 
 type Created = (StatusCode, Json<Value>);
 
@@ -30,13 +31,19 @@ fn currency(code: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|e| ApiError::UnknownCurrency(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewProvider {
+    /// Lowercase letters, digits, `_` and `-`; no dots (a dot ends a
+    /// provider's id in its SKU ids)
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     id: String,
+    #[schema(max_length = 200)]
     name: String,
+    #[schema(schema_with = openapi::provider_kind)]
     kind: String,
     /// The platform's share of this partner's list amounts, in percent.
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(schema_with = openapi::exact_decimal)]
     platform_fee_pct: Option<Decimal>,
 }
 
@@ -44,6 +51,15 @@ impl RequestBody for NewProvider {
     const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers",
+    tag = "admin",
+    summary = "Create a provider (returns its API key once)",
+    request_body = NewProvider,
+    responses((status = 201, description = "Created")),
+    security(("bearer" = [])),
+)]
 pub async fn create_provider(
     _: Admin,
     State(pool): State<PgPool>,
@@ -62,18 +78,32 @@ pub async fn create_provider(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewAccount {
+    /// Account id
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     id: String,
+    #[schema(max_length = 200)]
     name: String,
+    /// ISO 4217
     currency: String,
     /// The day of the month (1 to 28) the account's periods start on;
     /// calendar months by default.
+    #[schema(minimum = 1, maximum = 28)]
     billing_anchor_day: Option<u32>,
 }
 
 impl RequestBody for NewAccount {}
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts",
+    tag = "admin",
+    summary = "Create a customer account (returns its customer token once)",
+    request_body = NewAccount,
+    responses((status = 201, description = "Created")),
+    security(("bearer" = [])),
+)]
 pub async fn create_account(
     _: Admin,
     State(pool): State<PgPool>,
@@ -99,19 +129,30 @@ pub async fn create_account(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AdminNewSku)]
 pub struct NewSku {
+    /// `<provider>.<name>`: in the namespace of its provider, the provider
+    /// whose id and a dot start it (`sku_not_in_namespace`)
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,127}$")]
     id: String,
+    /// Provider id
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     provider_id: String,
+    #[schema(max_length = 200)]
     name: String,
     #[serde(default = "default_unit")]
+    #[schema(max_length = 64)]
     unit: String,
     /// The platform's markup on the list price, in percent.
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(schema_with = openapi::exact_decimal)]
     markup_pct: Option<Decimal>,
     /// sum (default), count, max, latest or unique_count.
+    #[schema(schema_with = openapi::aggregation)]
     aggregation: Option<String>,
     /// The dimension whose distinct values `unique_count` counts.
+    #[schema(max_length = 200)]
     dimension: Option<String>,
 }
 
@@ -123,6 +164,15 @@ fn default_unit() -> String {
     "unit".into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/skus",
+    tag = "admin",
+    summary = "Create a SKU for any provider",
+    request_body = NewSku,
+    responses((status = 201, description = "Created")),
+    security(("bearer" = [])),
+)]
 pub async fn create_sku(
     _: Admin,
     State(pool): State<PgPool>,
@@ -153,15 +203,20 @@ pub async fn create_sku(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewPrice {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,127}$")]
     sku: String,
+    /// ISO 4217
     currency: String,
+    /// Default: now; in the years 2000 to 9999 (`invalid_date`)
     effective_from: Option<DateTime<Utc>>,
     /// Shorthand for a per-unit price book.
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(schema_with = openapi::exact_decimal)]
     unit_price: Option<Decimal>,
     /// The full price book: model, tiers, free units, minimum, recurring fee.
+    #[schema(schema_with = openapi::price_book)]
     price_book: Option<PriceBook>,
 }
 
@@ -169,6 +224,15 @@ impl RequestBody for NewPrice {
     const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/prices",
+    tag = "admin",
+    summary = "Add a price version at any time (finance corrections may be backdated)",
+    request_body = NewPrice,
+    responses((status = 201, description = "Created", body = inline(openapi::PriceVersionRef))),
+    security(("bearer" = [])),
+)]
 pub async fn create_price(
     _: Admin,
     State(pool): State<PgPool>,
@@ -193,13 +257,23 @@ pub async fn create_price(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewKey {
+    #[schema(schema_with = openapi::staff_role)]
     role: String,
 }
 
 impl RequestBody for NewKey {}
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys",
+    tag = "admin",
+    summary = "Create a finance or admin key (returned once)",
+    request_body = NewKey,
+    responses((status = 201, description = "Created")),
+    security(("bearer" = [])),
+)]
 pub async fn create_staff_key(
     _: Admin,
     State(pool): State<PgPool>,
@@ -218,6 +292,14 @@ pub async fn create_staff_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/providers",
+    tag = "admin",
+    summary = "List providers",
+    responses((status = 200, description = "Providers")),
+    security(("bearer" = [])),
+)]
 pub async fn list_providers(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(
@@ -225,6 +307,14 @@ pub async fn list_providers(_: Admin, State(pool): State<PgPool>) -> Result<Json
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    tag = "admin",
+    summary = "List accounts",
+    responses((status = 200, description = "Accounts")),
+    security(("bearer" = [])),
+)]
 pub async fn list_accounts(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(
@@ -232,11 +322,23 @@ pub async fn list_accounts(_: Admin, State(pool): State<PgPool>) -> Result<Json<
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SkuQuery {
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
+    /// Provider id
     provider: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/skus",
+    tag = "admin",
+    summary = "List SKUs",
+    params(SkuQuery),
+    responses((status = 200, description = "SKUs")),
+    security(("bearer" = [])),
+)]
 pub async fn list_skus(
     _: Admin,
     State(pool): State<PgPool>,

@@ -8,6 +8,8 @@ use tally_platform::health::{Probe, Readiness};
 use tally_platform::{telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
@@ -15,29 +17,11 @@ use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
 use crate::{admin, auth, credits, extract, openapi, provider};
 
-/// The routes: the bearer-key API authenticates every request first
-/// (`auth::authenticate`), before any extractor reads it; the bill pages let
-/// their viewers in themselves (`page::admit`). Every error is JSON with a
-/// code, the routes' own and the router's (`unknown_route`,
-/// `method_not_allowed`) alike; the bill pages answer pages.
-pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
-    let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
-    let pages = Router::new()
-        .route("/accounts/{account}/bill", get(page::bill_page))
-        .route("/accounts/{account}/bill.csv", get(page::bill_csv))
-        .route("/login", get(page::login_form).post(page::login))
-        .route("/logout", post(page::logout))
-        .layer(axum::middleware::map_response(sessions::page_headers))
-        .route(
-            "/v1/accounts/{account}/bill-links",
-            post(page::create_link).route_layer(authenticate.clone()),
-        )
-        .with_state(PageState {
-            pool: pool.clone(),
-            signer,
-            throttle: Default::default(),
-        });
-    Router::new()
+/// The bearer-key API: each route comes with its handler's documentation
+/// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
+/// route is undocumented.
+fn api_routes() -> OpenApiRouter<PgPool> {
+    OpenApiRouter::new()
         .route("/v1/invoices", get(invoices::list_invoices))
         .route("/v1/invoices/{id}", get(invoices::get_invoice))
         .route("/v1/invoices/{id}/void", post(corrections::void_invoice))
@@ -66,20 +50,11 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
         .route("/v1/grants/{id}", get(credits::get_grant))
         .route("/v1/grants/{id}/ledger", get(credits::grant_ledger))
         .route("/v1/grants/{id}/void", post(credits::void_grant))
-        .route(
-            "/v1/admin/providers",
-            post(admin::create_provider).get(admin::list_providers),
-        )
-        .route(
-            "/v1/admin/accounts",
-            post(admin::create_account).get(admin::list_accounts),
-        )
-        .route(
-            "/v1/admin/skus",
-            post(admin::create_sku).get(admin::list_skus),
-        )
-        .route("/v1/admin/prices", post(admin::create_price))
-        .route("/v1/admin/keys", post(admin::create_staff_key))
+        .routes(routes!(admin::create_provider, admin::list_providers))
+        .routes(routes!(admin::create_account, admin::list_accounts))
+        .routes(routes!(admin::create_sku, admin::list_skus))
+        .routes(routes!(admin::create_price))
+        .routes(routes!(admin::create_staff_key))
         .route(
             "/v1/provider/skus",
             get(provider::list_skus).post(provider::create_sku),
@@ -88,20 +63,65 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
             "/v1/provider/skus/{sku}/prices",
             get(provider::list_prices).post(provider::publish_price),
         )
-        .route_layer(authenticate)
+}
+
+/// The bill pages, which let their viewers in themselves (`page::admit`).
+fn page_routes() -> OpenApiRouter<PageState> {
+    OpenApiRouter::new()
+        .route("/accounts/{account}/bill", get(page::bill_page))
+        .route("/accounts/{account}/bill.csv", get(page::bill_csv))
+        .route("/login", get(page::login_form).post(page::login))
+        .route("/logout", post(page::logout))
+}
+
+/// Bill links, which finance makes with a bearer key.
+fn link_routes() -> OpenApiRouter<PageState> {
+    OpenApiRouter::new().route("/v1/accounts/{account}/bill-links", post(page::create_link))
+}
+
+/// This document, the schemas it refers to, and liveness.
+fn meta_routes() -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(openapi::cloudevent_usage_schema))
+        .routes(routes!(openapi::collector_response_schema))
+        .route("/healthz", get(telemetry::healthz))
+}
+
+/// The operations of every route of the API, as their handlers document
+/// them (`openapi::document` makes the whole document of them).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    doc.merge(page_routes().into_openapi());
+    doc.merge(link_routes().into_openapi());
+    doc.merge(meta_routes().into_openapi());
+    doc
+}
+
+/// The routes: the bearer-key API authenticates every request first
+/// (`auth::authenticate`), before any extractor reads it; the bill pages let
+/// their viewers in themselves (`page::admit`). Every error is JSON with a
+/// code, the routes' own and the router's (`unknown_route`,
+/// `method_not_allowed`) alike; the bill pages answer pages.
+pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
+    let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
+    let (pages, _) = page_routes().split_for_parts();
+    let (links, _) = link_routes().split_for_parts();
+    let (api, _) = api_routes().split_for_parts();
+    let (meta, _) = meta_routes().split_for_parts();
+    let pages = pages
+        .layer(axum::middleware::map_response(sessions::page_headers))
+        .merge(links.route_layer(authenticate.clone()))
+        .with_state(PageState {
+            pool: pool.clone(),
+            signer,
+            throttle: Default::default(),
+        });
+    api.route_layer(authenticate)
         .with_state(pool)
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .merge(pages)
-        .route("/openapi.json", get(openapi::openapi))
-        .route(
-            "/cloudevent-usage.schema.json",
-            get(openapi::cloudevent_usage_schema),
-        )
-        .route(
-            "/collector-response.schema.json",
-            get(openapi::collector_response_schema),
-        )
-        .route("/healthz", get(telemetry::healthz))
+        .merge(meta)
         .fallback(extract::unknown_route)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(

@@ -145,6 +145,10 @@ enum Command {
     /// KAFKA_BROKERS). Prints `NAME=value` lines for the shell.
     #[command(subcommand)]
     Local(Local),
+    /// Print the OpenAPI document of every Tally HTTP API, generated from the
+    /// code (the one the API serves at /openapi.json). schemas/openapi.json
+    /// is its output: `tally openapi > schemas/openapi.json`.
+    Openapi,
     /// Check a month's identity, per currency, over its finalized invoices:
     /// invoiced (subtotals less credit notes) = platform revenue + partner
     /// settlements + credits applied. Exits non-zero with the difference
@@ -249,6 +253,10 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Local(command) = cli.command {
         return local(command).await;
+    }
+    if let Command::Openapi = cli.command {
+        print!("{}", tally_api::openapi::text());
+        return Ok(());
     }
     let mut embedded = Embedded::default();
     let config = if cli.embedded || matches!(cli.command, Command::Demo { .. } | Command::Bench(_))
@@ -455,7 +463,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Bench(_)
                 | Command::DlqReplay { .. }
                 | Command::Import { .. }
-                | Command::Local(_) => {
+                | Command::Local(_)
+                | Command::Openapi => {
                     unreachable!("handled above")
                 }
             }

@@ -1,0 +1,330 @@
+//! The OpenAPI document of every Tally HTTP API, generated from the code:
+//! each route's operation is the `#[utoipa::path]` of its handler (the
+//! router takes its routes from them, `startup::openapi`), its schemas the
+//! `ToSchema` of its request and response types, and the error responses
+//! of each operation the codes [`errors::OPERATIONS`] lists for it. The
+//! document is served at `/openapi.json` and checked in as
+//! schemas/openapi.json (`tally openapi > schemas/openapi.json`; a test
+//! fails when the two differ).
+
+pub mod errors;
+mod legacy;
+
+use std::sync::OnceLock;
+
+use axum::http::{header, HeaderName};
+use serde_json::{json, Map, Value};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+/// The pattern of an exact decimal string (`"10.00"`, `"-6.00"`, `"0.0001"`).
+pub const DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]{1,28})?$";
+/// An account id, as `AccountId::parse` takes it.
+pub const ACCOUNT_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+/// A provider id, as `ProviderId::parse` takes it: no dots.
+pub const PROVIDER_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+/// A SKU id, as `Sku::parse` takes it.
+pub const SKU_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,127}$";
+/// A month, `YYYY-MM`.
+pub const MONTH_PATTERN: &str = "^[0-9]{4}-(0[1-9]|1[0-2])$";
+
+const DESCRIPTION: &str = "Unified billing and metering: usage ingest (collector), provider catalog, finance, customer bill, credits and admin APIs (api). Amounts are exact decimal strings with their ISO 4217 currency beside them, written with the currency's exponent (`\"10.00\"` USD, `\"1234\"` JPY, `\"1.500\"` BHD); unit prices keep every digit they have (`\"0.0001\"`) and at least the currency's minor units. Every error body is `{\"error\": {\"code\", \"message\"}}` with a stable `code`. A request is authenticated before anything else in it is read: without a valid key the answer is 401 `unauthorized`, with a key of the wrong role 403 `forbidden`, whatever the body, query or path. Every string a client sends is refused with 400 `invalid_text` when it contains U+0000 and `text_too_long` past 1,000 characters (names: 200, units: 64). A route that does not exist answers 404 `unknown_route`, a method a route does not take 405 `method_not_allowed`.";
+
+/// The servers an operation can be on: the API (the document's), the
+/// collector and a process's admin address.
+fn server(name: &str) -> Value {
+    let (description, default, variable) = match name {
+        "api" => (
+            "the API: every operation but POST /v1/events (the collector's) and /readyz and /metrics (the admin address's)",
+            "127.0.0.1:8081",
+            "host:port of the API (TALLY_API_ADDR)",
+        ),
+        "collector" => (
+            "the collector",
+            "127.0.0.1:8080",
+            "host:port of collector (TALLY_COLLECTOR_ADDR)",
+        ),
+        _ => (
+            "the process's admin address, apart from the public API",
+            "127.0.0.1:8090",
+            "host:port of admin (TALLY_ADMIN_ADDR)",
+        ),
+    };
+    json!({
+        "url": format!("http://{{{name}}}"),
+        "description": description,
+        "variables": {name: {"default": default, "description": variable}},
+    })
+}
+
+/// The paths that are not (only) on the API, and the servers they are on.
+const PATH_SERVERS: &[(&str, &[&str])] = &[
+    ("/v1/events", &["collector"]),
+    ("/healthz", &["api", "collector", "admin"]),
+    ("/readyz", &["admin"]),
+    ("/metrics", &["admin"]),
+];
+
+/// An exact decimal string (a `rust_decimal::Decimal` on the wire).
+pub struct Decimal;
+
+impl PartialSchema for Decimal {
+    fn schema() -> RefOr<Schema> {
+        schema(json!({
+            "type": "string",
+            "pattern": DECIMAL_PATTERN,
+            "description": "Exact decimal, at most 28 decimal places (more cannot be stored exactly and is refused: `invalid_price` in prices, `invalid_amount` in grants and credit notes)",
+        }))
+    }
+}
+
+impl ToSchema for Decimal {}
+
+/// Every error body: `{"error": {"code", "message"}}`.
+pub struct Error;
+
+impl PartialSchema for Error {
+    fn schema() -> RefOr<Schema> {
+        schema(json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }},
+        }))
+    }
+}
+
+impl ToSchema for Error {}
+
+/// A schema written as JSON Schema (for what a Rust type cannot say).
+pub fn schema(value: Value) -> RefOr<Schema> {
+    serde_json::from_value(value).unwrap_or_else(|_| RefOr::T(Schema::default()))
+}
+
+/// An exact decimal field (`schema_with`).
+pub fn exact_decimal() -> RefOr<Schema> {
+    schema(json!({"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"}))
+}
+
+/// `first_party` or `partner` (`schema_with`).
+pub fn provider_kind() -> RefOr<Schema> {
+    schema(json!({"enum": ["first_party", "partner"]}))
+}
+
+/// A SKU's aggregation (`schema_with`).
+pub fn aggregation() -> RefOr<Schema> {
+    schema(json!({"enum": ["sum", "count", "max", "latest", "unique_count"], "default": "sum"}))
+}
+
+/// A price book (`schema_with`).
+pub fn price_book() -> RefOr<Schema> {
+    RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PriceBook"))
+}
+
+/// A price version (`body = inline(PriceVersionRef)`).
+pub struct PriceVersionRef;
+
+impl PartialSchema for PriceVersionRef {
+    fn schema() -> RefOr<Schema> {
+        RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PriceVersion"))
+    }
+}
+
+impl ToSchema for PriceVersionRef {}
+
+/// A staff key's role (`schema_with`).
+pub fn staff_role() -> RefOr<Schema> {
+    schema(json!({"enum": ["finance", "admin"]}))
+}
+
+/// The document: the operations of the API's router, the collector's and
+/// the probes', with their error responses, servers and schemas.
+pub fn document() -> Value {
+    let mut generated = crate::startup::openapi();
+    generated.merge(
+        utoipa::openapi::OpenApiBuilder::new()
+            .components(Some(
+                utoipa::openapi::ComponentsBuilder::new()
+                    .schema_from::<Decimal>()
+                    .schema_from::<Error>()
+                    .build(),
+            ))
+            .build(),
+    );
+    let generated = serde_json::to_value(&generated).unwrap_or(Value::Null);
+    let mut doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"), "description": DESCRIPTION},
+        "servers": [server("api")],
+        "paths": generated["paths"],
+        "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (provider, customer, finance or admin), shown once at creation, stored hashed.",
+            }},
+            "schemas": generated["components"]["schemas"],
+        },
+    });
+    errors::describe(&mut doc);
+    legacy::fill(&mut doc);
+    for (path, servers) in PATH_SERVERS {
+        if let Some(item) = doc["paths"].get_mut(*path) {
+            item["servers"] = servers.iter().map(|name| server(name)).collect();
+        }
+    }
+    sorted(&doc)
+}
+
+/// `value` with the keys of every object in order, whatever the map
+/// serde_json is built with: the text of the document is the same from
+/// every build.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|key| (key.clone(), sorted(&map[key])))
+                    .collect::<Map<String, Value>>(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The document as schemas/openapi.json holds it (pretty, with a final
+/// newline).
+pub fn text() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The document's text, made once.
+fn served() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(text)
+}
+
+/// The JSON Schemas the document refers to by relative reference, served
+/// beside it so that a client reading the document from this server (a code
+/// generator, schemathesis) resolves them here.
+const CLOUDEVENT_USAGE_SCHEMA: &str =
+    include_str!("../../../../schemas/cloudevent-usage.schema.json");
+const COLLECTOR_RESPONSE_SCHEMA: &str =
+    include_str!("../../../../schemas/collector-response.schema.json");
+
+/// An OpenAPI document.
+pub struct OpenApiDocument;
+
+impl PartialSchema for OpenApiDocument {
+    fn schema() -> RefOr<Schema> {
+        schema(json!({"type": "object", "required": ["openapi", "info", "paths"]}))
+    }
+}
+
+impl ToSchema for OpenApiDocument {}
+
+/// A JSON Schema document.
+pub struct JsonSchema;
+
+impl PartialSchema for JsonSchema {
+    fn schema() -> RefOr<Schema> {
+        schema(json!({"type": "object", "required": ["$schema"]}))
+    }
+}
+
+impl ToSchema for JsonSchema {}
+
+type Body = ([(HeaderName, &'static str); 1], &'static str);
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = inline(OpenApiDocument))),
+)]
+pub async fn openapi() -> Body {
+    ([(header::CONTENT_TYPE, "application/json")], served())
+}
+
+fn json_schema(body: &'static str) -> Body {
+    ([(header::CONTENT_TYPE, "application/schema+json")], body)
+}
+
+#[utoipa::path(
+    get,
+    path = "/cloudevent-usage.schema.json",
+    tag = "meta",
+    summary = "The JSON Schema of one usage CloudEvent as POST /v1/events takes it, referenced by this document (relative to it)",
+    responses((status = 200, description = "JSON Schema 2020-12", content_type = "application/schema+json", body = inline(JsonSchema))),
+)]
+pub async fn cloudevent_usage_schema() -> Body {
+    json_schema(CLOUDEVENT_USAGE_SCHEMA)
+}
+
+#[utoipa::path(
+    get,
+    path = "/collector-response.schema.json",
+    tag = "meta",
+    summary = "The JSON Schema of POST /v1/events's answer, referenced by this document (relative to it)",
+    responses((status = 200, description = "JSON Schema 2020-12", content_type = "application/schema+json", body = inline(JsonSchema))),
+)]
+pub async fn collector_response_schema() -> Body {
+    json_schema(COLLECTOR_RESPONSE_SCHEMA)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// schemas/openapi.json is the generated document, byte for byte.
+    #[test]
+    fn the_checked_in_document_is_the_generated_one() {
+        let file = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/openapi.json"
+        ))
+        .unwrap();
+        assert!(
+            file == text(),
+            "schemas/openapi.json is not the document the code generates: \
+             run `cargo run -p tally -- openapi > schemas/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_its_servers() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "http://{api}");
+        assert_eq!(
+            doc["paths"]["/v1/events"]["servers"][0]["url"],
+            "http://{collector}"
+        );
+        assert_eq!(
+            doc["paths"]["/readyz"]["servers"][0]["url"],
+            "http://{admin}"
+        );
+        assert_eq!(
+            doc["paths"]["/healthz"]["servers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["Decimal"]["pattern"],
+            DECIMAL_PATTERN
+        );
+    }
+}
