@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Events of the throughput run (ingest and end to end).
     #[arg(long, default_value_t = 5_000_000)]
     pub events: u64,
+    /// Events produced to the `usage.ingest` topic after the HTTP run, in
+    /// records of `batch-size` events (0: none).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub kafka_events: u64,
     /// Events per HTTP batch.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
@@ -77,6 +81,7 @@ impl BenchArgs {
             accounts: 50,
             skus: 3,
             events: 20_000,
+            kafka_events: 5_000,
             batch_size: 500,
             concurrency: 4,
             rate: 0,
@@ -97,6 +102,10 @@ pub struct Report {
     pub ingest_events_per_s: f64,
     pub post_p50_ms: f64,
     pub post_p99_ms: f64,
+    pub kafka_events: u64,
+    /// `usage.ingest` records validated and forwarded (offsets committed), events/s.
+    pub kafka_ingest_events_per_s: f64,
+    pub kafka_ingest_to_produce_ratio: f64,
     pub end_to_end_events_per_s: f64,
     pub end_to_end_seconds: f64,
     pub invoices: usize,
@@ -146,6 +155,7 @@ async fn seed(pool: &PgPool, a: &BenchArgs, since: DateTime<Utc>) -> anyhow::Res
             ProviderKind::Partner
         };
         let key = crate::admin::create_provider(pool, &id, &format!("Provider {p}"), kind).await?;
+        crate::admin::set_kafka_ingest(pool, &id, true).await?;
         if p > 0 {
             crate::admin::set_platform_fee(pool, &id, Decimal::from(20)).await?;
         }
@@ -511,6 +521,26 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         report.end_to_end_events_per_s
     );
 
+    // 1b. Kafka ingest: the next events as `usage.ingest` records, until
+    //     the collector committed past the last one, then billed.
+    report.kafka_events = a.kafka_events;
+    if a.kafka_events > 0 {
+        report.kafka_ingest_events_per_s =
+            kafka_ingest(&config, &gen, a.events, a.kafka_events, &a).await?;
+        println!(
+            "kafka ingest: {} events from usage.ingest validated and forwarded = {:.0} events/s",
+            a.kafka_events, report.kafka_ingest_events_per_s
+        );
+        let total = accepted + a.kafka_events;
+        let deadline = Instant::now() + Duration::from_secs(600 + a.kafka_events / 1000);
+        while (billed_events(&pool).await? as u64) < total {
+            if Instant::now() > deadline {
+                bail!("the events of usage.ingest did not all reach invoices before the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     // 2. Freshness: a steady rate; each batch carries one probe event for an
     //    account of its own, so "on the draft invoice" is one invoice row.
     let freshness = freshness(&pool, &http, &events_url, &catalog, &gen, &a).await?;
@@ -531,7 +561,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
 
     // 3. Exactness of every invoice, throughput and freshness events together.
-    let expected = expected_totals(&gen, a.events, &freshness.planned);
+    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned);
     let deadline = Instant::now() + Duration::from_secs(120);
     let exact = loop {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =
@@ -575,12 +605,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     report.ceiling_consume_events_per_s = ceilings.1;
     report.ceiling_copy_rows_per_s = ceilings.2;
     report.ingest_to_produce_ratio = report.ingest_events_per_s / ceilings.0;
+    report.kafka_ingest_to_produce_ratio = report.kafka_ingest_events_per_s / ceilings.0;
     report.end_to_end_to_consume_ratio = report.end_to_end_events_per_s / ceilings.1;
     report.end_to_end_to_copy_ratio = report.end_to_end_events_per_s / ceilings.2;
     println!(
-        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
+        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}, kafka ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
         ceilings.0,
         report.ingest_to_produce_ratio,
+        report.kafka_ingest_to_produce_ratio,
         ceilings.1,
         report.end_to_end_to_consume_ratio,
         ceilings.2,
@@ -734,6 +766,104 @@ async fn freshness(
         histogram,
         planned,
     })
+}
+
+/// Produces events `from..from + count` to `usage.ingest` (records of
+/// `batch_size` events of one provider, with the `tally-provider` header)
+/// and waits until the collector's consumer group has committed past the
+/// last record: events/s from the first record sent.
+async fn kafka_ingest(
+    config: &Config,
+    gen: &Gen<'_>,
+    from: u64,
+    count: u64,
+    a: &BenchArgs,
+) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let topic = config.topics().usage_ingest;
+    let size = a.batch_size.max(1) as u64;
+    let records: Vec<(usize, String)> = (from..from + count)
+        .step_by(size as usize)
+        .map(|first| {
+            let last = (first + size).min(from + count);
+            let mut body = String::with_capacity(260 * size as usize);
+            body.push('[');
+            let mut provider = 0;
+            for i in first..last {
+                let p = gen.plan(i);
+                provider = p.provider;
+                if i > first {
+                    body.push(',');
+                }
+                body.push_str(&gen.json(&format!("e{i}"), &p, &gen.catalog.accounts[p.account]));
+            }
+            body.push(']');
+            (provider, body)
+        })
+        .collect();
+    let producer = tally_platform::kafka::producer(config)?;
+    let t0 = Instant::now();
+    let delivered: Vec<Result<(i32, i64), rdkafka::error::KafkaError>> =
+        futures::stream::iter(records.iter().enumerate())
+            .map(|(k, (provider, body))| {
+                let key = k.to_string();
+                let producer = &producer;
+                let topic = &topic;
+                async move {
+                    let id = &gen.catalog.provider_ids[*provider];
+                    let record = FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(body.as_bytes())
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: tally_collector::kafka_ingest::PROVIDER_HEADER,
+                            value: Some(id.as_str()),
+                        }));
+                    producer
+                        .send(record, Duration::from_secs(30))
+                        .await
+                        .map(|d| (d.partition, d.offset))
+                        .map_err(|(e, _)| e)
+                }
+            })
+            .buffer_unordered(a.concurrency.max(1))
+            .collect()
+            .await;
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for d in delivered {
+        let (partition, offset) = d?;
+        let next = end.entry(partition).or_default();
+        *next = (*next).max(offset + 1);
+    }
+    let watcher: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", config.group("collector-ingest"))
+        .create()?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for partition in end.keys() {
+        wanted.add_partition(&topic, *partition);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600 + count / 1000);
+    loop {
+        let committed = tokio::task::block_in_place(|| {
+            watcher.committed_offsets(wanted.clone(), Duration::from_secs(10))
+        })?;
+        let done = end.iter().all(|(partition, next)| {
+            committed
+                .find_partition(&topic, *partition)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|at| at >= *next)
+        });
+        if done {
+            return Ok(count as f64 / t0.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline {
+            bail!("the collector did not take every usage.ingest record before the deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Raw rdkafka produce and consume of the usage payloads, and raw COPY of
