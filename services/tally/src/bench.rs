@@ -785,10 +785,11 @@ async fn kafka_ingest(
     use rdkafka::producer::FutureRecord;
     let topic = config.topics().usage_ingest;
     let size = a.batch_size.max(1) as u64;
-    let records: Vec<(usize, String)> = (from..from + count)
-        .step_by(size as usize)
-        .map(|first| {
-            let last = (first + size).min(from + count);
+    // Records follow the HTTP run's batches (one provider each), cut at
+    // `from` and at the end.
+    let records: Vec<(usize, String)> = (from / size..(from + count).div_ceil(size))
+        .map(|k| {
+            let (first, last) = ((k * size).max(from), ((k + 1) * size).min(from + count));
             let mut body = String::with_capacity(260 * size as usize);
             body.push('[');
             let mut provider = 0;
