@@ -33,6 +33,14 @@ pub struct BenchArgs {
     /// SKUs per provider.
     #[arg(long, default_value_t = 5)]
     pub skus: usize,
+    /// How usage spreads over accounts: 0 evenly, else Zipf with this
+    /// exponent (account `a0` the busiest; 1.0 is the classic long tail).
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// The SKUs of a provider one account uses at most (its statement's
+    /// lines per provider); 0: any of them.
+    #[arg(long, default_value_t = 0)]
+    pub lines: usize,
     /// Events of the throughput run (ingest and end to end).
     #[arg(long, default_value_t = 5_000_000)]
     pub events: u64,
@@ -80,6 +88,8 @@ impl BenchArgs {
             providers: 3,
             accounts: 50,
             skus: 3,
+            zipf: self.zipf,
+            lines: self.lines,
             events: 20_000,
             kafka_events: 5_000,
             batch_size: 500,
@@ -187,6 +197,25 @@ struct Gen<'a> {
     catalog: &'a Catalog,
     batch_size: u64,
     now: DateTime<Utc>,
+    /// Cumulative share of usage up to each account (Zipf), or `None`
+    /// for an even spread.
+    spread: Option<Vec<f64>>,
+    /// SKUs of a provider an account uses at most (0: all).
+    lines: usize,
+}
+
+/// The cumulative Zipf distribution over `n` ranks with exponent `s`.
+fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|rank| (rank as f64).powf(-s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut running = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            running += w / total;
+            running
+        })
+        .collect()
 }
 
 struct Planned {
@@ -204,10 +233,25 @@ impl Gen<'_> {
         let provider = ((i / self.batch_size) % providers) as usize;
         let skus = self.catalog.skus[provider].len() as u64;
         let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let accounts = self.catalog.accounts.len();
+        let account = match &self.spread {
+            None => ((mixed >> 20) % accounts as u64) as usize,
+            Some(cdf) => {
+                // 44 bits of the hash as a uniform draw in [0, 1).
+                let u = ((mixed >> 20) & ((1 << 44) - 1)) as f64 / (1u64 << 44) as f64;
+                cdf.partition_point(|c| *c <= u).min(accounts - 1)
+            }
+        };
+        let sku = if self.lines == 0 {
+            mixed % skus
+        } else {
+            // A window of `lines` SKUs that starts where the account's does.
+            (account as u64 * 31 + mixed % self.lines as u64) % skus
+        };
         Planned {
             provider,
-            sku: (mixed % skus) as usize,
-            account: ((mixed >> 20) % self.catalog.accounts.len() as u64) as usize,
+            sku: sku as usize,
+            account,
             quantity: (mixed >> 40) as i64 % 1000 + 1,
             // Within the last hour (a minute of margin for the collector's clock check).
             time: self.now - TimeDelta::seconds(60 + (i % 3540) as i64),
@@ -404,8 +448,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let now = Utc::now();
     let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
     println!(
-        "bench: {} providers × {} SKUs, {} accounts; {} events in batches of {} from {} clients",
-        a.providers, a.skus, a.accounts, a.events, a.batch_size, a.concurrency
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.events, a.batch_size, a.concurrency
     );
 
     let (collector_port, invoicing_port) = (infra::free_port()?, infra::free_port()?);
@@ -430,6 +474,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         catalog: &catalog,
         batch_size: a.batch_size as u64,
         now,
+        spread: (a.zipf > 0.0).then(|| zipf_cdf(catalog.accounts.len(), a.zipf)),
+        lines: a.lines,
     };
 
     // 1. Throughput: ingest, then end to end.
@@ -959,4 +1005,67 @@ async fn ceilings(
     copy.finish().await?;
     let copy_rate = n as f64 / t0.elapsed().as_secs_f64();
     Ok((produce, consume, copy_rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(accounts: usize, skus: usize) -> Catalog {
+        Catalog {
+            provider_ids: vec!["p0".into()],
+            provider_keys: vec![String::new()],
+            skus: vec![(0..skus)
+                .map(|s| (format!("p0.sku{s}"), Decimal::ONE))
+                .collect()],
+            accounts: (0..accounts).map(|i| format!("a{i}")).collect(),
+        }
+    }
+
+    fn counts(gen: &Gen<'_>, events: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; gen.catalog.accounts.len()];
+        for i in 0..events {
+            counts[gen.plan(i).account] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_zipf_spread_gives_the_head_account_its_share() {
+        let catalog = catalog(1000, 5);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: Some(zipf_cdf(1000, 1.0)),
+            lines: 0,
+        };
+        let counts = counts(&gen, 200_000);
+        // a0's share is 1 / H(1000) = 13.36 %; a9's a tenth of it.
+        let share = |n: u64| n as f64 / 200_000.0;
+        assert!((share(counts[0]) - 0.1336).abs() < 0.005, "{}", counts[0]);
+        assert!((share(counts[9]) - 0.01336).abs() < 0.002, "{}", counts[9]);
+        assert_eq!(counts.iter().sum::<u64>(), 200_000);
+        // The same plan every time: the bench's expected totals rely on it.
+        assert_eq!(counts, self::counts(&gen, 200_000));
+    }
+
+    #[test]
+    fn an_account_uses_at_most_its_lines() {
+        let catalog = catalog(50, 100);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: None,
+            lines: 3,
+        };
+        let mut used: HashMap<usize, HashSet<usize>> = HashMap::new();
+        for i in 0..20_000 {
+            let p = gen.plan(i);
+            used.entry(p.account).or_default().insert(p.sku);
+        }
+        assert_eq!(used.len(), 50);
+        assert!(used.values().all(|skus| skus.len() == 3), "{used:?}");
+    }
 }
