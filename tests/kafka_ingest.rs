@@ -200,3 +200,129 @@ async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
     assert_eq!(counted, 2);
     running.stop().await.unwrap();
 }
+
+/// The same usage through every path: an HTTP batch, HTTP binary mode,
+/// `usage.ingest` (a batch record and a single one) and `tally import`,
+/// with duplicates across the paths, bills exactly what it would through
+/// one path, each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_bills_the_same_usage_once() {
+    let Seeded {
+        h,
+        now,
+        keys,
+        running,
+        collector,
+        invoicing,
+        http,
+    } = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
+        .await
+        .unwrap();
+    let t = now - Duration::minutes(5);
+    // Event i is i + 1 hours of cloud.vm.hour for acme.
+    let e = |i: usize| {
+        event(
+            &format!("p{i}"),
+            "cloud",
+            "acme",
+            "cloud.vm.hour",
+            &(i + 1).to_string(),
+            t,
+        )
+    };
+    let topics = h.config.topics();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &h.config.kafka_brokers)
+        .create()
+        .unwrap();
+
+    // HTTP batch: 0..10, and 15 (also sent through Kafka).
+    let batch: Vec<Value> = (0..10).chain([15]).map(e).collect();
+    let (status, body) = post_events(&http, &collector, &keys.cloud, &batch).await;
+    assert_eq!((status, body["accepted"].as_u64()), (202, Some(11)));
+    // HTTP binary mode, one request per event: 10..15.
+    for i in 10..15 {
+        let r = http
+            .post(format!("{collector}/v1/events"))
+            .bearer_auth(&keys.cloud)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", format!("p{i}"))
+            .header("ce-source", "cloud")
+            .header("ce-type", "com.tally.usage")
+            .header("ce-subject", "acme")
+            .header("ce-time", t.to_rfc3339())
+            .header("content-type", "application/json")
+            .body(json!({"sku": "cloud.vm.hour", "quantity": (i + 1).to_string()}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "binary p{i}");
+    }
+    // usage.ingest: a batch of 15..25 with 10 and 0 again, then 25 alone.
+    let record: Vec<Value> = (15..25).chain([10, 0]).map(e).collect();
+    produce(
+        &producer,
+        &topics.usage_ingest,
+        Some("cloud"),
+        &serde_json::to_vec(&record).unwrap(),
+    )
+    .await;
+    produce(
+        &producer,
+        &topics.usage_ingest,
+        Some("cloud"),
+        &serde_json::to_vec(&e(25)).unwrap(),
+    )
+    .await;
+    // tally import: 26..36, with 25 and 12 again.
+    let dir = std::env::temp_dir().join(format!("tally-paths-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("usage.ndjson");
+    let lines: Vec<String> = (26..36).chain([25, 12]).map(|i| e(i).to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = h
+        .tally(&["import", "--provider", "cloud", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // 36 events of 1..=36 hours: 666 hours × 0.0416 = 27.7056 → 27.71.
+    let period = t.format("%Y-%m").to_string();
+    let key = ("acme".to_owned(), period);
+    let expected = BTreeMap::from([(key.clone(), dec!(27.71))]);
+    let bills = wait_for_totals(
+        &http,
+        &invoicing,
+        &keys.finance,
+        &expected,
+        StdDuration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        bill_lines(&bills[&key]),
+        vec![(
+            "cloud".into(),
+            "cloud.vm.hour".into(),
+            "666".into(),
+            "27.71".into(),
+            36
+        )]
+    );
+    // Every duplicate has been through the collector and rating by now.
+    let ingest = &topics.usage_ingest;
+    wait_until_committed(&h, "collector-ingest", ingest, StdDuration::from_secs(60)).await;
+    wait_until_rated(&h, StdDuration::from_secs(60)).await;
+    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, 36);
+    running.stop().await.unwrap();
+}
