@@ -1,5 +1,6 @@
-//! The OpenAPI document is the one in schemas/, it is served, and every path
-//! it documents exists on the service that owns it.
+//! The OpenAPI document the API serves is the one in schemas/ (which
+//! `tally openapi` generates from the code), and every path it documents
+//! exists on the service that owns it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -119,8 +120,10 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
     running.stop().await.unwrap();
 }
 
-/// Every route the services register is in the document (so a new endpoint
-/// cannot ship undocumented).
+/// Every route the services register by path is in the document (so a new
+/// endpoint cannot ship undocumented): the collector's, the probes', and
+/// those of the API not yet taken from their `#[utoipa::path]` (`routes!`,
+/// which cannot register an undocumented route).
 #[test]
 fn every_registered_route_is_documented() {
     let file = openapi_file();
@@ -147,7 +150,8 @@ fn every_registered_route_is_documented() {
             );
         }
     }
-    assert!(registered >= 30, "found {registered} routes");
+    // The collector's two and the admin address's three at least.
+    assert!(registered >= 5, "found {registered} routes");
 }
 
 /// The `$ref`s in `value` that name another document.

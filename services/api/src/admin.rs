@@ -45,6 +45,12 @@ pub struct NewProvider {
     #[serde(default, with = "tally_domain::input::exact_option")]
     #[schema(schema_with = openapi::exact_decimal)]
     platform_fee_pct: Option<Decimal>,
+    /// Whether the collector takes this provider's usage records from the
+    /// `usage.ingest` Kafka topic (its `tally-provider` header names the
+    /// provider); off by default
+    #[serde(default)]
+    #[schema(default = false)]
+    kafka_ingest: bool,
 }
 
 impl RequestBody for NewProvider {
@@ -71,10 +77,16 @@ pub async fn create_provider(
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
+    if body.kafka_ingest {
+        catalog::set_kafka_ingest(&mut tx, &id, true).await?;
+    }
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "kind": kind, "api_key": key.secret})),
+        Json(json!({
+            "id": id, "name": body.name, "kind": kind,
+            "kafka_ingest": body.kafka_ingest, "api_key": key.secret,
+        })),
     ))
 }
 

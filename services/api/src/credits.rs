@@ -57,9 +57,10 @@ pub struct EligibilityBody {
     ids: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
@@ -463,6 +464,16 @@ async fn validate(
 }
 
 /// `POST /v1/accounts/{account}/grants`
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account}/grants",
+    tag = "credits",
+    summary = "Grant credits to an account (finance, admin); rating restates the account's open invoices",
+    params(("account" = String, Path, description = "Account id")),
+    request_body = inline(crate::openapi::NewGrantRef),
+    responses((status = 201, description = "The grant", body = inline(crate::openapi::GrantRef))),
+    security(("bearer" = [])),
+)]
 pub async fn create_grant(
     _: Staff,
     State(pool): State<PgPool>,
@@ -514,6 +525,15 @@ pub async fn create_grant(
 }
 
 /// `GET /v1/accounts/{account}/grants`: staff, or the account's own key.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}/grants",
+    tag = "credits",
+    summary = "The account's grants with balances (finance, admin, the account's own key)",
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 200, description = "Grants, oldest first", body = inline(crate::openapi::GrantList))),
+    security(("bearer" = [])),
+)]
 pub async fn list_grants(
     _: AccountReader,
     State(pool): State<PgPool>,
@@ -527,6 +547,15 @@ pub async fn list_grants(
 }
 
 /// `GET /v1/accounts/{account}/credit-ledger`: staff, or the account's own key.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}/credit-ledger",
+    tag = "credits",
+    summary = "The account's credit ledger: grants, one draw per grant per invoice, voids (finance, admin, the account's own key)",
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 200, description = "Entries by grant", body = inline(crate::openapi::LedgerList))),
+    security(("bearer" = [])),
+)]
 pub async fn account_ledger(
     _: AccountReader,
     State(pool): State<PgPool>,
@@ -545,6 +574,15 @@ fn grant_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /v1/grants/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{id}",
+    tag = "credits",
+    summary = "One grant with its balance (finance, admin)",
+    params(("id" = String, Path, description = "Grant id", format = Uuid)),
+    responses((status = 200, description = "The grant", body = inline(crate::openapi::GrantRef))),
+    security(("bearer" = [])),
+)]
 pub async fn get_grant(
     _: Staff,
     State(pool): State<PgPool>,
@@ -559,6 +597,15 @@ pub async fn get_grant(
 }
 
 /// `GET /v1/grants/{id}/ledger`
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{id}/ledger",
+    tag = "credits",
+    summary = "One grant's ledger (finance, admin)",
+    params(("id" = String, Path, description = "Grant id", format = Uuid)),
+    responses((status = 200, description = "Entries", body = inline(crate::openapi::LedgerList))),
+    security(("bearer" = [])),
+)]
 pub async fn grant_ledger(
     _: Staff,
     State(pool): State<PgPool>,
@@ -576,6 +623,16 @@ pub async fn grant_ledger(
 /// `POST /v1/grants/{id}/void`: takes back what the grant has not paid yet.
 /// Draws already made (draft invoices included) stay; the grant pays for
 /// nothing more (rating voids whatever a later restatement frees).
+#[utoipa::path(
+    post,
+    path = "/v1/grants/{id}/void",
+    tag = "credits",
+    summary = "Void the unused part of a grant (finance, admin); draws already made stay",
+    params(("id" = String, Path, description = "Grant id", format = Uuid)),
+    request_body = VoidBody,
+    responses((status = 200, description = "The voided grant", body = inline(crate::openapi::GrantRef))),
+    security(("bearer" = [])),
+)]
 pub async fn void_grant(
     _: Staff,
     State(pool): State<PgPool>,

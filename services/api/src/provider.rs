@@ -17,6 +17,7 @@ use tally_platform::catalog;
 use crate::auth::ProviderCaller;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
+use crate::openapi;
 
 /// Clock skew tolerated for "now" between a provider and Tally.
 const SKEW: i64 = 60;
@@ -33,6 +34,14 @@ async fn own_sku(pool: &PgPool, owner: &ProviderId, raw: &str) -> Result<Sku, Ap
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provider/skus",
+    tag = "provider",
+    summary = "The calling provider's SKUs",
+    responses((status = 200, description = "SKUs", body = inline(openapi::SkuList))),
+    security(("bearer" = [])),
+)]
 pub async fn list_skus(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
@@ -43,14 +52,20 @@ pub async fn list_skus(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewSku {
+    /// `<provider>.<name>`: in the namespace of its provider, the provider whose id and a dot start it (`sku_not_in_namespace`)
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,127}$")]
     id: String,
+    #[schema(max_length = 200)]
     name: String,
+    #[schema(max_length = 64)]
     unit: String,
     /// sum (default), count, max, latest or unique_count.
+    #[schema(schema_with = openapi::aggregation)]
     aggregation: Option<String>,
-    /// The dimension whose distinct values `unique_count` counts.
+    /// The dimension whose distinct values `unique_count` counts (required for unique_count).
+    #[schema(max_length = 200)]
     dimension: Option<String>,
 }
 
@@ -58,6 +73,15 @@ impl RequestBody for NewSku {}
 
 /// A SKU id is `<provider>.<name>`: `catalog::create_sku` refuses one in
 /// another provider's namespace (`sku_not_in_namespace`).
+#[utoipa::path(
+    post,
+    path = "/v1/provider/skus",
+    tag = "provider",
+    summary = "Create a SKU of the calling provider",
+    request_body = NewSku,
+    responses((status = 201, description = "Created", body = inline(openapi::SkuRef))),
+    security(("bearer" = [])),
+)]
 pub async fn create_sku(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
@@ -92,6 +116,15 @@ pub async fn create_sku(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provider/skus/{sku}/prices",
+    tag = "provider",
+    summary = "Price versions of one of the provider's SKUs",
+    params(("sku" = String, Path, description = "SKU id")),
+    responses((status = 200, description = "Versions", body = inline(openapi::PriceVersionList))),
+    security(("bearer" = [])),
+)]
 pub async fn list_prices(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
@@ -104,11 +137,14 @@ pub async fn list_prices(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewPriceVersion)]
 pub struct NewVersion {
+    /// ISO 4217
     currency: String,
-    /// Defaults to now; never in the past.
+    /// Now (default) or later; in the years 2000 to 9999 (`invalid_date`)
     effective_from: Option<DateTime<Utc>>,
+    #[schema(schema_with = openapi::price_book)]
     price_book: PriceBook,
 }
 
@@ -116,6 +152,16 @@ impl RequestBody for NewVersion {
     const INEXACT_CODE: Code = Code::InvalidPrice;
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/provider/skus/{sku}/prices",
+    tag = "provider",
+    summary = "Publish a price version, effective now or later",
+    params(("sku" = String, Path, description = "SKU id")),
+    request_body = NewVersion,
+    responses((status = 201, description = "Published", body = inline(openapi::PriceVersionRef))),
+    security(("bearer" = [])),
+)]
 pub async fn publish_price(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,

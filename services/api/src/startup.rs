@@ -22,47 +22,32 @@ use crate::{admin, auth, credits, extract, openapi, provider};
 /// route is undocumented.
 fn api_routes() -> OpenApiRouter<PgPool> {
     OpenApiRouter::new()
-        .route("/v1/invoices", get(invoices::list_invoices))
-        .route("/v1/invoices/{id}", get(invoices::get_invoice))
-        .route("/v1/invoices/{id}/void", post(corrections::void_invoice))
-        .route(
-            "/v1/invoices/{id}/credit-notes",
-            get(corrections::invoice_credit_notes).post(corrections::create_credit_note),
-        )
-        .route("/v1/credit-notes", get(corrections::list_credit_notes))
-        .route("/v1/credit-notes/{id}", get(corrections::get_credit_note))
-        .route("/v1/settlements", get(settlement::get_settlements))
-        .route("/v1/reconciliation", get(settlement::get_reconciliation))
-        .route("/v1/exports/invoices.csv", get(settlement::export_invoices))
-        .route(
-            "/v1/exports/invoice-lines.csv",
-            get(settlement::export_lines),
-        )
-        .route("/v1/accounts/{account}/bill", get(invoices::get_bill))
-        .route(
-            "/v1/accounts/{account}/grants",
-            get(credits::list_grants).post(credits::create_grant),
-        )
-        .route(
-            "/v1/accounts/{account}/credit-ledger",
-            get(credits::account_ledger),
-        )
-        .route("/v1/grants/{id}", get(credits::get_grant))
-        .route("/v1/grants/{id}/ledger", get(credits::grant_ledger))
-        .route("/v1/grants/{id}/void", post(credits::void_grant))
+        .routes(routes!(invoices::list_invoices))
+        .routes(routes!(invoices::get_invoice))
+        .routes(routes!(corrections::void_invoice))
+        .routes(routes!(
+            corrections::invoice_credit_notes,
+            corrections::create_credit_note
+        ))
+        .routes(routes!(corrections::list_credit_notes))
+        .routes(routes!(corrections::get_credit_note))
+        .routes(routes!(settlement::get_settlements))
+        .routes(routes!(settlement::get_reconciliation))
+        .routes(routes!(settlement::export_invoices))
+        .routes(routes!(settlement::export_lines))
+        .routes(routes!(invoices::get_bill))
+        .routes(routes!(credits::list_grants, credits::create_grant))
+        .routes(routes!(credits::account_ledger))
+        .routes(routes!(credits::get_grant))
+        .routes(routes!(credits::grant_ledger))
+        .routes(routes!(credits::void_grant))
         .routes(routes!(admin::create_provider, admin::list_providers))
         .routes(routes!(admin::create_account, admin::list_accounts))
         .routes(routes!(admin::create_sku, admin::list_skus))
         .routes(routes!(admin::create_price))
         .routes(routes!(admin::create_staff_key))
-        .route(
-            "/v1/provider/skus",
-            get(provider::list_skus).post(provider::create_sku),
-        )
-        .route(
-            "/v1/provider/skus/{sku}/prices",
-            get(provider::list_prices).post(provider::publish_price),
-        )
+        .routes(routes!(provider::list_skus, provider::create_sku))
+        .routes(routes!(provider::list_prices, provider::publish_price))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).
@@ -76,7 +61,7 @@ fn page_routes() -> OpenApiRouter<PageState> {
 
 /// Bill links, which finance makes with a bearer key.
 fn link_routes() -> OpenApiRouter<PageState> {
-    OpenApiRouter::new().route("/v1/accounts/{account}/bill-links", post(page::create_link))
+    OpenApiRouter::new().routes(routes!(page::create_link))
 }
 
 /// This document, the schemas it refers to, and liveness.

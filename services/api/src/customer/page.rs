@@ -391,16 +391,29 @@ pub async fn logout(State(state): State<PageState>, headers: HeaderMap) -> Respo
     response
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LinkRequest {
+    /// YYYY-MM: the link opens this month's bill; absent: the newest
+    #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
     /// Lifetime in seconds (default 7 days, at most 90 days).
+    #[schema(minimum = 60, maximum = 7776000)]
     ttl_seconds: Option<i64>,
 }
 
 impl RequestBody for LinkRequest {}
 
 /// `POST /v1/accounts/{id}/bill-links` (finance, admin): a signed, expiring link.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account}/bill-links",
+    tag = "finance",
+    summary = "A signed, expiring link to the account's bill page (finance, admin)",
+    params(("account" = String, Path, description = "Account id")),
+    request_body = LinkRequest,
+    responses((status = 201, description = "The link", body = inline(crate::openapi::BillLink))),
+    security(("bearer" = [])),
+)]
 pub async fn create_link(
     _: Staff,
     State(state): State<PageState>,

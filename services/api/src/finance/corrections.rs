@@ -39,15 +39,26 @@ fn refused(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::Refused(code, message.into())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidRequest {
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
 impl RequestBody for VoidRequest {}
 
 /// `POST /v1/invoices/{id}/void`: finance writes off a finalized invoice.
+#[utoipa::path(
+    post,
+    path = "/v1/invoices/{id}/void",
+    tag = "finance",
+    summary = "Void a finalized invoice with a reason (finance, admin); it keeps its number and never changes again",
+    params(("id" = String, Path, description = "Invoice id", format = Uuid)),
+    request_body = VoidRequest,
+    responses((status = 200, description = "The void invoice", body = inline(crate::openapi::InvoiceSummaryRef))),
+    security(("bearer" = [])),
+)]
 pub async fn void_invoice(
     _: Staff,
     State(pool): State<PgPool>,
@@ -243,6 +254,16 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
 /// lines) or per line, partial amounts allowed. Never more than a line's
 /// amount across all its credit notes, nor more than the invoice's amount
 /// due.
+#[utoipa::path(
+    post,
+    path = "/v1/invoices/{id}/credit-notes",
+    tag = "finance",
+    summary = "Credit a finalized invoice, whole (what is left of its amount due) or per line, partial amounts allowed (finance, admin); numbered and immutable",
+    params(("id" = String, Path, description = "Invoice id", format = Uuid)),
+    request_body = inline(crate::openapi::NewCreditNoteRef),
+    responses((status = 201, description = "The credit note", body = inline(crate::openapi::CreditNoteRef))),
+    security(("bearer" = [])),
+)]
 pub async fn create_credit_note(
     _: Staff,
     State(pool): State<PgPool>,
@@ -483,17 +504,34 @@ struct NoteFilter {
     limit: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NoteQuery {
+    /// Only this account's
     account: Option<String>,
+    /// Only those on invoices of periods starting in this month (YYYY-MM)
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
+    /// The previous page's next_cursor
+    #[param(format = Uuid)]
     cursor: Option<String>,
+    /// 1 to 500, default 50
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
 }
 
 /// `GET /v1/credit-notes?account=&period=YYYY-MM&cursor=&limit=`.
 /// Staff see every credit note; a customer only its own account's.
+#[utoipa::path(
+    get,
+    path = "/v1/credit-notes",
+    tag = "finance",
+    summary = "Credit notes, oldest first (finance, admin; a customer its own)",
+    params(NoteQuery),
+    responses((status = 200, description = "A page of credit notes", body = inline(crate::openapi::CreditNotePage))),
+    security(("bearer" = [])),
+)]
 pub async fn list_credit_notes(
     Reader(own): Reader,
     State(pool): State<PgPool>,
@@ -531,6 +569,15 @@ pub async fn list_credit_notes(
 }
 
 /// `GET /v1/credit-notes/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/credit-notes/{id}",
+    tag = "finance",
+    summary = "One credit note (finance, admin; a customer its own)",
+    params(("id" = String, Path, description = "Credit note id", format = Uuid)),
+    responses((status = 200, description = "The credit note", body = inline(crate::openapi::CreditNoteRef))),
+    security(("bearer" = [])),
+)]
 pub async fn get_credit_note(
     Reader(own): Reader,
     State(pool): State<PgPool>,
@@ -552,6 +599,15 @@ pub async fn get_credit_note(
 }
 
 /// `GET /v1/invoices/{id}/credit-notes`.
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}/credit-notes",
+    tag = "finance",
+    summary = "Credit notes of an invoice (finance, admin; a customer its own)",
+    params(("id" = String, Path, description = "Invoice id", format = Uuid)),
+    responses((status = 200, description = "The credit notes", body = inline(crate::openapi::CreditNotePage))),
+    security(("bearer" = [])),
+)]
 pub async fn invoice_credit_notes(
     Reader(own): Reader,
     State(pool): State<PgPool>,

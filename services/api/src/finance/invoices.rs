@@ -10,18 +10,29 @@ use uuid::Uuid;
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
+use crate::openapi;
 use tally_invoicing::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
 
 pub fn parse_period(raw: &str) -> Result<Period, ApiError> {
     Period::parse_month(raw).map_err(|e| ApiError::InvalidPeriod(e.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Account id
     account: Option<String>,
+    /// Invoices of the periods starting in this month, as YYYY-MM
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
+    /// draft, finalized or void
+    #[param(schema_with = openapi::invoice_status)]
     status: Option<String>,
+    /// 1 to 500 (default 50)
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// The previous page's next_cursor
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
@@ -32,6 +43,15 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invoices",
+    tag = "finance",
+    summary = "List invoices (finance, admin)",
+    params(ListQuery),
+    responses((status = 200, description = "A page of invoices in id order", body = inline(openapi::InvoicePage))),
+    security(("bearer" = [])),
+)]
 pub async fn list_invoices(
     _: Staff,
     State(pool): State<PgPool>,
@@ -69,6 +89,15 @@ pub async fn list_invoices(
     Ok(Json(Page { data, next_cursor }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}",
+    tag = "finance",
+    summary = "One invoice (finance, admin)",
+    params(("id" = String, Path, description = "Invoice id", format = Uuid)),
+    responses((status = 200, description = "The invoice", body = inline(openapi::InvoiceRef))),
+    security(("bearer" = [])),
+)]
 pub async fn get_invoice(
     _: Staff,
     State(pool): State<PgPool>,
@@ -83,11 +112,23 @@ pub async fn get_invoice(
         .ok_or_else(not_found)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BillQuery {
+    /// YYYY-MM
+    #[param(required = true, value_type = String, pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}/bill",
+    tag = "customer",
+    summary = "An account's bill for a period (its customer token, finance, admin)",
+    params(("account" = String, Path, description = "Account id"), BillQuery),
+    responses((status = 200, description = "The invoice", body = inline(openapi::InvoiceRef))),
+    security(("bearer" = [])),
+)]
 pub async fn get_bill(
     _: AccountReader,
     State(pool): State<PgPool>,

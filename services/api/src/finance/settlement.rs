@@ -194,15 +194,28 @@ fn add_keyed(list: &mut Vec<Keyed>, id: String, figures: &Figures) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SettlementQuery {
+    /// Month whose periods' invoices count, as YYYY-MM
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: String,
+    /// Only this partner
     provider: Option<String>,
 }
 
 /// `GET /v1/settlements?period=YYYY-MM[&provider=]`: finance sees every
 /// partner, a provider only itself.
+#[utoipa::path(
+    get,
+    path = "/v1/settlements",
+    tag = "finance",
+    summary = "Partner settlements of a month: gross usage at list price, platform fee, credit notes, net payable, per currency, SKU and account; the month's finalized invoices, less invoices voided and credit notes issued in the month (finance, admin: every partner or one; a provider: its own)",
+    params(SettlementQuery),
+    responses((status = 200, description = "The settlements", body = inline(crate::openapi::SettlementList))),
+    security(("bearer" = [])),
+)]
 pub async fn get_settlements(
     Caller(caller): Caller,
     State(pool): State<PgPool>,
@@ -499,13 +512,25 @@ fn entry<'a>(by: &'a mut BTreeMap<String, Month>, currency: &str) -> &'a mut Mon
     by.entry(currency.to_owned()).or_default()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
+    /// Month whose periods' invoices count, as YYYY-MM
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: String,
 }
 
 /// `GET /v1/reconciliation?period=YYYY-MM` (finance).
+#[utoipa::path(
+    get,
+    path = "/v1/reconciliation",
+    tag = "finance",
+    summary = "The month's identity per currency: invoiced = platform revenue + partner settlements + credits applied (finance, admin)",
+    params(PeriodQuery),
+    responses((status = 200, description = "The reconciliation", body = inline(crate::openapi::ReconciliationRef))),
+    security(("bearer" = [])),
+)]
 pub async fn get_reconciliation(
     _: Staff,
     State(pool): State<PgPool>,
@@ -590,6 +615,16 @@ fn amount(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> 
 
 /// `GET /v1/exports/invoices.csv?period=YYYY-MM` (finance): one row per
 /// invoice of the month, any status.
+#[utoipa::path(
+    get,
+    path = "/v1/exports/invoices.csv",
+    tag = "finance",
+    summary = "CSV of the month's invoices, any status (finance, admin)",
+    description = "Text cells are neutralised against formula injection: a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. Numbers Tally formats (amounts, quantities, unit prices) are never prefixed.",
+    params(PeriodQuery),
+    responses((status = 200, description = "invoice_id,number,account_id,period_start,period_end,status,currency,subtotal,credits_total,total,credit_notes,finalized_at,voided_at,void_reason", content_type = "text/csv", body = String)),
+    security(("bearer" = [])),
+)]
 pub async fn export_invoices(
     _: Staff,
     State(pool): State<PgPool>,
@@ -645,6 +680,16 @@ pub async fn export_invoices(
 
 /// `GET /v1/exports/invoice-lines.csv?period=YYYY-MM` (finance): every line
 /// of the month's invoices with its split between platform and partner.
+#[utoipa::path(
+    get,
+    path = "/v1/exports/invoice-lines.csv",
+    tag = "finance",
+    summary = "CSV of every line of the month's invoices with its platform/partner split (finance, admin)",
+    description = "Text cells are neutralised against formula injection: a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. Numbers Tally formats (amounts, quantities, unit prices) are never prefixed.",
+    params(PeriodQuery),
+    responses((status = 200, description = "invoice_id,number,account_id,status,currency,position,kind,provider_id,sku,description,quantity,unit,unit_price,amount,list_amount,markup,platform_fee,partner_net,price_id,adjusts_period_start", content_type = "text/csv", body = String)),
+    security(("bearer" = [])),
+)]
 pub async fn export_lines(
     _: Staff,
     State(pool): State<PgPool>,

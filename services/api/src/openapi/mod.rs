@@ -100,7 +100,8 @@ impl PartialSchema for Error {
 
 impl ToSchema for Error {}
 
-/// A schema written as JSON Schema (for what a Rust type cannot say).
+/// A schema written as JSON Schema (for what a Rust type cannot say). It
+/// must be one utoipa's `Schema` reads back whole (a test checks each).
 pub fn schema(value: Value) -> RefOr<Schema> {
     serde_json::from_value(value).unwrap_or_else(|_| RefOr::T(Schema::default()))
 }
@@ -112,12 +113,16 @@ pub fn exact_decimal() -> RefOr<Schema> {
 
 /// `first_party` or `partner` (`schema_with`).
 pub fn provider_kind() -> RefOr<Schema> {
-    schema(json!({"enum": ["first_party", "partner"]}))
+    schema(json!({"type": "string", "enum": ["first_party", "partner"]}))
 }
 
 /// A SKU's aggregation (`schema_with`).
 pub fn aggregation() -> RefOr<Schema> {
-    schema(json!({"enum": ["sum", "count", "max", "latest", "unique_count"], "default": "sum"}))
+    schema(json!({
+        "type": "string",
+        "enum": ["sum", "count", "max", "latest", "unique_count"],
+        "default": "sum",
+    }))
 }
 
 /// A price book (`schema_with`).
@@ -125,20 +130,91 @@ pub fn price_book() -> RefOr<Schema> {
     RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PriceBook"))
 }
 
-/// A price version (`body = inline(PriceVersionRef)`).
-pub struct PriceVersionRef;
-
-impl PartialSchema for PriceVersionRef {
-    fn schema() -> RefOr<Schema> {
-        RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PriceVersion"))
-    }
+/// An invoice's status (`schema_with`).
+pub fn invoice_status() -> RefOr<Schema> {
+    schema(json!({
+        "type": "string",
+        "enum": ["draft", "finalized", "void"],
+        "description": "draft, finalized or void",
+    }))
 }
 
-impl ToSchema for PriceVersionRef {}
+/// A schema written as JSON, for a body whose type does not derive
+/// `ToSchema` yet (its components are in legacy.json): `body =
+/// inline(openapi::SkuRef)`.
+macro_rules! written {
+    ($($(#[$doc:meta])* $name:ident = $json:tt;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+
+            impl PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    schema(json!($json))
+                }
+            }
+
+            impl ToSchema for $name {}
+        )*
+        /// Every written schema, for the test that each reads back whole.
+        #[cfg(test)]
+        fn written() -> Vec<(RefOr<Schema>, Value)> {
+            vec![$(($name::schema(), json!($json))),*]
+        }
+    };
+}
+
+written! {
+    /// A SKU.
+    SkuRef = {"$ref": "#/components/schemas/Sku"};
+    /// A provider's SKUs.
+    SkuList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Sku"}}}};
+    /// A price version.
+    PriceVersionRef = {"$ref": "#/components/schemas/PriceVersion"};
+    /// A SKU's price versions.
+    PriceVersionList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/PriceVersion"}}}};
+    /// A page of invoices.
+    InvoicePage = {"type": "object", "properties": {
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/InvoiceSummary"}},
+        "next_cursor": {"type": ["string", "null"]},
+    }};
+    /// An invoice.
+    InvoiceRef = {"$ref": "#/components/schemas/Invoice"};
+    /// An invoice without its sections.
+    InvoiceSummaryRef = {"$ref": "#/components/schemas/InvoiceSummary"};
+    /// A new credit note.
+    NewCreditNoteRef = {"$ref": "#/components/schemas/NewCreditNote"};
+    /// A credit note.
+    CreditNoteRef = {"$ref": "#/components/schemas/CreditNote"};
+    /// A page of credit notes.
+    CreditNotePage = {"type": "object", "required": ["data", "next_cursor"], "properties": {
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/CreditNote"}},
+        "next_cursor": {"type": ["string", "null"]},
+    }};
+    /// A month's settlements.
+    SettlementList = {"type": "object", "required": ["data"], "properties": {
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/Settlement"}},
+    }};
+    /// A month's reconciliation.
+    ReconciliationRef = {"$ref": "#/components/schemas/Reconciliation"};
+    /// A new grant.
+    NewGrantRef = {"$ref": "#/components/schemas/NewGrant"};
+    /// A grant.
+    GrantRef = {"$ref": "#/components/schemas/Grant"};
+    /// Grants.
+    GrantList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}};
+    /// Credit ledger entries.
+    LedgerList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/LedgerEntry"}}}};
+    /// A signed bill link.
+    BillLink = {"type": "object", "properties": {
+        "path": {"type": "string"},
+        "expires_at": {"type": "string", "format": "date-time"},
+    }};
+}
 
 /// A staff key's role (`schema_with`).
 pub fn staff_role() -> RefOr<Schema> {
-    schema(json!({"enum": ["finance", "admin"]}))
+    schema(json!({"type": "string", "enum": ["finance", "admin"]}))
 }
 
 /// The document: the operations of the API's router, the collector's and
@@ -300,6 +376,33 @@ mod tests {
             "schemas/openapi.json is not the document the code generates: \
              run `cargo run -p tally -- openapi > schemas/openapi.json`"
         );
+    }
+
+    /// Each schema written as JSON is read whole (`schema` would give an
+    /// empty object for one utoipa cannot read).
+    #[test]
+    fn every_written_schema_reads_back_as_written() {
+        for made in [
+            Decimal::schema(),
+            Error::schema(),
+            OpenApiDocument::schema(),
+            JsonSchema::schema(),
+            exact_decimal(),
+            provider_kind(),
+            aggregation(),
+            staff_role(),
+        ] {
+            let value = serde_json::to_value(&made).unwrap();
+            assert_ne!(value, json!({"type": "object"}));
+            assert!(value.get("type").is_some(), "{value}");
+        }
+        assert_eq!(
+            serde_json::to_value(aggregation()).unwrap()["enum"][4],
+            "unique_count"
+        );
+        for (made, json) in written() {
+            assert_eq!(serde_json::to_value(&made).unwrap(), json);
+        }
     }
 
     #[test]
