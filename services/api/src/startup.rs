@@ -1,7 +1,6 @@
 //! Building and running the API: the router of every audience's routes.
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
 use axum::Router;
 use sqlx::PgPool;
 use tally_platform::health::{Probe, Readiness};
@@ -53,10 +52,10 @@ fn api_routes() -> OpenApiRouter<PgPool> {
 /// The bill pages, which let their viewers in themselves (`page::admit`).
 fn page_routes() -> OpenApiRouter<PageState> {
     OpenApiRouter::new()
-        .route("/accounts/{account}/bill", get(page::bill_page))
-        .route("/accounts/{account}/bill.csv", get(page::bill_csv))
-        .route("/login", get(page::login_form).post(page::login))
-        .route("/logout", post(page::logout))
+        .routes(routes!(page::bill_page))
+        .routes(routes!(page::bill_csv))
+        .routes(routes!(page::login_form, page::login))
+        .routes(routes!(page::logout))
 }
 
 /// Bill links, which finance makes with a bearer key.
@@ -70,7 +69,7 @@ fn meta_routes() -> OpenApiRouter {
         .routes(routes!(openapi::openapi))
         .routes(routes!(openapi::cloudevent_usage_schema))
         .routes(routes!(openapi::collector_response_schema))
-        .route("/healthz", get(telemetry::healthz))
+        .routes(routes!(telemetry::healthz))
 }
 
 /// The operations of every route of the API, as their handlers document

@@ -105,6 +105,46 @@ impl Readiness {
     }
 }
 
+/// What `/readyz` answers (its schema in the OpenAPI document).
+pub struct ReadinessBody;
+
+impl utoipa::PartialSchema for ReadinessBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["ready", "checks"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "checks": {
+                    "type": "object",
+                    "description": "One entry per check, named service.what (rating.database, rating.kafka, rating.consumer, …): \"ok\", or an object with the error",
+                    "additionalProperties": {"oneOf": [
+                        {"type": "string", "enum": ["ok"]},
+                        {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                    ]},
+                },
+            },
+        });
+        serde_json::from_value(schema).unwrap_or_default()
+    }
+}
+
+impl utoipa::ToSchema for ReadinessBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Readiness".into()
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    summary = "Readiness: the process's database, brokers and consumer groups answer (admin address only)",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessBody),
+        (status = 503, description = "Not ready; each failing check says why", body = ReadinessBody),
+    ),
+)]
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Value>) {
     let (ready, body) = readiness.check().await;
     let status = if ready {

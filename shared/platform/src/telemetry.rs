@@ -34,11 +34,25 @@ pub fn metrics() -> &'static PrometheusHandle {
 }
 
 /// Axum handler for `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    summary = "Prometheus metrics (admin address only)",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics_endpoint() -> String {
     metrics().render()
 }
 
 /// Axum handler for `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness (on the public and the admin address)",
+    responses((status = 200, description = "ok", content_type = "text/plain", body = String)),
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }

@@ -36,10 +36,15 @@ pub struct PageState {
     pub throttle: Arc<Throttle>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// YYYY-MM
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
+    /// Signed link expiry (unix seconds)
     expires: Option<i64>,
+    /// Signed link signature
     sig: Option<String>,
 }
 
@@ -199,6 +204,21 @@ fn malformed_link() -> Response {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/accounts/{account}/bill",
+    tag = "customer",
+    summary = "The bill page (HTML): signed link, sign-in session or bearer key",
+    params(("account" = String, Path, description = "Account id"), PageQuery),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 303, description = "Not signed in (no signed link, session or key): to /login"),
+        (status = 400, description = "A page saying so: the link's query does not parse (`expires` not an integer, a parameter given twice)", content_type = "text/html", body = String),
+        (status = 401, description = "A page saying so: the bearer key is not valid", content_type = "text/html", body = String),
+        (status = 403, description = "A page saying so: another account's session or customer key, a provider's key, or a link that does not verify (expired, altered, another account's)", content_type = "text/html", body = String),
+        (status = 404, description = "A page saying so: no such account, or no bill for the period (or none yet)", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn bill_page(
     State(state): State<PageState>,
     headers: HeaderMap,
@@ -248,6 +268,22 @@ pub async fn bill_page(
     Html(bill_view::render(&page).into_string()).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/accounts/{account}/bill.csv",
+    tag = "customer",
+    summary = "The bill as CSV",
+    description = "Text cells are neutralised against formula injection: a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. Numbers Tally formats (amounts, quantities, unit prices) are never prefixed.",
+    params(("account" = String, Path, description = "Account id"), PageQuery),
+    responses(
+        (status = 200, description = "CSV", content_type = "text/csv", body = String),
+        (status = 303, description = "Not signed in (no signed link, session or key): to /login"),
+        (status = 400, description = "A page saying so: the link's query does not parse (`expires` not an integer, a parameter given twice)", content_type = "text/html", body = String),
+        (status = 401, description = "A page saying so: the bearer key is not valid", content_type = "text/html", body = String),
+        (status = 403, description = "A page saying so: another account's session or customer key, a provider's key, or a link that does not verify (expired, altered, another account's)", content_type = "text/html", body = String),
+        (status = 404, description = "A page saying so: no such account, or no bill for the period (or none yet)", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn bill_csv(
     State(state): State<PageState>,
     headers: HeaderMap,
@@ -280,6 +316,13 @@ pub async fn bill_csv(
 }
 
 /// `GET /login`: the sign-in form, with a fresh nonce in it and in its cookie.
+#[utoipa::path(
+    get,
+    path = "/login",
+    tag = "customer",
+    summary = "Sign-in form for customers (sets a one-hour tally_login nonce cookie that the form's csrf field must match)",
+    responses((status = 200, description = "The form", content_type = "text/html", body = String)),
+)]
 pub async fn login_form() -> Response {
     login_page(StatusCode::OK, None)
 }
@@ -310,14 +353,33 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = LoginForm)]
 pub struct LoginForm {
     #[serde(default)]
+    #[schema(required = true)]
     token: String,
+    /// The nonce of the form (and of its tally_login cookie)
+    #[schema(required = true, value_type = String)]
     csrf: Option<String>,
 }
 
 /// `POST /login`: a customer token opens a session on its account's bill.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "customer",
+    summary = "Sign in with a customer token; opens a bill-page session (cookie tally_bill: HttpOnly, Secure, SameSite=Strict, 12 hours; it ends at sign-out or when the token is revoked)",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "To the account's bill"),
+        (status = 400, description = "The form could not be read: a fresh form saying so", content_type = "text/html", body = String),
+        (status = 401, description = "Not a customer token (counts against the client's failed sign-ins)", content_type = "text/html", body = String),
+        (status = 403, description = "The csrf field does not match the tally_login cookie, or the request comes from another site (Origin, Sec-Fetch-Site): a fresh form", content_type = "text/html", body = String),
+        (status = 429, description = "Too many failed sign-ins from this client address (10 in 15 minutes)", content_type = "text/html", body = String,
+            headers(("Retry-After" = u64, description = "Seconds until sign-in is allowed again"))),
+    ),
+)]
 pub async fn login(
     State(state): State<PageState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
@@ -378,6 +440,13 @@ pub async fn login(
 }
 
 /// `POST /logout`: ends the session and clears its cookie.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "customer",
+    summary = "Sign out: ends the bill-page session and clears its cookie",
+    responses((status = 303, description = "To the sign-in form")),
+)]
 pub async fn logout(State(state): State<PageState>, headers: HeaderMap) -> Response {
     if let Some(session) = sessions::cookie(&headers, SESSION_COOKIE) {
         if let Err(err) = sessions::close(&state.pool, session).await {

@@ -1,8 +1,9 @@
-//! The operations of the hand-written document that no handler's
-//! `#[utoipa::path]` documents yet (legacy.json), and the schemas they
-//! refer to: filled into the generated document until each route is
-//! annotated, and removed from legacy.json as it is (a test fails when an
-//! operation is in both).
+//! What of the hand-written document is not generated yet (legacy.json):
+//! the schemas of the response bodies whose types do not derive `ToSchema`
+//! yet (Invoice, Grant, CreditNote, Settlement, Sku, PriceBook, …, which
+//! the operations refer to by name), filled into the generated document;
+//! and the place for an operation that no handler's `#[utoipa::path]`
+//! documents (none now: a test fails when one is both generated and here).
 
 use serde_json::Value;
 

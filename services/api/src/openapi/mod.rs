@@ -7,6 +7,7 @@
 //! schemas/openapi.json (`tally openapi > schemas/openapi.json`; a test
 //! fails when the two differ).
 
+pub mod collector;
 pub mod errors;
 mod legacy;
 
@@ -205,6 +206,12 @@ written! {
     GrantList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}};
     /// Credit ledger entries.
     LedgerList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/LedgerEntry"}}}};
+    /// One usage CloudEvent.
+    UsageEventRef = {"$ref": "#/components/schemas/UsageEvent"};
+    /// A batch of usage CloudEvents.
+    EventBatch = {"type": "array", "items": {"$ref": "#/components/schemas/UsageEvent"}, "minItems": 1, "maxItems": 1000};
+    /// The collector's answer.
+    IngestResponseRef = {"$ref": "#/components/schemas/IngestResponse"};
     /// A signed bill link.
     BillLink = {"type": "object", "properties": {
         "path": {"type": "string"},
@@ -221,6 +228,7 @@ pub fn staff_role() -> RefOr<Schema> {
 /// the probes', with their error responses, servers and schemas.
 pub fn document() -> Value {
     let mut generated = crate::startup::openapi();
+    generated.merge(<collector::Elsewhere as utoipa::OpenApi>::openapi());
     generated.merge(
         utoipa::openapi::OpenApiBuilder::new()
             .components(Some(
@@ -399,6 +407,12 @@ mod tests {
         assert_eq!(
             serde_json::to_value(aggregation()).unwrap()["enum"][4],
             "unique_count"
+        );
+        let readiness = tally_platform::health::ReadinessBody::schema();
+        let readiness = serde_json::to_value(readiness).unwrap();
+        assert_eq!(
+            readiness["properties"]["checks"]["additionalProperties"]["oneOf"][0]["enum"],
+            json!(["ok"])
         );
         for (made, json) in written() {
             assert_eq!(serde_json::to_value(&made).unwrap(), json);

@@ -1,0 +1,44 @@
+//! The collector's operation, `POST /v1/events`. The API serves the
+//! document of every service but does not link the collector (nor Kafka),
+//! so the collector's operation is documented here; `tests/openapi.rs`
+//! sends each documented operation to the service that owns it, so this one
+//! cannot document a route the collector does not have. Its codes are the
+//! collector's (`tally_collector::error::ApiError`, the per-event
+//! `Rejection` codes), not the API's.
+
+use super::{Error, EventBatch, IngestResponseRef, UsageEventRef};
+
+/// The collector's ingest (`tally_collector::ingest`), documented.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "collector",
+    summary = "Send usage: one CloudEvent (structured or binary content mode) or a batch (1 to 1,000, at most 1 MiB, each event at most 256 KiB); answered after the broker acknowledged every accepted event",
+    description = "A batch answers 202 with each event's result, refused events included. A single event (one JSON object, or binary content mode: the attributes in `ce-*` headers, percent-encoded, and the event's `data` as the JSON body) that is refused answers 422 (413 for `event_too_large`) with the event's code in `error.code`.",
+    request_body(content(
+        (inline(UsageEventRef) = "application/cloudevents+json"),
+        (inline(EventBatch) = "application/cloudevents-batch+json"),
+    )),
+    responses(
+        (status = 202, description = "Per-event results in request order", body = inline(IngestResponseRef)),
+        (status = 400, description = "Error; `error.code` is one of: `malformed`, `invalid_request`", body = Error),
+        (status = 401, description = "Error; `error.code` is one of: `unauthorized`", body = Error),
+        (status = 403, description = "Error; `error.code` is one of: `forbidden`", body = Error),
+        (status = 413, description = "Error; `error.code` is one of: `batch_too_large`, `payload_too_large`, `event_too_large` (a single event over 256 KiB)", body = Error),
+        (status = 415, description = "Error; `error.code` is one of: `unsupported_media_type`", body = Error),
+        (status = 422, description = "A single event refused; `error.code` is its per-event code (`malformed`, `source_mismatch`, `quantity_invalid`, `time_out_of_window`, `unknown_sku`, `sku_not_owned`, `account_unknown`, `dimension_invalid`, `amount_overflow`)", body = Error),
+        (status = 503, description = "Error; `error.code` is one of: `broker_unavailable`, `catalog_unavailable`. No event of the request is accepted; retry the whole request after `Retry-After` seconds. After `catalog_unavailable` nothing was produced; after `broker_unavailable` some events may be on the broker already, and a retry is still safe: each provider and event `id` is billed once.", body = Error),
+    ),
+    security(("bearer" = [])),
+)]
+pub fn events() {}
+
+/// The operations served elsewhere: the collector's, and the admin
+/// address's probes and metrics.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    events,
+    tally_platform::health::readyz,
+    tally_platform::telemetry::metrics_endpoint
+))]
+pub struct Elsewhere;
