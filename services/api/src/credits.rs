@@ -20,28 +20,37 @@ use crate::extract::{ApiJson, ApiPath, RequestBody};
 use tally_invoicing::amounts::scaled;
 
 /// Ask for a grant of credits to an account.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewGrant {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// `promotional`, `prepaid` or `programme`.
+    #[schema(schema_with = crate::openapi::grant_kind)]
     kind: String,
     /// What the customer paid for a prepaid grant (required for `prepaid`, refused otherwise).
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     cost_basis: Option<Decimal>,
+    /// Positive, with at most the currency's minor units
     #[serde(with = "tally_domain::input::exact")]
+    #[schema(value_type = crate::openapi::Decimal)]
     amount: Decimal,
     /// Must be the account's billing currency; defaults to it.
     currency: Option<String>,
     /// Lower numbers are applied first (default 100).
     priority: Option<i32>,
-    /// Whole UTC hour; defaults to the start of the current hour.
+    /// Whole UTC hour; defaults to the start of the current hour; in the
+    /// years 2000 to 9999 (`invalid_date`).
     effective_at: Option<DateTime<Utc>>,
-    /// Whole UTC hour, after `effective_at`; none means the grant never expires.
+    /// Whole UTC hour, after `effective_at`; none means the grant never
+    /// expires; in the years 2000 to 9999 (`invalid_date`).
     expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     eligibility: Option<EligibilityBody>,
+    /// At most this much per billing period
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     cap_per_period: Option<Decimal>,
 }
 
@@ -49,10 +58,13 @@ impl RequestBody for NewGrant {
     const INEXACT_CODE: Code = Code::InvalidAmount;
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(as = Eligibility)]
 pub struct EligibilityBody {
     /// `all_usage`, `first_party_only`, `providers` or `skus`.
+    #[schema(schema_with = crate::openapi::eligibility_scope)]
     scope: String,
+    /// Provider ids or SKUs; required for `providers` and `skus`, refused otherwise
     #[serde(default)]
     ids: Vec<String>,
 }
@@ -67,19 +79,24 @@ pub struct VoidBody {
 impl RequestBody for VoidBody {}
 
 /// A grant with its balance: `amount = drawn + voided_amount + remaining`.
-#[derive(Debug, Serialize)]
+/// Applied in order: priority, earliest expiry, free before prepaid, oldest.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Grant)]
 pub struct GrantView {
     id: i64,
     account_id: String,
     name: String,
+    #[schema(schema_with = crate::openapi::grant_kind)]
     kind: String,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::str_option"
     )]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     cost_basis: Option<Decimal>,
     currency: String,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     amount: Decimal,
     priority: i32,
     effective_at: DateTime<Utc>,
@@ -89,40 +106,48 @@ pub struct GrantView {
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::str_option"
     )]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     cap_per_period: Option<Decimal>,
     /// Drawn by invoices so far (draft invoices included).
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     drawn: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     voided_amount: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     remaining: Decimal,
     /// `scheduled`, `active`, `depleted`, `expired` or `voided`, as of now.
+    #[schema(schema_with = crate::openapi::grant_status)]
     status: GrantStatus,
     voided_at: Option<DateTime<Utc>>,
     void_reason: Option<String>,
     created_at: DateTime<Utc>,
 }
 
-/// One movement of a grant's balance.
-#[derive(Debug, Serialize)]
+/// One movement of a grant's balance; one draw per grant per invoice.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     id: i64,
     grant_id: i64,
     grant_name: String,
     /// `grant`, `draw` or `void`.
+    #[schema(schema_with = crate::openapi::ledger_kind)]
     kind: String,
     /// `YYYY-MM` of the invoice a draw belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     period: Option<String>,
     /// Signed: positive for a grant, negative for draws and voids.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     amount: Decimal,
     currency: String,
     /// The draw's invoice and its status, when it exists yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     invoice_id: Option<uuid::Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::invoice_status)]
     invoice_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
@@ -470,8 +495,8 @@ async fn validate(
     tag = "credits",
     summary = "Grant credits to an account (finance, admin); rating restates the account's open invoices",
     params(("account" = String, Path, description = "Account id")),
-    request_body = inline(crate::openapi::NewGrantRef),
-    responses((status = 201, description = "The grant", body = inline(crate::openapi::GrantRef))),
+    request_body = NewGrant,
+    responses((status = 201, description = "The grant", body = GrantView)),
     security(("bearer" = [])),
 )]
 pub async fn create_grant(
@@ -580,7 +605,7 @@ fn grant_id(raw: &str) -> Result<i64, ApiError> {
     tag = "credits",
     summary = "One grant with its balance (finance, admin)",
     params(("id" = String, Path, description = "Grant id", format = Uuid)),
-    responses((status = 200, description = "The grant", body = inline(crate::openapi::GrantRef))),
+    responses((status = 200, description = "The grant", body = GrantView)),
     security(("bearer" = [])),
 )]
 pub async fn get_grant(
@@ -630,7 +655,7 @@ pub async fn grant_ledger(
     summary = "Void the unused part of a grant (finance, admin); draws already made stay",
     params(("id" = String, Path, description = "Grant id", format = Uuid)),
     request_body = VoidBody,
-    responses((status = 200, description = "The voided grant", body = inline(crate::openapi::GrantRef))),
+    responses((status = 200, description = "The voided grant", body = GrantView)),
     security(("bearer" = [])),
 )]
 pub async fn void_grant(

@@ -144,9 +144,10 @@ async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiEr
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCreditNote {
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
     /// Lines to credit; none: the whole invoice (what is left of its amount
     /// due, spread over the lines in proportion to what is left on each).
@@ -158,39 +159,48 @@ impl RequestBody for NewCreditNote {
     const INEXACT_CODE: Code = Code::InvalidAmount;
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCreditNoteLine {
     /// The invoice line's `position`.
     position: i32,
     /// Defaults to what is left to credit on the line.
     #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     amount: Option<Decimal>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreditNoteLine {
+    /// The credited invoice line's position
     pub line_position: i32,
     pub provider_id: String,
     pub sku: String,
     pub description: String,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub amount: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub platform_part: Decimal,
+    /// The partner's share given back: the amount in the invoice line's
+    /// proportion of partner net, rounded once
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub partner_part: Decimal,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreditNote {
     pub id: Uuid,
+    /// Gap-free per issuer and year, e.g. TLY-CN-2026-000001
     pub number: String,
     pub invoice_id: Uuid,
     pub account_id: String,
     pub currency: String,
     pub reason: String,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub total: Decimal,
     pub created_at: DateTime<Utc>,
     pub lines: Vec<CreditNoteLine>,
@@ -260,8 +270,8 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
     tag = "finance",
     summary = "Credit a finalized invoice, whole (what is left of its amount due) or per line, partial amounts allowed (finance, admin); numbered and immutable",
     params(("id" = String, Path, description = "Invoice id", format = Uuid)),
-    request_body = inline(crate::openapi::NewCreditNoteRef),
-    responses((status = 201, description = "The credit note", body = inline(crate::openapi::CreditNoteRef))),
+    request_body = NewCreditNote,
+    responses((status = 201, description = "The credit note", body = CreditNote)),
     security(("bearer" = [])),
 )]
 pub async fn create_credit_note(
@@ -575,7 +585,7 @@ pub async fn list_credit_notes(
     tag = "finance",
     summary = "One credit note (finance, admin; a customer its own)",
     params(("id" = String, Path, description = "Credit note id", format = Uuid)),
-    responses((status = 200, description = "The credit note", body = inline(crate::openapi::CreditNoteRef))),
+    responses((status = 200, description = "The credit note", body = CreditNote)),
     security(("bearer" = [])),
 )]
 pub async fn get_credit_note(

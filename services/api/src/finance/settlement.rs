@@ -25,20 +25,25 @@ use crate::finance::invoices::parse_period;
 use tally_invoicing::amounts::scaled;
 
 /// One partner's settlement figures for one SKU and account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = SettlementFigures)]
 pub struct Figures {
     /// Usage at the partner's list price (less that of invoices voided in
     /// the month).
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub gross_list: Decimal,
     /// The platform's share of the list amount.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub platform_fee: Decimal,
     /// The partner's share given back by credit notes.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub credit_notes: Decimal,
     /// What the platform owes the partner: `gross_list - platform_fee - credit_notes`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub net_payable: Decimal,
 }
 
@@ -63,7 +68,8 @@ impl Figures {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SettlementKeyed)]
 pub struct Keyed {
     pub id: String,
     #[serde(flatten)]
@@ -71,7 +77,7 @@ pub struct Keyed {
 }
 
 /// A partner's statement in one currency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CurrencySettlement {
     pub currency: String,
     #[serde(flatten)]
@@ -80,7 +86,7 @@ pub struct CurrencySettlement {
     pub by_account: Vec<Keyed>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Settlement {
     pub provider_id: String,
     pub provider_name: String,
@@ -243,7 +249,7 @@ pub async fn get_settlements(
 /// The identity of one month in one currency (DESIGN.md, "It reconciles"):
 /// `invoiced = platform_revenue + partner_settlements + credits_applied`,
 /// computed by `tally_domain::reconciliation` over the figures read here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CurrencyReconciliation {
     pub currency: String,
     /// Finalized invoices of the month's periods (void ones included: they
@@ -251,30 +257,38 @@ pub struct CurrencyReconciliation {
     pub invoices: i64,
     /// Their subtotals (before credits), from the invoice headers.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub subtotals: Decimal,
     /// Subtotals of invoices voided in the month.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub voided: Decimal,
     /// Credit notes issued in the month, from their headers.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub credit_notes: Decimal,
     /// `subtotals - voided - credit_notes`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub invoiced: Decimal,
     /// Markup and platform fees of the lines (first-party lines whole), less
     /// those of voided invoices and the platform's part of credit notes,
     /// less credits applied.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub platform_revenue: Decimal,
     /// Net payable of every partner's settlement.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub partner_settlements: Decimal,
     /// Credits applied on the invoices (their credit lines), less those of
     /// voided invoices.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub credits_applied: Decimal,
     /// `invoiced - (platform_revenue + partner_settlements + credits_applied)`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
     pub difference: Decimal,
     /// Problems found: an invoice whose header disagrees with its lines or
     /// credits, a line whose split does not add up, a credit note whose
@@ -289,7 +303,7 @@ impl CurrencyReconciliation {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reconciliation {
     pub period: String,
     /// Invoices of the month not finalized yet (left out of the figures).
@@ -528,7 +542,7 @@ pub struct PeriodQuery {
     tag = "finance",
     summary = "The month's identity per currency: invoiced = platform revenue + partner settlements + credits applied (finance, admin)",
     params(PeriodQuery),
-    responses((status = 200, description = "The reconciliation", body = inline(crate::openapi::ReconciliationRef))),
+    responses((status = 200, description = "The reconciliation", body = Reconciliation)),
     security(("bearer" = [])),
 )]
 pub async fn get_reconciliation(
