@@ -63,7 +63,7 @@ impl RequestBody for NewProvider {
     tag = "admin",
     summary = "Create a provider (returns its API key once)",
     request_body = NewProvider,
-    responses((status = 201, description = "Created")),
+    responses((status = 201, description = "Created", body = inline(openapi::ProviderCreated))),
     security(("bearer" = [])),
 )]
 pub async fn create_provider(
@@ -113,7 +113,7 @@ impl RequestBody for NewAccount {}
     tag = "admin",
     summary = "Create a customer account (returns its customer token once)",
     request_body = NewAccount,
-    responses((status = 201, description = "Created")),
+    responses((status = 201, description = "Created", body = inline(openapi::AccountCreated))),
     security(("bearer" = [])),
 )]
 pub async fn create_account(
@@ -182,7 +182,7 @@ fn default_unit() -> String {
     tag = "admin",
     summary = "Create a SKU for any provider",
     request_body = NewSku,
-    responses((status = 201, description = "Created")),
+    responses((status = 201, description = "Created", body = inline(openapi::SkuCreated))),
     security(("bearer" = [])),
 )]
 pub async fn create_sku(
@@ -283,7 +283,7 @@ impl RequestBody for NewKey {}
     tag = "admin",
     summary = "Create a finance or admin key (returned once)",
     request_body = NewKey,
-    responses((status = 201, description = "Created")),
+    responses((status = 201, description = "Created", body = inline(openapi::KeyCreated))),
     security(("bearer" = [])),
 )]
 pub async fn create_staff_key(
@@ -309,7 +309,7 @@ pub async fn create_staff_key(
     path = "/v1/admin/providers",
     tag = "admin",
     summary = "List providers",
-    responses((status = 200, description = "Providers")),
+    responses((status = 200, description = "Providers", body = inline(openapi::ProviderList))),
     security(("bearer" = [])),
 )]
 pub async fn list_providers(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
@@ -324,7 +324,7 @@ pub async fn list_providers(_: Admin, State(pool): State<PgPool>) -> Result<Json
     path = "/v1/admin/accounts",
     tag = "admin",
     summary = "List accounts",
-    responses((status = 200, description = "Accounts")),
+    responses((status = 200, description = "Accounts", body = inline(openapi::AccountList))),
     security(("bearer" = [])),
 )]
 pub async fn list_accounts(_: Admin, State(pool): State<PgPool>) -> Result<Json<Value>, ApiError> {
@@ -348,7 +348,7 @@ pub struct SkuQuery {
     tag = "admin",
     summary = "List SKUs",
     params(SkuQuery),
-    responses((status = 200, description = "SKUs")),
+    responses((status = 200, description = "SKUs", body = inline(openapi::SkuList))),
     security(("bearer" = [])),
 )]
 pub async fn list_skus(

@@ -159,7 +159,7 @@ impl RequestBody for NewVersion {
     summary = "Publish a price version, effective now or later",
     params(("sku" = String, Path, description = "SKU id")),
     request_body = NewVersion,
-    responses((status = 201, description = "Published", body = inline(openapi::PriceVersionRef))),
+    responses((status = 201, description = "Published", body = inline(openapi::PublishedPrice))),
     security(("bearer" = [])),
 )]
 pub async fn publish_price(

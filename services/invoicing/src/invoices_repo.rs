@@ -323,10 +323,12 @@ impl CreditColumns {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Period)]
 pub struct PeriodView {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    #[schema(example = "2026-11")]
     pub label: String,
 }
 
@@ -339,60 +341,79 @@ impl PeriodView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceSummary {
     pub id: Uuid,
     pub number: Option<String>,
     pub account_id: String,
     pub period: PeriodView,
+    #[schema(schema_with = tally_platform::openapi::invoice_status)]
     pub status: InvoiceStatus,
+    /// ISO 4217
     pub currency: String,
     pub statement_version: i64,
     /// The sum of the lines, before credits.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub subtotal: Decimal,
+    /// Credits applied
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub credits_total: Decimal,
-    /// Amount due: `subtotal - credits_total`.
+    /// Amount due: `subtotal - credits_total` (never below zero).
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub total: Decimal,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the invoice got its number and froze.
     pub finalized_at: Option<DateTime<Utc>>,
+    /// Present on a void invoice
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voided_at: Option<DateTime<Utc>>,
+    /// Present on a void invoice
     #[serde(skip_serializing_if = "Option::is_none")]
     pub void_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SectionProvider)]
 pub struct ProviderView {
     pub id: String,
     pub name: String,
+    #[schema(schema_with = tally_platform::openapi::provider_kind)]
     pub kind: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Line)]
 pub struct LineView {
+    #[schema(schema_with = tally_platform::openapi::line_kind)]
     pub kind: String,
     pub sku: String,
     pub price_id: i64,
     pub description: String,
     pub unit: String,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub quantity: Decimal,
     #[serde(with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<tally_platform::openapi::Decimal>)]
     pub unit_price: Option<Decimal>,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub amount: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub list_amount: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub markup: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub platform_fee: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub partner_net: Decimal,
     pub price_effective_from: DateTime<Utc>,
     pub event_count: i64,
@@ -401,31 +422,36 @@ pub struct LineView {
     pub adjusts: Option<PeriodView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Section {
     pub provider: ProviderView,
     pub lines: Vec<LineView>,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub subtotal: Decimal,
 }
 
 /// A credit line: what one grant paid on the invoice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = InvoiceCredit)]
 pub struct CreditView {
     pub grant_id: i64,
     pub name: String,
+    #[schema(schema_with = tally_platform::openapi::grant_kind)]
     pub kind: String,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
     pub amount: Decimal,
 }
 
 /// An invoice with its lines grouped per provider (the platform first),
 /// then the credits applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
     #[serde(flatten)]
     pub summary: InvoiceSummary,
     pub sections: Vec<Section>,
+    /// Credits in the order they were applied
     pub credits: Vec<CreditView>,
 }
 

@@ -57,10 +57,12 @@ fn on_constraint(err: sqlx::Error, what: &str) -> CatalogError {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Provider {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub id: ProviderId,
     pub name: String,
+    #[schema(schema_with = crate::openapi::provider_kind)]
     pub kind: ProviderKind,
 }
 
@@ -143,32 +145,44 @@ pub async fn set_markup(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Account {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub id: AccountId,
     pub name: String,
+    /// ISO 4217
+    #[schema(value_type = String)]
     pub currency: Currency,
     /// The day of the month the account's billing periods start on.
+    #[schema(value_type = u32, minimum = 1, maximum = 28)]
     pub billing_anchor_day: AnchorDay,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Sku)]
 pub struct SkuRecord {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,127}$")]
     pub id: Sku,
+    #[schema(value_type = String)]
     pub provider_id: ProviderId,
     pub name: String,
     pub unit: String,
+    #[schema(schema_with = crate::openapi::aggregation)]
     pub aggregation: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregation_dimension: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PriceVersion {
     pub id: i64,
+    #[schema(value_type = String)]
     pub sku: Sku,
+    /// ISO 4217
+    #[schema(value_type = String)]
     pub currency: Currency,
     pub effective_from: DateTime<Utc>,
+    #[schema(schema_with = crate::openapi::price_book)]
     pub model: PriceBook,
 }
 

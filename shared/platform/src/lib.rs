@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod onboarding;
+pub mod openapi;
 pub mod telemetry;
 pub mod trace;
 

@@ -9,7 +9,6 @@
 
 pub mod collector;
 pub mod errors;
-mod legacy;
 
 use std::sync::OnceLock;
 
@@ -19,16 +18,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
-/// The pattern of an exact decimal string (`"10.00"`, `"-6.00"`, `"0.0001"`).
-pub const DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]{1,28})?$";
-/// An account id, as `AccountId::parse` takes it.
-pub const ACCOUNT_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
-/// A provider id, as `ProviderId::parse` takes it: no dots.
-pub const PROVIDER_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
-/// A SKU id, as `Sku::parse` takes it.
-pub const SKU_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,127}$";
-/// A month, `YYYY-MM`.
-pub const MONTH_PATTERN: &str = "^[0-9]{4}-(0[1-9]|1[0-2])$";
+pub use tally_platform::openapi::*;
 
 const DESCRIPTION: &str = "Unified billing and metering: usage ingest (collector), provider catalog, finance, customer bill, credits and admin APIs (api). Amounts are exact decimal strings with their ISO 4217 currency beside them, written with the currency's exponent (`\"10.00\"` USD, `\"1234\"` JPY, `\"1.500\"` BHD); unit prices keep every digit they have (`\"0.0001\"`) and at least the currency's minor units. Every error body is `{\"error\": {\"code\", \"message\"}}` with a stable `code`. A request is authenticated before anything else in it is read: without a valid key the answer is 401 `unauthorized`, with a key of the wrong role 403 `forbidden`, whatever the body, query or path. Every string a client sends is refused with 400 `invalid_text` when it contains U+0000 and `text_too_long` past 1,000 characters (names: 200, units: 64). A route that does not exist answers 404 `unknown_route`, a method a route does not take 405 `method_not_allowed`.";
 
@@ -67,21 +57,6 @@ const PATH_SERVERS: &[(&str, &[&str])] = &[
     ("/metrics", &["admin"]),
 ];
 
-/// An exact decimal string (a `rust_decimal::Decimal` on the wire).
-pub struct Decimal;
-
-impl PartialSchema for Decimal {
-    fn schema() -> RefOr<Schema> {
-        schema(json!({
-            "type": "string",
-            "pattern": DECIMAL_PATTERN,
-            "description": "Exact decimal, at most 28 decimal places (more cannot be stored exactly and is refused: `invalid_price` in prices, `invalid_amount` in grants and credit notes)",
-        }))
-    }
-}
-
-impl ToSchema for Decimal {}
-
 /// Every error body: `{"error": {"code", "message"}}`.
 pub struct Error;
 
@@ -101,48 +76,9 @@ impl PartialSchema for Error {
 
 impl ToSchema for Error {}
 
-/// A schema written as JSON Schema (for what a Rust type cannot say). It
-/// must be one utoipa's `Schema` reads back whole (a test checks each).
-pub fn schema(value: Value) -> RefOr<Schema> {
-    serde_json::from_value(value).unwrap_or_else(|_| RefOr::T(Schema::default()))
-}
-
-/// An exact decimal field (`schema_with`).
-pub fn exact_decimal() -> RefOr<Schema> {
-    schema(json!({"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"}))
-}
-
-/// `first_party` or `partner` (`schema_with`).
-pub fn provider_kind() -> RefOr<Schema> {
-    schema(json!({"type": "string", "enum": ["first_party", "partner"]}))
-}
-
-/// A SKU's aggregation (`schema_with`).
-pub fn aggregation() -> RefOr<Schema> {
-    schema(json!({
-        "type": "string",
-        "enum": ["sum", "count", "max", "latest", "unique_count"],
-        "default": "sum",
-    }))
-}
-
-/// A price book (`schema_with`).
-pub fn price_book() -> RefOr<Schema> {
-    RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PriceBook"))
-}
-
-/// An invoice's status (`schema_with`).
-pub fn invoice_status() -> RefOr<Schema> {
-    schema(json!({
-        "type": "string",
-        "enum": ["draft", "finalized", "void"],
-        "description": "draft, finalized or void",
-    }))
-}
-
-/// A schema written as JSON, for a body whose type does not derive
-/// `ToSchema` yet (its components are in legacy.json): `body =
-/// inline(openapi::SkuRef)`.
+/// A schema written as JSON: the list wrappers of the bodies (`body =
+/// inline(openapi::SkuList)`), and the schemas of what has no Rust type of
+/// its own here (the collector's event schemas, a price book).
 macro_rules! written {
     ($($(#[$doc:meta])* $name:ident = $json:tt;)*) => {
         $(
@@ -166,6 +102,75 @@ macro_rules! written {
 }
 
 written! {
+    /// A price version's terms (`tally_domain::PriceBook`).
+    PriceBook = {
+        "type": "object",
+        "required": ["model"],
+        "description": "A price version's terms. Models: per_unit {unit_price}; graduated {tiers} (each unit at its tier's price); volume {tiers} (all units at the reached tier's price); package {package_size, package_price} (per started block). Optional terms: free_units (first units of a period free), minimum_charge (a true-up line when a period's usage line, as billed, falls short: the minimum less that line, so the two make exactly the minimum), recurring_fee (per period in which the SKU is used).",
+        "properties": {
+            "model": {"type": "string", "enum": ["per_unit", "graduated", "volume", "package"]},
+            "unit_price": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+            "tiers": {"type": "array", "items": {
+                "type": "object",
+                "required": ["unit_price"],
+                "properties": {
+                    "up_to": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Inclusive upper bound; absent on the last tier"},
+                    "unit_price": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+                    "flat_fee": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+                },
+            }},
+            "package_size": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+            "package_price": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+            "free_units": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+            "minimum_charge": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+            "recurring_fee": {"type": "string", "pattern": DECIMAL_PATTERN, "description": "Exact decimal"},
+        },
+    };
+    /// One usage CloudEvent as the collector takes it (a JSON Schema of its own).
+    UsageEvent = {"$ref": "cloudevent-usage.schema.json"};
+    /// The collector's answer (a JSON Schema of its own).
+    IngestResponse = {"$ref": "collector-response.schema.json"};
+    /// Providers.
+    ProviderList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}}};
+    /// A new provider, with its API key (shown once).
+    ProviderCreated = {"type": "object", "required": ["id", "name", "kind", "kafka_ingest", "api_key"], "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "kind": {"type": "string", "enum": ["first_party", "partner"]},
+        "kafka_ingest": {"type": "boolean"},
+        "api_key": {"type": "string", "description": "Shown once; stored hashed"},
+    }};
+    /// Accounts.
+    AccountList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}}}};
+    /// A new account, with its customer token (shown once).
+    AccountCreated = {"type": "object", "required": ["id", "name", "currency", "billing_anchor_day", "api_key"], "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "currency": {"type": "string"},
+        "billing_anchor_day": {"type": "integer", "minimum": 1, "maximum": 28},
+        "api_key": {"type": "string", "description": "The customer token: shown once; stored hashed"},
+    }};
+    /// A new SKU.
+    SkuCreated = {"type": "object", "required": ["id", "provider_id", "name", "unit"], "properties": {
+        "id": {"type": "string"},
+        "provider_id": {"type": "string"},
+        "name": {"type": "string"},
+        "unit": {"type": "string"},
+    }};
+    /// A new staff key (shown once).
+    KeyCreated = {"type": "object", "required": ["id", "role", "api_key"], "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "role": {"type": "string", "enum": ["finance", "admin"]},
+        "api_key": {"type": "string", "description": "Shown once; stored hashed"},
+    }};
+    /// A price version a provider published (its terms under `price_book`).
+    PublishedPrice = {"type": "object", "required": ["id", "sku", "currency", "effective_from", "price_book"], "properties": {
+        "id": {"type": "integer", "format": "int64"},
+        "sku": {"type": "string"},
+        "currency": {"type": "string", "description": "ISO 4217"},
+        "effective_from": {"type": "string", "format": "date-time"},
+        "price_book": {"$ref": "#/components/schemas/PriceBook"},
+    }};
     /// A SKU.
     SkuRef = {"$ref": "#/components/schemas/Sku"};
     /// A provider's SKUs.
@@ -209,11 +214,6 @@ written! {
     }};
 }
 
-/// A grant's kind (`schema_with`).
-pub fn grant_kind() -> RefOr<Schema> {
-    schema(json!({"type": "string", "enum": ["promotional", "prepaid", "programme"]}))
-}
-
 /// A grant's status as of now (`schema_with`).
 pub fn grant_status() -> RefOr<Schema> {
     schema(json!({
@@ -235,11 +235,6 @@ pub fn ledger_kind() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["grant", "draw", "void"]}))
 }
 
-/// A staff key's role (`schema_with`).
-pub fn staff_role() -> RefOr<Schema> {
-    schema(json!({"type": "string", "enum": ["finance", "admin"]}))
-}
-
 /// The schemas every operation refers to, and those that the written list
 /// schemas (`GrantList`, …) refer to by name.
 #[derive(utoipa::OpenApi)]
@@ -250,19 +245,20 @@ pub fn staff_role() -> RefOr<Schema> {
     crate::credits::LedgerEntry,
     crate::finance::corrections::CreditNote,
     crate::finance::settlement::Settlement,
+    tally_invoicing::invoices_repo::Invoice,
+    tally_platform::catalog::Provider,
+    tally_platform::catalog::Account,
+    tally_platform::catalog::SkuRecord,
+    tally_platform::catalog::PriceVersion,
+    PriceBook,
+    UsageEvent,
+    IngestResponse,
 )))]
 struct Components;
 
 /// The document: the operations of the API's router, the collector's and
 /// the probes', with their error responses, servers and schemas.
 pub fn document() -> Value {
-    let mut doc = generated();
-    legacy::fill(&mut doc);
-    sorted(&doc)
-}
-
-/// The document as the code makes it, without what legacy.json fills in.
-fn generated() -> Value {
     let mut generated = crate::startup::openapi();
     generated.merge(<collector::Elsewhere as utoipa::OpenApi>::openapi());
     generated.merge(<Components as utoipa::OpenApi>::openapi());
@@ -287,7 +283,7 @@ fn generated() -> Value {
             item["servers"] = servers.iter().map(|name| server(name)).collect();
         }
     }
-    doc
+    sorted(&doc)
 }
 
 /// `value` with the keys of every object in order, whatever the map
