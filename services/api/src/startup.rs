@@ -9,6 +9,7 @@ use tally_platform::{telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::customer;
 use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
@@ -54,7 +55,7 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
             "/v1/exports/invoice-lines.csv",
             get(settlement::export_lines),
         )
-        .route("/v1/accounts/{account}/bill", get(invoices::get_bill))
+        .route("/v1/accounts/{account}/bill", get(customer::bill::get_bill))
         .route(
             "/v1/accounts/{account}/grants",
             get(credits::list_grants).post(credits::create_grant),
