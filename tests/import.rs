@@ -15,7 +15,7 @@ const CSV_GOOD: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_files_are_billed_exactly_once_and_bad_lines_are_reported() {
-    let seeded = Seeded::start(&[Service::Rating, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Rating, Service::Invoicing, Service::Api]).await;
     let h = &seeded.h;
     let time = seeded.now - chrono::Duration::hours(1);
     let dir = std::env::temp_dir().join(format!("tally-import-{}", uuid::Uuid::new_v4().simple()));
