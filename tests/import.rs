@@ -169,8 +169,13 @@ async fn imported_files_are_billed_exactly_once_and_bad_lines_are_reported() {
 /// good lines are billed exactly, and an upload again bills nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_is_imported_like_a_file() {
-    let seeded =
-        Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
     let (h, http) = (&seeded.h, &seeded.http);
     let url = format!("{}/v1/imports", seeded.collector);
     let time = seeded.now - chrono::Duration::hours(1);
@@ -179,7 +184,14 @@ async fn an_upload_is_imported_like_a_file() {
     // provider's SKU.
     let mut ndjson = String::new();
     for i in 0..120 {
-        let e = event(&format!("up-{i}"), "dbco", "acme", "dbco.db.hour", "0.5", time);
+        let e = event(
+            &format!("up-{i}"),
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "0.5",
+            time,
+        );
         ndjson.push_str(&format!("{e}\n"));
     }
     ndjson.push_str("{not json\n");
@@ -196,24 +208,39 @@ async fn an_upload_is_imported_like_a_file() {
         }
         async move {
             let r = request.send().await.unwrap();
-            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
         }
     };
     let (status, body) = upload(ndjson.clone().into_bytes(), "application/x-ndjson", false).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["lines"], &body["accepted"], &body["refused"]),
-        (&serde_json::json!(122), &serde_json::json!(120), &serde_json::json!(2))
+        (
+            &serde_json::json!(122),
+            &serde_json::json!(120),
+            &serde_json::json!(2)
+        )
     );
     let refusals: Vec<(u64, String)> = body["refusals"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap(), r["code"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["code"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         refusals,
-        [(121, "malformed".to_owned()), (122, "sku_not_owned".to_owned())]
+        [
+            (121, "malformed".to_owned()),
+            (122, "sku_not_owned".to_owned())
+        ]
     );
     assert_eq!(body["refusals"][1]["id"], "up-foreign");
     assert_eq!(body["refusals_truncated"], false);
@@ -221,17 +248,28 @@ async fn an_upload_is_imported_like_a_file() {
     // Gzipped CSV: 40 events of 2 hours, one of them an NDJSON event again.
     let mut csv = String::from("id,account,sku,quantity,time\n");
     for i in 0..40 {
-        let id = if i == 0 { "up-0".to_owned() } else { format!("upc-{i}") };
+        let id = if i == 0 {
+            "up-0".to_owned()
+        } else {
+            format!("upc-{i}")
+        };
         csv.push_str(&format!("{id},acme,dbco.db.hour,2,{}\n", time.to_rfc3339()));
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(csv.as_bytes()).unwrap();
     let (status, body) = upload(gz.finish().unwrap(), "text/csv", true).await;
-    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(40)), "{body}");
+    assert_eq!(
+        (status, &body["accepted"]),
+        (200, &serde_json::json!(40)),
+        "{body}"
+    );
 
     // Not a format it takes, and not a key that may send usage.
     let (status, body) = upload(b"{}".to_vec(), "application/json", false).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
     let r = http
         .post(&url)
         .bearer_auth(&seeded.keys.acme)

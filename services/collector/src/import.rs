@@ -53,7 +53,9 @@ impl Format {
     /// `application/jsonl`, `text/csv`).
     pub fn of_media_type(essence: &str) -> Option<Format> {
         match essence {
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
             | "application/x-jsonlines" => Some(Format::Ndjson),
             "text/csv" => Some(Format::Csv),
             _ => None,
@@ -217,10 +219,13 @@ impl Importer<'_> {
             .collect();
         let accepted = accepted_events(self.provider, &outcomes, now);
         if !accepted.is_empty() {
-            self.sink.publish(&accepted, &[]).await.map_err(|e| match e {
-                crate::sink::SinkError::Broker(cause) => ApiError::BrokerUnavailable(cause),
-                other => ApiError::Internal(other.into()),
-            })?;
+            self.sink
+                .publish(&accepted, &[])
+                .await
+                .map_err(|e| match e {
+                    crate::sink::SinkError::Broker(cause) => ApiError::BrokerUnavailable(cause),
+                    other => ApiError::Internal(other.into()),
+                })?;
         }
         Ok(ChunkOutcome {
             accepted: accepted.len() as u64,
