@@ -118,6 +118,12 @@ pub struct Report {
     pub kafka_ingest_to_produce_ratio: f64,
     pub end_to_end_events_per_s: f64,
     pub end_to_end_seconds: f64,
+    /// PostgreSQL's WAL written during the throughput run, per event: every
+    /// byte the database wrote for it (dedupe rows, aggregates, statement
+    /// versions, invoices, indexes).
+    pub wal_bytes_per_event: f64,
+    /// How much the database grew during the throughput run, per million events.
+    pub database_mib_per_million_events: f64,
     pub invoices: usize,
     pub invoices_exact: usize,
     pub freshness_rate: u64,
@@ -390,6 +396,16 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// The bench database's size and the server's WAL position, in bytes.
+async fn database_size_and_wal(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT pg_database_size(current_database()),
+                (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Events billed on draft invoices so far.
 async fn billed_events(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
@@ -480,6 +496,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     };
 
     // 1. Throughput: ingest, then end to end.
+    let (db_before, wal_before) = database_size_and_wal(&pool).await?;
     let batches = a.events.div_ceil(a.batch_size as u64);
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
@@ -566,6 +583,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         "end to end: {accepted} events on draft invoices {:.1} s after the first POST = {:.0} events/s",
         e2e.as_secs_f64(),
         report.end_to_end_events_per_s
+    );
+    let (db_after, wal_after) = database_size_and_wal(&pool).await?;
+    report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
+    report.database_mib_per_million_events =
+        (db_after - db_before) as f64 / (1024.0 * 1024.0) / accepted as f64 * 1e6;
+    println!(
+        "writes: {:.0} bytes of WAL per event; the database grew {:.1} MiB per million events",
+        report.wal_bytes_per_event, report.database_mib_per_million_events
     );
 
     // 1b. Kafka ingest: the next events as `usage.ingest` records, until
