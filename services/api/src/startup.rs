@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::customer;
 use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
@@ -34,7 +35,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(settlement::get_reconciliation))
         .routes(routes!(settlement::export_invoices))
         .routes(routes!(settlement::export_lines))
-        .routes(routes!(invoices::get_bill))
+        .routes(routes!(customer::bill::get_bill))
         .routes(routes!(credits::list_grants, credits::create_grant))
         .routes(routes!(credits::account_ledger))
         .routes(routes!(credits::get_grant))

@@ -1,6 +1,7 @@
-//! Customers: the bill page and its CSV, sign-in sessions and signed bill
-//! links.
+//! Customers: their bill as JSON, the bill page and its CSV, sign-in
+//! sessions and signed bill links.
 
+pub mod bill;
 pub mod bill_view;
 pub mod links;
 pub mod page;

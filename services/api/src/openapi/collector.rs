@@ -1,12 +1,12 @@
-//! The collector's operation, `POST /v1/events`. The API serves the
+//! The collector's operations, `POST /v1/events` and `POST /v1/imports`. The API serves the
 //! document of every service but does not link the collector (nor Kafka),
-//! so the collector's operation is documented here; `tests/openapi.rs`
+//! so the collector's operations are documented here; `tests/openapi.rs`
 //! sends each documented operation to the service that owns it, so this one
 //! cannot document a route the collector does not have. Its codes are the
 //! collector's (`tally_collector::error::ApiError`, the per-event
 //! `Rejection` codes), not the API's.
 
-use super::{Error, EventBatch, IngestResponseRef, UsageEventRef};
+use super::{Error, EventBatch, ImportResponse, IngestResponseRef, UsageEventRef};
 
 /// The collector's ingest (`tally_collector::ingest`), documented.
 #[utoipa::path(
@@ -33,11 +33,37 @@ use super::{Error, EventBatch, IngestResponseRef, UsageEventRef};
 )]
 pub fn events() {}
 
+/// The collector's import of a provider's file (`tally_collector::import`),
+/// documented.
+#[utoipa::path(
+    post,
+    path = "/v1/imports",
+    tag = "collector",
+    summary = "Import a file of usage a provider missed sending: NDJSON (one CloudEvent a line) or CSV (header `id,account,sku,quantity,time`, plus `dimension.<name>` columns), gzipped with `Content-Encoding: gzip` or not, up to 1 GiB; every line passes the rules of `POST /v1/events`",
+    description = "The body is read as it arrives and imported 5,000 lines at a time, each chunk acknowledged by the brokers before the next is read. The answer counts the lines, the accepted events and the refused lines, and lists every refused line (its number, the event's id, its code and message) up to 10,000. A rerun of the same file is safe: each provider and event `id` is billed once.",
+    request_body(content(
+        (String = "application/x-ndjson"),
+        (String = "text/csv"),
+    )),
+    responses(
+        (status = 200, description = "What was imported", body = ImportResponse),
+        (status = 400, description = "Error; `error.code` is one of: `malformed` (the upload could not be read past a line, e.g. a broken gzip stream or CSV header; the lines before it are imported)", body = Error),
+        (status = 401, description = "Error; `error.code` is one of: `unauthorized`", body = Error),
+        (status = 403, description = "Error; `error.code` is one of: `forbidden`", body = Error),
+        (status = 413, description = "Error; `error.code` is one of: `payload_too_large` (over 1 GiB)", body = Error),
+        (status = 415, description = "Error; `error.code` is one of: `unsupported_media_type` (not `application/x-ndjson` or `text/csv`, or a `Content-Encoding` other than gzip)", body = Error),
+        (status = 503, description = "Error; `error.code` is one of: `import_interrupted` (the broker or the catalog did not answer; the lines before the one named are imported), `catalog_unavailable`. Rerun the whole file after `Retry-After` seconds: nothing is billed twice.", body = Error),
+    ),
+    security(("bearer" = [])),
+)]
+pub fn imports() {}
+
 /// The operations served elsewhere: the collector's, and the admin
 /// address's probes and metrics.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     events,
+    imports,
     tally_platform::health::readyz,
     tally_platform::telemetry::metrics_endpoint
 ))]

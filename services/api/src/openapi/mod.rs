@@ -27,7 +27,7 @@ const DESCRIPTION: &str = "Unified billing and metering: usage ingest (collector
 fn server(name: &str) -> Value {
     let (description, default, variable) = match name {
         "api" => (
-            "the API: every operation but POST /v1/events (the collector's) and /readyz and /metrics (the admin address's)",
+            "the API: every operation but POST /v1/events and POST /v1/imports (the collector's) and /readyz and /metrics (the admin address's)",
             "127.0.0.1:8081",
             "host:port of the API (TALLY_API_ADDR)",
         ),
@@ -52,6 +52,7 @@ fn server(name: &str) -> Value {
 /// The paths that are not (only) on the API, and the servers they are on.
 const PATH_SERVERS: &[(&str, &[&str])] = &[
     ("/v1/events", &["collector"]),
+    ("/v1/imports", &["collector"]),
     ("/healthz", &["api", "collector", "admin"]),
     ("/readyz", &["admin"]),
     ("/metrics", &["admin"]),
@@ -171,6 +172,8 @@ written! {
         "effective_from": {"type": "string", "format": "date-time"},
         "price_book": {"$ref": "#/components/schemas/PriceBook"},
     }};
+    /// What `POST /v1/imports` imported (`tally_collector::import`).
+    ImportResponse = {"type": "object", "required": ["lines", "accepted", "refused", "refusals", "refusals_truncated"], "properties": {"lines": {"type": "integer", "minimum": 0, "description": "Lines read (blank NDJSON lines and the CSV header not counted)"}, "accepted": {"type": "integer", "minimum": 0}, "refused": {"type": "integer", "minimum": 0}, "refusals": {"type": "array", "maxItems": 10000, "items": {"type": "object", "required": ["line", "id", "code", "message"], "properties": {"line": {"type": "integer", "minimum": 1, "description": "The line's number in the file (the CSV header is line 1)"}, "id": {"type": ["string", "null"]}, "code": {"type": "string"}, "message": {"type": "string"}}}}, "refusals_truncated": {"type": "boolean", "description": "True when more lines were refused than `refusals` lists"}}};
     /// A SKU.
     SkuRef = {"$ref": "#/components/schemas/Sku"};
     /// A provider's SKUs.
@@ -253,6 +256,7 @@ pub fn ledger_kind() -> RefOr<Schema> {
     PriceBook,
     UsageEvent,
     IngestResponse,
+    ImportResponse,
 )))]
 struct Components;
 
