@@ -50,7 +50,7 @@ fn server(name: &str) -> Value {
 }
 
 /// The paths that are not (only) on the API, and the servers they are on.
-const PATH_SERVERS: &[(&str, &[&str])] = &[
+pub(crate) const PATH_SERVERS: &[(&str, &[&str])] = &[
     ("/v1/events", &["collector"]),
     ("/v1/imports", &["collector"]),
     ("/healthz", &["api", "collector", "admin"]),
