@@ -1,6 +1,7 @@
 //! The OpenAPI document the API serves is the one in schemas/ (which
-//! `tally openapi` generates from the code), and every path it documents
-//! exists on the service that owns it.
+//! `tally openapi` generates from the code), every path it documents exists
+//! on the service that owns it, and each answer there is documented, its
+//! body valid against the document's schema.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -68,6 +69,7 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
 
     let paths = file["paths"].as_object().unwrap();
     assert!(paths.len() >= 18);
+    let mut validated = 0;
     for (path, item) in paths {
         // A path's own servers name where it lives (the collector's
         // events, the admin address's probes and metrics); the others are
@@ -115,8 +117,39 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
                     && status != 405,
                 "{method} {path}: {status} {body}"
             );
+            // The answer is one the document gives for the operation, and
+            // its body validates against the schema given for it.
+            let documented = &operation["responses"][status.to_string()];
+            assert!(
+                documented.is_object(),
+                "{method} {path}: {status} is not documented ({body})"
+            );
+            let schema = &documented["content"]["application/json"]["schema"];
+            if !schema.is_null() {
+                let body: Value = serde_json::from_str(&body).unwrap();
+                let mut root = schema.clone();
+                root["components"] = file["components"].clone();
+                let schemas = root["components"]["schemas"].as_object_mut().unwrap();
+                // Other documents, which no answer here refers to.
+                schemas.remove("UsageEvent");
+                schemas.remove("IngestResponse");
+                let validator = jsonschema::validator_for(&root).unwrap();
+                let errors: Vec<String> = validator
+                    .iter_errors(&body)
+                    .map(|e| e.to_string())
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{method} {path} {status}: {errors:?} in {body}"
+                );
+                validated += 1;
+            }
         }
     }
+    // Every operation answered JSON here (an error, mostly) but the bill
+    // pages and CSVs, the sign-in and sign-out, the two JSON Schemas and
+    // the text of /healthz and /metrics.
+    assert_eq!(validated, 35, "answers validated");
     running.stop().await.unwrap();
 }
 
