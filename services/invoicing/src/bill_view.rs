@@ -7,6 +7,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use tally_domain::credits::GrantStatus;
+use tally_domain::money::checked;
+use tally_domain::MoneyError;
 
 use crate::credits_api::Balance;
 use crate::invoices_repo::{Invoice, PeriodView};
@@ -223,39 +225,11 @@ fn chart(page: &BillPage<'_>) -> Markup {
     let start = inv.summary.period.start.date_naive();
     let end = inv.summary.period.end.date_naive();
     let days = (end - start).num_days().max(1);
-    let mut line_totals: BTreeMap<i64, Decimal> = BTreeMap::new();
-    for (_, price, q) in page.daily {
-        *line_totals.entry(*price).or_default() += *q;
-    }
-    let mut series = Vec::new();
-    for section in &inv.sections {
-        let mut per_day = vec![Decimal::ZERO; usize::try_from(days).unwrap_or(31)];
-        for line in &section.lines {
-            let total_q = line_totals.get(&line.price_id).copied().unwrap_or_default();
-            if total_q.is_zero() {
-                continue;
-            }
-            for (day, _, q) in page.daily.iter().filter(|d| d.1 == line.price_id) {
-                let index = usize::try_from((*day - start).num_days()).unwrap_or(0);
-                if let Some(slot) = per_day.get_mut(index) {
-                    *slot += line.amount * *q / total_q;
-                }
-            }
-        }
-        let shown = usize::try_from((page.today - start).num_days() + 1)
-            .unwrap_or(0)
-            .clamp(1, per_day.len().max(1));
-        let mut running = Decimal::ZERO;
-        let cumulative: Vec<Decimal> = per_day
-            .iter()
-            .take(shown)
-            .map(|d| {
-                running += *d;
-                running
-            })
-            .collect();
-        series.push((section.provider.name.clone(), section.subtotal, cumulative));
-    }
+    // Amounts beyond `Decimal` (none a bill can hold) leave the chart out;
+    // the tables still show every amount.
+    let Ok(series) = spend_series(page, start, days) else {
+        return html! {};
+    };
     let max = series
         .iter()
         .map(|(_, subtotal, _)| *subtotal)
@@ -265,7 +239,7 @@ fn chart(page: &BillPage<'_>) -> Markup {
     let (w, h, left, bottom) = (640.0_f64, 240.0_f64, 56.0_f64, 24.0_f64);
     let x = |i: usize| left + (w - left - 8.0) * (i as f64 + 1.0) / days as f64;
     let y = |v: Decimal| {
-        let ratio = (v / max).to_f64().unwrap_or(0.0);
+        let ratio = v.checked_div(max).and_then(|r| r.to_f64()).unwrap_or(0.0);
         (h - bottom) - (h - bottom - 8.0) * ratio
     };
     let cur = &inv.summary.currency;
@@ -369,4 +343,47 @@ pub fn csv(invoice: &Invoice) -> String {
     }
     summary_row("total", s.total);
     out
+}
+
+/// Per provider section: its name, subtotal and cumulative spend per day
+/// up to today, each line's amount spread over the days by its usage.
+fn spend_series(
+    page: &BillPage<'_>,
+    start: NaiveDate,
+    days: i64,
+) -> Result<Vec<(String, Decimal, Vec<Decimal>)>, MoneyError> {
+    let inv = &page.invoice;
+    let mut line_totals: BTreeMap<i64, Decimal> = BTreeMap::new();
+    for (_, price, q) in page.daily {
+        let total = line_totals.entry(*price).or_default();
+        *total = checked::add(*total, *q)?;
+    }
+    let mut series = Vec::new();
+    for section in &inv.sections {
+        let mut per_day = vec![Decimal::ZERO; usize::try_from(days).unwrap_or(31)];
+        for line in &section.lines {
+            let total_q = line_totals.get(&line.price_id).copied().unwrap_or_default();
+            if total_q.is_zero() {
+                continue;
+            }
+            for (day, _, q) in page.daily.iter().filter(|d| d.1 == line.price_id) {
+                let index = usize::try_from((*day - start).num_days()).unwrap_or(0);
+                if let Some(slot) = per_day.get_mut(index) {
+                    let share = checked::div(checked::mul(line.amount, *q)?, total_q)?;
+                    *slot = checked::add(*slot, share)?;
+                }
+            }
+        }
+        let shown = usize::try_from((page.today - start).num_days() + 1)
+            .unwrap_or(0)
+            .clamp(1, per_day.len().max(1));
+        let mut running = Decimal::ZERO;
+        let mut cumulative = Vec::with_capacity(shown);
+        for d in per_day.iter().take(shown) {
+            running = checked::add(running, *d)?;
+            cumulative.push(running);
+        }
+        series.push((section.provider.name.clone(), section.subtotal, cumulative));
+    }
+    Ok(series)
 }

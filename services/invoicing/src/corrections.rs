@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use tally_domain::corrections::{self, CreditNoteError, CreditableLine};
 use tally_domain::input::{check_text, MAX_REASON};
 use tally_domain::invoice::{IllegalTransition, InvoiceEvent, InvoiceStatus};
-use tally_domain::Currency;
+use tally_domain::money::checked;
+use tally_domain::{Currency, MoneyError};
 use uuid::Uuid;
 
 use crate::amounts::scaled;
@@ -214,6 +215,7 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
         CreditNoteError::InvalidAmount { .. } => Code::InvalidAmount,
         CreditNoteError::ExceedsLine { .. } => Code::CreditExceedsLine,
         CreditNoteError::ExceedsInvoice { .. } => Code::CreditExceedsInvoice,
+        CreditNoteError::Money(MoneyError::Overflow) => Code::AmountOverflow,
         CreditNoteError::Money(_) => Code::Internal,
     };
     debug_assert_eq!(code.as_str(), e.code());
@@ -234,7 +236,7 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
         CreditNoteError::ExceedsLine { .. } | CreditNoteError::ExceedsInvoice { .. } => {
             refused(code, e.to_string())
         }
-        CreditNoteError::Money(e) => ApiError::Internal(e.into()),
+        CreditNoteError::Money(e) => e.into(),
     }
 }
 
@@ -350,7 +352,7 @@ pub async fn create_credit_note(
             partner_part: split.partner_part,
         });
     }
-    let total: Decimal = out.iter().map(|l| l.amount).sum();
+    let total = checked::sum(out.iter().map(|l| l.amount))?;
     let now = Utc::now();
     let number = next_number(&mut tx, &format!("{}-CN", issuer.0), now.year()).await?;
     let note_id = Uuid::now_v7();

@@ -14,7 +14,7 @@ use tally_domain::credits::{remaining_balance, unused_at_void, GrantStatus};
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
-use crate::amounts::scaled;
+use crate::amounts::{fits, scaled};
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
@@ -151,7 +151,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
     let amount: Decimal = r.try_get("amount")?;
     let drawn: Decimal = r.try_get("drawn")?;
     let voided_amount: Decimal = r.try_get("voided_amount")?;
-    let remaining = remaining_balance(amount, drawn, voided_amount);
+    let remaining = fits(remaining_balance(amount, drawn, voided_amount))?;
     let voided_at: Option<DateTime<Utc>> = r.try_get("voided_at")?;
     let effective_at: DateTime<Utc> = r.try_get("effective_at")?;
     let expires_at: Option<DateTime<Utc>> = r.try_get("expires_at")?;
@@ -615,7 +615,7 @@ pub async fn void_grant(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let unused = unused_at_void(amount, drawn);
+    let unused = fits(unused_at_void(amount, drawn))?;
     sqlx::query(
         "UPDATE credit_grants SET voided_at = $2, voided_amount = $3, void_reason = $4 WHERE id = $1",
     )

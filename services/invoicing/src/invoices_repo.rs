@@ -6,10 +6,11 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tally_domain::credits::AppliedCredit;
+use tally_domain::money::checked;
 use tally_domain::{InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
-use crate::amounts::scaled;
+use crate::amounts::{fits, scaled};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
@@ -507,7 +508,7 @@ async fn with_sections(
         // provider's section.
         match sections.iter_mut().find(|s| s.provider.id == provider_id) {
             Some(s) => {
-                s.subtotal += line.amount;
+                s.subtotal = fits(checked::add(s.subtotal, line.amount))?;
                 s.lines.push(line);
             }
             _ => sections.push(Section {

@@ -14,11 +14,12 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::money::checked;
 use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
-use tally_domain::{spreadsheet, Period};
+use tally_domain::{spreadsheet, MoneyError, Period};
 use tally_platform::auth::Principal;
 
-use crate::amounts::scaled;
+use crate::amounts::{fits, scaled};
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -55,11 +56,12 @@ impl Figures {
         }
     }
 
-    fn add(&mut self, other: &Figures) {
-        self.gross_list += other.gross_list;
-        self.platform_fee += other.platform_fee;
-        self.credit_notes += other.credit_notes;
-        self.net_payable += other.net_payable;
+    fn add(&mut self, other: &Figures) -> Result<(), MoneyError> {
+        self.gross_list = checked::add(self.gross_list, other.gross_list)?;
+        self.platform_fee = checked::add(self.platform_fee, other.platform_fee)?;
+        self.credit_notes = checked::add(self.credit_notes, other.credit_notes)?;
+        self.net_payable = checked::add(self.net_payable, other.net_payable)?;
+        Ok(())
     }
 }
 
@@ -140,7 +142,7 @@ pub async fn settlements(
             gross_list: r.try_get("gross_list")?,
             platform_fee: r.try_get("platform_fee")?,
             credit_notes: back,
-            net_payable: net - back,
+            net_payable: fits(checked::sub(net, back))?,
         };
         if out.last().is_none_or(|s| s.provider_id != provider_id) {
             out.push(Settlement {
@@ -168,9 +170,13 @@ pub async fn settlements(
         let Some(c) = settlement.currencies.last_mut() else {
             continue;
         };
-        c.totals.add(&figures);
-        add_keyed(&mut c.by_sku, r.try_get("sku_id")?, &figures);
-        add_keyed(&mut c.by_account, r.try_get("account_id")?, &figures);
+        fits(c.totals.add(&figures))?;
+        fits(add_keyed(&mut c.by_sku, r.try_get("sku_id")?, &figures))?;
+        fits(add_keyed(
+            &mut c.by_account,
+            r.try_get("account_id")?,
+            &figures,
+        ))?;
     }
     for s in &mut out {
         for c in &mut s.currencies {
@@ -184,14 +190,15 @@ pub async fn settlements(
     Ok(out)
 }
 
-fn add_keyed(list: &mut Vec<Keyed>, id: String, figures: &Figures) {
+fn add_keyed(list: &mut Vec<Keyed>, id: String, figures: &Figures) -> Result<(), MoneyError> {
     match list.iter_mut().find(|k| k.id == id) {
-        Some(k) => k.figures.add(figures),
+        Some(k) => k.figures.add(figures)?,
         None => list.push(Keyed {
             id,
             figures: figures.clone(),
         }),
     }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,9 +407,11 @@ pub async fn reconcile(
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
-            entry(&mut by_currency, &cs.currency)
-                .figures
-                .partner_settlements += cs.totals.net_payable;
+            let figures = &mut entry(&mut by_currency, &cs.currency).figures;
+            figures.partner_settlements = fits(checked::add(
+                figures.partner_settlements,
+                cs.totals.net_payable,
+            ))?;
         }
     }
 
@@ -456,8 +465,8 @@ pub async fn reconcile(
     }
     let currencies = by_currency
         .into_iter()
-        .map(|(currency, month)| month.view(currency))
-        .collect();
+        .map(|(currency, month)| fits(month.view(currency)))
+        .collect::<Result<_, _>>()?;
     Ok(Reconciliation {
         period: month.label(),
         drafts,
@@ -475,11 +484,11 @@ struct Month {
 
 impl Month {
     /// The identity over the figures, amounts with the currency's exponent.
-    fn view(self, currency: String) -> CurrencyReconciliation {
-        let identity = self.figures.identity();
+    fn view(self, currency: String) -> Result<CurrencyReconciliation, MoneyError> {
+        let identity = self.figures.identity()?;
         let f = self.figures;
         let s = |amount| scaled(&currency, amount);
-        CurrencyReconciliation {
+        Ok(CurrencyReconciliation {
             invoices: self.invoices,
             subtotals: s(f.subtotals),
             voided: s(f.voided),
@@ -491,7 +500,7 @@ impl Month {
             difference: s(identity.difference),
             problems: self.problems,
             currency,
-        }
+        })
     }
 }
 

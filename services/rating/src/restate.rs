@@ -264,13 +264,14 @@ async fn apply_credits(
     let start = period.start();
     let earliest = origins.first().map_or(start, |o| o.start().min(start));
     let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
-    let usable: Vec<Grant> = stored
-        .iter()
-        .filter_map(|g| {
-            let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
-            g.usable_in(period, earliest, earlier)
-        })
-        .collect();
+    let mut usable: Vec<Grant> = Vec::with_capacity(stored.len());
+    for g in stored {
+        let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+        let grant = g
+            .usable_in(period, earliest, earlier)
+            .map_err(|e| statement_error(&account, start, e.into()))?;
+        usable.extend(grant);
+    }
     let starts: Vec<DateTime<Utc>> = std::iter::once(start)
         .chain(origins.iter().map(Period::start))
         .collect();
