@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use tally_domain::credits::GrantStatus;
 use tally_domain::money::checked;
-use tally_domain::MoneyError;
+use tally_domain::{Currency, Money, MoneyError};
 
 use crate::credits_api::Balance;
 use crate::invoices_repo::{Invoice, PeriodView};
@@ -33,8 +33,9 @@ pub struct BillPage<'a> {
     pub balances: &'a [Balance],
 }
 
-fn money(amount: Decimal, currency: &str) -> String {
-    format!("{} {currency}", crate::amounts::scaled(currency, amount))
+/// `"10.00 USD"`: the amount with its currency's exponent, and its code.
+fn money(amount: Decimal, currency: Currency) -> String {
+    Money::new(amount, currency).to_string()
 }
 
 const STYLE: &str = r#"
@@ -68,7 +69,7 @@ svg { width: 100%; height: auto; }
 
 pub fn render(page: &BillPage<'_>) -> Markup {
     let inv = &page.invoice.summary;
-    let cur = inv.currency.as_str();
+    let cur = inv.currency;
     let number = inv
         .number
         .clone()
@@ -309,7 +310,7 @@ pub fn csv(invoice: &Invoice) -> String {
                 csv_text(&s.period.label),
                 csv_text(number),
                 csv_text(s.status.as_str()),
-                csv_text(&s.currency),
+                csv_text(s.currency.code()),
                 csv_text(section.provider.id.as_str()),
                 csv_text(&section.provider.name),
                 csv_text(l.sku.as_str()),
@@ -330,7 +331,7 @@ pub fn csv(invoice: &Invoice) -> String {
             csv_text(&s.period.label),
             csv_text(number),
             csv_text(s.status.as_str()),
-            csv_text(&s.currency),
+            csv_text(s.currency.code()),
             csv_text(description),
             amount
         ));

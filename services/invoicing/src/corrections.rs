@@ -24,7 +24,7 @@ use tally_domain::money::checked;
 use tally_domain::{Currency, MoneyError};
 use uuid::Uuid;
 
-use crate::amounts::scaled;
+use crate::amounts::currency_of;
 use crate::auth::{Reader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
@@ -113,7 +113,7 @@ pub async fn void_invoice(
 struct Locked {
     status: InvoiceStatus,
     account: String,
-    currency: String,
+    currency: Currency,
     total: Decimal,
 }
 
@@ -129,7 +129,7 @@ async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiEr
         status: InvoiceStatus::parse(row.try_get("status")?)
             .map_err(|e| ApiError::Internal(e.into()))?,
         account: row.try_get("account_id")?,
-        currency: row.try_get("currency")?,
+        currency: currency_of(&row, "currency")?,
         total: row.try_get("total")?,
     })
 }
@@ -178,7 +178,7 @@ pub struct CreditNote {
     pub number: String,
     pub invoice_id: Uuid,
     pub account_id: String,
-    pub currency: String,
+    pub currency: Currency,
     pub reason: String,
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
@@ -189,12 +189,12 @@ pub struct CreditNote {
 impl CreditNote {
     /// Its amounts with the currency's exponent, as the API shows them.
     fn scaled(mut self) -> Self {
-        let c = self.currency.as_str();
-        self.total = scaled(c, self.total);
+        let c = self.currency;
+        self.total = c.scaled(self.total);
         for l in &mut self.lines {
-            l.amount = scaled(c, l.amount);
-            l.platform_part = scaled(c, l.platform_part);
-            l.partner_part = scaled(c, l.partner_part);
+            l.amount = c.scaled(l.amount);
+            l.platform_part = c.scaled(l.platform_part);
+            l.partner_part = c.scaled(l.partner_part);
         }
         self
     }
@@ -280,7 +280,7 @@ pub async fn create_credit_note(
             ))
         }
     }
-    let currency = Currency::parse(&invoice.currency).map_err(|e| ApiError::Internal(e.into()))?;
+    let currency = invoice.currency;
     let rows = sqlx::query(
         "SELECT l.position, l.provider_id, l.sku_id, l.description, l.amount, l.partner_net,
                 COALESCE(c.amount, 0) AS credited, COALESCE(c.partner_part, 0) AS partner_credited
@@ -364,7 +364,7 @@ pub async fn create_credit_note(
     .bind(&number)
     .bind(id)
     .bind(&invoice.account)
-    .bind(&invoice.currency)
+    .bind(invoice.currency.code())
     .bind(&reason)
     .bind(total)
     .bind(now)
@@ -463,7 +463,7 @@ async fn load_notes(
                 number: r.try_get("number")?,
                 invoice_id: r.try_get("invoice_id")?,
                 account_id: r.try_get("account_id")?,
-                currency: r.try_get("currency")?,
+                currency: currency_of(&r, "currency")?,
                 reason: r.try_get("reason")?,
                 total: r.try_get("total")?,
                 created_at: r.try_get("created_at")?,

@@ -14,7 +14,7 @@ use tally_domain::credits::{remaining_balance, unused_at_void, GrantStatus};
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
-use crate::amounts::{fits, scaled};
+use crate::amounts::{currency_of, fits};
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
@@ -77,7 +77,7 @@ pub struct GrantView {
         with = "rust_decimal::serde::str_option"
     )]
     cost_basis: Option<Decimal>,
-    currency: String,
+    currency: Currency,
     #[serde(with = "rust_decimal::serde::str")]
     amount: Decimal,
     priority: i32,
@@ -117,7 +117,7 @@ pub struct LedgerEntry {
     /// Signed: positive for a grant, negative for draws and voids.
     #[serde(with = "rust_decimal::serde::str")]
     amount: Decimal,
-    currency: String,
+    currency: Currency,
     /// The draw's invoice and its status, when it exists yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     invoice_id: Option<uuid::Uuid>,
@@ -155,12 +155,12 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
     let voided_at: Option<DateTime<Utc>> = r.try_get("voided_at")?;
     let effective_at: DateTime<Utc> = r.try_get("effective_at")?;
     let expires_at: Option<DateTime<Utc>> = r.try_get("expires_at")?;
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     let (amount, drawn, voided_amount, remaining) = (
-        scaled(&currency, amount),
-        scaled(&currency, drawn),
-        scaled(&currency, voided_amount),
-        scaled(&currency, remaining),
+        currency.scaled(amount),
+        currency.scaled(drawn),
+        currency.scaled(voided_amount),
+        currency.scaled(remaining),
     );
     let status = GrantStatus::at(
         now,
@@ -176,7 +176,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         kind: r.try_get("kind")?,
         cost_basis: r
             .try_get::<Option<Decimal>, _>("cost_basis")?
-            .map(|c| scaled(&currency, c)),
+            .map(|c| currency.scaled(c)),
         amount,
         priority: r.try_get("priority")?,
         effective_at,
@@ -187,7 +187,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         },
         cap_per_period: r
             .try_get::<Option<Decimal>, _>("cap_per_period")?
-            .map(|c| scaled(&currency, c)),
+            .map(|c| currency.scaled(c)),
         currency,
         drawn,
         voided_amount,
@@ -289,13 +289,13 @@ async fn ledger(
             let kind: String = r.try_get("kind")?;
             let amount: Decimal = r.try_get("amount")?;
             let period: Option<DateTime<Utc>> = r.try_get("period_start")?;
-            let currency: String = r.try_get("currency")?;
+            let currency = currency_of(r, "currency")?;
             let signed = if kind == "grant" { amount } else { -amount };
             Ok(LedgerEntry {
                 id: r.try_get("id")?,
                 grant_id: r.try_get("grant_id")?,
                 grant_name: r.try_get("grant_name")?,
-                amount: scaled(&currency, signed),
+                amount: currency.scaled(signed),
                 kind,
                 period: period.map(|p| p.format("%Y-%m").to_string()),
                 currency,

@@ -7,10 +7,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tally_domain::credits::AppliedCredit;
 use tally_domain::money::checked;
-use tally_domain::{InvoiceStatus, Period, Statement, StatementLine};
+use tally_domain::{Currency, InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
-use crate::amounts::{fits, scaled};
+use crate::amounts::{currency_of, fits};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
@@ -347,7 +347,7 @@ pub struct InvoiceSummary {
     pub account_id: String,
     pub period: PeriodView,
     pub status: InvoiceStatus,
-    pub currency: String,
+    pub currency: Currency,
     pub statement_version: i64,
     /// The sum of the lines, before credits.
     #[serde(with = "rust_decimal::serde::str")]
@@ -436,9 +436,9 @@ const SUMMARY_COLUMNS: &str =
      finalized_at, voided_at, void_reason";
 
 fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     let amount =
-        |name: &str| -> Result<Decimal, sqlx::Error> { Ok(scaled(&currency, r.try_get(name)?)) };
+        |name: &str| -> Result<Decimal, sqlx::Error> { Ok(currency.scaled(r.try_get(name)?)) };
     Ok(InvoiceSummary {
         id: r.try_get("id")?,
         number: r.try_get("number")?,
@@ -472,9 +472,9 @@ async fn with_sections(
     .bind(summary.id)
     .fetch_all(&mut *conn)
     .await?;
-    let currency = summary.currency.as_str();
+    let currency = summary.currency;
     let amount = |r: &PgRow, name: &str| -> Result<Decimal, sqlx::Error> {
-        Ok(scaled(currency, r.try_get(name)?))
+        Ok(currency.scaled(r.try_get(name)?))
     };
     let mut sections: Vec<Section> = Vec::new();
     for r in rows {
@@ -488,7 +488,7 @@ async fn with_sections(
             quantity: r.try_get("quantity")?,
             unit_price: r
                 .try_get::<Option<Decimal>, _>("unit_price")?
-                .map(|p| scaled(currency, p)),
+                .map(|p| currency.scaled(p)),
             amount: amount(&r, "amount")?,
             list_amount: amount(&r, "list_amount")?,
             markup: amount(&r, "markup")?,
@@ -650,4 +650,79 @@ pub async fn daily_usage(
     .bind(period_start)
     .fetch_all(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn an_invoice_serializes_its_currency_as_the_code_and_amounts_with_its_exponent() {
+        let at = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
+        let bhd = Currency::parse("BHD").unwrap();
+        let invoice = Invoice {
+            summary: InvoiceSummary {
+                id: Uuid::nil(),
+                number: Some("TLY-2026-000001".into()),
+                account_id: "acme".into(),
+                period: PeriodView::new(at(1), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()),
+                status: InvoiceStatus::Finalized,
+                currency: bhd,
+                statement_version: 3,
+                subtotal: bhd.scaled(dec!(1.5)),
+                credits_total: bhd.scaled(dec!(0)),
+                total: bhd.scaled(dec!(1.5)),
+                created_at: at(2),
+                updated_at: at(3),
+                finalized_at: Some(at(3)),
+                voided_at: None,
+                void_reason: None,
+            },
+            sections: vec![Section {
+                provider: ProviderView {
+                    id: "dbco".into(),
+                    name: "DB Co".into(),
+                    kind: "partner".into(),
+                },
+                lines: vec![LineView {
+                    kind: "usage".into(),
+                    sku: "dbco.db".into(),
+                    price_id: 7,
+                    description: "DB".into(),
+                    unit: "hour".into(),
+                    quantity: dec!(3),
+                    unit_price: Some(bhd.scaled(dec!(0.5))),
+                    amount: bhd.scaled(dec!(1.5)),
+                    list_amount: bhd.scaled(dec!(1.5)),
+                    markup: bhd.scaled(dec!(0)),
+                    platform_fee: bhd.scaled(dec!(0.3)),
+                    partner_net: bhd.scaled(dec!(1.2)),
+                    price_effective_from: at(1),
+                    event_count: 2,
+                    adjusts: None,
+                }],
+                subtotal: bhd.scaled(dec!(1.5)),
+            }],
+            credits: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&invoice).unwrap(),
+            concat!(
+                r#"{"id":"00000000-0000-0000-0000-000000000000","number":"TLY-2026-000001","#,
+                r#""account_id":"acme","period":{"start":"2026-11-01T00:00:00Z","#,
+                r#""end":"2026-12-01T00:00:00Z","label":"2026-11"},"status":"finalized","#,
+                r#""currency":"BHD","statement_version":3,"subtotal":"1.500","#,
+                r#""credits_total":"0.000","total":"1.500","created_at":"2026-11-02T00:00:00Z","#,
+                r#""updated_at":"2026-11-03T00:00:00Z","finalized_at":"2026-11-03T00:00:00Z","#,
+                r#""sections":[{"provider":{"id":"dbco","name":"DB Co","kind":"partner"},"#,
+                r#""lines":[{"kind":"usage","sku":"dbco.db","price_id":7,"description":"DB","#,
+                r#""unit":"hour","quantity":"3","unit_price":"0.500","amount":"1.500","#,
+                r#""list_amount":"1.500","markup":"0.000","platform_fee":"0.300","#,
+                r#""partner_net":"1.200","price_effective_from":"2026-11-01T00:00:00Z","#,
+                r#""event_count":2}],"subtotal":"1.500"}],"credits":[]}"#
+            )
+        );
+    }
 }

@@ -16,10 +16,10 @@ use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
 use tally_domain::money::checked;
 use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
-use tally_domain::{spreadsheet, MoneyError, Period};
+use tally_domain::{spreadsheet, Currency, MoneyError, Period};
 use tally_platform::auth::Principal;
 
-use crate::amounts::{fits, scaled};
+use crate::amounts::{currency_of, fits, parse_stored};
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -45,14 +45,14 @@ pub struct Figures {
 
 impl Figures {
     /// With the exponent of `currency`, as the API shows them.
-    fn scale(&mut self, currency: &str) {
+    fn scale(&mut self, currency: Currency) {
         for figure in [
             &mut self.gross_list,
             &mut self.platform_fee,
             &mut self.credit_notes,
             &mut self.net_payable,
         ] {
-            *figure = scaled(currency, *figure);
+            *figure = currency.scaled(*figure);
         }
     }
 
@@ -75,7 +75,7 @@ pub struct Keyed {
 /// A partner's statement in one currency.
 #[derive(Debug, Clone, Serialize)]
 pub struct CurrencySettlement {
-    pub currency: String,
+    pub currency: Currency,
     #[serde(flatten)]
     pub totals: Figures,
     pub by_sku: Vec<Keyed>,
@@ -135,7 +135,7 @@ pub async fn settlements(
     let mut out: Vec<Settlement> = Vec::new();
     for r in &rows {
         let provider_id: String = r.try_get("provider_id")?;
-        let currency: String = r.try_get("currency")?;
+        let currency = currency_of(r, "currency")?;
         let back: Decimal = r.try_get("back")?;
         let net: Decimal = r.try_get("partner_net")?;
         let figures = Figures {
@@ -161,7 +161,7 @@ pub async fn settlements(
             .is_none_or(|c| c.currency != currency)
         {
             settlement.currencies.push(CurrencySettlement {
-                currency: currency.clone(),
+                currency,
                 totals: Figures::default(),
                 by_sku: Vec::new(),
                 by_account: Vec::new(),
@@ -181,9 +181,9 @@ pub async fn settlements(
     for s in &mut out {
         for c in &mut s.currencies {
             c.by_account.sort_by(|a, b| a.id.cmp(&b.id));
-            c.totals.scale(&c.currency);
+            c.totals.scale(c.currency);
             for k in c.by_sku.iter_mut().chain(&mut c.by_account) {
-                k.figures.scale(&c.currency);
+                k.figures.scale(c.currency);
             }
         }
     }
@@ -237,9 +237,9 @@ pub async fn get_settlements(
 /// The identity of one month in one currency (DESIGN.md, "It reconciles"):
 /// `invoiced = platform_revenue + partner_settlements + credits_applied`,
 /// computed by `tally_domain::reconciliation` over the figures read here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CurrencyReconciliation {
-    pub currency: String,
+    pub currency: Currency,
     /// Finalized invoices of the month's periods (void ones included: they
     /// were issued; their void is a correction of the month it happened in).
     pub invoices: i64,
@@ -407,7 +407,7 @@ pub async fn reconcile(
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
-            let figures = &mut entry(&mut by_currency, &cs.currency).figures;
+            let figures = &mut entry(&mut by_currency, cs.currency.code()).figures;
             figures.partner_settlements = fits(checked::add(
                 figures.partner_settlements,
                 cs.totals.net_payable,
@@ -465,7 +465,7 @@ pub async fn reconcile(
     }
     let currencies = by_currency
         .into_iter()
-        .map(|(currency, month)| fits(month.view(currency)))
+        .map(|(code, month)| fits(month.view(parse_stored("currency", &code)?)))
         .collect::<Result<_, _>>()?;
     Ok(Reconciliation {
         period: month.label(),
@@ -484,10 +484,10 @@ struct Month {
 
 impl Month {
     /// The identity over the figures, amounts with the currency's exponent.
-    fn view(self, currency: String) -> Result<CurrencyReconciliation, MoneyError> {
+    fn view(self, currency: Currency) -> Result<CurrencyReconciliation, MoneyError> {
         let identity = self.figures.identity()?;
         let f = self.figures;
-        let s = |amount| scaled(&currency, amount);
+        let s = |amount| currency.scaled(amount);
         Ok(CurrencyReconciliation {
             invoices: self.invoices,
             subtotals: s(f.subtotals),
@@ -591,9 +591,9 @@ fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error>
 
 /// An amount (or a unit price) of the row's `currency`, with its exponent.
 fn amount(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     Ok(r.try_get::<Option<Decimal>, _>(name)?
-        .map(|d| scaled(&currency, d).to_string())
+        .map(|d| currency.scaled(d).to_string())
         .unwrap_or_default())
 }
 
@@ -638,7 +638,7 @@ pub async fn export_invoices(
                 timestamp(r, "period_start")?,
                 timestamp(r, "period_end")?,
                 text(r, "status")?,
-                text(r, "currency")?,
+                currency_of(r, "currency")?.to_string(),
                 amount(r, "subtotal")?,
                 amount(r, "credits_total")?,
                 amount(r, "total")?,
@@ -697,7 +697,7 @@ pub async fn export_lines(
                 text(r, "number")?,
                 text(r, "account_id")?,
                 text(r, "status")?,
-                text(r, "currency")?,
+                currency_of(r, "currency")?.to_string(),
                 r.try_get::<i32, _>("position")?.to_string(),
                 text(r, "kind")?,
                 text(r, "provider_id")?,
@@ -717,4 +717,63 @@ pub async fn export_lines(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn settlements_and_reconciliations_serialize_the_currency_code_and_scaled_amounts() {
+        let jpy = Currency::parse("JPY").unwrap();
+        let figures = Figures {
+            gross_list: dec!(1234),
+            platform_fee: dec!(247),
+            credit_notes: dec!(0),
+            net_payable: dec!(987),
+        };
+        let settlement = Settlement {
+            provider_id: "dbco".into(),
+            provider_name: "DB Co".into(),
+            period: "2026-11".into(),
+            currencies: vec![CurrencySettlement {
+                currency: jpy,
+                totals: figures.clone(),
+                by_sku: vec![Keyed {
+                    id: "dbco.db".into(),
+                    figures: figures.clone(),
+                }],
+                by_account: vec![],
+            }],
+        };
+        let figures =
+            r#""gross_list":"1234","platform_fee":"247","credit_notes":"0","net_payable":"987""#;
+        assert_eq!(
+            serde_json::to_string(&settlement).unwrap(),
+            format!(
+                r#"{{"provider_id":"dbco","provider_name":"DB Co","period":"2026-11","currencies":[{{"currency":"JPY",{figures},"by_sku":[{{"id":"dbco.db",{figures}}}],"by_account":[]}}]}}"#
+            )
+        );
+        let usd = Currency::parse("USD").unwrap();
+        let month = Month {
+            invoices: 2,
+            figures: MonthFigures {
+                subtotals: dec!(10),
+                platform_fees: dec!(2.5),
+                partner_settlements: dec!(7.5),
+                ..MonthFigures::default()
+            },
+            problems: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&month.view(usd).unwrap()).unwrap(),
+            concat!(
+                r#"{"currency":"USD","invoices":2,"subtotals":"10.00","voided":"0.00","#,
+                r#""credit_notes":"0.00","invoiced":"10.00","platform_revenue":"2.50","#,
+                r#""partner_settlements":"7.50","credits_applied":"0.00","difference":"0.00","#,
+                r#""problems":[]}"#
+            )
+        );
+    }
 }
