@@ -388,3 +388,54 @@ fn spend_series(
     }
     Ok(series)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoices_repo::tests::sample;
+
+    fn page<'a>(invoice: &'a Invoice, daily: &'a [(NaiveDate, i64, Decimal)]) -> BillPage<'a> {
+        BillPage {
+            account_name: "Acme",
+            invoice,
+            periods: &[],
+            daily,
+            today: NaiveDate::from_ymd_opt(2026, 11, 30).unwrap_or_default(),
+            auth_query: "",
+            signed_in: false,
+            balances: &[],
+        }
+    }
+
+    #[test]
+    fn the_chart_spreads_each_line_over_its_days_and_leaves_out_what_overflows() {
+        let usd = Currency::parse("USD").unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let mut invoice = sample(usd);
+        // 1 hour on the 2nd, 2 on the 4th: 0.50 and 1.00 of the 1.50.
+        let daily = [(day(2), 7, Decimal::ONE), (day(4), 7, Decimal::TWO)];
+        let start = day(1);
+        let series = spend_series(&page(&invoice, &daily), start, 30).unwrap();
+        assert_eq!(series.len(), 1);
+        let (name, subtotal, cumulative) = &series[0];
+        assert_eq!((name.as_str(), *subtotal), ("DB Co", Decimal::new(1500, 3)));
+        assert_eq!(cumulative.len(), 30);
+        assert_eq!(
+            cumulative[..5],
+            [
+                Decimal::ZERO,
+                Decimal::new(5, 1),
+                Decimal::new(5, 1),
+                Decimal::new(15, 1),
+                Decimal::new(15, 1)
+            ]
+        );
+        // A line at the limit of `Decimal`: amount × quantity overflows.
+        invoice.sections[0].lines[0].amount = Decimal::MAX;
+        assert_eq!(
+            spend_series(&page(&invoice, &daily), start, 30),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(chart(&page(&invoice, &daily)).into_string(), "");
+    }
+}

@@ -573,3 +573,27 @@ pub async fn invoice_credit_notes(
         next_cursor: None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credit_note_that_overflows_is_refused_with_amount_overflow() {
+        let usd = Currency::parse("USD").unwrap();
+        let refusal = |e| credit_note_refused(Uuid::nil(), usd, e).code();
+        assert_eq!(
+            refusal(CreditNoteError::Money(MoneyError::Overflow)),
+            Code::AmountOverflow
+        );
+        assert_eq!(
+            Code::AmountOverflow.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            refusal(CreditNoteError::Money(MoneyError::EmptySplit)),
+            Code::Internal
+        );
+        assert_eq!(refusal(CreditNoteError::UnknownLine(4)), Code::UnknownLine);
+    }
+}

@@ -653,27 +653,27 @@ pub async fn daily_usage(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
     use rust_decimal_macros::dec;
 
-    #[test]
-    fn an_invoice_serializes_its_currency_as_the_code_and_amounts_with_its_exponent() {
+    /// A finalized November invoice of acme in `currency`: one DB Co line,
+    /// 3 hours at 0.5 (1.5, of which the partner nets 1.2).
+    pub(crate) fn sample(currency: Currency) -> Invoice {
         let at = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
-        let bhd = Currency::parse("BHD").unwrap();
-        let invoice = Invoice {
+        Invoice {
             summary: InvoiceSummary {
                 id: Uuid::nil(),
                 number: Some("TLY-2026-000001".into()),
                 account_id: "acme".into(),
                 period: PeriodView::new(at(1), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()),
                 status: InvoiceStatus::Finalized,
-                currency: bhd,
+                currency,
                 statement_version: 3,
-                subtotal: bhd.scaled(dec!(1.5)),
-                credits_total: bhd.scaled(dec!(0)),
-                total: bhd.scaled(dec!(1.5)),
+                subtotal: currency.scaled(dec!(1.5)),
+                credits_total: currency.scaled(dec!(0)),
+                total: currency.scaled(dec!(1.5)),
                 created_at: at(2),
                 updated_at: at(3),
                 finalized_at: Some(at(3)),
@@ -693,20 +693,25 @@ mod tests {
                     description: "DB".into(),
                     unit: "hour".into(),
                     quantity: dec!(3),
-                    unit_price: Some(bhd.scaled(dec!(0.5))),
-                    amount: bhd.scaled(dec!(1.5)),
-                    list_amount: bhd.scaled(dec!(1.5)),
-                    markup: bhd.scaled(dec!(0)),
-                    platform_fee: bhd.scaled(dec!(0.3)),
-                    partner_net: bhd.scaled(dec!(1.2)),
+                    unit_price: Some(currency.scaled(dec!(0.5))),
+                    amount: currency.scaled(dec!(1.5)),
+                    list_amount: currency.scaled(dec!(1.5)),
+                    markup: currency.scaled(dec!(0)),
+                    platform_fee: currency.scaled(dec!(0.3)),
+                    partner_net: currency.scaled(dec!(1.2)),
                     price_effective_from: at(1),
                     event_count: 2,
                     adjusts: None,
                 }],
-                subtotal: bhd.scaled(dec!(1.5)),
+                subtotal: currency.scaled(dec!(1.5)),
             }],
             credits: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn an_invoice_serializes_its_currency_as_the_code_and_amounts_with_its_exponent() {
+        let invoice = sample(Currency::parse("BHD").unwrap());
         assert_eq!(
             serde_json::to_string(&invoice).unwrap(),
             concat!(

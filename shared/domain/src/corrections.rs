@@ -72,7 +72,8 @@ impl CreditNoteError {
             CreditNoteError::InvalidAmount { .. } => "invalid_amount",
             CreditNoteError::ExceedsLine { .. } => "credit_exceeds_line",
             CreditNoteError::ExceedsInvoice { .. } => "credit_exceeds_invoice",
-            CreditNoteError::Money(e) => e.code(),
+            CreditNoteError::Money(MoneyError::Overflow) => "amount_overflow",
+            CreditNoteError::Money(_) => "internal",
         }
     }
 }
