@@ -264,11 +264,18 @@ async fn apply_credits(
     let start = period.start();
     let earliest = origins.first().map_or(start, |o| o.start().min(start));
     let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
+    // Only a voided grant needs its draws here (it never draws more).
+    let here = if stored.iter().any(|g| g.voided_at.is_some()) {
+        credits_repo::drawn_in(&mut *conn, &account, start).await?
+    } else {
+        HashMap::new()
+    };
     let mut usable: Vec<Grant> = Vec::with_capacity(stored.len());
     for g in stored {
         let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+        let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
         let grant = g
-            .usable_in(period, earliest, earlier)
+            .usable_in(period, earliest, earlier, so_far)
             .map_err(|e| statement_error(&account, start, e.into()))?;
         usable.extend(grant);
     }
