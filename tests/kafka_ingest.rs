@@ -43,7 +43,13 @@ async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    } = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
     // The first-party platform may produce to the topic; the partner may not.
     tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
         .await
@@ -215,7 +221,13 @@ async fn every_path_bills_the_same_usage_once() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    } = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
     tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
         .await
         .unwrap();
@@ -281,8 +293,16 @@ async fn every_path_bills_the_same_usage_once() {
     let file = dir.join("usage.ndjson");
     let lines: Vec<String> = (26..36).chain([25, 12]).map(|i| e(i).to_string()).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let report = dir.join("refused.csv");
     let out = h
-        .tally(&["import", "--provider", "cloud", file.to_str().unwrap()])
+        .tally(&[
+            "import",
+            "--provider",
+            "cloud",
+            "--report",
+            report.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .output()
         .unwrap();

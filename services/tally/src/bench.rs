@@ -345,7 +345,7 @@ fn spawn(
     name: &'static str,
     config: &Config,
     collector: u16,
-    invoicing: u16,
+    api: u16,
 ) -> anyhow::Result<ServiceProcess> {
     let exe = std::env::current_exe().context("locating the tally binary")?;
     let child = Command::new(exe)
@@ -365,7 +365,7 @@ fn spawn(
             config.batch_wait.as_millis().to_string(),
         )
         .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
-        .env("TALLY_INVOICING_ADDR", format!("127.0.0.1:{invoicing}"))
+        .env("TALLY_API_ADDR", format!("127.0.0.1:{api}"))
         .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
         .env(
             "RUST_LOG",
@@ -465,18 +465,19 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         a.providers, a.skus, a.accounts, a.zipf, a.lines, a.events, a.batch_size, a.concurrency
     );
 
-    let (collector_port, invoicing_port) = (infra::free_port()?, infra::free_port()?);
+    let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
     let services = vec![
-        spawn("collector", &config, collector_port, invoicing_port)?,
-        spawn("rating", &config, collector_port, invoicing_port)?,
-        spawn("invoicing", &config, collector_port, invoicing_port)?,
+        spawn("collector", &config, collector_port, api_port)?,
+        spawn("rating", &config, collector_port, api_port)?,
+        spawn("invoicing", &config, collector_port, api_port)?,
+        spawn("api", &config, collector_port, api_port)?,
     ];
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency * 2)
         .build()?;
     let collector = format!("http://127.0.0.1:{collector_port}");
     wait_healthy(&http, &collector).await?;
-    wait_healthy(&http, &format!("http://127.0.0.1:{invoicing_port}")).await?;
+    wait_healthy(&http, &format!("http://127.0.0.1:{api_port}")).await?;
     let events_url = format!("{collector}/v1/events");
 
     let mut report = Report {

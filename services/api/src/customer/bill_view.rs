@@ -10,8 +10,8 @@ use tally_domain::credits::GrantStatus;
 use tally_domain::money::checked;
 use tally_domain::{Currency, Money, MoneyError};
 
-use crate::credits_api::Balance;
-use crate::invoices_repo::{Invoice, PeriodView};
+use crate::credits::Balance;
+use tally_invoicing::invoices_repo::{Invoice, PeriodView};
 
 const PALETTE: [&str; 6] = [
     "#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490",
@@ -286,7 +286,7 @@ fn csv_text(text: &str) -> String {
 }
 
 /// A line's description, naming the period an adjustment bills late usage of.
-fn described(line: &crate::invoices_repo::LineView) -> String {
+fn described(line: &tally_invoicing::invoices_repo::LineView) -> String {
     match &line.adjusts {
         Some(period) => format!("{} (late usage of {})", line.description, period.label),
         None => line.description.clone(),
@@ -392,7 +392,7 @@ fn spend_series(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invoices_repo::tests::sample;
+    use crate::finance::invoices::tests::sample;
 
     fn page<'a>(invoice: &'a Invoice, daily: &'a [(NaiveDate, i64, Decimal)]) -> BillPage<'a> {
         BillPage {

@@ -24,13 +24,13 @@ use tally_domain::money::checked;
 use tally_domain::{Currency, MoneyError};
 use uuid::Uuid;
 
-use crate::amounts::currency_of;
 use crate::auth::{Reader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
-use crate::invoices_repo::{self, InvoiceSummary};
-use crate::lifecycle::next_number;
-use crate::routes::{parse_period, Page};
+use crate::finance::invoices::{parse_period, Page};
+use tally_invoicing::amounts::currency_of;
+use tally_invoicing::invoices_repo::{self, InvoiceSummary};
+use tally_invoicing::lifecycle::next_number;
 
 /// The issuer prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`).
 #[derive(Debug, Clone)]

@@ -19,11 +19,11 @@ use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
 use tally_domain::{spreadsheet, Currency, MoneyError, Period};
 use tally_platform::auth::Principal;
 
-use crate::amounts::{currency_of, fits, parse_stored};
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::routes::parse_period;
+use crate::finance::invoices::parse_period;
+use tally_invoicing::amounts::{currency_of, fits, parse_stored};
 
 /// One partner's settlement figures for one SKU and account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
