@@ -169,7 +169,13 @@ async fn imported_files_are_billed_exactly_once_and_bad_lines_are_reported() {
 /// good lines are billed exactly, and an upload again bills nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_is_imported_like_a_file() {
-    let seeded = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
     let (h, http) = (&seeded.h, &seeded.http);
     let url = format!("{}/v1/imports", seeded.collector);
     let time = seeded.now - chrono::Duration::hours(1);
