@@ -33,6 +33,22 @@ async fn produce(producer: &FutureProducer, topic: &str, provider: Option<&str>,
         .unwrap();
 }
 
+/// The whole pipeline, the first-party platform (`cloud`) allowed to
+/// produce to `usage.ingest` (the partners are not).
+async fn start() -> Seeded {
+    let seeded = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
+    tally::admin::set_kafka_ingest(&seeded.h.pool, "cloud", true)
+        .await
+        .unwrap();
+    seeded
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
     let Seeded {
@@ -43,17 +59,7 @@ async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[
-        Service::Collector,
-        Service::Rating,
-        Service::Invoicing,
-        Service::Api,
-    ])
-    .await;
-    // The first-party platform may produce to the topic; the partner may not.
-    tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
-        .await
-        .unwrap();
+    } = start().await;
     let t = now - Duration::minutes(5);
     let topics = h.config.topics();
     let producer: FutureProducer = ClientConfig::new()
@@ -221,16 +227,7 @@ async fn every_path_bills_the_same_usage_once() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[
-        Service::Collector,
-        Service::Rating,
-        Service::Invoicing,
-        Service::Api,
-    ])
-    .await;
-    tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
-        .await
-        .unwrap();
+    } = start().await;
     let t = now - Duration::minutes(5);
     // Event i is i + 1 hours of cloud.vm.hour for acme.
     let e = |i: usize| {

@@ -271,6 +271,24 @@ impl Gen<'_> {
         }
     }
 
+    /// Events `range` (`e<i>`) as a JSON batch, with their provider (one
+    /// per batch of the throughput run).
+    fn batch(&self, range: std::ops::Range<u64>) -> (usize, String) {
+        let mut body = String::with_capacity(260 * (range.end - range.start) as usize);
+        body.push('[');
+        let mut provider = 0;
+        for i in range.clone() {
+            let p = self.plan(i);
+            provider = p.provider;
+            if i > range.start {
+                body.push(',');
+            }
+            body.push_str(&self.json(&format!("e{i}"), &p, &self.catalog.accounts[p.account]));
+        }
+        body.push(']');
+        (provider, body)
+    }
+
     fn json(&self, id: &str, p: &Planned, account: &str) -> String {
         format!(
             r#"{{"specversion":"1.0","id":"{id}","source":"{}","type":"com.tally.usage","subject":"{account}","time":"{}","data":{{"sku":"{}","quantity":"{}"}}}}"#,
@@ -570,19 +588,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
                 tokio::time::sleep_until(due.into()).await;
             }
             let first = k * a.batch_size as u64;
-            let last = (first + a.batch_size as u64).min(a.events);
-            let mut body = String::with_capacity(260 * a.batch_size);
-            body.push('[');
-            let mut provider = 0;
-            for i in first..last {
-                let p = gen.plan(i);
-                provider = p.provider;
-                if i > first {
-                    body.push(',');
-                }
-                body.push_str(&gen.json(&format!("e{i}"), &p, &catalog.accounts[p.account]));
-            }
-            body.push(']');
+            let (provider, body) = gen.batch(first..(first + a.batch_size as u64).min(a.events));
             let t0 = Instant::now();
             let n = post_batch(&http, &events_url, &catalog.provider_keys[provider], body).await?;
             local.record(t0.elapsed().as_micros() as u64)?;
@@ -915,22 +921,7 @@ async fn kafka_ingest(
     // Records follow the HTTP run's batches (one provider each), cut at
     // `from` and at the end.
     let records: Vec<(usize, String)> = (from / size..(from + count).div_ceil(size))
-        .map(|k| {
-            let (first, last) = ((k * size).max(from), ((k + 1) * size).min(from + count));
-            let mut body = String::with_capacity(260 * size as usize);
-            body.push('[');
-            let mut provider = 0;
-            for i in first..last {
-                let p = gen.plan(i);
-                provider = p.provider;
-                if i > first {
-                    body.push(',');
-                }
-                body.push_str(&gen.json(&format!("e{i}"), &p, &gen.catalog.accounts[p.account]));
-            }
-            body.push(']');
-            (provider, body)
-        })
+        .map(|k| gen.batch((k * size).max(from)..((k + 1) * size).min(from + count)))
         .collect();
     let producer = tally_platform::kafka::producer(config)?;
     let t0 = Instant::now();
