@@ -38,7 +38,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/grants/{id}/void", &[Code::NotFound, Code::GrantVoided]),
     ("post", "/v1/invoices/{id}/void", &[Code::NotFound, Code::InvoiceNotFinalized, Code::InvoiceVoided, Code::InvoiceHasCreditNotes, Code::ReasonRequired]),
     ("get", "/v1/invoices/{id}/credit-notes", &[]),
-    ("post", "/v1/invoices/{id}/credit-notes", &[Code::NotFound, Code::InvoiceNotFinalized, Code::InvoiceVoided, Code::NothingToCredit, Code::ReasonRequired, Code::UnknownLine, Code::InvalidAmount, Code::CreditExceedsLine, Code::CreditExceedsInvoice]),
+    ("post", "/v1/invoices/{id}/credit-notes", &[Code::NotFound, Code::InvoiceNotFinalized, Code::InvoiceVoided, Code::NothingToCredit, Code::ReasonRequired, Code::UnknownLine, Code::InvalidAmount, Code::CreditExceedsLine, Code::CreditExceedsInvoice, Code::AmountOverflow]),
     ("get", "/v1/credit-notes", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/credit-notes/{id}", &[Code::NotFound]),
     ("get", "/v1/settlements", &[Code::InvalidRequest, Code::InvalidPeriod]),
