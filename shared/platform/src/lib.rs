@@ -2,6 +2,7 @@
 //! this crate only moves bytes in and out of PostgreSQL and Kafka.
 
 pub mod auth;
+pub mod bindings;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod onboarding;
+pub mod plans;
 pub mod telemetry;
 pub mod trace;
 

@@ -1,0 +1,592 @@
+//! Bindings repository (tables `bindings`, `binding_status_changes`,
+//! `binding_plan_changes`, `binding_outbox`, and `providers.requires_binding`).
+//! Every decision is `tally_domain::binding`'s; this module loads a binding
+//! under a row lock, applies the domain's move, and writes the binding, its
+//! history and its outbox event in the caller's transaction, so a binding
+//! never changes without the provider being told.
+//!
+//! Lives in `tally-platform` because the collector (usage windows), rating
+//! (plan fees and resources) and the HTTP API (every write) all use it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use std::collections::{BTreeMap, HashMap};
+use tally_domain::binding::{
+    Actor, Binding, BindingError, BindingEvent, BindingStatus, PlanChange, StatusChange,
+    UsageWindow,
+};
+use tally_domain::{AccountId, BindingId, Period, PlanId, ProviderId, ResourceType};
+use uuid::Uuid;
+
+use crate::plans::{self, decode_err};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindingRepoError {
+    /// No such binding, or not one the asker may see.
+    #[error("binding {0} does not exist")]
+    NotFound(String),
+    #[error("unknown plan {0}")]
+    UnknownPlan(String),
+    #[error("plan {plan} is not for provider {provider}'s {resource_type} resources")]
+    PlanMismatch {
+        plan: String,
+        provider: String,
+        resource_type: String,
+    },
+    #[error("plan {plan} has no {currency} version in effect at {at}: the account could not be billed for it")]
+    PlanNotOffered {
+        plan: String,
+        currency: String,
+        at: DateTime<Utc>,
+    },
+    #[error("unknown account {0}")]
+    UnknownAccount(String),
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Who asks: a binding outside the asker's scope does not exist for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A customer token: its own account's bindings.
+    Account(AccountId),
+    /// A provider key: bindings to that provider.
+    Provider(ProviderId),
+    /// The admin API: every binding.
+    Platform,
+}
+
+impl Scope {
+    fn admits(&self, binding: &Binding) -> bool {
+        match self {
+            Scope::Account(a) => &binding.account == a,
+            Scope::Provider(p) => &binding.provider == p,
+            Scope::Platform => true,
+        }
+    }
+}
+
+/// A binding event as published on `bindings.events` and delivered to the
+/// provider's webhook: `id` is stable across retries (the provider dedupes
+/// by it). `type` is `binding.<status>` after the move, or
+/// `binding.plan_changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingNotice {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: DateTime<Utc>,
+    pub actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub binding: Binding,
+}
+
+/// A new binding's request.
+#[derive(Debug, Clone)]
+pub struct NewBinding {
+    pub account: AccountId,
+    pub provider: ProviderId,
+    pub resource_type: ResourceType,
+    pub name: String,
+    pub plan: PlanId,
+    pub region: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A fresh binding id: `bnd_` and a UUIDv7 (time-ordered) in hex.
+pub fn new_binding_id() -> BindingId {
+    let id = format!("bnd_{}", Uuid::now_v7().simple());
+    // A lowercase hex slug always parses.
+    BindingId::parse(&id).unwrap_or_else(|_| unreachable!("{id} is a slug"))
+}
+
+/// Checks that `plan` is `provider`'s for `resource_type`, with a version
+/// in `account`'s currency in effect at `at`.
+async fn check_plan(
+    conn: &mut PgConnection,
+    plan: &PlanId,
+    provider: &ProviderId,
+    resource_type: &ResourceType,
+    account: &AccountId,
+    at: DateTime<Utc>,
+) -> Result<(), BindingRepoError> {
+    let found = plans::get_plan(&mut *conn, plan)
+        .await?
+        .ok_or_else(|| BindingRepoError::UnknownPlan(plan.to_string()))?;
+    if &found.provider != provider || &found.resource_type != resource_type {
+        return Err(BindingRepoError::PlanMismatch {
+            plan: plan.to_string(),
+            provider: provider.to_string(),
+            resource_type: resource_type.to_string(),
+        });
+    }
+    let currency = crate::catalog::get_account(&mut *conn, account)
+        .await?
+        .ok_or_else(|| BindingRepoError::UnknownAccount(account.to_string()))?
+        .currency;
+    let versions = plans::plan_versions(&mut *conn, &[plan.as_str()], currency).await?;
+    let offered = versions
+        .get(plan)
+        .is_some_and(|v| v.iter().any(|v| v.effective_from <= at));
+    if !offered {
+        return Err(BindingRepoError::PlanNotOffered {
+            plan: plan.to_string(),
+            currency: currency.code().to_owned(),
+            at,
+        });
+    }
+    Ok(())
+}
+
+/// Records a requested binding, its first history entry, its plan, and the
+/// `binding.requested` event for the provider.
+pub async fn create_binding(
+    conn: &mut PgConnection,
+    new: NewBinding,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> Result<Binding, BindingRepoError> {
+    check_plan(
+        &mut *conn,
+        &new.plan,
+        &new.provider,
+        &new.resource_type,
+        &new.account,
+        at,
+    )
+    .await?;
+    let (binding, change) = Binding::request(
+        new_binding_id(),
+        new.account,
+        new.provider,
+        new.resource_type,
+        new.name,
+        new.plan,
+        new.region,
+        new.tags,
+        at,
+        by,
+    )?;
+    sqlx::query(
+        "INSERT INTO bindings (id, account_id, provider_id, resource_type, name, plan_id, region,
+                               tags, status, requested_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(binding.id.as_str())
+    .bind(binding.account.as_str())
+    .bind(binding.provider.as_str())
+    .bind(binding.resource_type.as_str())
+    .bind(&binding.name)
+    .bind(binding.plan.as_str())
+    .bind(&binding.region)
+    .bind(serde_json::to_value(&binding.tags).map_err(decode_err)?)
+    .bind(binding.status.as_str())
+    .bind(binding.requested_at)
+    .execute(&mut *conn)
+    .await?;
+    record_status(&mut *conn, &binding.id, &change).await?;
+    record_plan(&mut *conn, &binding.id, &binding.plan, at).await?;
+    enqueue(&mut *conn, &binding, "binding.requested", &change).await?;
+    Ok(binding)
+}
+
+/// A move on a binding: its event, who makes it and when, and the
+/// provider's message (and its own id of the resource) with its report.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub event: BindingEvent,
+    pub by: Actor,
+    pub at: DateTime<Utc>,
+    pub message: Option<String>,
+    pub provider_resource_id: Option<String>,
+}
+
+/// Applies `mv` to binding `id` as seen by `scope` (under a row lock):
+/// the binding after it, and whether it changed. A repeat of the status it
+/// has records its message only; a refused move changes nothing.
+pub async fn apply_move(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: &BindingId,
+    mv: Move,
+) -> Result<(Binding, bool), BindingRepoError> {
+    let (mut binding, last) = locked(&mut *conn, scope, id).await?;
+    if let Some(resource_id) = &mv.provider_resource_id {
+        tally_domain::binding::check_text(
+            "provider_resource_id",
+            resource_id,
+            tally_domain::binding::MAX_NAME_CHARS,
+        )?;
+    }
+    let applied = binding.apply(mv.event, mv.by, mv.at, last, mv.message)?;
+    if mv.provider_resource_id.is_some() && mv.by == Actor::Provider {
+        binding.provider_resource_id = mv.provider_resource_id;
+    }
+    sqlx::query(
+        "UPDATE bindings SET status = $2, status_message = $3, activated_at = $4,
+                suspended_at = $5, deleted_at = $6, provider_resource_id = $7, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(binding.id.as_str())
+    .bind(binding.status.as_str())
+    .bind(&binding.status_message)
+    .bind(binding.activated_at)
+    .bind(binding.suspended_at)
+    .bind(binding.deleted_at)
+    .bind(&binding.provider_resource_id)
+    .execute(&mut *conn)
+    .await?;
+    if applied.changed || applied.change.message.is_some() {
+        record_status(&mut *conn, &binding.id, &applied.change).await?;
+    }
+    if applied.changed {
+        let kind = format!("binding.{}", binding.status.as_str());
+        enqueue(&mut *conn, &binding, &kind, &applied.change).await?;
+    }
+    Ok((binding, applied.changed))
+}
+
+/// Moves binding `id` to `plan` from `at` on (checked like a new
+/// binding's plan), and tells the provider (`binding.plan_changed`).
+pub async fn change_plan(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: &BindingId,
+    plan: &PlanId,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> Result<Binding, BindingRepoError> {
+    let (mut binding, last) = locked(&mut *conn, scope, id).await?;
+    if at < last {
+        return Err(BindingError::OutOfOrder { at, last }.into());
+    }
+    check_plan(
+        &mut *conn,
+        plan,
+        &binding.provider,
+        &binding.resource_type,
+        &binding.account,
+        at,
+    )
+    .await?;
+    binding.change_plan(plan.clone(), at)?;
+    sqlx::query("UPDATE bindings SET plan_id = $2, updated_at = now() WHERE id = $1")
+        .bind(binding.id.as_str())
+        .bind(plan.as_str())
+        .execute(&mut *conn)
+        .await?;
+    record_plan(&mut *conn, &binding.id, plan, at).await?;
+    let change = StatusChange {
+        at,
+        from: Some(binding.status),
+        to: binding.status,
+        by,
+        message: None,
+    };
+    enqueue(&mut *conn, &binding, "binding.plan_changed", &change).await?;
+    Ok(binding)
+}
+
+/// The binding under a row lock, and the time of its last recorded move.
+async fn locked(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: &BindingId,
+) -> Result<(Binding, DateTime<Utc>), BindingRepoError> {
+    let row = sqlx::query(&format!("{SELECT_BINDING} WHERE id = $1 FOR UPDATE"))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let binding = row
+        .map(|r| binding_from_row(&r))
+        .transpose()?
+        .filter(|b| scope.admits(b))
+        .ok_or_else(|| BindingRepoError::NotFound(id.to_string()))?;
+    let last: DateTime<Utc> = sqlx::query_scalar(
+        "SELECT max(at) FROM (
+             SELECT at FROM binding_status_changes WHERE binding_id = $1
+             UNION ALL SELECT at FROM binding_plan_changes WHERE binding_id = $1) t",
+    )
+    .bind(id.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((binding, last))
+}
+
+const SELECT_BINDING: &str = "SELECT id, account_id, provider_id, resource_type, name,
+    provider_resource_id, plan_id, region, tags, status, status_message, requested_at,
+    activated_at, suspended_at, deleted_at FROM bindings";
+
+fn binding_from_row(r: &sqlx::postgres::PgRow) -> Result<Binding, sqlx::Error> {
+    Ok(Binding {
+        id: BindingId::parse(r.try_get("id")?).map_err(decode_err)?,
+        account: AccountId::parse(r.try_get("account_id")?).map_err(decode_err)?,
+        provider: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
+        resource_type: ResourceType::parse(r.try_get("resource_type")?).map_err(decode_err)?,
+        name: r.try_get("name")?,
+        provider_resource_id: r.try_get("provider_resource_id")?,
+        plan: PlanId::parse(r.try_get("plan_id")?).map_err(decode_err)?,
+        region: r.try_get("region")?,
+        tags: serde_json::from_value(r.try_get("tags")?).map_err(decode_err)?,
+        status: BindingStatus::parse(r.try_get("status")?).map_err(decode_err)?,
+        status_message: r.try_get("status_message")?,
+        requested_at: r.try_get("requested_at")?,
+        activated_at: r.try_get("activated_at")?,
+        suspended_at: r.try_get("suspended_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+    })
+}
+
+async fn record_status(
+    conn: &mut PgConnection,
+    id: &BindingId,
+    change: &StatusChange,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO binding_status_changes (binding_id, at, from_status, to_status, actor, message)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.as_str())
+    .bind(change.at)
+    .bind(change.from.map(BindingStatus::as_str))
+    .bind(change.to.as_str())
+    .bind(change.by.as_str())
+    .bind(&change.message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn record_plan(
+    conn: &mut PgConnection,
+    id: &BindingId,
+    plan: &PlanId,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO binding_plan_changes (binding_id, at, plan_id) VALUES ($1, $2, $3)")
+        .bind(id.as_str())
+        .bind(at)
+        .bind(plan.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes the event for the provider in the outbox. The provider's own
+/// reports are published on `bindings.events` but not sent back to its
+/// webhook (it knows them): they are written delivered.
+async fn enqueue(
+    conn: &mut PgConnection,
+    binding: &Binding,
+    kind: &str,
+    change: &StatusChange,
+) -> Result<(), sqlx::Error> {
+    let notice = BindingNotice {
+        id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        time: change.at,
+        actor: change.by,
+        message: change.message.clone(),
+        binding: binding.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO binding_outbox (event_id, binding_id, provider_id, body, delivered_at)
+         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)",
+    )
+    .bind(notice.id)
+    .bind(binding.id.as_str())
+    .bind(binding.provider.as_str())
+    .bind(serde_json::to_value(&notice).map_err(decode_err)?)
+    .bind(change.by == Actor::Provider)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One binding, if `scope` may see it.
+pub async fn get_binding(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: &BindingId,
+) -> Result<Option<Binding>, sqlx::Error> {
+    let row = sqlx::query(&format!("{SELECT_BINDING} WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .map(|r| binding_from_row(&r))
+        .transpose()?
+        .filter(|b| scope.admits(b)))
+}
+
+/// The bindings `scope` may see, oldest first.
+pub async fn list_bindings(
+    conn: &mut PgConnection,
+    scope: &Scope,
+) -> Result<Vec<Binding>, sqlx::Error> {
+    let (account, provider) = match scope {
+        Scope::Account(a) => (Some(a.as_str()), None),
+        Scope::Provider(p) => (None, Some(p.as_str())),
+        Scope::Platform => (None, None),
+    };
+    let rows = sqlx::query(&format!(
+        "{SELECT_BINDING} WHERE ($1::text IS NULL OR account_id = $1)
+           AND ($2::text IS NULL OR provider_id = $2) ORDER BY requested_at, id"
+    ))
+    .bind(account)
+    .bind(provider)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(binding_from_row).collect()
+}
+
+/// A binding's status history, oldest first.
+pub async fn status_history(
+    conn: &mut PgConnection,
+    id: &BindingId,
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at, from_status, to_status, actor, message FROM binding_status_changes
+         WHERE binding_id = $1 ORDER BY id",
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get("from_status")?;
+            let actor: String = r.try_get("actor")?;
+            Ok(StatusChange {
+                at: r.try_get("at")?,
+                from: from
+                    .map(|f| BindingStatus::parse(&f))
+                    .transpose()
+                    .map_err(decode_err)?,
+                to: BindingStatus::parse(r.try_get("to_status")?).map_err(decode_err)?,
+                by: Actor::parse(&actor)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown actor {actor}").into()))?,
+                message: r.try_get("message")?,
+            })
+        })
+        .collect()
+}
+
+/// A binding's plan history, oldest first.
+pub async fn plan_history(
+    conn: &mut PgConnection,
+    id: &BindingId,
+) -> Result<Vec<PlanChange>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at, plan_id FROM binding_plan_changes WHERE binding_id = $1 ORDER BY id",
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PlanChange {
+                at: r.try_get("at")?,
+                plan: PlanId::parse(r.try_get("plan_id")?).map_err(decode_err)?,
+            })
+        })
+        .collect()
+}
+
+/// A binding with what its bill needs: its status and plan histories.
+#[derive(Debug, Clone)]
+pub struct BilledBinding {
+    pub binding: Binding,
+    pub history: Vec<StatusChange>,
+    pub plans: Vec<PlanChange>,
+}
+
+/// The account's bindings that were active at some time in `period`, with
+/// their histories: the ones whose plan fees the period bills.
+pub async fn billed_in(
+    conn: &mut PgConnection,
+    account: &AccountId,
+    period: Period,
+) -> Result<Vec<BilledBinding>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_BINDING} WHERE account_id = $1 AND activated_at IS NOT NULL
+           AND activated_at < $3 AND (deleted_at IS NULL OR deleted_at > $2)
+         ORDER BY id"
+    ))
+    .bind(account.as_str())
+    .bind(period.start())
+    .bind(period.end())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let binding = binding_from_row(r)?;
+        let history = status_history(&mut *conn, &binding.id).await?;
+        let plans = plan_history(&mut *conn, &binding.id).await?;
+        out.push(BilledBinding {
+            binding,
+            history,
+            plans,
+        });
+    }
+    Ok(out)
+}
+
+/// The usage window of each existing binding among `ids`.
+pub async fn usage_windows(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, UsageWindow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT b.id, b.account_id, b.provider_id, b.activated_at, b.deleted_at
+         FROM bindings b JOIN UNNEST($1::text[]) AS t(id) ON b.id = t.id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>("id")?,
+                UsageWindow {
+                    account: AccountId::parse(r.try_get("account_id")?).map_err(decode_err)?,
+                    provider: ProviderId::parse(r.try_get("provider_id")?).map_err(decode_err)?,
+                    activated_at: r.try_get("activated_at")?,
+                    deleted_at: r.try_get("deleted_at")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Whether each of `providers` (that exists) requires its usage to name a binding.
+pub async fn requires_binding(
+    conn: &mut PgConnection,
+    providers: &[&str],
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT id, requires_binding FROM providers WHERE id = ANY($1)")
+            .bind(providers)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Sets whether `provider`'s usage must name an active binding; false when
+/// there is no such provider.
+pub async fn set_requires_binding(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    required: bool,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE providers SET requires_binding = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(required)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(updated == 1)
+}
