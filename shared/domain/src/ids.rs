@@ -118,6 +118,14 @@ slug_id!(
     64
 );
 
+impl PlanId {
+    /// The plan's id in a line's SKU column: a plan fee line has no SKU of
+    /// its own (the two ids share one grammar).
+    pub fn as_sku(&self) -> Sku {
+        Sku(self.0.clone())
+    }
+}
+
 impl ProviderId {
     /// The id of a provider created from now on: a slug without dots, so
     /// that a SKU id `<provider>.<name>` names its provider unambiguously

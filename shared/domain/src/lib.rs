@@ -48,6 +48,7 @@ pub use period::{AnchorDay, Period, PeriodError};
 pub use pricing::{PriceBook, PriceModel, PricingError};
 pub use quantity::{Quantity, QuantityError};
 pub use statement::{
-    LineKind, ProviderKind, ProviderRef, Statement, StatementLine, UsageAggregate,
+    LineKind, PlanFeeInput, ProviderKind, ProviderRef, ResourceRef, Statement, StatementLine,
+    UsageAggregate,
 };
 pub use usage::UsageEvent;

@@ -241,6 +241,81 @@ pub fn apply_allowance(allowance: Decimal, quantities: &[Decimal]) -> Vec<Allowa
         .collect()
 }
 
+/// A bound resource as its period's bill needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundResource {
+    pub binding: crate::binding::Binding,
+    pub history: Vec<StatusChange>,
+    pub plans: Vec<PlanChange>,
+    pub provider: crate::ProviderRef,
+    /// The provider's platform fee, in percent of its list amounts.
+    pub platform_fee_pct: Decimal,
+    /// The display name of the binding's current plan.
+    pub plan_name: String,
+}
+
+/// The plan fees of `resources` in `period`, and their allowances applied
+/// to `aggregates` (each aggregate of a resource gets its `resource` plan
+/// name and `included` quantity; per resource and SKU the allowance covers
+/// the oldest price version's usage first). `versions` holds the plans'
+/// versions in `currency`, oldest first.
+pub fn bill_resources(
+    period: Period,
+    currency: Currency,
+    resources: &[BoundResource],
+    versions: &BTreeMap<PlanId, Vec<PlanVersion>>,
+    aggregates: &mut [crate::UsageAggregate],
+) -> Result<Vec<crate::PlanFeeInput>, PlanError> {
+    let mut inputs = Vec::new();
+    for bound in resources {
+        let spans = active_spans(&bound.history, &bound.plans);
+        let fees = plan_fees(&spans, versions, currency, period)?;
+        let plan_name = fees
+            .iter()
+            .max_by_key(|f| f.last_hour)
+            .map_or(bound.plan_name.clone(), |f| f.version.name.clone());
+        let resource = crate::ResourceRef {
+            binding: bound.binding.id.clone(),
+            name: bound.binding.name.clone(),
+            plan: plan_name,
+        };
+        let mut own: Vec<&mut crate::UsageAggregate> = aggregates
+            .iter_mut()
+            .filter(|a| {
+                a.resource
+                    .as_ref()
+                    .is_some_and(|r| r.binding == bound.binding.id)
+            })
+            .collect();
+        own.sort_by(|a, b| {
+            (&a.sku, a.price_effective_from, a.price_id).cmp(&(
+                &b.sku,
+                b.price_effective_from,
+                b.price_id,
+            ))
+        });
+        let mut start = 0;
+        while start < own.len() {
+            let sku = own[start].sku.clone();
+            let end = start + own[start..].iter().take_while(|a| a.sku == sku).count();
+            let quantities: Vec<Decimal> = own[start..end].iter().map(|a| a.quantity).collect();
+            let uses = apply_allowance(allowance(&fees, &sku), &quantities);
+            for (agg, used) in own[start..end].iter_mut().zip(uses) {
+                agg.included = used.included;
+                agg.resource = Some(resource.clone());
+            }
+            start = end;
+        }
+        inputs.extend(fees.into_iter().map(|fee| crate::PlanFeeInput {
+            provider: bound.provider.clone(),
+            resource: resource.clone(),
+            fee,
+            platform_fee_pct: bound.platform_fee_pct,
+        }));
+    }
+    Ok(inputs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,10 @@ use tally_domain::binding::{
     Actor, Binding, BindingError, BindingEvent, BindingStatus, PlanChange, StatusChange,
     UsageWindow,
 };
-use tally_domain::{AccountId, BindingId, Period, PlanId, ProviderId, ResourceType};
+use tally_domain::plan::BoundResource;
+use tally_domain::{
+    AccountId, BindingId, PlanId, ProviderId, ProviderKind, ProviderRef, ResourceType,
+};
 use uuid::Uuid;
 
 use crate::plans::{self, decode_err};
@@ -456,23 +459,23 @@ pub async fn status_history(
     .bind(id.as_str())
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let from: Option<String> = r.try_get("from_status")?;
-            let actor: String = r.try_get("actor")?;
-            Ok(StatusChange {
-                at: r.try_get("at")?,
-                from: from
-                    .map(|f| BindingStatus::parse(&f))
-                    .transpose()
-                    .map_err(decode_err)?,
-                to: BindingStatus::parse(r.try_get("to_status")?).map_err(decode_err)?,
-                by: Actor::parse(&actor)
-                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown actor {actor}").into()))?,
-                message: r.try_get("message")?,
-            })
-        })
-        .collect()
+    rows.iter().map(status_change_from_row).collect()
+}
+
+fn status_change_from_row(r: &sqlx::postgres::PgRow) -> Result<StatusChange, sqlx::Error> {
+    let from: Option<String> = r.try_get("from_status")?;
+    let actor: String = r.try_get("actor")?;
+    Ok(StatusChange {
+        at: r.try_get("at")?,
+        from: from
+            .map(|f| BindingStatus::parse(&f))
+            .transpose()
+            .map_err(decode_err)?,
+        to: BindingStatus::parse(r.try_get("to_status")?).map_err(decode_err)?,
+        by: Actor::parse(&actor)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown actor {actor}").into()))?,
+        message: r.try_get("message")?,
+    })
 }
 
 /// A binding's plan history, oldest first.
@@ -496,41 +499,111 @@ pub async fn plan_history(
         .collect()
 }
 
-/// A binding with what its bill needs: its status and plan histories.
-#[derive(Debug, Clone)]
-pub struct BilledBinding {
-    pub binding: Binding,
-    pub history: Vec<StatusChange>,
-    pub plans: Vec<PlanChange>,
-}
-
-/// The account's bindings that were active at some time in `period`, with
-/// their histories: the ones whose plan fees the period bills.
-pub async fn billed_in(
+/// For each of `periods` (account, start, end), the account's bindings
+/// active at some time in it, with their histories, provider and plan
+/// name: what its statement bills plan fees and allowances for. Three
+/// queries for all of them (none more when no binding is found).
+pub async fn bound_in_periods(
     conn: &mut PgConnection,
-    account: &AccountId,
-    period: Period,
-) -> Result<Vec<BilledBinding>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "{SELECT_BINDING} WHERE account_id = $1 AND activated_at IS NOT NULL
-           AND activated_at < $3 AND (deleted_at IS NULL OR deleted_at > $2)
-         ORDER BY id"
-    ))
-    .bind(account.as_str())
-    .bind(period.start())
-    .bind(period.end())
+    periods: &[(String, DateTime<Utc>, DateTime<Utc>)],
+) -> Result<HashMap<(String, DateTime<Utc>), Vec<BoundResource>>, sqlx::Error> {
+    let accounts: Vec<&str> = periods.iter().map(|(a, _, _)| a.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = periods.iter().map(|(_, s, _)| *s).collect();
+    let ends: Vec<DateTime<Utc>> = periods.iter().map(|(_, _, e)| *e).collect();
+    let rows = sqlx::query(
+        "SELECT k.s AS period_start, b.id, b.account_id, b.provider_id, b.resource_type, b.name,
+                b.provider_resource_id, b.plan_id, b.region, b.tags, b.status, b.status_message,
+                b.requested_at, b.activated_at, b.suspended_at, b.deleted_at,
+                pr.name AS provider_name, pr.kind AS provider_kind, pr.platform_fee_pct,
+                pl.name AS plan_name
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(a, s, e)
+         JOIN bindings b ON b.account_id = k.a AND b.activated_at IS NOT NULL
+             AND b.activated_at < k.e AND (b.deleted_at IS NULL OR b.deleted_at > k.s)
+         JOIN providers pr ON pr.id = b.provider_id
+         JOIN plans pl ON pl.id = b.plan_id
+         ORDER BY b.id",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&ends)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut out: HashMap<(String, DateTime<Utc>), Vec<BoundResource>> = HashMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<std::collections::BTreeSet<String>, _>>()?
+        .into_iter()
+        .collect();
+    let histories = status_histories(&mut *conn, &ids).await?;
+    let plans = plan_histories(&mut *conn, &ids).await?;
     for r in &rows {
         let binding = binding_from_row(r)?;
-        let history = status_history(&mut *conn, &binding.id).await?;
-        let plans = plan_history(&mut *conn, &binding.id).await?;
-        out.push(BilledBinding {
-            binding,
-            history,
-            plans,
-        });
+        let kind: String = r.try_get("provider_kind")?;
+        let provider = ProviderRef {
+            id: binding.provider.clone(),
+            name: r.try_get("provider_name")?,
+            kind: ProviderKind::parse(&kind)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {kind}").into()))?,
+        };
+        let id = binding.id.to_string();
+        out.entry((binding.account.to_string(), r.try_get("period_start")?))
+            .or_default()
+            .push(BoundResource {
+                history: histories.get(&id).cloned().unwrap_or_default(),
+                plans: plans.get(&id).cloned().unwrap_or_default(),
+                provider,
+                platform_fee_pct: r.try_get("platform_fee_pct")?,
+                plan_name: r.try_get("plan_name")?,
+                binding,
+            });
+    }
+    Ok(out)
+}
+
+/// The status histories of `ids`, each oldest first.
+async fn status_histories(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<StatusChange>>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT binding_id, at, from_status, to_status, actor, message FROM binding_status_changes
+         WHERE binding_id = ANY($1) ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<String, Vec<StatusChange>> = HashMap::new();
+    for r in &rows {
+        out.entry(r.try_get("binding_id")?)
+            .or_default()
+            .push(status_change_from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// The plan histories of `ids`, each oldest first.
+async fn plan_histories(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<PlanChange>>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT binding_id, at, plan_id FROM binding_plan_changes WHERE binding_id = ANY($1) ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<String, Vec<PlanChange>> = HashMap::new();
+    for r in &rows {
+        out.entry(r.try_get("binding_id")?)
+            .or_default()
+            .push(PlanChange {
+                at: r.try_get("at")?,
+                plan: PlanId::parse(r.try_get("plan_id")?).map_err(decode_err)?,
+            });
     }
     Ok(out)
 }
