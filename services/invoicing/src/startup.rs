@@ -187,6 +187,16 @@ impl Application {
             self.config.batch_wait,
             shutdown.clone(),
         ));
+        let telling = tokio::spawn(tally_platform::binding_outbox::run(
+            self.pool.clone(),
+            self.producer.clone(),
+            self.config.topics().binding_events,
+            self.config
+                .webhook_key
+                .as_deref()
+                .map(tally_platform::binding_outbox::WebhookKey::new),
+            shutdown.clone(),
+        ));
         let closing = tokio::spawn(lifecycle::run(
             self.pool.clone(),
             self.producer,
@@ -207,6 +217,7 @@ impl Application {
         shutdown.cancel();
         consuming.await??;
         closing.await?;
+        telling.await?;
         served?;
         Ok(())
     }

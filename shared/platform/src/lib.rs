@@ -2,6 +2,7 @@
 //! this crate only moves bytes in and out of PostgreSQL and Kafka.
 
 pub mod auth;
+pub mod binding_outbox;
 pub mod bindings;
 pub mod catalog;
 pub mod config;

@@ -411,3 +411,156 @@ async fn requires_binding_is_off_until_set() {
             .unwrap()
     );
 }
+
+/// What the provider's webhook endpoint saw: every request, and the events
+/// it processed (deduped by id). Its first answer is a 503 before it
+/// processes anything; its second processes the event but answers 500 (the
+/// answer is lost); every later one answers 200.
+#[derive(Default)]
+struct Provider {
+    requests: Vec<(uuid::Uuid, i64, String, String)>,
+    processed: Vec<(uuid::Uuid, String)>,
+}
+
+async fn webhook(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<std::sync::Mutex<Provider>>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let id: uuid::Uuid = header("webhook-id").parse().unwrap();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    let mut state = state.lock().unwrap();
+    state
+        .requests
+        .push((id, timestamp, header("webhook-signature"), body.clone()));
+    match state.requests.len() {
+        1 => return axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        _ if state.processed.iter().any(|(seen, _)| *seen == id) => {}
+        n => {
+            let kind = serde_json::from_str::<serde_json::Value>(&body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            state.processed.push((id, kind));
+            if n == 2 {
+                return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_missed_webhook_is_retried_and_the_provider_gets_each_event_once_by_id() {
+    use tally_platform::binding_outbox::{self, Deliveries, WebhookKey};
+    let pool = seeded().await;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Provider::default()));
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(webhook))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut conn = pool.acquire().await.unwrap();
+    let dbco = ProviderId::parse("dbco").unwrap();
+    let generation = binding_outbox::set_webhook(&mut conn, &dbco, &url, false)
+        .await
+        .unwrap();
+    let b = bindings::create_binding(
+        &mut conn,
+        new_binding("acme", "dbco.ps-10"),
+        Actor::Customer,
+        at(2, 0),
+    )
+    .await
+    .unwrap();
+    let customer = Scope::Account(AccountId::parse("acme").unwrap());
+    for (event, by, t) in [
+        (BindingEvent::Activated, Actor::Provider, at(2, 1)),
+        (BindingEvent::Suspend, Actor::Customer, at(3, 0)),
+        (BindingEvent::Delete, Actor::Customer, at(4, 0)),
+    ] {
+        bindings::apply_move(
+            &mut conn,
+            &customer_or_provider(&customer, by),
+            &b.id,
+            mv(event, by, t),
+        )
+        .await
+        .unwrap();
+    }
+    drop(conn);
+
+    let key = WebhookKey::new("platform webhook key");
+    let http = reqwest::Client::new();
+    let mut now = Utc::now();
+    let mut rounds = Vec::new();
+    for _ in 0..6 {
+        rounds.push(
+            binding_outbox::deliver_due(&pool, &http, &key, now, 10)
+                .await
+                .unwrap(),
+        );
+        now += chrono::Duration::hours(1);
+    }
+    let d = |delivered, failed| Deliveries { delivered, failed };
+    assert_eq!(
+        rounds,
+        [d(0, 1), d(0, 1), d(3, 0), d(0, 0), d(0, 0), d(0, 0)]
+    );
+
+    let outbox: Vec<(uuid::Uuid, String, i32, bool)> = sqlx::query_as(
+        "SELECT event_id, body->>'type', attempts, delivered_at IS NOT NULL
+         FROM binding_outbox ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // The provider's own report is not sent back; the three others each
+    // arrived once, in order, the first after two failed attempts.
+    let sent: Vec<_> = outbox
+        .iter()
+        .filter(|(_, kind, _, _)| kind != "binding.active")
+        .collect();
+    assert_eq!(
+        sent.iter()
+            .map(|(_, kind, attempts, delivered)| (kind.as_str(), *attempts, *delivered))
+            .collect::<Vec<_>>(),
+        [
+            ("binding.requested", 3, true),
+            ("binding.suspended", 1, true),
+            ("binding.deleted", 1, true)
+        ]
+    );
+    let provider = state.lock().unwrap();
+    assert_eq!(
+        provider.processed,
+        sent.iter()
+            .map(|(id, kind, _, _)| (*id, kind.clone()))
+            .collect::<Vec<_>>()
+    );
+    // Five requests: the first event three times with the same id, each
+    // signed for its own attempt with the provider's secret.
+    assert_eq!(provider.requests.len(), 5);
+    let ids: Vec<uuid::Uuid> = provider.requests.iter().map(|r| r.0).collect();
+    assert_eq!(ids[..3], [sent[0].0; 3]);
+    let secret = key.provider_secret(&dbco, generation);
+    for (id, timestamp, signature, body) in &provider.requests {
+        assert!(binding_outbox::verify(
+            &secret,
+            id,
+            *timestamp,
+            body.as_bytes(),
+            signature
+        ));
+    }
+}
+
+fn customer_or_provider(customer: &Scope, by: Actor) -> Scope {
+    match by {
+        Actor::Provider => Scope::Provider(ProviderId::parse("dbco").unwrap()),
+        _ => customer.clone(),
+    }
+}
