@@ -679,21 +679,26 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 /// group's committed offsets reach the partitions' ends): everything sent
 /// so far is rated. Panics after `deadline`.
 pub async fn wait_until_rated(h: &Harness, deadline: Duration) {
+    wait_until_committed(h, "rating", &h.config.topics().usage_events, deadline).await
+}
+
+/// Waits until the consumer group of `service` has committed the end of
+/// every partition of `topic` (which has `usage_partitions` partitions).
+pub async fn wait_until_committed(h: &Harness, service: &str, topic: &str, deadline: Duration) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let observer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &h.config.kafka_brokers)
-        .set("group.id", h.config.group("rating"))
+        .set("group.id", h.config.group(service))
         .create()
         .unwrap();
-    let topic = h.config.topics().usage_events;
     let until = tokio::time::Instant::now() + deadline;
     loop {
         let mut list = rdkafka::TopicPartitionList::new();
         let mut ends = Vec::new();
         for p in 0..h.config.usage_partitions {
-            list.add_partition(&topic, p);
+            list.add_partition(topic, p);
             let (_, high) = observer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .unwrap();
             ends.push(high);
         }
@@ -712,7 +717,7 @@ pub async fn wait_until_rated(h: &Harness, deadline: Duration) {
         }
         assert!(
             tokio::time::Instant::now() < until,
-            "rating did not catch up: committed {committed:?}, ends {ends:?}"
+            "{service} did not catch up on {topic}: committed {committed:?}, ends {ends:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -82,7 +82,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The events of the body, each still raw JSON: an object is one event, an
 /// array a batch.
-fn events_of(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+pub(crate) fn events_of(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     let whole: &RawValue =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
     match whole.get().as_bytes().first() {

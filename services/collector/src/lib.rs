@@ -5,6 +5,7 @@
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod kafka_ingest;
 pub mod lookup;
 pub mod sink;
 pub mod startup;

@@ -55,11 +55,15 @@ struct Remembered {
     accounts: HashMap<String, (Currency, Instant)>,
     requires_binding: HashMap<ProviderId, (bool, Instant)>,
     windows: HashMap<String, (UsageWindow, Instant)>,
+    /// Provider → whether it may produce to `usage.ingest`.
+    kafka_ingest: HashMap<String, (bool, Instant)>,
     /// PostgreSQL did not answer, and the probe has not seen it answer since.
     down: bool,
     pruned_at: Option<Instant>,
 }
 
+/// Cheap to clone: clones share the pool and what was remembered.
+#[derive(Clone)]
 pub struct Lookup {
     pool: PgPool,
     remember: Duration,
@@ -245,6 +249,41 @@ impl Lookup {
     }
 }
 
+impl Lookup {
+    /// For each of `providers` that exists, whether it may produce usage
+    /// to the `usage.ingest` topic; a provider absent from the answer does
+    /// not exist.
+    pub async fn kafka_ingest(
+        &self,
+        providers: &[&str],
+    ) -> Result<HashMap<String, bool>, LookupError> {
+        let asked = self
+            .ask(async {
+                let mut conn = self.pool.acquire().await?;
+                catalog::kafka_ingest_of(&mut conn, providers).await
+            })
+            .await?;
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(found) = asked {
+            for (provider, allowed) in &found {
+                state.kafka_ingest.insert(provider.clone(), (*allowed, now));
+            }
+            return Ok(found);
+        }
+        let mut found = HashMap::new();
+        for provider in providers {
+            match state.kafka_ingest.get(*provider) {
+                Some((allowed, at)) if self.fresh(*at, now) => {
+                    found.insert((*provider).to_owned(), *allowed);
+                }
+                _ => return Err(LookupError::Unavailable),
+            }
+        }
+        Ok(found)
+    }
+}
+
 fn lock(state: &Mutex<Remembered>) -> std::sync::MutexGuard<'_, Remembered> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -262,4 +301,5 @@ fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
     state.accounts.retain(|_, (_, at)| fresh(at));
     state.requires_binding.retain(|_, (_, at)| fresh(at));
     state.windows.retain(|_, (_, at)| fresh(at));
+    state.kafka_ingest.retain(|_, (_, at)| fresh(at));
 }

@@ -19,7 +19,8 @@ pub enum SinkError {
 }
 
 /// Publishes accepted usage events; returns only once every one is durable.
-/// `traceparents` is empty, or holds each event's trace context.
+/// `traceparents` is empty, or holds each event's trace context (empty
+/// for an event without one).
 pub trait EventSink: Send + Sync + 'static {
     fn publish<'a>(
         &'a self,
@@ -71,7 +72,10 @@ impl EventSink for KafkaSink {
                         self.topic.as_str(),
                         key.as_str(),
                         payload.as_slice(),
-                        traceparents.get(i).map(String::as_str),
+                        traceparents
+                            .get(i)
+                            .map(String::as_str)
+                            .filter(|t| !t.is_empty()),
                     )
                 }),
             )

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
+use crate::kafka_ingest::KafkaIngest;
 use crate::lookup::Lookup;
 use crate::sink::KafkaSink;
 
@@ -18,6 +19,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     readiness: Readiness,
+    /// The consumer of `usage.ingest`, beside the HTTP server.
+    kafka_ingest: KafkaIngest,
 }
 
 /// `POST /v1/events` authenticates before it reads the body (`ingest`);
@@ -55,9 +58,12 @@ impl Application {
         // among its probes.
         let mut readiness = Readiness::default();
         readiness.add("collector.kafka", Probe::Kafka(producer.clone()));
+        let lookup = Lookup::new(pool, config.collector_db_timeout, config.collector_remember);
+        let sink = Arc::new(KafkaSink::new(producer, config.topics().usage_events));
+        let kafka_ingest = KafkaIngest::new(&config, lookup.clone(), sink.clone())?;
         let state = Arc::new(IngestState {
-            lookup: Lookup::new(pool, config.collector_db_timeout, config.collector_remember),
-            sink: Arc::new(KafkaSink::new(producer, config.topics().usage_events)),
+            lookup,
+            sink,
             max_age: config.ingest_max_age,
             max_future: config.ingest_max_future,
         });
@@ -66,6 +72,7 @@ impl Application {
             listener,
             router: router(state),
             readiness,
+            kafka_ingest,
         })
     }
 
@@ -80,9 +87,11 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "collector listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
-        Ok(())
+        let stopped = shutdown.clone();
+        let http = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stopped.cancelled().await });
+        let (http, kafka) = tokio::join!(http, self.kafka_ingest.run(shutdown));
+        http?;
+        kafka
     }
 }

@@ -38,6 +38,9 @@ pub struct NewProvider {
     /// The platform's share of this partner's list amounts, in percent.
     #[serde(default, with = "tally_domain::input::exact_option")]
     platform_fee_pct: Option<Decimal>,
+    /// Whether its usage may come through the `usage.ingest` Kafka topic.
+    #[serde(default)]
+    kafka_ingest: bool,
 }
 
 impl RequestBody for NewProvider {
@@ -55,10 +58,16 @@ pub async fn create_provider(
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
+    if body.kafka_ingest {
+        catalog::set_kafka_ingest(&mut tx, &id, true).await?;
+    }
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "kind": kind, "api_key": key.secret})),
+        Json(json!({
+            "id": id, "name": body.name, "kind": kind,
+            "kafka_ingest": body.kafka_ingest, "api_key": key.secret,
+        })),
     ))
 }
 

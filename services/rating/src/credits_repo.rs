@@ -98,6 +98,26 @@ pub async fn drawn_before(
         .collect()
 }
 
+/// What each grant draws in the period starting at `period_start` of
+/// `account`, as the ledger holds it now (before this restatement).
+pub async fn drawn_in(
+    conn: &mut PgConnection,
+    account: &str,
+    period_start: DateTime<Utc>,
+) -> Result<HashMap<i64, Decimal>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT grant_id, amount FROM credit_ledger
+         WHERE account_id = $1 AND kind = 'draw' AND period_start = $2",
+    )
+    .bind(account)
+    .bind(period_start)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("grant_id")?, r.try_get("amount")?)))
+        .collect()
+}
+
 /// When the usage of some periods of one account happened (a statement's own
 /// period and the sealed ones it adjusts), per period, price version and hour.
 pub async fn usage_hours(

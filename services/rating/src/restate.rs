@@ -328,11 +328,18 @@ async fn apply_credits(
     let start = period.start();
     let earliest = origins.first().map_or(start, |o| o.start().min(start));
     let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
+    // Only a voided grant needs its draws here (it never draws more).
+    let here = if stored.iter().any(|g| g.voided_at.is_some()) {
+        credits_repo::drawn_in(&mut *conn, &account, start).await?
+    } else {
+        HashMap::new()
+    };
     let usable: Vec<Grant> = stored
         .iter()
         .filter_map(|g| {
             let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
-            g.usable_in(period, earliest, earlier)
+            let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
+            g.usable_in(period, earliest, earlier, so_far)
         })
         .collect();
     let starts: Vec<DateTime<Utc>> = std::iter::once(start)

@@ -324,6 +324,102 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     assert_eq!(drawn, dec!(10.00));
 }
 
+/// A voided grant keeps paying the period its void fell in only what it
+/// paid at the void: credit a restatement frees in an earlier period is
+/// voided, not spent on that period's usage.
+#[tokio::test]
+async fn credit_freed_before_a_void_is_not_spent_in_the_voids_period() {
+    let pool = database().await;
+    seed(&pool).await;
+    let voided = grant(
+        &pool,
+        NewGrant {
+            name: "voided",
+            amount: dec!(10.00),
+            priority: 5,
+            effective: t(10, 1, 0),
+            expires: None,
+            scope: "all_usage",
+            ids: &[],
+        },
+    )
+    .await;
+    // October 4.16 (100 h) and November 2.08 (50 h), both paid by the grant.
+    process_batch(
+        &pool,
+        &[
+            usage(1, "cloud.vm.hour", dec!(100), t(10, 2, 5)),
+            usage(2, "cloud.vm.hour", dec!(50), t(11, 2, 5)),
+        ],
+    )
+    .await
+    .unwrap();
+    // Voided on Nov 15 as the finance API does: the unused 3.76 taken back.
+    sqlx::query(
+        "UPDATE credit_grants SET voided_at = $2, voided_amount = 3.76, void_reason = 'test' WHERE id = $1",
+    )
+    .bind(voided)
+    .bind(t(11, 15, 0))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO credit_ledger (grant_id, account_id, kind, amount) VALUES ($1, 'acme', 'void', 3.76)",
+    )
+    .bind(voided)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // November usage after the void (100 h, 4.16): not covered.
+    process_batch(&pool, &[usage(3, "cloud.vm.hour", dec!(100), t(11, 20, 5))])
+        .await
+        .unwrap();
+    // A higher-priority grant for October only takes 3.00 of October's usage.
+    grant(
+        &pool,
+        NewGrant {
+            name: "first",
+            amount: dec!(3.00),
+            priority: 1,
+            effective: t(10, 1, 0),
+            expires: Some(t(11, 1, 0)),
+            scope: "all_usage",
+            ids: &[],
+        },
+    )
+    .await;
+    request_restatement(&pool).await;
+    restate_requested(&pool, 10).await.unwrap();
+    let s = statements(&pool).await;
+    let credits = |i: usize| {
+        s[i].credits
+            .iter()
+            .map(|c| (c.name.clone(), c.amount))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        credits(0),
+        [
+            ("first".to_owned(), dec!(3.00)),
+            ("voided".to_owned(), dec!(1.16))
+        ]
+    );
+    // November: 6.24 of usage, the grant still pays only its 2.08.
+    assert_eq!(credits(1), [("voided".to_owned(), dec!(2.08))]);
+    assert_eq!(s[1].total, dec!(4.16));
+    let voided_amount: Decimal =
+        sqlx::query_scalar("SELECT voided_amount FROM credit_grants WHERE id = $1")
+            .bind(voided)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        voided_amount,
+        dec!(6.76),
+        "10.00 = 1.16 + 2.08 drawn + 6.76 voided"
+    );
+}
+
 #[tokio::test]
 async fn a_voided_grant_never_regains_a_balance() {
     let pool = database().await;

@@ -111,6 +111,13 @@ pub async fn set_platform_fee(pool: &PgPool, provider: &str, pct: Decimal) -> an
     Ok(())
 }
 
+/// Allows (or stops) a provider's usage records on the `usage.ingest` topic.
+pub async fn set_kafka_ingest(pool: &PgPool, provider: &str, allowed: bool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    catalog::set_kafka_ingest(&mut conn, &ProviderId::parse(provider)?, allowed).await?;
+    Ok(())
+}
+
 /// Sets the platform's markup on a SKU (percent of list).
 pub async fn set_markup(pool: &PgPool, sku: &str, pct: Decimal) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;

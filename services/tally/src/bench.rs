@@ -33,9 +33,21 @@ pub struct BenchArgs {
     /// SKUs per provider.
     #[arg(long, default_value_t = 5)]
     pub skus: usize,
+    /// How usage spreads over accounts: 0 evenly, else Zipf with this
+    /// exponent (account `a0` the busiest; 1.0 is the classic long tail).
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// The SKUs of a provider one account uses at most (its statement's
+    /// lines per provider); 0: any of them.
+    #[arg(long, default_value_t = 0)]
+    pub lines: usize,
     /// Events of the throughput run (ingest and end to end).
     #[arg(long, default_value_t = 5_000_000)]
     pub events: u64,
+    /// Events produced to the `usage.ingest` topic after the HTTP run, in
+    /// records of `batch-size` events (0: none).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub kafka_events: u64,
     /// Events per HTTP batch.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
@@ -76,7 +88,10 @@ impl BenchArgs {
             providers: 3,
             accounts: 50,
             skus: 3,
+            zipf: self.zipf,
+            lines: self.lines,
             events: 20_000,
+            kafka_events: 5_000,
             batch_size: 500,
             concurrency: 4,
             rate: 0,
@@ -97,6 +112,10 @@ pub struct Report {
     pub ingest_events_per_s: f64,
     pub post_p50_ms: f64,
     pub post_p99_ms: f64,
+    pub kafka_events: u64,
+    /// `usage.ingest` records validated and forwarded (offsets committed), events/s.
+    pub kafka_ingest_events_per_s: f64,
+    pub kafka_ingest_to_produce_ratio: f64,
     pub end_to_end_events_per_s: f64,
     pub end_to_end_seconds: f64,
     pub invoices: usize,
@@ -146,6 +165,7 @@ async fn seed(pool: &PgPool, a: &BenchArgs, since: DateTime<Utc>) -> anyhow::Res
             ProviderKind::Partner
         };
         let key = crate::admin::create_provider(pool, &id, &format!("Provider {p}"), kind).await?;
+        crate::admin::set_kafka_ingest(pool, &id, true).await?;
         if p > 0 {
             crate::admin::set_platform_fee(pool, &id, Decimal::from(20)).await?;
         }
@@ -177,6 +197,25 @@ struct Gen<'a> {
     catalog: &'a Catalog,
     batch_size: u64,
     now: DateTime<Utc>,
+    /// Cumulative share of usage up to each account (Zipf), or `None`
+    /// for an even spread.
+    spread: Option<Vec<f64>>,
+    /// SKUs of a provider an account uses at most (0: all).
+    lines: usize,
+}
+
+/// The cumulative Zipf distribution over `n` ranks with exponent `s`.
+fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|rank| (rank as f64).powf(-s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut running = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            running += w / total;
+            running
+        })
+        .collect()
 }
 
 struct Planned {
@@ -194,10 +233,25 @@ impl Gen<'_> {
         let provider = ((i / self.batch_size) % providers) as usize;
         let skus = self.catalog.skus[provider].len() as u64;
         let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let accounts = self.catalog.accounts.len();
+        let account = match &self.spread {
+            None => ((mixed >> 20) % accounts as u64) as usize,
+            Some(cdf) => {
+                // 44 bits of the hash as a uniform draw in [0, 1).
+                let u = ((mixed >> 20) & ((1 << 44) - 1)) as f64 / (1u64 << 44) as f64;
+                cdf.partition_point(|c| *c <= u).min(accounts - 1)
+            }
+        };
+        let sku = if self.lines == 0 {
+            mixed % skus
+        } else {
+            // A window of `lines` SKUs that starts where the account's does.
+            (account as u64 * 31 + mixed % self.lines as u64) % skus
+        };
         Planned {
             provider,
-            sku: (mixed % skus) as usize,
-            account: ((mixed >> 20) % self.catalog.accounts.len() as u64) as usize,
+            sku: sku as usize,
+            account,
             quantity: (mixed >> 40) as i64 % 1000 + 1,
             // Within the last hour (a minute of margin for the collector's clock check).
             time: self.now - TimeDelta::seconds(60 + (i % 3540) as i64),
@@ -394,8 +448,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let now = Utc::now();
     let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
     println!(
-        "bench: {} providers × {} SKUs, {} accounts; {} events in batches of {} from {} clients",
-        a.providers, a.skus, a.accounts, a.events, a.batch_size, a.concurrency
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.events, a.batch_size, a.concurrency
     );
 
     let (collector_port, invoicing_port) = (infra::free_port()?, infra::free_port()?);
@@ -420,6 +474,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         catalog: &catalog,
         batch_size: a.batch_size as u64,
         now,
+        spread: (a.zipf > 0.0).then(|| zipf_cdf(catalog.accounts.len(), a.zipf)),
+        lines: a.lines,
     };
 
     // 1. Throughput: ingest, then end to end.
@@ -511,6 +567,26 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         report.end_to_end_events_per_s
     );
 
+    // 1b. Kafka ingest: the next events as `usage.ingest` records, until
+    //     the collector committed past the last one, then billed.
+    report.kafka_events = a.kafka_events;
+    if a.kafka_events > 0 {
+        report.kafka_ingest_events_per_s =
+            kafka_ingest(&config, &gen, a.events, a.kafka_events, &a).await?;
+        println!(
+            "kafka ingest: {} events from usage.ingest validated and forwarded = {:.0} events/s",
+            a.kafka_events, report.kafka_ingest_events_per_s
+        );
+        let total = accepted + a.kafka_events;
+        let deadline = Instant::now() + Duration::from_secs(600 + a.kafka_events / 1000);
+        while (billed_events(&pool).await? as u64) < total {
+            if Instant::now() > deadline {
+                bail!("the events of usage.ingest did not all reach invoices before the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     // 2. Freshness: a steady rate; each batch carries one probe event for an
     //    account of its own, so "on the draft invoice" is one invoice row.
     let freshness = freshness(&pool, &http, &events_url, &catalog, &gen, &a).await?;
@@ -531,7 +607,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
 
     // 3. Exactness of every invoice, throughput and freshness events together.
-    let expected = expected_totals(&gen, a.events, &freshness.planned);
+    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned);
     let deadline = Instant::now() + Duration::from_secs(120);
     let exact = loop {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =
@@ -575,12 +651,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     report.ceiling_consume_events_per_s = ceilings.1;
     report.ceiling_copy_rows_per_s = ceilings.2;
     report.ingest_to_produce_ratio = report.ingest_events_per_s / ceilings.0;
+    report.kafka_ingest_to_produce_ratio = report.kafka_ingest_events_per_s / ceilings.0;
     report.end_to_end_to_consume_ratio = report.end_to_end_events_per_s / ceilings.1;
     report.end_to_end_to_copy_ratio = report.end_to_end_events_per_s / ceilings.2;
     println!(
-        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
+        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}, kafka ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
         ceilings.0,
         report.ingest_to_produce_ratio,
+        report.kafka_ingest_to_produce_ratio,
         ceilings.1,
         report.end_to_end_to_consume_ratio,
         ceilings.2,
@@ -736,6 +814,105 @@ async fn freshness(
     })
 }
 
+/// Produces events `from..from + count` to `usage.ingest` (records of
+/// `batch_size` events of one provider, with the `tally-provider` header)
+/// and waits until the collector's consumer group has committed past the
+/// last record: events/s from the first record sent.
+async fn kafka_ingest(
+    config: &Config,
+    gen: &Gen<'_>,
+    from: u64,
+    count: u64,
+    a: &BenchArgs,
+) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let topic = config.topics().usage_ingest;
+    let size = a.batch_size.max(1) as u64;
+    // Records follow the HTTP run's batches (one provider each), cut at
+    // `from` and at the end.
+    let records: Vec<(usize, String)> = (from / size..(from + count).div_ceil(size))
+        .map(|k| {
+            let (first, last) = ((k * size).max(from), ((k + 1) * size).min(from + count));
+            let mut body = String::with_capacity(260 * size as usize);
+            body.push('[');
+            let mut provider = 0;
+            for i in first..last {
+                let p = gen.plan(i);
+                provider = p.provider;
+                if i > first {
+                    body.push(',');
+                }
+                body.push_str(&gen.json(&format!("e{i}"), &p, &gen.catalog.accounts[p.account]));
+            }
+            body.push(']');
+            (provider, body)
+        })
+        .collect();
+    let producer = tally_platform::kafka::producer(config)?;
+    let t0 = Instant::now();
+    let delivered: Vec<Result<(i32, i64), rdkafka::error::KafkaError>> =
+        futures::stream::iter(records.iter().enumerate())
+            .map(|(k, (provider, body))| {
+                let key = k.to_string();
+                let producer = &producer;
+                let topic = &topic;
+                async move {
+                    let id = &gen.catalog.provider_ids[*provider];
+                    let record = FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(body.as_bytes())
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: tally_collector::kafka_ingest::PROVIDER_HEADER,
+                            value: Some(id.as_str()),
+                        }));
+                    producer
+                        .send(record, Duration::from_secs(30))
+                        .await
+                        .map(|d| (d.partition, d.offset))
+                        .map_err(|(e, _)| e)
+                }
+            })
+            .buffer_unordered(a.concurrency.max(1))
+            .collect()
+            .await;
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for d in delivered {
+        let (partition, offset) = d?;
+        let next = end.entry(partition).or_default();
+        *next = (*next).max(offset + 1);
+    }
+    let watcher: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", config.group("collector-ingest"))
+        .create()?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for partition in end.keys() {
+        wanted.add_partition(&topic, *partition);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600 + count / 1000);
+    loop {
+        let committed = tokio::task::block_in_place(|| {
+            watcher.committed_offsets(wanted.clone(), Duration::from_secs(10))
+        })?;
+        let done = end.iter().all(|(partition, next)| {
+            committed
+                .find_partition(&topic, *partition)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|at| at >= *next)
+        });
+        if done {
+            return Ok(count as f64 / t0.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline {
+            bail!("the collector did not take every usage.ingest record before the deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Raw rdkafka produce and consume of the usage payloads, and raw COPY of
 /// the dedupe rows, each of `a.ceiling_events` records: (produce/s,
 /// consume/s, COPY rows/s). The producer sends the ingest run's batches
@@ -828,4 +1005,67 @@ async fn ceilings(
     copy.finish().await?;
     let copy_rate = n as f64 / t0.elapsed().as_secs_f64();
     Ok((produce, consume, copy_rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(accounts: usize, skus: usize) -> Catalog {
+        Catalog {
+            provider_ids: vec!["p0".into()],
+            provider_keys: vec![String::new()],
+            skus: vec![(0..skus)
+                .map(|s| (format!("p0.sku{s}"), Decimal::ONE))
+                .collect()],
+            accounts: (0..accounts).map(|i| format!("a{i}")).collect(),
+        }
+    }
+
+    fn counts(gen: &Gen<'_>, events: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; gen.catalog.accounts.len()];
+        for i in 0..events {
+            counts[gen.plan(i).account] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_zipf_spread_gives_the_head_account_its_share() {
+        let catalog = catalog(1000, 5);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: Some(zipf_cdf(1000, 1.0)),
+            lines: 0,
+        };
+        let counts = counts(&gen, 200_000);
+        // a0's share is 1 / H(1000) = 13.36 %; a9's a tenth of it.
+        let share = |n: u64| n as f64 / 200_000.0;
+        assert!((share(counts[0]) - 0.1336).abs() < 0.005, "{}", counts[0]);
+        assert!((share(counts[9]) - 0.01336).abs() < 0.002, "{}", counts[9]);
+        assert_eq!(counts.iter().sum::<u64>(), 200_000);
+        // The same plan every time: the bench's expected totals rely on it.
+        assert_eq!(counts, self::counts(&gen, 200_000));
+    }
+
+    #[test]
+    fn an_account_uses_at_most_its_lines() {
+        let catalog = catalog(50, 100);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: None,
+            lines: 3,
+        };
+        let mut used: HashMap<usize, HashSet<usize>> = HashMap::new();
+        for i in 0..20_000 {
+            let p = gen.plan(i);
+            used.entry(p.account).or_default().insert(p.sku);
+        }
+        assert_eq!(used.len(), 50);
+        assert!(used.values().all(|skus| skus.len() == 3), "{used:?}");
+    }
 }

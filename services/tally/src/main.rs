@@ -81,6 +81,17 @@ enum Command {
         /// The platform's share of a partner's list amounts, in percent.
         #[arg(long, value_parser = exact_decimal)]
         platform_fee_pct: Option<Decimal>,
+        /// Take its usage from the `usage.ingest` Kafka topic too (off by default).
+        #[arg(long)]
+        kafka_ingest: bool,
+    },
+    /// Allow or stop a provider's usage records on the `usage.ingest` Kafka topic.
+    SetKafkaIngest {
+        #[arg(long)]
+        provider: String,
+        /// true to take its records, false to refuse them (`kafka_ingest_not_allowed`).
+        #[arg(long, action = clap::ArgAction::Set)]
+        allowed: bool,
     },
     /// Create a customer account (prints its customer token once).
     CreateAccount {
@@ -372,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     kind,
                     platform_fee_pct,
+                    kafka_ingest,
                 } => {
                     let kind = ProviderKind::parse(&kind)
                         .context("kind must be first_party or partner")?;
@@ -379,7 +391,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(pct) = platform_fee_pct {
                         tally::admin::set_platform_fee(&pool, &id, pct).await?;
                     }
+                    if kafka_ingest {
+                        tally::admin::set_kafka_ingest(&pool, &id, true).await?;
+                    }
                     println!("provider {id} created; API key (shown once): {key}");
+                }
+                Command::SetKafkaIngest { provider, allowed } => {
+                    tally::admin::set_kafka_ingest(&pool, &provider, allowed).await?;
+                    let verb = if allowed { "takes" } else { "refuses" };
+                    println!("usage.ingest {verb} records of provider {provider}");
                 }
                 Command::CreateAccount {
                     id,

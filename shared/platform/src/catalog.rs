@@ -87,6 +87,39 @@ pub async fn set_platform_fee(
     Ok(())
 }
 
+/// Allows (or stops) a provider's usage records on the `usage.ingest` topic.
+pub async fn set_kafka_ingest(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    allowed: bool,
+) -> Result<(), CatalogError> {
+    let updated = sqlx::query("UPDATE providers SET kafka_ingest = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(allowed)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(CatalogError::UnknownProvider(provider.to_string()));
+    }
+    Ok(())
+}
+
+/// For each existing provider among `providers`, whether it may produce
+/// usage to the `usage.ingest` topic.
+pub async fn kafka_ingest_of(
+    conn: &mut PgConnection,
+    providers: &[&str],
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, kafka_ingest FROM providers WHERE id = ANY($1)")
+        .bind(providers)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("kafka_ingest")?)))
+        .collect()
+}
+
 /// Sets the platform's markup on a SKU, in percent of its list price.
 pub async fn set_markup(
     conn: &mut PgConnection,

@@ -397,6 +397,10 @@ impl Config {
 /// Topic names, each with the configured prefix.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// Usage CloudEvents produced straight to Kafka by first-party services.
+    pub usage_ingest: String,
+    /// What the collector refused from `usage_ingest`, with code and reason.
+    pub usage_ingest_rejects: String,
     pub usage_events: String,
     pub usage_dlq: String,
     pub statements: String,
@@ -407,6 +411,8 @@ pub struct Topics {
 impl Topics {
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
+            usage_ingest: format!("{prefix}usage.ingest"),
+            usage_ingest_rejects: format!("{prefix}usage.ingest.rejects"),
             usage_events: format!("{prefix}usage.events"),
             usage_dlq: format!("{prefix}usage.events.dlq"),
             statements: format!("{prefix}billing.statements"),

@@ -278,6 +278,9 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         new_topic(&topics.usage_events, config.usage_partitions)
             .set("max.message.bytes", &max_message),
         new_topic(&topics.usage_dlq, 1).set("max.message.bytes", &max_message),
+        new_topic(&topics.usage_ingest, config.usage_partitions)
+            .set("max.message.bytes", &max_message),
+        new_topic(&topics.usage_ingest_rejects, 1).set("max.message.bytes", &max_message),
         new_topic(&topics.statements, config.usage_partitions),
         new_topic(&topics.binding_events, config.usage_partitions),
     ];

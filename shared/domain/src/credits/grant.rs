@@ -24,18 +24,28 @@ pub struct StoredGrant {
 
 impl StoredGrant {
     /// The grant as it may pay in `period`, having drawn `drawn_before` in
-    /// the periods before it; `earliest` is the start of the oldest period
-    /// the statement bills usage of (its own, or a sealed one it adjusts).
-    /// None when nothing is left, when its validity window misses
-    /// `[earliest, period end)`, or when it was voided before the period
-    /// began (a voided grant pays only in periods begun before the void).
+    /// the periods before it and, so far, `drawn_here` in this one;
+    /// `earliest` is the start of the oldest period the statement bills
+    /// usage of (its own, or a sealed one it adjusts). None when nothing is
+    /// left, when its validity window misses `[earliest, period end)`, or
+    /// when it was voided before the period began (a voided grant pays only
+    /// in periods begun before the void).
+    ///
+    /// A void takes back everything not drawn, so a voided grant never pays
+    /// a period more than it pays it already (`drawn_here`): what a
+    /// restatement frees in an earlier period (a higher-priority grant
+    /// given afterwards) is voided too, never spent in a later one.
     pub fn usable_in(
         &self,
         period: Period,
         earliest: DateTime<Utc>,
         drawn_before: Decimal,
+        drawn_here: Decimal,
     ) -> Option<Grant> {
-        let remaining = self.amount - self.voided_amount - drawn_before;
+        let mut remaining = self.amount - self.voided_amount - drawn_before;
+        if self.voided_at.is_some() {
+            remaining = remaining.min(drawn_here);
+        }
         let overlaps = self.terms.effective_at < period.end()
             && self.terms.expires_at.is_none_or(|e| e > earliest)
             && self.voided_at.is_none_or(|v| v > period.start());
@@ -150,17 +160,40 @@ mod tests {
     #[test]
     fn a_grant_pays_what_is_left_after_earlier_periods_and_its_void() {
         let mut g = stored(dec!(100.00));
-        let usable = g.usable_in(november(), november().start(), dec!(30.00));
+        let usable = g.usable_in(november(), november().start(), dec!(30.00), dec!(5.00));
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(70.00)));
+        // Voided with 50.00 drawn: 30.00 before November, 20.00 in it.
         g.voided_amount = dec!(50.00);
         g.voided_at = Some(day(11, 10));
-        let usable = g.usable_in(november(), november().start(), dec!(30.00));
+        let usable = g.usable_in(november(), november().start(), dec!(30.00), dec!(20.00));
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(20.00)));
         // Spent: none.
         assert_eq!(
-            g.usable_in(november(), november().start(), dec!(50.00)),
+            g.usable_in(november(), november().start(), dec!(50.00), dec!(0.00)),
             None
         );
+    }
+
+    #[test]
+    fn a_voided_grant_never_pays_a_period_more_than_it_does_already() {
+        let mut g = stored(dec!(10.00));
+        g.voided_amount = dec!(3.76);
+        g.voided_at = Some(day(11, 15));
+        // Drawn at the void: 4.16 before November, 2.08 in it. A
+        // restatement lowers the earlier draws to 1.16: the 3.00 it frees
+        // is not November's to spend.
+        let usable = g.usable_in(november(), november().start(), dec!(1.16), dec!(2.08));
+        assert_eq!(usable.map(|u| u.remaining), Some(dec!(2.08)));
+        // A period that has drawn nothing from it gets nothing.
+        assert_eq!(
+            g.usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO),
+            None
+        );
+        // A grant not voided is not capped by what the period drew.
+        g.voided_at = None;
+        g.voided_amount = Decimal::ZERO;
+        let usable = g.usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO);
+        assert_eq!(usable.map(|u| u.remaining), Some(dec!(8.84)));
     }
 
     #[test]
@@ -168,12 +201,13 @@ mod tests {
         let mut g = stored(dec!(100.00));
         g.voided_at = Some(day(11, 1));
         assert_eq!(
-            g.usable_in(november(), november().start(), Decimal::ZERO),
+            g.usable_in(november(), november().start(), Decimal::ZERO, Decimal::ZERO),
             None
         );
+        // Voided a second later, it still pays what it paid November then.
         g.voided_at = Some(day(11, 1) + chrono::TimeDelta::seconds(1));
         assert!(g
-            .usable_in(november(), november().start(), Decimal::ZERO)
+            .usable_in(november(), november().start(), Decimal::ZERO, dec!(1.00))
             .is_some());
     }
 
@@ -182,13 +216,18 @@ mod tests {
         let g = stored(dec!(10));
         // Expired on 1 December: not for December…
         let december = Period::parse_month("2026-12").unwrap();
-        assert_eq!(g.usable_in(december, december.start(), Decimal::ZERO), None);
+        assert_eq!(
+            g.usable_in(december, december.start(), Decimal::ZERO, Decimal::ZERO),
+            None
+        );
         // …unless the statement adjusts November's usage.
-        assert!(g.usable_in(december, day(11, 1), Decimal::ZERO).is_some());
+        assert!(g
+            .usable_in(december, day(11, 1), Decimal::ZERO, Decimal::ZERO)
+            .is_some());
         // Effective from 1 October: not for September.
         let september = Period::parse_month("2026-09").unwrap();
         assert_eq!(
-            g.usable_in(september, september.start(), Decimal::ZERO),
+            g.usable_in(september, september.start(), Decimal::ZERO, Decimal::ZERO),
             None
         );
     }
@@ -248,7 +287,7 @@ mod tests {
             prop_assert!(remaining <= amount);
             let mut g = stored(amount);
             g.voided_amount = voided;
-            if let Some(usable) = g.usable_in(november(), november().start(), drawn) {
+            if let Some(usable) = g.usable_in(november(), november().start(), drawn, Decimal::ZERO) {
                 prop_assert_eq!(usable.remaining, remaining);
                 prop_assert!(usable.remaining > Decimal::ZERO);
             } else {
