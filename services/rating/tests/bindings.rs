@@ -313,3 +313,65 @@ async fn usage_of_two_resources_and_unbound_usage_stay_apart() {
     expected.extend(per_resource(&b, gb_of(&b)));
     assert_eq!(usage, expected);
 }
+
+/// A binding's move after its usage was rated restates the account's open
+/// statement: suspending it early cuts its plan fee.
+#[tokio::test]
+async fn a_move_restates_the_open_statement() {
+    let pool = database().await;
+    seed(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let new = NewBinding {
+        account: AccountId::parse("acme").unwrap(),
+        provider: ProviderId::parse("dbco").unwrap(),
+        resource_type: ResourceType::parse("database").unwrap(),
+        name: "db".into(),
+        plan: PlanId::parse("dbco.ps-10").unwrap(),
+        region: None,
+        tags: BTreeMap::new(),
+    };
+    let b = bindings::create_binding(&mut conn, new, Actor::Platform, t(1, 0, 0))
+        .await
+        .unwrap();
+    let step = |event, by, at| Move {
+        event,
+        by,
+        at,
+        message: None,
+        provider_resource_id: None,
+    };
+    bindings::apply_move(
+        &mut conn,
+        &Scope::Platform,
+        &b.id,
+        step(BindingEvent::Activated, Actor::Provider, t(1, 0, 0)),
+    )
+    .await
+    .unwrap();
+    let mut e = acme_event("dbco", "s1", "dbco.storage-gb", dec!(1), t(2, 0, 0));
+    e.resource = Some(b.id.clone());
+    tally_rating::restate_requested(&pool, 10).await.unwrap();
+    let rated = process_batch(&pool, &[e]).await.unwrap();
+    // Active from Nov 1 on: the whole month's fee so far.
+    let fee = |s: &Statement| {
+        s.lines
+            .iter()
+            .find(|l| l.kind.as_str() == "plan_fee")
+            .unwrap()
+            .amount
+    };
+    assert_eq!(fee(rated.statements.last().unwrap()), dec!(39.00));
+    bindings::apply_move(
+        &mut conn,
+        &Scope::Platform,
+        &b.id,
+        step(BindingEvent::Suspend, Actor::Platform, t(11, 0, 0)),
+    )
+    .await
+    .unwrap();
+    let restated = tally_rating::restate_requested(&pool, 10).await.unwrap();
+    assert_eq!(restated.statements.len(), 1);
+    // 10 days of 30 active: 39 × 240 / 720 = 13.00.
+    assert_eq!(fee(&restated.statements[0]), dec!(13.00));
+    assert_eq!(restated.statements[0].version, 2);
+}

@@ -249,6 +249,7 @@ pub async fn apply_move(
     if applied.changed {
         let kind = format!("binding.{}", binding.status.as_str());
         enqueue(&mut *conn, &binding, &kind, &applied.change).await?;
+        request_restatement(&mut *conn, &binding.account).await?;
     }
     Ok((binding, applied.changed))
 }
@@ -291,7 +292,24 @@ pub async fn change_plan(
         message: None,
     };
     enqueue(&mut *conn, &binding, "binding.plan_changed", &change).await?;
+    request_restatement(&mut *conn, &binding.account).await?;
     Ok(binding)
+}
+
+/// Asks rating to restate the account's open statements (a status or plan
+/// change moves its plan fees): the same request a grant change makes
+/// (`credit_recompute`, taken by rating's restatement loop).
+async fn request_restatement(
+    conn: &mut PgConnection,
+    account: &AccountId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO credit_recompute (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING",
+    )
+    .bind(account.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The binding under a row lock, and the time of its last recorded move.
