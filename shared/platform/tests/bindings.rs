@@ -520,6 +520,25 @@ async fn a_missed_webhook_is_retried_and_the_provider_gets_each_event_once_by_id
     .unwrap();
     // The provider's own report is not sent back; the three others each
     // arrived once, in order, the first after two failed attempts.
+    // Every event, as published and delivered, is the documented wire format.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/binding-event.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let provider = state.lock().unwrap();
+    for (_, _, _, body) in &provider.requests {
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(validator.is_valid(&body), "{body}");
+    }
+    drop(provider);
     let sent: Vec<_> = outbox
         .iter()
         .filter(|(_, kind, _, _)| kind != "binding.active")
