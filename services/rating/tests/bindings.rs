@@ -80,30 +80,38 @@ async fn seed(pool: &PgPool) {
     }
 }
 
-/// The lifecycle: requested Nov 2 00:00 on PS-10, provisioning 00:10,
-/// active 10:37; PS-20 from Nov 5 14:05; suspended Nov 9 00:00; deleted
-/// Nov 20 08:30.
-async fn provision(pool: &PgPool) -> BindingId {
-    let mut conn = pool.acquire().await.unwrap();
-    let new = NewBinding {
+/// acme's binding named `name` to a dbco database on PS-10.
+fn new_binding(name: &str) -> NewBinding {
+    NewBinding {
         account: AccountId::parse("acme").unwrap(),
         provider: ProviderId::parse("dbco").unwrap(),
         resource_type: ResourceType::parse("database").unwrap(),
-        name: "prod-db".into(),
+        name: name.into(),
         plan: PlanId::parse("dbco.ps-10").unwrap(),
         region: Some("eu-west".into()),
         tags: BTreeMap::new(),
-    };
-    let b = bindings::create_binding(&mut conn, new, Actor::Customer, t(2, 0, 0))
-        .await
-        .unwrap();
-    let step = |event, by, at| Move {
+    }
+}
+
+fn step(event: BindingEvent, by: Actor, at: DateTime<Utc>) -> Move {
+    Move {
         event,
         by,
         at,
         message: None,
         provider_resource_id: None,
-    };
+    }
+}
+
+/// The lifecycle: requested Nov 2 00:00 on PS-10, provisioning 00:10,
+/// active 10:37; PS-20 from Nov 5 14:05; suspended Nov 9 00:00; deleted
+/// Nov 20 08:30.
+async fn provision(pool: &PgPool) -> BindingId {
+    let mut conn = pool.acquire().await.unwrap();
+    let new = new_binding("prod-db");
+    let b = bindings::create_binding(&mut conn, new, Actor::Customer, t(2, 0, 0))
+        .await
+        .unwrap();
     let customer = Scope::Account(AccountId::parse("acme").unwrap());
     for (event, by, at) in [
         (BindingEvent::Provisioning, Actor::Provider, t(2, 0, 10)),
@@ -321,25 +329,9 @@ async fn a_move_restates_the_open_statement() {
     let pool = database().await;
     seed(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    let new = NewBinding {
-        account: AccountId::parse("acme").unwrap(),
-        provider: ProviderId::parse("dbco").unwrap(),
-        resource_type: ResourceType::parse("database").unwrap(),
-        name: "db".into(),
-        plan: PlanId::parse("dbco.ps-10").unwrap(),
-        region: None,
-        tags: BTreeMap::new(),
-    };
-    let b = bindings::create_binding(&mut conn, new, Actor::Platform, t(1, 0, 0))
+    let b = bindings::create_binding(&mut conn, new_binding("db"), Actor::Platform, t(1, 0, 0))
         .await
         .unwrap();
-    let step = |event, by, at| Move {
-        event,
-        by,
-        at,
-        message: None,
-        provider_resource_id: None,
-    };
     bindings::apply_move(
         &mut conn,
         &Scope::Platform,

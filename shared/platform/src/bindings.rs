@@ -22,7 +22,8 @@ use tally_domain::{
 };
 use uuid::Uuid;
 
-use crate::plans::{self, decode_err};
+use crate::catalog::decode_err;
+use crate::plans;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindingRepoError {

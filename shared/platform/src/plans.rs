@@ -11,6 +11,8 @@ use tally_domain::binding::{check_text, BindingError, MAX_NAME_CHARS};
 use tally_domain::plan::{self, PlanError, PlanVersion};
 use tally_domain::{Currency, PlanId, ProviderId, ResourceType, Sku};
 
+use crate::catalog::decode_err;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanRepoError {
     #[error("plan {0} already exists")]
@@ -41,10 +43,6 @@ fn on_constraint(err: sqlx::Error, what: &str) -> PlanRepoError {
         Some("plan_versions_unique") => PlanRepoError::VersionExists,
         _ => PlanRepoError::Database(err),
     }
-}
-
-pub(crate) fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
 }
 
 /// A plan as published: whose it is, for which resource type, its name.

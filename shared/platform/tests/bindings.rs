@@ -73,6 +73,29 @@ fn new_binding(account: &str, plan: &str) -> NewBinding {
     }
 }
 
+/// A binding of acme on dbco.ps-10, requested by `by` at `at`.
+async fn request(
+    conn: &mut sqlx::PgConnection,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> tally_domain::binding::Binding {
+    bindings::create_binding(conn, new_binding("acme", "dbco.ps-10"), by, at)
+        .await
+        .unwrap()
+}
+
+/// Applies `event` by `by` at `at` to binding `id`, as `scope` sees it.
+async fn apply(
+    conn: &mut sqlx::PgConnection,
+    scope: &Scope,
+    id: &tally_domain::BindingId,
+    event: BindingEvent,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> Result<(tally_domain::binding::Binding, bool), BindingRepoError> {
+    bindings::apply_move(conn, scope, id, mv(event, by, at)).await
+}
+
 fn mv(event: BindingEvent, by: Actor, at: DateTime<Utc>) -> Move {
     Move {
         event,
@@ -94,14 +117,7 @@ async fn outbox(pool: &PgPool) -> Vec<(String, bool)> {
 async fn a_binding_lives_its_lifecycle_with_history_and_outbox() {
     let pool = seeded().await;
     let mut conn = pool.acquire().await.unwrap();
-    let b = bindings::create_binding(
-        &mut conn,
-        new_binding("acme", "dbco.ps-10"),
-        Actor::Customer,
-        at(2, 0),
-    )
-    .await
-    .unwrap();
+    let b = request(&mut conn, Actor::Customer, at(2, 0)).await;
     assert!(b.id.as_str().starts_with("bnd_"));
     assert_eq!(b.status, BindingStatus::Requested);
     let provider = Scope::Provider(ProviderId::parse("dbco").unwrap());
@@ -114,11 +130,13 @@ async fn a_binding_lives_its_lifecycle_with_history_and_outbox() {
     bindings::apply_move(&mut conn, &provider, &b.id, report)
         .await
         .unwrap();
-    let (active, changed) = bindings::apply_move(
+    let (active, changed) = apply(
         &mut conn,
         &provider,
         &b.id,
-        mv(BindingEvent::Activated, Actor::Provider, at(2, 2)),
+        BindingEvent::Activated,
+        Actor::Provider,
+        at(2, 2),
     )
     .await
     .unwrap();
@@ -129,36 +147,44 @@ async fn a_binding_lives_its_lifecycle_with_history_and_outbox() {
         Some("pscale-db-123")
     );
     // A retried report changes nothing and tells nobody.
-    let (_, changed) = bindings::apply_move(
+    let (_, changed) = apply(
         &mut conn,
         &provider,
         &b.id,
-        mv(BindingEvent::Activated, Actor::Provider, at(2, 3)),
+        BindingEvent::Activated,
+        Actor::Provider,
+        at(2, 3),
     )
     .await
     .unwrap();
     assert!(!changed);
-    bindings::apply_move(
+    apply(
         &mut conn,
         &customer,
         &b.id,
-        mv(BindingEvent::Suspend, Actor::Customer, at(10, 0)),
+        BindingEvent::Suspend,
+        Actor::Customer,
+        at(10, 0),
     )
     .await
     .unwrap();
-    bindings::apply_move(
+    apply(
         &mut conn,
         &customer,
         &b.id,
-        mv(BindingEvent::Resume, Actor::Customer, at(12, 0)),
+        BindingEvent::Resume,
+        Actor::Customer,
+        at(12, 0),
     )
     .await
     .unwrap();
-    let (gone, _) = bindings::apply_move(
+    let (gone, _) = apply(
         &mut conn,
         &Scope::Platform,
         &b.id,
-        mv(BindingEvent::Delete, Actor::Platform, at(20, 0)),
+        BindingEvent::Delete,
+        Actor::Platform,
+        at(20, 0),
     )
     .await
     .unwrap();
@@ -214,20 +240,15 @@ async fn a_binding_lives_its_lifecycle_with_history_and_outbox() {
 async fn illegal_moves_and_foreign_scopes_change_nothing() {
     let pool = seeded().await;
     let mut conn = pool.acquire().await.unwrap();
-    let b = bindings::create_binding(
-        &mut conn,
-        new_binding("acme", "dbco.ps-10"),
-        Actor::Platform,
-        at(2, 0),
-    )
-    .await
-    .unwrap();
+    let b = request(&mut conn, Actor::Platform, at(2, 0)).await;
     let customer = Scope::Account(AccountId::parse("acme").unwrap());
-    let err = bindings::apply_move(
+    let err = apply(
         &mut conn,
         &customer,
         &b.id,
-        mv(BindingEvent::Resume, Actor::Customer, at(3, 0)),
+        BindingEvent::Resume,
+        Actor::Customer,
+        at(3, 0),
     )
     .await
     .unwrap_err();
@@ -235,11 +256,13 @@ async fn illegal_moves_and_foreign_scopes_change_nothing() {
         matches!(err, BindingRepoError::Binding(BindingError::Illegal(_))),
         "{err}"
     );
-    let err = bindings::apply_move(
+    let err = apply(
         &mut conn,
         &customer,
         &b.id,
-        mv(BindingEvent::Activated, Actor::Customer, at(3, 0)),
+        BindingEvent::Activated,
+        Actor::Customer,
+        at(3, 0),
     )
     .await
     .unwrap_err();
@@ -248,11 +271,13 @@ async fn illegal_moves_and_foreign_scopes_change_nothing() {
         "{err}"
     );
     let stranger = Scope::Account(AccountId::parse("globex").unwrap());
-    let err = bindings::apply_move(
+    let err = apply(
         &mut conn,
         &stranger,
         &b.id,
-        mv(BindingEvent::Delete, Actor::Customer, at(3, 0)),
+        BindingEvent::Delete,
+        Actor::Customer,
+        at(3, 0),
     )
     .await
     .unwrap_err();
@@ -273,11 +298,13 @@ async fn illegal_moves_and_foreign_scopes_change_nothing() {
             .len(),
         1
     );
-    let err = bindings::apply_move(
+    let err = apply(
         &mut conn,
         &customer,
         &b.id,
-        mv(BindingEvent::Delete, Actor::Customer, at(1, 0)),
+        BindingEvent::Delete,
+        Actor::Customer,
+        at(1, 0),
     )
     .await
     .unwrap_err();
@@ -468,25 +495,20 @@ async fn a_missed_webhook_is_retried_and_the_provider_gets_each_event_once_by_id
     let generation = binding_outbox::set_webhook(&mut conn, &dbco, &url, false)
         .await
         .unwrap();
-    let b = bindings::create_binding(
-        &mut conn,
-        new_binding("acme", "dbco.ps-10"),
-        Actor::Customer,
-        at(2, 0),
-    )
-    .await
-    .unwrap();
+    let b = request(&mut conn, Actor::Customer, at(2, 0)).await;
     let customer = Scope::Account(AccountId::parse("acme").unwrap());
     for (event, by, t) in [
         (BindingEvent::Activated, Actor::Provider, at(2, 1)),
         (BindingEvent::Suspend, Actor::Customer, at(3, 0)),
         (BindingEvent::Delete, Actor::Customer, at(4, 0)),
     ] {
-        bindings::apply_move(
+        apply(
             &mut conn,
             &customer_or_provider(&customer, by),
             &b.id,
-            mv(event, by, t),
+            event,
+            by,
+            t,
         )
         .await
         .unwrap();
