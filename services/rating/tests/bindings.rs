@@ -367,3 +367,44 @@ async fn a_move_restates_the_open_statement() {
     assert_eq!(fee(&restated.statements[0]), dec!(13.00));
     assert_eq!(restated.statements[0].version, 2);
 }
+
+/// An account whose only charge is a bound resource's plan gets a statement
+/// of its current period without any usage; once it has one, nothing more
+/// is opened.
+#[tokio::test]
+async fn a_bound_account_without_usage_gets_its_periods_plan_fee() {
+    let pool = database().await;
+    seed(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let b = bindings::create_binding(&mut conn, new_binding("db"), Actor::Platform, t(1, 0, 0))
+        .await
+        .unwrap();
+    let opened = tally_rating::restate_bound_periods(&pool, t(3, 0, 0))
+        .await
+        .unwrap();
+    assert!(opened.statements.is_empty(), "not active yet");
+    bindings::apply_move(
+        &mut conn,
+        &Scope::Platform,
+        &b.id,
+        step(BindingEvent::Activated, Actor::Provider, t(16, 0, 0)),
+    )
+    .await
+    .unwrap();
+    let opened = tally_rating::restate_bound_periods(&pool, t(20, 0, 0))
+        .await
+        .unwrap();
+    let view: Vec<_> = opened
+        .statements
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| (l.kind.as_str(), l.quantity, l.amount))
+        .collect();
+    // Active from Nov 16 00:00 to the month's end: 15 × 24 = 360 of 720
+    // hours of 39.00 = 19.50.
+    assert_eq!(view, [("plan_fee", dec!(360), dec!(19.50))]);
+    let again = tally_rating::restate_bound_periods(&pool, t(21, 0, 0))
+        .await
+        .unwrap();
+    assert!(again.statements.is_empty());
+}
