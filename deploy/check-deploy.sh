@@ -32,7 +32,7 @@ compose = yaml.safe_load(open(sys.argv[1]))
 services = compose["services"]
 missing = [name for name, svc in services.items() if "healthcheck" not in svc]
 assert not missing, f"services without a healthcheck: {missing}"
-for name in ("kafka", "postgres", "collector", "rating", "invoicing"):
+for name in ("kafka", "postgres", "collector", "rating", "invoicing", "api"):
     assert name in services, f"compose has no {name}"
 print(f"deploy: compose.yaml has {len(services)} services, each with a healthcheck")
 PY

@@ -10,8 +10,8 @@
 # test` runs it after `cargo test`, on the test run's servers. It starts the
 # real `tally up` ($TALLY_BIN, default $CARGO_TARGET_DIR/debug/tally), seeds a
 # catalog, one key per role and a little usage through the collector, then
-# runs schemathesis on the document as invoicing serves it, once per key,
-# each operation on its own server (the collector, invoicing, the admin address).
+# runs schemathesis on the document as the API serves it, once per key,
+# each operation on its own server (the collector, the API, the admin address).
 # SCHEMATHESIS_MAX_EXAMPLES (default 15) bounds the requests per operation;
 # SCHEMATHESIS_REPORT_DIR keeps the reports (a .log and a JUnit .xml per key).
 set -euo pipefail
@@ -36,7 +36,7 @@ PY
 )
 export DATABASE_URL
 export TALLY_TOPIC_PREFIX="schemathesis-$run_id." TALLY_GROUP_PREFIX="schemathesis-$run_id"
-export TALLY_COLLECTOR_ADDR=127.0.0.1:0 TALLY_INVOICING_ADDR=127.0.0.1:0 TALLY_ADMIN_ADDR=127.0.0.1:0
+export TALLY_COLLECTOR_ADDR=127.0.0.1:0 TALLY_API_ADDR=127.0.0.1:0 TALLY_ADMIN_ADDR=127.0.0.1:0
 export RUST_LOG="${RUST_LOG:-warn}"
 
 up_pid=
@@ -75,9 +75,9 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 collector=$(awk '$1 == "collector" {print $2}' "$work/up.out")
-invoicing=$(awk '$1 == "invoicing" {print $2}' "$work/up.out")
+api=$(awk '$1 == "api" {print $2}' "$work/up.out")
 admin_url=$(awk '$1 == "admin" {print $2}' "$work/up.out")
-[ -n "$collector" ] && [ -n "$invoicing" ] && [ -n "$admin_url" ] \
+[ -n "$collector" ] && [ -n "$api" ] && [ -n "$admin_url" ] \
   || { cat "$work/up.err" >&2; echo "schemathesis: tally up did not start" >&2; exit 1; }
 
 # A little usage, so that lists and bills have something in them.
@@ -88,15 +88,15 @@ curl -sf -o /dev/null -H "Authorization: Bearer $provider" \
  {"specversion":"1.0","id":"e2","source":"dbco","type":"usage","subject":"acme","time":"$now","data":{"sku":"dbco.storage","quantity":3}}]
 JSON
 for _ in $(seq 1 60); do
-  curl -sf -H "Authorization: Bearer $finance" "$invoicing/v1/invoices" | grep -q '"acme"' && break
+  curl -sf -H "Authorization: Bearer $finance" "$api/v1/invoices" | grep -q '"acme"' && break
   sleep 0.5
 done
 
-# The document as invoicing serves it (with the event schemas it refers to
-# beside it): the operations without servers of their own are on invoicing,
+# The document as the API serves it (with the event schemas it refers to
+# beside it): the operations without servers of their own are on the API,
 # the others on the server their path names (schemathesis.toml).
-document="$invoicing/openapi.json"
-export TALLY_ST_COLLECTOR=${collector#http://} TALLY_ST_INVOICING=${invoicing#http://} TALLY_ST_ADMIN=${admin_url#http://}
+document="$api/openapi.json"
+export TALLY_ST_COLLECTOR=${collector#http://} TALLY_ST_API=${api#http://} TALLY_ST_ADMIN=${admin_url#http://}
 report_dir=${SCHEMATHESIS_REPORT_DIR:-$work}
 mkdir -p "$report_dir"
 failed=()

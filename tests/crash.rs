@@ -15,7 +15,7 @@ const KILLS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rating_killed_mid_stream_still_bills_every_event_once() {
     // Collector and invoicing in this process; rating as its own process.
-    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing, Service::Api]).await;
     let h = &seeded.h;
     let mut rating = h.spawn("rating");
     let accounts = ["acme".to_owned(), "umbrella".to_owned()];
@@ -76,7 +76,7 @@ async fn a_statement_committed_but_not_published_is_published_at_restart() {
         invoicing,
         http,
         ..
-    } = Seeded::start(&[Service::Invoicing]).await;
+    } = Seeded::start(&[Service::Invoicing, Service::Api]).await;
     let time = now - Duration::minutes(1);
     let usage = tally_domain::UsageEvent {
         provider_id: tally_domain::ProviderId::parse("cloud").unwrap(),

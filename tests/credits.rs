@@ -360,7 +360,7 @@ async fn credits_pay_in_order_within_scope_and_window_and_carry_their_balance() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_requests_are_checked_and_only_finance_may_grant() {
-    let s = Seeded::start(&[Service::Invoicing]).await;
+    let s = Seeded::start(&[Service::Invoicing, Service::Api]).await;
     let Seeded {
         h: _h,
         keys,

@@ -56,7 +56,12 @@ async fn postgres_outage_under_a_backlog_recovers_with_nothing_dead_lettered() {
     // Rating rates the backlog in small batches, so the outage finds it busy.
     h.config.batch_max = 500;
     h.config.db_acquire_timeout = ACQUIRE_TIMEOUT;
-    let seeded = Seeded::start_in(h, &[Service::Collector, Service::Invoicing], 60).await;
+    let seeded = Seeded::start_in(
+        h,
+        &[Service::Collector, Service::Invoicing, Service::Api],
+        60,
+    )
+    .await;
     let accounts = create_accounts(&seeded.h.pool, 16).await;
     let (batches, expected) = usage_stream(&seeded.keys, seeded.now, &accounts, EVENTS, 500);
     // The whole stream is accepted first: rating starts on a backlog.

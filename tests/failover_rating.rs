@@ -81,7 +81,7 @@ fn committed(client: &BaseConsumer, topic: &str, partitions: &BTreeSet<i32>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivor_takes_over_a_killed_rating_instance_within_the_session_timeout() {
-    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing, Service::Api]).await;
     let h = &seeded.h;
     let topic = h.config.topics().usage_events;
     let group = h.config.group("rating");

@@ -15,7 +15,7 @@ const CSV_GOOD: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_files_are_billed_exactly_once_and_bad_lines_are_reported() {
-    let seeded = Seeded::start(&[Service::Rating, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Rating, Service::Invoicing, Service::Api]).await;
     let h = &seeded.h;
     let time = seeded.now - chrono::Duration::hours(1);
     let dir = std::env::temp_dir().join(format!("tally-import-{}", uuid::Uuid::new_v4().simple()));
@@ -162,4 +162,150 @@ async fn imported_files_are_billed_exactly_once_and_bad_lines_are_reported() {
     .await;
     assert_eq!(bills[&key]["total"], "209.88");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `POST /v1/imports`: a provider uploads NDJSON, and gzipped CSV, through
+/// the collector; the answer lists each refused line with its code, the
+/// good lines are billed exactly, and an upload again bills nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_imported_like_a_file() {
+    let seeded = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
+    let (h, http) = (&seeded.h, &seeded.http);
+    let url = format!("{}/v1/imports", seeded.collector);
+    let time = seeded.now - chrono::Duration::hours(1);
+
+    // 120 good events of 0.5 hours, a line that is not JSON, another
+    // provider's SKU.
+    let mut ndjson = String::new();
+    for i in 0..120 {
+        let e = event(
+            &format!("up-{i}"),
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "0.5",
+            time,
+        );
+        ndjson.push_str(&format!("{e}\n"));
+    }
+    ndjson.push_str("{not json\n");
+    let foreign = event("up-foreign", "dbco", "acme", "cloud.vm.hour", "1", time);
+    ndjson.push_str(&format!("{foreign}\n"));
+    let upload = |body: Vec<u8>, content_type: &'static str, gzip: bool| {
+        let mut request = http
+            .post(&url)
+            .bearer_auth(&seeded.keys.dbco)
+            .header("content-type", content_type)
+            .body(body);
+        if gzip {
+            request = request.header("content-encoding", "gzip");
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = upload(ndjson.clone().into_bytes(), "application/x-ndjson", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["lines"], &body["accepted"], &body["refused"]),
+        (
+            &serde_json::json!(122),
+            &serde_json::json!(120),
+            &serde_json::json!(2)
+        )
+    );
+    let refusals: Vec<(u64, String)> = body["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            (121, "malformed".to_owned()),
+            (122, "sku_not_owned".to_owned())
+        ]
+    );
+    assert_eq!(body["refusals"][1]["id"], "up-foreign");
+    assert_eq!(body["refusals_truncated"], false);
+
+    // Gzipped CSV: 40 events of 2 hours, one of them an NDJSON event again.
+    let mut csv = String::from("id,account,sku,quantity,time\n");
+    for i in 0..40 {
+        let id = if i == 0 {
+            "up-0".to_owned()
+        } else {
+            format!("upc-{i}")
+        };
+        csv.push_str(&format!("{id},acme,dbco.db.hour,2,{}\n", time.to_rfc3339()));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(csv.as_bytes()).unwrap();
+    let (status, body) = upload(gz.finish().unwrap(), "text/csv", true).await;
+    assert_eq!(
+        (status, &body["accepted"]),
+        (200, &serde_json::json!(40)),
+        "{body}"
+    );
+
+    // Not a format it takes, and not a key that may send usage.
+    let (status, body) = upload(b"{}".to_vec(), "application/json", false).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let r = http
+        .post(&url)
+        .bearer_auth(&seeded.keys.acme)
+        .header("content-type", "text/csv")
+        .body("id\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // 120 × 0.5 h + 39 × 2 h (up-0 counted once) = 138 h at 0.2475 = 34.155 → 34.16.
+    let period = time.format("%Y-%m").to_string();
+    let key = ("acme".to_owned(), period);
+    let expected = std::collections::BTreeMap::from([(key.clone(), "34.16".parse().unwrap())]);
+    let bills = wait_for_totals(
+        http,
+        &seeded.invoicing,
+        &seeded.keys.finance,
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(bills[&key]["total"], "34.16");
+
+    // The same upload again: accepted again, billed once.
+    let (status, body) = upload(ndjson.into_bytes(), "application/x-ndjson", false).await;
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(120)));
+    wait_until_rated(h, Duration::from_secs(60)).await;
+    assert_eq!(counted(&h.pool).await, 159);
+    let bills = wait_for_totals(
+        http,
+        &seeded.invoicing,
+        &seeded.keys.finance,
+        &expected,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(bills[&key]["total"], "34.16");
 }

@@ -96,7 +96,13 @@ async fn bad_requests_get_stable_codes() {
 /// are accepted and billed exactly once, a retry of the batch included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_the_broker_is_refused_alone() {
-    let s = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
+    let s = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
     let mut big = event("big", "dbco", "acme", "dbco.db.hour", "5", s.now);
     // About 1 MB: under the 1 MiB body limit, over the producer's
     // message.max.bytes (1,000,000).

@@ -33,6 +33,22 @@ async fn produce(producer: &FutureProducer, topic: &str, provider: Option<&str>,
         .unwrap();
 }
 
+/// The whole pipeline, the first-party platform (`cloud`) allowed to
+/// produce to `usage.ingest` (the partners are not).
+async fn start() -> Seeded {
+    let seeded = Seeded::start(&[
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ])
+    .await;
+    tally::admin::set_kafka_ingest(&seeded.h.pool, "cloud", true)
+        .await
+        .unwrap();
+    seeded
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
     let Seeded {
@@ -43,11 +59,7 @@ async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
-    // The first-party platform may produce to the topic; the partner may not.
-    tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
-        .await
-        .unwrap();
+    } = start().await;
     let t = now - Duration::minutes(5);
     let topics = h.config.topics();
     let producer: FutureProducer = ClientConfig::new()
@@ -215,10 +227,7 @@ async fn every_path_bills_the_same_usage_once() {
         collector,
         invoicing,
         http,
-    } = Seeded::start(&[Service::Collector, Service::Rating, Service::Invoicing]).await;
-    tally::admin::set_kafka_ingest(&h.pool, "cloud", true)
-        .await
-        .unwrap();
+    } = start().await;
     let t = now - Duration::minutes(5);
     // Event i is i + 1 hours of cloud.vm.hour for acme.
     let e = |i: usize| {
@@ -281,8 +290,16 @@ async fn every_path_bills_the_same_usage_once() {
     let file = dir.join("usage.ndjson");
     let lines: Vec<String> = (26..36).chain([25, 12]).map(|i| e(i).to_string()).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let report = dir.join("refused.csv");
     let out = h
-        .tally(&["import", "--provider", "cloud", file.to_str().unwrap()])
+        .tally(&[
+            "import",
+            "--provider",
+            "cloud",
+            "--report",
+            report.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .output()
         .unwrap();

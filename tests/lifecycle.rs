@@ -94,7 +94,12 @@ async fn dbco_lines(s: &Seeded, period: Period) -> Vec<LineRow> {
 /// tests bill the month before the open one).
 async fn pipeline() -> Seeded {
     Seeded::start_with(
-        &[Service::Collector, Service::Rating, Service::Invoicing],
+        &[
+            Service::Collector,
+            Service::Rating,
+            Service::Invoicing,
+            Service::Api,
+        ],
         120,
         |c| {
             c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
@@ -641,7 +646,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     // -3.31. Partners: DB Co 7.92 + 0.99, Queue Co 1.04 = 9.95.
     // -3.31 + 9.95 + 10.00 = 16.64.
     let mut conn = pool.acquire().await.unwrap();
-    let figures = |report: &tally_invoicing::settlement::Reconciliation| -> Vec<_> {
+    let figures = |report: &tally_api::finance::settlement::Reconciliation| -> Vec<_> {
         report
             .currencies
             .iter()
@@ -658,7 +663,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             })
             .collect()
     };
-    let report = tally_invoicing::settlement::reconcile(&mut conn, month)
+    let report = tally_api::finance::settlement::reconcile(&mut conn, month)
         .await
         .unwrap();
     assert_eq!(
@@ -808,7 +813,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
         ]
     };
     for (m, want) in checks {
-        let report = tally_invoicing::settlement::reconcile(&mut conn, m)
+        let report = tally_api::finance::settlement::reconcile(&mut conn, m)
             .await
             .unwrap();
         assert_eq!(figures(&report), want, "{}", m.label());

@@ -11,9 +11,11 @@ use tally::up::Service;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_exists_and_the_served_document_is_the_file() {
     let h = Harness::new().await;
-    let running = h.start(&[Service::Collector, Service::Invoicing]).await;
+    let running = h
+        .start(&[Service::Collector, Service::Invoicing, Service::Api])
+        .await;
     let collector = running.collector_url().unwrap();
-    let invoicing = running.invoicing_url().unwrap();
+    let api = running.api_url().unwrap();
     let admin_url = running.admin_url().unwrap();
     let admin = tally::admin::create_staff_key(&h.pool, "admin")
         .await
@@ -25,7 +27,7 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
 
     let file = openapi_file();
     let served: Value = http
-        .get(format!("{invoicing}/openapi.json"))
+        .get(format!("{api}/openapi.json"))
         .send()
         .await
         .unwrap()
@@ -38,13 +40,13 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
     );
     assert_eq!(file["openapi"], "3.1.0");
     // The schemas it refers to are served beside it, so that a client that
-    // reads it from invoicing resolves them.
+    // reads it from the API resolves them.
     let mut references = Vec::new();
     external_references(&file, &mut references);
     assert!(!references.is_empty());
     for reference in references {
         let served: Value = http
-            .get(format!("{invoicing}/{reference}"))
+            .get(format!("{api}/{reference}"))
             .send()
             .await
             .unwrap()
@@ -68,14 +70,14 @@ async fn every_documented_route_exists_and_the_served_document_is_the_file() {
     for (path, item) in paths {
         // A path's own servers name where it lives (the collector's
         // events, the admin address's probes and metrics); the others are
-        // on the document's server, invoicing.
+        // on the document's server, the API.
         let server = item["servers"][0]["url"]
             .as_str()
             .unwrap_or(file["servers"][0]["url"].as_str().unwrap());
         let base = match server {
             "http://{collector}" => &collector,
             "http://{admin}" => &admin_url,
-            "http://{invoicing}" => &invoicing,
+            "http://{api}" => &api,
             other => panic!("{path}: unknown server {other}"),
         };
         let concrete = path
@@ -126,7 +128,7 @@ fn every_registered_route_is_documented() {
     let mut registered = 0;
     for source in [
         "collector/src/startup.rs",
-        "invoicing/src/startup.rs",
+        "api/src/startup.rs",
         "../shared/platform/src/health.rs",
     ] {
         let text =

@@ -36,7 +36,7 @@ async fn price_books_bill_exactly_what_the_partner_publishes() {
     let mid = period_start + (now - Duration::minutes(30) - period_start) / 2;
     let long_ago = now - Duration::days(60);
     let running = h.start(&Service::ALL).await;
-    let base = running.invoicing_url().unwrap();
+    let base = running.api_url().unwrap();
     let collector = running.collector_url().unwrap();
     let http = reqwest::Client::new();
     let admin = tally::admin::create_staff_key(&h.pool, "admin")
@@ -304,8 +304,8 @@ async fn price_books_bill_exactly_what_the_partner_publishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_price_books_are_refused_and_nothing_is_stored() {
     let h = Harness::new().await;
-    let running = h.start(&[Service::Invoicing]).await;
-    let base = running.invoicing_url().unwrap();
+    let running = h.start(&[Service::Invoicing, Service::Api]).await;
+    let base = running.api_url().unwrap();
     let http = reqwest::Client::new();
     let admin = tally::admin::create_staff_key(&h.pool, "admin")
         .await
@@ -384,8 +384,8 @@ async fn providers_manage_only_their_own_catalog_and_never_backdate() {
     let h = Harness::new().await;
     let now = Utc::now();
     let keys = seed_catalog(&h.pool, now - Duration::days(60)).await;
-    let running = h.start(&[Service::Invoicing]).await;
-    let base = running.invoicing_url().unwrap();
+    let running = h.start(&[Service::Invoicing, Service::Api]).await;
+    let base = running.api_url().unwrap();
     let http = reqwest::Client::new();
     let skus = format!("{base}/v1/provider/skus");
 

@@ -48,7 +48,7 @@ fn counter(metrics: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_commits_the_batch_in_hand_and_the_next_instance_redoes_none() {
-    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing, Service::Api]).await;
     let h = &seeded.h;
     let mut rating = Spawned(
         h.command("rating")

@@ -87,6 +87,50 @@ async fn tenants_are_isolated() {
         (401, Some("unauthorized"))
     );
 
+    // The same holds for a file upload: only provider keys, each line
+    // checked as an event of the key's provider.
+    let imports = format!("{collector}/v1/imports");
+    let upload = |key: String, body: String| {
+        let (http, url) = (http.clone(), imports.clone());
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let lines = [
+        event("u1", "dbco", "acme", "cloud.vm.hour", "1", t),
+        event("u2", "queueco", "acme", "queueco.msg.million", "1", t),
+    ]
+    .map(|e| e.to_string())
+    .join("\n");
+    let (status, body) = upload(keys.dbco.clone(), lines.clone()).await;
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(0)));
+    let codes: Vec<_> = body["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, ["sku_not_owned", "source_mismatch"]);
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(upload(key.clone(), lines.clone()).await.0, 403);
+    }
+    let (status, body) = upload("tly_provider_not-a-key".into(), lines).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+
     // Wait until acme's usage is billed, then check who may read it.
     let period = t.format("%Y-%m").to_string();
     let mut expected = std::collections::BTreeMap::new();

@@ -22,7 +22,7 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
         let sink = logs.clone();
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,tower_http=trace,tally_invoicing=trace,tally_collector=trace,tally_platform=trace",
+                "debug,tower_http=trace,tally_api=trace,tally_invoicing=trace,tally_collector=trace,tally_platform=trace",
             ))
             .with_ansi(false)
             .with_writer(move || Captured(sink.clone()))
@@ -88,7 +88,7 @@ fn no_redirects() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_carries_a_key_a_cookie_or_a_link_signature() {
     let logs = captured_logs();
-    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Collector, Service::Invoicing, Service::Api]).await;
     let (keys, base) = (&seeded.keys, &seeded.invoicing);
     let http = no_redirects();
 
@@ -170,7 +170,7 @@ async fn no_log_line_carries_a_key_a_cookie_or_a_link_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_refuses_a_post_from_another_site() {
     captured_logs();
-    let seeded = Seeded::start(&[Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Invoicing, Service::Api]).await;
     let (keys, base) = (&seeded.keys, &seeded.invoicing);
     let http = no_redirects();
 
@@ -324,7 +324,7 @@ async fn bill_pages_are_never_cached_framed_or_referred() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_are_throttled() {
     captured_logs();
-    let seeded = Seeded::start(&[Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Invoicing, Service::Api]).await;
     let (keys, base) = (&seeded.keys, &seeded.invoicing);
     let http = no_redirects();
     for attempt in 0..10 {
@@ -348,7 +348,7 @@ async fn failed_sign_ins_are_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bill_page_for_an_account_that_cannot_exist_is_a_page() {
     captured_logs();
-    let seeded = Seeded::start(&[Service::Invoicing]).await;
+    let seeded = Seeded::start(&[Service::Invoicing, Service::Api]).await;
     let http = no_redirects();
     for path in [
         "/accounts/Not%20an%20id/bill",

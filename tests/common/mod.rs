@@ -68,7 +68,7 @@ impl Harness {
             group_prefix: format!("t{id}"),
             usage_partitions: 4,
             collector_addr: "127.0.0.1:0".parse().unwrap(),
-            invoicing_addr: "127.0.0.1:0".parse().unwrap(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             kafka_session_timeout: Duration::from_secs(6),
             batch_max: 2000,
@@ -126,7 +126,7 @@ impl Harness {
             .env("TALLY_BATCH_WAIT_MS", "50")
             .env("TALLY_CLOSE_EVERY_SECS", "0")
             .env("TALLY_COLLECTOR_ADDR", "127.0.0.1:0")
-            .env("TALLY_INVOICING_ADDR", "127.0.0.1:0")
+            .env("TALLY_API_ADDR", "127.0.0.1:0")
             .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
@@ -372,7 +372,8 @@ pub struct Seeded {
     pub running: Running,
     /// Empty when the collector is not among the services.
     pub collector: String,
-    /// Empty when invoicing is not among the services.
+    /// The API's base URL (the field keeps its name from before the API
+    /// left invoicing); empty when the API is not among the services.
     pub invoicing: String,
     pub http: reqwest::Client,
 }
@@ -401,7 +402,7 @@ impl Seeded {
         let running = h.start(services).await;
         Seeded {
             collector: running.collector_url().unwrap_or_default(),
-            invoicing: running.invoicing_url().unwrap_or_default(),
+            invoicing: running.api_url().unwrap_or_default(),
             h,
             now,
             keys,

@@ -31,6 +31,17 @@ pub enum ApiError {
     /// mode) is refused, with the code a batch would give it.
     #[error("{message}")]
     EventRefused { code: &'static str, message: String },
+    /// An upload that is not NDJSON or CSV, or in an unknown encoding.
+    #[error("an import is application/x-ndjson or text/csv, with Content-Encoding gzip or none")]
+    UnsupportedImport,
+    /// The upload could not be read past line `imported`: the lines before
+    /// it are imported, and a rerun of the whole file imports nothing twice.
+    #[error("the upload could not be read after line {imported} (the lines before it are imported; rerunning the whole file imports nothing twice): {cause}")]
+    ImportUnreadable { imported: u64, cause: String },
+    /// The import stopped after line `imported` because the broker or the
+    /// catalog did not answer; rerunning the whole file is safe.
+    #[error("the import stopped after line {imported} (the lines before it are imported; rerun the whole file, nothing is imported twice): {cause}")]
+    ImportInterrupted { imported: u64, cause: String },
     #[error("no such route")]
     UnknownRoute,
     #[error("this route does not take this method")]
@@ -55,6 +66,9 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::CatalogUnavailable => "catalog_unavailable",
             ApiError::EventRefused { code, .. } => code,
+            ApiError::UnsupportedImport => "unsupported_media_type",
+            ApiError::ImportUnreadable { .. } => "malformed",
+            ApiError::ImportInterrupted { .. } => "import_interrupted",
             ApiError::UnknownRoute => "unknown_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
@@ -65,14 +79,18 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::Malformed(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::ImportUnreadable { .. } => StatusCode::BAD_REQUEST,
             ApiError::BatchTooLarge { .. } | ApiError::PayloadTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BrokerUnavailable(_) | ApiError::CatalogUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedImport => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
+            ApiError::BrokerUnavailable(_)
+            | ApiError::CatalogUnavailable
+            | ApiError::ImportInterrupted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EventRefused { code, .. } if *code == "event_too_large" => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }

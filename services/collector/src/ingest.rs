@@ -61,7 +61,10 @@ pub struct IngestResponse {
     pub results: Vec<EventResult>,
 }
 
-async fn provider_of(lookup: &Lookup, headers: &HeaderMap) -> Result<ProviderId, ApiError> {
+pub(crate) async fn provider_of(
+    lookup: &Lookup,
+    headers: &HeaderMap,
+) -> Result<ProviderId, ApiError> {
     let token = auth::bearer(headers).ok_or(ApiError::Unauthorized)?;
     match lookup.principal(token).await? {
         Some(Principal::Provider(id)) => Ok(id),

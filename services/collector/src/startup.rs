@@ -14,6 +14,7 @@ use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
 use crate::kafka_ingest::KafkaIngest;
 use crate::lookup::Lookup;
 use crate::sink::KafkaSink;
+use crate::upload::{post_import, MAX_IMPORT_BYTES};
 
 pub struct Application {
     listener: TcpListener,
@@ -27,9 +28,13 @@ pub struct Application {
 /// the router's own answers (no such route, another method) are JSON with a
 /// code too.
 pub fn router(state: Arc<IngestState>) -> Router {
+    let imports = Router::new().route("/v1/imports", post(post_import)).layer(
+        tower_http::limit::RequestBodyLimitLayer::new(MAX_IMPORT_BYTES),
+    );
     Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(imports)
         .with_state(state)
         .route("/healthz", get(telemetry::healthz))
         .fallback(|| async { ApiError::UnknownRoute })

@@ -179,6 +179,27 @@ fn events() -> Vec<UsageEvent> {
         .collect()
 }
 
+/// Voids `grant` at `at` as the finance API does: `unused` taken back.
+async fn void(pool: &PgPool, grant: i64, at: DateTime<Utc>, unused: Decimal) {
+    sqlx::query(
+        "UPDATE credit_grants SET voided_at = $2, voided_amount = $3, void_reason = 'test' WHERE id = $1",
+    )
+    .bind(grant)
+    .bind(at)
+    .bind(unused)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO credit_ledger (grant_id, account_id, kind, amount) VALUES ($1, 'acme', 'void', $2)",
+    )
+    .bind(grant)
+    .bind(unused)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 async fn statements(pool: &PgPool) -> Vec<Statement> {
     let bodies: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT body::jsonb FROM statements WHERE account_id = 'acme' ORDER BY period_start",
@@ -355,21 +376,7 @@ async fn credit_freed_before_a_void_is_not_spent_in_the_voids_period() {
     .await
     .unwrap();
     // Voided on Nov 15 as the finance API does: the unused 3.76 taken back.
-    sqlx::query(
-        "UPDATE credit_grants SET voided_at = $2, voided_amount = 3.76, void_reason = 'test' WHERE id = $1",
-    )
-    .bind(voided)
-    .bind(t(11, 15, 0))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO credit_ledger (grant_id, account_id, kind, amount) VALUES ($1, 'acme', 'void', 3.76)",
-    )
-    .bind(voided)
-    .execute(&pool)
-    .await
-    .unwrap();
+    void(&pool, voided, t(11, 15, 0), dec!(3.76)).await;
     // November usage after the void (100 h, 4.16): not covered.
     process_batch(&pool, &[usage(3, "cloud.vm.hour", dec!(100), t(11, 20, 5))])
         .await
@@ -443,21 +450,7 @@ async fn a_voided_grant_never_regains_a_balance() {
         .unwrap();
     // Voided as the finance API does, on Nov 15 (a fixed time: the test
     // must not depend on today's date): the unused 5.84 taken back.
-    sqlx::query(
-        "UPDATE credit_grants SET voided_at = $2, voided_amount = 5.84, void_reason = 'test' WHERE id = $1",
-    )
-    .bind(voided)
-    .bind(t(11, 15, 0))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO credit_ledger (grant_id, account_id, kind, amount) VALUES ($1, 'acme', 'void', 5.84)",
-    )
-    .bind(voided)
-    .execute(&pool)
-    .await
-    .unwrap();
+    void(&pool, voided, t(11, 15, 0), dec!(5.84)).await;
     // December usage, in a period that begins after the void.
     process_batch(&pool, &[usage(2, "cloud.vm.hour", dec!(100), t(12, 2, 5))])
         .await

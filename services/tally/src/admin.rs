@@ -147,7 +147,7 @@ pub async fn set_billing_anchor(
 }
 
 /// `tally reconcile`'s report: one block per currency, then the verdict.
-pub fn reconciliation_text(report: &tally_invoicing::settlement::Reconciliation) -> String {
+pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliation) -> String {
     let mut out = format!("reconciliation of {}", report.period);
     if report.drafts > 0 {
         out.push_str(&format!(

@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// SKUs per provider.
     #[arg(long, default_value_t = 5)]
     pub skus: usize,
+    /// Dedupe history stored before the run: this many earlier events'
+    /// ids (spread over the past 12 months, over the bench's accounts and
+    /// providers), as months of traffic would have left them.
+    #[arg(long, default_value_t = 0)]
+    pub history_events: u64,
     /// How usage spreads over accounts: 0 evenly, else Zipf with this
     /// exponent (account `a0` the busiest; 1.0 is the classic long tail).
     #[arg(long, default_value_t = 0.0)]
@@ -90,6 +95,7 @@ impl BenchArgs {
             skus: 3,
             zipf: self.zipf,
             lines: self.lines,
+            history_events: self.history_events.min(100_000),
             events: 20_000,
             kafka_events: 5_000,
             batch_size: 500,
@@ -118,6 +124,12 @@ pub struct Report {
     pub kafka_ingest_to_produce_ratio: f64,
     pub end_to_end_events_per_s: f64,
     pub end_to_end_seconds: f64,
+    /// PostgreSQL's WAL written during the throughput run, per event: every
+    /// byte the database wrote for it (dedupe rows, aggregates, statement
+    /// versions, invoices, indexes).
+    pub wal_bytes_per_event: f64,
+    /// How much the database grew during the throughput run, per million events.
+    pub database_mib_per_million_events: f64,
     pub invoices: usize,
     pub invoices_exact: usize,
     pub freshness_rate: u64,
@@ -258,6 +270,24 @@ impl Gen<'_> {
         }
     }
 
+    /// Events `range` (`e<i>`) as a JSON batch, with their provider (one
+    /// per batch of the throughput run).
+    fn batch(&self, range: std::ops::Range<u64>) -> (usize, String) {
+        let mut body = String::with_capacity(260 * (range.end - range.start) as usize);
+        body.push('[');
+        let mut provider = 0;
+        for i in range.clone() {
+            let p = self.plan(i);
+            provider = p.provider;
+            if i > range.start {
+                body.push(',');
+            }
+            body.push_str(&self.json(&format!("e{i}"), &p, &self.catalog.accounts[p.account]));
+        }
+        body.push(']');
+        (provider, body)
+    }
+
     fn json(&self, id: &str, p: &Planned, account: &str) -> String {
         format!(
             r#"{{"specversion":"1.0","id":"{id}","source":"{}","type":"com.tally.usage","subject":"{account}","time":"{}","data":{{"sku":"{}","quantity":"{}"}}}}"#,
@@ -332,7 +362,7 @@ fn spawn(
     name: &'static str,
     config: &Config,
     collector: u16,
-    invoicing: u16,
+    api: u16,
 ) -> anyhow::Result<ServiceProcess> {
     let exe = std::env::current_exe().context("locating the tally binary")?;
     let child = Command::new(exe)
@@ -352,7 +382,7 @@ fn spawn(
             config.batch_wait.as_millis().to_string(),
         )
         .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
-        .env("TALLY_INVOICING_ADDR", format!("127.0.0.1:{invoicing}"))
+        .env("TALLY_API_ADDR", format!("127.0.0.1:{api}"))
         .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
         .env(
             "RUST_LOG",
@@ -388,6 +418,43 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> 
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Fills the dedupe table with `n` earlier events' ids (`h0`, `h1`, …),
+/// spread over the past year, a million rows per statement.
+async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> anyhow::Result<()> {
+    let providers: Vec<&str> = catalog.provider_ids.iter().map(String::as_str).collect();
+    let accounts = i64::try_from(catalog.accounts.len())?;
+    let mut from = 0i64;
+    let n = i64::try_from(n)?;
+    while from < n {
+        let to = (from + 1_000_000).min(n);
+        sqlx::query(
+            "INSERT INTO processed_events (provider_id, event_id, account_id, event_time, processed_at)
+             SELECT ($1::text[])[1 + g % cardinality($1::text[])], 'h' || g, 'a' || (g % $2),
+                    now() - make_interval(secs => (g % 31536000)::double precision),
+                    now() - make_interval(secs => (g % 31536000)::double precision)
+             FROM generate_series($3::bigint, $4::bigint - 1) AS g",
+        )
+        .bind(&providers)
+        .bind(accounts)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+        .await?;
+        from = to;
+    }
+    Ok(())
+}
+
+/// The bench database's size and the server's WAL position, in bytes.
+async fn database_size_and_wal(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT pg_database_size(current_database()),
+                (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Events billed on draft invoices so far.
@@ -447,23 +514,33 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let pool = tally_platform::db::connect(&config.database_url, 4).await?;
     let now = Utc::now();
     let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
+    if a.history_events > 0 {
+        let t0 = Instant::now();
+        store_history(&pool, &catalog, a.history_events).await?;
+        println!(
+            "history: {} earlier events' ids stored in {:.1} s",
+            a.history_events,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     println!(
-        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}); {} events in batches of {} from {} clients",
-        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.events, a.batch_size, a.concurrency
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, history {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.history_events, a.events, a.batch_size, a.concurrency
     );
 
-    let (collector_port, invoicing_port) = (infra::free_port()?, infra::free_port()?);
+    let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
     let services = vec![
-        spawn("collector", &config, collector_port, invoicing_port)?,
-        spawn("rating", &config, collector_port, invoicing_port)?,
-        spawn("invoicing", &config, collector_port, invoicing_port)?,
+        spawn("collector", &config, collector_port, api_port)?,
+        spawn("rating", &config, collector_port, api_port)?,
+        spawn("invoicing", &config, collector_port, api_port)?,
+        spawn("api", &config, collector_port, api_port)?,
     ];
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency * 2)
         .build()?;
     let collector = format!("http://127.0.0.1:{collector_port}");
     wait_healthy(&http, &collector).await?;
-    wait_healthy(&http, &format!("http://127.0.0.1:{invoicing_port}")).await?;
+    wait_healthy(&http, &format!("http://127.0.0.1:{api_port}")).await?;
     let events_url = format!("{collector}/v1/events");
 
     let mut report = Report {
@@ -479,6 +556,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     };
 
     // 1. Throughput: ingest, then end to end.
+    let (db_before, wal_before) = database_size_and_wal(&pool).await?;
     let batches = a.events.div_ceil(a.batch_size as u64);
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
@@ -497,19 +575,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
                 tokio::time::sleep_until(due.into()).await;
             }
             let first = k * a.batch_size as u64;
-            let last = (first + a.batch_size as u64).min(a.events);
-            let mut body = String::with_capacity(260 * a.batch_size);
-            body.push('[');
-            let mut provider = 0;
-            for i in first..last {
-                let p = gen.plan(i);
-                provider = p.provider;
-                if i > first {
-                    body.push(',');
-                }
-                body.push_str(&gen.json(&format!("e{i}"), &p, &catalog.accounts[p.account]));
-            }
-            body.push(']');
+            let (provider, body) = gen.batch(first..(first + a.batch_size as u64).min(a.events));
             let t0 = Instant::now();
             let n = post_batch(&http, &events_url, &catalog.provider_keys[provider], body).await?;
             local.record(t0.elapsed().as_micros() as u64)?;
@@ -565,6 +631,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         "end to end: {accepted} events on draft invoices {:.1} s after the first POST = {:.0} events/s",
         e2e.as_secs_f64(),
         report.end_to_end_events_per_s
+    );
+    let (db_after, wal_after) = database_size_and_wal(&pool).await?;
+    report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
+    report.database_mib_per_million_events =
+        (db_after - db_before) as f64 / (1024.0 * 1024.0) / accepted as f64 * 1e6;
+    println!(
+        "writes: {:.0} bytes of WAL per event; the database grew {:.1} MiB per million events",
+        report.wal_bytes_per_event, report.database_mib_per_million_events
     );
 
     // 1b. Kafka ingest: the next events as `usage.ingest` records, until
@@ -834,22 +908,7 @@ async fn kafka_ingest(
     // Records follow the HTTP run's batches (one provider each), cut at
     // `from` and at the end.
     let records: Vec<(usize, String)> = (from / size..(from + count).div_ceil(size))
-        .map(|k| {
-            let (first, last) = ((k * size).max(from), ((k + 1) * size).min(from + count));
-            let mut body = String::with_capacity(260 * size as usize);
-            body.push('[');
-            let mut provider = 0;
-            for i in first..last {
-                let p = gen.plan(i);
-                provider = p.provider;
-                if i > first {
-                    body.push(',');
-                }
-                body.push_str(&gen.json(&format!("e{i}"), &p, &gen.catalog.accounts[p.account]));
-            }
-            body.push(']');
-            (provider, body)
-        })
+        .map(|k| gen.batch((k * size).max(from)..((k + 1) * size).min(from + count)))
         .collect();
     let producer = tally_platform::kafka::producer(config)?;
     let t0 = Instant::now();

@@ -281,7 +281,7 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     config.topic_prefix = format!("demo-{run_id}.");
     config.group_prefix = format!("demo-{run_id}");
     config.collector_addr = "127.0.0.1:0".parse()?;
-    config.invoicing_addr = "127.0.0.1:0".parse()?;
+    config.api_addr = "127.0.0.1:0".parse()?;
     // The demo's usage spans the last 20 days and it checks each calendar
     // month's bill; with the closer on, early in a month the previous month
     // would be sealed first and its usage billed as adjustments instead.
@@ -290,8 +290,8 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = up::start(&config, &Service::ALL, shutdown.clone()).await?;
     let collector = running.collector_url().context("collector running")?;
-    let invoicing = running.invoicing_url().context("invoicing running")?;
-    println!("Tally demo: collector {collector}, invoicing {invoicing}");
+    let api = running.api_url().context("api running")?;
+    println!("Tally demo: collector {collector}, api {api}");
 
     let pool = tally_platform::db::connect(&config.database_url, 2).await?;
     let now = Utc::now();
@@ -303,7 +303,7 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let effective = Period::month_containing(now - Duration::days(60)).start();
     let grant = http
-        .post(format!("{invoicing}/v1/accounts/globex/grants"))
+        .post(format!("{api}/v1/accounts/globex/grants"))
         .bearer_auth(&keys.finance)
         .json(&json!({
             "name": "Startup programme",
@@ -355,7 +355,7 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     println!("sent {sent} events: {accepted} accepted (duplicates included), {rejected} rejected {rejections:?}");
 
     let expected = expected_totals(&planned)?;
-    let bills = wait_for_invoices(&http, &invoicing, &keys.finance, &expected).await?;
+    let bills = wait_for_invoices(&http, &api, &keys.finance, &expected).await?;
     for bill in &bills {
         print_bill(bill);
     }
@@ -433,7 +433,7 @@ async fn close_and_reconcile(
     }
     let mut conn = pool.acquire().await?;
     for month in &months {
-        let report = tally_invoicing::settlement::reconcile(&mut conn, *month).await?;
+        let report = tally_api::finance::settlement::reconcile(&mut conn, *month).await?;
         print!("{}", crate::admin::reconciliation_text(&report));
         if !report.holds() {
             bail!("{} does not reconcile", month.label());
@@ -456,7 +456,7 @@ fn total_as_expected(bill: &Value, expected: &BTreeMap<(String, String), Decimal
 
 async fn wait_for_invoices(
     http: &reqwest::Client,
-    invoicing: &str,
+    api: &str,
     finance_key: &str,
     expected: &BTreeMap<(String, String), Decimal>,
 ) -> anyhow::Result<Vec<Value>> {
@@ -465,9 +465,7 @@ async fn wait_for_invoices(
         let mut bills = Vec::new();
         for (account, period) in expected.keys() {
             let response = http
-                .get(format!(
-                    "{invoicing}/v1/accounts/{account}/bill?period={period}"
-                ))
+                .get(format!("{api}/v1/accounts/{account}/bill?period={period}"))
                 .bearer_auth(finance_key)
                 .send()
                 .await?;

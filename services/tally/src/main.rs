@@ -26,9 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector, rating and invoicing in this process.
+    /// Run the collector, rating, invoicing and the API in this process.
     Up {
-        /// Run only these services (comma-separated: collector,rating,invoicing).
+        /// Run only these services (comma-separated: collector,rating,invoicing,api).
         #[arg(long, value_delimiter = ',')]
         only: Vec<Service>,
     },
@@ -291,8 +291,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = running.collector_url() {
                 println!("collector  {url}");
             }
-            if let Some(url) = running.invoicing_url() {
-                println!("invoicing  {url}");
+            if let Some(url) = running.api_url() {
+                println!("api        {url}");
             }
             if let Some(url) = running.admin_url() {
                 println!("admin      {url}  (/healthz /readyz /metrics)");
@@ -459,7 +459,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Reconcile { period, json } => {
                     let month = Period::parse_month(&period)?;
                     let mut conn = pool.acquire().await?;
-                    let report = tally_invoicing::settlement::reconcile(&mut conn, month).await?;
+                    let report =
+                        tally_api::finance::settlement::reconcile(&mut conn, month).await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {

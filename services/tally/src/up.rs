@@ -1,4 +1,4 @@
-//! `tally up`: the three services composed in one process.
+//! `tally up`: the four services composed in one process.
 
 use std::str::FromStr;
 use tally_platform::health::{AdminServer, Readiness};
@@ -11,10 +11,16 @@ pub enum Service {
     Collector,
     Rating,
     Invoicing,
+    Api,
 }
 
 impl Service {
-    pub const ALL: [Service; 3] = [Service::Collector, Service::Rating, Service::Invoicing];
+    pub const ALL: [Service; 4] = [
+        Service::Collector,
+        Service::Rating,
+        Service::Invoicing,
+        Service::Api,
+    ];
 
     /// The name `--only` takes.
     pub fn name(self) -> &'static str {
@@ -22,6 +28,7 @@ impl Service {
             Service::Collector => "collector",
             Service::Rating => "rating",
             Service::Invoicing => "invoicing",
+            Service::Api => "api",
         }
     }
 }
@@ -33,8 +40,9 @@ impl FromStr for Service {
             "collector" => Ok(Service::Collector),
             "rating" => Ok(Service::Rating),
             "invoicing" => Ok(Service::Invoicing),
+            "api" => Ok(Service::Api),
             other => Err(format!(
-                "unknown service {other:?}: expected collector, rating or invoicing"
+                "unknown service {other:?}: expected collector, rating, invoicing or api"
             )),
         }
     }
@@ -43,7 +51,7 @@ impl FromStr for Service {
 /// Services running in this process.
 pub struct Running {
     pub collector_port: Option<u16>,
-    pub invoicing_port: Option<u16>,
+    pub api_port: Option<u16>,
     /// `/healthz`, `/readyz`, `/metrics` of these services.
     pub admin_port: Option<u16>,
     shutdown: CancellationToken,
@@ -55,8 +63,8 @@ impl Running {
         self.collector_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
-    pub fn invoicing_url(&self) -> Option<String> {
-        self.invoicing_port.map(|p| format!("http://127.0.0.1:{p}"))
+    pub fn api_url(&self) -> Option<String> {
+        self.api_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
     pub fn admin_url(&self) -> Option<String> {
@@ -94,7 +102,7 @@ pub async fn start(
     tally_platform::prepare(config).await?;
     let mut running = Running {
         collector_port: None,
-        invoicing_port: None,
+        api_port: None,
         admin_port: None,
         shutdown: shutdown.clone(),
         tasks: Vec::new(),
@@ -116,7 +124,12 @@ pub async fn start(
             }
             Service::Invoicing => {
                 let app = tally_invoicing::Application::build(config.clone()).await?;
-                running.invoicing_port = Some(app.port());
+                readiness.extend(app.readiness());
+                tokio::spawn(app.run_until_stopped(token))
+            }
+            Service::Api => {
+                let app = tally_api::Application::build(config.clone()).await?;
+                running.api_port = Some(app.port());
                 readiness.extend(app.readiness());
                 tokio::spawn(app.run_until_stopped(token))
             }

@@ -75,13 +75,20 @@ pub async fn set_platform_fee(
             "platform fee must be between 0 and 100 %".into(),
         ));
     }
-    let updated = sqlx::query("UPDATE providers SET platform_fee_pct = $2 WHERE id = $1")
+    let update = sqlx::query("UPDATE providers SET platform_fee_pct = $2 WHERE id = $1")
         .bind(provider.as_str())
-        .bind(pct)
-        .execute(conn)
-        .await?
-        .rows_affected();
-    if updated == 0 {
+        .bind(pct);
+    update_provider(conn, provider, update).await
+}
+
+/// Runs `update` (of one provider's row); `UnknownProvider` when it
+/// changed none.
+async fn update_provider(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<(), CatalogError> {
+    if update.execute(conn).await?.rows_affected() == 0 {
         return Err(CatalogError::UnknownProvider(provider.to_string()));
     }
     Ok(())
@@ -93,16 +100,10 @@ pub async fn set_kafka_ingest(
     provider: &ProviderId,
     allowed: bool,
 ) -> Result<(), CatalogError> {
-    let updated = sqlx::query("UPDATE providers SET kafka_ingest = $2 WHERE id = $1")
+    let update = sqlx::query("UPDATE providers SET kafka_ingest = $2 WHERE id = $1")
         .bind(provider.as_str())
-        .bind(allowed)
-        .execute(conn)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        return Err(CatalogError::UnknownProvider(provider.to_string()));
-    }
-    Ok(())
+        .bind(allowed);
+    update_provider(conn, provider, update).await
 }
 
 /// For each existing provider among `providers`, whether it may produce

@@ -40,7 +40,9 @@ pub struct Config {
     /// window, so a restored database can be brought forward by replaying it.
     pub topic_retention: Option<Duration>,
     pub collector_addr: SocketAddr,
-    pub invoicing_addr: SocketAddr,
+    /// The HTTP API (`TALLY_API_ADDR`; `TALLY_INVOICING_ADDR`, its former
+    /// name, when that is unset).
+    pub api_addr: SocketAddr,
     /// `/healthz`, `/readyz` and `/metrics` of the process
     /// (`TALLY_ADMIN_ADDR`; `off` serves none).
     pub admin_addr: Option<SocketAddr>,
@@ -86,13 +88,13 @@ pub struct Config {
     /// seals it (`TALLY_GRACE_HOURS`, default 48).
     pub grace: Duration,
     /// How often invoicing looks for periods to seal (`TALLY_CLOSE_EVERY_SECS`,
-    /// default 60; 0 turns the closer off, e.g. for a replica that only serves).
+    /// default 60; 0 turns the closer off, e.g. for a second invoicing instance).
     pub close_every: Option<Duration>,
     /// Prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`, default `TLY`).
     pub invoice_issuer: String,
     /// Secret that signs bill links and bill-page sessions (`TALLY_LINK_SECRET`,
     /// or a file named by `TALLY_LINK_SECRET_FILE`).
-    /// Without it each invoicing process draws a random one, so links do not
+    /// Without it each API process draws a random one, so links do not
     /// survive a restart and do not work across instances.
     pub link_secret: Option<String>,
     /// The platform's webhook key (`TALLY_WEBHOOK_KEY`, or a file named by
@@ -118,7 +120,7 @@ impl Default for Config {
             topic_min_insync_replicas: None,
             topic_retention: None,
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            invoicing_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
             shutdown_timeout: Duration::from_secs(30),
             kafka_session_timeout: Duration::from_secs(10),
@@ -295,7 +297,10 @@ impl Config {
             topic_retention: parsed::<u64>("TALLY_TOPIC_RETENTION_HOURS")?
                 .map(|h| Duration::from_secs(h * 3600)),
             collector_addr: parsed("TALLY_COLLECTOR_ADDR")?.unwrap_or(d.collector_addr),
-            invoicing_addr: parsed("TALLY_INVOICING_ADDR")?.unwrap_or(d.invoicing_addr),
+            api_addr: match parsed("TALLY_API_ADDR")? {
+                Some(addr) => addr,
+                None => parsed("TALLY_INVOICING_ADDR")?.unwrap_or(d.api_addr),
+            },
             admin_addr: match var("TALLY_ADMIN_ADDR") {
                 Some(off) if off.trim() == "off" => None,
                 Some(_) => parsed("TALLY_ADMIN_ADDR")?,

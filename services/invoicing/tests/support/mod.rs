@@ -1,8 +1,6 @@
-//! Shared by the invoicing tests: a fresh database per test, a small catalog,
-//! statements built by hand.
+//! Shared by the invoicing tests and the API's (`services/api/tests/support`):
+//! a fresh database per test, a small catalog, statements built by hand.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-pub mod server;
 
 use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;

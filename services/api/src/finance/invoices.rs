@@ -1,4 +1,4 @@
-//! Finance API (`/v1/invoices`) and customer bill API (`/v1/accounts/{id}/bill`).
+//! Finance API (`/v1/invoices`).
 
 use axum::extract::State;
 use axum::Json;
@@ -7,10 +7,10 @@ use sqlx::PgPool;
 use tally_domain::{InvoiceStatus, Period};
 use uuid::Uuid;
 
-use crate::auth::{self, AccountReader, Staff};
+use crate::auth::Staff;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
+use tally_invoicing::invoices_repo::{self, Invoice, InvoiceFilter, InvoiceSummary};
 
 pub fn parse_period(raw: &str) -> Result<Period, ApiError> {
     Period::parse_month(raw).map_err(|e| ApiError::InvalidPeriod(e.to_string()))
@@ -81,28 +81,4 @@ pub async fn get_invoice(
         .await?
         .map(Json)
         .ok_or_else(not_found)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct BillQuery {
-    period: Option<String>,
-}
-
-pub async fn get_bill(
-    _: AccountReader,
-    State(pool): State<PgPool>,
-    ApiPath(account): ApiPath<String>,
-    ApiQuery(q): ApiQuery<BillQuery>,
-) -> Result<Json<Invoice>, ApiError> {
-    let period = parse_period(
-        q.period
-            .as_deref()
-            .ok_or_else(|| ApiError::InvalidPeriod("period=YYYY-MM is required".into()))?,
-    )?;
-    let account = auth::account_id(&account)?;
-    let mut conn = pool.acquire().await?;
-    invoices_repo::find_by_account_period(&mut conn, account.as_str(), period)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))
 }

@@ -18,11 +18,11 @@ use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
 use tally_domain::{spreadsheet, Period};
 use tally_platform::auth::Principal;
 
-use crate::amounts::scaled;
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::routes::parse_period;
+use crate::finance::invoices::parse_period;
+use tally_invoicing::amounts::scaled;
 
 /// One partner's settlement figures for one SKU and account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

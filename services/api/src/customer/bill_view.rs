@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use tally_domain::credits::GrantStatus;
 
-use crate::credits_api::Balance;
-use crate::invoices_repo::{Invoice, PeriodView};
+use crate::credits::Balance;
+use tally_invoicing::invoices_repo::{Invoice, PeriodView};
 
 const PALETTE: [&str; 6] = [
     "#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490",
@@ -32,7 +32,10 @@ pub struct BillPage<'a> {
 }
 
 fn money(amount: Decimal, currency: &str) -> String {
-    format!("{} {currency}", crate::amounts::scaled(currency, amount))
+    format!(
+        "{} {currency}",
+        tally_invoicing::amounts::scaled(currency, amount)
+    )
 }
 
 const STYLE: &str = r#"
@@ -311,7 +314,7 @@ fn csv_text(text: &str) -> String {
 }
 
 /// A line's description, naming the period an adjustment bills late usage of.
-fn described(line: &crate::invoices_repo::LineView) -> String {
+fn described(line: &tally_invoicing::invoices_repo::LineView) -> String {
     match &line.adjusts {
         Some(period) => format!("{} (late usage of {})", line.description, period.label),
         None => line.description.clone(),

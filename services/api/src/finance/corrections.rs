@@ -23,13 +23,13 @@ use tally_domain::invoice::{IllegalTransition, InvoiceEvent, InvoiceStatus};
 use tally_domain::Currency;
 use uuid::Uuid;
 
-use crate::amounts::scaled;
 use crate::auth::{Reader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
-use crate::invoices_repo::{self, InvoiceSummary};
-use crate::lifecycle::next_number;
-use crate::routes::{parse_period, Page};
+use crate::finance::invoices::{parse_period, Page};
+use tally_invoicing::amounts::scaled;
+use tally_invoicing::invoices_repo::{self, InvoiceSummary};
+use tally_invoicing::lifecycle::next_number;
 
 /// The issuer prefix of invoice and credit note numbers (`TALLY_INVOICE_ISSUER`).
 #[derive(Debug, Clone)]

@@ -223,7 +223,7 @@ pub enum ApiError {
     EffectiveInPast(String),
     #[error(transparent)]
     Catalog(CatalogError),
-    /// A credit grant refused, with its code (see `credits_api`).
+    /// A credit grant refused, with its code (see `credits`).
     #[error("{1}")]
     Credit(Code, String),
     /// A correction of an invoice refused, with its code (see `corrections`).
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(names.len(), Code::ALL.len());
         for code in Code::ALL {
             let documented = code == Code::Internal
-                || crate::startup::OPENAPI.contains(&format!("`{}`", code.as_str()));
+                || crate::openapi::OPENAPI.contains(&format!("`{}`", code.as_str()));
             assert!(
                 documented,
                 "{} is not in schemas/openapi.json",

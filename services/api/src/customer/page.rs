@@ -22,12 +22,12 @@ use tally_platform::auth::{self, Principal};
 use tally_platform::catalog;
 
 use crate::auth::Staff;
-use crate::bill_view::{self, BillPage};
+use crate::customer::bill_view::{self, BillPage};
+use crate::customer::links::Signer;
+use crate::customer::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, RequestBody};
-use crate::invoices_repo;
-use crate::links::Signer;
-use crate::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
+use tally_invoicing::invoices_repo;
 
 #[derive(Clone)]
 pub struct PageState {
@@ -228,7 +228,7 @@ pub async fn bill_page(
         Vec::new()
     });
     let balances = match state.pool.acquire().await {
-        Ok(mut conn) => crate::credits_api::balances(&mut conn, &account, Utc::now()).await,
+        Ok(mut conn) => crate::credits::balances(&mut conn, &account, Utc::now()).await,
         Err(err) => Err(err),
     };
     let balances = match balances {

@@ -5,9 +5,10 @@ use reqwest::StatusCode;
 use rust_decimal_macros::dec;
 use serde_json::Value;
 use sqlx::PgPool;
+use tally_api::customer::links::Signer;
+use tally_api::startup;
 use tally_domain::{AccountId, Currency, ProviderId, ProviderKind};
-use tally_invoicing::links::Signer;
-use tally_invoicing::{apply_statements, startup};
+use tally_invoicing::apply_statements;
 use tally_platform::auth::{create_key, Principal};
 use tally_platform::onboarding;
 

@@ -14,10 +14,10 @@ use tally_domain::credits::{remaining_balance, unused_at_void, GrantStatus};
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_REASON};
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
-use crate::amounts::scaled;
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
+use tally_invoicing::amounts::scaled;
 
 /// Ask for a grant of credits to an account.
 #[derive(Debug, Deserialize)]

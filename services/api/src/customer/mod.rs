@@ -1,0 +1,8 @@
+//! Customers: their bill as JSON, the bill page and its CSV, sign-in
+//! sessions and signed bill links.
+
+pub mod bill;
+pub mod bill_view;
+pub mod links;
+pub mod page;
+pub mod sessions;
