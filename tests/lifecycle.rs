@@ -652,7 +652,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
             .iter()
             .map(|c| {
                 (
-                    c.currency.clone(),
+                    c.currency.to_string(),
                     c.invoices,
                     c.invoiced,
                     c.platform_revenue,

@@ -17,7 +17,7 @@ use tally_domain::{AccountId, Currency, ProviderId, Sku};
 use crate::auth::{self, AccountReader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
-use tally_invoicing::amounts::scaled;
+use tally_invoicing::amounts::{currency_of, fits};
 
 /// Ask for a grant of credits to an account.
 #[derive(Debug, Deserialize)]
@@ -77,7 +77,7 @@ pub struct GrantView {
         with = "rust_decimal::serde::str_option"
     )]
     cost_basis: Option<Decimal>,
-    currency: String,
+    currency: Currency,
     #[serde(with = "rust_decimal::serde::str")]
     amount: Decimal,
     priority: i32,
@@ -117,7 +117,7 @@ pub struct LedgerEntry {
     /// Signed: positive for a grant, negative for draws and voids.
     #[serde(with = "rust_decimal::serde::str")]
     amount: Decimal,
-    currency: String,
+    currency: Currency,
     /// The draw's invoice and its status, when it exists yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     invoice_id: Option<uuid::Uuid>,
@@ -151,16 +151,16 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
     let amount: Decimal = r.try_get("amount")?;
     let drawn: Decimal = r.try_get("drawn")?;
     let voided_amount: Decimal = r.try_get("voided_amount")?;
-    let remaining = remaining_balance(amount, drawn, voided_amount);
+    let remaining = fits(remaining_balance(amount, drawn, voided_amount))?;
     let voided_at: Option<DateTime<Utc>> = r.try_get("voided_at")?;
     let effective_at: DateTime<Utc> = r.try_get("effective_at")?;
     let expires_at: Option<DateTime<Utc>> = r.try_get("expires_at")?;
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     let (amount, drawn, voided_amount, remaining) = (
-        scaled(&currency, amount),
-        scaled(&currency, drawn),
-        scaled(&currency, voided_amount),
-        scaled(&currency, remaining),
+        currency.scaled(amount),
+        currency.scaled(drawn),
+        currency.scaled(voided_amount),
+        currency.scaled(remaining),
     );
     let status = GrantStatus::at(
         now,
@@ -176,7 +176,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         kind: r.try_get("kind")?,
         cost_basis: r
             .try_get::<Option<Decimal>, _>("cost_basis")?
-            .map(|c| scaled(&currency, c)),
+            .map(|c| currency.scaled(c)),
         amount,
         priority: r.try_get("priority")?,
         effective_at,
@@ -187,7 +187,7 @@ fn grant_view(r: &PgRow, now: DateTime<Utc>) -> Result<GrantView, sqlx::Error> {
         },
         cap_per_period: r
             .try_get::<Option<Decimal>, _>("cap_per_period")?
-            .map(|c| scaled(&currency, c)),
+            .map(|c| currency.scaled(c)),
         currency,
         drawn,
         voided_amount,
@@ -289,13 +289,13 @@ async fn ledger(
             let kind: String = r.try_get("kind")?;
             let amount: Decimal = r.try_get("amount")?;
             let period: Option<DateTime<Utc>> = r.try_get("period_start")?;
-            let currency: String = r.try_get("currency")?;
+            let currency = currency_of(r, "currency")?;
             let signed = if kind == "grant" { amount } else { -amount };
             Ok(LedgerEntry {
                 id: r.try_get("id")?,
                 grant_id: r.try_get("grant_id")?,
                 grant_name: r.try_get("grant_name")?,
-                amount: scaled(&currency, signed),
+                amount: currency.scaled(signed),
                 kind,
                 period: period.map(|p| p.format("%Y-%m").to_string()),
                 currency,
@@ -615,7 +615,7 @@ pub async fn void_grant(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let unused = unused_at_void(amount, drawn);
+    let unused = fits(unused_at_void(amount, drawn))?;
     sqlx::query(
         "UPDATE credit_grants SET voided_at = $2, voided_amount = $3, void_reason = $4 WHERE id = $1",
     )

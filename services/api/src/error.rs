@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tally_domain::InputError;
+use tally_domain::{InputError, MoneyError};
 use tally_platform::catalog::CatalogError;
 
 /// Every code the API answers with: a closed set, each with its status.
@@ -51,11 +51,12 @@ pub enum Code {
     UnknownLine,
     CreditExceedsLine,
     CreditExceedsInvoice,
+    AmountOverflow,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 42] = [
+    pub const ALL: [Code; 43] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -97,6 +98,7 @@ impl Code {
         Code::UnknownLine,
         Code::CreditExceedsLine,
         Code::CreditExceedsInvoice,
+        Code::AmountOverflow,
         Code::Internal,
     ];
 
@@ -144,6 +146,7 @@ impl Code {
             Code::UnknownLine => "unknown_line",
             Code::CreditExceedsLine => "credit_exceeds_line",
             Code::CreditExceedsInvoice => "credit_exceeds_invoice",
+            Code::AmountOverflow => "amount_overflow",
             Code::Internal => "internal",
         }
     }
@@ -182,7 +185,8 @@ impl Code {
             | Code::ReasonRequired
             | Code::UnknownLine
             | Code::CreditExceedsLine
-            | Code::CreditExceedsInvoice => StatusCode::UNPROCESSABLE_ENTITY,
+            | Code::CreditExceedsInvoice
+            | Code::AmountOverflow => StatusCode::UNPROCESSABLE_ENTITY,
             Code::AlreadyExists
             | Code::PriceVersionExists
             | Code::GrantVoided
@@ -280,6 +284,20 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// An amount that does not fit (`amount_overflow`, with what overflowed);
+/// any other money error is the code's fault (`internal`).
+impl From<MoneyError> for ApiError {
+    fn from(err: MoneyError) -> Self {
+        match err {
+            MoneyError::Overflow => ApiError::Refused(
+                Code::AmountOverflow,
+                "an amount is beyond what Tally can represent".to_owned(),
+            ),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
         match err {
@@ -327,6 +345,21 @@ mod tests {
         );
         assert_eq!(Code::InvoiceVoided.status(), StatusCode::CONFLICT);
         assert_eq!(Code::InvalidJson.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            Code::AmountOverflow.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    #[test]
+    fn an_overflow_is_amount_overflow_and_other_money_errors_are_internal() {
+        let overflow = ApiError::from(MoneyError::Overflow);
+        assert_eq!(overflow.code().as_str(), "amount_overflow");
+        assert_eq!(overflow.code().as_str(), MoneyError::Overflow.code());
+        assert_eq!(
+            ApiError::from(MoneyError::EmptySplit).code(),
+            Code::Internal
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tally_domain::credits::AppliedCredit;
-use tally_domain::{InvoiceStatus, Period, Statement, StatementLine};
+use tally_domain::money::checked;
+use tally_domain::{Currency, InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
-use crate::amounts::scaled;
+use crate::amounts::{currency_of, fits};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
@@ -368,7 +369,7 @@ pub struct InvoiceSummary {
     pub account_id: String,
     pub period: PeriodView,
     pub status: InvoiceStatus,
-    pub currency: String,
+    pub currency: Currency,
     pub statement_version: i64,
     /// The sum of the lines, before credits.
     #[serde(with = "rust_decimal::serde::str")]
@@ -469,9 +470,9 @@ const SUMMARY_COLUMNS: &str =
      finalized_at, voided_at, void_reason";
 
 fn summary(r: &PgRow) -> Result<InvoiceSummary, sqlx::Error> {
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     let amount =
-        |name: &str| -> Result<Decimal, sqlx::Error> { Ok(scaled(&currency, r.try_get(name)?)) };
+        |name: &str| -> Result<Decimal, sqlx::Error> { Ok(currency.scaled(r.try_get(name)?)) };
     Ok(InvoiceSummary {
         id: r.try_get("id")?,
         number: r.try_get("number")?,
@@ -506,9 +507,9 @@ async fn with_sections(
     .bind(summary.id)
     .fetch_all(&mut *conn)
     .await?;
-    let currency = summary.currency.as_str();
+    let currency = summary.currency;
     let amount = |r: &PgRow, name: &str| -> Result<Decimal, sqlx::Error> {
-        Ok(scaled(currency, r.try_get(name)?))
+        Ok(currency.scaled(r.try_get(name)?))
     };
     let mut sections: Vec<Section> = Vec::new();
     for r in rows {
@@ -522,7 +523,7 @@ async fn with_sections(
             quantity: r.try_get("quantity")?,
             unit_price: r
                 .try_get::<Option<Decimal>, _>("unit_price")?
-                .map(|p| scaled(currency, p)),
+                .map(|p| currency.scaled(p)),
             amount: amount(&r, "amount")?,
             list_amount: amount(&r, "list_amount")?,
             markup: amount(&r, "markup")?,
@@ -554,7 +555,7 @@ async fn with_sections(
         // provider's section.
         match sections.iter_mut().find(|s| s.provider.id == provider_id) {
             Some(s) => {
-                s.subtotal += line.amount;
+                s.subtotal = fits(checked::add(s.subtotal, line.amount))?;
                 s.lines.push(line);
             }
             _ => sections.push(Section {

@@ -199,7 +199,7 @@ async fn sections_group_lines_by_provider_in_statement_order_with_subtotals() {
         (Some(dec!(0.20)), 7, 3, "hour")
     );
     assert_eq!(invoice.summary.period.label, "2026-11");
-    assert_eq!(invoice.summary.currency, "USD");
+    assert_eq!(invoice.summary.currency.code(), "USD");
 }
 
 #[tokio::test]

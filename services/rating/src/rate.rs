@@ -288,6 +288,8 @@ fn count(
                 hour_of(event.time),
             ))
             .or_default();
+        // At most `Quantity::MAX` an event: cannot overflow in one batch
+        // (see `Increment::add`).
         hour.quantity += event.quantity.value();
         hour.events += 1;
         counted.touched.insert(

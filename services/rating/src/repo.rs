@@ -64,6 +64,9 @@ pub struct Increment {
 
 impl Increment {
     /// Folds one event in; the result does not depend on the order of events.
+    /// Unchecked on purpose: a quantity is at most `Quantity::MAX` (1e15), so
+    /// a batch would need some 8e13 events to overflow a `Decimal` (the
+    /// period's stored total is summed in PostgreSQL's `NUMERIC`).
     pub fn add(&mut self, time: DateTime<Utc>, event_id: &str, quantity: Decimal) {
         self.quantity += quantity;
         self.events += 1;

@@ -334,14 +334,15 @@ async fn apply_credits(
     } else {
         HashMap::new()
     };
-    let usable: Vec<Grant> = stored
-        .iter()
-        .filter_map(|g| {
-            let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
-            let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
-            g.usable_in(period, earliest, earlier, so_far)
-        })
-        .collect();
+    let mut usable: Vec<Grant> = Vec::with_capacity(stored.len());
+    for g in stored {
+        let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+        let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
+        let grant = g
+            .usable_in(period, earliest, earlier, so_far)
+            .map_err(|e| statement_error(&account, start, e.into()))?;
+        usable.extend(grant);
+    }
     let starts: Vec<DateTime<Utc>> = std::iter::once(start)
         .chain(origins.iter().map(Period::start))
         .collect();

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tally_domain::money::checked;
 use tally_domain::{Currency, Period, ProviderKind};
 use tally_platform::Config;
 
@@ -302,28 +303,40 @@ impl Gen<'_> {
 /// Per (account, period label): the amount due, computed without Tally.
 type Expected = HashMap<(String, String), Decimal>;
 
-fn expected_totals(gen: &Gen<'_>, events: u64, extra: &[(String, Planned)]) -> Expected {
+fn expected_totals(
+    gen: &Gen<'_>,
+    events: u64,
+    extra: &[(String, Planned)],
+) -> anyhow::Result<Expected> {
     let mut quantities: HashMap<(String, String, usize, usize), i64> = HashMap::new();
     let mut add = |account: &str, p: &Planned| {
         let label = Period::month_containing(p.time).label();
-        *quantities
+        let tenths = quantities
             .entry((account.to_owned(), label, p.provider, p.sku))
-            .or_default() += p.quantity;
+            .or_default();
+        *tenths = tenths
+            .checked_add(p.quantity)
+            .context("expected quantity overflows")?;
+        anyhow::Ok(())
     };
     for i in 0..events {
         let p = gen.plan(i);
-        add(&gen.catalog.accounts[p.account], &p);
+        add(&gen.catalog.accounts[p.account], &p)?;
     }
     for (account, p) in extra {
-        add(account, p);
+        add(account, p)?;
     }
     let usd = Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is ISO 4217"));
     let mut totals: Expected = HashMap::new();
     for ((account, label, provider, sku), tenths) in quantities {
-        let amount = usd.round(Decimal::new(tenths, 1) * gen.catalog.skus[provider][sku].1);
-        *totals.entry((account, label)).or_default() += amount;
+        let amount = usd.round(checked::mul(
+            Decimal::new(tenths, 1),
+            gen.catalog.skus[provider][sku].1,
+        )?);
+        let total = totals.entry((account, label)).or_default();
+        *total = checked::add(*total, amount)?;
     }
-    totals
+    Ok(totals)
 }
 
 /// A child `tally up --only <service>` process.
@@ -681,7 +694,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
 
     // 3. Exactness of every invoice, throughput and freshness events together.
-    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned);
+    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let exact = loop {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =

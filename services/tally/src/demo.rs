@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use tally_domain::money::checked;
 use tally_domain::{Currency, Period, ProviderKind};
 use tally_platform::Config;
 use tokio_util::sync::CancellationToken;
@@ -230,7 +231,8 @@ const DEMO_CREDIT: Decimal = Decimal::from_parts(500, 0, 0, false, 0);
 fn expected_totals(planned: &[Planned]) -> anyhow::Result<BTreeMap<(String, String), Decimal>> {
     let mut quantities: BTreeMap<(String, String, String), Decimal> = BTreeMap::new();
     for (account, period, sku, q) in planned.iter().filter_map(|p| p.billed.clone()) {
-        *quantities.entry((account, period, sku)).or_default() += q;
+        let quantity = quantities.entry((account, period, sku)).or_default();
+        *quantity = checked::add(*quantity, q)?;
     }
     let mut totals: BTreeMap<(String, String), Decimal> = BTreeMap::new();
     for ((account, period, sku), q) in quantities {
@@ -239,15 +241,16 @@ fn expected_totals(planned: &[Planned]) -> anyhow::Result<BTreeMap<(String, Stri
             .find(|a| a.0 == account)
             .map_or("USD", |a| a.2);
         let price = price_of(&sku, currency).context("demo price")?;
-        let amount = Currency::parse(currency)?.round(q * price);
-        *totals.entry((account, period)).or_default() += amount;
+        let amount = Currency::parse(currency)?.round(checked::mul(q, price)?);
+        let total = totals.entry((account, period)).or_default();
+        *total = checked::add(*total, amount)?;
     }
     let mut credit = DEMO_CREDIT;
     for ((account, _), total) in totals.iter_mut() {
         if account == "globex" {
             let paid = credit.min(*total);
-            *total -= paid;
-            credit -= paid;
+            *total = checked::sub(*total, paid)?;
+            credit = checked::sub(credit, paid)?;
         }
     }
     Ok(totals)

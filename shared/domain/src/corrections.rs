@@ -14,6 +14,7 @@
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
+use crate::money::checked;
 use crate::{Currency, Money, MoneyError};
 
 /// An invoice line as a credit note sees it.
@@ -71,6 +72,7 @@ impl CreditNoteError {
             CreditNoteError::InvalidAmount { .. } => "invalid_amount",
             CreditNoteError::ExceedsLine { .. } => "credit_exceeds_line",
             CreditNoteError::ExceedsInvoice { .. } => "credit_exceeds_invoice",
+            CreditNoteError::Money(MoneyError::Overflow) => "amount_overflow",
             CreditNoteError::Money(_) => "internal",
         }
     }
@@ -99,7 +101,7 @@ pub fn credit_note(
         let line = lines
             .get_mut(&position)
             .ok_or(CreditNoteError::UnknownLine(position))?;
-        let left = line.amount - line.credited;
+        let left = checked::sub(line.amount, line.credited)?;
         let amount = amount.unwrap_or(left);
         if amount <= Decimal::ZERO || currency.round(amount) != amount {
             return Err(CreditNoteError::InvalidAmount { position, amount });
@@ -111,28 +113,30 @@ pub fn credit_note(
                 left,
             });
         }
-        line.credited += amount;
+        line.credited = checked::add(line.credited, amount)?;
         let partner_part = if line.amount.is_zero() {
             Decimal::ZERO
         } else {
-            currency.round(line.credited * line.partner_net / line.amount) - line.partner_credited
+            let share = checked::div(checked::mul(line.credited, line.partner_net)?, line.amount)?;
+            checked::sub(currency.round(share), line.partner_credited)?
         };
-        line.partner_credited += partner_part;
+        line.partner_credited = checked::add(line.partner_credited, partner_part)?;
         out.push(CreditSplit {
             position,
             amount,
-            platform_part: amount - partner_part,
+            platform_part: checked::sub(amount, partner_part)?,
             partner_part,
         });
     }
     if out.is_empty() {
         return Err(CreditNoteError::NothingToCredit);
     }
-    let total: Decimal = out.iter().map(|l| l.amount).sum();
-    if credited_before + total > due {
+    let total = checked::sum(out.iter().map(|l| l.amount))?;
+    let credited = checked::add(credited_before, total)?;
+    if credited > due {
         return Err(CreditNoteError::ExceedsInvoice {
             total,
-            credited: credited_before + total,
+            credited,
             due,
         });
     }
@@ -147,13 +151,15 @@ fn whole_invoice(
     credited_before: Decimal,
     lines: &BTreeMap<i32, CreditableLine>,
 ) -> Result<Vec<(i32, Option<Decimal>)>, CreditNoteError> {
-    let open: Vec<(i32, Decimal)> = lines
-        .iter()
-        .map(|(p, l)| (*p, l.amount - l.credited))
-        .filter(|(_, left)| *left > Decimal::ZERO)
-        .collect();
+    let mut open: Vec<(i32, Decimal)> = Vec::with_capacity(lines.len());
+    for (position, line) in lines {
+        let left = checked::sub(line.amount, line.credited)?;
+        if left > Decimal::ZERO {
+            open.push((*position, left));
+        }
+    }
     let weights: Vec<Decimal> = open.iter().map(|(_, left)| *left).collect();
-    let target = (due - credited_before).min(weights.iter().copied().sum());
+    let target = checked::sub(due, credited_before)?.min(checked::sum(weights.iter().copied())?);
     if open.is_empty() || target <= Decimal::ZERO {
         return Err(CreditNoteError::NothingToCredit);
     }
@@ -295,6 +301,34 @@ mod tests {
         );
         assert_eq!(refused(&[], dec!(10.00)), CreditNoteError::NothingToCredit);
         assert_eq!(refused(&[], dec!(10.00)).code(), "nothing_to_credit");
+    }
+
+    #[test]
+    fn a_note_at_the_decimal_limits_is_an_error_not_a_panic() {
+        let overflow = CreditNoteError::Money(MoneyError::Overflow);
+        // The partner's share of a whole line at the limit: MAX × MAX / MAX.
+        let huge = [line(0, Decimal::MAX, Decimal::MAX)];
+        let err = credit_note(usd(), Decimal::MAX, dec!(0), &huge, &[(0, None)]).unwrap_err();
+        assert_eq!(err, overflow);
+        assert_eq!(err.code(), "amount_overflow");
+        // A whole-invoice note over two lines whose sum does not fit.
+        let two = [
+            line(0, Decimal::MAX, dec!(0)),
+            line(1, Decimal::MAX, dec!(0)),
+        ];
+        assert_eq!(
+            credit_note(usd(), Decimal::MAX, dec!(0), &two, &[]),
+            Err(overflow.clone())
+        );
+        // Credited before at the limit, and one more note.
+        let small = [line(0, dec!(1.00), dec!(0))];
+        assert_eq!(
+            credit_note(usd(), Decimal::MAX, Decimal::MAX, &small, &[(0, None)]),
+            Err(overflow)
+        );
+        // Within the limits, a line at MAX credits exactly.
+        let note = credit_note(usd(), Decimal::MAX, dec!(0), &two[..1], &[(0, None)]).unwrap();
+        assert_eq!(parts(&note), [(0, Decimal::MAX, Decimal::MAX, dec!(0))]);
     }
 
     proptest! {

@@ -23,6 +23,50 @@ pub enum MoneyError {
     EmptySplit,
 }
 
+impl MoneyError {
+    /// The stable code of the error (the same codes ingest, rating's dead
+    /// letters and the API use): `amount_overflow` when an amount does not
+    /// fit in a `Decimal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MoneyError::UnknownCurrency(_) | MoneyError::NotACurrency(_) => "unknown_currency",
+            MoneyError::CurrencyMismatch { .. } => "currency_mismatch",
+            MoneyError::Overflow => "amount_overflow",
+            MoneyError::EmptySplit => "internal",
+        }
+    }
+}
+
+/// Checked arithmetic on plain amounts (and the quantities and rates that
+/// make them), where the currency travels beside the number rather than
+/// in a [`Money`]: an overflow is [`MoneyError::Overflow`], never a panic.
+pub mod checked {
+    use super::MoneyError;
+    use rust_decimal::Decimal;
+
+    pub fn add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+        a.checked_add(b).ok_or(MoneyError::Overflow)
+    }
+
+    pub fn sub(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+        a.checked_sub(b).ok_or(MoneyError::Overflow)
+    }
+
+    pub fn mul(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+        a.checked_mul(b).ok_or(MoneyError::Overflow)
+    }
+
+    /// `a / b`; a zero `b` is an overflow too (callers rule it out first).
+    pub fn div(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+        a.checked_div(b).ok_or(MoneyError::Overflow)
+    }
+
+    /// The sum of `amounts`; an empty list sums to zero.
+    pub fn sum(amounts: impl IntoIterator<Item = Decimal>) -> Result<Decimal, MoneyError> {
+        amounts.into_iter().try_fold(Decimal::ZERO, add)
+    }
+}
+
 /// How a currency rounds to its minor unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -347,6 +391,35 @@ mod tests {
         let parts = total.split(&[dec!(1), dec!(1), dec!(1)]).unwrap();
         let amounts: Vec<_> = parts.iter().map(Money::amount).collect();
         assert_eq!(amounts, vec![dec!(33.34), dec!(33.33), dec!(33.33)]);
+    }
+
+    #[test]
+    fn checked_arithmetic_at_the_limits_is_an_error_not_a_panic() {
+        use super::checked;
+        assert_eq!(
+            checked::add(Decimal::MAX, dec!(1)),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            checked::sub(Decimal::MIN, dec!(1)),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            checked::mul(Decimal::MAX, dec!(2)),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(checked::div(dec!(1), dec!(0)), Err(MoneyError::Overflow));
+        assert_eq!(
+            checked::sum([Decimal::MAX, dec!(-1), dec!(1)]),
+            Ok(Decimal::MAX)
+        );
+        assert_eq!(
+            checked::sum([Decimal::MAX, dec!(1), dec!(-1)]),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(checked::sum([]), Ok(Decimal::ZERO));
+        assert_eq!(checked::div(dec!(10.00), dec!(4)), Ok(dec!(2.5)));
+        assert_eq!(MoneyError::Overflow.code(), "amount_overflow");
     }
 
     proptest! {

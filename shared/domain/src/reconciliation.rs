@@ -9,6 +9,9 @@
 
 use rust_decimal::Decimal;
 
+use crate::money::checked::{add, sub};
+use crate::MoneyError;
+
 /// One month's figures in one currency, as read from the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonthFigures {
@@ -50,17 +53,24 @@ impl Identity {
 }
 
 impl MonthFigures {
-    pub fn identity(&self) -> Identity {
-        let invoiced = self.subtotals - self.voided - self.credit_notes;
-        let platform_revenue = self.platform_fees - self.platform_credited - self.credits_applied;
-        Identity {
+    /// The identity of the month; an amount beyond `Decimal` is an error.
+    pub fn identity(&self) -> Result<Identity, MoneyError> {
+        let invoiced = sub(sub(self.subtotals, self.voided)?, self.credit_notes)?;
+        let platform_revenue = sub(
+            sub(self.platform_fees, self.platform_credited)?,
+            self.credits_applied,
+        )?;
+        let accounted = add(
+            add(platform_revenue, self.partner_settlements)?,
+            self.credits_applied,
+        )?;
+        Ok(Identity {
             invoiced,
             platform_revenue,
             partner_settlements: self.partner_settlements,
             credits_applied: self.credits_applied,
-            difference: invoiced
-                - (platform_revenue + self.partner_settlements + self.credits_applied),
-        }
+            difference: sub(invoiced, accounted)?,
+        })
     }
 }
 
@@ -95,7 +105,8 @@ pub fn invoice_problems(number: &str, f: &InvoiceFigures) -> Vec<String> {
             f.credits_total, f.credits
         ));
     }
-    if f.total != f.subtotal - f.credits_total {
+    // A subtotal and credits whose difference does not fit are no total either.
+    if sub(f.subtotal, f.credits_total) != Ok(f.total) {
         problems.push(format!(
             "{number}: total {} is not {} - {}",
             f.total, f.subtotal, f.credits_total
@@ -141,7 +152,7 @@ mod tests {
             credits_applied: dec!(20.00),
             partner_settlements: dec!(560.00),
         };
-        let identity = month.identity();
+        let identity = month.identity().unwrap();
         assert_eq!(
             identity,
             Identity {
@@ -163,7 +174,7 @@ mod tests {
             partner_settlements: dec!(79.99),
             ..MonthFigures::default()
         };
-        let identity = month.identity();
+        let identity = month.identity().unwrap();
         assert_eq!(identity.difference, dec!(0.01));
         assert!(!identity.holds());
     }
@@ -204,6 +215,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn figures_at_the_decimal_limits_are_an_error_or_a_problem_not_a_panic() {
+        let month = MonthFigures {
+            subtotals: Decimal::MIN,
+            voided: dec!(1),
+            ..MonthFigures::default()
+        };
+        assert_eq!(month.identity(), Err(MoneyError::Overflow));
+        let month = MonthFigures {
+            platform_fees: Decimal::MAX,
+            partner_settlements: dec!(1),
+            ..MonthFigures::default()
+        };
+        assert_eq!(month.identity(), Err(MoneyError::Overflow));
+        // A total beside a subtotal and credits whose difference does not fit.
+        let figures = InvoiceFigures {
+            subtotal: Decimal::MAX,
+            credits_total: dec!(-1),
+            total: Decimal::MAX,
+            lines: Decimal::MAX,
+            credits: dec!(-1),
+            drawn: dec!(-1),
+            split_off: 0,
+        };
+        assert_eq!(
+            invoice_problems("TLY-2026-000001", &figures),
+            [format!(
+                "TLY-2026-000001: total {} is not {} - -1",
+                Decimal::MAX,
+                Decimal::MAX
+            )]
+        );
+    }
+
     proptest! {
         /// Splitting each invoiced line into platform fee, partner net and
         /// credits applied, whatever the amounts, the identity holds.
@@ -227,7 +272,7 @@ mod tests {
                 credits_applied: credits,
                 partner_settlements: partner,
             };
-            let identity = month.identity();
+            let identity = month.identity().unwrap();
             prop_assert!(identity.holds());
             prop_assert_eq!(
                 identity.invoiced,

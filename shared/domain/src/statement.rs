@@ -2,6 +2,7 @@
 //! the period's usage aggregates and their price versions.
 
 use crate::credits::AppliedCredit;
+use crate::money::checked::{add as checked_add, sub as checked_sub};
 use crate::plan::PlanFee;
 use crate::{
     AccountId, BindingId, Currency, MoneyError, Period, PriceBook, PricingError, ProviderId, Sku,
@@ -669,14 +670,6 @@ impl Economics {
             partner_net: checked_sub(list_amount, platform_fee)?,
         })
     }
-}
-
-fn checked_add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
-    a.checked_add(b).ok_or(MoneyError::Overflow)
-}
-
-fn checked_sub(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
-    a.checked_sub(b).ok_or(MoneyError::Overflow)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use tally_domain::credits::GrantStatus;
+use tally_domain::money::checked;
+use tally_domain::{Currency, Money, MoneyError};
 
 use crate::credits::Balance;
 use tally_invoicing::invoices_repo::{Invoice, PeriodView};
@@ -31,11 +33,9 @@ pub struct BillPage<'a> {
     pub balances: &'a [Balance],
 }
 
-fn money(amount: Decimal, currency: &str) -> String {
-    format!(
-        "{} {currency}",
-        tally_invoicing::amounts::scaled(currency, amount)
-    )
+/// `"10.00 USD"`: the amount with its currency's exponent, and its code.
+fn money(amount: Decimal, currency: Currency) -> String {
+    Money::new(amount, currency).to_string()
 }
 
 const STYLE: &str = r#"
@@ -69,7 +69,7 @@ svg { width: 100%; height: auto; }
 
 pub fn render(page: &BillPage<'_>) -> Markup {
     let inv = &page.invoice.summary;
-    let cur = inv.currency.as_str();
+    let cur = inv.currency;
     let number = inv
         .number
         .clone()
@@ -226,39 +226,11 @@ fn chart(page: &BillPage<'_>) -> Markup {
     let start = inv.summary.period.start.date_naive();
     let end = inv.summary.period.end.date_naive();
     let days = (end - start).num_days().max(1);
-    let mut line_totals: BTreeMap<i64, Decimal> = BTreeMap::new();
-    for (_, price, q) in page.daily {
-        *line_totals.entry(*price).or_default() += *q;
-    }
-    let mut series = Vec::new();
-    for section in &inv.sections {
-        let mut per_day = vec![Decimal::ZERO; usize::try_from(days).unwrap_or(31)];
-        for line in &section.lines {
-            let total_q = line_totals.get(&line.price_id).copied().unwrap_or_default();
-            if total_q.is_zero() {
-                continue;
-            }
-            for (day, _, q) in page.daily.iter().filter(|d| d.1 == line.price_id) {
-                let index = usize::try_from((*day - start).num_days()).unwrap_or(0);
-                if let Some(slot) = per_day.get_mut(index) {
-                    *slot += line.amount * *q / total_q;
-                }
-            }
-        }
-        let shown = usize::try_from((page.today - start).num_days() + 1)
-            .unwrap_or(0)
-            .clamp(1, per_day.len().max(1));
-        let mut running = Decimal::ZERO;
-        let cumulative: Vec<Decimal> = per_day
-            .iter()
-            .take(shown)
-            .map(|d| {
-                running += *d;
-                running
-            })
-            .collect();
-        series.push((section.provider.name.clone(), section.subtotal, cumulative));
-    }
+    // Amounts beyond `Decimal` (none a bill can hold) leave the chart out;
+    // the tables still show every amount.
+    let Ok(series) = spend_series(page, start, days) else {
+        return html! {};
+    };
     let max = series
         .iter()
         .map(|(_, subtotal, _)| *subtotal)
@@ -268,7 +240,7 @@ fn chart(page: &BillPage<'_>) -> Markup {
     let (w, h, left, bottom) = (640.0_f64, 240.0_f64, 56.0_f64, 24.0_f64);
     let x = |i: usize| left + (w - left - 8.0) * (i as f64 + 1.0) / days as f64;
     let y = |v: Decimal| {
-        let ratio = (v / max).to_f64().unwrap_or(0.0);
+        let ratio = v.checked_div(max).and_then(|r| r.to_f64()).unwrap_or(0.0);
         (h - bottom) - (h - bottom - 8.0) * ratio
     };
     let cur = &inv.summary.currency;
@@ -338,7 +310,7 @@ pub fn csv(invoice: &Invoice) -> String {
                 csv_text(&s.period.label),
                 csv_text(number),
                 csv_text(s.status.as_str()),
-                csv_text(&s.currency),
+                csv_text(s.currency.code()),
                 csv_text(section.provider.id.as_str()),
                 csv_text(&section.provider.name),
                 csv_text(l.sku.as_str()),
@@ -359,7 +331,7 @@ pub fn csv(invoice: &Invoice) -> String {
             csv_text(&s.period.label),
             csv_text(number),
             csv_text(s.status.as_str()),
-            csv_text(&s.currency),
+            csv_text(s.currency.code()),
             csv_text(description),
             amount
         ));
@@ -372,4 +344,98 @@ pub fn csv(invoice: &Invoice) -> String {
     }
     summary_row("total", s.total);
     out
+}
+
+/// Per provider section: its name, subtotal and cumulative spend per day
+/// up to today, each line's amount spread over the days by its usage.
+fn spend_series(
+    page: &BillPage<'_>,
+    start: NaiveDate,
+    days: i64,
+) -> Result<Vec<(String, Decimal, Vec<Decimal>)>, MoneyError> {
+    let inv = &page.invoice;
+    let mut line_totals: BTreeMap<i64, Decimal> = BTreeMap::new();
+    for (_, price, q) in page.daily {
+        let total = line_totals.entry(*price).or_default();
+        *total = checked::add(*total, *q)?;
+    }
+    let mut series = Vec::new();
+    for section in &inv.sections {
+        let mut per_day = vec![Decimal::ZERO; usize::try_from(days).unwrap_or(31)];
+        for line in &section.lines {
+            let total_q = line_totals.get(&line.price_id).copied().unwrap_or_default();
+            if total_q.is_zero() {
+                continue;
+            }
+            for (day, _, q) in page.daily.iter().filter(|d| d.1 == line.price_id) {
+                let index = usize::try_from((*day - start).num_days()).unwrap_or(0);
+                if let Some(slot) = per_day.get_mut(index) {
+                    let share = checked::div(checked::mul(line.amount, *q)?, total_q)?;
+                    *slot = checked::add(*slot, share)?;
+                }
+            }
+        }
+        let shown = usize::try_from((page.today - start).num_days() + 1)
+            .unwrap_or(0)
+            .clamp(1, per_day.len().max(1));
+        let mut running = Decimal::ZERO;
+        let mut cumulative = Vec::with_capacity(shown);
+        for d in per_day.iter().take(shown) {
+            running = checked::add(running, *d)?;
+            cumulative.push(running);
+        }
+        series.push((section.provider.name.clone(), section.subtotal, cumulative));
+    }
+    Ok(series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finance::invoices::tests::sample;
+
+    fn page<'a>(invoice: &'a Invoice, daily: &'a [(NaiveDate, i64, Decimal)]) -> BillPage<'a> {
+        BillPage {
+            account_name: "Acme",
+            invoice,
+            periods: &[],
+            daily,
+            today: NaiveDate::from_ymd_opt(2026, 11, 30).unwrap_or_default(),
+            auth_query: "",
+            signed_in: false,
+            balances: &[],
+        }
+    }
+
+    #[test]
+    fn the_chart_spreads_each_line_over_its_days_and_leaves_out_what_overflows() {
+        let usd = Currency::parse("USD").unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let mut invoice = sample(usd);
+        // 1 hour on the 2nd, 2 on the 4th: 0.50 and 1.00 of the 1.50.
+        let daily = [(day(2), 7, Decimal::ONE), (day(4), 7, Decimal::TWO)];
+        let start = day(1);
+        let series = spend_series(&page(&invoice, &daily), start, 30).unwrap();
+        assert_eq!(series.len(), 1);
+        let (name, subtotal, cumulative) = &series[0];
+        assert_eq!((name.as_str(), *subtotal), ("DB Co", Decimal::new(1500, 3)));
+        assert_eq!(cumulative.len(), 30);
+        assert_eq!(
+            cumulative[..5],
+            [
+                Decimal::ZERO,
+                Decimal::new(5, 1),
+                Decimal::new(5, 1),
+                Decimal::new(15, 1),
+                Decimal::new(15, 1)
+            ]
+        );
+        // A line at the limit of `Decimal`: amount × quantity overflows.
+        invoice.sections[0].lines[0].amount = Decimal::MAX;
+        assert_eq!(
+            spend_series(&page(&invoice, &daily), start, 30),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(chart(&page(&invoice, &daily)).into_string(), "");
+    }
 }

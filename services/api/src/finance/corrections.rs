@@ -20,14 +20,15 @@ use std::collections::BTreeMap;
 use tally_domain::corrections::{self, CreditNoteError, CreditableLine};
 use tally_domain::input::{check_text, MAX_REASON};
 use tally_domain::invoice::{IllegalTransition, InvoiceEvent, InvoiceStatus};
-use tally_domain::Currency;
+use tally_domain::money::checked;
+use tally_domain::{Currency, MoneyError};
 use uuid::Uuid;
 
 use crate::auth::{Reader, Staff};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::finance::invoices::{parse_period, Page};
-use tally_invoicing::amounts::scaled;
+use tally_invoicing::amounts::currency_of;
 use tally_invoicing::invoices_repo::{self, InvoiceSummary};
 use tally_invoicing::lifecycle::next_number;
 
@@ -112,7 +113,7 @@ pub async fn void_invoice(
 struct Locked {
     status: InvoiceStatus,
     account: String,
-    currency: String,
+    currency: Currency,
     total: Decimal,
 }
 
@@ -128,7 +129,7 @@ async fn lock_invoice(conn: &mut PgConnection, id: Uuid) -> Result<Locked, ApiEr
         status: InvoiceStatus::parse(row.try_get("status")?)
             .map_err(|e| ApiError::Internal(e.into()))?,
         account: row.try_get("account_id")?,
-        currency: row.try_get("currency")?,
+        currency: currency_of(&row, "currency")?,
         total: row.try_get("total")?,
     })
 }
@@ -177,7 +178,7 @@ pub struct CreditNote {
     pub number: String,
     pub invoice_id: Uuid,
     pub account_id: String,
-    pub currency: String,
+    pub currency: Currency,
     pub reason: String,
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
@@ -188,12 +189,12 @@ pub struct CreditNote {
 impl CreditNote {
     /// Its amounts with the currency's exponent, as the API shows them.
     fn scaled(mut self) -> Self {
-        let c = self.currency.as_str();
-        self.total = scaled(c, self.total);
+        let c = self.currency;
+        self.total = c.scaled(self.total);
         for l in &mut self.lines {
-            l.amount = scaled(c, l.amount);
-            l.platform_part = scaled(c, l.platform_part);
-            l.partner_part = scaled(c, l.partner_part);
+            l.amount = c.scaled(l.amount);
+            l.platform_part = c.scaled(l.platform_part);
+            l.partner_part = c.scaled(l.partner_part);
         }
         self
     }
@@ -214,6 +215,7 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
         CreditNoteError::InvalidAmount { .. } => Code::InvalidAmount,
         CreditNoteError::ExceedsLine { .. } => Code::CreditExceedsLine,
         CreditNoteError::ExceedsInvoice { .. } => Code::CreditExceedsInvoice,
+        CreditNoteError::Money(MoneyError::Overflow) => Code::AmountOverflow,
         CreditNoteError::Money(_) => Code::Internal,
     };
     debug_assert_eq!(code.as_str(), e.code());
@@ -234,7 +236,7 @@ fn credit_note_refused(id: Uuid, currency: Currency, e: CreditNoteError) -> ApiE
         CreditNoteError::ExceedsLine { .. } | CreditNoteError::ExceedsInvoice { .. } => {
             refused(code, e.to_string())
         }
-        CreditNoteError::Money(e) => ApiError::Internal(e.into()),
+        CreditNoteError::Money(e) => e.into(),
     }
 }
 
@@ -278,7 +280,7 @@ pub async fn create_credit_note(
             ))
         }
     }
-    let currency = Currency::parse(&invoice.currency).map_err(|e| ApiError::Internal(e.into()))?;
+    let currency = invoice.currency;
     let rows = sqlx::query(
         "SELECT l.position, l.provider_id, l.sku_id, l.description, l.amount, l.partner_net,
                 COALESCE(c.amount, 0) AS credited, COALESCE(c.partner_part, 0) AS partner_credited
@@ -350,7 +352,7 @@ pub async fn create_credit_note(
             partner_part: split.partner_part,
         });
     }
-    let total: Decimal = out.iter().map(|l| l.amount).sum();
+    let total = checked::sum(out.iter().map(|l| l.amount))?;
     let now = Utc::now();
     let number = next_number(&mut tx, &format!("{}-CN", issuer.0), now.year()).await?;
     let note_id = Uuid::now_v7();
@@ -362,7 +364,7 @@ pub async fn create_credit_note(
     .bind(&number)
     .bind(id)
     .bind(&invoice.account)
-    .bind(&invoice.currency)
+    .bind(invoice.currency.code())
     .bind(&reason)
     .bind(total)
     .bind(now)
@@ -461,7 +463,7 @@ async fn load_notes(
                 number: r.try_get("number")?,
                 invoice_id: r.try_get("invoice_id")?,
                 account_id: r.try_get("account_id")?,
-                currency: r.try_get("currency")?,
+                currency: currency_of(&r, "currency")?,
                 reason: r.try_get("reason")?,
                 total: r.try_get("total")?,
                 created_at: r.try_get("created_at")?,
@@ -570,4 +572,28 @@ pub async fn invoice_credit_notes(
         data,
         next_cursor: None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credit_note_that_overflows_is_refused_with_amount_overflow() {
+        let usd = Currency::parse("USD").unwrap();
+        let refusal = |e| credit_note_refused(Uuid::nil(), usd, e).code();
+        assert_eq!(
+            refusal(CreditNoteError::Money(MoneyError::Overflow)),
+            Code::AmountOverflow
+        );
+        assert_eq!(
+            Code::AmountOverflow.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            refusal(CreditNoteError::Money(MoneyError::EmptySplit)),
+            Code::Internal
+        );
+        assert_eq!(refusal(CreditNoteError::UnknownLine(4)), Code::UnknownLine);
+    }
 }

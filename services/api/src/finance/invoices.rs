@@ -82,3 +82,90 @@ pub async fn get_invoice(
         .map(Json)
         .ok_or_else(not_found)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use rust_decimal_macros::dec;
+    use tally_domain::Currency;
+    use tally_invoicing::invoices_repo::{LineView, PeriodView, ProviderView, Section};
+
+    /// A finalized November invoice of acme in `currency`: one DB Co line,
+    /// 3 hours at 0.5 (1.5, of which the partner nets 1.2).
+    pub(crate) fn sample(currency: Currency) -> Invoice {
+        let at = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
+        Invoice {
+            summary: InvoiceSummary {
+                id: Uuid::nil(),
+                number: Some("TLY-2026-000001".into()),
+                account_id: "acme".into(),
+                period: PeriodView {
+                    start: at(1),
+                    end: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                    label: "2026-11".into(),
+                },
+                status: InvoiceStatus::Finalized,
+                currency,
+                statement_version: 3,
+                subtotal: currency.scaled(dec!(1.5)),
+                credits_total: currency.scaled(dec!(0)),
+                total: currency.scaled(dec!(1.5)),
+                created_at: at(2),
+                updated_at: at(3),
+                finalized_at: Some(at(3)),
+                voided_at: None,
+                void_reason: None,
+            },
+            sections: vec![Section {
+                provider: ProviderView {
+                    id: "dbco".into(),
+                    name: "DB Co".into(),
+                    kind: "partner".into(),
+                },
+                lines: vec![LineView {
+                    kind: "usage".into(),
+                    sku: "dbco.db".into(),
+                    price_id: 7,
+                    description: "DB".into(),
+                    unit: "hour".into(),
+                    quantity: dec!(3),
+                    unit_price: Some(currency.scaled(dec!(0.5))),
+                    amount: currency.scaled(dec!(1.5)),
+                    list_amount: currency.scaled(dec!(1.5)),
+                    markup: currency.scaled(dec!(0)),
+                    platform_fee: currency.scaled(dec!(0.3)),
+                    partner_net: currency.scaled(dec!(1.2)),
+                    price_effective_from: at(1),
+                    event_count: 2,
+                    adjusts: None,
+                    resource: None,
+                }],
+                subtotal: currency.scaled(dec!(1.5)),
+            }],
+            credits: vec![],
+        }
+    }
+
+    #[test]
+    fn an_invoice_serializes_its_currency_as_the_code_and_amounts_with_its_exponent() {
+        let invoice = sample(Currency::parse("BHD").unwrap());
+        assert_eq!(
+            serde_json::to_string(&invoice).unwrap(),
+            concat!(
+                r#"{"id":"00000000-0000-0000-0000-000000000000","number":"TLY-2026-000001","#,
+                r#""account_id":"acme","period":{"start":"2026-11-01T00:00:00Z","#,
+                r#""end":"2026-12-01T00:00:00Z","label":"2026-11"},"status":"finalized","#,
+                r#""currency":"BHD","statement_version":3,"subtotal":"1.500","#,
+                r#""credits_total":"0.000","total":"1.500","created_at":"2026-11-02T00:00:00Z","#,
+                r#""updated_at":"2026-11-03T00:00:00Z","finalized_at":"2026-11-03T00:00:00Z","#,
+                r#""sections":[{"provider":{"id":"dbco","name":"DB Co","kind":"partner"},"#,
+                r#""lines":[{"kind":"usage","sku":"dbco.db","price_id":7,"description":"DB","#,
+                r#""unit":"hour","quantity":"3","unit_price":"0.500","amount":"1.500","#,
+                r#""list_amount":"1.500","markup":"0.000","platform_fee":"0.300","#,
+                r#""partner_net":"1.200","price_effective_from":"2026-11-01T00:00:00Z","#,
+                r#""event_count":2}],"subtotal":"1.500"}],"credits":[]}"#
+            )
+        );
+    }
+}

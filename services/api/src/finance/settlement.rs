@@ -14,15 +14,16 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::money::checked;
 use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
-use tally_domain::{spreadsheet, Period};
+use tally_domain::{spreadsheet, Currency, MoneyError, Period};
 use tally_platform::auth::Principal;
 
 use crate::auth::{Caller, Staff};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::finance::invoices::parse_period;
-use tally_invoicing::amounts::scaled;
+use tally_invoicing::amounts::{currency_of, fits, parse_stored};
 
 /// One partner's settlement figures for one SKU and account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -44,22 +45,23 @@ pub struct Figures {
 
 impl Figures {
     /// With the exponent of `currency`, as the API shows them.
-    fn scale(&mut self, currency: &str) {
+    fn scale(&mut self, currency: Currency) {
         for figure in [
             &mut self.gross_list,
             &mut self.platform_fee,
             &mut self.credit_notes,
             &mut self.net_payable,
         ] {
-            *figure = scaled(currency, *figure);
+            *figure = currency.scaled(*figure);
         }
     }
 
-    fn add(&mut self, other: &Figures) {
-        self.gross_list += other.gross_list;
-        self.platform_fee += other.platform_fee;
-        self.credit_notes += other.credit_notes;
-        self.net_payable += other.net_payable;
+    fn add(&mut self, other: &Figures) -> Result<(), MoneyError> {
+        self.gross_list = checked::add(self.gross_list, other.gross_list)?;
+        self.platform_fee = checked::add(self.platform_fee, other.platform_fee)?;
+        self.credit_notes = checked::add(self.credit_notes, other.credit_notes)?;
+        self.net_payable = checked::add(self.net_payable, other.net_payable)?;
+        Ok(())
     }
 }
 
@@ -73,7 +75,7 @@ pub struct Keyed {
 /// A partner's statement in one currency.
 #[derive(Debug, Clone, Serialize)]
 pub struct CurrencySettlement {
-    pub currency: String,
+    pub currency: Currency,
     #[serde(flatten)]
     pub totals: Figures,
     pub by_sku: Vec<Keyed>,
@@ -133,14 +135,14 @@ pub async fn settlements(
     let mut out: Vec<Settlement> = Vec::new();
     for r in &rows {
         let provider_id: String = r.try_get("provider_id")?;
-        let currency: String = r.try_get("currency")?;
+        let currency = currency_of(r, "currency")?;
         let back: Decimal = r.try_get("back")?;
         let net: Decimal = r.try_get("partner_net")?;
         let figures = Figures {
             gross_list: r.try_get("gross_list")?,
             platform_fee: r.try_get("platform_fee")?,
             credit_notes: back,
-            net_payable: net - back,
+            net_payable: fits(checked::sub(net, back))?,
         };
         if out.last().is_none_or(|s| s.provider_id != provider_id) {
             out.push(Settlement {
@@ -159,7 +161,7 @@ pub async fn settlements(
             .is_none_or(|c| c.currency != currency)
         {
             settlement.currencies.push(CurrencySettlement {
-                currency: currency.clone(),
+                currency,
                 totals: Figures::default(),
                 by_sku: Vec::new(),
                 by_account: Vec::new(),
@@ -168,30 +170,35 @@ pub async fn settlements(
         let Some(c) = settlement.currencies.last_mut() else {
             continue;
         };
-        c.totals.add(&figures);
-        add_keyed(&mut c.by_sku, r.try_get("sku_id")?, &figures);
-        add_keyed(&mut c.by_account, r.try_get("account_id")?, &figures);
+        fits(c.totals.add(&figures))?;
+        fits(add_keyed(&mut c.by_sku, r.try_get("sku_id")?, &figures))?;
+        fits(add_keyed(
+            &mut c.by_account,
+            r.try_get("account_id")?,
+            &figures,
+        ))?;
     }
     for s in &mut out {
         for c in &mut s.currencies {
             c.by_account.sort_by(|a, b| a.id.cmp(&b.id));
-            c.totals.scale(&c.currency);
+            c.totals.scale(c.currency);
             for k in c.by_sku.iter_mut().chain(&mut c.by_account) {
-                k.figures.scale(&c.currency);
+                k.figures.scale(c.currency);
             }
         }
     }
     Ok(out)
 }
 
-fn add_keyed(list: &mut Vec<Keyed>, id: String, figures: &Figures) {
+fn add_keyed(list: &mut Vec<Keyed>, id: String, figures: &Figures) -> Result<(), MoneyError> {
     match list.iter_mut().find(|k| k.id == id) {
-        Some(k) => k.figures.add(figures),
+        Some(k) => k.figures.add(figures)?,
         None => list.push(Keyed {
             id,
             figures: figures.clone(),
         }),
     }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,9 +237,9 @@ pub async fn get_settlements(
 /// The identity of one month in one currency (DESIGN.md, "It reconciles"):
 /// `invoiced = platform_revenue + partner_settlements + credits_applied`,
 /// computed by `tally_domain::reconciliation` over the figures read here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CurrencyReconciliation {
-    pub currency: String,
+    pub currency: Currency,
     /// Finalized invoices of the month's periods (void ones included: they
     /// were issued; their void is a correction of the month it happened in).
     pub invoices: i64,
@@ -400,9 +407,11 @@ pub async fn reconcile(
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
-            entry(&mut by_currency, &cs.currency)
-                .figures
-                .partner_settlements += cs.totals.net_payable;
+            let figures = &mut entry(&mut by_currency, cs.currency.code()).figures;
+            figures.partner_settlements = fits(checked::add(
+                figures.partner_settlements,
+                cs.totals.net_payable,
+            ))?;
         }
     }
 
@@ -456,8 +465,8 @@ pub async fn reconcile(
     }
     let currencies = by_currency
         .into_iter()
-        .map(|(currency, month)| month.view(currency))
-        .collect();
+        .map(|(code, month)| fits(month.view(parse_stored("currency", &code)?)))
+        .collect::<Result<_, _>>()?;
     Ok(Reconciliation {
         period: month.label(),
         drafts,
@@ -475,11 +484,11 @@ struct Month {
 
 impl Month {
     /// The identity over the figures, amounts with the currency's exponent.
-    fn view(self, currency: String) -> CurrencyReconciliation {
-        let identity = self.figures.identity();
+    fn view(self, currency: Currency) -> Result<CurrencyReconciliation, MoneyError> {
+        let identity = self.figures.identity()?;
         let f = self.figures;
-        let s = |amount| scaled(&currency, amount);
-        CurrencyReconciliation {
+        let s = |amount| currency.scaled(amount);
+        Ok(CurrencyReconciliation {
             invoices: self.invoices,
             subtotals: s(f.subtotals),
             voided: s(f.voided),
@@ -491,7 +500,7 @@ impl Month {
             difference: s(identity.difference),
             problems: self.problems,
             currency,
-        }
+        })
     }
 }
 
@@ -582,9 +591,9 @@ fn decimal(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error>
 
 /// An amount (or a unit price) of the row's `currency`, with its exponent.
 fn amount(r: &sqlx::postgres::PgRow, name: &str) -> Result<String, sqlx::Error> {
-    let currency: String = r.try_get("currency")?;
+    let currency = currency_of(r, "currency")?;
     Ok(r.try_get::<Option<Decimal>, _>(name)?
-        .map(|d| scaled(&currency, d).to_string())
+        .map(|d| currency.scaled(d).to_string())
         .unwrap_or_default())
 }
 
@@ -629,7 +638,7 @@ pub async fn export_invoices(
                 timestamp(r, "period_start")?,
                 timestamp(r, "period_end")?,
                 text(r, "status")?,
-                text(r, "currency")?,
+                currency_of(r, "currency")?.to_string(),
                 amount(r, "subtotal")?,
                 amount(r, "credits_total")?,
                 amount(r, "total")?,
@@ -688,7 +697,7 @@ pub async fn export_lines(
                 text(r, "number")?,
                 text(r, "account_id")?,
                 text(r, "status")?,
-                text(r, "currency")?,
+                currency_of(r, "currency")?.to_string(),
                 r.try_get::<i32, _>("position")?.to_string(),
                 text(r, "kind")?,
                 text(r, "provider_id")?,
@@ -708,4 +717,63 @@ pub async fn export_lines(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn settlements_and_reconciliations_serialize_the_currency_code_and_scaled_amounts() {
+        let jpy = Currency::parse("JPY").unwrap();
+        let figures = Figures {
+            gross_list: dec!(1234),
+            platform_fee: dec!(247),
+            credit_notes: dec!(0),
+            net_payable: dec!(987),
+        };
+        let settlement = Settlement {
+            provider_id: "dbco".into(),
+            provider_name: "DB Co".into(),
+            period: "2026-11".into(),
+            currencies: vec![CurrencySettlement {
+                currency: jpy,
+                totals: figures.clone(),
+                by_sku: vec![Keyed {
+                    id: "dbco.db".into(),
+                    figures: figures.clone(),
+                }],
+                by_account: vec![],
+            }],
+        };
+        let figures =
+            r#""gross_list":"1234","platform_fee":"247","credit_notes":"0","net_payable":"987""#;
+        assert_eq!(
+            serde_json::to_string(&settlement).unwrap(),
+            format!(
+                r#"{{"provider_id":"dbco","provider_name":"DB Co","period":"2026-11","currencies":[{{"currency":"JPY",{figures},"by_sku":[{{"id":"dbco.db",{figures}}}],"by_account":[]}}]}}"#
+            )
+        );
+        let usd = Currency::parse("USD").unwrap();
+        let month = Month {
+            invoices: 2,
+            figures: MonthFigures {
+                subtotals: dec!(10),
+                platform_fees: dec!(2.5),
+                partner_settlements: dec!(7.5),
+                ..MonthFigures::default()
+            },
+            problems: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&month.view(usd).unwrap()).unwrap(),
+            concat!(
+                r#"{"currency":"USD","invoices":2,"subtotals":"10.00","voided":"0.00","#,
+                r#""credit_notes":"0.00","invoiced":"10.00","platform_revenue":"2.50","#,
+                r#""partner_settlements":"7.50","credits_applied":"0.00","difference":"0.00","#,
+                r#""problems":[]}"#
+            )
+        );
+    }
 }

@@ -8,7 +8,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::Grant;
-use crate::Period;
+use crate::money::checked;
+use crate::{MoneyError, Period};
 
 /// A grant as stored: its terms and its whole balance history (not yet
 /// netted for a period).
@@ -41,31 +42,36 @@ impl StoredGrant {
         earliest: DateTime<Utc>,
         drawn_before: Decimal,
         drawn_here: Decimal,
-    ) -> Option<Grant> {
-        let mut remaining = self.amount - self.voided_amount - drawn_before;
+    ) -> Result<Option<Grant>, MoneyError> {
+        let mut remaining =
+            checked::sub(checked::sub(self.amount, self.voided_amount)?, drawn_before)?;
         if self.voided_at.is_some() {
             remaining = remaining.min(drawn_here);
         }
         let overlaps = self.terms.effective_at < period.end()
             && self.terms.expires_at.is_none_or(|e| e > earliest)
             && self.voided_at.is_none_or(|v| v > period.start());
-        (remaining > Decimal::ZERO && overlaps).then(|| Grant {
+        Ok((remaining > Decimal::ZERO && overlaps).then(|| Grant {
             remaining,
             ..self.terms.clone()
-        })
+        }))
     }
 }
 
 /// What is left of a grant: `amount - drawn - voided_amount`, never below
 /// zero (`amount = drawn + voided_amount + remaining`).
-pub fn remaining_balance(amount: Decimal, drawn: Decimal, voided_amount: Decimal) -> Decimal {
-    (amount - drawn - voided_amount).max(Decimal::ZERO)
+pub fn remaining_balance(
+    amount: Decimal,
+    drawn: Decimal,
+    voided_amount: Decimal,
+) -> Result<Decimal, MoneyError> {
+    Ok(checked::sub(checked::sub(amount, drawn)?, voided_amount)?.max(Decimal::ZERO))
 }
 
 /// What a void takes back: everything not drawn yet (draws already made,
 /// draft invoices included, stay).
-pub fn unused_at_void(amount: Decimal, drawn: Decimal) -> Decimal {
-    (amount - drawn).max(Decimal::ZERO)
+pub fn unused_at_void(amount: Decimal, drawn: Decimal) -> Result<Decimal, MoneyError> {
+    Ok(checked::sub(amount, drawn)?.max(Decimal::ZERO))
 }
 
 /// A grant's status as of a moment.
@@ -160,16 +166,21 @@ mod tests {
     #[test]
     fn a_grant_pays_what_is_left_after_earlier_periods_and_its_void() {
         let mut g = stored(dec!(100.00));
-        let usable = g.usable_in(november(), november().start(), dec!(30.00), dec!(5.00));
+        let usable = g
+            .usable_in(november(), november().start(), dec!(30.00), dec!(5.00))
+            .unwrap();
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(70.00)));
         // Voided with 50.00 drawn: 30.00 before November, 20.00 in it.
         g.voided_amount = dec!(50.00);
         g.voided_at = Some(day(11, 10));
-        let usable = g.usable_in(november(), november().start(), dec!(30.00), dec!(20.00));
+        let usable = g
+            .usable_in(november(), november().start(), dec!(30.00), dec!(20.00))
+            .unwrap();
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(20.00)));
         // Spent: none.
         assert_eq!(
-            g.usable_in(november(), november().start(), dec!(50.00), dec!(0.00)),
+            g.usable_in(november(), november().start(), dec!(50.00), dec!(0.00))
+                .unwrap(),
             None
         );
     }
@@ -182,17 +193,22 @@ mod tests {
         // Drawn at the void: 4.16 before November, 2.08 in it. A
         // restatement lowers the earlier draws to 1.16: the 3.00 it frees
         // is not November's to spend.
-        let usable = g.usable_in(november(), november().start(), dec!(1.16), dec!(2.08));
+        let usable = g
+            .usable_in(november(), november().start(), dec!(1.16), dec!(2.08))
+            .unwrap();
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(2.08)));
         // A period that has drawn nothing from it gets nothing.
         assert_eq!(
-            g.usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO),
+            g.usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO)
+                .unwrap(),
             None
         );
         // A grant not voided is not capped by what the period drew.
         g.voided_at = None;
         g.voided_amount = Decimal::ZERO;
-        let usable = g.usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO);
+        let usable = g
+            .usable_in(november(), november().start(), dec!(1.16), Decimal::ZERO)
+            .unwrap();
         assert_eq!(usable.map(|u| u.remaining), Some(dec!(8.84)));
     }
 
@@ -201,13 +217,15 @@ mod tests {
         let mut g = stored(dec!(100.00));
         g.voided_at = Some(day(11, 1));
         assert_eq!(
-            g.usable_in(november(), november().start(), Decimal::ZERO, Decimal::ZERO),
+            g.usable_in(november(), november().start(), Decimal::ZERO, Decimal::ZERO)
+                .unwrap(),
             None
         );
         // Voided a second later, it still pays what it paid November then.
         g.voided_at = Some(day(11, 1) + chrono::TimeDelta::seconds(1));
         assert!(g
             .usable_in(november(), november().start(), Decimal::ZERO, dec!(1.00))
+            .unwrap()
             .is_some());
     }
 
@@ -217,17 +235,20 @@ mod tests {
         // Expired on 1 December: not for December…
         let december = Period::parse_month("2026-12").unwrap();
         assert_eq!(
-            g.usable_in(december, december.start(), Decimal::ZERO, Decimal::ZERO),
+            g.usable_in(december, december.start(), Decimal::ZERO, Decimal::ZERO)
+                .unwrap(),
             None
         );
         // …unless the statement adjusts November's usage.
         assert!(g
             .usable_in(december, day(11, 1), Decimal::ZERO, Decimal::ZERO)
+            .unwrap()
             .is_some());
         // Effective from 1 October: not for September.
         let september = Period::parse_month("2026-09").unwrap();
         assert_eq!(
-            g.usable_in(september, september.start(), Decimal::ZERO, Decimal::ZERO),
+            g.usable_in(september, september.start(), Decimal::ZERO, Decimal::ZERO)
+                .unwrap(),
             None
         );
     }
@@ -235,15 +256,45 @@ mod tests {
     #[test]
     fn the_balance_is_what_neither_draws_nor_a_void_took() {
         assert_eq!(
-            remaining_balance(dec!(100.00), dec!(30.00), dec!(20.00)),
+            remaining_balance(dec!(100.00), dec!(30.00), dec!(20.00)).unwrap(),
             dec!(50.00)
         );
         assert_eq!(
-            remaining_balance(dec!(100.00), dec!(90.00), dec!(20.00)),
+            remaining_balance(dec!(100.00), dec!(90.00), dec!(20.00)).unwrap(),
             dec!(0)
         );
-        assert_eq!(unused_at_void(dec!(100.00), dec!(30.00)), dec!(70.00));
-        assert_eq!(unused_at_void(dec!(100.00), dec!(130.00)), dec!(0));
+        assert_eq!(
+            unused_at_void(dec!(100.00), dec!(30.00)).unwrap(),
+            dec!(70.00)
+        );
+        assert_eq!(unused_at_void(dec!(100.00), dec!(130.00)).unwrap(), dec!(0));
+    }
+
+    #[test]
+    fn a_balance_at_the_decimal_limits_is_an_error_not_a_panic() {
+        // A negative draw (a restatement that gave back) on a grant at the limit.
+        assert_eq!(
+            remaining_balance(Decimal::MAX, dec!(-1), Decimal::ZERO),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            remaining_balance(Decimal::MAX, dec!(1), Decimal::ZERO),
+            Ok(Decimal::MAX - dec!(1))
+        );
+        assert_eq!(
+            unused_at_void(Decimal::MIN, dec!(1)),
+            Err(MoneyError::Overflow)
+        );
+        let g = stored(Decimal::MAX);
+        assert_eq!(
+            g.usable_in(november(), november().start(), dec!(-1), Decimal::ZERO),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            g.usable_in(november(), november().start(), Decimal::MAX, Decimal::ZERO)
+                .map(|u| u.is_none()),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -282,12 +333,12 @@ mod tests {
                 Decimal::new(drawn, 2),
                 Decimal::new(voided, 2),
             );
-            let remaining = remaining_balance(amount, drawn, voided);
+            let remaining = remaining_balance(amount, drawn, voided).unwrap();
             prop_assert!(remaining >= Decimal::ZERO);
             prop_assert!(remaining <= amount);
             let mut g = stored(amount);
             g.voided_amount = voided;
-            if let Some(usable) = g.usable_in(november(), november().start(), drawn, Decimal::ZERO) {
+            if let Some(usable) = g.usable_in(november(), november().start(), drawn, Decimal::ZERO).unwrap() {
                 prop_assert_eq!(usable.remaining, remaining);
                 prop_assert!(usable.remaining > Decimal::ZERO);
             } else {

@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::money::checked::{self, sum};
 use crate::{Money, MoneyError, ProviderId, ProviderKind, Sku, Statement};
 
 pub mod grant;
@@ -128,17 +129,9 @@ impl Allocation {
     }
 }
 
-/// A checked sum: an overflow is an error, never a panic.
-fn sum(amounts: impl IntoIterator<Item = Decimal>) -> Result<Decimal, MoneyError> {
-    amounts
-        .into_iter()
-        .try_fold(Decimal::ZERO, |acc, a| acc.checked_add(a))
-        .ok_or(MoneyError::Overflow)
-}
-
 /// Applies `grants` to `slices`. The result does not depend on the order of
 /// either input.
-pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Allocation {
+pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Result<Allocation, MoneyError> {
     let mut grants: Vec<&Grant> = grants.iter().collect();
     grants.sort_by_key(|g| g.order_key());
     let mut slices: Vec<(ChargeSlice, Decimal)> = slices
@@ -169,15 +162,13 @@ pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Allocation {
             if open.is_zero() || !grant.covers(slice) {
                 continue;
             }
-            // `take` is at most `open` and `available` (both non-negative),
-            // and a grant's draws sum to at most its `available`: none of
-            // this can overflow.
             let take = (*open).min(available);
-            *open -= take;
-            available -= take;
-            *by_line.entry(slice.line).or_default() += take;
+            *open = checked::sub(*open, take)?;
+            available = checked::sub(available, take)?;
+            let on_line = by_line.entry(slice.line).or_default();
+            *on_line = checked::add(*on_line, take)?;
         }
-        let drawn: Decimal = by_line.values().copied().sum();
+        let drawn = sum(by_line.values().copied())?;
         if !drawn.is_zero() {
             out.per_grant.insert(grant.id, drawn);
             out.draws
@@ -188,7 +179,7 @@ pub fn allocate(grants: &[Grant], slices: &[ChargeSlice]) -> Allocation {
                 }));
         }
     }
-    out
+    Ok(out)
 }
 
 /// What one grant paid on a statement.
@@ -270,7 +261,7 @@ impl Statement {
         hours: &UsageHours,
     ) -> Result<(), MoneyError> {
         let slices = charge_slices(self, hours)?;
-        let mut draws = allocate(grants, &slices).draws;
+        let mut draws = allocate(grants, &slices)?.draws;
         // Negative lines (an adjustment that lowers what a sealed period
         // owes) are not slices, so credits could cover more than the
         // statement charges in all: never more than its subtotal. The last
@@ -283,8 +274,8 @@ impl Statement {
                 break;
             }
             let back = draw.amount.min(excess);
-            draw.amount -= back;
-            excess -= back;
+            draw.amount = checked::sub(draw.amount, back)?;
+            excess = checked::sub(excess, back)?;
         }
         draws.retain(|d| d.amount > Decimal::ZERO);
         let mut credits: Vec<AppliedCredit> = Vec::new();
@@ -405,7 +396,7 @@ mod tests {
     #[test]
     fn a_platform_credit_pays_for_partner_usage() {
         let slices = [slice(0, "dbco", Partner, 3, dec!(40.00))];
-        let a = allocate(&[grant(1, 1, dec!(100), Eligibility::AllUsage)], &slices);
+        let a = allocate(&[grant(1, 1, dec!(100), Eligibility::AllUsage)], &slices).unwrap();
         assert_eq!(a.per_grant[&1], dec!(40.00));
     }
 
@@ -418,7 +409,8 @@ mod tests {
         let a = allocate(
             &[grant(1, 1, dec!(100), Eligibility::FirstPartyOnly)],
             &slices,
-        );
+        )
+        .unwrap();
         assert_eq!(
             a.draws,
             [Draw {
@@ -437,7 +429,7 @@ mod tests {
             slice(0, "cloud", FirstParty, 14, dec!(5.00)),
             slice(0, "cloud", FirstParty, 15, dec!(7.00)),
         ];
-        assert_eq!(allocate(&[g], &slices).per_grant[&1], dec!(5.00));
+        assert_eq!(allocate(&[g], &slices).unwrap().per_grant[&1], dec!(5.00));
     }
 
     #[test]
@@ -451,7 +443,7 @@ mod tests {
         soon.expires_at = Some(day(30));
         let urgent = grant(4, 0, dec!(5), Eligibility::AllUsage);
         let slices = [slice(0, "cloud", FirstParty, 2, dec!(12.00))];
-        let a = allocate(&[paid, free, soon, urgent], &slices);
+        let a = allocate(&[paid, free, soon, urgent], &slices).unwrap();
         let order: Vec<i64> = a.draws.iter().map(|d| d.grant_id).collect();
         assert_eq!(order, [4, 3, 2]);
         assert_eq!(a.per_grant[&2], dec!(2.00));
@@ -467,7 +459,8 @@ mod tests {
                 grant(2, 2, dec!(50), Eligibility::AllUsage),
             ],
             &slices,
-        );
+        )
+        .unwrap();
         assert_eq!((a.per_grant[&1], a.per_grant[&2]), (dec!(20), dec!(10.00)));
     }
 
@@ -475,8 +468,26 @@ mod tests {
     fn the_cap_per_period_limits_a_draw() {
         let mut g = grant(1, 1, dec!(100), Eligibility::AllUsage);
         g.cap_per_period = Some(dec!(15));
-        let a = allocate(&[g], &[slice(0, "cloud", FirstParty, 2, dec!(30.00))]);
+        let a = allocate(&[g], &[slice(0, "cloud", FirstParty, 2, dec!(30.00))]).unwrap();
         assert_eq!(a.per_grant[&1], dec!(15));
+    }
+
+    #[test]
+    fn grants_at_the_decimal_limits_draw_exactly_and_their_total_refuses() {
+        let slices = [
+            slice(0, "cloud", FirstParty, 2, Decimal::MAX),
+            slice(1, "cloud", FirstParty, 3, Decimal::MAX),
+        ];
+        let grants = [
+            grant(1, 1, Decimal::MAX, Eligibility::AllUsage),
+            grant(2, 2, Decimal::MAX, Eligibility::AllUsage),
+        ];
+        let a = allocate(&grants, &slices).unwrap();
+        assert_eq!(
+            a.per_grant,
+            BTreeMap::from([(1, Decimal::MAX), (2, Decimal::MAX)])
+        );
+        assert_eq!(a.total(), Err(MoneyError::Overflow));
     }
 
     #[test]
@@ -571,7 +582,7 @@ mod tests {
     proptest! {
         #[test]
         fn credits_never_exceed_charges_or_balances(grants in arb_grants(), slices in arb_slices()) {
-            let a = allocate(&grants, &slices);
+            let a = allocate(&grants, &slices).unwrap();
             for g in &grants {
                 prop_assert!(a.per_grant.get(&g.id).copied().unwrap_or_default() <= g.remaining);
             }
@@ -584,13 +595,13 @@ mod tests {
 
         #[test]
         fn input_order_never_changes_what_each_grant_pays(grants in arb_grants(), slices in arb_slices(), seed in any::<u64>()) {
-            let a = allocate(&grants, &slices);
+            let a = allocate(&grants, &slices).unwrap();
             let mut g2 = grants.clone();
             let mut s2 = slices.clone();
             g2.reverse();
             s2.reverse();
             if !s2.is_empty() { let n = s2.len(); s2.rotate_left(seed as usize % n); }
-            let b = allocate(&g2, &s2);
+            let b = allocate(&g2, &s2).unwrap();
             prop_assert_eq!(a.per_grant, b.per_grant);
         }
     }
