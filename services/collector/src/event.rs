@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tally_domain::{AccountId, EventId, ProviderId, Quantity, Sku};
+use tally_domain::{AccountId, BindingId, EventId, ProviderId, Quantity, Sku};
 
 /// At most this many dimensions per event.
 pub const MAX_DIMENSIONS: usize = 16;
@@ -38,6 +38,8 @@ pub struct ParsedEvent {
     pub quantity: Quantity,
     pub time: DateTime<Utc>,
     pub dimensions: BTreeMap<String, String>,
+    /// The binding the usage belongs to (the `resource` extension attribute).
+    pub resource: Option<BindingId>,
 }
 
 /// Why one event of a batch was refused: a stable code and a human message.
@@ -102,6 +104,18 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         Some(_) => return Err(EventRejection::malformed("`data` must be an object")),
         None => return Err(EventRejection::malformed("`data` is required")),
     };
+    let resource = match obj.get("resource") {
+        None => None,
+        Some(Value::String(text)) => Some(
+            BindingId::parse(text)
+                .map_err(|e| EventRejection::malformed(format!("`resource` (the binding): {e}")))?,
+        ),
+        Some(_) => {
+            return Err(EventRejection::malformed(
+                "`resource` (the binding) must be a string",
+            ))
+        }
+    };
     let sku = Sku::parse(string(data, "sku")?)
         .map_err(|e| EventRejection::malformed(format!("`data.sku`: {e}")))?;
     let quantity = match data.get("quantity") {
@@ -153,6 +167,7 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         quantity,
         time,
         dimensions,
+        resource,
     })
 }
 
@@ -180,6 +195,8 @@ struct WireEvent<'a> {
     datacontenttype: Option<&'a RawValue>,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default, borrow, deserialize_with = "present")]
+    resource: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +259,12 @@ pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent>
             dims
         }
     };
+    let resource = match wire.resource {
+        None => None,
+        Some(raw) => {
+            Some(BindingId::parse(&serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()?).ok()?)
+        }
+    };
     Some(ParsedEvent {
         id: EventId::parse(&wire.id).ok()?,
         account: AccountId::parse(&wire.subject).ok()?,
@@ -251,6 +274,7 @@ pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent>
             .ok()?
             .with_timezone(&Utc),
         dimensions,
+        resource,
     })
 }
 

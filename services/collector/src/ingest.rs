@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_domain::binding::{check_bound, NotBound};
 use tally_domain::statement::check_billable;
 use tally_domain::{Currency, ProviderId, UsageEvent};
 use tally_platform::auth::{self, Principal};
@@ -315,11 +316,13 @@ pub fn accepted_events(
             time: e.time,
             received_at: now,
             dimensions: e.dimensions.clone(),
+            resource: e.resource.clone(),
         })
         .collect()
 }
 
-/// SKU ownership and account existence, one query each for the whole batch.
+/// SKU ownership, account existence and bindings, one query each for the
+/// whole batch.
 async fn check_catalog(
     lookup: &Lookup,
     provider: &ProviderId,
@@ -340,8 +343,15 @@ async fn check_catalog(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let found = lookup.catalog(&skus, &accounts).await?;
-    let (skus, known) = (found.skus, found.accounts);
+    let resources: Vec<&str> = valid()
+        .filter_map(|e| e.resource.as_ref().map(|r| r.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let found = lookup
+        .catalog(provider, &skus, &accounts, &resources)
+        .await?;
+    let (skus, known) = (&found.skus, &found.accounts);
     for outcome in outcomes.iter_mut() {
         let Ok(event) = outcome else { continue };
         let verdict = match (
@@ -360,7 +370,9 @@ async fn check_catalog(
                 "account_unknown",
                 format!("account {} does not exist", event.account),
             )),
-            (Some(terms), Some(currency)) => unbillable(event, terms, *currency),
+            (Some(terms), Some(currency)) => {
+                unbillable(event, terms, *currency).or_else(|| unbound(provider, event, &found))
+            }
         };
         if let Some(rejection) = verdict {
             *outcome = Err(rejection);
@@ -388,6 +400,29 @@ fn unbillable(event: &ParsedEvent, terms: &SkuTerms, currency: Currency) -> Opti
                 ),
             )
         })
+}
+
+/// Usage that does not name a binding of the account active at its time,
+/// where it must ([`check_bound`]): `not_bound`.
+fn unbound(
+    provider: &ProviderId,
+    event: &ParsedEvent,
+    found: &crate::lookup::Catalog,
+) -> Option<EventRejection> {
+    let window = event
+        .resource
+        .as_ref()
+        .and_then(|r| found.windows.get(r.as_str()));
+    check_bound(
+        provider,
+        &event.account,
+        event.time,
+        found.requires_binding,
+        event.resource.as_ref(),
+        window,
+    )
+    .err()
+    .map(|refusal| EventRejection::new(NotBound::CODE, refusal.to_string()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! What each POST is checked against (the provider's key, who owns each SKU,
-//! its markup and prices, which accounts exist and their currency), read from PostgreSQL and remembered, so that
+//! its markup and prices, which accounts exist and their currency, whether
+//! the provider requires bindings and the usage window of each binding
+//! named), read from PostgreSQL and remembered, so that
 //! ingest outlives the database: Kafka is the durable buffer, and a
 //! collector keeps accepting usage while PostgreSQL restarts.
 //!
@@ -17,8 +19,10 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tally_domain::binding::UsageWindow;
 use tally_domain::{Currency, ProviderId};
 use tally_platform::auth::{self, Principal};
+use tally_platform::bindings;
 use tally_platform::catalog::{self, SkuTerms};
 
 /// How often the background probe asks whether PostgreSQL answers again.
@@ -33,11 +37,14 @@ pub enum LookupError {
     Database(sqlx::Error),
 }
 
-/// The answers of one batch: each SKU's owner, markup and prices, and the
-/// billing currency of each account that exists.
+/// The answers of one batch: each SKU's owner, markup and prices, the
+/// billing currency of each account that exists, whether the provider
+/// requires bindings, and the usage window of each named binding that exists.
 pub struct Catalog {
     pub skus: HashMap<String, Arc<SkuTerms>>,
     pub accounts: HashMap<String, Currency>,
+    pub requires_binding: bool,
+    pub windows: HashMap<String, UsageWindow>,
 }
 
 #[derive(Default)]
@@ -46,6 +53,8 @@ struct Remembered {
     keys: HashMap<Vec<u8>, (ProviderId, Instant)>,
     skus: HashMap<String, (Arc<SkuTerms>, Instant)>,
     accounts: HashMap<String, (Currency, Instant)>,
+    requires_binding: HashMap<ProviderId, (bool, Instant)>,
+    windows: HashMap<String, (UsageWindow, Instant)>,
     /// Provider → whether it may produce to `usage.ingest`.
     kafka_ingest: HashMap<String, (bool, Instant)>,
     /// PostgreSQL did not answer, and the probe has not seen it answer since.
@@ -151,17 +160,32 @@ impl Lookup {
         }
     }
 
-    /// The terms of each of `skus` (owner, markup, prices), and the
-    /// currency of each of `accounts` that exists.
-    pub async fn catalog(&self, skus: &[&str], accounts: &[&str]) -> Result<Catalog, LookupError> {
+    /// The terms of each of `skus` (owner, markup, prices), the
+    /// currency of each of `accounts` that exists, whether `provider`
+    /// requires bindings, and the usage window of each of `resources` that exists.
+    pub async fn catalog(
+        &self,
+        provider: &ProviderId,
+        skus: &[&str],
+        accounts: &[&str],
+        resources: &[&str],
+    ) -> Result<Catalog, LookupError> {
         let asked = self
             .ask(async {
                 let mut conn = self.pool.acquire().await?;
                 let skus = catalog::sku_terms(&mut conn, skus).await?;
                 let accounts = catalog::existing_accounts(&mut conn, accounts).await?;
+                let requires = bindings::requires_binding(&mut conn, &[provider.as_str()]).await?;
+                let windows = if resources.is_empty() {
+                    HashMap::new()
+                } else {
+                    bindings::usage_windows(&mut conn, resources).await?
+                };
                 Ok(Catalog {
                     skus: skus.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
                     accounts,
+                    requires_binding: requires.get(provider.as_str()).copied().unwrap_or(false),
+                    windows,
                 })
             })
             .await?;
@@ -173,6 +197,12 @@ impl Lookup {
             }
             for (account, currency) in &found.accounts {
                 state.accounts.insert(account.clone(), (*currency, now));
+            }
+            state
+                .requires_binding
+                .insert(provider.clone(), (found.requires_binding, now));
+            for (id, window) in &found.windows {
+                state.windows.insert(id.clone(), (window.clone(), now));
             }
             prune(&mut state, now, self.remember);
             return Ok(found);
@@ -197,9 +227,24 @@ impl Lookup {
                 _ => return Err(LookupError::Unavailable),
             }
         }
+        let requires_binding = match state.requires_binding.get(provider) {
+            Some((required, at)) if self.fresh(*at, now) => *required,
+            _ => return Err(LookupError::Unavailable),
+        };
+        let mut windows = HashMap::new();
+        for id in resources {
+            match state.windows.get(*id) {
+                Some((window, at)) if self.fresh(*at, now) => {
+                    windows.insert((*id).to_owned(), window.clone());
+                }
+                _ => return Err(LookupError::Unavailable),
+            }
+        }
         Ok(Catalog {
             skus: found,
             accounts: known,
+            requires_binding,
+            windows,
         })
     }
 }
@@ -254,5 +299,7 @@ fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
     state.keys.retain(|_, (_, at)| fresh(at));
     state.skus.retain(|_, (_, at)| fresh(at));
     state.accounts.retain(|_, (_, at)| fresh(at));
+    state.requires_binding.retain(|_, (_, at)| fresh(at));
+    state.windows.retain(|_, (_, at)| fresh(at));
     state.kafka_ingest.retain(|_, (_, at)| fresh(at));
 }

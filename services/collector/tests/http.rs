@@ -594,3 +594,186 @@ async fn events_rating_could_not_bill_are_refused_one_by_one() {
         .collect();
     assert_eq!(published, ["first", "fine"]);
 }
+
+/// A binding of `account` to dbco on plan `dbco.ps-10`, requested at
+/// `requested` and activated an hour later; deleted at `deleted` if given.
+async fn bound(
+    pool: &PgPool,
+    account: &str,
+    requested: chrono::DateTime<Utc>,
+    deleted: Option<chrono::DateTime<Utc>>,
+) -> String {
+    use tally_domain::binding::{Actor, BindingEvent};
+    use tally_platform::bindings::{self, Move, NewBinding, Scope};
+    let mut conn = pool.acquire().await.unwrap();
+    let new = NewBinding {
+        account: AccountId::parse(account).unwrap(),
+        provider: ProviderId::parse("dbco").unwrap(),
+        resource_type: tally_domain::ResourceType::parse("database").unwrap(),
+        name: "prod-db".into(),
+        plan: tally_domain::PlanId::parse("dbco.ps-10").unwrap(),
+        region: None,
+        tags: Default::default(),
+    };
+    let b = bindings::create_binding(&mut conn, new, Actor::Customer, requested)
+        .await
+        .unwrap();
+    let moves = [(
+        BindingEvent::Activated,
+        Actor::Provider,
+        requested + Age::hours(1),
+    )]
+    .into_iter()
+    .chain(deleted.map(|at| (BindingEvent::Delete, Actor::Customer, at)));
+    for (event, by, at) in moves {
+        let mv = Move {
+            event,
+            by,
+            at,
+            message: None,
+            provider_resource_id: None,
+        };
+        bindings::apply_move(&mut conn, &Scope::Platform, &b.id, mv)
+            .await
+            .unwrap();
+    }
+    b.id.to_string()
+}
+
+#[tokio::test]
+async fn usage_outside_an_active_binding_is_refused_not_bound_and_its_siblings_kept() {
+    let s = setup(false).await;
+    let now = Utc::now();
+    {
+        let mut conn = s.pool.acquire().await.unwrap();
+        catalog::create_account(
+            &mut conn,
+            &AccountId::parse("globex").unwrap(),
+            "Globex",
+            Currency::parse("USD").unwrap(),
+        )
+        .await
+        .unwrap();
+        let plan = tally_platform::plans::Plan {
+            id: tally_domain::PlanId::parse("dbco.ps-10").unwrap(),
+            provider: ProviderId::parse("dbco").unwrap(),
+            resource_type: tally_domain::ResourceType::parse("database").unwrap(),
+            name: "PS-10".into(),
+        };
+        tally_platform::plans::create_plan(&mut conn, &plan)
+            .await
+            .unwrap();
+        tally_platform::plans::add_plan_version(
+            &mut conn,
+            &plan.id,
+            Currency::parse("USD").unwrap(),
+            now - Age::days(10),
+            "39".parse().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let live = bound(&s.pool, "acme", now - Age::days(2), None).await;
+    let gone = bound(
+        &s.pool,
+        "acme",
+        now - Age::days(2),
+        Some(now - Age::hours(1)),
+    )
+    .await;
+    let theirs = bound(&s.pool, "globex", now - Age::days(2), None).await;
+    let later = bound(&s.pool, "acme", now - Age::minutes(30), None).await;
+    let with = |id: &str, resource: Option<&str>, ago: Age| {
+        let mut e = event(id, "acme", "dbco.db.hour");
+        e["time"] = json!((now - ago).to_rfc3339());
+        if let Some(r) = resource {
+            e["resource"] = json!(r);
+        }
+        e
+    };
+    let batch = || {
+        [
+            with("on-live", Some(&live), Age::minutes(5)),
+            with("gone-before-deletion", Some(&gone), Age::hours(2)),
+            with("gone-after-deletion", Some(&gone), Age::minutes(5)),
+            with("theirs", Some(&theirs), Age::minutes(5)),
+            with("before-activation", Some(&later), Age::minutes(5)),
+            with("no-such-binding", Some("bnd_nope"), Age::minutes(5)),
+            with("unbound", None, Age::minutes(5)),
+        ]
+    };
+    let verdicts = |answer: &Value| -> Vec<(String, String)> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["code"]
+                        .as_str()
+                        .unwrap_or(r["status"].as_str().unwrap())
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let expect = |unbound: &str| -> Vec<(String, String)> {
+        [
+            ("on-live", "accepted"),
+            ("gone-before-deletion", "accepted"),
+            ("gone-after-deletion", "not_bound"),
+            ("theirs", "not_bound"),
+            ("before-activation", "not_bound"),
+            ("no-such-binding", "not_bound"),
+            ("unbound", unbound),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect()
+    };
+    // dbco does not require bindings yet: only usage naming a wrong one is refused.
+    let (status, answer) = s.post_batch(&batch()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(response_schema().is_valid(&answer), "{answer}");
+    assert_eq!(verdicts(&answer), expect("accepted"));
+    assert!(answer["results"][2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("was deleted"));
+    // Once it does, usage naming no binding is refused too.
+    tally_platform::bindings::set_requires_binding(
+        &mut s.pool.acquire().await.unwrap(),
+        &ProviderId::parse("dbco").unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    let (status, answer) = s.post_batch(&batch()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(verdicts(&answer), expect("not_bound"));
+    let published: Vec<(String, Option<String>)> = s
+        .sink
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.event_id.to_string(),
+                e.resource.as_ref().map(|r| r.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            ("on-live".to_owned(), Some(live.clone())),
+            ("gone-before-deletion".to_owned(), Some(gone.clone())),
+            ("unbound".to_owned(), None),
+            ("on-live".to_owned(), Some(live.clone())),
+            ("gone-before-deletion".to_owned(), Some(gone.clone())),
+        ]
+    );
+}

@@ -52,6 +52,11 @@ fn samples() -> Vec<(&'static str, Value, bool)> {
         ("with dimensions", with(|v| v["data"]["dimensions"] = json!({"region": "eu-west", "tier": "gold"})), true),
         ("with datacontenttype", with(|v| v["datacontenttype"] = json!("application/json")), true),
         ("with extension attribute", with(|v| v["traceparent"] = json!("00-abc")), true),
+        ("with its resource", with(|v| v["resource"] = json!("bnd_0192f3c4")), true),
+        ("resource not a binding id", with(|v| v["resource"] = json!("Prod DB")), false),
+        ("empty resource", with(|v| v["resource"] = json!("")), false),
+        ("null resource", with(|v| v["resource"] = Value::Null), false),
+        ("numeric resource", with(|v| v["resource"] = json!(7)), false),
         ("offset time", with(|v| v["time"] = json!("2026-11-20T10:00:00.123+02:00")), true),
         ("source as a provider path", with(|v| v["source"] = json!("/providers/dbco")), true),
         ("empty source", with(|v| v["source"] = json!("")), false),
@@ -140,7 +145,10 @@ fn the_fast_path_answers_as_the_reference_parser() {
 fn the_kafka_message_matches_its_schema() {
     let provider = ProviderId::parse("dbco").unwrap();
     let parsed = parse_event(
-        &with(|v| v["data"]["dimensions"] = json!({"region": "eu"})),
+        &with(|v| {
+            v["data"]["dimensions"] = json!({"region": "eu"});
+            v["resource"] = json!("bnd_1");
+        }),
         &provider,
     )
     .unwrap();
@@ -153,6 +161,7 @@ fn the_kafka_message_matches_its_schema() {
         time: parsed.time,
         received_at: parsed.time,
         dimensions: parsed.dimensions,
+        resource: parsed.resource,
     });
     let value = serde_json::to_value(&message).unwrap();
     let validator = schema("usage-event.schema.json");

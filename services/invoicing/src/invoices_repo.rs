@@ -118,12 +118,13 @@ pub async fn apply_statements(
             "INSERT INTO invoice_lines (invoice_id, position, kind, provider_id, provider_name, provider_kind,
                  sku_id, description, unit, quantity, unit_price, amount, list_amount, markup, platform_fee,
                  partner_net, price_id, price_effective_from, event_count, currency,
-                 adjusts_period_start, adjusts_period_end, digest)
+                 adjusts_period_start, adjusts_period_end, digest, binding_id, resource_name,
+                 resource_plan)
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[],
                  $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[],
                  $18::timestamptz[], $19::bigint[], $20::text[], $21::timestamptz[], $22::timestamptz[],
-                 $23::bytea[])
+                 $23::bytea[], $24::text[], $25::text[], $26::text[])
              ON CONFLICT (invoice_id, position) DO UPDATE SET
                  kind = EXCLUDED.kind, provider_id = EXCLUDED.provider_id,
                  provider_name = EXCLUDED.provider_name, provider_kind = EXCLUDED.provider_kind,
@@ -135,7 +136,9 @@ pub async fn apply_statements(
                  price_effective_from = EXCLUDED.price_effective_from,
                  event_count = EXCLUDED.event_count, currency = EXCLUDED.currency,
                  adjusts_period_start = EXCLUDED.adjusts_period_start,
-                 adjusts_period_end = EXCLUDED.adjusts_period_end, digest = EXCLUDED.digest",
+                 adjusts_period_end = EXCLUDED.adjusts_period_end, digest = EXCLUDED.digest,
+                 binding_id = EXCLUDED.binding_id, resource_name = EXCLUDED.resource_name,
+                 resource_plan = EXCLUDED.resource_plan",
         )
         .bind(&lines.invoice_ids)
         .bind(&lines.positions)
@@ -160,6 +163,9 @@ pub async fn apply_statements(
         .bind(&lines.adjusts_starts)
         .bind(&lines.adjusts_ends)
         .bind(&lines.digests)
+        .bind(&lines.binding_ids)
+        .bind(&lines.resource_names)
+        .bind(&lines.resource_plans)
         .execute(&mut *conn)
         .await?;
     }
@@ -212,6 +218,9 @@ struct LineColumns {
     adjusts_starts: Vec<Option<DateTime<Utc>>>,
     adjusts_ends: Vec<Option<DateTime<Utc>>>,
     digests: Vec<[u8; 32]>,
+    binding_ids: Vec<Option<String>>,
+    resource_names: Vec<Option<String>>,
+    resource_plans: Vec<Option<String>>,
 }
 
 /// SHA-256 of everything an invoice line row holds but its invoice and
@@ -261,6 +270,13 @@ fn line_digest(l: &StatementLine, currency: &str) -> [u8; 32] {
     time(&mut h, Some(l.price_effective_from));
     time(&mut h, l.adjusts.map(|p| p.start()));
     time(&mut h, l.adjusts.map(|p| p.end()));
+    // Only a line of a bound resource feeds these: the digest of a line
+    // without one is what it was before bindings.
+    if let Some(r) = &l.resource {
+        text(&mut h, r.binding.as_str());
+        text(&mut h, &r.name);
+        text(&mut h, &r.plan);
+    }
     h.finalize().into()
 }
 
@@ -296,6 +312,12 @@ impl LineColumns {
         self.currencies.push(currency);
         self.adjusts_starts.push(l.adjusts.map(|p| p.start()));
         self.adjusts_ends.push(l.adjusts.map(|p| p.end()));
+        self.binding_ids
+            .push(l.resource.as_ref().map(|r| r.binding.to_string()));
+        self.resource_names
+            .push(l.resource.as_ref().map(|r| r.name.clone()));
+        self.resource_plans
+            .push(l.resource.as_ref().map(|r| r.plan.clone()));
     }
 }
 
@@ -422,6 +444,22 @@ pub struct LineView {
     /// On an adjustment line: the sealed service period whose late usage it bills.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adjusts: Option<PeriodView>,
+    /// On a line of a bound resource (plan fee, allowance, its usage): the
+    /// resource. A provider's lines come grouped by it, unbound ones first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceView>,
+}
+
+/// A bound resource as an invoice shows it: `prod-db · PS-10`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = LineResource)]
+pub struct ResourceView {
+    /// The binding's id.
+    pub binding: String,
+    /// The customer's name for the resource.
+    pub name: String,
+    /// The plan the line is billed under.
+    pub plan: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -493,7 +531,8 @@ async fn with_sections(
     let rows = sqlx::query(
         "SELECT provider_id, provider_name, provider_kind, kind, sku_id, price_id, description, unit,
                 quantity, unit_price, amount, list_amount, markup, platform_fee, partner_net,
-                price_effective_from, event_count, adjusts_period_start, adjusts_period_end
+                price_effective_from, event_count, adjusts_period_start, adjusts_period_end,
+                binding_id, resource_name, resource_plan
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
     .bind(summary.id)
@@ -529,6 +568,18 @@ async fn with_sections(
             ) {
                 (Some(start), Some(end)) => Some(PeriodView::new(start, end)),
                 _ => None,
+            },
+            resource: match r.try_get::<Option<String>, _>("binding_id")? {
+                Some(binding) => Some(ResourceView {
+                    binding,
+                    name: r
+                        .try_get::<Option<String>, _>("resource_name")?
+                        .unwrap_or_default(),
+                    plan: r
+                        .try_get::<Option<String>, _>("resource_plan")?
+                        .unwrap_or_default(),
+                }),
+                None => None,
             },
         };
         // Adjustment lines come after the period's own: they join their

@@ -48,6 +48,16 @@ impl Application {
             self.config.batch_wait,
             shutdown.clone(),
         ));
+        let telling = tokio::spawn(tally_platform::binding_outbox::run(
+            self.pool.clone(),
+            self.producer.clone(),
+            self.config.topics().binding_events,
+            self.config
+                .webhook_key
+                .as_deref()
+                .map(tally_platform::binding_outbox::WebhookKey::new),
+            shutdown.clone(),
+        ));
         let closing = tokio::spawn(lifecycle::run(
             self.pool.clone(),
             self.producer,
@@ -61,6 +71,7 @@ impl Application {
         // The consumer ends at shutdown, or on a panic: the closer with it.
         shutdown.cancel();
         closing.await?;
+        telling.await?;
         consumed??;
         Ok(())
     }

@@ -274,3 +274,71 @@ async fn a_newer_statement_writes_only_the_lines_that_changed() {
     apply_statements(&pool, &[v5]).await.unwrap();
     assert_eq!(line_rows(&pool).await, kept[..2]);
 }
+
+/// Lines of a bound resource keep it on the invoice (plan fee and
+/// allowance kinds included), and a restatement that only renames the
+/// resource's plan rewrites the line.
+#[tokio::test]
+async fn lines_of_a_bound_resource_name_it_on_the_invoice() {
+    use tally_domain::{BindingId, LineKind, ResourceRef};
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    let resource = |plan: &str| ResourceRef {
+        binding: BindingId::parse("bnd_1").unwrap(),
+        name: "prod-db".into(),
+        plan: plan.into(),
+    };
+    let with = |version, plan: &str| {
+        let mut fee = line(&dbco(), "dbco.ps-10", dec!(76), dec!(0.0541666));
+        fee.kind = LineKind::PlanFee;
+        fee.resource = Some(resource(plan));
+        let mut included = line(&dbco(), "dbco.storage-gb", dec!(25), dec!(0));
+        included.kind = LineKind::Allowance;
+        included.resource = Some(resource(plan));
+        statement(
+            "acme",
+            "2026-11",
+            version,
+            vec![
+                line(&cloud(), "cloud.vm", dec!(2), dec!(0.25)),
+                fee,
+                included,
+            ],
+        )
+    };
+    apply_statements(&pool, &[with(1, "PS-10")]).await.unwrap();
+    apply_statements(&pool, &[with(2, "PS-20")]).await.unwrap();
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    let view: Vec<_> = invoice
+        .sections
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| {
+            (
+                l.kind.clone(),
+                l.resource
+                    .as_ref()
+                    .map(|r| format!("{} · {} [{}]", r.name, r.plan, r.binding)),
+                l.amount.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        [
+            ("usage".to_owned(), None, "0.50".to_owned()),
+            (
+                "plan_fee".to_owned(),
+                Some("prod-db · PS-20 [bnd_1]".to_owned()),
+                "4.12".to_owned()
+            ),
+            (
+                "allowance".to_owned(),
+                Some("prod-db · PS-20 [bnd_1]".to_owned()),
+                "0.00".to_owned()
+            ),
+        ]
+    );
+    let json = serde_json::to_value(&invoice).unwrap();
+    assert!(json["sections"][0]["lines"][0].get("resource").is_none());
+}

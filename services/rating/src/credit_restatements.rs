@@ -1,8 +1,13 @@
-//! Credit restatements: when a grant is given or voided, the credits API
-//! asks for the account's statements to be restated (`credit_recompute`);
-//! rating takes those requests, restates every open period of the account,
-//! and publishes the new versions.
+//! Credit restatements: when a grant is given or voided (or a binding
+//! changes status or plan), the account's statements are asked to be
+//! restated (`credit_recompute`); rating takes those requests, restates
+//! every open period of the account, and publishes the new versions.
+//!
+//! Bound periods: an account with a binding active now gets a statement of
+//! its current period even without usage, so its plan fees are billed
+//! ([`restate_bound_periods`], once a minute).
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +22,9 @@ use crate::seals_repo;
 
 /// How often pending credit restatements (a grant given or voided) are looked for.
 const RESTATE_EVERY: Duration = Duration::from_millis(500);
+
+/// How often the current periods of bound accounts are checked for a statement.
+const BOUND_EVERY: Duration = Duration::from_secs(60);
 
 /// Restates every statement of accounts whose grants changed (requests in
 /// `credit_recompute`), at most `limit` accounts per call, in one
@@ -48,6 +56,61 @@ async fn restate_requested_in(
     restate(conn, keys, &states, None).await
 }
 
+/// Opens the current period (at `now`) of every account with a binding
+/// active at `now` that has no statement for it yet: its first version,
+/// with the plan fees of its resources.
+pub async fn restate_bound_periods(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<Restated, ProcessError> {
+    in_transaction(pool, "bound periods", &now, |conn, now| {
+        Box::pin(restate_bound_periods_in(conn, *now))
+    })
+    .await
+}
+
+async fn restate_bound_periods_in(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Restated, ProcessError> {
+    let accounts: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT account_id FROM bindings
+         WHERE activated_at <= $1 AND (deleted_at IS NULL OR deleted_at > $1)
+         ORDER BY account_id",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    if accounts.is_empty() {
+        return Ok(Restated::default());
+    }
+    let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let states = seals_repo::account_states(&mut *conn, &refs).await?;
+    let mut keys: BTreeMap<(String, DateTime<Utc>), DateTime<Utc>> = states
+        .iter()
+        .map(|(account, state)| (account, state.place(now).billed_in))
+        .map(|(account, period)| ((account.clone(), period.start()), period.end()))
+        .collect();
+    let (accounts, starts): (Vec<&str>, Vec<DateTime<Utc>>) =
+        keys.keys().map(|(a, s)| (a.as_str(), *s)).unzip();
+    let existing: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT st.account_id, st.period_start
+         FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
+         JOIN statements st ON st.account_id = k.a AND st.period_start = k.s",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_all(&mut *conn)
+    .await?;
+    for key in existing {
+        keys.remove(&key);
+    }
+    if keys.is_empty() {
+        return Ok(Restated::default());
+    }
+    restate(conn, keys, &states, None).await
+}
+
 /// Restates the accounts whose grants changed, then publishes the new
 /// statement versions. Several rating instances share the work: each takes
 /// requests with `SKIP LOCKED`.
@@ -57,7 +120,34 @@ pub(crate) async fn run(
     topic: String,
     shutdown: CancellationToken,
 ) {
+    let mut bound_checked: Option<std::time::Instant> = None;
     loop {
+        if bound_checked.is_none_or(|at| at.elapsed() >= BOUND_EVERY) {
+            bound_checked = Some(std::time::Instant::now());
+            match restate_bound_periods(&pool, chrono::Utc::now()).await {
+                Ok(opened) if !opened.statements.is_empty() => {
+                    tracing::info!(
+                        statements = opened.statements.len(),
+                        "opened the periods of bound accounts"
+                    );
+                    if let Err(err) = outbox::publish(
+                        &pool,
+                        &producer,
+                        &topic,
+                        &opened.statements,
+                        &opened.bodies,
+                        &[],
+                        &opened.outbox,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %err, "publishing opened statements failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "opening bound periods failed"),
+            }
+        }
         match restate_requested(&pool, 50).await {
             Ok(restated) if !restated.statements.is_empty() => {
                 tracing::info!(

@@ -18,7 +18,7 @@ pub mod seals_repo;
 pub mod startup;
 mod traces;
 
-pub use credit_restatements::restate_requested;
+pub use credit_restatements::{restate_bound_periods, restate_requested};
 pub use outcome::{BatchOutcome, DeadLetter, Restated};
 pub use rate::{process_batch, process_batch_isolating};
 pub use startup::Application;

@@ -223,8 +223,8 @@ fn price<'e>(
 /// The new events of a batch, pre-aggregated in memory for one upsert each.
 #[derive(Default)]
 struct Counted {
-    /// By (account, period counted in, price version).
-    increments: BTreeMap<(String, DateTime<Utc>, i64), Increment>,
+    /// By (account, period counted in, price version, binding).
+    increments: BTreeMap<repo::AggregateKey, Increment>,
     hourly: BTreeMap<HourKey, Increment>,
     /// The account-periods whose statements bill them (start → end).
     touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
@@ -262,7 +262,15 @@ fn count(
         }
         let inc = counted
             .increments
-            .entry((event.account_id.to_string(), period.start(), *price_id))
+            .entry((
+                event.account_id.to_string(),
+                period.start(),
+                *price_id,
+                event
+                    .resource
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+            ))
             .or_default();
         inc.period_end = Some(period.end());
         inc.add(event.time, event.event_id.as_str(), event.quantity.value());

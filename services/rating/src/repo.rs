@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use tally_domain::{
-    PriceBook, ProviderId, ProviderKind, ProviderRef, Sku, Statement, UsageAggregate,
+    BindingId, PriceBook, ProviderId, ProviderKind, ProviderRef, ResourceRef, Sku, Statement,
+    UsageAggregate,
 };
 
 /// Key of one account-period.
@@ -14,6 +15,10 @@ pub type AccountPeriod = (String, DateTime<Utc>);
 
 /// Key of one hour of usage: (account, period start, price version, hour).
 pub type HourKey = (String, DateTime<Utc>, i64, DateTime<Utc>);
+
+/// Key of one aggregate: (account, period start, price version, binding id;
+/// `""` for usage that names no binding).
+pub type AggregateKey = (String, DateTime<Utc>, i64, String);
 
 pub struct NewEventIds<'a> {
     pub provider_ids: Vec<&'a str>,
@@ -80,9 +85,10 @@ impl Increment {
 /// lock rows in the same order.
 pub async fn add_to_aggregates(
     conn: &mut PgConnection,
-    increments: &std::collections::BTreeMap<(String, DateTime<Utc>, i64), Increment>,
+    increments: &std::collections::BTreeMap<AggregateKey, Increment>,
 ) -> Result<(), sqlx::Error> {
     let mut accounts = Vec::with_capacity(increments.len());
+    let mut bindings = Vec::with_capacity(increments.len());
     let mut starts = Vec::with_capacity(increments.len());
     let mut ends = Vec::with_capacity(increments.len());
     let mut prices = Vec::with_capacity(increments.len());
@@ -92,10 +98,11 @@ pub async fn add_to_aggregates(
     let mut latest_times = Vec::with_capacity(increments.len());
     let mut latest_ids = Vec::with_capacity(increments.len());
     let mut latest_quantities = Vec::with_capacity(increments.len());
-    let (mut d_accounts, mut d_starts, mut d_prices, mut d_values) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((account, start, price), inc) in increments {
+    let (mut d_accounts, mut d_starts, mut d_prices, mut d_bindings, mut d_values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((account, start, price, binding), inc) in increments {
         accounts.push(account.as_str());
+        bindings.push(binding.as_str());
         starts.push(*start);
         ends.push(inc.period_end.unwrap_or(*start));
         prices.push(*price);
@@ -109,15 +116,16 @@ pub async fn add_to_aggregates(
             d_accounts.push(account.as_str());
             d_starts.push(*start);
             d_prices.push(*price);
+            d_bindings.push(binding.as_str());
             d_values.push(value.as_str());
         }
     }
     sqlx::query(
         "INSERT INTO usage_aggregates (account_id, period_start, period_end, price_id, quantity, event_count,
-             max_quantity, latest_time, latest_event_id, latest_quantity)
+             max_quantity, latest_time, latest_event_id, latest_quantity, binding_id)
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::numeric[],
-             $6::bigint[], $7::numeric[], $8::timestamptz[], $9::text[], $10::numeric[])
-         ON CONFLICT (account_id, period_start, price_id) DO UPDATE
+             $6::bigint[], $7::numeric[], $8::timestamptz[], $9::text[], $10::numeric[], $11::text[])
+         ON CONFLICT (account_id, period_start, price_id, binding_id) DO UPDATE
          SET quantity = usage_aggregates.quantity + EXCLUDED.quantity,
              event_count = usage_aggregates.event_count + EXCLUDED.event_count,
              max_quantity = GREATEST(usage_aggregates.max_quantity, EXCLUDED.max_quantity),
@@ -144,18 +152,20 @@ pub async fn add_to_aggregates(
     .bind(&latest_times)
     .bind(&latest_ids)
     .bind(&latest_quantities)
+    .bind(&bindings)
     .execute(&mut *conn)
     .await?;
     if !d_values.is_empty() {
         sqlx::query(
-            "INSERT INTO usage_distinct_values (account_id, period_start, price_id, value)
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[])
+            "INSERT INTO usage_distinct_values (account_id, period_start, price_id, value, binding_id)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[])
              ON CONFLICT DO NOTHING",
         )
         .bind(&d_accounts)
         .bind(&d_starts)
         .bind(&d_prices)
         .bind(&d_values)
+        .bind(&d_bindings)
         .execute(&mut *conn)
         .await?;
     }
@@ -339,14 +349,17 @@ pub async fn load_aggregates(
                 CASE WHEN s.aggregation = 'unique_count' THEN
                     (SELECT count(*) FROM usage_distinct_values d
                       WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
-                        AND d.price_id = ua.price_id)
+                        AND d.price_id = ua.price_id AND d.binding_id = ua.binding_id)
                 ELSE 0 END AS distinct_values,
-                s.markup_pct, pr.platform_fee_pct
+                s.markup_pct, pr.platform_fee_pct,
+                ua.binding_id, b.name AS resource_name, pl.name AS plan_name
          FROM usage_aggregates ua
          JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
          JOIN prices p ON p.id = ua.price_id
          JOIN skus s ON s.id = p.sku_id
-         JOIN providers pr ON pr.id = s.provider_id",
+         JOIN providers pr ON pr.id = s.provider_id
+         LEFT JOIN bindings b ON b.id = ua.binding_id
+         LEFT JOIN plans pl ON pl.id = b.plan_id",
     )
     .bind(&accounts)
     .bind(&starts)
@@ -375,12 +388,29 @@ pub async fn load_aggregates(
             event_count: r.try_get(4)?,
             markup_pct: r.try_get(9)?,
             platform_fee_pct: r.try_get(10)?,
+            resource: resource_of(&r)?,
+            included: Decimal::ZERO,
         };
         out.entry((r.try_get(0)?, r.try_get(1)?))
             .or_default()
             .push(aggregate);
     }
     Ok(out)
+}
+
+/// The bound resource of an aggregate (the columns of [`load_aggregates`]),
+/// its plan the binding's current one until its plan fees say otherwise
+/// ([`tally_domain::plan::bill_resources`]).
+fn resource_of(r: &sqlx::postgres::PgRow) -> Result<Option<ResourceRef>, sqlx::Error> {
+    let binding: &str = r.try_get(11)?;
+    if binding.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ResourceRef {
+        binding: BindingId::parse(binding).map_err(decode_err)?,
+        name: r.try_get::<Option<String>, _>(12)?.unwrap_or_default(),
+        plan: r.try_get::<Option<String>, _>(13)?.unwrap_or_default(),
+    }))
 }
 
 /// The quantity the price book charges for, by the SKU's aggregation (the

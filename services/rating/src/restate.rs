@@ -9,8 +9,10 @@ use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tally_domain::credits::{Grant, StoredGrant};
+use tally_domain::plan::{self, BoundResource, PlanVersion};
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
-use tally_domain::{AccountId, Currency, Period, Statement, StatementLine, UsageAggregate};
+use tally_domain::{AccountId, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate};
+use tally_platform::{bindings, plans};
 
 use crate::credits_repo;
 use crate::error::ProcessError;
@@ -38,7 +40,7 @@ pub(crate) async fn restate(
 ) -> Result<Restated, ProcessError> {
     let (keys, grants) = with_later_periods(&mut *conn, keys, states).await?;
     let t = Instant::now();
-    let mut inputs = Inputs::load(&mut *conn, &keys).await?;
+    let mut inputs = Inputs::load(&mut *conn, &keys, states).await?;
     let mut statements = Vec::with_capacity(keys.len());
     for ((account, start), end) in keys {
         let currency = states.get(&account).map(|s| s.currency).ok_or_else(|| {
@@ -129,6 +131,10 @@ struct Inputs {
     billed: HashMap<AccountPeriod, Vec<StatementLine>>,
     /// The aggregates of every period restated or adjusted.
     aggregates: HashMap<AccountPeriod, Vec<UsageAggregate>>,
+    /// The bound resources of every period restated or adjusted.
+    bound: HashMap<AccountPeriod, Vec<BoundResource>>,
+    /// Their plans' versions, by currency code.
+    plan_versions: HashMap<&'static str, BTreeMap<PlanId, Vec<PlanVersion>>>,
     versions_read: Duration,
     loaded: Duration,
 }
@@ -137,6 +143,7 @@ impl Inputs {
     async fn load(
         conn: &mut PgConnection,
         keys: &[(AccountPeriod, DateTime<Utc>)],
+        states: &HashMap<String, AccountState>,
     ) -> Result<Self, ProcessError> {
         let t = Instant::now();
         let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
@@ -160,12 +167,46 @@ impl Inputs {
             .into_iter()
             .collect();
         let aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
+        let periods: BTreeSet<(String, DateTime<Utc>, DateTime<Utc>)> = keys
+            .iter()
+            .map(|((account, start), end)| (account.clone(), *start, *end))
+            .chain(late.iter().flat_map(|((account, _), origins)| {
+                origins
+                    .iter()
+                    .map(|o| (account.clone(), o.start(), o.end()))
+            }))
+            .collect();
+        let periods: Vec<_> = periods.into_iter().collect();
+        let bound = bindings::bound_in_periods(&mut *conn, &periods).await?;
+        let mut plan_versions = HashMap::new();
+        if !bound.is_empty() {
+            let plan_ids: Vec<&str> = bound
+                .values()
+                .flatten()
+                .flat_map(|b| b.plans.iter().map(|p| p.plan.as_str()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let currencies: BTreeMap<&'static str, Currency> = bound
+                .keys()
+                .filter_map(|(account, _)| states.get(account))
+                .map(|s| (s.currency.code(), s.currency))
+                .collect();
+            for (code, currency) in currencies {
+                plan_versions.insert(
+                    code,
+                    plans::plan_versions(&mut *conn, &plan_ids, currency).await?,
+                );
+            }
+        }
         Ok(Inputs {
             stored_versions,
             late,
             origin_set,
             billed,
             aggregates,
+            bound,
+            plan_versions,
             versions_read,
             loaded: t.elapsed() - versions_read,
         })
@@ -205,7 +246,8 @@ impl Inputs {
             self.aggregates.remove(&own_key)
         }
         .unwrap_or_default();
-        let mut statement = Statement::compute(account_id.clone(), period, currency, version, rows)
+        let mut statement = self
+            .compute(&account_id, period, currency, version, rows)
             .map_err(|e| statement_error(account, start, e))?;
         statement.sealed = sealed;
         if sealed && self.origin_set.contains(&own_key) {
@@ -225,6 +267,28 @@ impl Inputs {
         Ok(statement)
     }
 
+    /// A statement of `period` from its aggregates and the plan fees and
+    /// allowances of the account's resources bound in it.
+    fn compute(
+        &self,
+        account_id: &AccountId,
+        period: Period,
+        currency: Currency,
+        version: i64,
+        mut rows: Vec<UsageAggregate>,
+    ) -> Result<Statement, StatementError> {
+        let key = (account_id.to_string(), period.start());
+        let fees = match self.bound.get(&key) {
+            Some(bound) => {
+                let none = BTreeMap::new();
+                let versions = self.plan_versions.get(currency.code()).unwrap_or(&none);
+                plan::bill_resources(period, currency, bound, versions, &mut rows)?
+            }
+            None => Vec::new(),
+        };
+        Statement::compute_with_plans(account_id.clone(), period, currency, version, rows, fees)
+    }
+
     /// The adjustment lines of sealed period `origin`: it priced again with
     /// everything known, less what was billed for it. When the statement
     /// billing them is `sealed`, they are billed from now on: a later period
@@ -239,7 +303,7 @@ impl Inputs {
     ) -> Result<Vec<StatementLine>, StatementError> {
         let key = (account_id.to_string(), origin.start());
         let rows = self.aggregates.get(&key).cloned().unwrap_or_default();
-        let current = Statement::compute(account_id.clone(), origin, currency, 0, rows)?;
+        let current = self.compute(account_id, origin, currency, 0, rows)?;
         let before = self.billed.get(&key).map(Vec::as_slice).unwrap_or_default();
         let adjustments = adjustment_lines(origin, &current.lines, before)?;
         if sealed {

@@ -96,6 +96,36 @@ slug_id!(
     128
 );
 
+slug_id!(
+    /// A binding: an account's provisioned instance of a provider's service,
+    /// e.g. `bnd_0192f3c4d5e6`. Tally makes it when the binding is
+    /// requested; usage events name it in their `resource` attribute.
+    BindingId,
+    "binding id",
+    64
+);
+slug_id!(
+    /// A provider's plan for one resource type, e.g. `dbco.ps-10`.
+    PlanId,
+    "plan id",
+    128
+);
+slug_id!(
+    /// A kind of resource a provider offers (`database`, `bucket`): its
+    /// plans are published per resource type.
+    ResourceType,
+    "resource type",
+    64
+);
+
+impl PlanId {
+    /// The plan's id in a line's SKU column: a plan fee line has no SKU of
+    /// its own (the two ids share one grammar).
+    pub fn as_sku(&self) -> Sku {
+        Sku(self.0.clone())
+    }
+}
+
 impl ProviderId {
     /// The id of a provider created from now on: a slug without dots, so
     /// that a SKU id `<provider>.<name>` names its provider unambiguously

@@ -15,10 +15,13 @@
 //! | a grant's balance, status, and whether it may pay in a period | [`credits::grant`] |
 //! | when an account's periods are sealed | [`seal_policy`] |
 //! | the invoice state machine, invoice numbers | [`invoice`] |
+//! | a binding's lifecycle, and whether an event is billed where it claims (`not_bound`) | [`binding`] |
+//! | a plan's prorated fee, its allowances | [`plan`] |
 //! | how a credit note splits between platform and partner | [`corrections`] |
 //! | the reconciliation identity of a month | [`reconciliation`] |
 
 pub mod aggregation;
+pub mod binding;
 pub mod corrections;
 pub mod credits;
 pub mod ids;
@@ -27,6 +30,7 @@ pub mod invoice;
 pub mod money;
 pub mod period;
 pub mod placement;
+pub mod plan;
 pub mod pricing;
 pub mod quantity;
 pub mod reconciliation;
@@ -36,7 +40,7 @@ pub mod statement;
 pub mod usage;
 
 pub use aggregation::{Aggregation, AggregationError};
-pub use ids::{AccountId, EventId, IdError, ProviderId, Sku};
+pub use ids::{AccountId, BindingId, EventId, IdError, PlanId, ProviderId, ResourceType, Sku};
 pub use input::InputError;
 pub use invoice::InvoiceStatus;
 pub use money::{Currency, Money, MoneyError};
@@ -44,6 +48,7 @@ pub use period::{AnchorDay, Period, PeriodError};
 pub use pricing::{PriceBook, PriceModel, PricingError};
 pub use quantity::{Quantity, QuantityError};
 pub use statement::{
-    LineKind, ProviderKind, ProviderRef, Statement, StatementLine, UsageAggregate,
+    LineKind, PlanFeeInput, ProviderKind, ProviderRef, ResourceRef, Statement, StatementLine,
+    UsageAggregate,
 };
 pub use usage::UsageEvent;

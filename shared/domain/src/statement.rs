@@ -3,7 +3,10 @@
 
 use crate::credits::AppliedCredit;
 use crate::money::checked::{add as checked_add, sub as checked_sub};
-use crate::{AccountId, Currency, MoneyError, Period, PriceBook, PricingError, ProviderId, Sku};
+use crate::plan::PlanFee;
+use crate::{
+    AccountId, BindingId, Currency, MoneyError, Period, PriceBook, PricingError, ProviderId, Sku,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -47,7 +50,40 @@ impl ProviderRef {
     }
 }
 
-/// The total quantity of one SKU at one price version in one account-period.
+/// The bound resource a line belongs to: the bill shows it as
+/// `prod-db · PS-10` (its name, and the plan it is on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRef {
+    pub binding: BindingId,
+    /// The customer's name for it.
+    pub name: String,
+    /// The display name of its plan (its newest plan in the period).
+    pub plan: String,
+}
+
+impl ResourceRef {
+    /// `prod-db · PS-10`.
+    pub fn label(&self) -> String {
+        format!("{} · {}", self.name, self.plan)
+    }
+
+    fn bill_order(&self) -> (&str, &str) {
+        (self.name.as_str(), self.binding.as_str())
+    }
+}
+
+/// A bound resource's plan fee for the period, to bill as a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanFeeInput {
+    pub provider: ProviderRef,
+    pub resource: ResourceRef,
+    pub fee: PlanFee,
+    /// The platform's share of the provider's list amount, in percent.
+    pub platform_fee_pct: Decimal,
+}
+
+/// The total quantity of one SKU at one price version in one account-period
+/// (of one bound resource, when the usage named one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageAggregate {
     pub provider: ProviderRef,
@@ -64,6 +100,12 @@ pub struct UsageAggregate {
     /// The platform's share of the provider's list amount, in percent
     /// (100 for first-party providers).
     pub platform_fee_pct: Decimal,
+    /// The bound resource the usage belongs to.
+    pub resource: Option<ResourceRef>,
+    /// How much of `quantity` the resource's plan includes
+    /// ([`crate::plan::apply_allowance`]): billed as an allowance line at
+    /// no charge; only the rest is priced.
+    pub included: Decimal,
 }
 
 /// What a statement line bills.
@@ -77,14 +119,30 @@ pub enum LineKind {
     RecurringFee,
     /// Brings a period's usage charge up to the version's minimum.
     MinimumTrueUp,
+    /// A bound resource's plan fee, prorated by its active hours
+    /// (`price_id` is the plan version's id).
+    PlanFee,
+    /// Usage the resource's plan includes, at no charge.
+    Allowance,
 }
 
 impl LineKind {
+    /// Every kind, in the order they are declared.
+    pub const ALL: [LineKind; 5] = [
+        LineKind::Usage,
+        LineKind::RecurringFee,
+        LineKind::MinimumTrueUp,
+        LineKind::PlanFee,
+        LineKind::Allowance,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             LineKind::Usage => "usage",
             LineKind::RecurringFee => "recurring_fee",
             LineKind::MinimumTrueUp => "minimum_true_up",
+            LineKind::PlanFee => "plan_fee",
+            LineKind::Allowance => "allowance",
         }
     }
 }
@@ -130,12 +188,21 @@ pub struct StatementLine {
     /// known and what was billed for it already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adjusts: Option<Period>,
+    /// The bound resource the line belongs to (plan fee, allowance, usage
+    /// naming a binding); lines of a provider are grouped by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceRef>,
 }
 
 impl StatementLine {
-    /// Within one period's lines, (kind, price version) names a line.
-    fn key(&self) -> (LineKind, i64) {
-        (self.kind, self.price_id)
+    /// Within one period's lines, (kind, price or plan version, resource)
+    /// names a line.
+    fn key(&self) -> (LineKind, i64, Option<&BindingId>) {
+        (
+            self.kind,
+            self.price_id,
+            self.resource.as_ref().map(|r| &r.binding),
+        )
     }
 
     fn is_zero(&self) -> bool {
@@ -288,6 +355,8 @@ pub enum StatementError {
     Pricing(#[from] PricingError),
     #[error(transparent)]
     Money(#[from] MoneyError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 impl Statement {
@@ -303,7 +372,30 @@ impl Statement {
         period: Period,
         currency: Currency,
         version: i64,
+        aggregates: Vec<UsageAggregate>,
+    ) -> Result<Statement, StatementError> {
+        Self::compute_with_plans(
+            account_id,
+            period,
+            currency,
+            version,
+            aggregates,
+            Vec::new(),
+        )
+    }
+
+    /// [`Statement::compute`] with the plan fees of the account's bound
+    /// resources. Within each provider, lines without a resource come
+    /// first (as before bindings), then each resource's lines (by name):
+    /// its plan fees, then per SKU the allowance used and the usage beyond
+    /// it. Deterministic: the order of the inputs does not matter.
+    pub fn compute_with_plans(
+        account_id: AccountId,
+        period: Period,
+        currency: Currency,
+        version: i64,
         mut aggregates: Vec<UsageAggregate>,
+        mut plan_fees: Vec<PlanFeeInput>,
     ) -> Result<Statement, StatementError> {
         aggregates.sort_by(|a, b| {
             a.provider
@@ -313,67 +405,34 @@ impl Statement {
                 .then_with(|| a.price_effective_from.cmp(&b.price_effective_from))
                 .then_with(|| a.price_id.cmp(&b.price_id))
         });
-        let mut lines = Vec::with_capacity(aggregates.len());
-        for agg in aggregates {
-            let charges = agg.model.charges(agg.quantity, currency)?;
-            let usage = agg.model.model.unit_price();
-            let mut parts = vec![(
-                LineKind::Usage,
-                agg.quantity.normalize(),
-                usage,
-                charges.usage,
-            )];
-            if let Some(fee) = charges.recurring_fee {
-                parts.push((LineKind::RecurringFee, Decimal::ONE, Some(fee), fee));
-            }
-            if let Some(true_up) = charges.minimum_true_up {
-                parts.push((
-                    LineKind::MinimumTrueUp,
-                    Decimal::ONE,
-                    Some(true_up),
-                    true_up,
-                ));
-            }
-            let fee_pct = match agg.provider.kind {
-                ProviderKind::FirstParty => Decimal::ONE_HUNDRED,
-                ProviderKind::Partner => agg.platform_fee_pct,
-            };
-            for (kind, quantity, unit_price, exact) in parts {
-                let economics = Economics::of(exact, agg.markup_pct, fee_pct, currency)?;
-                let (description, unit) = match kind {
-                    LineKind::Usage => (agg.sku_name.clone(), agg.unit.clone()),
-                    LineKind::RecurringFee => {
-                        (format!("{} — recurring fee", agg.sku_name), "period".into())
-                    }
-                    LineKind::MinimumTrueUp => (
-                        format!("{} — minimum charge true-up", agg.sku_name),
-                        "period".into(),
-                    ),
-                };
-                lines.push(StatementLine {
-                    kind,
-                    provider: agg.provider.clone(),
-                    sku: agg.sku.clone(),
-                    description,
-                    unit,
-                    price_id: agg.price_id,
-                    price_effective_from: agg.price_effective_from,
-                    quantity,
-                    unit_price,
-                    event_count: if kind == LineKind::Usage {
-                        agg.event_count
-                    } else {
-                        0
-                    },
-                    amount: economics.amount,
-                    list_amount: economics.list_amount,
-                    markup: economics.markup,
-                    platform_fee: economics.platform_fee,
-                    partner_net: economics.partner_net,
-                    adjusts: None,
-                });
-            }
+        plan_fees.sort_by(|a, b| {
+            a.provider
+                .bill_order()
+                .cmp(&b.provider.bill_order())
+                .then_with(|| a.resource.bill_order().cmp(&b.resource.bill_order()))
+                .then_with(|| {
+                    (a.fee.version.effective_from, a.fee.version.id)
+                        .cmp(&(b.fee.version.effective_from, b.fee.version.id))
+                })
+        });
+        let mut lines = Vec::with_capacity(aggregates.len() + plan_fees.len());
+        for input in plan_fees {
+            lines.push(plan_fee_line(input, currency)?);
         }
+        for agg in aggregates {
+            usage_lines(agg, currency, &mut lines)?;
+        }
+        // Stable: each group keeps the order its lines were made in.
+        lines.sort_by(|a, b| {
+            (
+                a.provider.bill_order(),
+                a.resource.as_ref().map(ResourceRef::bill_order),
+            )
+                .cmp(&(
+                    b.provider.bill_order(),
+                    b.resource.as_ref().map(ResourceRef::bill_order),
+                ))
+        });
         let mut statement = Statement {
             account_id,
             period,
@@ -453,6 +512,133 @@ pub fn check_billable(
     Ok(())
 }
 
+/// The platform's share of a provider's lines, in percent.
+fn fee_pct(provider: &ProviderRef, platform_fee_pct: Decimal) -> Decimal {
+    match provider.kind {
+        ProviderKind::FirstParty => Decimal::ONE_HUNDRED,
+        ProviderKind::Partner => platform_fee_pct,
+    }
+}
+
+/// A resource's plan fee line: `base fee × hours / period hours`, rounded once.
+fn plan_fee_line(input: PlanFeeInput, currency: Currency) -> Result<StatementLine, MoneyError> {
+    let fee = &input.fee;
+    let economics = Economics::of(
+        fee.exact,
+        Decimal::ZERO,
+        fee_pct(&input.provider, input.platform_fee_pct),
+        currency,
+    )?;
+    Ok(StatementLine {
+        kind: LineKind::PlanFee,
+        provider: input.provider,
+        // A plan fee has no SKU of its own: the plan's id names it.
+        sku: fee.version.plan.as_sku(),
+        description: format!(
+            "{} plan — {} of {} hours",
+            fee.version.name, fee.hours, fee.period_hours
+        ),
+        unit: "hour".into(),
+        price_id: fee.version.id,
+        price_effective_from: fee.version.effective_from,
+        quantity: Decimal::from(fee.hours),
+        unit_price: None,
+        event_count: 0,
+        amount: economics.amount,
+        list_amount: economics.list_amount,
+        markup: economics.markup,
+        platform_fee: economics.platform_fee,
+        partner_net: economics.partner_net,
+        adjusts: None,
+        resource: Some(input.resource),
+    })
+}
+
+/// The lines of one aggregate: the allowance used (if any), the usage
+/// beyond it, and the version's recurring fee and minimum true-up.
+fn usage_lines(
+    agg: UsageAggregate,
+    currency: Currency,
+    lines: &mut Vec<StatementLine>,
+) -> Result<(), StatementError> {
+    let included = agg.included.min(agg.quantity).max(Decimal::ZERO);
+    let beyond = agg
+        .quantity
+        .checked_sub(included)
+        .ok_or(MoneyError::Overflow)?;
+    let charges = agg.model.charges(beyond, currency)?;
+    let usage = agg.model.model.unit_price();
+    let mut parts = Vec::with_capacity(4);
+    if !included.is_zero() {
+        parts.push((
+            LineKind::Allowance,
+            included.normalize(),
+            Some(Decimal::ZERO),
+            Decimal::ZERO,
+        ));
+    }
+    parts.push((LineKind::Usage, beyond.normalize(), usage, charges.usage));
+    if let Some(fee) = charges.recurring_fee {
+        parts.push((LineKind::RecurringFee, Decimal::ONE, Some(fee), fee));
+    }
+    if let Some(true_up) = charges.minimum_true_up {
+        parts.push((
+            LineKind::MinimumTrueUp,
+            Decimal::ONE,
+            Some(true_up),
+            true_up,
+        ));
+    }
+    let fee_pct = fee_pct(&agg.provider, agg.platform_fee_pct);
+    for (kind, quantity, unit_price, exact) in parts {
+        let economics = Economics::of(exact, agg.markup_pct, fee_pct, currency)?;
+        let (description, unit) = match kind {
+            LineKind::Usage => (agg.sku_name.clone(), agg.unit.clone()),
+            LineKind::Allowance => (
+                format!(
+                    "{} — included in {}",
+                    agg.sku_name,
+                    agg.resource
+                        .as_ref()
+                        .map_or("the plan", |r| r.plan.as_str())
+                ),
+                agg.unit.clone(),
+            ),
+            LineKind::RecurringFee => {
+                (format!("{} — recurring fee", agg.sku_name), "period".into())
+            }
+            LineKind::MinimumTrueUp | LineKind::PlanFee => (
+                format!("{} — minimum charge true-up", agg.sku_name),
+                "period".into(),
+            ),
+        };
+        lines.push(StatementLine {
+            kind,
+            provider: agg.provider.clone(),
+            sku: agg.sku.clone(),
+            description,
+            unit,
+            price_id: agg.price_id,
+            price_effective_from: agg.price_effective_from,
+            quantity,
+            unit_price,
+            event_count: if kind == LineKind::Usage {
+                agg.event_count
+            } else {
+                0
+            },
+            amount: economics.amount,
+            list_amount: economics.list_amount,
+            markup: economics.markup,
+            platform_fee: economics.platform_fee,
+            partner_net: economics.partner_net,
+            adjusts: None,
+            resource: agg.resource.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// The split of one line between customer, platform and provider.
 struct Economics {
     amount: Decimal,
@@ -524,6 +710,8 @@ mod tests {
             event_count: 1,
             markup_pct: Decimal::ZERO,
             platform_fee_pct: dec!(20),
+            resource: None,
+            included: Decimal::ZERO,
         }
     }
 
@@ -805,6 +993,140 @@ mod tests {
             merge_billed(&current, &adjustment),
             Err(MoneyError::Overflow)
         );
+    }
+
+    /// A month of a bound database (activated Nov 2 10:37 on PS-10, moved
+    /// to PS-20 Nov 5 14:05, suspended Nov 9, deleted Nov 20) and 30 GB of
+    /// its storage, beside unbound first-party usage. Expected amounts are
+    /// worked out by hand below, not by the code under test.
+    #[test]
+    fn a_bound_resources_lines_are_grouped_with_prorated_fees_and_allowance() {
+        use crate::binding::{Actor, BindingStatus as S, PlanChange, StatusChange};
+        use crate::plan::{active_spans, allowance, apply_allowance, plan_fees, PlanVersion};
+        use crate::{BindingId, PlanId};
+        use std::collections::BTreeMap;
+        let t = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let storage = Sku::parse("dbco.storage-gb").unwrap();
+        let version = |id, plan: &str, name: &str, fee, gb| PlanVersion {
+            id,
+            plan: PlanId::parse(plan).unwrap(),
+            name: name.into(),
+            currency: usd,
+            effective_from: t(1, 0, 0),
+            base_fee: fee,
+            allowances: BTreeMap::from([(storage.clone(), gb)]),
+        };
+        let mut versions = BTreeMap::new();
+        versions.insert(
+            PlanId::parse("dbco.ps-10").unwrap(),
+            vec![version(1, "dbco.ps-10", "PS-10", dec!(39), dec!(10))],
+        );
+        versions.insert(
+            PlanId::parse("dbco.ps-20").unwrap(),
+            vec![version(2, "dbco.ps-20", "PS-20", dec!(72), dec!(25))],
+        );
+        let change = |at, to| StatusChange {
+            at,
+            from: None,
+            to,
+            by: Actor::Provider,
+            message: None,
+        };
+        let history = [
+            change(t(2, 0, 0), S::Requested),
+            change(t(2, 10, 37), S::Active),
+            change(t(9, 0, 0), S::Suspended),
+            change(t(20, 8, 30), S::Deleted),
+        ];
+        let plans = [
+            PlanChange {
+                at: t(2, 0, 0),
+                plan: PlanId::parse("dbco.ps-10").unwrap(),
+            },
+            PlanChange {
+                at: t(5, 14, 5),
+                plan: PlanId::parse("dbco.ps-20").unwrap(),
+            },
+        ];
+        let november = Period::parse_month("2026-11").unwrap();
+        let fees = plan_fees(&active_spans(&history, &plans), &versions, usd, november).unwrap();
+        let dbco = provider("dbco", "DB Co", ProviderKind::Partner);
+        let resource = ResourceRef {
+            binding: BindingId::parse("bnd_1").unwrap(),
+            name: "prod-db".into(),
+            plan: "PS-20".into(),
+        };
+        let mut used = agg(&dbco, "dbco.storage-gb", dec!(0.50), dec!(30));
+        used.resource = Some(resource.clone());
+        used.included = apply_allowance(allowance(&fees, &storage), &[dec!(30)])[0].included;
+        let platform = provider("platform", "Platform", ProviderKind::FirstParty);
+        let inputs = fees
+            .into_iter()
+            .map(|fee| PlanFeeInput {
+                provider: dbco.clone(),
+                resource: resource.clone(),
+                fee,
+                platform_fee_pct: dec!(20),
+            })
+            .collect();
+        let s = Statement::compute_with_plans(
+            AccountId::parse("acme").unwrap(),
+            november,
+            usd,
+            1,
+            vec![used, agg(&platform, "vm.hours", dec!(0.10), dec!(10))],
+            inputs,
+        )
+        .unwrap();
+        let view: Vec<_> = s
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.kind.as_str(),
+                    l.resource.as_ref().map(ResourceRef::label),
+                    l.quantity,
+                    l.amount,
+                    l.platform_fee,
+                )
+            })
+            .collect();
+        let db = Some("prod-db · PS-20".to_owned());
+        // PS-10: hours from the one starting Nov 2 10:00 through the one
+        // starting Nov 5 13:00: 14 + 24 + 24 + 14 = 76; 39 × 76 / 720 =
+        // 4.1166… → 4.12 (platform 20 %: 0.824 → 0.82). PS-20: Nov 5 14:00
+        // (the changeover hour goes to the new plan) to the suspension on
+        // Nov 9 00:00: 10 + 72 = 82 h; 72 × 82 / 720 = 8.20 (1.64).
+        // Storage: 25 GB included by PS-20 (the plan it ended on), 5 GB
+        // beyond at 0.50 = 2.50 (0.50).
+        assert_eq!(
+            view,
+            [
+                ("usage", None, dec!(10), dec!(1.00), dec!(1.00)),
+                ("plan_fee", db.clone(), dec!(76), dec!(4.12), dec!(0.82)),
+                ("plan_fee", db.clone(), dec!(82), dec!(8.20), dec!(1.64)),
+                ("allowance", db.clone(), dec!(25), dec!(0), dec!(0)),
+                ("usage", db.clone(), dec!(5), dec!(2.50), dec!(0.50)),
+            ]
+        );
+        assert_eq!(s.total, dec!(15.82));
+        assert_eq!(s.lines[1].description, "PS-10 plan — 76 of 720 hours");
+        assert_eq!(
+            s.lines[3].description,
+            "dbco.storage-gb — included in PS-20"
+        );
+        let subtotals: Vec<_> = s.subtotals.iter().map(|t| t.amount).collect();
+        assert_eq!(subtotals, [dec!(1.00), dec!(14.82)]);
+    }
+
+    #[test]
+    fn statements_without_resources_serialize_as_before() {
+        let p = provider("platform", "Platform", ProviderKind::FirstParty);
+        let s = statement(vec![agg(&p, "a", dec!(1), dec!(1))]);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["lines"][0].get("resource").is_none());
+        assert_eq!(json["lines"][0]["kind"], "usage");
     }
 
     proptest! {

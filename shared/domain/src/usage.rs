@@ -1,6 +1,6 @@
 //! The usage event as it travels on `usage.events` (schemas/usage-event.schema.json).
 
-use crate::{AccountId, EventId, ProviderId, Quantity, Sku};
+use crate::{AccountId, BindingId, EventId, ProviderId, Quantity, Sku};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,6 +19,10 @@ pub struct UsageEvent {
     pub received_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, String>,
+    /// The binding the usage belongs to (the CloudEvents `resource`
+    /// attribute), checked by the collector ([`crate::binding::check_bound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<BindingId>,
 }
 
 /// A message on `usage.events`, tagged by `kind` so markers can share the topic.
@@ -64,6 +68,7 @@ mod tests {
             time: "2026-11-01T10:00:00Z".parse().unwrap(),
             received_at: "2026-11-01T10:00:01Z".parse().unwrap(),
             dimensions: BTreeMap::from([("region".into(), "eu".into())]),
+            resource: None,
         };
         assert_eq!(
             serde_json::to_string(&UsageMessageRef::Usage(&event)).unwrap(),

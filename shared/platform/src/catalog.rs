@@ -404,7 +404,7 @@ pub async fn get_account(
     row.map(|r| account_from_row(&r)).transpose()
 }
 
-fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+pub(crate) fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
 

@@ -97,6 +97,11 @@ pub struct Config {
     /// Without it each API process draws a random one, so links do not
     /// survive a restart and do not work across instances.
     pub link_secret: Option<String>,
+    /// The platform's webhook key (`TALLY_WEBHOOK_KEY`, or a file named by
+    /// `TALLY_WEBHOOK_KEY_FILE`): each provider's webhook signing secret
+    /// derives from it ([`crate::binding_outbox`]). Without it binding
+    /// events are published on Kafka but not delivered to webhooks.
+    pub webhook_key: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tally";
@@ -136,6 +141,7 @@ impl Default for Config {
             close_every: Some(Duration::from_secs(60)),
             invoice_issuer: "TLY".into(),
             link_secret: None,
+            webhook_key: None,
         }
     }
 }
@@ -361,6 +367,7 @@ impl Config {
                 None => d.invoice_issuer,
             },
             link_secret: secret("TALLY_LINK_SECRET")?,
+            webhook_key: secret("TALLY_WEBHOOK_KEY")?,
         };
         config.validated()
     }
@@ -402,6 +409,8 @@ pub struct Topics {
     pub usage_events: String,
     pub usage_dlq: String,
     pub statements: String,
+    /// Binding lifecycle events (key = binding id).
+    pub binding_events: String,
 }
 
 impl Topics {
@@ -412,6 +421,7 @@ impl Topics {
             usage_events: format!("{prefix}usage.events"),
             usage_dlq: format!("{prefix}usage.events.dlq"),
             statements: format!("{prefix}billing.statements"),
+            binding_events: format!("{prefix}bindings.events"),
         }
     }
 }

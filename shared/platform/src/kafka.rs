@@ -282,6 +282,7 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
             .set("max.message.bytes", &max_message),
         new_topic(&topics.usage_ingest_rejects, 1).set("max.message.bytes", &max_message),
         new_topic(&topics.statements, config.usage_partitions),
+        new_topic(&topics.binding_events, config.usage_partitions),
     ];
     let results = admin
         .create_topics(

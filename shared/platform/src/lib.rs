@@ -2,6 +2,8 @@
 //! this crate only moves bytes in and out of PostgreSQL and Kafka.
 
 pub mod auth;
+pub mod binding_outbox;
+pub mod bindings;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -10,6 +12,7 @@ pub mod http;
 pub mod kafka;
 pub mod onboarding;
 pub mod openapi;
+pub mod plans;
 pub mod telemetry;
 pub mod trace;
 

@@ -81,7 +81,11 @@ pub fn staff_role() -> RefOr<Schema> {
 
 /// An invoice line's kind (`schema_with`).
 pub fn line_kind() -> RefOr<Schema> {
-    schema(json!({"type": "string", "enum": ["usage", "recurring_fee", "minimum_true_up"]}))
+    let kinds: Vec<&str> = tally_domain::statement::LineKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    schema(json!({"type": "string", "enum": kinds}))
 }
 
 /// A grant's kind (`schema_with`).

@@ -168,6 +168,7 @@ pub(crate) mod tests {
                     price_effective_from: at(1),
                     event_count: 2,
                     adjusts: None,
+                    resource: None,
                 }],
                 subtotal: currency.scaled(dec!(1.5)),
             }],

@@ -75,6 +75,7 @@ pub fn line(
         platform_fee: amount,
         partner_net: Decimal::ZERO,
         adjusts: None,
+        resource: None,
     }
 }
 

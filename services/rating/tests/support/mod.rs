@@ -24,6 +24,7 @@ pub fn acme_event(
         time,
         received_at: time,
         dimensions: BTreeMap::new(),
+        resource: None,
     }
 }
 

@@ -209,8 +209,9 @@ pub type UsageHours = BTreeMap<(DateTime<Utc>, i64), Vec<(DateTime<Utc>, Decimal
 
 /// Cuts each line of `statement` into per-hour slices, in proportion to its
 /// price version's usage in that hour; a line's slices sum to its amount
-/// exactly. A line whose version has no recorded hours is one slice at the
-/// start of its period (for an adjustment, the period it adjusts).
+/// exactly. A line whose version has no recorded hours (and a plan fee) is
+/// one slice at the start of its period (for an adjustment, the period it
+/// adjusts).
 pub fn charge_slices(
     statement: &Statement,
     hours: &UsageHours,
@@ -222,7 +223,12 @@ pub fn charge_slices(
         }
         let service = line.adjusts.unwrap_or(statement.period).start();
         let fallback = [(service, Decimal::ONE)];
-        let when = match hours.get(&(service, line.price_id)) {
+        // A plan fee's `price_id` is a plan version's, not a price's: it
+        // has no usage hours and is one slice at the start of its period.
+        let usage = (line.kind != crate::LineKind::PlanFee)
+            .then(|| hours.get(&(service, line.price_id)))
+            .flatten();
+        let when = match usage {
             Some(h) if !h.is_empty() => h.as_slice(),
             _ => &fallback[..],
         };
@@ -374,6 +380,8 @@ mod tests {
             event_count: 3,
             markup_pct: Decimal::ZERO,
             platform_fee_pct: dec!(20),
+            resource: None,
+            included: Decimal::ZERO,
         };
         Statement::compute(
             AccountId::parse("acme").unwrap(),
