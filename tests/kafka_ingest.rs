@@ -343,3 +343,71 @@ async fn every_path_bills_the_same_usage_once() {
     assert_eq!(counted, 36);
     running.stop().await.unwrap();
 }
+
+/// The provider settings an operator sets from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_a_providers_ingest_and_binding_settings() {
+    let h = Harness::new().await;
+    seed_catalog(&h.pool, chrono::Utc::now()).await;
+    let run = |args: &[&str]| {
+        let out = h
+            .tally(args)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let settings = || async {
+        sqlx::query_as::<_, (bool, bool)>(
+            "SELECT kafka_ingest, requires_binding FROM providers WHERE id = 'dbco'",
+        )
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(settings().await, (false, false));
+    let (ok, out, _) = run(&[
+        "set-kafka-ingest",
+        "--provider",
+        "dbco",
+        "--allowed",
+        "true",
+    ]);
+    assert!(ok);
+    assert_eq!(out, "usage.ingest takes records of provider dbco\n");
+    let (ok, out, _) = run(&[
+        "set-requires-binding",
+        "--provider",
+        "dbco",
+        "--required",
+        "true",
+    ]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "provider dbco requires a binding for each usage event\n"
+    );
+    assert_eq!(settings().await, (true, true));
+    let (ok, _, err) = run(&[
+        "set-requires-binding",
+        "--provider",
+        "ghost",
+        "--required",
+        "true",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("provider ghost does not exist"), "{err}");
+    let (ok, _, err) = run(&[
+        "set-kafka-ingest",
+        "--provider",
+        "ghost",
+        "--allowed",
+        "false",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("ghost"), "{err}");
+}

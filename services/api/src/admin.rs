@@ -51,6 +51,12 @@ pub struct NewProvider {
     #[serde(default)]
     #[schema(default = false)]
     kafka_ingest: bool,
+    /// Whether each usage event of this provider must name an active
+    /// binding of its account (`resource`), else it is refused `not_bound`;
+    /// off by default
+    #[serde(default)]
+    #[schema(default = false)]
+    requires_binding: bool,
 }
 
 impl RequestBody for NewProvider {
@@ -80,12 +86,16 @@ pub async fn create_provider(
     if body.kafka_ingest {
         catalog::set_kafka_ingest(&mut tx, &id, true).await?;
     }
+    if body.requires_binding {
+        tally_platform::bindings::set_requires_binding(&mut tx, &id, true).await?;
+    }
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": id, "name": body.name, "kind": kind,
-            "kafka_ingest": body.kafka_ingest, "api_key": key.secret,
+            "kafka_ingest": body.kafka_ingest, "requires_binding": body.requires_binding,
+            "api_key": key.secret,
         })),
     ))
 }

@@ -79,13 +79,29 @@ async fn an_admin_sets_up_the_catalog_and_the_keys_it_returns_work() {
 
     let (status, body) = post(
         "/v1/admin/providers",
-        json!({"id": "qco", "name": "Q Co", "kind": "partner"}),
+        json!({"id": "qco", "name": "Q Co", "kind": "partner", "requires_binding": true}),
     )
     .await;
     assert_eq!(
-        (status, &body["kind"]),
-        (StatusCode::CREATED, &json!("partner"))
+        (
+            status,
+            &body["kind"],
+            &body["requires_binding"],
+            &body["kafka_ingest"]
+        ),
+        (
+            StatusCode::CREATED,
+            &json!("partner"),
+            &json!(true),
+            &json!(false)
+        )
     );
+    let settings: (bool, bool) =
+        sqlx::query_as("SELECT requires_binding, kafka_ingest FROM providers WHERE id = 'qco'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(settings, (true, false));
     assert!(body["api_key"]
         .as_str()
         .unwrap()

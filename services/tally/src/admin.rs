@@ -118,6 +118,23 @@ pub async fn set_kafka_ingest(pool: &PgPool, provider: &str, allowed: bool) -> a
     Ok(())
 }
 
+/// Requires (or stops requiring) a binding for each usage event of `provider`.
+pub async fn set_requires_binding(
+    pool: &PgPool,
+    provider: &str,
+    required: bool,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let found = tally_platform::bindings::set_requires_binding(
+        &mut conn,
+        &ProviderId::parse(provider)?,
+        required,
+    )
+    .await?;
+    anyhow::ensure!(found, "provider {provider} does not exist");
+    Ok(())
+}
+
 /// Sets the platform's markup on a SKU (percent of list).
 pub async fn set_markup(pool: &PgPool, sku: &str, pct: Decimal) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;

@@ -93,6 +93,14 @@ enum Command {
         #[arg(long, action = clap::ArgAction::Set)]
         allowed: bool,
     },
+    /// Require (or stop requiring) that each usage event of a provider names
+    /// an active binding of its account (`resource`); refused `not_bound` otherwise.
+    SetRequiresBinding {
+        #[arg(long)]
+        provider: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        required: bool,
+    },
     /// Create a customer account (prints its customer token once).
     CreateAccount {
         #[arg(long)]
@@ -408,6 +416,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tally::admin::set_kafka_ingest(&pool, &provider, allowed).await?;
                     let verb = if allowed { "takes" } else { "refuses" };
                     println!("usage.ingest {verb} records of provider {provider}");
+                }
+                Command::SetRequiresBinding { provider, required } => {
+                    tally::admin::set_requires_binding(&pool, &provider, required).await?;
+                    let verb = if required {
+                        "requires"
+                    } else {
+                        "does not require"
+                    };
+                    println!("provider {provider} {verb} a binding for each usage event");
                 }
                 Command::CreateAccount {
                     id,
