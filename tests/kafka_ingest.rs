@@ -205,11 +205,7 @@ async fn usage_from_the_ingest_topic_is_billed_once_and_refusals_have_codes() {
     assert_eq!(malformed["source"]["topic"], json!(topics.usage_ingest));
 
     // Nothing else was billed: the unknown SKU, the partner's refused event.
-    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-        .fetch_one(&h.pool)
-        .await
-        .unwrap();
-    assert_eq!(counted, 2);
+    assert_eq!(counted(&h.pool).await, 2);
     running.stop().await.unwrap();
 }
 
@@ -336,11 +332,7 @@ async fn every_path_bills_the_same_usage_once() {
     let ingest = &topics.usage_ingest;
     wait_until_committed(&h, "collector-ingest", ingest, StdDuration::from_secs(60)).await;
     wait_until_rated(&h, StdDuration::from_secs(60)).await;
-    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
-        .fetch_one(&h.pool)
-        .await
-        .unwrap();
-    assert_eq!(counted, 36);
+    assert_eq!(counted(&h.pool).await, 36);
     running.stop().await.unwrap();
 }
 
