@@ -201,3 +201,48 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
     }
     out
 }
+
+/// `tally dedupe prune`'s report: the window at `now`, what the prune did
+/// and the partitions kept.
+pub fn dedupe_text(
+    window: &tally_domain::DedupeWindow,
+    now: DateTime<Utc>,
+    pruned: &tally_rating::dedupe::Pruned,
+    kept: &[tally_rating::dedupe::Partition],
+) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut out = format!(
+        "dedupe window at {}: event times from {} to {} are rated and their ids kept\n",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .cutoff(now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .newest(now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    out.push_str(&format!("  created: {}\n", list(&pruned.created)));
+    out.push_str(&format!("  dropped: {}\n", list(&pruned.dropped)));
+    out.push_str(&format!("  {} partition(s) kept:\n", kept.len()));
+    for p in kept {
+        let start = p.span.start.map_or_else(
+            || "the beginning".to_owned(),
+            |s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        out.push_str(&format!(
+            "    {}  event times from {} to {}\n",
+            p.name,
+            start,
+            p.span
+                .end
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    out
+}
