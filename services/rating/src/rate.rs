@@ -7,6 +7,7 @@
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::dedupe::Refusal;
 use tally_domain::pricing::resolve;
 use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
@@ -52,27 +53,24 @@ impl Admission {
         }
     }
 
-    /// Why an event of `time` is refused, if it is.
+    /// Why an event of `time` is refused ([`DedupeWindow::refusal`]), if it is.
     fn refuses(&self, time: DateTime<Utc>, retained: Option<&Retained>) -> Option<String> {
-        if let Some(now) = self.now {
-            if !self.window.admits(time, now) {
-                return Some(format!(
-                    "`time` {} is outside the dedupe window: rating at {} rates times from {} to {}",
-                    time.to_rfc3339(),
-                    now.to_rfc3339(),
-                    self.window.cutoff(now).to_rfc3339(),
-                    self.window.newest(now).to_rfc3339()
-                ));
-            }
-        }
-        match retained.and_then(|r| r.from) {
-            Some(from) if time < from => Some(format!(
+        let refusal = self
+            .window
+            .refusal(time, self.now, retained.and_then(|r| r.from))?;
+        Some(match refusal {
+            Refusal::OutsideWindow { cutoff, newest } => format!(
+                "`time` {} is outside the dedupe window: rating rates times from {} to {}",
+                time.to_rfc3339(),
+                cutoff.to_rfc3339(),
+                newest.to_rfc3339()
+            ),
+            Refusal::Dropped { kept_from } => format!(
                 "`time` {} is older than the dedupe ids kept (from {}): its partition was dropped",
                 time.to_rfc3339(),
-                from.to_rfc3339()
-            )),
-            _ => None,
-        }
+                kept_from.to_rfc3339()
+            ),
+        })
     }
 }
 

@@ -352,3 +352,53 @@ async fn storage_stays_flat_over_months_of_traffic() {
     assert!(most_rows <= 84 * 100, "{most_rows}");
     assert_eq!(attached(&pool).await, 2);
 }
+
+/// The migration that partitions `processed_events` keeps every row, and
+/// what it kept still dedupes.
+#[tokio::test]
+async fn the_migration_keeps_the_ids_counted_before_it() {
+    use tally_platform::db::{self, MIGRATOR};
+    let url = db::scratch_database("tally_rating");
+    db::create_database_if_missing(&url).await.unwrap();
+    let pool = db::connect(&url, 2).await.unwrap();
+    let partitioning = MIGRATOR
+        .iter()
+        .position(|m| m.description == "dedupe partitions")
+        .unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..partitioning].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.unwrap();
+    let old = Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap();
+    sqlx::query(
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         SELECT 'cloud', 'e-' || g, 'acme', $1 + make_interval(mins => g)
+         FROM generate_series(1, 250) AS g",
+    )
+    .bind(old)
+    .execute(&pool)
+    .await
+    .unwrap();
+    MIGRATOR.run(&pool).await.unwrap();
+    assert_eq!(rows(&pool).await, 250);
+    let initial: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events_initial")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(initial, 250);
+    seed(&pool).await;
+    // e-7 again (its stored time, then another): both duplicates.
+    let again = process_batch(
+        &pool,
+        &[
+            disk("e-7", dec!(1), old + Duration::minutes(7)),
+            disk("e-8", dec!(1), old),
+            disk("e-251", dec!(1), old),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.counted, again.duplicates), (1, 2));
+    assert_eq!(rows(&pool).await, 251);
+}

@@ -34,6 +34,19 @@ pub struct DedupeWindow {
     margin: TimeDelta,
 }
 
+/// Why rating refuses an event (`outside_dedupe_window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its time is outside the window at the moment of rating.
+    OutsideWindow {
+        cutoff: DateTime<Utc>,
+        newest: DateTime<Utc>,
+    },
+    /// Its time is before the oldest partition kept: its id may have been
+    /// dropped, whatever the clock says.
+    Dropped { kept_from: DateTime<Utc> },
+}
+
 /// One partition of `processed_events`: event times in `[start, end)`;
 /// `start` is `None` for the partition that begins at the beginning of time
 /// (the one the migration filled with the ids kept before partitioning).
@@ -89,6 +102,28 @@ impl DedupeWindow {
     /// refuses it (`outside_dedupe_window`).
     pub fn admits(&self, time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         self.cutoff(now) <= time && time <= self.newest(now)
+    }
+
+    /// Whether rating refuses an event of `time`: outside the window at
+    /// `now` (`None`: no clock, e.g. rating's tests with fixed times), or
+    /// older than `kept_from`, the start of the oldest partition kept
+    /// (`None`: it starts at the beginning of time).
+    pub fn refusal(
+        &self,
+        time: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
+        kept_from: Option<DateTime<Utc>>,
+    ) -> Option<Refusal> {
+        if let Some(now) = now.filter(|now| !self.admits(time, *now)) {
+            return Some(Refusal::OutsideWindow {
+                cutoff: self.cutoff(now),
+                newest: self.newest(now),
+            });
+        }
+        match kept_from {
+            Some(kept_from) if time < kept_from => Some(Refusal::Dropped { kept_from }),
+            _ => None,
+        }
     }
 
     /// How long a partition of `processed_events` is: the span rating admits
@@ -187,6 +222,36 @@ mod tests {
         let (oldest, newest) = w.ingest_bounds(now);
         let later = now + TimeDelta::days(3);
         assert!(w.admits(oldest, later) && w.admits(newest, later));
+    }
+
+    #[test]
+    fn an_event_is_refused_outside_the_window_or_before_the_partitions_kept() {
+        let w = window();
+        let now = at(12, 1, 12);
+        let window_refusal = Some(Refusal::OutsideWindow {
+            cutoff: w.cutoff(now),
+            newest: w.newest(now),
+        });
+        let old = at(10, 20, 0);
+        assert_eq!(w.refusal(old, Some(now), None), window_refusal);
+        assert_eq!(w.refusal(old, None, None), None);
+        // No clock: only the partitions kept bound it.
+        let kept_from = Some(at(11, 1, 0));
+        assert_eq!(
+            w.refusal(old, None, kept_from),
+            Some(Refusal::Dropped {
+                kept_from: at(11, 1, 0)
+            })
+        );
+        assert_eq!(w.refusal(at(11, 1, 0), None, kept_from), None);
+        // Inside the window but dropped (a shorter window pruned it).
+        assert_eq!(
+            w.refusal(at(10, 30, 0), Some(now), kept_from),
+            Some(Refusal::Dropped {
+                kept_from: at(11, 1, 0)
+            })
+        );
+        assert_eq!(w.refusal(at(11, 30, 0), Some(now), kept_from), None);
     }
 
     #[test]
