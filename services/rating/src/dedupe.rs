@@ -62,11 +62,12 @@ pub async fn retained(conn: &mut PgConnection) -> Result<Option<Retained>, sqlx:
     .await?;
     let until: Option<DateTime<Utc>> = row.try_get("ends")?;
     let unbounded: Option<bool> = row.try_get("unbounded")?;
+    let starts: Option<DateTime<Utc>> = row.try_get("starts")?;
     Ok(until.map(|until| Retained {
         from: if unbounded == Some(true) {
             None
         } else {
-            row.try_get("starts").ok().flatten()
+            starts
         },
         until,
     }))
