@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ProcessError;
 use crate::outbox;
 use crate::outcome::{BatchOutcome, DeadLetter};
-use crate::rate::{process_batch, process_batch_isolating};
+use crate::rate::{process_batch_at, process_batch_isolating, Admission};
 use crate::seal::{seal, seal_isolating};
 use crate::startup::Application;
 use crate::traces::BatchTrace;
@@ -155,10 +155,11 @@ impl Application {
         for run in &runs {
             match run {
                 Run::Events(events) => {
+                    let admission = Admission::at(self.config.dedupe_window(), Utc::now());
                     let one = if isolate {
-                        process_batch_isolating(&self.pool, events).await?
+                        process_batch_isolating(&self.pool, events, admission).await?
                     } else {
-                        process_batch(&self.pool, events).await?
+                        process_batch_at(&self.pool, events, admission).await?
                     };
                     outcome.merge(one);
                     newest_received =

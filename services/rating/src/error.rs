@@ -15,6 +15,13 @@ pub enum ProcessError {
     /// A concurrent transaction stored a statement this one restated.
     #[error("a concurrent transaction restated a statement of this run first")]
     Conflict,
+    /// Event times from `from` through `through` have no dedupe partition
+    /// yet: the batch is rated again once they are made.
+    #[error("no dedupe partition for event times from {from} through {through}")]
+    Uncovered {
+        from: chrono::DateTime<chrono::Utc>,
+        through: chrono::DateTime<chrono::Utc>,
+    },
     #[error("statement of {account} {period}: {source}")]
     Statement {
         account: String,
@@ -34,7 +41,7 @@ impl ProcessError {
                     || e.as_database_error().and_then(|d| d.code()).as_deref() == Some(SEALED)
             }
             ProcessError::Conflict => true,
-            ProcessError::Statement { .. } => false,
+            ProcessError::Statement { .. } | ProcessError::Uncovered { .. } => false,
         }
     }
 
@@ -68,6 +75,9 @@ impl ProcessError {
                 .as_database_error()
                 .and_then(|d| d.code())
                 .is_some_and(|code| code.starts_with("42") || code.starts_with("0A")),
+            // Made before the batch is rated again; should it still be
+            // missing, the batch waits rather than dead-lettering.
+            ProcessError::Uncovered { .. } => true,
             ProcessError::Conflict | ProcessError::Statement { .. } => false,
         }
     }

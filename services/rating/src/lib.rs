@@ -7,6 +7,7 @@
 mod consume;
 pub mod credit_restatements;
 pub mod credits_repo;
+pub mod dedupe;
 pub mod error;
 pub mod outbox;
 pub mod outcome;
@@ -20,5 +21,5 @@ mod traces;
 
 pub use credit_restatements::{restate_bound_periods, restate_requested};
 pub use outcome::{BatchOutcome, DeadLetter, Restated};
-pub use rate::{process_batch, process_batch_isolating};
+pub use rate::{process_batch, process_batch_at, process_batch_isolating, Admission};
 pub use startup::Application;

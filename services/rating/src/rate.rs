@@ -1,15 +1,18 @@
 //! Rating one batch of usage, end to end inside one PostgreSQL transaction:
-//! resolve prices, drop duplicates, add to aggregates, restate every touched
-//! account-period. The statement is recomputed from the stored aggregates, so
-//! it depends only on the set of events, never on batch boundaries or order.
+//! admit it to the dedupe window, resolve prices, drop duplicates, add to
+//! aggregates, restate every touched account-period. The statement is
+//! recomputed from the stored aggregates, so it depends only on the set of
+//! events, never on batch boundaries or order.
 
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::dedupe::Refusal;
 use tally_domain::pricing::resolve;
-use tally_domain::{Aggregation, Currency, Period, UsageEvent};
+use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
 
+use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
 use crate::outcome::{BatchOutcome, DeadLetter};
 use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
@@ -19,20 +22,95 @@ use crate::seals_repo::{self, AccountState};
 /// Price versions by (SKU, currency code), oldest first.
 type Versions = HashMap<(String, &'static str), Vec<PriceVersion>>;
 
-/// Rates one batch in one transaction (retried on serialization failures).
+/// Which event times a batch rates: those inside the dedupe `window` at
+/// `now` ([`DedupeWindow::admits`]), and in any case only times whose
+/// dedupe partition is kept; the others are dead-lettered
+/// `outside_dedupe_window`. `window` also sizes the partitions a batch
+/// creates when its events need one.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub window: DedupeWindow,
+    /// The moment of rating; `None` applies no clock, only the kept
+    /// partitions (what the tests of rating with fixed event times use).
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl Admission {
+    /// The configured window at `now` (what the consumer rates with).
+    pub fn at(window: DedupeWindow, now: DateTime<Utc>) -> Self {
+        Self {
+            window,
+            now: Some(now),
+        }
+    }
+
+    /// No clock: only the kept partitions bound what is rated; the
+    /// default configuration's window sizes new partitions.
+    pub fn unclocked() -> Self {
+        Self {
+            window: tally_platform::Config::default().dedupe_window(),
+            now: None,
+        }
+    }
+
+    /// Why an event of `time` is refused ([`DedupeWindow::refusal`]), if it is.
+    fn refuses(&self, time: DateTime<Utc>, retained: Option<&Retained>) -> Option<String> {
+        let refusal = self
+            .window
+            .refusal(time, self.now, retained.and_then(|r| r.from))?;
+        Some(match refusal {
+            Refusal::OutsideWindow { cutoff, newest } => format!(
+                "`time` {} is outside the dedupe window: rating rates times from {} to {}",
+                time.to_rfc3339(),
+                cutoff.to_rfc3339(),
+                newest.to_rfc3339()
+            ),
+            Refusal::Dropped { kept_from } => format!(
+                "`time` {} is older than the dedupe ids kept (from {}): its partition was dropped",
+                time.to_rfc3339(),
+                kept_from.to_rfc3339()
+            ),
+        })
+    }
+}
+
+/// Rates one batch in one transaction (retried on serialization failures),
+/// with no clock ([`Admission::unclocked`]).
 pub async fn process_batch(
     pool: &PgPool,
     events: &[UsageEvent],
 ) -> Result<BatchOutcome, ProcessError> {
-    in_transaction(pool, "rating transaction", events, |conn, events| {
-        Box::pin(rate_in(conn, events))
-    })
-    .await
+    process_batch_at(pool, events, Admission::unclocked()).await
 }
 
-/// Like [`process_batch`], but an event that cannot be rated on its own does
-/// not hold up the rest: when the whole batch fails, each event is rated
-/// alone, and those that still fail while the database answers are
+/// Rates one batch in one transaction (retried on serialization failures),
+/// admitting events by `admission`. When an event needs a dedupe partition
+/// not made yet, it is made (in a transaction of its own) and the batch
+/// rated again.
+pub async fn process_batch_at(
+    pool: &PgPool,
+    events: &[UsageEvent],
+    admission: Admission,
+) -> Result<BatchOutcome, ProcessError> {
+    let mut attempt = 0;
+    loop {
+        let rated = in_transaction(pool, "rating transaction", events, move |conn, events| {
+            Box::pin(rate_in(conn, events, admission))
+        })
+        .await;
+        match rated {
+            Err(ProcessError::Uncovered { from, through }) if attempt == 0 => {
+                attempt += 1;
+                dedupe::ensure(pool, &admission.window, from, through).await?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Like [`process_batch_at`], but an event that cannot be rated on its own
+/// does not hold up the rest: when the whole batch fails, each event is
+/// rated alone, and those that still fail while the database answers are
 /// dead-lettered as `rating_failed` (replayable once the cause is fixed).
 /// If the database itself does not answer, or the failure is the code's or
 /// the schema's ([`ProcessError::is_systemic`]), the error is returned and
@@ -40,8 +118,9 @@ pub async fn process_batch(
 pub async fn process_batch_isolating(
     pool: &PgPool,
     events: &[UsageEvent],
+    admission: Admission,
 ) -> Result<BatchOutcome, ProcessError> {
-    let whole = match process_batch(pool, events).await {
+    let whole = match process_batch_at(pool, events, admission).await {
         Ok(outcome) => return Ok(outcome),
         Err(err) => err,
     };
@@ -49,7 +128,7 @@ pub async fn process_batch_isolating(
     let mut merged = BatchOutcome::default();
     let mut failed = Vec::new();
     for event in events {
-        match process_batch(pool, std::slice::from_ref(event)).await {
+        match process_batch_at(pool, std::slice::from_ref(event), admission).await {
             Ok(one) => merged.merge(one),
             // Every event would fail alike: retry the batch, dead-letter nothing.
             Err(err) if err.is_systemic() => return Err(err),
@@ -119,10 +198,14 @@ fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 async fn rate_in(
     conn: &mut PgConnection,
     events: &[UsageEvent],
+    admission: Admission,
 ) -> Result<BatchOutcome, ProcessError> {
     let mut outcome = BatchOutcome::default();
+    // First, so a prune dropping a partition waits for this transaction.
+    let retained = dedupe::retained(&mut *conn).await?;
+    let admitted = admit(events, admission, retained.as_ref(), &mut outcome)?;
     let catalog = Catalog::load(&mut *conn, events).await?;
-    let mut priced = price(&catalog, events, &mut outcome);
+    let mut priced = price(&catalog, &admitted, &mut outcome);
     if priced.is_empty() {
         return Ok(outcome);
     }
@@ -167,16 +250,49 @@ async fn rate_in(
     Ok(outcome)
 }
 
+/// The events of the batch inside the dedupe window (the others are dead
+/// letters, `outside_dedupe_window`). [`ProcessError::Uncovered`] when one
+/// needs a partition not made yet (nothing is written before this).
+fn admit<'e>(
+    events: &'e [UsageEvent],
+    admission: Admission,
+    retained: Option<&Retained>,
+    outcome: &mut BatchOutcome,
+) -> Result<Vec<&'e UsageEvent>, ProcessError> {
+    let mut admitted = Vec::with_capacity(events.len());
+    let mut uncovered: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for event in events {
+        if let Some(reason) = admission.refuses(event.time, retained) {
+            outcome.dead.push(DeadLetter::for_event(
+                "outside_dedupe_window",
+                reason,
+                event,
+            ));
+            continue;
+        }
+        if !retained.is_some_and(|r| r.covers(event.time)) {
+            let (from, through) = uncovered.get_or_insert((event.time, event.time));
+            *from = (*from).min(event.time);
+            *through = (*through).max(event.time);
+        }
+        admitted.push(event);
+    }
+    match uncovered {
+        Some((from, through)) => Err(ProcessError::Uncovered { from, through }),
+        None => Ok(admitted),
+    }
+}
+
 /// Each event of the batch with the id of its price version; the ones that
 /// cannot be priced are dead letters, repeats within the batch duplicates.
 fn price<'e>(
     catalog: &Catalog,
-    events: &'e [UsageEvent],
+    events: &[&'e UsageEvent],
     outcome: &mut BatchOutcome,
 ) -> Vec<(&'e UsageEvent, i64)> {
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut priced: Vec<(&UsageEvent, i64)> = Vec::with_capacity(events.len());
-    for event in events {
+    for &event in events {
         if !seen.insert((event.provider_id.as_str(), event.event_id.as_str())) {
             outcome.duplicates += 1;
             continue;

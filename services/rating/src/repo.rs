@@ -27,14 +27,29 @@ pub struct NewEventIds<'a> {
     pub times: Vec<DateTime<Utc>>,
 }
 
-/// Records event ids; returns those that were not seen before.
+/// Records event ids; returns those that were not seen before. An id is
+/// seen when any partition holds it, whatever its time (a careless client
+/// resending an id with another `time` is still counted once): the probe
+/// by (provider, event id) is one index lookup per partition, and there
+/// are at most a few partitions (`tally_domain::dedupe`). It is a `LATERAL`
+/// with `LIMIT 1` so that PostgreSQL looks each id up in the index rather
+/// than hash-joining the batch against the whole table (`NOT EXISTS` is
+/// planned that way for a batch of thousands). `ON CONFLICT` on the
+/// key (provider, event id, time) makes a concurrent transaction recording
+/// the same event wait for this one and then drop it.
 pub async fn insert_event_ids(
     conn: &mut PgConnection,
     ids: &NewEventIds<'_>,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     let rows = sqlx::query(
         "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+         SELECT b.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+             AS b (provider_id, event_id, account_id, event_time)
+         LEFT JOIN LATERAL (
+             SELECT true AS seen FROM processed_events p
+             WHERE p.provider_id = b.provider_id AND p.event_id = b.event_id
+             LIMIT 1) s ON true
+         WHERE s.seen IS NULL
          ON CONFLICT DO NOTHING
          RETURNING provider_id, event_id",
     )

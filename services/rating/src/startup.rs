@@ -1,6 +1,7 @@
 //! The rating service: builds its pool, producer and consumer, and runs the
-//! consumer loop (batches handled in [`crate::consume`]), the outbox sweep
-//! and the credit restatements ([`crate::credit_restatements`]).
+//! consumer loop (batches handled in [`crate::consume`]), the outbox sweep,
+//! the credit restatements ([`crate::credit_restatements`]) and the dedupe
+//! prune ([`crate::dedupe::run`]).
 
 use rdkafka::consumer::Consumer;
 use sqlx::PgPool;
@@ -10,7 +11,7 @@ use tally_platform::health::{Probe, Readiness};
 use tally_platform::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
-use crate::{credit_restatements, outbox};
+use crate::{credit_restatements, dedupe, outbox};
 
 /// How often statements left unpublished (by a crash elsewhere) are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -58,6 +59,14 @@ impl Application {
             self.topics.statements.clone(),
             shutdown.clone(),
         ));
+        let prune = self.config.dedupe_prune_every.map(|every| {
+            tokio::spawn(dedupe::run(
+                self.pool.clone(),
+                self.config.dedupe_window(),
+                every,
+                shutdown.clone(),
+            ))
+        });
         let mut last_sweep = Instant::now();
         loop {
             let batch = tokio::select! {
@@ -95,6 +104,9 @@ impl Application {
         shutdown.cancel();
         if let Err(err) = restatements.await {
             tracing::error!(error = %err, "credit restatement task failed");
+        }
+        if let Some(Err(err)) = futures::future::OptionFuture::from(prune).await {
+            tracing::error!(error = %err, "dedupe prune task failed");
         }
         tracing::info!("rating stopped");
         Ok(())

@@ -342,9 +342,10 @@ async fn an_event_that_cannot_be_rated_does_not_hold_up_its_batch() {
         process_batch(&pool, &events).await.is_err(),
         "the whole batch fails"
     );
-    let out = tally_rating::process_batch_isolating(&pool, &events)
-        .await
-        .unwrap();
+    let out =
+        tally_rating::process_batch_isolating(&pool, &events, tally_rating::Admission::unclocked())
+            .await
+            .unwrap();
     assert_eq!(out.counted, 2);
     assert_eq!(
         out.dead.iter().map(|d| d.code).collect::<Vec<_>>(),
@@ -373,17 +374,19 @@ async fn a_schema_the_code_does_not_match_dead_letters_nothing() {
         usage(1, "cloud.disk.gb", dec!(10), t(2, 0)),
         usage(2, "cloud.disk.gb", dec!(5), t(3, 0)),
     ];
-    let err = tally_rating::process_batch_isolating(&pool, &events)
-        .await
-        .expect_err("the batch waits for the schema instead of dead-lettering");
+    let err =
+        tally_rating::process_batch_isolating(&pool, &events, tally_rating::Admission::unclocked())
+            .await
+            .expect_err("the batch waits for the schema instead of dead-lettering");
     assert!(err.is_systemic(), "{err}");
     sqlx::query("ALTER TABLE usage_hourly RENAME COLUMN hour_of_use TO hour")
         .execute(&pool)
         .await
         .unwrap();
-    let out = tally_rating::process_batch_isolating(&pool, &events)
-        .await
-        .unwrap();
+    let out =
+        tally_rating::process_batch_isolating(&pool, &events, tally_rating::Admission::unclocked())
+            .await
+            .unwrap();
     assert_eq!((out.counted, out.dead.len()), (2, 0));
     assert_eq!(statement_of(&pool).await.total, dec!(1.50));
 }

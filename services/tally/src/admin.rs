@@ -201,3 +201,91 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
     }
     out
 }
+
+/// `tally dedupe prune`'s report: the window at `now`, what the prune did
+/// and the partitions kept.
+pub fn dedupe_text(
+    window: &tally_domain::DedupeWindow,
+    now: DateTime<Utc>,
+    pruned: &tally_rating::dedupe::Pruned,
+    kept: &[tally_rating::dedupe::Partition],
+) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut out = format!(
+        "dedupe window at {}: event times from {} to {} are rated and their ids kept\n",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .cutoff(now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .newest(now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    out.push_str(&format!("  created: {}\n", list(&pruned.created)));
+    out.push_str(&format!("  dropped: {}\n", list(&pruned.dropped)));
+    out.push_str(&format!("  {} partition(s) kept:\n", kept.len()));
+    for p in kept {
+        let start = p.span.start.map_or_else(
+            || "the beginning".to_owned(),
+            |s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        out.push_str(&format!(
+            "    {}  event times from {} to {}\n",
+            p.name,
+            start,
+            p.span
+                .end
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use tally_domain::dedupe::Span;
+    use tally_rating::dedupe::{Partition, Pruned};
+
+    #[test]
+    fn the_prune_report_names_the_window_and_each_partition() {
+        let at = |m, d| Utc.with_ymd_and_hms(2026, m, d, 0, 0, 0).unwrap();
+        let window = tally_platform::Config::default().dedupe_window();
+        let pruned = Pruned {
+            created: vec!["processed_events_20261202".into()],
+            dropped: vec![],
+            partitions: 2,
+        };
+        let kept = [
+            Partition {
+                name: "processed_events_initial".into(),
+                span: Span {
+                    start: None,
+                    end: at(12, 2),
+                },
+            },
+            Partition {
+                name: "processed_events_20261202".into(),
+                span: Span {
+                    start: Some(at(12, 2)),
+                    end: at(12, 2) + chrono::TimeDelta::days(42),
+                },
+            },
+        ];
+        assert_eq!(
+            dedupe_text(&window, at(12, 1), &pruned, &kept),
+            "dedupe window at 2026-12-01T00:00:00Z: event times from 2026-10-24T00:00:00Z \
+             to 2026-12-04T00:05:00Z are rated and their ids kept\n  \
+             created: processed_events_20261202\n  dropped: none\n  2 partition(s) kept:\n    \
+             processed_events_initial  event times from the beginning to 2026-12-02T00:00:00Z\n    \
+             processed_events_20261202  event times from 2026-12-02T00:00:00Z to 2027-01-13T00:00:00Z\n"
+        );
+    }
+}

@@ -180,6 +180,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dedupe set (`processed_events`).
+    #[command(subcommand)]
+    Dedupe(Dedupe),
+}
+
+#[derive(Subcommand)]
+enum Dedupe {
+    /// Create the next partition and drop every partition out of the dedupe
+    /// window now (what rating does every TALLY_DEDUPE_PRUNE_EVERY_SECS);
+    /// prints what it did and the partitions kept.
+    Prune,
 }
 
 #[derive(Subcommand)]
@@ -494,6 +505,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if !report.holds() {
                         anyhow::bail!("{period} does not reconcile");
                     }
+                }
+                Command::Dedupe(Dedupe::Prune) => {
+                    let window = config.dedupe_window();
+                    let now = chrono::Utc::now();
+                    let pruned = tally_rating::dedupe::prune(&pool, &window, now).await?;
+                    let mut conn = pool.acquire().await?;
+                    let kept = tally_rating::dedupe::partitions(&mut conn).await?;
+                    print!(
+                        "{}",
+                        tally::admin::dedupe_text(&window, now, &pruned, &kept)
+                    );
                 }
                 Command::Up { .. }
                 | Command::Demo { .. }

@@ -24,6 +24,7 @@ pub mod aggregation;
 pub mod binding;
 pub mod corrections;
 pub mod credits;
+pub mod dedupe;
 pub mod ids;
 pub mod input;
 pub mod invoice;
@@ -40,6 +41,7 @@ pub mod statement;
 pub mod usage;
 
 pub use aggregation::{Aggregation, AggregationError};
+pub use dedupe::DedupeWindow;
 pub use ids::{AccountId, BindingId, EventId, IdError, PlanId, ProviderId, ResourceType, Sku};
 pub use input::InputError;
 pub use invoice::InvoiceStatus;

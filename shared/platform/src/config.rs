@@ -60,6 +60,15 @@ pub struct Config {
     pub ingest_max_age: Duration,
     /// Events further than this in the future are refused (`TALLY_INGEST_MAX_FUTURE_SECS`).
     pub ingest_max_future: Duration,
+    /// How long an accepted event may wait in Kafka (or clocks disagree)
+    /// and still be rated (`TALLY_DEDUPE_MARGIN_HOURS`, default 72): rating
+    /// rates event times within the ingest window widened by this much on
+    /// either side; see [`Config::dedupe_window`].
+    pub dedupe_margin: Duration,
+    /// How often rating creates the dedupe table's next partition and drops
+    /// those out of the window (`TALLY_DEDUPE_PRUNE_EVERY_SECS`, default
+    /// 3600; 0 turns it off, e.g. when `tally dedupe prune` runs from cron).
+    pub dedupe_prune_every: Option<Duration>,
     /// Rating and invoicing close a batch at this many messages (`TALLY_BATCH_MAX`)…
     pub batch_max: usize,
     /// …or after this long (`TALLY_BATCH_WAIT_MS`).
@@ -127,6 +136,8 @@ impl Default for Config {
             kafka_max_poll_interval: Duration::from_secs(300),
             ingest_max_age: Duration::from_secs(35 * 24 * 3600),
             ingest_max_future: Duration::from_secs(300),
+            dedupe_margin: Duration::from_secs(72 * 3600),
+            dedupe_prune_every: Some(Duration::from_secs(3600)),
             // `tally bench`: 20,000 over 5,000 raised end-to-end throughput and
             // lowered freshness (a batch restates each touched account once).
             batch_max: 20_000,
@@ -321,6 +332,14 @@ impl Config {
             ingest_max_future: parsed("TALLY_INGEST_MAX_FUTURE_SECS")?
                 .map(Duration::from_secs)
                 .unwrap_or(d.ingest_max_future),
+            dedupe_margin: parsed::<u64>("TALLY_DEDUPE_MARGIN_HOURS")?
+                .map(|h| Duration::from_secs(h.saturating_mul(3600)))
+                .unwrap_or(d.dedupe_margin),
+            dedupe_prune_every: match parsed::<u64>("TALLY_DEDUPE_PRUNE_EVERY_SECS")? {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => d.dedupe_prune_every,
+            },
             batch_max: parsed("TALLY_BATCH_MAX")?.unwrap_or(d.batch_max),
             batch_wait: parsed("TALLY_BATCH_WAIT_MS")?
                 .map(Duration::from_millis)
@@ -388,6 +407,18 @@ impl Config {
             });
         }
         Ok(self)
+    }
+
+    /// The dedupe window: the one place it is made from the configuration
+    /// (`TALLY_INGEST_MAX_AGE_HOURS`, `TALLY_INGEST_MAX_FUTURE_SECS`,
+    /// `TALLY_DEDUPE_MARGIN_HOURS`). Its `cutoff(now)` is the oldest event
+    /// time rating rates and whose id is remembered.
+    pub fn dedupe_window(&self) -> tally_domain::DedupeWindow {
+        tally_domain::DedupeWindow::new(
+            self.ingest_max_age,
+            self.ingest_max_future,
+            self.dedupe_margin,
+        )
     }
 
     pub fn topics(&self) -> Topics {

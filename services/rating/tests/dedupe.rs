@@ -1,0 +1,404 @@
+//! The dedupe window against a real PostgreSQL: ids remembered across
+//! partitions, whole partitions dropped once out of the window, events
+//! older than it refused, and the table flat over months of traffic. "Now"
+//! is always given, never read from the clock: the simulated times are
+//! around 2030, long after the partition the migration made (which ends the
+//! day after the database was made).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{acme_event, database};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use sqlx::PgPool;
+use tally_domain::{AccountId, Currency, DedupeWindow, PriceModel, ProviderId, ProviderKind, Sku};
+use tally_platform::catalog;
+use tally_rating::{dedupe, process_batch, process_batch_at, Admission};
+
+fn day(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, month, day, 12, 0, 0).unwrap()
+}
+
+/// 35 days, 5 minutes, 3 days of margin: partitions of 42 days.
+fn window() -> DedupeWindow {
+    DedupeWindow::new(
+        std::time::Duration::from_secs(35 * 86_400),
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_secs(3 * 86_400),
+    )
+}
+
+/// Provider `cloud` with `cloud.disk.gb` at 0.10 since 2020; account `acme` in USD.
+async fn seed(pool: &PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let p = ProviderId::parse("cloud").unwrap();
+    catalog::create_provider(&mut conn, &p, "Cloud", ProviderKind::FirstParty)
+        .await
+        .unwrap();
+    let usd = Currency::parse("USD").unwrap();
+    catalog::create_account(&mut conn, &AccountId::parse("acme").unwrap(), "Acme", usd)
+        .await
+        .unwrap();
+    let sku = Sku::parse("cloud.disk.gb").unwrap();
+    catalog::create_sku(&mut conn, &sku, &p, "Disk", "GB")
+        .await
+        .unwrap();
+    let model = PriceModel::per_unit(dec!(0.1)).unwrap().into();
+    let since = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    catalog::add_price(&mut conn, &sku, usd, since, &model)
+        .await
+        .unwrap();
+}
+
+fn disk(id: &str, quantity: Decimal, time: DateTime<Utc>) -> tally_domain::UsageEvent {
+    acme_event("cloud", id, "cloud.disk.gb", quantity, time)
+}
+
+async fn rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Quantity counted into acme's aggregates, over every period.
+async fn counted_quantity(pool: &PgPool) -> Decimal {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(quantity), 0) FROM usage_aggregates WHERE account_id = 'acme'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The partitions' names and bounds, oldest first.
+async fn partitions(pool: &PgPool) -> Vec<(String, Option<DateTime<Utc>>, DateTime<Utc>)> {
+    let mut conn = pool.acquire().await.unwrap();
+    dedupe::partitions(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.span.start, p.span.end))
+        .collect()
+}
+
+/// Partitions as PostgreSQL has them (not as the bookkeeping says).
+async fn attached(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'processed_events'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_id_resent_with_another_time_in_another_partition_is_counted_once() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    // Jan 1st: from the cutoff's day (Nov 24th) for 42 days; Jan 20th: the
+    // next 42 days, as the newest time admitted (Jan 23rd) passes Jan 5th.
+    let first = dedupe::prune(&pool, &w, day(1, 1)).await.unwrap();
+    assert_eq!(first.created, ["processed_events_20291124"]);
+    assert_eq!(first.dropped, ["processed_events_initial"]);
+    let now = day(1, 20);
+    let next = dedupe::prune(&pool, &w, now).await.unwrap();
+    assert_eq!(next.created, ["processed_events_20300105"]);
+    assert!(next.dropped.is_empty());
+    let at = Admission::at(w, now);
+    let dec_20 = Utc.with_ymd_and_hms(2029, 12, 20, 9, 0, 0).unwrap();
+
+    // e-1 on Jan 1st (first partition); resent with Jan 10th's time (the
+    // second): a careless client.
+    let one = process_batch_at(&pool, &[disk("e-1", dec!(10), day(1, 1))], at)
+        .await
+        .unwrap();
+    assert_eq!((one.counted, one.duplicates), (1, 0));
+    let resent = process_batch_at(
+        &pool,
+        &[
+            disk("e-1", dec!(10), day(1, 10)),
+            disk("e-2", dec!(5), day(1, 10)),
+        ],
+        at,
+    )
+    .await
+    .unwrap();
+    assert_eq!((resent.counted, resent.duplicates), (1, 1));
+    // And the other way round: first in the later partition.
+    let later = process_batch_at(&pool, &[disk("e-3", dec!(7), day(1, 10))], at)
+        .await
+        .unwrap();
+    let earlier = process_batch_at(&pool, &[disk("e-3", dec!(7), dec_20)], at)
+        .await
+        .unwrap();
+    assert_eq!(
+        (later.counted, earlier.counted, earlier.duplicates),
+        (1, 0, 1)
+    );
+    // A redelivery of e-2 in one batch with a resend of it in December.
+    let both = process_batch_at(
+        &pool,
+        &[
+            disk("e-2", dec!(5), day(1, 10)),
+            disk("e-2", dec!(5), dec_20),
+        ],
+        at,
+    )
+    .await
+    .unwrap();
+    assert_eq!((both.counted, both.duplicates), (0, 2));
+
+    assert_eq!(rows(&pool).await, 3);
+    assert_eq!(counted_quantity(&pool).await, dec!(22));
+    let spread: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, count(*) FROM processed_events GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        spread,
+        [
+            ("processed_events_20291124".to_owned(), 1),
+            ("processed_events_20300105".to_owned(), 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn partitions_out_of_the_window_are_dropped_with_their_rows() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    dedupe::prune(&pool, &w, day(1, 1)).await.unwrap();
+    dedupe::prune(&pool, &w, day(1, 20)).await.unwrap();
+    let at = Admission::at(w, day(1, 20));
+    let dec_20 = Utc.with_ymd_and_hms(2029, 12, 20, 9, 0, 0).unwrap();
+    let first: Vec<_> = (0..4)
+        .map(|i| disk(&format!("a{i}"), dec!(1), dec_20))
+        .collect();
+    let second: Vec<_> = (0..3)
+        .map(|i| disk(&format!("b{i}"), dec!(1), day(1, 10)))
+        .collect();
+    assert_eq!(
+        process_batch_at(&pool, &first, at).await.unwrap().counted,
+        4
+    );
+    assert_eq!(
+        process_batch_at(&pool, &second, at).await.unwrap().counted,
+        3
+    );
+    assert_eq!(rows(&pool).await, 7);
+    assert_eq!(attached(&pool).await, 2);
+
+    // The first partition ends on Jan 5th 00:00: kept until the cutoff
+    // (38 days back) reaches it, on Feb 12th 00:00.
+    let drop_at = Utc.with_ymd_and_hms(2030, 2, 12, 0, 0, 0).unwrap();
+    let kept = dedupe::prune(&pool, &w, drop_at - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(kept.dropped.is_empty());
+    assert_eq!(rows(&pool).await, 7);
+    let gone = dedupe::prune(&pool, &w, drop_at).await.unwrap();
+    assert_eq!(gone.dropped, ["processed_events_20291124"]);
+    assert_eq!(gone.partitions, 1);
+    assert_eq!(rows(&pool).await, 3);
+    assert_eq!(attached(&pool).await, 1);
+    // Pruning again at the same moment changes nothing.
+    let again = dedupe::prune(&pool, &w, drop_at).await.unwrap();
+    assert_eq!((again.created.len(), again.dropped.len()), (0, 0));
+    assert_eq!(rows(&pool).await, 3);
+}
+
+#[tokio::test]
+async fn an_event_older_than_the_window_is_dead_lettered_and_its_siblings_are_billed() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    let now = day(4, 10);
+    dedupe::prune(&pool, &w, now).await.unwrap();
+    // The cutoff is 38 days back: Mar 3rd 12:00.
+    let cutoff = w.cutoff(now);
+    assert_eq!(cutoff, day(3, 3));
+    let batch = [
+        disk("old", dec!(100), cutoff - Duration::seconds(1)),
+        disk("edge", dec!(3), cutoff),
+        disk("fresh", dec!(4), day(4, 10)),
+        disk("future", dec!(100), w.newest(now) + Duration::seconds(1)),
+    ];
+    let out = process_batch_at(&pool, &batch, Admission::at(w, now))
+        .await
+        .unwrap();
+    let dead: Vec<_> = out
+        .dead
+        .iter()
+        .map(|d| (d.code, d.event.as_ref().unwrap().event_id.to_string()))
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            ("outside_dedupe_window", "old".to_owned()),
+            ("outside_dedupe_window", "future".to_owned())
+        ]
+    );
+    assert!(out.dead[0]
+        .reason
+        .contains("rates times from 2030-03-03T12:00:00+00:00"));
+    assert_eq!((out.counted, out.duplicates), (2, 0));
+    assert_eq!(rows(&pool).await, 2);
+    // Mar 3rd: 3 GB; Apr 10th: 4 GB; at 0.10.
+    let totals: Vec<Decimal> = sqlx::query_scalar(
+        "SELECT (body::jsonb ->> 'total')::numeric FROM statements
+         WHERE account_id = 'acme' ORDER BY period_start",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(totals, [dec!(0.30), dec!(0.40)]);
+}
+
+#[tokio::test]
+async fn an_event_whose_partition_was_dropped_is_refused_whatever_the_clock() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    let e = disk("e-1", dec!(2), day(2, 1));
+    let at = Admission::at(w, day(2, 1));
+    dedupe::prune(&pool, &w, day(2, 1)).await.unwrap();
+    assert_eq!(
+        process_batch_at(&pool, std::slice::from_ref(&e), at)
+            .await
+            .unwrap()
+            .counted,
+        1
+    );
+    // Months later its partition is gone; a redelivery of it is refused
+    // even by rating with no clock, and counted nowhere.
+    let gone = dedupe::prune(&pool, &w, day(6, 1)).await.unwrap();
+    assert_eq!(gone.dropped.len(), 1);
+    let redelivered = process_batch(&pool, &[e, disk("e-2", dec!(1), day(6, 1))])
+        .await
+        .unwrap();
+    assert_eq!(redelivered.dead.len(), 1);
+    assert_eq!(redelivered.dead[0].code, "outside_dedupe_window");
+    assert!(redelivered.dead[0]
+        .reason
+        .contains("its partition was dropped"));
+    assert_eq!((redelivered.counted, redelivered.duplicates), (1, 0));
+    assert_eq!(counted_quantity(&pool).await, dec!(3));
+}
+
+#[tokio::test]
+async fn a_batch_makes_the_partition_its_events_need() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    dedupe::prune(&pool, &w, day(1, 1)).await.unwrap();
+    let last_end = partitions(&pool).await.last().unwrap().2;
+    // Past every partition (the prune has not run since): made on demand.
+    let out = process_batch_at(
+        &pool,
+        &[disk("e-1", dec!(1), last_end + Duration::days(1))],
+        Admission::at(w, last_end),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.counted, 1);
+    let after = partitions(&pool).await;
+    assert_eq!(after.last().unwrap().1, Some(last_end));
+    assert_eq!(after.last().unwrap().2, last_end + Duration::days(42));
+    assert_eq!(attached(&pool).await, after.len() as i64);
+}
+
+/// Ten simulated months, 100 events a day, the prune once a day: never
+/// more than two partitions, and the table holds exactly the events of the
+/// partitions kept.
+#[tokio::test]
+async fn storage_stays_flat_over_months_of_traffic() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window();
+    let start = day(1, 1);
+    let mut most_partitions = 0;
+    let mut most_rows = 0;
+    for d in 0..300 {
+        let now = start + Duration::days(d);
+        dedupe::prune(&pool, &w, now).await.unwrap();
+        let events: Vec<_> = (0..100)
+            .map(|i| disk(&format!("d{d}-{i}"), dec!(1), now - Duration::minutes(i)))
+            .collect();
+        let out = process_batch_at(&pool, &events, Admission::at(w, now))
+            .await
+            .unwrap();
+        assert_eq!(out.counted, 100);
+        let parts = partitions(&pool).await;
+        most_partitions = most_partitions.max(parts.len());
+        let kept_from = parts[0].1.unwrap();
+        // Every day whose events lie in a kept partition, 100 rows each.
+        let days_kept = (0..=d)
+            .filter(|k| start + Duration::days(*k) - Duration::minutes(99) >= kept_from)
+            .count() as i64;
+        let n = rows(&pool).await;
+        assert_eq!(n, days_kept * 100, "day {d}");
+        most_rows = most_rows.max(n);
+    }
+    assert_eq!(most_partitions, 2);
+    // At most two partitions of 42 days of traffic.
+    assert!(most_rows <= 84 * 100, "{most_rows}");
+    assert_eq!(attached(&pool).await, 2);
+}
+
+/// The migration that partitions `processed_events` keeps every row, and
+/// what it kept still dedupes.
+#[tokio::test]
+async fn the_migration_keeps_the_ids_counted_before_it() {
+    use tally_platform::db::{self, MIGRATOR};
+    let url = db::scratch_database("tally_rating");
+    db::create_database_if_missing(&url).await.unwrap();
+    let pool = db::connect(&url, 2).await.unwrap();
+    let partitioning = MIGRATOR
+        .iter()
+        .position(|m| m.description == "dedupe partitions")
+        .unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..partitioning].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.unwrap();
+    let old = Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap();
+    sqlx::query(
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         SELECT 'cloud', 'e-' || g, 'acme', $1 + make_interval(mins => g)
+         FROM generate_series(1, 250) AS g",
+    )
+    .bind(old)
+    .execute(&pool)
+    .await
+    .unwrap();
+    MIGRATOR.run(&pool).await.unwrap();
+    assert_eq!(rows(&pool).await, 250);
+    let initial: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events_initial")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(initial, 250);
+    seed(&pool).await;
+    // e-7 again (its stored time, then another): both duplicates.
+    let again = process_batch(
+        &pool,
+        &[
+            disk("e-7", dec!(1), old + Duration::minutes(7)),
+            disk("e-8", dec!(1), old),
+            disk("e-251", dec!(1), old),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.counted, again.duplicates), (1, 2));
+    assert_eq!(rows(&pool).await, 251);
+}
