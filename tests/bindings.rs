@@ -12,9 +12,10 @@
 //! does), so every move is timed in the past: by the platform (the admin
 //! key's `at`) and the provider (its report's `at`). A customer's own moves
 //! are timed now (tests/tenancy.rs checks that a customer cannot time one).
-//! Webhook delivery, a missed one retried and each event received once by
-//! id, is tests of `tally_platform::binding_outbox`
-//! (shared/platform/tests/bindings.rs); here the events are in the outbox.
+//! The provider sets its webhook through the API; its first call is missed,
+//! Tally retries it, and each event is processed once by its id, signed
+//! with the secret the API gave (the retry schedule and a lost answer are
+//! tests of `tally_platform::binding_outbox`, shared/platform/tests/bindings.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -24,8 +25,10 @@ use common::*;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 use tally::up::Service;
 use tally_domain::Period;
+use tally_platform::binding_outbox;
 
 const GRACE_HOURS: i64 = 48;
 
@@ -70,6 +73,7 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     // Prices and ingest reaching back 120 days (the month before the open one).
     let s = Seeded::start_with(&Service::ALL, 120, |c| {
         c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
+        c.webhook_key = Some("platform webhook key".into());
     })
     .await;
     let open = Period::month_containing(s.now - Duration::hours(GRACE_HOURS));
@@ -78,6 +82,29 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         month.start() + Duration::days(d - 1) + Duration::hours(h) + Duration::minutes(m)
     };
     let keys = &s.keys;
+
+    // dbco's webhook misses its first call; dbco sets it and gets its secret.
+    let hooks = Arc::new(Mutex::new(Receiver::default()));
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(webhook))
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (status, hook) = send(
+        &s,
+        "post",
+        "/v1/provider/webhook",
+        &keys.dbco,
+        json!({"url": url}),
+    )
+    .await;
+    assert_eq!(
+        (status, &hook["secret_generation"]),
+        (200, &json!(1)),
+        "{hook}"
+    );
+    let secret = hook["secret"].as_str().unwrap().to_owned();
 
     // dbco publishes two database plans; the platform backdates their USD
     // versions to the month's start (a provider's take effect now or later).
@@ -210,16 +237,13 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         (status, body["error"]["code"].as_str()),
         (409, Some("illegal_transition"))
     );
-    // Every move but the provider's own reports waits in the outbox for dbco's webhook.
-    let undelivered: Vec<String> = sqlx::query_scalar(
-        "SELECT body->>'type' FROM binding_outbox WHERE binding_id = $1 AND delivered_at IS NULL ORDER BY seq",
-    )
-    .bind(&id)
-    .fetch_all(&s.h.pool)
-    .await
-    .unwrap();
+    // Every move but the provider's own reports reaches dbco's webhook, in
+    // order: the first after its missed call (retried 10 s later), each
+    // processed once by its id, signed with the secret dbco was given.
+    let outbox = wait_for_deliveries(&s, &id, 4).await;
+    let kinds: Vec<&str> = outbox.iter().map(|(_, kind, _)| kind.as_str()).collect();
     assert_eq!(
-        undelivered,
+        kinds,
         [
             "binding.requested",
             "binding.plan_changed",
@@ -227,6 +251,24 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
             "binding.deleted"
         ]
     );
+    let attempts: Vec<i32> = outbox.iter().map(|(_, _, a)| *a).collect();
+    assert_eq!(attempts, [2, 1, 1, 1]);
+    {
+        let receiver = hooks.lock().unwrap();
+        let processed: Vec<uuid::Uuid> = receiver.processed.clone();
+        let ids: Vec<uuid::Uuid> = outbox.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(processed, ids, "each event processed once, in order");
+        assert_eq!(receiver.requests.len(), 5, "four events and one retry");
+        for (id, timestamp, signature, body) in &receiver.requests {
+            assert!(binding_outbox::verify(
+                &secret,
+                id,
+                *timestamp,
+                body.as_bytes(),
+                signature
+            ));
+        }
+    }
 
     // Usage: 120 h while active, 200 h while suspended (usage still
     // counts), refused before activation, after deletion and for an unknown
@@ -364,6 +406,60 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         assert_eq!(l["resource"]["binding"], json!(id));
     }
     s.running.stop().await.unwrap();
+}
+
+/// What dbco's webhook saw: every request (id, timestamp, signature,
+/// body) and the ids it processed (deduped by id). Its first answer is a
+/// 503: the call is missed.
+#[derive(Default)]
+struct Receiver {
+    requests: Vec<(uuid::Uuid, i64, String, String)>,
+    processed: Vec<uuid::Uuid>,
+}
+
+async fn webhook(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<Receiver>>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let id: uuid::Uuid = header("webhook-id").parse().unwrap();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    let mut state = state.lock().unwrap();
+    state
+        .requests
+        .push((id, timestamp, header("webhook-signature"), body));
+    if state.requests.len() == 1 {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if !state.processed.contains(&id) {
+        state.processed.push(id);
+    }
+    axum::http::StatusCode::OK
+}
+
+/// The binding's outbox (event id, type, attempts) once `n` of its events
+/// are delivered (the worker retries a missed call after 10 s).
+async fn wait_for_deliveries(
+    s: &Seeded,
+    binding: &str,
+    n: usize,
+) -> Vec<(uuid::Uuid, String, i32)> {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let rows: Vec<(uuid::Uuid, String, i32)> = sqlx::query_as(
+            "SELECT event_id, body->>'type', attempts FROM binding_outbox
+             WHERE binding_id = $1 AND delivered_at IS NOT NULL AND attempts > 0 ORDER BY seq",
+        )
+        .bind(binding)
+        .fetch_all(&s.h.pool)
+        .await
+        .unwrap();
+        if rows.len() >= n || tokio::time::Instant::now() > until {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// A time as a query parameter.
