@@ -405,6 +405,48 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     for l in dbco["lines"].as_array().unwrap() {
         assert_eq!(l["resource"]["binding"], json!(id));
     }
+
+    // The CSVs name the resource on each of its lines, and the bill page
+    // heads its group of lines with it.
+    let base = &s.invoicing;
+    let bill_csv = get_text(
+        &s.http,
+        &format!("{base}/accounts/acme/bill.csv?period={label}"),
+        &keys.acme,
+    )
+    .await;
+    let rows: Vec<&str> = bill_csv.lines().filter(|r| r.contains(&id)).collect();
+    assert_eq!(rows.len(), 4, "{bill_csv}");
+    for row in rows {
+        assert!(row.ends_with(&format!(",prod-db · PS-20,{id}")), "{row}");
+    }
+    let export = get_text(
+        &s.http,
+        &format!("{base}/v1/exports/invoice-lines.csv?period={label}"),
+        &keys.finance,
+    )
+    .await;
+    let rows: Vec<&str> = export.lines().filter(|r| r.contains(&id)).collect();
+    assert_eq!(rows.len(), 4, "{export}");
+    for row in rows {
+        assert!(row.ends_with(&format!(",{id},prod-db · PS-20")), "{row}");
+    }
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = set_cookie(&sign_in(&browser, base, &keys.acme).await, "tally_bill").unwrap();
+    let page = browser
+        .get(format!("{base}/accounts/acme/bill?period={label}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let heading = r#"<tr class="resource" data-testid="resource"><th scope="rowgroup" colspan="5">prod-db · PS-20</th></tr>"#;
+    assert_eq!(page.matches(heading).count(), 1, "{page}");
     s.running.stop().await.unwrap();
 }
 
