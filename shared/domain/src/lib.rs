@@ -24,6 +24,7 @@ pub mod aggregation;
 pub mod binding;
 pub mod corrections;
 pub mod credits;
+pub mod forecast;
 pub mod ids;
 pub mod input;
 pub mod invoice;
