@@ -406,6 +406,18 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         assert_eq!(l["resource"]["binding"], json!(id));
     }
 
+    // The resource's outlook: the month is over, so its cost so far and its
+    // forecast are both the month's, rounded once (the plan fees unrounded).
+    let exact_fees = dec!(39) * Decimal::from(ps10_hours) / Decimal::from(month_hours)
+        + dec!(72) * Decimal::from(ps20_hours) / Decimal::from(month_hours);
+    let month_cost = format!("{:.2}", cents(exact_fees + beyond));
+    assert_eq!(
+        bill["resources"],
+        json!([{"binding": id, "provider": "dbco", "name": "prod-db", "plan": "PS-20",
+                "status": "deleted", "status_message": null,
+                "so_far": month_cost, "forecast": month_cost}])
+    );
+
     // The CSVs name the resource on each of its lines, and the bill page
     // heads its group of lines with it.
     let base = &s.invoicing;
@@ -447,6 +459,9 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         .unwrap();
     let heading = r#"<tr class="resource" data-testid="resource"><th scope="rowgroup" colspan="5">prod-db · PS-20</th></tr>"#;
     assert_eq!(page.matches(heading).count(), 1, "{page}");
+    let outlook =
+        format!(r#"<td class="num">{month_cost} USD</td><td class="num">{month_cost} USD</td>"#);
+    assert_eq!(page.matches(&outlook).count(), 1, "{page}");
     s.running.stop().await.unwrap();
 }
 

@@ -11,6 +11,7 @@ use tally_domain::money::checked;
 use tally_domain::{Currency, Money, MoneyError};
 
 use crate::credits::Balance;
+use crate::customer::outlook::ResourceOutlook;
 use tally_invoicing::invoices_repo::{Invoice, LineView, PeriodView, ResourceView};
 
 const PALETTE: [&str; 6] = [
@@ -31,6 +32,8 @@ pub struct BillPage<'a> {
     pub signed_in: bool,
     /// The account's usable credit grants as of now: remaining balance and expiry.
     pub balances: &'a [Balance],
+    /// Each resource bound in the period: status, cost so far, forecast.
+    pub resources: &'a [ResourceOutlook],
 }
 
 /// `"10.00 USD"`: the amount with its currency's exponent, and its code.
@@ -192,6 +195,33 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                         }
                     }
                     div.total { span { "Total due" } span data-testid="total" { (money(inv.total, cur)) } }
+                    @if !page.resources.is_empty() {
+                        section aria-labelledby="resources" {
+                            h2 id="resources" { "Your resources this period" }
+                            table {
+                                thead { tr {
+                                    th scope="col" { "Resource" }
+                                    th scope="col" { "Status" }
+                                    th scope="col" class="num" { "So far" }
+                                    th scope="col" class="num" { "Forecast for the period" }
+                                } }
+                                tbody {
+                                    @for r in page.resources {
+                                        tr data-testid="resource-outlook" {
+                                            th scope="row" { (r.name) " · " (r.plan) br; small.meta { (r.provider) } }
+                                            td {
+                                                (r.status)
+                                                @if let Some(m) = &r.status_message { br; small.meta { (m) } }
+                                            }
+                                            td.num { (money(r.so_far, cur)) }
+                                            td.num { (money(r.forecast, cur)) }
+                                        }
+                                    }
+                                }
+                            }
+                            p.meta { "So far: plan fees of active hours up to now and usage billed. Forecast: the plan as it stands to the period's end, and usage at its rate so far." }
+                        }
+                    }
                     @if !page.balances.is_empty() {
                         section aria-labelledby="credit-balances" {
                             h2 id="credit-balances" { "Your credit balances" }
@@ -432,6 +462,7 @@ mod tests {
             auth_query: "",
             signed_in: false,
             balances: &[],
+            resources: &[],
         }
     }
 
