@@ -32,15 +32,16 @@ use tally_platform::binding_outbox;
 
 const GRACE_HOURS: i64 = 48;
 
-async fn send(s: &Seeded, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    let url = format!("{}{path}", s.invoicing);
-    let request = match method {
-        "get" => s.http.get(url),
-        _ => s.http.post(url).json(&body),
-    };
-    let response = request.bearer_auth(key).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
+/// `method` `path` on the API with `key`.
+async fn call(s: &Seeded, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    send(
+        &s.http,
+        method,
+        &format!("{}{path}", s.invoicing),
+        key,
+        body,
+    )
+    .await
 }
 
 /// `x` rounded to cents, half away from zero.
@@ -91,7 +92,7 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let (status, hook) = send(
+    let (status, hook) = call(
         &s,
         "post",
         "/v1/provider/webhook",
@@ -113,12 +114,12 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         ("dbco.ps-20", "PS-20", "72.00", "250"),
     ] {
         let plan = json!({"id": id, "resource_type": "database", "name": name});
-        let (status, body) = send(&s, "post", "/v1/provider/plans", &keys.dbco, plan).await;
+        let (status, body) = call(&s, "post", "/v1/provider/plans", &keys.dbco, plan).await;
         assert_eq!(status, 201, "{body}");
         let version = json!({"plan": id, "currency": "USD", "effective_from": month.start(),
                              "base_fee": fee, "allowances": {"dbco.db.hour": hours}});
         let (status, body) =
-            send(&s, "post", "/v1/admin/plan-versions", &keys.admin, version).await;
+            call(&s, "post", "/v1/admin/plan-versions", &keys.admin, version).await;
         assert_eq!(status, 201, "{body}");
     }
 
@@ -128,13 +129,13 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
                      "plan": "dbco.ps-10", "region": "eu-west", "tags": {"team": "core"},
                      "at": requested});
     let bindings = "/v1/accounts/acme/bindings";
-    let (status, created) = send(&s, "post", bindings, &keys.admin, new).await;
+    let (status, created) = call(&s, "post", bindings, &keys.admin, new).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "requested");
     let id = created["id"].as_str().unwrap().to_owned();
     let mine = format!("{bindings}/{id}");
     let report = format!("/v1/provider/bindings/{id}/status");
-    let (_, provisioning) = send(
+    let (_, provisioning) = call(
         &s,
         "post",
         &report,
@@ -143,10 +144,10 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     )
     .await;
     assert_eq!(provisioning["status"], "provisioning");
-    let (_, seen) = send(&s, "get", &mine, &keys.acme, json!(null)).await;
+    let (_, seen) = call(&s, "get", &mine, &keys.acme, json!(null)).await;
     assert_eq!(seen["status"], "provisioning", "the customer sees it");
     let activated = day(2, 10, 37);
-    let (status, active) = send(
+    let (status, active) = call(
         &s,
         "post",
         &report,
@@ -164,7 +165,7 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         (&json!("active"), &json!("ready"), &json!("db-7f3a"))
     );
     // The provider cannot report it failed now: the state machine refuses.
-    let (status, body) = send(&s, "post", &report, &keys.dbco, json!({"status": "failed"})).await;
+    let (status, body) = call(&s, "post", &report, &keys.dbco, json!({"status": "failed"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("illegal_transition"))
@@ -174,7 +175,7 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     let changed = day(5, 14, 5);
     let suspended = day(9, 0, 0);
     let deleted = day(20, 8, 30);
-    let (status, body) = send(
+    let (status, body) = call(
         &s,
         "post",
         &format!("{mine}/plan"),
@@ -188,13 +189,13 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         "{body}"
     );
     // Resuming an active binding is refused; a move before the last one too.
-    let (status, body) = send(&s, "post", &format!("{mine}/resume"), &keys.acme, json!({})).await;
+    let (status, body) = call(&s, "post", &format!("{mine}/resume"), &keys.acme, json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("illegal_transition"))
     );
     let before = format!("{mine}/suspend?at={}", urlencode(day(4, 0, 0)));
-    let (status, body) = send(&s, "post", &before, &keys.admin, json!({})).await;
+    let (status, body) = call(&s, "post", &before, &keys.admin, json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("out_of_order"))
@@ -204,14 +205,14 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
         ("delete", deleted, "deleted"),
     ] {
         let path = format!("{mine}/{action}?at={}", urlencode(at));
-        let (status, body) = send(&s, "post", &path, &keys.admin, json!({})).await;
+        let (status, body) = call(&s, "post", &path, &keys.admin, json!({})).await;
         assert_eq!(
             (status, body["status"].as_str()),
             (200, Some(expected)),
             "{body}"
         );
     }
-    let (status, seen) = send(&s, "get", &mine, &keys.acme, json!(null)).await;
+    let (status, seen) = call(&s, "get", &mine, &keys.acme, json!(null)).await;
     assert_eq!(status, 200);
     let history: Vec<(&str, &str)> = seen["history"]
         .as_array()
@@ -232,7 +233,7 @@ async fn a_bound_resources_month_is_billed_per_resource_to_the_cent() {
     assert_eq!(seen["deleted_at"], json!(deleted));
     assert_eq!(seen["activated_at"], json!(activated));
     // Deleted is final.
-    let (status, body) = send(&s, "post", &format!("{mine}/resume"), &keys.acme, json!({})).await;
+    let (status, body) = call(&s, "post", &format!("{mine}/resume"), &keys.acme, json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("illegal_transition"))

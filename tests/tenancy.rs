@@ -292,23 +292,6 @@ async fn tenants_are_isolated() {
     running.stop().await.unwrap();
 }
 
-/// `method` `url` with `key` and a JSON `body`: status and JSON answer.
-async fn send(
-    http: &reqwest::Client,
-    method: &str,
-    url: &str,
-    key: &str,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let request = match method {
-        "get" => http.get(url),
-        _ => http.post(url).json(&body),
-    };
-    let response = request.bearer_auth(key).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
 /// Bindings: a customer sees and changes only its own account's, a
 /// provider only those to itself (another's does not exist for it), the
 /// platform any; finance reads but does not provision. Plans: a provider

@@ -18,9 +18,9 @@
 //! period's plan fees and usage (nothing is left to forecast).
 
 use crate::money::checked;
-use crate::plan::{plan_fees, ActiveSpan, PlanError, PlanVersion};
+use crate::plan::{hours_of, plan_fees, ActiveSpan, PlanError, PlanVersion};
 use crate::{Currency, Period, PlanId};
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -64,12 +64,7 @@ pub fn outlook(
     now: DateTime<Utc>,
     usage_so_far: Decimal,
 ) -> Result<Outlook, PlanError> {
-    let hour = TimeDelta::hours(1);
-    let start = period
-        .start()
-        .duration_trunc(hour)
-        .unwrap_or(period.start());
-    let period_hours = (period.end() - start).num_hours().max(1);
+    let (start, period_hours) = hours_of(period);
     let upto = now.clamp(start, period.end());
     let elapsed = upto - start;
     let mut elapsed_hours = elapsed.num_hours();

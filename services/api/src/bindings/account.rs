@@ -14,7 +14,7 @@ use tally_domain::binding::{Actor, BindingEvent};
 use tally_domain::{BindingId, PlanId, ProviderId, ResourceType};
 use tally_platform::bindings::{self, Move, NewBinding, Scope};
 
-use super::{move_time, BindingDetail, BindingList, BindingView};
+use super::{binding_id, move_time, BindingDetail, BindingList, BindingView};
 use crate::auth::{self, AccountActor, AccountReader};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
@@ -28,10 +28,6 @@ fn timed(by: Actor, at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, ApiError
         ));
     }
     move_time(at, Utc::now())
-}
-
-fn binding_id(raw: &str) -> Result<BindingId, ApiError> {
-    BindingId::parse(raw).map_err(|_| ApiError::NotFound(format!("binding {raw}")))
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {

@@ -163,6 +163,11 @@ impl BindingList {
     }
 }
 
+/// A binding id from a path: one that cannot be is one that does not exist.
+fn binding_id(raw: &str) -> Result<tally_domain::BindingId, ApiError> {
+    tally_domain::BindingId::parse(raw).map_err(|_| ApiError::NotFound(format!("binding {raw}")))
+}
+
 /// The time of a move: `at` if given (in range, not ahead of now by more
 /// than the skew), else now.
 fn move_time(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {

@@ -9,12 +9,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tally_domain::binding::{Actor, BindingEvent};
-use tally_domain::BindingId;
 use tally_platform::binding_outbox::{self, WebhookKey};
 use tally_platform::bindings::{self, Move, Scope};
 
 use super::account::detail;
-use super::{move_time, BindingDetail, BindingList, BindingView};
+use super::{binding_id, move_time, BindingDetail, BindingList, BindingView};
 use crate::auth::ProviderCaller;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
@@ -22,10 +21,6 @@ use crate::extract::{ApiJson, ApiPath, RequestBody};
 /// The platform's webhook key, if the deployment has one (`TALLY_WEBHOOK_KEY`).
 #[derive(Clone)]
 pub struct Webhooks(pub Option<WebhookKey>);
-
-fn binding_id(raw: &str) -> Result<BindingId, ApiError> {
-    BindingId::parse(raw).map_err(|_| ApiError::NotFound(format!("binding {raw}")))
-}
 
 #[utoipa::path(
     get,
