@@ -63,11 +63,12 @@ pub enum Code {
     OutOfOrder,
     PlanVersionExists,
     WebhooksDisabled,
+    IdempotencyKeyReused,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 54] = [
+    pub const ALL: [Code; 55] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -121,6 +122,7 @@ impl Code {
         Code::OutOfOrder,
         Code::PlanVersionExists,
         Code::WebhooksDisabled,
+        Code::IdempotencyKeyReused,
         Code::Internal,
     ];
 
@@ -180,6 +182,7 @@ impl Code {
             Code::OutOfOrder => "out_of_order",
             Code::PlanVersionExists => "plan_version_exists",
             Code::WebhooksDisabled => "webhooks_disabled",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::Internal => "internal",
         }
     }
@@ -237,7 +240,8 @@ impl Code {
             | Code::IllegalTransition
             | Code::OutOfOrder
             | Code::PlanVersionExists
-            | Code::WebhooksDisabled => StatusCode::CONFLICT,
+            | Code::WebhooksDisabled
+            | Code::IdempotencyKeyReused => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -4,7 +4,7 @@
 //! platform, and may time a move with `at`); finance reads them.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -59,26 +59,63 @@ pub struct NewBindingBody {
 
 impl RequestBody for NewBindingBody {}
 
+/// The header that makes a creation safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// The request's `Idempotency-Key`, if any: visible text of at most 200
+/// characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars().count() <= MAX_IDEMPOTENCY_KEY
+                && !k.chars().any(char::is_control)
+        })
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
 /// The provider is told (`binding.requested` on `bindings.events` and its
-/// webhook) in the transaction that records the binding.
+/// webhook) in the transaction that records the binding. With an
+/// `Idempotency-Key`, a retry gets the binding the key created (200), not
+/// a second one.
 #[utoipa::path(
     post,
     path = "/v1/accounts/{account}/bindings",
     tag = "bindings",
     summary = "Provision a partner's resource for the account (its customer token, admin)",
-    params(("account" = String, Path, description = "Account id")),
+    params(
+        ("account" = String, Path, description = "Account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key on the account answers with the binding it created (1 to 200 visible characters)"),
+    ),
     request_body = NewBindingBody,
-    responses((status = 201, description = "The binding, requested", body = BindingView)),
+    responses(
+        (status = 201, description = "The binding, requested", body = BindingView),
+        (status = 200, description = "The binding this Idempotency-Key created before", body = BindingView),
+    ),
     security(("bearer" = [])),
 )]
 pub async fn create_binding(
     AccountActor(by): AccountActor,
     State(pool): State<PgPool>,
+    headers: HeaderMap,
     ApiPath(account): ApiPath<String>,
     ApiJson(body): ApiJson<NewBindingBody>,
 ) -> Result<(StatusCode, Json<BindingView>), ApiError> {
     let account = auth::account_id(&account)?;
     let at = timed(by, body.at)?;
+    let key = idempotency_key(&headers)?;
     let new = NewBinding {
         account,
         provider: ProviderId::parse(&body.provider).map_err(invalid)?,
@@ -91,9 +128,17 @@ pub async fn create_binding(
         tags: body.tags,
     };
     let mut tx = pool.begin().await?;
-    let binding = bindings::create_binding(&mut tx, new, by, at).await?;
+    let (binding, created) = match key {
+        Some(key) => bindings::create_binding_once(&mut tx, new, &key, by, at).await?,
+        None => (bindings::create_binding(&mut tx, new, by, at).await?, true),
+    };
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(binding.into())))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(binding.into())))
 }
 
 #[utoipa::path(

@@ -18,6 +18,7 @@
 //! | `illegal_transition` | 409 | the state machine refuses the move (`suspend` of a requested binding, anything on a deleted one, a plan change of a failed one) |
 //! | `out_of_order` | 409 | a move timed before the binding's last change |
 //! | `move_in_future` | 422 | a move timed more than a minute ahead of Tally's clock |
+//! | `idempotency_key_reused` | 409 | an `Idempotency-Key` that created a binding of other terms on the account |
 //!
 //! A move is timed now, unless the platform (the admin key) or the
 //! provider (its report) says when it happened (`at`): the platform
@@ -209,6 +210,9 @@ impl From<BindingRepoError> for ApiError {
             BindingRepoError::PlanMismatch { .. } => ApiError::Refused(Code::PlanMismatch, message),
             BindingRepoError::PlanNotOffered { .. } => {
                 ApiError::Refused(Code::PlanNotOffered, message)
+            }
+            BindingRepoError::IdempotencyKeyReused(_) => {
+                ApiError::Refused(Code::IdempotencyKeyReused, message)
             }
             BindingRepoError::Binding(e) => binding_error(e),
             BindingRepoError::Database(e) => ApiError::Internal(e.into()),

@@ -45,7 +45,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("get", "/v1/reconciliation", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/exports/invoices.csv", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/exports/invoice-lines.csv", &[Code::InvalidRequest, Code::InvalidPeriod]),
-    ("post", "/v1/accounts/{account}/bindings", &[Code::Forbidden, Code::InvalidDate, Code::NotFound, Code::UnknownPlan, Code::PlanMismatch, Code::PlanNotOffered, Code::MoveInFuture]),
+    ("post", "/v1/accounts/{account}/bindings", &[Code::Forbidden, Code::InvalidDate, Code::NotFound, Code::UnknownPlan, Code::PlanMismatch, Code::PlanNotOffered, Code::MoveInFuture, Code::IdempotencyKeyReused]),
     ("get", "/v1/accounts/{account}/bindings", &[Code::NotFound]),
     ("get", "/v1/accounts/{account}/bindings/{id}", &[Code::NotFound]),
     ("post", "/v1/accounts/{account}/bindings/{id}/plan", &[Code::InvalidDate, Code::NotFound, Code::UnknownPlan, Code::PlanMismatch, Code::PlanNotOffered, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
