@@ -6,6 +6,7 @@ mod common;
 
 use chrono::Duration;
 use common::*;
+use serde_json::json;
 use tally::up::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,4 +290,208 @@ async fn tenants_are_isolated() {
     );
     assert_eq!(page("umbrella", &umbrella).await, 303);
     running.stop().await.unwrap();
+}
+
+/// Bindings: a customer sees and changes only its own account's, a
+/// provider only those to itself (another's does not exist for it), the
+/// platform any; finance reads but does not provision. Plans: a provider
+/// publishes only in its own namespace and only on its own plans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_and_plans_are_isolated() {
+    let s = Seeded::start(&[Service::Api]).await;
+    let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
+    // dbco's plan (published by dbco; a version since the catalog's prices).
+    let plans = format!("{api}/v1/provider/plans");
+    let plan = json!({"id": "dbco.ps-10", "resource_type": "database", "name": "PS-10"});
+    assert_eq!(
+        send(http, "post", &plans, &keys.dbco, plan.clone()).await.0,
+        201
+    );
+    let (status, body) = send(http, "post", &plans, &keys.queueco, plan).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("plan_not_in_namespace"))
+    );
+    let version = json!({"plan": "dbco.ps-10", "currency": "USD", "base_fee": "39.00",
+                         "effective_from": s.now - Duration::days(1)});
+    let admin_versions = format!("{api}/v1/admin/plan-versions");
+    for key in [&keys.dbco, &keys.acme, &keys.finance] {
+        assert_eq!(
+            send(http, "post", &admin_versions, key, version.clone())
+                .await
+                .0,
+            403
+        );
+    }
+    assert_eq!(
+        send(http, "post", &admin_versions, &keys.admin, version)
+            .await
+            .0,
+        201
+    );
+    let publish = format!("{api}/v1/provider/plans/dbco.ps-10/versions");
+    let later = json!({"currency": "EUR", "base_fee": "36.00"});
+    let (status, body) = send(http, "post", &publish, &keys.queueco, later.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(send(http, "post", &publish, &keys.dbco, later).await.0, 201);
+    let (_, body) = send(http, "get", &plans, &keys.queueco, json!(null)).await;
+    assert_eq!(body["data"], json!([]));
+    let (_, body) = send(http, "get", &plans, &keys.dbco, json!(null)).await;
+    assert_eq!(body["data"][0]["versions"].as_array().unwrap().len(), 2);
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(send(http, "get", &plans, key, json!(null)).await.0, 403);
+    }
+
+    // acme provisions its own (customer), the platform one for acme.
+    let acme_bindings = format!("{api}/v1/accounts/acme/bindings");
+    let new = |name: &str| json!({"provider": "dbco", "resource_type": "database", "name": name, "plan": "dbco.ps-10"});
+    let (status, mine) = send(http, "post", &acme_bindings, &keys.acme, new("prod-db")).await;
+    assert_eq!(status, 201, "{mine}");
+    let id = mine["id"].as_str().unwrap().to_owned();
+    let (status, theirs) = send(http, "post", &acme_bindings, &keys.admin, new("ops-db")).await;
+    assert_eq!(status, 201, "{theirs}");
+    for key in [&keys.umbrella, &keys.finance, &keys.dbco] {
+        let (status, body) = send(http, "post", &acme_bindings, key, new("x")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    // Only the platform times a move.
+    let timed = json!({"provider": "dbco", "resource_type": "database", "name": "x",
+                       "plan": "dbco.ps-10", "at": s.now - Duration::hours(1)});
+    assert_eq!(
+        send(http, "post", &acme_bindings, &keys.acme, timed)
+            .await
+            .0,
+        403
+    );
+
+    // Reading: acme, finance and admin see acme's two; umbrella and dbco may not.
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = send(http, "get", &acme_bindings, key, json!(null)).await;
+        assert_eq!((status, body["data"].as_array().unwrap().len()), (200, 2));
+    }
+    for key in [&keys.umbrella, &keys.dbco] {
+        assert_eq!(
+            send(http, "get", &acme_bindings, key, json!(null)).await.0,
+            403
+        );
+    }
+    let one = format!("{acme_bindings}/{id}");
+    assert_eq!(
+        send(http, "get", &one, &keys.acme, json!(null)).await.0,
+        200
+    );
+    assert_eq!(
+        send(http, "get", &one, &keys.umbrella, json!(null)).await.0,
+        403
+    );
+    // Under umbrella's own account acme's binding does not exist.
+    let via_umbrella = format!("{api}/v1/accounts/umbrella/bindings/{id}");
+    let (status, body) = send(http, "get", &via_umbrella, &keys.umbrella, json!(null)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (_, body) = send(
+        http,
+        "get",
+        &format!("{api}/v1/accounts/umbrella/bindings"),
+        &keys.umbrella,
+        json!(null),
+    )
+    .await;
+    assert_eq!(body["data"], json!([]));
+    for (action, body) in [
+        ("plan", json!({"plan": "dbco.ps-10"})),
+        ("suspend", json!({})),
+        ("resume", json!({})),
+        ("delete", json!({})),
+    ] {
+        let (status, answer) = send(
+            http,
+            "post",
+            &format!("{via_umbrella}/{action}"),
+            &keys.umbrella,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{action}"
+        );
+        for key in [&keys.umbrella, &keys.finance, &keys.dbco] {
+            let (status, _) =
+                send(http, "post", &format!("{one}/{action}"), key, body.clone()).await;
+            assert_eq!(status, 403, "{action}");
+        }
+    }
+
+    // Providers: dbco sees both of acme's, queueco none; queueco cannot read
+    // or report on dbco's; customers and staff have no provider view.
+    let provider_bindings = format!("{api}/v1/provider/bindings");
+    let (_, body) = send(http, "get", &provider_bindings, &keys.dbco, json!(null)).await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    let (_, body) = send(http, "get", &provider_bindings, &keys.queueco, json!(null)).await;
+    assert_eq!(body["data"], json!([]));
+    let theirs_url = format!("{provider_bindings}/{id}");
+    assert_eq!(
+        send(http, "get", &theirs_url, &keys.dbco, json!(null))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(http, "get", &theirs_url, &keys.queueco, json!(null))
+            .await
+            .0,
+        404
+    );
+    let report = json!({"status": "provisioning"});
+    let status_url = format!("{theirs_url}/status");
+    let (status, body) = send(http, "post", &status_url, &keys.queueco, report.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(
+            send(http, "get", &provider_bindings, key, json!(null))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            send(http, "get", &theirs_url, key, json!(null)).await.0,
+            403
+        );
+        assert_eq!(
+            send(http, "post", &status_url, key, report.clone()).await.0,
+            403
+        );
+        let hook = json!({"url": "http://127.0.0.1:9/hooks"});
+        assert_eq!(
+            send(
+                http,
+                "post",
+                &format!("{api}/v1/provider/webhook"),
+                key,
+                hook
+            )
+            .await
+            .0,
+            403
+        );
+    }
+    let (status, body) = send(http, "post", &status_url, &keys.dbco, report).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("provisioning"))
+    );
+    s.running.stop().await.unwrap();
 }

@@ -192,6 +192,24 @@ pub async fn get_text(http: &reqwest::Client, url: &str, key: &str) -> String {
         .unwrap()
 }
 
+/// `method` ("get" or "post", with the JSON `body`) `url` with `key`: the
+/// status and the JSON answer (null when it is not JSON).
+pub async fn send(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    key: &str,
+    body: Value,
+) -> (u16, Value) {
+    let request = match method {
+        "get" => http.get(url),
+        _ => http.post(url).json(&body),
+    };
+    let response = request.bearer_auth(key).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
 /// Polls the bill of each account-period until its total equals `expected`
 /// (or the deadline passes); returns the bills as last seen.
 pub async fn wait_for_totals(

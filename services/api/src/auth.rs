@@ -140,3 +140,31 @@ impl<S: Send + Sync> FromRequestParts<S> for AccountReader {
 pub fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|_| ApiError::NotFound(format!("account {raw}")))
 }
+
+/// Who may change an account's bindings: the account's own customer token
+/// (as the customer) or the admin key (as the platform). Finance reads
+/// bindings but does not provision them.
+pub struct AccountActor(pub tally_domain::binding::Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccountActor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use tally_domain::binding::Actor;
+        match caller(parts, state).await? {
+            Principal::Admin => Ok(AccountActor(Actor::Platform)),
+            Principal::Customer(own) => {
+                let params = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .map_err(|_| ApiError::Forbidden)?;
+                match params.iter().find(|(name, _)| *name == "account") {
+                    Some((_, account)) if account == own.as_str() => {
+                        Ok(AccountActor(Actor::Customer))
+                    }
+                    _ => Err(ApiError::Forbidden),
+                }
+            }
+            Principal::Finance | Principal::Provider(_) => Err(ApiError::Forbidden),
+        }
+    }
+}

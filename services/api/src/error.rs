@@ -52,11 +52,23 @@ pub enum Code {
     CreditExceedsLine,
     CreditExceedsInvoice,
     AmountOverflow,
+    UnknownPlan,
+    PlanMismatch,
+    PlanNotOffered,
+    InvalidPlan,
+    MoveInFuture,
+    PlanNotInNamespace,
+    InvalidUrl,
+    IllegalTransition,
+    OutOfOrder,
+    PlanVersionExists,
+    WebhooksDisabled,
+    IdempotencyKeyReused,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 43] = [
+    pub const ALL: [Code; 55] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -99,6 +111,18 @@ impl Code {
         Code::CreditExceedsLine,
         Code::CreditExceedsInvoice,
         Code::AmountOverflow,
+        Code::UnknownPlan,
+        Code::PlanMismatch,
+        Code::PlanNotOffered,
+        Code::InvalidPlan,
+        Code::MoveInFuture,
+        Code::PlanNotInNamespace,
+        Code::InvalidUrl,
+        Code::IllegalTransition,
+        Code::OutOfOrder,
+        Code::PlanVersionExists,
+        Code::WebhooksDisabled,
+        Code::IdempotencyKeyReused,
         Code::Internal,
     ];
 
@@ -147,6 +171,18 @@ impl Code {
             Code::CreditExceedsLine => "credit_exceeds_line",
             Code::CreditExceedsInvoice => "credit_exceeds_invoice",
             Code::AmountOverflow => "amount_overflow",
+            Code::UnknownPlan => "unknown_plan",
+            Code::PlanMismatch => "plan_mismatch",
+            Code::PlanNotOffered => "plan_not_offered",
+            Code::InvalidPlan => "invalid_plan",
+            Code::MoveInFuture => "move_in_future",
+            Code::PlanNotInNamespace => "plan_not_in_namespace",
+            Code::InvalidUrl => "invalid_url",
+            Code::IllegalTransition => "illegal_transition",
+            Code::OutOfOrder => "out_of_order",
+            Code::PlanVersionExists => "plan_version_exists",
+            Code::WebhooksDisabled => "webhooks_disabled",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::Internal => "internal",
         }
     }
@@ -171,7 +207,9 @@ impl Code {
             | Code::InvalidPrice
             | Code::InvalidAggregation
             | Code::InvalidProviderId
-            | Code::SkuNotInNamespace => StatusCode::BAD_REQUEST,
+            | Code::SkuNotInNamespace
+            | Code::PlanNotInNamespace
+            | Code::InvalidUrl => StatusCode::BAD_REQUEST,
             Code::EffectiveInPast
             | Code::UnknownProvider
             | Code::UnknownSku
@@ -186,14 +224,24 @@ impl Code {
             | Code::UnknownLine
             | Code::CreditExceedsLine
             | Code::CreditExceedsInvoice
-            | Code::AmountOverflow => StatusCode::UNPROCESSABLE_ENTITY,
+            | Code::AmountOverflow
+            | Code::UnknownPlan
+            | Code::PlanMismatch
+            | Code::PlanNotOffered
+            | Code::InvalidPlan
+            | Code::MoveInFuture => StatusCode::UNPROCESSABLE_ENTITY,
             Code::AlreadyExists
             | Code::PriceVersionExists
             | Code::GrantVoided
             | Code::InvoiceNotFinalized
             | Code::InvoiceVoided
             | Code::InvoiceHasCreditNotes
-            | Code::NothingToCredit => StatusCode::CONFLICT,
+            | Code::NothingToCredit
+            | Code::IllegalTransition
+            | Code::OutOfOrder
+            | Code::PlanVersionExists
+            | Code::WebhooksDisabled
+            | Code::IdempotencyKeyReused => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

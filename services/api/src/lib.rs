@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bindings;
 pub mod credits;
 pub mod customer;
 pub mod error;

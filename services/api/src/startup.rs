@@ -3,6 +3,7 @@
 use axum::middleware::from_fn_with_state;
 use axum::Router;
 use sqlx::PgPool;
+use tally_platform::binding_outbox::WebhookKey;
 use tally_platform::health::{Probe, Readiness};
 use tally_platform::{telemetry, Config};
 use tokio::net::TcpListener;
@@ -10,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::bindings::provider::Webhooks;
 use crate::customer;
 use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
-use crate::{admin, auth, credits, extract, openapi, provider};
+use crate::{admin, auth, bindings, credits, extract, openapi, provider};
 
 /// The bearer-key API: each route comes with its handler's documentation
 /// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
@@ -48,6 +50,25 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(admin::create_staff_key))
         .routes(routes!(provider::list_skus, provider::create_sku))
         .routes(routes!(provider::list_prices, provider::publish_price))
+        .routes(routes!(
+            bindings::account::list_bindings,
+            bindings::account::create_binding
+        ))
+        .routes(routes!(bindings::account::get_binding))
+        .routes(routes!(bindings::account::change_plan))
+        .routes(routes!(bindings::account::suspend))
+        .routes(routes!(bindings::account::resume))
+        .routes(routes!(bindings::account::delete))
+        .routes(routes!(bindings::provider::list_bindings))
+        .routes(routes!(bindings::provider::get_binding))
+        .routes(routes!(bindings::provider::report_status))
+        .routes(routes!(bindings::provider::set_webhook))
+        .routes(routes!(
+            bindings::plans::list_plans,
+            bindings::plans::create_plan
+        ))
+        .routes(routes!(bindings::plans::publish_version))
+        .routes(routes!(bindings::plans::admin_plan_version))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).
@@ -88,7 +109,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// their viewers in themselves (`page::admit`). Every error is JSON with a
 /// code, the routes' own and the router's (`unknown_route`,
 /// `method_not_allowed`) alike; the bill pages answer pages.
-pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
+pub fn router(pool: PgPool, signer: Signer, issuer: &str, webhooks: Webhooks) -> Router {
     let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
     let (pages, _) = page_routes().split_for_parts();
     let (links, _) = link_routes().split_for_parts();
@@ -105,6 +126,7 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str) -> Router {
     api.route_layer(authenticate)
         .with_state(pool)
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
+        .layer(axum::Extension(webhooks))
         .merge(pages)
         .merge(meta)
         .fallback(extract::unknown_route)
@@ -151,8 +173,13 @@ impl Application {
         tracing::info!(port = self.port(), "api listening");
         axum::serve(
             self.listener,
-            router(self.pool, self.signer, &self.config.invoice_issuer)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router(
+                self.pool,
+                self.signer,
+                &self.config.invoice_issuer,
+                Webhooks(self.config.webhook_key.as_deref().map(WebhookKey::new)),
+            )
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

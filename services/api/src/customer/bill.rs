@@ -1,11 +1,14 @@
 //! Customer bill API (`/v1/accounts/{id}/bill`): an account's invoice for a
-//! period, as JSON.
+//! period, as JSON, with each bound resource's status, cost so far and
+//! forecast (`resources`, see [`super::outlook`]).
 
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use sqlx::PgPool;
-use tally_invoicing::invoices_repo::{self, Invoice};
+use tally_invoicing::invoices_repo;
+
+use super::outlook::{self, Bill};
 
 use crate::auth::{self, AccountReader};
 use crate::error::ApiError;
@@ -26,7 +29,7 @@ pub struct BillQuery {
     tag = "customer",
     summary = "An account's bill for a period (its customer token, finance, admin)",
     params(("account" = String, Path, description = "Account id"), BillQuery),
-    responses((status = 200, description = "The invoice", body = inline(crate::openapi::InvoiceRef))),
+    responses((status = 200, description = "The invoice and its bound resources' outlook", body = Bill)),
     security(("bearer" = [])),
 )]
 pub async fn get_bill(
@@ -34,7 +37,7 @@ pub async fn get_bill(
     State(pool): State<PgPool>,
     ApiPath(account): ApiPath<String>,
     ApiQuery(q): ApiQuery<BillQuery>,
-) -> Result<Json<Invoice>, ApiError> {
+) -> Result<Json<Bill>, ApiError> {
     let period = parse_period(
         q.period
             .as_deref()
@@ -42,8 +45,9 @@ pub async fn get_bill(
     )?;
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
-    invoices_repo::find_by_account_period(&mut conn, account.as_str(), period)
+    let invoice = invoices_repo::find_by_account_period(&mut conn, account.as_str(), period)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))
+        .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))?;
+    let resources = outlook::outlooks(&mut conn, &account, &invoice, chrono::Utc::now()).await?;
+    Ok(Json(Bill { invoice, resources }))
 }

@@ -11,7 +11,8 @@ use tally_domain::money::checked;
 use tally_domain::{Currency, Money, MoneyError};
 
 use crate::credits::Balance;
-use tally_invoicing::invoices_repo::{Invoice, PeriodView};
+use crate::customer::outlook::ResourceOutlook;
+use tally_invoicing::invoices_repo::{Invoice, LineView, PeriodView, ResourceView};
 
 const PALETTE: [&str; 6] = [
     "#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490",
@@ -31,6 +32,8 @@ pub struct BillPage<'a> {
     pub signed_in: bool,
     /// The account's usable credit grants as of now: remaining balance and expiry.
     pub balances: &'a [Balance],
+    /// Each resource bound in the period: status, cost so far, forecast.
+    pub resources: &'a [ResourceOutlook],
 }
 
 /// `"10.00 USD"`: the amount with its currency's exponent, and its code.
@@ -56,6 +59,7 @@ col.c-service { width: 32%; } col.c-sku { width: 24%; } col.c-qty { width: 16%; 
 caption { text-align: left; font-weight: 600; padding: .25rem 0; }
 th, td { padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { text-align: left; font-size: .85rem; color: var(--muted); }
+tr.resource th { background: #f3f4f6; font-weight: 600; color: var(--ink); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tfoot td { font-weight: 700; border-bottom: none; }
 .subtotal { display: flex; justify-content: space-between; font-size: 1.05rem; font-weight: 600; border-top: 1px solid var(--line); padding-top: .5rem; margin-top: 1rem; }
@@ -135,7 +139,12 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                                     th scope="col" class="num" { "Amount" }
                                 } }
                                 tbody {
-                                    @for line in &section.lines {
+                                    @for (i, line) in section.lines.iter().enumerate() {
+                                        @if let Some(r) = group_starts(&section.lines, i) {
+                                            tr.resource data-testid="resource" {
+                                                th scope="rowgroup" colspan="5" { (resource_label(r)) }
+                                            }
+                                        }
                                         tr {
                                             th scope="row" {
                                                 (line.description)
@@ -186,6 +195,33 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                         }
                     }
                     div.total { span { "Total due" } span data-testid="total" { (money(inv.total, cur)) } }
+                    @if !page.resources.is_empty() {
+                        section aria-labelledby="resources" {
+                            h2 id="resources" { "Your resources this period" }
+                            table {
+                                thead { tr {
+                                    th scope="col" { "Resource" }
+                                    th scope="col" { "Status" }
+                                    th scope="col" class="num" { "So far" }
+                                    th scope="col" class="num" { "Forecast for the period" }
+                                } }
+                                tbody {
+                                    @for r in page.resources {
+                                        tr data-testid="resource-outlook" {
+                                            th scope="row" { (r.name) " · " (r.plan) br; small.meta { (r.provider) } }
+                                            td {
+                                                (r.status)
+                                                @if let Some(m) = &r.status_message { br; small.meta { (m) } }
+                                            }
+                                            td.num { (money(r.so_far, cur)) }
+                                            td.num { (money(r.forecast, cur)) }
+                                        }
+                                    }
+                                }
+                            }
+                            p.meta { "So far: plan fees of active hours up to now and usage billed. Forecast: the plan as it stands to the period's end, and usage at its rate so far." }
+                        }
+                    }
                     @if !page.balances.is_empty() {
                         section aria-labelledby="credit-balances" {
                             h2 id="credit-balances" { "Your credit balances" }
@@ -286,19 +322,39 @@ fn csv_text(text: &str) -> String {
 }
 
 /// A line's description, naming the period an adjustment bills late usage of.
-fn described(line: &tally_invoicing::invoices_repo::LineView) -> String {
+fn described(line: &LineView) -> String {
     match &line.adjusts {
         Some(period) => format!("{} (late usage of {})", line.description, period.label),
         None => line.description.clone(),
     }
 }
 
-/// The invoice as CSV: one row per line; when credits apply, a subtotal row
+/// The resource whose group of lines starts at line `i` (lines come
+/// grouped by resource within a provider, unbound ones first).
+fn group_starts(lines: &[LineView], i: usize) -> Option<&ResourceView> {
+    let resource = lines.get(i)?.resource.as_ref()?;
+    let previous = i
+        .checked_sub(1)
+        .and_then(|p| lines.get(p))
+        .and_then(|l| l.resource.as_ref());
+    match previous {
+        Some(p) if p.binding == resource.binding => None,
+        _ => Some(resource),
+    }
+}
+
+/// A bound resource as the bill groups its lines: `prod-db · PS-10`.
+pub fn resource_label(r: &ResourceView) -> String {
+    format!("{} · {}", r.name, r.plan)
+}
+
+/// The invoice as CSV: one row per line (a bound resource's lines name it:
+/// `resource` is `prod-db · PS-10`, `binding_id` its binding); when credits apply, a subtotal row
 /// and one (negative) row per credit; then the total due.
 pub fn csv(invoice: &Invoice) -> String {
     let s = &invoice.summary;
     let mut out = String::from(
-        "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount\n",
+        "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id\n",
     );
     let number = s.number.as_deref().unwrap_or("");
     for section in &invoice.sections {
@@ -319,6 +375,8 @@ pub fn csv(invoice: &Invoice) -> String {
                 csv_text(&l.unit),
                 l.unit_price.map(|p| p.to_string()).unwrap_or_default(),
                 l.amount.to_string(),
+                csv_text(&l.resource.as_ref().map(resource_label).unwrap_or_default()),
+                csv_text(l.resource.as_ref().map_or("", |r| r.binding.as_str())),
             ];
             out.push_str(&cells.join(","));
             out.push('\n');
@@ -326,7 +384,7 @@ pub fn csv(invoice: &Invoice) -> String {
     }
     let mut summary_row = |description: &str, amount: Decimal| {
         out.push_str(&format!(
-            "{},{},{},{},{},,,,{},,,,{}\n",
+            "{},{},{},{},{},,,,{},,,,{},,\n",
             csv_text(&s.account_id),
             csv_text(&s.period.label),
             csv_text(number),
@@ -404,6 +462,7 @@ mod tests {
             auth_query: "",
             signed_in: false,
             balances: &[],
+            resources: &[],
         }
     }
 

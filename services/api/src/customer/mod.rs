@@ -1,8 +1,9 @@
-//! Customers: their bill as JSON, the bill page and its CSV, sign-in
-//! sessions and signed bill links.
+//! Customers: their bill as JSON, the bill page and its CSV, their bound
+//! resources' outlook, sign-in sessions and signed bill links.
 
 pub mod bill;
 pub mod bill_view;
 pub mod links;
+pub mod outlook;
 pub mod page;
 pub mod sessions;

@@ -24,6 +24,7 @@ use tally_platform::catalog;
 use crate::auth::Staff;
 use crate::customer::bill_view::{self, BillPage};
 use crate::customer::links::Signer;
+use crate::customer::outlook;
 use crate::customer::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, RequestBody};
@@ -255,8 +256,20 @@ pub async fn bill_page(
         Ok(b) => b,
         Err(err) => return ApiError::from(err).into_response(),
     };
+    let resources = match state.pool.acquire().await {
+        Ok(mut conn) => match crate::auth::account_id(&account) {
+            Ok(id) => outlook::outlooks(&mut conn, &id, &invoice, Utc::now()).await,
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err.into()),
+    };
+    let resources = match resources {
+        Ok(r) => r,
+        Err(err) => return err.into_response(),
+    };
     let page = BillPage {
         balances: &balances,
+        resources: &resources,
         account_name: &name,
         invoice: &invoice,
         periods: &periods,

@@ -45,6 +45,21 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("get", "/v1/reconciliation", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/exports/invoices.csv", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/exports/invoice-lines.csv", &[Code::InvalidRequest, Code::InvalidPeriod]),
+    ("post", "/v1/accounts/{account}/bindings", &[Code::Forbidden, Code::InvalidDate, Code::NotFound, Code::UnknownPlan, Code::PlanMismatch, Code::PlanNotOffered, Code::MoveInFuture, Code::IdempotencyKeyReused]),
+    ("get", "/v1/accounts/{account}/bindings", &[Code::NotFound]),
+    ("get", "/v1/accounts/{account}/bindings/{id}", &[Code::NotFound]),
+    ("post", "/v1/accounts/{account}/bindings/{id}/plan", &[Code::InvalidDate, Code::NotFound, Code::UnknownPlan, Code::PlanMismatch, Code::PlanNotOffered, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
+    ("post", "/v1/accounts/{account}/bindings/{id}/suspend", &[Code::InvalidDate, Code::NotFound, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
+    ("post", "/v1/accounts/{account}/bindings/{id}/resume", &[Code::InvalidDate, Code::NotFound, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
+    ("post", "/v1/accounts/{account}/bindings/{id}/delete", &[Code::InvalidDate, Code::NotFound, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
+    ("get", "/v1/provider/bindings", &[]),
+    ("get", "/v1/provider/bindings/{id}", &[Code::NotFound]),
+    ("post", "/v1/provider/bindings/{id}/status", &[Code::InvalidDate, Code::NotFound, Code::MoveInFuture, Code::IllegalTransition, Code::OutOfOrder]),
+    ("post", "/v1/provider/webhook", &[Code::InvalidUrl, Code::WebhooksDisabled]),
+    ("get", "/v1/provider/plans", &[]),
+    ("post", "/v1/provider/plans", &[Code::PlanNotInNamespace, Code::AlreadyExists]),
+    ("post", "/v1/provider/plans/{plan}/versions", &[Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::EffectiveInPast, Code::UnknownSku, Code::InvalidPlan, Code::AmountOverflow, Code::PlanVersionExists]),
+    ("post", "/v1/admin/plan-versions", &[Code::UnknownCurrency, Code::InvalidDate, Code::UnknownSku, Code::UnknownPlan, Code::InvalidPlan, Code::AmountOverflow, Code::PlanVersionExists]),
 ];
 
 /// The codes an operation's shape implies.

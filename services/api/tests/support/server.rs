@@ -58,6 +58,9 @@ impl Server {
             pool.clone(),
             Signer::new(Some("test-secret")).unwrap(),
             "TLY",
+            tally_api::bindings::provider::Webhooks(Some(
+                tally_platform::binding_outbox::WebhookKey::new("test-webhook-key"),
+            )),
         );
         tokio::spawn(async move { axum::serve(listener, router).await });
         Server {
