@@ -458,7 +458,9 @@ pub struct ResourceView {
     pub binding: String,
     /// The customer's name for the resource.
     pub name: String,
-    /// The plan the line is billed under.
+    /// The resource's plan as the period ends (its newest plan in the
+    /// period): the group's label, the same on each of its lines. A plan fee
+    /// line names its own plan version in `price_id`.
     pub plan: String,
 }
 
