@@ -32,6 +32,9 @@ pub struct DedupeWindow {
     max_age: TimeDelta,
     max_future: TimeDelta,
     margin: TimeDelta,
+    /// Partitions of this many days (`TALLY_DEDUPE_PARTITION_DAYS`), or
+    /// `None`: as long as the whole span rating admits.
+    partition_days: Option<u32>,
 }
 
 /// Why rating refuses an event (`outside_dedupe_window`).
@@ -77,6 +80,19 @@ impl DedupeWindow {
             max_age: delta(max_age),
             max_future: delta(max_future),
             margin: delta(margin),
+            partition_days: None,
+        }
+    }
+
+    /// The same window with partitions `days` long (`0`: as long as the
+    /// span rating admits, the default). Shorter partitions keep less
+    /// (the window plus one partition) but a probe by (provider, event id)
+    /// looks into every partition kept: with 1-day partitions and the
+    /// default window, 43 instead of 2.
+    pub fn with_partition_days(self, days: u32) -> Self {
+        Self {
+            partition_days: (days > 0).then_some(days),
+            ..self
         }
     }
 
@@ -126,10 +142,14 @@ impl DedupeWindow {
         }
     }
 
-    /// How long a partition of `processed_events` is: the span rating admits
+    /// How long a partition of `processed_events` is: the days configured
+    /// ([`Self::with_partition_days`]), or else the span rating admits
     /// (`max_age + max_future + 2 × margin`) rounded up to whole days, so
     /// that span meets at most two partitions.
     pub fn partition_length(&self) -> TimeDelta {
+        if let Some(days) = self.partition_days {
+            return TimeDelta::days(i64::from(days));
+        }
         let span = self
             .max_age
             .checked_add(&self.max_future)
@@ -329,7 +349,31 @@ mod tests {
     /// partitions, and every admitted time has one.
     #[test]
     fn partitions_stay_few_over_months_of_traffic() {
-        let w = window();
+        assert_eq!(partitions_kept_over_400_days(window()), 2);
+    }
+
+    /// Partitions by day keep the window and less than a day more: pruned
+    /// at midnight, rating admits from 38 days back to 3 days and 5 minutes
+    /// ahead, which meets 42 days.
+    #[test]
+    fn partitions_by_day_keep_the_window_and_a_day() {
+        let by_day = window().with_partition_days(1);
+        assert_eq!(by_day.partition_length(), TimeDelta::days(1));
+        assert_eq!(
+            by_day.to_create(None, at(11, 1, 7), at(11, 3, 7)),
+            [
+                (at(11, 1, 0), at(11, 2, 0)),
+                (at(11, 2, 0), at(11, 3, 0)),
+                (at(11, 3, 0), at(11, 4, 0))
+            ]
+        );
+        assert_eq!(partitions_kept_over_400_days(by_day), 42);
+        assert_eq!(window().with_partition_days(0), window());
+    }
+
+    /// The most partitions kept while 400 days pass, pruned once a day;
+    /// every admitted time always has one.
+    fn partitions_kept_over_400_days(w: DedupeWindow) -> usize {
         let mut parts: Vec<Span> = Vec::new();
         let start = at(1, 1, 0);
         let mut most = 0;
@@ -348,6 +392,6 @@ mod tests {
             assert!(parts[0].start.unwrap() <= w.cutoff(now));
             assert!(parts.last().unwrap().end > w.newest(now));
         }
-        assert_eq!(most, 2);
+        most
     }
 }

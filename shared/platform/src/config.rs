@@ -65,6 +65,9 @@ pub struct Config {
     /// rates event times within the ingest window widened by this much on
     /// either side; see [`Config::dedupe_window`].
     pub dedupe_margin: Duration,
+    /// How many days each partition of the dedupe table spans
+    /// (`TALLY_DEDUPE_PARTITION_DAYS`; 0, the default: the whole window).
+    pub dedupe_partition_days: u32,
     /// How often rating creates the dedupe table's next partition and drops
     /// those out of the window (`TALLY_DEDUPE_PRUNE_EVERY_SECS`, default
     /// 3600; 0 turns it off, e.g. when `tally dedupe prune` runs from cron).
@@ -137,6 +140,7 @@ impl Default for Config {
             ingest_max_age: Duration::from_secs(35 * 24 * 3600),
             ingest_max_future: Duration::from_secs(300),
             dedupe_margin: Duration::from_secs(72 * 3600),
+            dedupe_partition_days: 0,
             dedupe_prune_every: Some(Duration::from_secs(3600)),
             // `tally bench`: 20,000 over 5,000 raised end-to-end throughput and
             // lowered freshness (a batch restates each touched account once).
@@ -335,6 +339,8 @@ impl Config {
             dedupe_margin: parsed::<u64>("TALLY_DEDUPE_MARGIN_HOURS")?
                 .map(|h| Duration::from_secs(h.saturating_mul(3600)))
                 .unwrap_or(d.dedupe_margin),
+            dedupe_partition_days: parsed("TALLY_DEDUPE_PARTITION_DAYS")?
+                .unwrap_or(d.dedupe_partition_days),
             dedupe_prune_every: match parsed::<u64>("TALLY_DEDUPE_PRUNE_EVERY_SECS")? {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
@@ -411,7 +417,7 @@ impl Config {
 
     /// The dedupe window: the one place it is made from the configuration
     /// (`TALLY_INGEST_MAX_AGE_HOURS`, `TALLY_INGEST_MAX_FUTURE_SECS`,
-    /// `TALLY_DEDUPE_MARGIN_HOURS`). Its `cutoff(now)` is the oldest event
+    /// `TALLY_DEDUPE_MARGIN_HOURS`, `TALLY_DEDUPE_PARTITION_DAYS`). Its `cutoff(now)` is the oldest event
     /// time rating rates and whose id is remembered.
     pub fn dedupe_window(&self) -> tally_domain::DedupeWindow {
         tally_domain::DedupeWindow::new(
@@ -419,6 +425,7 @@ impl Config {
             self.ingest_max_future,
             self.dedupe_margin,
         )
+        .with_partition_days(self.dedupe_partition_days)
     }
 
     pub fn topics(&self) -> Topics {
