@@ -170,6 +170,47 @@ async fn an_id_resent_with_another_time_in_another_partition_is_counted_once() {
     );
 }
 
+/// Partitions by day (`TALLY_DEDUPE_PARTITION_DAYS=1`): the window meets
+/// 42 of them, and an id is still counted once across them.
+#[tokio::test]
+async fn with_partitions_by_day_an_id_resent_another_day_is_counted_once() {
+    let pool = database().await;
+    seed(&pool).await;
+    let w = window().with_partition_days(1);
+    let now = day(1, 20);
+    let made = dedupe::prune(&pool, &w, now).await.unwrap();
+    // Dec 13th (the cutoff's day) through Jan 23rd (the newest time admitted).
+    assert_eq!(made.created.len(), 42);
+    assert_eq!(made.created[0], "processed_events_20291213");
+    assert_eq!(made.created[41], "processed_events_20300123");
+    let at = Admission::at(w, now);
+    let first = process_batch_at(&pool, &[disk("e-1", dec!(10), day(1, 1))], at)
+        .await
+        .unwrap();
+    let resent = process_batch_at(
+        &pool,
+        &[
+            disk("e-1", dec!(10), day(1, 15)),
+            disk("e-2", dec!(5), day(1, 15)),
+        ],
+        at,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (first.counted, resent.counted, resent.duplicates),
+        (1, 1, 1)
+    );
+    assert_eq!(rows(&pool).await, 2);
+    assert_eq!(counted_quantity(&pool).await, dec!(15));
+    // A day later the oldest day is dropped, one made ahead.
+    let next = dedupe::prune(&pool, &w, now + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(next.created, ["processed_events_20300124"]);
+    assert_eq!(next.dropped, ["processed_events_20291213"]);
+}
+
 #[tokio::test]
 async fn partitions_out_of_the_window_are_dropped_with_their_rows() {
     let pool = database().await;
