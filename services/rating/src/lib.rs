@@ -7,6 +7,7 @@
 mod consume;
 pub mod credit_restatements;
 pub mod credits_repo;
+mod draws;
 pub mod error;
 pub mod outbox;
 pub mod outcome;
