@@ -364,6 +364,9 @@ async fn per_currency(
         .collect()
 }
 
+/// One of a month's figures, to be set.
+type Figure = fn(&mut MonthFigures) -> &mut Decimal;
+
 /// Checks the identity for `month`, per currency, each side from its own
 /// records: invoice and credit note headers; invoice lines and credit note
 /// lines; the settlements; the invoices' credit lines (and the credit ledger
@@ -418,23 +421,21 @@ pub async fn reconcile(
         c.figures.credit_notes = total;
         c.figures.platform_credited = platform_part;
     }
-    let platform = per_currency(
-        &mut *conn,
-        month,
-        "SELECT COALESCE(sum(l.markup + l.platform_fee), 0) FROM invoice_lines l WHERE l.invoice_id = i.id",
-    )
-    .await?;
-    let credits = per_currency(
-        &mut *conn,
-        month,
-        "SELECT COALESCE(sum(c.amount), 0) FROM invoice_credits c WHERE c.invoice_id = i.id",
-    )
-    .await?;
-    for (currency, gross) in platform {
-        entry(&mut by_currency, &currency).figures.platform_fees = gross;
-    }
-    for (currency, applied) in credits {
-        entry(&mut by_currency, &currency).figures.credits_applied = applied;
+    // Per invoice: the platform's part of its lines, and the credits applied.
+    let sums: [(&str, Figure); 2] = [
+        (
+            "SELECT COALESCE(sum(l.markup + l.platform_fee), 0) FROM invoice_lines l WHERE l.invoice_id = i.id",
+            |f| &mut f.platform_fees,
+        ),
+        (
+            "SELECT COALESCE(sum(c.amount), 0) FROM invoice_credits c WHERE c.invoice_id = i.id",
+            |f| &mut f.credits_applied,
+        ),
+    ];
+    for (select, figure) in sums {
+        for (currency, sum) in per_currency(&mut *conn, month, select).await? {
+            *figure(&mut entry(&mut by_currency, &currency).figures) = sum;
+        }
     }
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
