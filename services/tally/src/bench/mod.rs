@@ -85,6 +85,12 @@ pub struct BenchArgs {
     /// the configured / embedded one.
     #[arg(long)]
     pub private_broker: bool,
+    /// Give every account a promotional grant (all usage, ample balance,
+    /// capped at 0.01 USD per period), so rating applies credits to every
+    /// statement and writes its draws; each account's invoice is then due
+    /// 0.01 less, which the exactness check expects.
+    #[arg(long)]
+    pub grants: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -115,6 +121,7 @@ impl BenchArgs {
             ceiling_events: 20_000,
             json: self.json.clone(),
             private_broker: self.private_broker,
+            grants: self.grants,
             smoke: true,
         }
     }
@@ -217,8 +224,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         );
     }
     println!(
-        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, history {}); {} events in batches of {} from {} clients",
-        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.history_events, a.events, a.batch_size, a.concurrency
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, history {}, grants {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
     );
 
     let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);

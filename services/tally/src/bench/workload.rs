@@ -6,7 +6,7 @@ use anyhow::Context;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tally_domain::money::checked;
 use tally_domain::{Currency, Period, ProviderKind};
 
@@ -19,6 +19,8 @@ pub(super) struct Catalog {
     /// Per provider: SKU ids and USD unit prices.
     pub(super) skus: Vec<Vec<(String, Decimal)>>,
     pub(super) accounts: Vec<String>,
+    /// What the grant of each of `accounts` pays per period (`--grants`).
+    pub(super) grant_cap: Option<Decimal>,
 }
 
 fn price_of(provider: usize, sku: usize) -> Decimal {
@@ -36,6 +38,7 @@ pub(super) async fn seed(
         provider_keys: Vec::new(),
         skus: Vec::new(),
         accounts: Vec::new(),
+        grant_cap: None,
     };
     for p in 0..a.providers {
         let id = format!("p{p}");
@@ -69,6 +72,27 @@ pub(super) async fn seed(
     .execute(pool)
     .await?;
     catalog.accounts = (0..a.accounts).map(|i| format!("a{i}")).collect();
+    if a.grants {
+        let cap = Decimal::new(1, 2);
+        // As the credits API gives them: the grant and its ledger entry.
+        sqlx::query(
+            "WITH g AS (
+                 INSERT INTO credit_grants (account_id, name, kind, currency, amount, effective_at,
+                                            eligibility, cap_per_period)
+                 SELECT 'a' || g, 'Bench credit', 'promotional', 'USD', 1000000,
+                        date_trunc('hour', $2::timestamptz), 'all_usage', $3
+                 FROM generate_series(0, $1 - 1) AS g
+                 RETURNING id, account_id, amount)
+             INSERT INTO credit_ledger (grant_id, account_id, kind, amount)
+             SELECT id, account_id, 'grant', amount FROM g",
+        )
+        .bind(i64::try_from(a.accounts)?)
+        .bind(since)
+        .bind(cap)
+        .execute(pool)
+        .await?;
+        catalog.grant_cap = Some(cap);
+    }
     Ok(catalog)
 }
 
@@ -203,6 +227,16 @@ pub(super) fn expected_totals(
         let total = totals.entry((account, label)).or_default();
         *total = checked::add(*total, amount)?;
     }
+    if let Some(cap) = gen.catalog.grant_cap {
+        // Each period of a granted account: credits up to the cap, never
+        // beyond what it charges.
+        let granted: HashSet<&str> = gen.catalog.accounts.iter().map(String::as_str).collect();
+        for ((account, _), total) in totals.iter_mut() {
+            if granted.contains(account.as_str()) {
+                *total = checked::sub(*total, cap.min(*total))?;
+            }
+        }
+    }
     Ok(totals)
 }
 
@@ -236,7 +270,6 @@ pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     fn catalog(accounts: usize, skus: usize) -> Catalog {
         Catalog {
@@ -246,6 +279,7 @@ mod tests {
                 .map(|s| (format!("p0.sku{s}"), Decimal::ONE))
                 .collect()],
             accounts: (0..accounts).map(|i| format!("a{i}")).collect(),
+            grant_cap: None,
         }
     }
 
@@ -294,5 +328,42 @@ mod tests {
         }
         assert_eq!(used.len(), 50);
         assert!(used.values().all(|skus| skus.len() == 3), "{used:?}");
+    }
+
+    #[test]
+    fn a_granted_accounts_invoice_is_due_the_cap_less_and_a_probes_is_not() {
+        let mut catalog = catalog(3, 2);
+        let now = Utc::now();
+        let probe = Planned {
+            provider: 0,
+            sku: 1,
+            account: 0,
+            quantity: 5,
+            time: now,
+        };
+        let extra = vec![("probe0".to_owned(), probe)];
+        let totals = |catalog: &Catalog| {
+            let gen = Gen {
+                catalog,
+                batch_size: 10,
+                now,
+                spread: None,
+                lines: 0,
+            };
+            expected_totals(&gen, 30, &extra).unwrap()
+        };
+        let plain = totals(&catalog);
+        catalog.grant_cap = Some(Decimal::new(1, 2));
+        let granted = totals(&catalog);
+        assert_eq!(plain.len(), 4);
+        assert_eq!(granted.len(), 4);
+        for (key, total) in &granted {
+            let less = if key.0 == "probe0" {
+                Decimal::ZERO
+            } else {
+                Decimal::new(1, 2)
+            };
+            assert_eq!(plain[key] - *total, less, "{key:?}");
+        }
     }
 }
