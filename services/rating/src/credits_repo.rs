@@ -184,7 +184,9 @@ pub async fn write_draws(
         versions.push(p.version);
     }
     // The delete and the upsert touch different rows (draws no longer made,
-    // draws made), so they share one statement.
+    // draws made), so they share one statement. `NOT IN` (never NULL here)
+    // is a hashed lookup; a correlated `NOT EXISTS` over the unnested draws
+    // was planned as a nested loop, quadratic in the statements.
     sqlx::query(
         "WITH made AS (
              SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::timestamptz[], $6::numeric[], $7::bigint[])
@@ -193,8 +195,7 @@ pub async fn write_draws(
              DELETE FROM credit_ledger l
              USING UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
              WHERE l.account_id = k.a AND l.kind = 'draw' AND l.period_start = k.s
-                 AND NOT EXISTS (SELECT 1 FROM made
-                                 WHERE made.a = k.a AND made.s = k.s AND made.g = l.grant_id))
+                 AND (l.account_id, l.period_start, l.grant_id) NOT IN (SELECT a, s, g FROM made))
          INSERT INTO credit_ledger (grant_id, account_id, kind, period_start, amount, statement_version)
          SELECT g, a, 'draw', s, amount, v FROM made
          ON CONFLICT (grant_id, period_start) WHERE kind = 'draw' DO UPDATE
