@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use tally_domain::credits::{Eligibility, Grant, GrantKind, StoredGrant, UsageHours};
 use tally_domain::{ProviderId, Sku};
 
+use crate::draws::Draws;
+use crate::repo::AccountPeriod;
+
 fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
@@ -78,125 +81,153 @@ pub async fn grants_of(
     Ok(out)
 }
 
-/// What each grant of `account` drew in the periods before `period_start`.
-pub async fn drawn_before(
+/// The ledger's draws of these accounts (each with the last period start
+/// wanted), per account, period start and grant: what earlier periods drew
+/// and what each period draws as the ledger holds it now (before this
+/// restatement).
+pub async fn draws_through(
     conn: &mut PgConnection,
-    account: &str,
-    period_start: DateTime<Utc>,
-) -> Result<HashMap<i64, Decimal>, sqlx::Error> {
+    through: &BTreeMap<String, DateTime<Utc>>,
+) -> Result<HashMap<String, Draws>, sqlx::Error> {
+    let accounts: Vec<&str> = through.keys().map(String::as_str).collect();
+    let lasts: Vec<DateTime<Utc>> = through.values().copied().collect();
     let rows = sqlx::query(
-        "SELECT grant_id, sum(amount) AS drawn FROM credit_ledger
-         WHERE account_id = $1 AND kind = 'draw' AND period_start < $2
-         GROUP BY grant_id",
+        "SELECT l.account_id, l.period_start, l.grant_id, l.amount FROM credit_ledger l
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, t)
+             ON l.account_id = k.a AND l.period_start <= k.t
+         WHERE l.kind = 'draw'",
     )
-    .bind(account)
-    .bind(period_start)
+    .bind(&accounts)
+    .bind(&lasts)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("grant_id")?, r.try_get("drawn")?)))
-        .collect()
+    let mut out: HashMap<String, Draws> = HashMap::new();
+    for r in rows {
+        out.entry(r.try_get("account_id")?)
+            .or_default()
+            .entry(r.try_get("period_start")?)
+            .or_default()
+            .insert(r.try_get("grant_id")?, r.try_get("amount")?);
+    }
+    Ok(out)
 }
 
-/// What each grant draws in the period starting at `period_start` of
-/// `account`, as the ledger holds it now (before this restatement).
-pub async fn drawn_in(
-    conn: &mut PgConnection,
-    account: &str,
-    period_start: DateTime<Utc>,
-) -> Result<HashMap<i64, Decimal>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT grant_id, amount FROM credit_ledger
-         WHERE account_id = $1 AND kind = 'draw' AND period_start = $2",
-    )
-    .bind(account)
-    .bind(period_start)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("grant_id")?, r.try_get("amount")?)))
-        .collect()
-}
-
-/// When the usage of some periods of one account happened (a statement's own
-/// period and the sealed ones it adjusts), per period, price version and hour.
+/// When the usage of these account-periods happened (statements' own
+/// periods and the sealed ones they adjust), per account, then per period,
+/// price version and hour.
 pub async fn usage_hours(
     conn: &mut PgConnection,
-    account: &str,
-    period_starts: &[DateTime<Utc>],
-) -> Result<UsageHours, sqlx::Error> {
+    periods: &[AccountPeriod],
+) -> Result<HashMap<String, UsageHours>, sqlx::Error> {
+    let (accounts, starts): (Vec<&str>, Vec<DateTime<Utc>>) =
+        periods.iter().map(|(a, s)| (a.as_str(), *s)).unzip();
     let rows = sqlx::query(
-        "SELECT h.period_start, h.price_id, h.hour,
+        "SELECT h.account_id, h.period_start, h.price_id, h.hour,
                 CASE WHEN s.aggregation = 'sum' THEN h.quantity ELSE h.event_count::numeric END AS weight
-         FROM usage_hourly h
+         FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
+         JOIN usage_hourly h ON h.account_id = k.a AND h.period_start = k.s
          JOIN prices p ON p.id = h.price_id
          JOIN skus s ON s.id = p.sku_id
-         WHERE h.account_id = $1 AND h.period_start = ANY($2)
-         ORDER BY h.period_start, h.price_id, h.hour",
+         ORDER BY h.account_id, h.period_start, h.price_id, h.hour",
     )
-    .bind(account)
-    .bind(period_starts)
+    .bind(&accounts)
+    .bind(&starts)
     .fetch_all(conn)
     .await?;
-    let mut out: UsageHours = BTreeMap::new();
+    let mut out: HashMap<String, UsageHours> = HashMap::new();
     for r in rows {
-        out.entry((r.try_get("period_start")?, r.try_get("price_id")?))
+        out.entry(r.try_get("account_id")?)
+            .or_default()
+            .entry((r.try_get("period_start")?, r.try_get("price_id")?))
             .or_default()
             .push((r.try_get("hour")?, r.try_get("weight")?));
     }
     Ok(out)
 }
 
-/// Makes the ledger's draws of one account-period exactly `draws`.
+/// The draws of one statement: its account-period, its version, and what
+/// each grant pays in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodDraws {
+    pub account: String,
+    pub period_start: DateTime<Utc>,
+    pub version: i64,
+    pub draws: Vec<(i64, Decimal)>,
+}
+
+/// Makes the ledger's draws of each of these account-periods exactly its
+/// `draws`, in one statement.
 pub async fn write_draws(
     conn: &mut PgConnection,
-    account: &str,
-    period_start: DateTime<Utc>,
-    version: i64,
-    draws: &[(i64, Decimal)],
+    periods: &[PeriodDraws],
 ) -> Result<(), sqlx::Error> {
-    let grant_ids: Vec<i64> = draws.iter().map(|(g, _)| *g).collect();
-    let amounts: Vec<Decimal> = draws.iter().map(|(_, a)| *a).collect();
-    sqlx::query(
-        "DELETE FROM credit_ledger
-         WHERE account_id = $1 AND kind = 'draw' AND period_start = $2 AND NOT (grant_id = ANY($3))",
-    )
-    .bind(account)
-    .bind(period_start)
-    .bind(&grant_ids)
-    .execute(&mut *conn)
-    .await?;
-    if draws.is_empty() {
+    if periods.is_empty() {
         return Ok(());
     }
+    let (accounts, starts): (Vec<&str>, Vec<DateTime<Utc>>) = periods
+        .iter()
+        .map(|p| (p.account.as_str(), p.period_start))
+        .unzip();
+    let rows = periods
+        .iter()
+        .flat_map(|p| p.draws.iter().map(move |(g, a)| (p, *g, *a)));
+    let mut grant_ids = Vec::new();
+    let mut draw_accounts = Vec::new();
+    let mut draw_starts = Vec::new();
+    let mut amounts = Vec::new();
+    let mut versions = Vec::new();
+    for (p, grant, amount) in rows {
+        grant_ids.push(grant);
+        draw_accounts.push(p.account.as_str());
+        draw_starts.push(p.period_start);
+        amounts.push(amount);
+        versions.push(p.version);
+    }
+    // The delete and the upsert touch different rows (draws no longer made,
+    // draws made), so they share one statement. `NOT IN` (never NULL here)
+    // is a hashed lookup; a correlated `NOT EXISTS` over the unnested draws
+    // was planned as a nested loop, quadratic in the statements.
     sqlx::query(
-        "INSERT INTO credit_ledger (grant_id, account_id, kind, period_start, amount, statement_version)
-         SELECT g, $1, 'draw', $2, a, $3 FROM UNNEST($4::bigint[], $5::numeric[]) AS t(g, a)
+        "WITH made AS (
+             SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::timestamptz[], $6::numeric[], $7::bigint[])
+                 AS d(g, a, s, amount, v)),
+         gone AS (
+             DELETE FROM credit_ledger l
+             USING UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
+             WHERE l.account_id = k.a AND l.kind = 'draw' AND l.period_start = k.s
+                 AND (l.account_id, l.period_start, l.grant_id) NOT IN (SELECT a, s, g FROM made))
+         INSERT INTO credit_ledger (grant_id, account_id, kind, period_start, amount, statement_version)
+         SELECT g, a, 'draw', s, amount, v FROM made
          ON CONFLICT (grant_id, period_start) WHERE kind = 'draw' DO UPDATE
          SET amount = EXCLUDED.amount, statement_version = EXCLUDED.statement_version, updated_at = now()
          WHERE credit_ledger.amount <> EXCLUDED.amount",
     )
-    .bind(account)
-    .bind(period_start)
-    .bind(version)
+    .bind(&accounts)
+    .bind(&starts)
     .bind(&grant_ids)
+    .bind(&draw_accounts)
+    .bind(&draw_starts)
     .bind(&amounts)
+    .bind(&versions)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Keeps voided grants of `account` paying nothing beyond their draws: a
+/// Keeps voided grants of `accounts` paying nothing beyond their draws: a
 /// void takes back everything not drawn, so when a restatement lowers a
 /// voided grant's draws (a higher-priority grant given later), the freed
 /// part is voided too, never left as a balance (`amount = drawn + voided`).
-pub async fn settle_voided(conn: &mut PgConnection, account: &str) -> Result<(), sqlx::Error> {
+pub async fn settle_voided(conn: &mut PgConnection, accounts: &[&str]) -> Result<(), sqlx::Error> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "WITH drawn AS (
              SELECT g.id, g.amount - COALESCE(sum(l.amount), 0) AS unused
              FROM credit_grants g
              LEFT JOIN credit_ledger l ON l.grant_id = g.id AND l.kind = 'draw'
-             WHERE g.account_id = $1 AND g.voided_at IS NOT NULL
+             WHERE g.account_id = ANY($1) AND g.voided_at IS NOT NULL
              GROUP BY g.id, g.amount),
          grants AS (
              UPDATE credit_grants g SET voided_amount = d.unused
@@ -205,7 +236,7 @@ pub async fn settle_voided(conn: &mut PgConnection, account: &str) -> Result<(),
          UPDATE credit_ledger l SET amount = grants.voided_amount, updated_at = now()
          FROM grants WHERE l.grant_id = grants.id AND l.kind = 'void'",
     )
-    .bind(account)
+    .bind(accounts)
     .execute(conn)
     .await?;
     Ok(())

@@ -8,6 +8,7 @@ mod consume;
 pub mod credit_restatements;
 pub mod credits_repo;
 pub mod dedupe;
+mod draws;
 pub mod error;
 pub mod outbox;
 pub mod outcome;

@@ -8,13 +8,15 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
-use tally_domain::credits::{Grant, StoredGrant};
+use tally_domain::credits::{Grant, StoredGrant, UsageHours};
+use tally_domain::money::MoneyError;
 use tally_domain::plan::{self, BoundResource, PlanVersion};
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
 use tally_domain::{AccountId, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate};
 use tally_platform::{bindings, plans};
 
-use crate::credits_repo;
+use crate::credits_repo::{self, PeriodDraws};
+use crate::draws::{self, Draws};
 use crate::error::ProcessError;
 use crate::outcome::Restated;
 use crate::repo::{self, AccountPeriod};
@@ -40,8 +42,9 @@ pub(crate) async fn restate(
 ) -> Result<Restated, ProcessError> {
     let (keys, grants) = with_later_periods(&mut *conn, keys, states).await?;
     let t = Instant::now();
-    let mut inputs = Inputs::load(&mut *conn, &keys, states).await?;
+    let mut inputs = Inputs::load(&mut *conn, &keys, states, &grants).await?;
     let mut statements = Vec::with_capacity(keys.len());
+    let mut draws = Vec::new();
     for ((account, start), end) in keys {
         let currency = states.get(&account).map(|s| s.currency).ok_or_else(|| {
             sqlx::Error::Decode(format!("account {account} vanished during rating").into())
@@ -51,13 +54,14 @@ pub(crate) async fn restate(
             .is_some_and(|through| start < *through);
         let mut statement = inputs.statement(&account, start, end, currency, sealed)?;
         if let Some(stored) = grants.get(&account) {
-            let origins = inputs.origins(&account, start);
-            apply_credits(&mut *conn, &mut statement, stored, origins).await?;
+            draws.push(inputs.apply_credits(&mut statement, stored)?);
         }
         statements.push(statement);
     }
     let computed = t.elapsed() - inputs.versions_read - inputs.loaded;
-    let restated = store(&mut *conn, statements, grants.keys()).await?;
+    credits_repo::write_draws(&mut *conn, &draws).await?;
+    let accounts: Vec<&str> = grants.keys().map(String::as_str).collect();
+    let restated = store(&mut *conn, statements, &accounts).await?;
     tracing::debug!(
         statements = restated.statements.len(),
         versions_ms = inputs.versions_read.as_millis() as u64,
@@ -135,6 +139,11 @@ struct Inputs {
     bound: HashMap<AccountPeriod, Vec<BoundResource>>,
     /// Their plans' versions, by currency code.
     plan_versions: HashMap<&'static str, BTreeMap<PlanId, Vec<PlanVersion>>>,
+    /// The credit ledger's draws of each account with grants, up to its
+    /// last period restated, kept as each statement rewrites its own.
+    draws: HashMap<String, Draws>,
+    /// The usage hours of those accounts' periods restated or adjusted.
+    hours: HashMap<String, UsageHours>,
     versions_read: Duration,
     loaded: Duration,
 }
@@ -144,6 +153,7 @@ impl Inputs {
         conn: &mut PgConnection,
         keys: &[(AccountPeriod, DateTime<Utc>)],
         states: &HashMap<String, AccountState>,
+        grants: &HashMap<String, Vec<StoredGrant>>,
     ) -> Result<Self, ProcessError> {
         let t = Instant::now();
         let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
@@ -199,6 +209,7 @@ impl Inputs {
                 );
             }
         }
+        let (draws, hours) = credit_inputs(&mut *conn, keys, &late, grants).await?;
         Ok(Inputs {
             stored_versions,
             late,
@@ -207,8 +218,57 @@ impl Inputs {
             aggregates,
             bound,
             plan_versions,
+            draws,
+            hours,
             versions_read,
             loaded: t.elapsed() - versions_read,
+        })
+    }
+
+    /// Applies the account's usable grants to `statement` and records its
+    /// period's draws as exactly what they pay, for the periods after it
+    /// and for the ledger. Adjustment lines are usage of earlier periods: a
+    /// grant valid then may pay for them.
+    fn apply_credits(
+        &mut self,
+        statement: &mut Statement,
+        stored: &[StoredGrant],
+    ) -> Result<PeriodDraws, ProcessError> {
+        let account = statement.account_id.to_string();
+        let (period, version) = (statement.period, statement.version);
+        let start = period.start();
+        let earliest = self
+            .origins(&account, start)
+            .first()
+            .map_or(start, |o| o.start().min(start));
+        let fail = |e: MoneyError| statement_error(&account, start, e.into());
+        let ledger = self.draws.entry(account.clone()).or_default();
+        let drawn = draws::drawn_before(ledger, start).map_err(fail)?;
+        let here = draws::drawn_in(ledger, start);
+        let mut usable: Vec<Grant> = Vec::with_capacity(stored.len());
+        for g in stored {
+            let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
+            // Only a voided grant looks at its draws here (it never draws more).
+            let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
+            let grant = g
+                .usable_in(period, earliest, earlier, so_far)
+                .map_err(fail)?;
+            usable.extend(grant);
+        }
+        let none = UsageHours::new();
+        let hours = self.hours.get(&account).unwrap_or(&none);
+        statement.apply_credits(&usable, hours).map_err(fail)?;
+        let made: Vec<(i64, Decimal)> = statement
+            .credits
+            .iter()
+            .map(|c| (c.grant_id, c.amount))
+            .collect();
+        draws::record(ledger, start, &made);
+        Ok(PeriodDraws {
+            account,
+            period_start: start,
+            version,
+            draws: made,
         })
     }
 
@@ -314,67 +374,52 @@ impl Inputs {
     }
 }
 
-/// Applies the account's usable grants to `statement` and makes the
-/// ledger's draws of its period exactly what they pay. Adjustment lines are
-/// usage of earlier periods: a grant valid then may pay for them.
-async fn apply_credits(
+/// The credit inputs of the accounts with grants, one query each for all
+/// of them: their ledger draws up to their last period restated, and the
+/// usage hours of their periods restated and of the sealed periods those
+/// adjust.
+async fn credit_inputs(
     conn: &mut PgConnection,
-    statement: &mut Statement,
-    stored: &[StoredGrant],
-    origins: &[Period],
-) -> Result<(), ProcessError> {
-    let account = statement.account_id.to_string();
-    let (period, version) = (statement.period, statement.version);
-    let start = period.start();
-    let earliest = origins.first().map_or(start, |o| o.start().min(start));
-    let drawn = credits_repo::drawn_before(&mut *conn, &account, start).await?;
-    // Only a voided grant needs its draws here (it never draws more).
-    let here = if stored.iter().any(|g| g.voided_at.is_some()) {
-        credits_repo::drawn_in(&mut *conn, &account, start).await?
-    } else {
-        HashMap::new()
-    };
-    let mut usable: Vec<Grant> = Vec::with_capacity(stored.len());
-    for g in stored {
-        let earlier = drawn.get(&g.terms.id).copied().unwrap_or_default();
-        let so_far = here.get(&g.terms.id).copied().unwrap_or_default();
-        let grant = g
-            .usable_in(period, earliest, earlier, so_far)
-            .map_err(|e| statement_error(&account, start, e.into()))?;
-        usable.extend(grant);
+    keys: &[(AccountPeriod, DateTime<Utc>)],
+    late: &HashMap<AccountPeriod, Vec<Period>>,
+    grants: &HashMap<String, Vec<StoredGrant>>,
+) -> Result<(HashMap<String, Draws>, HashMap<String, UsageHours>), ProcessError> {
+    let mut through: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut periods: BTreeSet<AccountPeriod> = BTreeSet::new();
+    for (key, _) in keys.iter().filter(|((a, _), _)| grants.contains_key(a)) {
+        let (account, start) = key;
+        through
+            .entry(account.clone())
+            .and_modify(|t| *t = (*t).max(*start))
+            .or_insert(*start);
+        periods.insert(key.clone());
+        for origin in late.get(key).into_iter().flatten() {
+            periods.insert((account.clone(), origin.start()));
+        }
     }
-    let starts: Vec<DateTime<Utc>> = std::iter::once(start)
-        .chain(origins.iter().map(Period::start))
-        .collect();
-    let hours = credits_repo::usage_hours(&mut *conn, &account, &starts).await?;
-    statement
-        .apply_credits(&usable, &hours)
-        .map_err(|e| statement_error(&account, start, e.into()))?;
-    let draws: Vec<(i64, Decimal)> = statement
-        .credits
-        .iter()
-        .map(|c| (c.grant_id, c.amount))
-        .collect();
-    credits_repo::write_draws(&mut *conn, &account, start, version, &draws).await?;
-    Ok(())
+    if through.is_empty() {
+        return Ok((HashMap::new(), HashMap::new()));
+    }
+    let draws = credits_repo::draws_through(&mut *conn, &through).await?;
+    let periods: Vec<AccountPeriod> = periods.into_iter().collect();
+    let hours = credits_repo::usage_hours(&mut *conn, &periods).await?;
+    Ok((draws, hours))
 }
 
 /// Serialises the statements once, straight to text (not through
 /// `serde_json::Value`), keeps voided grants of `accounts` paying nothing
 /// beyond their draws, and stores the statements with their outbox row.
-async fn store<'a>(
+async fn store(
     conn: &mut PgConnection,
     statements: Vec<Statement>,
-    accounts: impl Iterator<Item = &'a String>,
+    accounts: &[&str],
 ) -> Result<Restated, ProcessError> {
     let bodies = statements
         .iter()
         .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    for account in accounts {
-        credits_repo::settle_voided(&mut *conn, account).await?;
-    }
+    credits_repo::settle_voided(&mut *conn, accounts).await?;
     let outbox = repo::store_statements(&mut *conn, &statements, &bodies).await?;
     if outbox.is_none() && !statements.is_empty() {
         return Err(ProcessError::Conflict);

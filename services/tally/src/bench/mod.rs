@@ -1,0 +1,453 @@
+//! `tally bench`: drives a running pipeline (the three services as separate
+//! `tally up --only …` processes on the embedded default, or on the Kafka and
+//! PostgreSQL that `KAFKA_BROKERS` / `DATABASE_URL` name) and measures
+//! collector ingest, end-to-end throughput with exact totals, freshness at a
+//! steady rate, the raw ceilings of the broker and PostgreSQL underneath, and
+//! each service's peak memory.
+
+use anyhow::bail;
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tally_domain::Period;
+use tally_platform::Config;
+
+use crate::infra;
+
+mod freshness;
+mod raw;
+mod services;
+mod workload;
+
+use freshness::freshness;
+use raw::{ceilings, kafka_ingest};
+use services::{post_batch, spawn, wait_healthy};
+use workload::{expected_totals, seed, store_history, zipf_cdf, Gen};
+
+/// What to run; `--smoke` shrinks everything to a quick exactness check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Providers (the first is first-party, the others partners).
+    #[arg(long, default_value_t = 4)]
+    pub providers: usize,
+    /// Customer accounts (USD).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// SKUs per provider.
+    #[arg(long, default_value_t = 5)]
+    pub skus: usize,
+    /// Dedupe history stored before the run: this many earlier events'
+    /// ids (spread over the past 12 months, over the bench's accounts and
+    /// providers), as months of traffic would have left them.
+    #[arg(long, default_value_t = 0)]
+    pub history_events: u64,
+    /// How usage spreads over accounts: 0 evenly, else Zipf with this
+    /// exponent (account `a0` the busiest; 1.0 is the classic long tail).
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// The SKUs of a provider one account uses at most (its statement's
+    /// lines per provider); 0: any of them.
+    #[arg(long, default_value_t = 0)]
+    pub lines: usize,
+    /// Events of the throughput run (ingest and end to end).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub events: u64,
+    /// Events produced to the `usage.ingest` topic after the HTTP run, in
+    /// records of `batch-size` events (0: none).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub kafka_events: u64,
+    /// Events per HTTP batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Offered rate of the throughput run in events/s; 0 sends as fast as the collector takes them.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Steady rate of the freshness run, events/s.
+    #[arg(long, default_value_t = 10_000)]
+    pub freshness_rate: u64,
+    /// Length of the freshness run.
+    #[arg(long, default_value_t = 30)]
+    pub freshness_seconds: u64,
+    /// Records for each raw ceiling (rdkafka produce/consume, PostgreSQL COPY).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ceiling_events: u64,
+    /// Start a private single-node Apache Kafka with empty storage for the
+    /// run (under the data directory, removed afterwards) instead of using
+    /// the configured / embedded one.
+    #[arg(long)]
+    pub private_broker: bool,
+    /// Give every account a promotional grant (all usage, ample balance,
+    /// capped at 0.01 USD per period), so rating applies credits to every
+    /// statement and writes its draws; each account's invoice is then due
+    /// 0.01 less, which the exactness check expects.
+    #[arg(long)]
+    pub grants: bool,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// A small run (20,000 events, 3 s of freshness) that checks exactness, not speed.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl BenchArgs {
+    fn effective(&self) -> BenchArgs {
+        if !self.smoke {
+            return self.clone();
+        }
+        BenchArgs {
+            providers: 3,
+            accounts: 50,
+            skus: 3,
+            zipf: self.zipf,
+            lines: self.lines,
+            history_events: self.history_events.min(100_000),
+            events: 20_000,
+            kafka_events: 5_000,
+            batch_size: 500,
+            concurrency: 4,
+            rate: 0,
+            freshness_rate: 2_000,
+            freshness_seconds: 3,
+            ceiling_events: 20_000,
+            json: self.json.clone(),
+            private_broker: self.private_broker,
+            grants: self.grants,
+            smoke: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub events: u64,
+    pub accepted: u64,
+    pub ingest_events_per_s: f64,
+    pub post_p50_ms: f64,
+    pub post_p99_ms: f64,
+    pub kafka_events: u64,
+    /// `usage.ingest` records validated and forwarded (offsets committed), events/s.
+    pub kafka_ingest_events_per_s: f64,
+    pub kafka_ingest_to_produce_ratio: f64,
+    pub end_to_end_events_per_s: f64,
+    pub end_to_end_seconds: f64,
+    /// PostgreSQL's WAL written during the throughput run, per event: every
+    /// byte the database wrote for it (dedupe rows, aggregates, statement
+    /// versions, invoices, indexes).
+    pub wal_bytes_per_event: f64,
+    /// How much the database grew during the throughput run, per million events.
+    pub database_mib_per_million_events: f64,
+    pub invoices: usize,
+    pub invoices_exact: usize,
+    pub freshness_rate: u64,
+    pub freshness_achieved_events_per_s: f64,
+    pub freshness_probes: usize,
+    pub freshness_p50_ms: f64,
+    pub freshness_p99_ms: f64,
+    pub freshness_max_ms: f64,
+    pub ceiling_produce_events_per_s: f64,
+    pub ceiling_consume_events_per_s: f64,
+    pub ceiling_copy_rows_per_s: f64,
+    pub ingest_to_produce_ratio: f64,
+    pub end_to_end_to_consume_ratio: f64,
+    pub end_to_end_to_copy_ratio: f64,
+    /// Peak resident memory (VmHWM) per service, MiB.
+    pub peak_rss_mib: BTreeMap<String, f64>,
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// The bench database's size and the server's WAL position, in bytes.
+async fn database_size_and_wal(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT pg_database_size(current_database()),
+                (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Events billed on draft invoices so far.
+async fn billed_events(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(event_count), 0)::bigint FROM invoice_lines WHERE kind = 'usage'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report> {
+    let a = args.effective();
+    let run_id = Utc::now().timestamp();
+    let mut private = infra::Embedded::default();
+    let private_dir = infra::data_dir().join(format!("bench-kafka-{run_id}"));
+    if a.private_broker {
+        let dir = &private_dir;
+        // Two free ports in a row: the client's and the controller's.
+        let port = loop {
+            let port = infra::free_port()?;
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let kafka = infra::LocalKafka::create(dir, 1, port)?;
+        private.adopt_private(kafka.clone());
+        kafka.start().await?;
+        config.kafka_brokers = kafka.bootstrap();
+    }
+    crate::demo::drop_database(&config.database_url, "tally_bench").await?;
+    config.database_url = crate::demo::with_database(&config.database_url, "tally_bench");
+    config.topic_prefix = format!("bench-{run_id}.");
+    config.group_prefix = format!("bench-{run_id}");
+    tally_platform::prepare(&config).await?;
+    let pool = tally_platform::db::connect(&config.database_url, 4).await?;
+    let now = Utc::now();
+    let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
+    if a.history_events > 0 {
+        let t0 = Instant::now();
+        store_history(&pool, &catalog, a.history_events).await?;
+        println!(
+            "history: {} earlier events' ids stored in {:.1} s",
+            a.history_events,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, history {}, grants {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
+    );
+
+    let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
+    let services = vec![
+        spawn("collector", &config, collector_port, api_port)?,
+        spawn("rating", &config, collector_port, api_port)?,
+        spawn("invoicing", &config, collector_port, api_port)?,
+        spawn("api", &config, collector_port, api_port)?,
+    ];
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .build()?;
+    let collector = format!("http://127.0.0.1:{collector_port}");
+    wait_healthy(&http, &collector).await?;
+    wait_healthy(&http, &format!("http://127.0.0.1:{api_port}")).await?;
+    let events_url = format!("{collector}/v1/events");
+
+    let mut report = Report {
+        events: a.events,
+        ..Report::default()
+    };
+    let gen = Gen {
+        catalog: &catalog,
+        batch_size: a.batch_size as u64,
+        now,
+        spread: (a.zipf > 0.0).then(|| zipf_cdf(catalog.accounts.len(), a.zipf)),
+        lines: a.lines,
+    };
+
+    // 1. Throughput: ingest, then end to end.
+    let (db_before, wal_before) = database_size_and_wal(&pool).await?;
+    let batches = a.events.div_ceil(a.batch_size as u64);
+    let next = AtomicU64::new(0);
+    let accepted = AtomicU64::new(0);
+    let latencies = Mutex::new(Histogram::<u64>::new(3)?);
+    let started = Instant::now();
+    let sender = |_: usize| async {
+        let mut local = Histogram::<u64>::new(3)?;
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= batches {
+                break;
+            }
+            if a.rate > 0 {
+                let due = started
+                    + Duration::from_secs_f64((k * a.batch_size as u64) as f64 / a.rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let first = k * a.batch_size as u64;
+            let (provider, body) = gen.batch(first..(first + a.batch_size as u64).min(a.events));
+            let t0 = Instant::now();
+            let n = post_batch(&http, &events_url, &catalog.provider_keys[provider], body).await?;
+            local.record(t0.elapsed().as_micros() as u64)?;
+            accepted.fetch_add(n, Ordering::Relaxed);
+        }
+        latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?
+            .add(&local)?;
+        anyhow::Ok(())
+    };
+    let results = futures::future::join_all((0..a.concurrency).map(sender)).await;
+    let ingest_elapsed = started.elapsed();
+    for r in results {
+        r?;
+    }
+    let accepted = accepted.load(Ordering::Relaxed);
+    report.accepted = accepted;
+    report.ingest_events_per_s = accepted as f64 / ingest_elapsed.as_secs_f64();
+    {
+        let h = latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?;
+        report.post_p50_ms = ms(&h, 0.50);
+        report.post_p99_ms = ms(&h, 0.99);
+    }
+    println!(
+        "ingest: {accepted} events accepted in {:.1} s = {:.0} events/s; POST p50 {:.1} ms, p99 {:.1} ms",
+        ingest_elapsed.as_secs_f64(),
+        report.ingest_events_per_s,
+        report.post_p50_ms,
+        report.post_p99_ms
+    );
+    if accepted != a.events {
+        bail!("the collector accepted {accepted} of {} events", a.events);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600 + a.events / 1000);
+    loop {
+        let billed = billed_events(&pool).await?;
+        if billed as u64 >= accepted {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {billed} of {accepted} events reached invoices before the deadline");
+        }
+        // Not faster: the poll is a scan of invoice lines, load on the database measured.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let e2e = started.elapsed();
+    report.end_to_end_seconds = e2e.as_secs_f64();
+    report.end_to_end_events_per_s = accepted as f64 / e2e.as_secs_f64();
+    println!(
+        "end to end: {accepted} events on draft invoices {:.1} s after the first POST = {:.0} events/s",
+        e2e.as_secs_f64(),
+        report.end_to_end_events_per_s
+    );
+    let (db_after, wal_after) = database_size_and_wal(&pool).await?;
+    report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
+    report.database_mib_per_million_events =
+        (db_after - db_before) as f64 / (1024.0 * 1024.0) / accepted as f64 * 1e6;
+    println!(
+        "writes: {:.0} bytes of WAL per event; the database grew {:.1} MiB per million events",
+        report.wal_bytes_per_event, report.database_mib_per_million_events
+    );
+
+    // 1b. Kafka ingest: the next events as `usage.ingest` records, until
+    //     the collector committed past the last one, then billed.
+    report.kafka_events = a.kafka_events;
+    if a.kafka_events > 0 {
+        report.kafka_ingest_events_per_s =
+            kafka_ingest(&config, &gen, a.events, a.kafka_events, &a).await?;
+        println!(
+            "kafka ingest: {} events from usage.ingest validated and forwarded = {:.0} events/s",
+            a.kafka_events, report.kafka_ingest_events_per_s
+        );
+        let total = accepted + a.kafka_events;
+        let deadline = Instant::now() + Duration::from_secs(600 + a.kafka_events / 1000);
+        while (billed_events(&pool).await? as u64) < total {
+            if Instant::now() > deadline {
+                bail!("the events of usage.ingest did not all reach invoices before the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    // 2. Freshness: a steady rate; each batch carries one probe event for an
+    //    account of its own, so "on the draft invoice" is one invoice row.
+    let freshness = freshness(&pool, &http, &events_url, &catalog, &gen, &a).await?;
+    report.freshness_rate = a.freshness_rate;
+    report.freshness_achieved_events_per_s = freshness.achieved;
+    report.freshness_probes = freshness.probes;
+    report.freshness_p50_ms = ms(&freshness.histogram, 0.50);
+    report.freshness_p99_ms = ms(&freshness.histogram, 0.99);
+    report.freshness_max_ms = freshness.histogram.max() as f64 / 1000.0;
+    println!(
+        "freshness at {} events/s (achieved {:.0}): {} probes, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        a.freshness_rate,
+        freshness.achieved,
+        freshness.probes,
+        report.freshness_p50_ms,
+        report.freshness_p99_ms,
+        report.freshness_max_ms
+    );
+
+    // 3. Exactness of every invoice, throughput and freshness events together.
+    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let exact = loop {
+        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =
+            sqlx::query_as("SELECT account_id, period_start, period_end, total FROM invoices")
+                .fetch_all(&pool)
+                .await?;
+        let exact = rows
+            .iter()
+            .filter(|(account, start, end, total)| {
+                let label = Period::new(*start, *end)
+                    .map(|p| p.label())
+                    .unwrap_or_default();
+                expected.get(&(account.clone(), label)) == Some(total)
+            })
+            .count();
+        if (rows.len() == expected.len() && exact == rows.len()) || Instant::now() > deadline {
+            report.invoices = rows.len();
+            break exact;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    report.invoices_exact = exact;
+    println!(
+        "exactness: {exact} of {} invoices equal the bench's own computation ({} expected)",
+        report.invoices,
+        expected.len()
+    );
+
+    // 4. Peak memory, read while the services still run.
+    for s in &services {
+        if let Some(mib) = s.peak_rss_mib() {
+            report.peak_rss_mib.insert(s.name.to_owned(), mib);
+        }
+    }
+    println!("peak RSS (MiB): {:?}", report.peak_rss_mib);
+    drop(services);
+
+    // 5. Ceilings on the same broker and database, with the same payloads.
+    let ceilings = ceilings(&config, &pool, &gen, &a).await?;
+    report.ceiling_produce_events_per_s = ceilings.0;
+    report.ceiling_consume_events_per_s = ceilings.1;
+    report.ceiling_copy_rows_per_s = ceilings.2;
+    report.ingest_to_produce_ratio = report.ingest_events_per_s / ceilings.0;
+    report.kafka_ingest_to_produce_ratio = report.kafka_ingest_events_per_s / ceilings.0;
+    report.end_to_end_to_consume_ratio = report.end_to_end_events_per_s / ceilings.1;
+    report.end_to_end_to_copy_ratio = report.end_to_end_events_per_s / ceilings.2;
+    println!(
+        "ceilings: rdkafka produce {:.0}/s (ingest at {:.2}, kafka ingest at {:.2}), consume {:.0}/s (end to end at {:.2}), PostgreSQL COPY {:.0} rows/s (end to end at {:.2})",
+        ceilings.0,
+        report.ingest_to_produce_ratio,
+        report.kafka_ingest_to_produce_ratio,
+        ceilings.1,
+        report.end_to_end_to_consume_ratio,
+        ceilings.2,
+        report.end_to_end_to_copy_ratio
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if report.invoices_exact != expected.len() || report.invoices != expected.len() {
+        bail!(
+            "{} of {} invoices are exact",
+            report.invoices_exact,
+            expected.len()
+        );
+    }
+    drop(private);
+    Ok(report)
+}

@@ -1,0 +1,117 @@
+//! The services under test as child processes, and posting to the collector.
+
+use anyhow::{bail, Context};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_platform::Config;
+
+/// A child `tally up --only <service>` process.
+pub(super) struct ServiceProcess {
+    pub(super) name: &'static str,
+    child: Child,
+}
+
+impl ServiceProcess {
+    pub(super) fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(super) fn spawn(
+    name: &'static str,
+    config: &Config,
+    collector: u16,
+    api: u16,
+) -> anyhow::Result<ServiceProcess> {
+    let exe = std::env::current_exe().context("locating the tally binary")?;
+    let child = Command::new(exe)
+        .args(["up", "--only", name])
+        .env("DATABASE_URL", &config.database_url)
+        .env("KAFKA_BROKERS", &config.kafka_brokers)
+        .env("TALLY_TOPIC_PREFIX", &config.topic_prefix)
+        .env("TALLY_GROUP_PREFIX", &config.group_prefix)
+        .env(
+            "TALLY_USAGE_PARTITIONS",
+            config.usage_partitions.to_string(),
+        )
+        .env("TALLY_BATCH_MAX", config.batch_max.to_string())
+        .env("TALLY_RATING_LANES", config.rating_lanes.to_string())
+        .env(
+            "TALLY_BATCH_WAIT_MS",
+            config.batch_wait.as_millis().to_string(),
+        )
+        .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
+        .env("TALLY_API_ADDR", format!("127.0.0.1:{api}"))
+        .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(match std::env::var_os("TALLY_BENCH_LOG_DIR") {
+            // Each service's log in a file of its own, for diagnosis.
+            Some(dir) => Stdio::from(std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("{name}.log")),
+            )?),
+            None => Stdio::inherit(),
+        })
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(ServiceProcess { name, child })
+}
+
+pub(super) async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{base} did not become healthy within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(super) async fn post_batch(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: String,
+) -> anyhow::Result<u64> {
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await?;
+    if status.as_u16() != 202 {
+        bail!("collector answered {status}: {body}");
+    }
+    Ok(body["accepted"].as_u64().unwrap_or(0))
+}

@@ -1,0 +1,369 @@
+//! The bench's load: the catalog and accounts it seeds, the dedupe history
+//! it stores, the events it plans (each a pure function of its index) and
+//! the invoice totals they must come to.
+
+use anyhow::Context;
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use tally_domain::money::checked;
+use tally_domain::{Currency, Period, ProviderKind};
+
+use super::BenchArgs;
+
+/// The bench's catalog: prices per SKU index, accounts, keys.
+pub(super) struct Catalog {
+    pub(super) provider_ids: Vec<String>,
+    pub(super) provider_keys: Vec<String>,
+    /// Per provider: SKU ids and USD unit prices.
+    pub(super) skus: Vec<Vec<(String, Decimal)>>,
+    pub(super) accounts: Vec<String>,
+    /// What the grant of each of `accounts` pays per period (`--grants`).
+    pub(super) grant_cap: Option<Decimal>,
+}
+
+fn price_of(provider: usize, sku: usize) -> Decimal {
+    // Distinct prices with up to 5 decimals: rounding matters.
+    Decimal::new(1_237 + 311 * provider as i64 + 97 * sku as i64, 5)
+}
+
+pub(super) async fn seed(
+    pool: &PgPool,
+    a: &BenchArgs,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog {
+        provider_ids: Vec::new(),
+        provider_keys: Vec::new(),
+        skus: Vec::new(),
+        accounts: Vec::new(),
+        grant_cap: None,
+    };
+    for p in 0..a.providers {
+        let id = format!("p{p}");
+        let kind = if p == 0 {
+            ProviderKind::FirstParty
+        } else {
+            ProviderKind::Partner
+        };
+        let key = crate::admin::create_provider(pool, &id, &format!("Provider {p}"), kind).await?;
+        crate::admin::set_kafka_ingest(pool, &id, true).await?;
+        if p > 0 {
+            crate::admin::set_platform_fee(pool, &id, Decimal::from(20)).await?;
+        }
+        let mut skus = Vec::new();
+        for s in 0..a.skus {
+            let sku = format!("{id}.sku{s}");
+            crate::admin::create_sku(pool, &sku, &id, &format!("SKU {s}"), "unit").await?;
+            crate::admin::set_price(pool, &sku, "USD", price_of(p, s), since).await?;
+            skus.push((sku, price_of(p, s)));
+        }
+        catalog.provider_ids.push(id);
+        catalog.provider_keys.push(key);
+        catalog.skus.push(skus);
+    }
+    // Accounts in bulk: the bench needs no customer tokens.
+    sqlx::query(
+        "INSERT INTO accounts (id, name, currency)
+         SELECT 'a' || g, 'Account ' || g, 'USD' FROM generate_series(0, $1 - 1) AS g",
+    )
+    .bind(i64::try_from(a.accounts)?)
+    .execute(pool)
+    .await?;
+    catalog.accounts = (0..a.accounts).map(|i| format!("a{i}")).collect();
+    if a.grants {
+        let cap = Decimal::new(1, 2);
+        // As the credits API gives them: the grant and its ledger entry.
+        sqlx::query(
+            "WITH g AS (
+                 INSERT INTO credit_grants (account_id, name, kind, currency, amount, effective_at,
+                                            eligibility, cap_per_period)
+                 SELECT 'a' || g, 'Bench credit', 'promotional', 'USD', 1000000,
+                        date_trunc('hour', $2::timestamptz), 'all_usage', $3
+                 FROM generate_series(0, $1 - 1) AS g
+                 RETURNING id, account_id, amount)
+             INSERT INTO credit_ledger (grant_id, account_id, kind, amount)
+             SELECT id, account_id, 'grant', amount FROM g",
+        )
+        .bind(i64::try_from(a.accounts)?)
+        .bind(since)
+        .bind(cap)
+        .execute(pool)
+        .await?;
+        catalog.grant_cap = Some(cap);
+    }
+    Ok(catalog)
+}
+
+/// Event `i` of the throughput run: its batch decides the provider.
+pub(super) struct Gen<'a> {
+    pub(super) catalog: &'a Catalog,
+    pub(super) batch_size: u64,
+    pub(super) now: DateTime<Utc>,
+    /// Cumulative share of usage up to each account (Zipf), or `None`
+    /// for an even spread.
+    pub(super) spread: Option<Vec<f64>>,
+    /// SKUs of a provider an account uses at most (0: all).
+    pub(super) lines: usize,
+}
+
+/// The cumulative Zipf distribution over `n` ranks with exponent `s`.
+pub(super) fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|rank| (rank as f64).powf(-s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut running = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            running += w / total;
+            running
+        })
+        .collect()
+}
+
+pub(super) struct Planned {
+    pub(super) provider: usize,
+    pub(super) sku: usize,
+    pub(super) account: usize,
+    /// Tenths.
+    pub(super) quantity: i64,
+    pub(super) time: DateTime<Utc>,
+}
+
+impl Gen<'_> {
+    pub(super) fn plan(&self, i: u64) -> Planned {
+        let providers = self.catalog.provider_ids.len() as u64;
+        let provider = ((i / self.batch_size) % providers) as usize;
+        let skus = self.catalog.skus[provider].len() as u64;
+        let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let accounts = self.catalog.accounts.len();
+        let account = match &self.spread {
+            None => ((mixed >> 20) % accounts as u64) as usize,
+            Some(cdf) => {
+                // 44 bits of the hash as a uniform draw in [0, 1).
+                let u = ((mixed >> 20) & ((1 << 44) - 1)) as f64 / (1u64 << 44) as f64;
+                cdf.partition_point(|c| *c <= u).min(accounts - 1)
+            }
+        };
+        let sku = if self.lines == 0 {
+            mixed % skus
+        } else {
+            // A window of `lines` SKUs that starts where the account's does.
+            (account as u64 * 31 + mixed % self.lines as u64) % skus
+        };
+        Planned {
+            provider,
+            sku: sku as usize,
+            account,
+            quantity: (mixed >> 40) as i64 % 1000 + 1,
+            // Within the last hour (a minute of margin for the collector's clock check).
+            time: self.now - TimeDelta::seconds(60 + (i % 3540) as i64),
+        }
+    }
+
+    /// Events `range` (`e<i>`) as a JSON batch, with their provider (one
+    /// per batch of the throughput run).
+    pub(super) fn batch(&self, range: std::ops::Range<u64>) -> (usize, String) {
+        let mut body = String::with_capacity(260 * (range.end - range.start) as usize);
+        body.push('[');
+        let mut provider = 0;
+        for i in range.clone() {
+            let p = self.plan(i);
+            provider = p.provider;
+            if i > range.start {
+                body.push(',');
+            }
+            body.push_str(&self.json(&format!("e{i}"), &p, &self.catalog.accounts[p.account]));
+        }
+        body.push(']');
+        (provider, body)
+    }
+
+    pub(super) fn json(&self, id: &str, p: &Planned, account: &str) -> String {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"{}","type":"com.tally.usage","subject":"{account}","time":"{}","data":{{"sku":"{}","quantity":"{}"}}}}"#,
+            self.catalog.provider_ids[p.provider],
+            p.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            self.catalog.skus[p.provider][p.sku].0,
+            Decimal::new(p.quantity, 1),
+        )
+    }
+}
+
+/// Per (account, period label): the amount due, computed without Tally.
+pub(super) type Expected = HashMap<(String, String), Decimal>;
+
+pub(super) fn expected_totals(
+    gen: &Gen<'_>,
+    events: u64,
+    extra: &[(String, Planned)],
+) -> anyhow::Result<Expected> {
+    let mut quantities: HashMap<(String, String, usize, usize), i64> = HashMap::new();
+    let mut add = |account: &str, p: &Planned| {
+        let label = Period::month_containing(p.time).label();
+        let tenths = quantities
+            .entry((account.to_owned(), label, p.provider, p.sku))
+            .or_default();
+        *tenths = tenths
+            .checked_add(p.quantity)
+            .context("expected quantity overflows")?;
+        anyhow::Ok(())
+    };
+    for i in 0..events {
+        let p = gen.plan(i);
+        add(&gen.catalog.accounts[p.account], &p)?;
+    }
+    for (account, p) in extra {
+        add(account, p)?;
+    }
+    let usd = Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is ISO 4217"));
+    let mut totals: Expected = HashMap::new();
+    for ((account, label, provider, sku), tenths) in quantities {
+        let amount = usd.round(checked::mul(
+            Decimal::new(tenths, 1),
+            gen.catalog.skus[provider][sku].1,
+        )?);
+        let total = totals.entry((account, label)).or_default();
+        *total = checked::add(*total, amount)?;
+    }
+    if let Some(cap) = gen.catalog.grant_cap {
+        // Each period of a granted account: credits up to the cap, never
+        // beyond what it charges.
+        let granted: HashSet<&str> = gen.catalog.accounts.iter().map(String::as_str).collect();
+        for ((account, _), total) in totals.iter_mut() {
+            if granted.contains(account.as_str()) {
+                *total = checked::sub(*total, cap.min(*total))?;
+            }
+        }
+    }
+    Ok(totals)
+}
+
+/// Fills the dedupe table with `n` earlier events' ids (`h0`, `h1`, …),
+/// spread over the past year, a million rows per statement.
+pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> anyhow::Result<()> {
+    let providers: Vec<&str> = catalog.provider_ids.iter().map(String::as_str).collect();
+    let accounts = i64::try_from(catalog.accounts.len())?;
+    let mut from = 0i64;
+    let n = i64::try_from(n)?;
+    while from < n {
+        let to = (from + 1_000_000).min(n);
+        sqlx::query(
+            "INSERT INTO processed_events (provider_id, event_id, account_id, event_time, processed_at)
+             SELECT ($1::text[])[1 + g % cardinality($1::text[])], 'h' || g, 'a' || (g % $2),
+                    now() - make_interval(secs => (g % 31536000)::double precision),
+                    now() - make_interval(secs => (g % 31536000)::double precision)
+             FROM generate_series($3::bigint, $4::bigint - 1) AS g",
+        )
+        .bind(&providers)
+        .bind(accounts)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+        .await?;
+        from = to;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(accounts: usize, skus: usize) -> Catalog {
+        Catalog {
+            provider_ids: vec!["p0".into()],
+            provider_keys: vec![String::new()],
+            skus: vec![(0..skus)
+                .map(|s| (format!("p0.sku{s}"), Decimal::ONE))
+                .collect()],
+            accounts: (0..accounts).map(|i| format!("a{i}")).collect(),
+            grant_cap: None,
+        }
+    }
+
+    fn counts(gen: &Gen<'_>, events: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; gen.catalog.accounts.len()];
+        for i in 0..events {
+            counts[gen.plan(i).account] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_zipf_spread_gives_the_head_account_its_share() {
+        let catalog = catalog(1000, 5);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: Some(zipf_cdf(1000, 1.0)),
+            lines: 0,
+        };
+        let counts = counts(&gen, 200_000);
+        // a0's share is 1 / H(1000) = 13.36 %; a9's a tenth of it.
+        let share = |n: u64| n as f64 / 200_000.0;
+        assert!((share(counts[0]) - 0.1336).abs() < 0.005, "{}", counts[0]);
+        assert!((share(counts[9]) - 0.01336).abs() < 0.002, "{}", counts[9]);
+        assert_eq!(counts.iter().sum::<u64>(), 200_000);
+        // The same plan every time: the bench's expected totals rely on it.
+        assert_eq!(counts, self::counts(&gen, 200_000));
+    }
+
+    #[test]
+    fn an_account_uses_at_most_its_lines() {
+        let catalog = catalog(50, 100);
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 1000,
+            now: Utc::now(),
+            spread: None,
+            lines: 3,
+        };
+        let mut used: HashMap<usize, HashSet<usize>> = HashMap::new();
+        for i in 0..20_000 {
+            let p = gen.plan(i);
+            used.entry(p.account).or_default().insert(p.sku);
+        }
+        assert_eq!(used.len(), 50);
+        assert!(used.values().all(|skus| skus.len() == 3), "{used:?}");
+    }
+
+    #[test]
+    fn a_granted_accounts_invoice_is_due_the_cap_less_and_a_probes_is_not() {
+        let mut catalog = catalog(3, 2);
+        let now = Utc::now();
+        let probe = Planned {
+            provider: 0,
+            sku: 1,
+            account: 0,
+            quantity: 5,
+            time: now,
+        };
+        let extra = vec![("probe0".to_owned(), probe)];
+        let totals = |catalog: &Catalog| {
+            let gen = Gen {
+                catalog,
+                batch_size: 10,
+                now,
+                spread: None,
+                lines: 0,
+            };
+            expected_totals(&gen, 30, &extra).unwrap()
+        };
+        let plain = totals(&catalog);
+        catalog.grant_cap = Some(Decimal::new(1, 2));
+        let granted = totals(&catalog);
+        assert_eq!(plain.len(), 4);
+        assert_eq!(granted.len(), 4);
+        for (key, total) in &granted {
+            let less = if key.0 == "probe0" {
+                Decimal::ZERO
+            } else {
+                Decimal::new(1, 2)
+            };
+            assert_eq!(plain[key] - *total, less, "{key:?}");
+        }
+    }
+}
