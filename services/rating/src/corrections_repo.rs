@@ -33,6 +33,7 @@ pub struct CountedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventValues<'a> {
     pub sku: &'a str,
+    #[serde(with = "rust_decimal::serde::str")]
     pub quantity: Decimal,
     pub time: DateTime<Utc>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
