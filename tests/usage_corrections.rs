@@ -312,3 +312,115 @@ async fn cancels_and_amends_restate_an_open_period_and_adjust_a_sealed_one() {
     assert_eq!(body["error"]["code"], "already_cancelled");
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_backfill_replaces_a_days_usage_on_the_open_invoice() {
+    let s = pipeline().await;
+    let open = Period::month_containing(s.now - Duration::hours(GRACE_HOURS));
+    let day = open.start();
+    let events = [
+        event(
+            "w1",
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "6",
+            day + Duration::hours(1),
+        ),
+        event(
+            "w2",
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "4",
+            day + Duration::hours(2),
+        ),
+        event(
+            "x",
+            "dbco",
+            "acme",
+            "dbco.db.hour",
+            "10",
+            day + Duration::hours(30),
+        ),
+    ];
+    let (status, body) = post_events(&s.http, &s.collector, &s.keys.dbco, &events).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(3)),
+        "{body}"
+    );
+    until_count(&s, "SELECT count(*) FROM counted_events", 3).await;
+
+    // The first day metered wrongly: w1 was 2 hours, w2 never happened, w3
+    // was missed. The open invoice: 2 + 5 + 10 = 17 hours at 0.2475 =
+    // 4.2075 → 4.21, three events.
+    let answer = correct(
+        &s,
+        "/v1/backfills",
+        json!({"account": "acme", "start": day, "end": day + Duration::days(1),
+        "reason": "meter replaced",
+        "events": [
+            event("w1", "dbco", "acme", "dbco.db.hour", "2", day + Duration::hours(1)),
+            event("w3", "dbco", "acme", "dbco.db.hour", "5", day + Duration::hours(3)),
+        ]}),
+    )
+    .await;
+    assert_eq!(answer["kind"], "backfill");
+    until_count(
+        &s,
+        "SELECT count(*) FROM usage_corrections WHERE status = 'applied'",
+        1,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        let seen = invoice(&s, open.start()).await;
+        if seen.1 == dec!(4.21) || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        seen,
+        (
+            "draft".to_owned(),
+            dec!(4.21),
+            vec![(dec!(17), dec!(4.21), 3, None)]
+        )
+    );
+    let billed = open
+        .start()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    assert_eq!(
+        finance_view(&s, open.start()).await,
+        [(
+            "backfill".to_owned(),
+            "meter replaced".to_owned(),
+            vec![
+                (
+                    "w1".into(),
+                    "amended".into(),
+                    json!("6"),
+                    json!("2"),
+                    billed.clone()
+                ),
+                (
+                    "w2".into(),
+                    "cancelled".into(),
+                    json!("4"),
+                    Value::Null,
+                    billed.clone()
+                ),
+                (
+                    "w3".into(),
+                    "added".into(),
+                    Value::Null,
+                    json!("5"),
+                    billed.clone()
+                ),
+            ]
+        )]
+    );
+    s.running.stop().await.unwrap();
+}

@@ -516,3 +516,78 @@ async fn a_backfill_replaces_a_window_of_usage_in_one_operation() {
         ]
     );
 }
+
+#[tokio::test]
+async fn pruning_drops_the_values_of_periods_ended_before_the_window_only() {
+    let pool = database().await;
+    seed(&pool).await;
+    process_batch(
+        &pool,
+        &[
+            hours("sep", 1, at(9, 30, 23)),
+            hours("oct", 1, at(10, 1, 0)),
+            hours("nov", 1, at(11, 2, 0)),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    // October 15: September ended before it, October did not (its events
+    // stay correctable together).
+    let pruned = tally_rating::corrections_repo::prune(&mut conn, at(10, 15, 0))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM counted_events ORDER BY event_id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(left, ["nov", "oct"]);
+    // A pruned event cannot be corrected: to rating it is unknown.
+    assert!(apply_correction(&pool, &cancel(1, "sep"))
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
+    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("unknown_event"));
+}
+
+#[tokio::test]
+async fn a_peak_counted_before_values_were_kept_cannot_be_recomputed() {
+    let pool = database().await;
+    seed(&pool).await;
+    let peak =
+        |id: &str, q: i64| acme_event("cloud", id, "cloud.ip.peak", Decimal::from(q), at(10, 3, 0));
+    process_batch(&pool, &[peak("p1", 5), peak("p2", 9)])
+        .await
+        .unwrap();
+    // As if p1 had been counted before `counted_events` existed.
+    sqlx::query("DELETE FROM counted_events WHERE event_id = 'p1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(apply_correction(&pool, &cancel(1, "p2"))
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
+    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("values_unknown"));
+    // Nothing changed: the peak is still 9, p2 still counts.
+    let (max, cancelled): (Decimal, bool) = sqlx::query_as(
+        "SELECT (SELECT max_quantity FROM usage_aggregates),
+                (SELECT cancelled_by IS NOT NULL FROM counted_events WHERE event_id = 'p2')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((max, cancelled), (dec!(9), false));
+}
