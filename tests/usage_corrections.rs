@@ -12,27 +12,10 @@ use common::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
-use tally::up::Service;
 use tally_domain::Period;
 use tally_invoicing::lifecycle;
 
 const GRACE_HOURS: i64 = 48;
-
-async fn pipeline() -> Seeded {
-    Seeded::start_with(
-        &[
-            Service::Collector,
-            Service::Rating,
-            Service::Invoicing,
-            Service::Api,
-        ],
-        120,
-        |c| {
-            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
-        },
-    )
-    .await
-}
 
 /// Polls `sql` (one count) until it is `n`, for at most a minute.
 async fn until_count(s: &Seeded, sql: &str, n: i64) {

@@ -201,22 +201,37 @@ async fn produce(
     ))
 }
 
-fn request(
+/// Who asks for a correction, why and when.
+struct Asked {
     provider: ProviderId,
-    account: AccountId,
+    /// The id of the caller's key.
     key: String,
     reason: String,
     now: DateTime<Utc>,
-    change: Change,
-) -> CorrectionRequest {
-    CorrectionRequest {
-        id: uuid::Uuid::now_v7().to_string(),
-        provider_id: provider,
-        account_id: account,
-        reason,
-        requested_by: key,
-        requested_at: now,
-        change,
+}
+
+impl Asked {
+    /// The caller ([`caller`]) and its reason (`reason_missing` when it
+    /// gives none).
+    fn new((provider, key): (ProviderId, String), reason: &str) -> Result<Asked, ApiError> {
+        Ok(Asked {
+            provider,
+            key,
+            reason: check_reason(reason)?,
+            now: Utc::now(),
+        })
+    }
+
+    fn request(self, account: AccountId, change: Change) -> CorrectionRequest {
+        CorrectionRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            provider_id: self.provider,
+            account_id: account,
+            reason: self.reason,
+            requested_by: self.key,
+            requested_at: self.now,
+            change,
+        }
     }
 }
 
@@ -228,24 +243,11 @@ pub async fn cancel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let (provider, key) = caller(&state, &headers).await?;
-    let body = body_of(body)?;
-    let body: CancelBody = parse(&body)?;
-    let reason = check_reason(&body.reason)?;
-    let now = Utc::now();
-    let (event_id, account) = target(&state, &provider, &id, now).await?;
-    produce(
-        &state,
-        request(
-            provider,
-            account,
-            key,
-            reason,
-            now,
-            Change::Cancel { event_id },
-        ),
-    )
-    .await
+    let caller = caller(&state, &headers).await?;
+    let body: CancelBody = parse(&body_of(body)?)?;
+    let asked = Asked::new(caller, &body.reason)?;
+    let (event_id, account) = target(&state, &asked.provider, &id, asked.now).await?;
+    produce(&state, asked.request(account, Change::Cancel { event_id })).await
 }
 
 /// `POST /v1/events/{id}/amend`: the event counts with a new quantity and
@@ -257,10 +259,9 @@ pub async fn amend(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let (provider, key) = caller(&state, &headers).await?;
-    let body = body_of(body)?;
-    let body: AmendBody = parse(&body)?;
-    let reason = check_reason(&body.reason)?;
+    let caller = caller(&state, &headers).await?;
+    let body: AmendBody = parse(&body_of(body)?)?;
+    let asked = Asked::new(caller, &body.reason)?;
     let quantity = match &body.quantity {
         serde_json::Value::String(s) => Quantity::parse(s).ok(),
         serde_json::Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
@@ -284,24 +285,13 @@ pub async fn amend(
             ),
         });
     }
-    let now = Utc::now();
-    let (event_id, account) = target(&state, &provider, &id, now).await?;
-    produce(
-        &state,
-        request(
-            provider,
-            account,
-            key,
-            reason,
-            now,
-            Change::Amend {
-                event_id,
-                quantity,
-                dimensions: body.dimensions,
-            },
-        ),
-    )
-    .await
+    let (event_id, account) = target(&state, &asked.provider, &id, asked.now).await?;
+    let change = Change::Amend {
+        event_id,
+        quantity,
+        dimensions: body.dimensions,
+    };
+    produce(&state, asked.request(account, change)).await
 }
 
 /// `POST /v1/backfills`: every counted event of the provider for the
@@ -313,10 +303,11 @@ pub async fn backfill(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let (provider, key) = caller(&state, &headers).await?;
+    let caller = caller(&state, &headers).await?;
     let body = body_of(body)?;
     let body: BackfillBody = parse(&body)?;
-    let reason = check_reason(&body.reason)?;
+    let asked = Asked::new(caller, &body.reason)?;
+    let (provider, now) = (asked.provider.clone(), asked.now);
     let account = AccountId::parse(&body.account).map_err(|_| ApiError::CorrectionRefused {
         code: "account_unknown",
         message: format!("account {:?} does not exist", body.account),
@@ -332,7 +323,6 @@ pub async fn backfill(
             message: format!("account {account} does not exist"),
         });
     }
-    let now = Utc::now();
     if body.start >= body.end
         || body.end > now + chrono::TimeDelta::from_std(state.max_future).unwrap_or_default()
     {
@@ -396,12 +386,8 @@ pub async fn backfill(
     .fetch_all(state.lookup.pool())
     .await
     .map_err(database)?;
-    let request = request(
-        provider,
+    let request = asked.request(
         account,
-        key,
-        reason,
-        now,
         Change::Backfill {
             start: body.start,
             end: body.end,

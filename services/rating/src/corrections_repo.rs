@@ -343,6 +343,39 @@ pub async fn subtract(
     Ok(())
 }
 
+/// The statements of [`recompute`], in order, each over the keys `k(a, s,
+/// p, b)`: the largest and latest values from the stored events; the
+/// distinct values cleared and taken again from them; aggregates left
+/// without events deleted.
+const RECOMPUTE: [&str; 4] = [
+    "UPDATE usage_aggregates ua
+     SET max_quantity = COALESCE(m.max_q, 0), latest_time = l.event_time,
+         latest_event_id = l.event_id, latest_quantity = COALESCE(l.quantity, 0)
+     FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
+     CROSS JOIN LATERAL (SELECT max(c.quantity) AS max_q FROM counted_events c
+         WHERE c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
+           AND c.binding_id = k.b AND c.cancelled_by IS NULL) m
+     LEFT JOIN LATERAL (SELECT c.event_time, c.event_id, c.quantity FROM counted_events c
+         WHERE c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
+           AND c.binding_id = k.b AND c.cancelled_by IS NULL
+         ORDER BY c.event_time DESC, c.event_id COLLATE \"C\" DESC LIMIT 1) l ON true
+     WHERE ua.account_id = k.a AND ua.period_start = k.s AND ua.price_id = k.p AND ua.binding_id = k.b",
+    "DELETE FROM usage_distinct_values d
+     USING UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
+     WHERE d.account_id = k.a AND d.period_start = k.s AND d.price_id = k.p AND d.binding_id = k.b",
+    "INSERT INTO usage_distinct_values (account_id, period_start, price_id, binding_id, value)
+     SELECT DISTINCT k.a, k.s, k.p, k.b, c.dimensions ->> s.aggregation_dimension
+     FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
+     JOIN prices p ON p.id = k.p JOIN skus s ON s.id = p.sku_id
+     JOIN counted_events c ON c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
+         AND c.binding_id = k.b AND c.cancelled_by IS NULL
+     WHERE s.aggregation = 'unique_count' AND c.dimensions ? s.aggregation_dimension",
+    "DELETE FROM usage_aggregates ua
+     USING UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
+     WHERE ua.account_id = k.a AND ua.period_start = k.s AND ua.price_id = k.p
+       AND ua.binding_id = k.b AND ua.event_count = 0",
+];
+
 /// Recomputes the largest, latest and distinct values of complete
 /// aggregates from their stored events (latest: greatest (time, event id),
 /// ids in byte order as rating compares them); an aggregate left with no
@@ -352,64 +385,15 @@ pub async fn recompute(conn: &mut PgConnection, keys: &[AggregateKey]) -> Result
         return Ok(());
     }
     let (accounts, starts, prices, bindings) = columns(keys);
-    sqlx::query(
-        "UPDATE usage_aggregates ua
-         SET max_quantity = COALESCE(m.max_q, 0), latest_time = l.event_time,
-             latest_event_id = l.event_id, latest_quantity = COALESCE(l.quantity, 0)
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
-         CROSS JOIN LATERAL (SELECT max(c.quantity) AS max_q FROM counted_events c
-             WHERE c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
-               AND c.binding_id = k.b AND c.cancelled_by IS NULL) m
-         LEFT JOIN LATERAL (SELECT c.event_time, c.event_id, c.quantity FROM counted_events c
-             WHERE c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
-               AND c.binding_id = k.b AND c.cancelled_by IS NULL
-             ORDER BY c.event_time DESC, c.event_id COLLATE \"C\" DESC LIMIT 1) l ON true
-         WHERE ua.account_id = k.a AND ua.period_start = k.s AND ua.price_id = k.p AND ua.binding_id = k.b",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .bind(&prices)
-    .bind(&bindings)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM usage_distinct_values d
-         USING UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
-         WHERE d.account_id = k.a AND d.period_start = k.s AND d.price_id = k.p AND d.binding_id = k.b",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .bind(&prices)
-    .bind(&bindings)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO usage_distinct_values (account_id, period_start, price_id, binding_id, value)
-         SELECT DISTINCT k.a, k.s, k.p, k.b, c.dimensions ->> s.aggregation_dimension
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
-         JOIN prices p ON p.id = k.p JOIN skus s ON s.id = p.sku_id
-         JOIN counted_events c ON c.account_id = k.a AND c.period_start = k.s AND c.price_id = k.p
-             AND c.binding_id = k.b AND c.cancelled_by IS NULL
-         WHERE s.aggregation = 'unique_count' AND c.dimensions ? s.aggregation_dimension",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .bind(&prices)
-    .bind(&bindings)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM usage_aggregates ua
-         USING UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[]) AS k(a, s, p, b)
-         WHERE ua.account_id = k.a AND ua.period_start = k.s AND ua.price_id = k.p
-           AND ua.binding_id = k.b AND ua.event_count = 0",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .bind(&prices)
-    .bind(&bindings)
-    .execute(conn)
-    .await?;
+    for sql in RECOMPUTE {
+        sqlx::query(sql)
+            .bind(&accounts)
+            .bind(&starts)
+            .bind(&prices)
+            .bind(&bindings)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

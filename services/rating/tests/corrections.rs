@@ -134,6 +134,15 @@ fn lines(s: &Statement) -> Vec<(Decimal, Decimal, Option<DateTime<Utc>>)> {
         .collect()
 }
 
+/// Seals acme's periods before `through`; their final statements.
+async fn seal_through(pool: &PgPool, through: DateTime<Utc>) -> Vec<Statement> {
+    let marker = SealMarker {
+        account_id: AccountId::parse("acme").unwrap(),
+        through,
+    };
+    seal(pool, &[marker]).await.unwrap().statements
+}
+
 async fn only_statement(pool: &PgPool, request: &CorrectionRequest) -> Statement {
     let restated = apply_correction(pool, request).await.unwrap();
     assert_eq!(restated.statements.len(), 1, "{restated:?}");
@@ -352,16 +361,7 @@ async fn corrections_of_a_sealed_period_are_adjustments_on_the_next_open_one() {
     )
     .await
     .unwrap();
-    let sealed = seal(
-        &pool,
-        &[SealMarker {
-            account_id: AccountId::parse("acme").unwrap(),
-            through: month(11),
-        }],
-    )
-    .await
-    .unwrap()
-    .statements;
+    let sealed = seal_through(&pool, month(11)).await;
     assert_eq!((sealed[0].total, sealed[0].sealed), (dec!(12.50), true));
 
     // October now has 110 hours (10.50) where it billed 12.50: November
@@ -468,15 +468,7 @@ async fn a_backfill_replaces_a_window_of_usage_in_one_operation() {
     }
     // Sealed, then October 11 is backfilled: c's 30 hours become n2's 50,
     // October now 85 hours (8.50) where it billed 6.50: November bills 2.00.
-    seal(
-        &pool,
-        &[SealMarker {
-            account_id: AccountId::parse("acme").unwrap(),
-            through: month(11),
-        }],
-    )
-    .await
-    .unwrap();
+    seal_through(&pool, month(11)).await;
     let nov = only_statement(
         &pool,
         &backfill(
