@@ -77,14 +77,7 @@ async fn apply_in(
         catalog.states.clone()
     };
     let Some(state) = states.get(request.account_id.as_str()) else {
-        return Err(sqlx::Error::Decode(
-            format!(
-                "account {} vanished during a correction",
-                request.account_id
-            )
-            .into(),
-        )
-        .into());
+        return refuse(&mut *conn, id, request, Refusal::AccountUnknown).await;
     };
 
     // The new values are counted as new events (a backfill's replacement

@@ -583,3 +583,21 @@ async fn a_peak_counted_before_values_were_kept_cannot_be_recomputed() {
     .unwrap();
     assert_eq!((max, cancelled), (dec!(9), false));
 }
+
+#[tokio::test]
+async fn a_correction_for_an_unknown_account_is_refused() {
+    let pool = database().await;
+    seed(&pool).await;
+    let mut ghost = backfill(1, at(10, 1, 0), at(10, 2, 0), vec![]);
+    ghost.account_id = AccountId::parse("ghost").unwrap();
+    assert!(apply_correction(&pool, &ghost)
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
+    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("account_unknown"));
+}
