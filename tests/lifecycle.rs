@@ -13,7 +13,6 @@ use rust_decimal_macros::dec;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tally::up::Service;
 use tally_domain::Period;
 use tally_invoicing::lifecycle;
 
@@ -88,24 +87,6 @@ async fn dbco_lines(s: &Seeded, period: Period) -> Vec<LineRow> {
     .fetch_all(&s.h.pool)
     .await
     .unwrap()
-}
-
-/// The three services, with prices and ingest reaching back 120 days (the
-/// tests bill the month before the open one).
-async fn pipeline() -> Seeded {
-    Seeded::start_with(
-        &[
-            Service::Collector,
-            Service::Rating,
-            Service::Invoicing,
-            Service::Api,
-        ],
-        120,
-        |c| {
-            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
-        },
-    )
-    .await
 }
 
 #[tokio::test]

@@ -178,6 +178,112 @@ async fn tenants_are_isolated() {
         assert_eq!(get(&http, url, "").await.0, 401);
     }
 
+    // Usage corrections: a provider corrects only its own events, at the
+    // collector, with a provider key; it reads only its own corrections;
+    // finance (and admin) read an invoice's, providers and customers not.
+    let post = |url: String, key: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let cancel_x3 = format!("{collector}/v1/events/x3/cancel");
+    let reason = serde_json::json!({"reason": "not ours"});
+    for key in [&keys.queueco, &keys.cloud] {
+        let (status, body) = post(cancel_x3.clone(), key.clone(), reason.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("event_not_owned"))
+        );
+    }
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = post(cancel_x3.clone(), key.clone(), reason.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+        let (status, _) = post(
+            format!("{collector}/v1/backfills"),
+            key.clone(),
+            reason.clone(),
+        )
+        .await;
+        assert_eq!(status, 403);
+    }
+    assert_eq!(
+        post(cancel_x3.clone(), String::new(), reason.clone())
+            .await
+            .0,
+        401
+    );
+    // A backfill's replacements follow the ingest rules: only its own SKUs.
+    let (status, body) = post(
+        format!("{collector}/v1/backfills"),
+        keys.dbco.clone(),
+        serde_json::json!({"account": "acme", "start": (t - Duration::minutes(1)).to_rfc3339(),
+            "end": (t + Duration::seconds(1)).to_rfc3339(), "reason": "re-metered",
+            "events": [event("x7", "dbco", "acme", "cloud.vm.hour", "1", t)]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("sku_not_owned"))
+    );
+    // dbco amends its own event (to the same quantity: the totals stay).
+    let (status, body) = post(
+        format!("{collector}/v1/events/x3/amend"),
+        keys.dbco.clone(),
+        serde_json::json!({"reason": "checked", "quantity": "4"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let mine = format!("{invoicing}/v1/provider/corrections");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let listed = loop {
+        let (status, body) = get(&http, &mine, &keys.dbco).await;
+        assert_eq!(status, 200);
+        if body["data"].as_array().is_some_and(|d| !d.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["data"][0]["status"], "applied");
+    assert_eq!(listed["data"][0]["changes"][0]["change"], "amended");
+    let (status, body) = get(&http, &mine, &keys.queueco).await;
+    assert_eq!(
+        (status, body["data"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(get(&http, &mine, key).await.0, 403);
+    }
+    let of_invoice = format!("{invoicing}/v1/invoices/{invoice_id}/usage-corrections");
+    for key in [&keys.finance, &keys.admin] {
+        let (status, body) = get(&http, &of_invoice, key).await;
+        assert_eq!(
+            (status, body["data"].as_array().map(Vec::len)),
+            (200, Some(1))
+        );
+    }
+    for key in [&keys.cloud, &keys.dbco, &keys.acme, &keys.umbrella] {
+        assert_eq!(get(&http, &of_invoice, key).await.0, 403);
+    }
+    assert_eq!(get(&http, &of_invoice, "").await.0, 401);
+
     // Reconciliation and exports: finance and admin only.
     for path in [
         "v1/reconciliation",

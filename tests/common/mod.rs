@@ -430,6 +430,25 @@ impl Seeded {
     }
 }
 
+/// The collector, rating, invoicing and the API, with prices and ingest
+/// reaching back 120 days (for tests that bill the month before the open
+/// one).
+pub async fn pipeline() -> Seeded {
+    Seeded::start_with(
+        &[
+            Service::Collector,
+            Service::Rating,
+            Service::Invoicing,
+            Service::Api,
+        ],
+        120,
+        |c| {
+            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
+        },
+    )
+    .await
+}
+
 /// `n` usage events, the three providers in turn (one SKU each), spread over
 /// `accounts` (USD, `umbrella` EUR) within the last day, in POST batches of
 /// `batch` events of one provider, the providers taking turns; and what

@@ -17,7 +17,7 @@ use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
-use crate::{admin, auth, bindings, credits, extract, openapi, provider};
+use crate::{admin, auth, bindings, credits, extract, openapi, provider, usage_corrections};
 
 /// The bearer-key API: each route comes with its handler's documentation
 /// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
@@ -69,6 +69,8 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         ))
         .routes(routes!(bindings::plans::publish_version))
         .routes(routes!(bindings::plans::admin_plan_version))
+        .routes(routes!(usage_corrections::provider_corrections))
+        .routes(routes!(usage_corrections::invoice_corrections))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

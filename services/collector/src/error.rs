@@ -31,6 +31,11 @@ pub enum ApiError {
     /// mode) is refused, with the code a batch would give it.
     #[error("{message}")]
     EventRefused { code: &'static str, message: String },
+    /// A usage correction refused before it was produced, with its code
+    /// (`tally_domain::usage_correction::Refusal`, or a per-event code of
+    /// a backfill's replacement).
+    #[error("{message}")]
+    CorrectionRefused { code: &'static str, message: String },
     /// An upload that is not NDJSON or CSV, or in an unknown encoding.
     #[error("an import is application/x-ndjson or text/csv, with Content-Encoding gzip or none")]
     UnsupportedImport,
@@ -65,7 +70,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::CatalogUnavailable => "catalog_unavailable",
-            ApiError::EventRefused { code, .. } => code,
+            ApiError::EventRefused { code, .. } | ApiError::CorrectionRefused { code, .. } => code,
             ApiError::UnsupportedImport => "unsupported_media_type",
             ApiError::ImportUnreadable { .. } => "malformed",
             ApiError::ImportInterrupted { .. } => "import_interrupted",
@@ -95,6 +100,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::EventRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::CorrectionRefused { code, .. } => match *code {
+                "unknown_event" => StatusCode::NOT_FOUND,
+                "event_not_owned" => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
             ApiError::UnknownRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,6 +2,7 @@
 //! puts the accepted ones on `usage.events`, answering only after the broker
 //! acknowledged them.
 
+pub mod corrections;
 pub mod error;
 pub mod event;
 pub mod import;

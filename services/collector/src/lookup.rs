@@ -83,6 +83,12 @@ impl Lookup {
         }
     }
 
+    /// The pool, for what must be read from PostgreSQL now (a usage
+    /// correction is checked against the events counted).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, Remembered> {
         lock(&self.state)
     }

@@ -2,7 +2,7 @@
 //! double in the crate's HTTP tests.
 
 use futures::future::BoxFuture;
-use tally_domain::usage::UsageMessageRef;
+use tally_domain::usage::{CorrectionRequest, UsageMessage, UsageMessageRef};
 use tally_domain::UsageEvent;
 use tally_platform::kafka;
 
@@ -26,6 +26,13 @@ pub trait EventSink: Send + Sync + 'static {
         &'a self,
         events: &'a [UsageEvent],
         traceparents: &'a [String],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Publishes a usage correction (keyed by its account, so it follows
+    /// the account's usage); returns once it is durable.
+    fn publish_correction<'a>(
+        &'a self,
+        correction: &'a CorrectionRequest,
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
@@ -78,6 +85,25 @@ impl EventSink for KafkaSink {
                             .filter(|t| !t.is_empty()),
                     )
                 }),
+            )
+            .await
+            .map_err(|e| SinkError::Broker(e.to_string()))
+        })
+    }
+
+    fn publish_correction<'a>(
+        &'a self,
+        correction: &'a CorrectionRequest,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let payload = serde_json::to_vec(&UsageMessage::Correction(correction.clone()))?;
+            let key = correction.account_id.as_str();
+            if key.len() + payload.len() > kafka::MAX_MESSAGE_BYTES {
+                return Err(SinkError::TooLarge(key.len() + payload.len()));
+            }
+            kafka::send_all_traced(
+                &self.producer,
+                std::iter::once((self.topic.as_str(), key, payload.as_slice(), None)),
             )
             .await
             .map_err(|e| SinkError::Broker(e.to_string()))

@@ -9,6 +9,7 @@ use tally_platform::{kafka, telemetry, Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::corrections;
 use crate::error::ApiError;
 use crate::ingest::{post_events, IngestState, MAX_BODY_BYTES};
 use crate::kafka_ingest::KafkaIngest;
@@ -33,6 +34,9 @@ pub fn router(state: Arc<IngestState>) -> Router {
     );
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/v1/events/{id}/cancel", post(corrections::cancel))
+        .route("/v1/events/{id}/amend", post(corrections::amend))
+        .route("/v1/backfills", post(corrections::backfill))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(imports)
         .with_state(state)

@@ -20,6 +20,7 @@ use tally_platform::catalog;
 #[derive(Default)]
 struct MemorySink {
     published: Mutex<Vec<UsageEvent>>,
+    corrections: Mutex<Vec<tally_domain::usage::CorrectionRequest>>,
     down: bool,
 }
 
@@ -34,6 +35,19 @@ impl EventSink for MemorySink {
                 return Err(SinkError::Broker("broker down".into()));
             }
             self.published.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        })
+    }
+
+    fn publish_correction<'a>(
+        &'a self,
+        correction: &'a tally_domain::usage::CorrectionRequest,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if self.down {
+                return Err(SinkError::Broker("broker down".into()));
+            }
+            self.corrections.lock().unwrap().push(correction.clone());
             Ok(())
         })
     }
@@ -776,4 +790,251 @@ async fn usage_outside_an_active_binding_is_refused_not_bound_and_its_siblings_k
             ("gone-before-deletion".to_owned(), Some(gone.clone())),
         ]
     );
+}
+
+/// A counted event of `provider` for acme, as rating stores it.
+async fn counted(pool: &PgPool, provider: &str, id: &str, age: Age, cancelled: bool) {
+    let time = Utc::now() - age;
+    sqlx::query(
+        "INSERT INTO counted_events (provider_id, event_id, account_id, sku_id, price_id,
+             period_start, period_end, event_time, quantity, cancelled_by)
+         VALUES ($1, $2, 'acme', 'dbco.db.hour', 0, $3, $4, $3, 2, $5)",
+    )
+    .bind(provider)
+    .bind(id)
+    .bind(time)
+    .bind(time + Age::days(30))
+    .bind(cancelled.then(uuid::Uuid::new_v4))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         VALUES ($1, $2, 'acme', $3)",
+    )
+    .bind(provider)
+    .bind(id)
+    .bind(time)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+impl Setup {
+    async fn correct(&self, key: Option<&str>, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.url.trim_end_matches("/v1/events"));
+        let mut request = self.http.post(url).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn corrections_of_events_are_checked_then_produced_keyed_by_account() {
+    let s = setup(false).await;
+    counted(&s.pool, "dbco", "e1", Age::hours(1), false).await;
+    counted(&s.pool, "dbco", "gone", Age::hours(1), true).await;
+    counted(&s.pool, "dbco", "old", Age::days(8), false).await;
+    counted(&s.pool, "other", "theirs", Age::hours(1), false).await;
+    let key = Some(s.dbco_key.as_str());
+    let reason = json!({"reason": "metered twice"});
+    for (path, body, expected) in [
+        (
+            "/v1/events/nope/cancel",
+            reason.clone(),
+            (404, "unknown_event"),
+        ),
+        (
+            "/v1/events/theirs/cancel",
+            reason.clone(),
+            (403, "event_not_owned"),
+        ),
+        (
+            "/v1/events/gone/cancel",
+            reason.clone(),
+            (422, "already_cancelled"),
+        ),
+        (
+            "/v1/events/gone/amend",
+            json!({"reason": "x", "quantity": "1"}),
+            (422, "already_cancelled"),
+        ),
+        (
+            "/v1/events/old/cancel",
+            reason.clone(),
+            (422, "outside_window"),
+        ),
+        (
+            "/v1/events/e1/cancel",
+            json!({"reason": " "}),
+            (422, "reason_missing"),
+        ),
+        ("/v1/events/e1/cancel", json!({}), (400, "malformed")),
+        (
+            "/v1/events/e1/amend",
+            json!({"reason": "x", "quantity": "-1"}),
+            (422, "quantity_invalid"),
+        ),
+        (
+            "/v1/events/e1/amend",
+            json!({"reason": "x", "quantity": "1", "dimensions": {"a": "\u{0}"}}),
+            (422, "dimension_invalid"),
+        ),
+    ] {
+        let (status, answer) = s.correct(key, path, body).await;
+        assert_eq!((status, error_code(&answer)), expected, "{path}: {answer}");
+    }
+    // Other keys: a customer's is forbidden, none unauthorized.
+    let (status, answer) = s
+        .correct(
+            Some(&s.customer_key),
+            "/v1/events/e1/cancel",
+            reason.clone(),
+        )
+        .await;
+    assert_eq!((status, error_code(&answer)), (403, "forbidden"));
+    let (status, answer) = s
+        .correct(None, "/v1/events/e1/cancel", reason.clone())
+        .await;
+    assert_eq!((status, error_code(&answer)), (401, "unauthorized"));
+    assert!(s.sink.corrections.lock().unwrap().is_empty());
+
+    let (status, answer) = s.correct(key, "/v1/events/e1/cancel", reason.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (answer["kind"].as_str(), answer["account"].as_str()),
+        (Some("cancel"), Some("acme"))
+    );
+    let (status, answer) = s
+        .correct(
+            key,
+            "/v1/events/e1/amend",
+            json!({"reason": "wrong meter", "quantity": 1.25, "dimensions": {"region": "eu"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let produced = s.sink.corrections.lock().unwrap().clone();
+    assert_eq!(produced.len(), 2);
+    assert_eq!(produced[0].account_id.as_str(), "acme");
+    assert_eq!(produced[0].reason, "metered twice");
+    assert_eq!(produced[0].change.kind(), "cancel");
+    match &produced[1].change {
+        tally_domain::usage::Change::Amend {
+            event_id,
+            quantity,
+            dimensions,
+        } => {
+            assert_eq!(event_id.as_str(), "e1");
+            assert_eq!(quantity.value(), rust_decimal_macros::dec!(1.25));
+            assert_eq!(dimensions.get("region").map(String::as_str), Some("eu"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Who asked: the key's id, never its secret.
+    assert!(!produced[0].requested_by.contains(&s.dbco_key));
+    assert_eq!(produced[0].requested_by.len(), 36);
+}
+
+#[tokio::test]
+async fn a_backfill_is_checked_as_one_operation() {
+    let s = setup(false).await;
+    counted(&s.pool, "dbco", "kept", Age::hours(30), false).await;
+    counted(&s.pool, "dbco", "replaced", Age::hours(3), false).await;
+    let key = Some(s.dbco_key.as_str());
+    let start = Utc::now() - Age::hours(6);
+    let end = Utc::now() - Age::hours(1);
+    let at = |hours: i64| (Utc::now() - Age::hours(hours)).to_rfc3339();
+    let replacement = |id: &str, time: String| {
+        json!({"specversion": "1.0", "id": id, "source": "dbco", "type": "com.tally.usage",
+               "subject": "acme", "time": time, "data": {"sku": "dbco.db.hour", "quantity": "3"}})
+    };
+    let body = |account: &str, start: String, end: String, events: Vec<Value>| json!({"account": account, "start": start, "end": end, "reason": "re-metered", "events": events});
+    for (request, expected) in [
+        (
+            body("acme", end.to_rfc3339(), start.to_rfc3339(), vec![]),
+            (422, "window_invalid"),
+        ),
+        (
+            body("acme", at(24 * 8), end.to_rfc3339(), vec![]),
+            (422, "outside_window"),
+        ),
+        (
+            body("nobody", start.to_rfc3339(), end.to_rfc3339(), vec![]),
+            (422, "account_unknown"),
+        ),
+        (
+            body(
+                "acme",
+                start.to_rfc3339(),
+                end.to_rfc3339(),
+                vec![replacement("n1", at(12))],
+            ),
+            (422, "event_outside_window"),
+        ),
+        (
+            body(
+                "acme",
+                start.to_rfc3339(),
+                end.to_rfc3339(),
+                vec![replacement("kept", at(2))],
+            ),
+            (422, "event_id_taken"),
+        ),
+        (
+            body(
+                "acme",
+                start.to_rfc3339(),
+                end.to_rfc3339(),
+                vec![replacement("n1", at(2)), replacement("n1", at(3))],
+            ),
+            (422, "duplicate_event_id"),
+        ),
+        (
+            body(
+                "acme",
+                start.to_rfc3339(),
+                end.to_rfc3339(),
+                vec![replacement("n1", at(2)), json!({"id": "n2"})],
+            ),
+            (422, "malformed"),
+        ),
+    ] {
+        let (status, answer) = s.correct(key, "/v1/backfills", request.clone()).await;
+        assert_eq!(
+            (status, error_code(&answer)),
+            expected,
+            "{request}: {answer}"
+        );
+    }
+    assert!(s.sink.corrections.lock().unwrap().is_empty());
+    // The replaced event's id may come back with its new values.
+    let (status, answer) = s
+        .correct(
+            key,
+            "/v1/backfills",
+            body(
+                "acme",
+                start.to_rfc3339(),
+                end.to_rfc3339(),
+                vec![replacement("replaced", at(2)), replacement("n1", at(4))],
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["kind"].as_str()),
+        (202, Some("backfill")),
+        "{answer}"
+    );
+    let produced = s.sink.corrections.lock().unwrap().clone();
+    match &produced[0].change {
+        tally_domain::usage::Change::Backfill { events, .. } => {
+            let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            assert_eq!(ids, ["replaced", "n1"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }

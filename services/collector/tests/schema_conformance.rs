@@ -179,6 +179,44 @@ fn the_kafka_message_matches_its_schema() {
     let mut broken = value.clone();
     broken["quantity"] = json!("1");
     assert!(!validator.is_valid(&broken), "{broken}");
+
+    // So do a provider's corrections: a cancel, an amendment, a backfill.
+    let usage = match message {
+        tally_domain::usage::UsageMessage::Usage(event) => event,
+        _ => unreachable!(),
+    };
+    use tally_domain::usage::Change;
+    for change in [
+        Change::Cancel {
+            event_id: usage.event_id.clone(),
+        },
+        Change::Amend {
+            event_id: usage.event_id.clone(),
+            quantity: tally_domain::Quantity::parse("2").unwrap(),
+            dimensions: [("region".to_owned(), "eu".to_owned())].into(),
+        },
+        Change::Backfill {
+            start: "2026-11-01T00:00:00Z".parse().unwrap(),
+            end: "2026-11-02T00:00:00Z".parse().unwrap(),
+            events: vec![usage.clone()],
+        },
+    ] {
+        let correction =
+            tally_domain::usage::UsageMessage::Correction(tally_domain::usage::CorrectionRequest {
+                id: "0192e2a0-0000-7000-8000-000000000001".into(),
+                provider_id: usage.provider_id.clone(),
+                account_id: usage.account_id.clone(),
+                reason: "metered twice".into(),
+                requested_by: "0192e2a0-0000-7000-8000-000000000002".into(),
+                requested_at: "2026-11-02T00:00:00Z".parse().unwrap(),
+                change,
+            });
+        let value = serde_json::to_value(&correction).unwrap();
+        assert!(validator.is_valid(&value), "{value}");
+        let mut broken = value.clone();
+        broken["change"]["kind"] = json!("undo");
+        assert!(!validator.is_valid(&broken), "{broken}");
+    }
 }
 
 #[test]

@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use std::time::{Duration, Instant};
-use tally_domain::usage::{SealMarker, UsageMessage};
+use tally_domain::usage::{CorrectionRequest, SealMarker, UsageMessage};
 use tally_domain::UsageEvent;
 use tally_platform::kafka;
 use tokio_util::sync::CancellationToken;
 
+use crate::correct::apply_correction_at;
 use crate::error::ProcessError;
 use crate::outbox;
 use crate::outcome::{BatchOutcome, DeadLetter};
@@ -173,6 +174,31 @@ impl Application {
                 Run::Seals(markers) => {
                     outcome.add(seal(&self.pool, markers).await?);
                 }
+                Run::Corrections(corrections) => {
+                    let admission = Admission::at(self.config.dedupe_window(), Utc::now());
+                    for correction in corrections {
+                        match apply_correction_at(&self.pool, correction, admission).await {
+                            Ok(restated) => outcome.add(restated),
+                            // From the third attempt on, a correction that
+                            // still fails on its own (while PostgreSQL
+                            // answers and the failure is not the code's)
+                            // goes to the DLQ, so it cannot stall its
+                            // partition.
+                            Err(err) if isolate && !err.is_systemic() => {
+                                outcome.dead.push(DeadLetter {
+                                    code: "correction_failed",
+                                    reason: err.to_string(),
+                                    event: None,
+                                    payload: serde_json::to_string(&UsageMessage::Correction(
+                                        correction.clone(),
+                                    ))
+                                    .ok(),
+                                });
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                }
             }
         }
         Ok((outcome, dead, newest_received))
@@ -230,16 +256,18 @@ fn lanes(batch: &[OwnedMessage], n: usize) -> Vec<Vec<&OwnedMessage>> {
     lanes
 }
 
-/// A run of a batch: usage events, or seal markers, in message order.
+/// A run of a batch: usage events, seal markers, or corrections, in
+/// message order.
 #[derive(Debug)]
 enum Run {
     Events(Vec<UsageEvent>),
     Seals(Vec<SealMarker>),
+    Corrections(Vec<CorrectionRequest>),
 }
 
-/// Splits a batch into runs of usage events and of seal markers, in order
-/// (a seal must see exactly the events before it), and payloads that do not
-/// parse.
+/// Splits a batch into runs of usage events, seal markers and corrections,
+/// in order (a seal or a correction must see exactly the events before it),
+/// and payloads that do not parse.
 fn decode(batch: &[&OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
     let mut runs: Vec<Run> = Vec::new();
     let mut dead = Vec::new();
@@ -253,6 +281,10 @@ fn decode(batch: &[&OwnedMessage]) -> (Vec<Run>, Vec<DeadLetter>) {
             Ok(UsageMessage::Seal(marker)) => match runs.last_mut() {
                 Some(Run::Seals(seals)) => seals.push(marker),
                 _ => runs.push(Run::Seals(vec![marker])),
+            },
+            Ok(UsageMessage::Correction(correction)) => match runs.last_mut() {
+                Some(Run::Corrections(corrections)) => corrections.push(correction),
+                _ => runs.push(Run::Corrections(vec![correction])),
             },
             Err(err) => dead.push(DeadLetter {
                 code: "malformed_message",

@@ -11,6 +11,8 @@ use tally_domain::dedupe::Span;
 use tally_domain::DedupeWindow;
 use tokio_util::sync::CancellationToken;
 
+use crate::corrections_repo;
+
 /// Serialises the processes that create or drop partitions (rating
 /// instances, `tally dedupe prune`): `pg_advisory_xact_lock` key.
 const PARTITION_LOCK: i64 = 0x7461_6c6c_7964_6470; // "tallyddp"
@@ -44,6 +46,9 @@ pub struct Pruned {
     pub dropped: Vec<String>,
     /// Partitions left.
     pub partitions: usize,
+    /// Rows of `counted_events` deleted: the values of events whose period
+    /// ended before the cutoff, which no correction can reach any more.
+    pub values_pruned: u64,
 }
 
 /// The retained event times, read under a share lock on `processed_events`
@@ -154,6 +159,10 @@ pub async fn prune(
         dropped.push(partition.name.clone());
     }
     tx.commit().await?;
+    // The events' stored values (for corrections) go with their ids: whole
+    // periods that ended before the cutoff.
+    let mut conn = pool.acquire().await?;
+    let values_pruned = corrections_repo::prune(&mut conn, window.cutoff(now)).await?;
     let partitions = existing.len() + created.len() - dropped.len();
     metrics::counter!("tally_dedupe_partitions_created_total").increment(created.len() as u64);
     metrics::counter!("tally_dedupe_partitions_dropped_total").increment(dropped.len() as u64);
@@ -162,6 +171,7 @@ pub async fn prune(
         created,
         dropped,
         partitions,
+        values_pruned,
     })
 }
 

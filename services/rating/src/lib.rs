@@ -5,6 +5,8 @@
 //! README's "Code layout"); the billing rules are in `tally_domain`.
 
 mod consume;
+pub mod correct;
+pub mod corrections_repo;
 pub mod credit_restatements;
 pub mod credits_repo;
 pub mod dedupe;
@@ -20,6 +22,7 @@ pub mod seals_repo;
 pub mod startup;
 mod traces;
 
+pub use correct::apply_correction;
 pub use credit_restatements::{restate_bound_periods, restate_requested};
 pub use outcome::{BatchOutcome, DeadLetter, Restated};
 pub use rate::{process_batch, process_batch_at, process_batch_isolating, Admission};

@@ -10,7 +10,8 @@ use tally_domain::{Statement, UsageEvent};
 pub struct DeadLetter {
     /// Stable code: `account_unknown`, `no_price`, `dimension_missing`,
     /// `outside_dedupe_window`, `malformed_message`, `amount_overflow`,
-    /// `rating_failed`, `seal_failed`.
+    /// `rating_failed`, `seal_failed`, `correction_failed` (a usage
+    /// correction, as `payload`).
     pub code: &'static str,
     pub reason: String,
     /// The event, when it could be parsed.

@@ -12,6 +12,7 @@ use tally_domain::pricing::resolve;
 use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
 
+use crate::corrections_repo::{self, CountedEvent};
 use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
 use crate::outcome::{BatchOutcome, DeadLetter};
@@ -54,7 +55,11 @@ impl Admission {
     }
 
     /// Why an event of `time` is refused ([`DedupeWindow::refusal`]), if it is.
-    fn refuses(&self, time: DateTime<Utc>, retained: Option<&Retained>) -> Option<String> {
+    pub(crate) fn refuses(
+        &self,
+        time: DateTime<Utc>,
+        retained: Option<&Retained>,
+    ) -> Option<String> {
         let refusal = self
             .window
             .refusal(time, self.now, retained.and_then(|r| r.from))?;
@@ -150,15 +155,18 @@ pub async fn process_batch_isolating(
 }
 
 /// What rating needs to know of a batch's accounts and SKUs.
-struct Catalog {
+pub(crate) struct Catalog {
     /// Billing currency, anchor day, how far sealed.
-    states: HashMap<String, AccountState>,
+    pub(crate) states: HashMap<String, AccountState>,
     versions: Versions,
     aggregations: HashMap<String, Aggregation>,
 }
 
 impl Catalog {
-    async fn load(conn: &mut PgConnection, events: &[UsageEvent]) -> Result<Self, ProcessError> {
+    pub(crate) async fn load(
+        conn: &mut PgConnection,
+        events: &[UsageEvent],
+    ) -> Result<Self, ProcessError> {
         let account_ids: Vec<&str> = distinct(events.iter().map(|e| e.account_id.as_str()));
         let states = seals_repo::account_states(&mut *conn, &account_ids).await?;
         // Price versions of every SKU in those currencies.
@@ -233,6 +241,7 @@ async fn rate_in(
     repo::add_to_aggregates(&mut *conn, &counted.increments).await?;
     let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
+    corrections_repo::store_counted(&mut *conn, &counted.values).await?;
     let late: Vec<_> = counted.late.into_iter().collect();
     seals_repo::record_late(&mut *conn, &late).await?;
     let hours = t.elapsed() - aggregated;
@@ -285,7 +294,7 @@ fn admit<'e>(
 
 /// Each event of the batch with the id of its price version; the ones that
 /// cannot be priced are dead letters, repeats within the batch duplicates.
-fn price<'e>(
+pub(crate) fn price<'e>(
     catalog: &Catalog,
     events: &[&'e UsageEvent],
     outcome: &mut BatchOutcome,
@@ -338,19 +347,24 @@ fn price<'e>(
 
 /// The new events of a batch, pre-aggregated in memory for one upsert each.
 #[derive(Default)]
-struct Counted {
+pub(crate) struct Counted {
     /// By (account, period counted in, price version, binding).
-    increments: BTreeMap<repo::AggregateKey, Increment>,
-    hourly: BTreeMap<HourKey, Increment>,
+    pub(crate) increments: BTreeMap<repo::AggregateKey, Increment>,
+    pub(crate) hourly: BTreeMap<HourKey, Increment>,
     /// The account-periods whose statements bill them (start → end).
-    touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
+    pub(crate) touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
     /// Late usage: (account, start of the period billing it, sealed period).
-    late: BTreeSet<(String, DateTime<Utc>, Period)>,
+    pub(crate) late: BTreeSet<(String, DateTime<Utc>, Period)>,
+    /// Each counted event's values, kept for corrections.
+    pub(crate) values: Vec<CountedEvent>,
+    /// Where each counted event is billed: (provider, event id) → (period
+    /// counted in, period billing it).
+    pub(crate) billed: HashMap<(String, String), (Period, Period)>,
 }
 
 /// Places each event not counted before ([`AccountState::place`]) and adds
 /// it to its period's aggregates; the others are duplicates.
-fn count(
+pub(crate) fn count(
     catalog: &Catalog,
     priced: &[(&UsageEvent, i64)],
     fresh: &HashSet<(String, String)>,
@@ -412,6 +426,10 @@ fn count(
             (event.account_id.to_string(), billed_in.start()),
             billed_in.end(),
         );
+        counted
+            .values
+            .push(CountedEvent::of(event, *price_id, period));
+        counted.billed.insert(key, (period, billed_in));
     }
     counted
 }

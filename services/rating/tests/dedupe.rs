@@ -65,6 +65,13 @@ async fn rows(pool: &PgPool) -> i64 {
 }
 
 /// Quantity counted into acme's aggregates, over every period.
+async fn values(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM counted_events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 async fn counted_quantity(pool: &PgPool) -> Decimal {
     sqlx::query_scalar(
         "SELECT coalesce(sum(quantity), 0) FROM usage_aggregates WHERE account_id = 'acme'",
@@ -245,7 +252,12 @@ async fn partitions_out_of_the_window_are_dropped_with_their_rows() {
         .unwrap();
     assert!(kept.dropped.is_empty());
     assert_eq!(rows(&pool).await, 7);
+    // The stored values (for corrections) go by whole periods: December's
+    // ended on Jan 1st, before the cutoff; January's is kept.
+    assert_eq!(kept.values_pruned, 4);
+    assert_eq!(values(&pool).await, 3);
     let gone = dedupe::prune(&pool, &w, drop_at).await.unwrap();
+    assert_eq!(gone.values_pruned, 0);
     assert_eq!(gone.dropped, ["processed_events_20291124"]);
     assert_eq!(gone.partitions, 1);
     assert_eq!(rows(&pool).await, 3);

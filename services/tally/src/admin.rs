@@ -229,6 +229,10 @@ pub fn dedupe_text(
     );
     out.push_str(&format!("  created: {}\n", list(&pruned.created)));
     out.push_str(&format!("  dropped: {}\n", list(&pruned.dropped)));
+    out.push_str(&format!(
+        "  stored event values deleted (periods ended before the window): {}\n",
+        pruned.values_pruned
+    ));
     out.push_str(&format!("  {} partition(s) kept:\n", kept.len()));
     for p in kept {
         let start = p.span.start.map_or_else(
@@ -262,6 +266,7 @@ mod tests {
             created: vec!["processed_events_20261202".into()],
             dropped: vec![],
             partitions: 2,
+            values_pruned: 7,
         };
         let kept = [
             Partition {
@@ -283,7 +288,8 @@ mod tests {
             dedupe_text(&window, at(12, 1), &pruned, &kept),
             "dedupe window at 2026-12-01T00:00:00Z: event times from 2026-10-24T00:00:00Z \
              to 2026-12-04T00:05:00Z are rated and their ids kept\n  \
-             created: processed_events_20261202\n  dropped: none\n  2 partition(s) kept:\n    \
+             created: processed_events_20261202\n  dropped: none\n  \
+             stored event values deleted (periods ended before the window): 7\n  2 partition(s) kept:\n    \
              processed_events_initial  event times from the beginning to 2026-12-02T00:00:00Z\n    \
              processed_events_20261202  event times from 2026-12-02T00:00:00Z to 2027-01-13T00:00:00Z\n"
         );

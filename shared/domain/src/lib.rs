@@ -19,6 +19,7 @@
 //! | a plan's prorated fee, its allowances | [`plan`] |
 //! | how a credit note splits between platform and partner | [`corrections`] |
 //! | the reconciliation identity of a month | [`reconciliation`] |
+//! | whether a provider's usage correction (cancel, amend, backfill) may apply | [`usage_correction`] |
 
 pub mod aggregation;
 pub mod binding;
@@ -40,6 +41,7 @@ pub mod seal_policy;
 pub mod spreadsheet;
 pub mod statement;
 pub mod usage;
+pub mod usage_correction;
 
 pub use aggregation::{Aggregation, AggregationError};
 pub use dedupe::DedupeWindow;

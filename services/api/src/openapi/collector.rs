@@ -1,4 +1,6 @@
-//! The collector's operations, `POST /v1/events` and `POST /v1/imports`. The API serves the
+//! The collector's operations: `POST /v1/events`, `POST /v1/imports` and
+//! the usage corrections (`POST /v1/events/{id}/cancel`, `…/amend`,
+//! `POST /v1/backfills`). The API serves the
 //! document of every service but does not link the collector (nor Kafka),
 //! so the collector's operations are documented here; `tests/openapi.rs`
 //! sends each documented operation to the service that owns it, so this one
@@ -6,7 +8,10 @@
 //! collector's (`tally_collector::error::ApiError`, the per-event
 //! `Rejection` codes), not the API's.
 
-use super::{Error, EventBatch, ImportResponse, IngestResponseRef, UsageEventRef};
+use super::{
+    AmendRequest, BackfillRequest, CancelRequest, CorrectionAccepted, Error, EventBatch,
+    ImportResponse, IngestResponseRef, UsageEventRef,
+};
 
 /// The collector's ingest (`tally_collector::ingest`), documented.
 #[utoipa::path(
@@ -58,12 +63,84 @@ pub fn events() {}
 )]
 pub fn imports() {}
 
+const CORRECTION_DESCRIPTION: &str = "Checked against the events rating counted, then produced to `usage.events` keyed by the account, so rating applies it in order with the account's usage; answered after the broker acknowledged it. In an open period the period is restated; in a sealed one the change is billed on the account's next open invoice as an adjustment line naming the sealed period (as late usage is). Rating checks it again when it applies it and lists it, applied or refused with its code, in `GET /v1/provider/corrections`. A correction is possible within the ingest window (`TALLY_INGEST_MAX_AGE_HOURS`, the dedupe window) of the event's time. A cancelled event's id stays counted: sending it again is a duplicate.";
+
+/// A provider cancels one of its counted events (`tally_collector::corrections::cancel`).
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/cancel",
+    tag = "collector",
+    summary = "Cancel a counted usage event of the calling provider, with a reason",
+    description = CORRECTION_DESCRIPTION,
+    params(("id" = String, Path, description = "The event's id (CloudEvents `id`)")),
+    request_body(content = inline(CancelRequest), content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted; rating applies it next", body = inline(CorrectionAccepted)),
+        (status = 400, description = "Error; `error.code` is one of: `malformed`, `invalid_request`", body = Error),
+        (status = 401, description = "Error; `error.code` is one of: `unauthorized`", body = Error),
+        (status = 403, description = "Error; `error.code` is one of: `forbidden`, `event_not_owned` (another provider sent it)", body = Error),
+        (status = 404, description = "Error; `error.code` is one of: `unknown_event` (no event with this id was counted for the provider; an event accepted moments ago may not be rated yet)", body = Error),
+        (status = 413, description = "Error; `error.code` is one of: `payload_too_large`", body = Error),
+        (status = 422, description = "Error; `error.code` is one of: `reason_missing`, `already_cancelled`, `outside_window`", body = Error),
+        (status = 503, description = "Error; `error.code` is one of: `broker_unavailable`, `catalog_unavailable`. Retry after `Retry-After` seconds.", body = Error),
+    ),
+    security(("bearer" = [])),
+)]
+pub fn cancel() {}
+
+/// A provider amends one of its counted events (`tally_collector::corrections::amend`).
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/amend",
+    tag = "collector",
+    summary = "Amend a counted usage event of the calling provider: its quantity and dimensions from now on, with a reason",
+    description = CORRECTION_DESCRIPTION,
+    params(("id" = String, Path, description = "The event's id (CloudEvents `id`)")),
+    request_body(content = inline(AmendRequest), content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted; rating applies it next", body = inline(CorrectionAccepted)),
+        (status = 400, description = "Error; `error.code` is one of: `malformed`, `invalid_request`", body = Error),
+        (status = 401, description = "Error; `error.code` is one of: `unauthorized`", body = Error),
+        (status = 403, description = "Error; `error.code` is one of: `forbidden`, `event_not_owned` (another provider sent it)", body = Error),
+        (status = 404, description = "Error; `error.code` is one of: `unknown_event`", body = Error),
+        (status = 413, description = "Error; `error.code` is one of: `payload_too_large`", body = Error),
+        (status = 422, description = "Error; `error.code` is one of: `reason_missing`, `quantity_invalid`, `dimension_invalid`, `already_cancelled`, `outside_window`", body = Error),
+        (status = 503, description = "Error; `error.code` is one of: `broker_unavailable`, `catalog_unavailable`. Retry after `Retry-After` seconds.", body = Error),
+    ),
+    security(("bearer" = [])),
+)]
+pub fn amend() {}
+
+/// A provider replaces its usage of a window (`tally_collector::corrections::backfill`).
+#[utoipa::path(
+    post,
+    path = "/v1/backfills",
+    tag = "collector",
+    summary = "Replace the calling provider's usage of an account in a past window `[start, end)` by the events given (up to 1,000, at most 1 MiB), with a reason, in one operation",
+    description = CORRECTION_DESCRIPTION,
+    request_body(content = inline(BackfillRequest), content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted; rating applies it next", body = inline(CorrectionAccepted)),
+        (status = 400, description = "Error; `error.code` is one of: `malformed`, `invalid_request`", body = Error),
+        (status = 401, description = "Error; `error.code` is one of: `unauthorized`", body = Error),
+        (status = 403, description = "Error; `error.code` is one of: `forbidden`", body = Error),
+        (status = 413, description = "Error; `error.code` is one of: `batch_too_large`, `payload_too_large`", body = Error),
+        (status = 422, description = "Error; `error.code` is one of: `reason_missing`, `account_unknown`, `window_invalid`, `outside_window`, `event_outside_window`, `account_mismatch`, `duplicate_event_id`, `event_id_taken`, or a replacement's per-event code of `POST /v1/events` (the message names its index): the backfill is refused whole", body = Error),
+        (status = 503, description = "Error; `error.code` is one of: `broker_unavailable`, `catalog_unavailable`. Retry after `Retry-After` seconds.", body = Error),
+    ),
+    security(("bearer" = [])),
+)]
+pub fn backfills() {}
+
 /// The operations served elsewhere: the collector's, and the admin
 /// address's probes and metrics.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     events,
     imports,
+    cancel,
+    amend,
+    backfills,
     tally_platform::health::readyz,
     tally_platform::telemetry::metrics_endpoint
 ))]

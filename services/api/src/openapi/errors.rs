@@ -18,6 +18,8 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/provider/skus", &[Code::InvalidAggregation, Code::SkuNotInNamespace, Code::AlreadyExists]),
     ("get", "/v1/provider/skus/{sku}/prices", &[Code::NotFound]),
     ("post", "/v1/provider/skus/{sku}/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::PriceVersionExists, Code::EffectiveInPast]),
+    ("get", "/v1/provider/corrections", &[]),
+    ("get", "/v1/invoices/{id}/usage-corrections", &[Code::NotFound]),
     ("get", "/v1/invoices", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/invoices/{id}", &[Code::NotFound]),
     ("get", "/v1/accounts/{account}/bill", &[Code::InvalidPeriod, Code::NotFound]),

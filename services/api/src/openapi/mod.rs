@@ -27,7 +27,7 @@ const DESCRIPTION: &str = "Unified billing and metering: usage ingest (collector
 fn server(name: &str) -> Value {
     let (description, default, variable) = match name {
         "api" => (
-            "the API: every operation but POST /v1/events and POST /v1/imports (the collector's) and /readyz and /metrics (the admin address's)",
+            "the API: every operation but POST /v1/events, POST /v1/imports and the usage corrections POST /v1/events/{id}/cancel, POST /v1/events/{id}/amend, POST /v1/backfills (the collector's) and /readyz and /metrics (the admin address's)",
             "127.0.0.1:8081",
             "host:port of the API (TALLY_API_ADDR)",
         ),
@@ -53,6 +53,9 @@ fn server(name: &str) -> Value {
 pub(crate) const PATH_SERVERS: &[(&str, &[&str])] = &[
     ("/v1/events", &["collector"]),
     ("/v1/imports", &["collector"]),
+    ("/v1/events/{id}/cancel", &["collector"]),
+    ("/v1/events/{id}/amend", &["collector"]),
+    ("/v1/backfills", &["collector"]),
     ("/healthz", &["api", "collector", "admin"]),
     ("/readyz", &["admin"]),
     ("/metrics", &["admin"]),
@@ -211,6 +214,33 @@ written! {
     EventBatch = {"type": "array", "items": {"$ref": "#/components/schemas/UsageEvent"}, "minItems": 1, "maxItems": 1000};
     /// The collector's answer.
     IngestResponseRef = {"$ref": "#/components/schemas/IngestResponse"};
+    /// A correction accepted by the collector (rating applies it next, in
+    /// order with the account's usage).
+    CorrectionAccepted = {"type": "object", "required": ["correction_id", "kind", "account", "status"], "properties": {
+        "correction_id": {"type": "string", "format": "uuid"},
+        "kind": {"type": "string", "enum": ["cancel", "amend", "backfill"]},
+        "account": {"type": "string"},
+        "status": {"type": "string", "enum": ["accepted"]},
+    }};
+    /// A provider's reason for a cancel.
+    CancelRequest = {"type": "object", "required": ["reason"], "additionalProperties": false, "properties": {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+    }};
+    /// An amendment: the event's quantity and dimensions from now on (its
+    /// time, SKU and resource stay; to move usage, cancel and send anew).
+    AmendRequest = {"type": "object", "required": ["reason", "quantity"], "additionalProperties": false, "properties": {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "quantity": {"type": ["string", "number"], "description": "Non-negative decimal, at most 1e15 and 12 decimals"},
+        "dimensions": {"type": "object", "maxProperties": 16, "additionalProperties": {"type": "string"}},
+    }};
+    /// A backfill: the provider's usage of `account` timed in `[start, end)` replaced by `events`.
+    BackfillRequest = {"type": "object", "required": ["account", "start", "end", "reason", "events"], "additionalProperties": false, "properties": {
+        "account": {"type": "string"},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "events": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/components/schemas/UsageEvent"}, "description": "CloudEvents, each timed in the window, for the account; an id may be one of the events replaced (it counts again with its new values) or new"},
+    }};
     /// A signed bill link.
     BillLink = {"type": "object", "properties": {
         "path": {"type": "string"},
@@ -248,6 +278,7 @@ pub fn ledger_kind() -> RefOr<Schema> {
     crate::credits::GrantView,
     crate::credits::LedgerEntry,
     crate::finance::corrections::CreditNote,
+    crate::usage_corrections::UsageCorrection,
     crate::finance::settlement::Settlement,
     tally_invoicing::invoices_repo::Invoice,
     tally_platform::catalog::Provider,
