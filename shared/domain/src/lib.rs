@@ -19,9 +19,11 @@
 //! | a plan's prorated fee, its allowances | [`plan`] |
 //! | how a credit note splits between platform and partner | [`corrections`] |
 //! | the reconciliation identity of a month | [`reconciliation`] |
+//! | whether a contract is valid, which term discounts a line, what it takes off and who funds it, a commitment's true-up | [`contract`], [`contract::pricing`] |
 
 pub mod aggregation;
 pub mod binding;
+pub mod contract;
 pub mod corrections;
 pub mod credits;
 pub mod dedupe;
