@@ -64,11 +64,15 @@ pub enum Code {
     PlanVersionExists,
     WebhooksDisabled,
     IdempotencyKeyReused,
+    ContractOverlaps,
+    TermOutsideContract,
+    CommitmentOutsideTerm,
+    InvalidContract,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 55] = [
+    pub const ALL: [Code; 59] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -123,6 +127,10 @@ impl Code {
         Code::PlanVersionExists,
         Code::WebhooksDisabled,
         Code::IdempotencyKeyReused,
+        Code::ContractOverlaps,
+        Code::TermOutsideContract,
+        Code::CommitmentOutsideTerm,
+        Code::InvalidContract,
         Code::Internal,
     ];
 
@@ -183,6 +191,10 @@ impl Code {
             Code::PlanVersionExists => "plan_version_exists",
             Code::WebhooksDisabled => "webhooks_disabled",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::ContractOverlaps => "contract_overlaps",
+            Code::TermOutsideContract => "term_outside_contract",
+            Code::CommitmentOutsideTerm => "commitment_outside_term",
+            Code::InvalidContract => "invalid_contract",
             Code::Internal => "internal",
         }
     }
@@ -229,7 +241,10 @@ impl Code {
             | Code::PlanMismatch
             | Code::PlanNotOffered
             | Code::InvalidPlan
-            | Code::MoveInFuture => StatusCode::UNPROCESSABLE_ENTITY,
+            | Code::MoveInFuture
+            | Code::TermOutsideContract
+            | Code::CommitmentOutsideTerm
+            | Code::InvalidContract => StatusCode::UNPROCESSABLE_ENTITY,
             Code::AlreadyExists
             | Code::PriceVersionExists
             | Code::GrantVoided
@@ -241,7 +256,8 @@ impl Code {
             | Code::OutOfOrder
             | Code::PlanVersionExists
             | Code::WebhooksDisabled
-            | Code::IdempotencyKeyReused => StatusCode::CONFLICT,
+            | Code::IdempotencyKeyReused
+            | Code::ContractOverlaps => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -17,7 +17,7 @@ use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
-use crate::{admin, auth, bindings, credits, extract, openapi, provider};
+use crate::{admin, auth, bindings, contracts, credits, extract, openapi, provider};
 
 /// The bearer-key API: each route comes with its handler's documentation
 /// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
@@ -43,6 +43,12 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(credits::get_grant))
         .routes(routes!(credits::grant_ledger))
         .routes(routes!(credits::void_grant))
+        .routes(routes!(
+            contracts::list_contracts,
+            contracts::create_contract
+        ))
+        .routes(routes!(contracts::list_partner_terms))
+        .routes(routes!(contracts::agree_to_term))
         .routes(routes!(admin::create_provider, admin::list_providers))
         .routes(routes!(admin::create_account, admin::list_accounts))
         .routes(routes!(admin::create_sku, admin::list_skus))
