@@ -1,13 +1,256 @@
-//! Contracts (issue 18): signing is refused with a stable code and nothing
-//! stored for bad input.
+//! Contracts (issue 18): discounts and a commitment applied to the bill,
+//! the account restated when its contract changes; signing is refused with
+//! a stable code and nothing stored for bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
 use common::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal_macros::dec;
 use serde_json::{json, Value};
 use tally::up::Service;
+
+fn cents(x: Decimal) -> Decimal {
+    x.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// acme's bill of `period` once `done` holds for it (or after a minute).
+async fn bill_when(s: &Seeded, period: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let url = format!("{}/v1/accounts/acme/bill?period={period}", s.invoicing);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, bill) = get(&s.http, &url, &s.keys.finance).await;
+        if (status == 200 && done(&bill)) || tokio::time::Instant::now() > until {
+            return bill;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A bill line as (provider, kind, amount, list, discount, funded by,
+/// platform fee, partner net).
+type Line = (
+    String,
+    String,
+    Decimal,
+    Decimal,
+    Decimal,
+    String,
+    Decimal,
+    Decimal,
+);
+
+/// The bill's lines, in order.
+fn lines(bill: &Value) -> Vec<Line> {
+    let d = |v: &Value| v.as_str().unwrap().parse::<Decimal>().unwrap();
+    bill["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["lines"].as_array().unwrap().iter().map(move |l| {
+                (
+                    s["provider"]["id"].as_str().unwrap().to_owned(),
+                    l["kind"].as_str().unwrap().to_owned(),
+                    d(&l["amount"]),
+                    d(&l["list_amount"]),
+                    d(&l["discount"]),
+                    l["discount_funded_by"].as_str().unwrap_or("").to_owned(),
+                    d(&l["platform_fee"]),
+                    d(&l["partner_net"]),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A month under a contract: a platform-funded discount on everything, a
+/// partner-funded one on dbco (applied only once dbco agrees; until then
+/// the platform's covers dbco too), and a monthly commitment the month
+/// falls short of, trued up. Each change of the contract restates the
+/// open bill. Every amount is computed here from the catalog's prices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
+    let s = Seeded::start(&Service::ALL).await;
+    let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
+    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
+        .execute(&s.h.pool)
+        .await
+        .unwrap();
+    let t = s.now - Duration::minutes(1);
+    let period = t.format("%Y-%m").to_string();
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.cloud,
+        &[event("c1", "cloud", "acme", "cloud.vm.hour", "1000", t)],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.dbco,
+        &[event("d1", "dbco", "acme", "dbco.db.hour", "100", t)],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    // List: cloud 1000 × 0.0416, dbco 100 × 0.2475 (fee 20%, no markup).
+    let cloud_list = cents(dec!(1000) * price("cloud.vm.hour", "USD").unwrap());
+    let dbco_list = cents(dec!(100) * price("dbco.db.hour", "USD").unwrap());
+    let dbco_fee = cents(dbco_list * dec!(0.20));
+    assert_eq!(
+        (cloud_list, dbco_list, dbco_fee),
+        (dec!(41.60), dec!(24.75), dec!(4.95))
+    );
+    let total = |b: &Value| b["total"].as_str().map(str::to_owned);
+    let before = (cloud_list + dbco_list).to_string();
+    let bill = bill_when(&s, &period, |b| {
+        total(b).as_deref() == Some(before.as_str())
+    })
+    .await;
+    assert_eq!(total(&bill), Some(before), "{bill}");
+
+    // The contract: this month and the next two.
+    let start = Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .unwrap();
+    let end = start + Months::new(3);
+    let signed = json!({
+        "starts_at": start, "ends_at": end,
+        "terms": [
+            {"scope": "all", "percent": "10", "funded_by": "platform",
+             "effective_from": start, "effective_to": end},
+            {"scope": "provider", "provider": "dbco", "percent": "25", "funded_by": "partner",
+             "effective_from": start, "effective_to": end},
+        ],
+        "commitments": [{"cadence": "month", "minimum": "60.00", "starts_at": start, "ends_at": end}],
+    });
+    let (status, contract) = send(
+        http,
+        "post",
+        &format!("{api}/v1/accounts/acme/contracts"),
+        &keys.finance,
+        signed,
+    )
+    .await;
+    assert_eq!(status, 201, "{contract}");
+    let partner_term = contract["terms"][1]["id"].as_i64().unwrap();
+
+    // Until dbco agrees, the platform's 10% covers dbco's line too.
+    let cloud_discount = cents(cloud_list * dec!(0.10));
+    let cloud_net = cloud_list - cloud_discount;
+    let dbco_platform_discount = cents(dbco_list * dec!(0.10));
+    let dbco_platform_net = dbco_list - dbco_platform_discount;
+    let true_up = dec!(60.00) - (cloud_net + dbco_platform_net);
+    assert_eq!(
+        (cloud_net, dbco_platform_net, true_up),
+        (dec!(37.44), dec!(22.27), dec!(0.29))
+    );
+    let bill = bill_when(&s, &period, |b| {
+        b["sections"].as_array().is_some_and(|s| s.len() == 3)
+    })
+    .await;
+    assert_eq!(
+        lines(&bill),
+        [
+            (
+                "cloud".into(),
+                "usage".into(),
+                cloud_net,
+                cloud_list,
+                cloud_discount,
+                "platform".into(),
+                cloud_list,
+                dec!(0)
+            ),
+            (
+                "dbco".into(),
+                "usage".into(),
+                dbco_platform_net,
+                dbco_list,
+                dbco_platform_discount,
+                "platform".into(),
+                dbco_fee,
+                dbco_list - dbco_fee
+            ),
+            (
+                "contract".into(),
+                "commitment_true_up".into(),
+                true_up,
+                true_up,
+                dec!(0),
+                "".into(),
+                true_up,
+                dec!(0)
+            ),
+        ],
+        "{bill}"
+    );
+    assert_eq!(bill["total"], "60.00");
+
+    // dbco agrees: its 25% replaces the platform's 10% on its line, and its
+    // net falls by the whole discount.
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/provider/contract-terms/{partner_term}/agree"),
+        &keys.dbco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let dbco_discount = cents(dbco_list * dec!(0.25));
+    let dbco_net = dbco_list - dbco_discount;
+    let true_up = dec!(60.00) - (cloud_net + dbco_net);
+    assert_eq!(
+        (dbco_discount, dbco_net, true_up),
+        (dec!(6.19), dec!(18.56), dec!(4.00))
+    );
+    let bill = bill_when(&s, &period, |b| lines(b).iter().any(|l| l.5 == "partner")).await;
+    assert_eq!(
+        lines(&bill),
+        [
+            (
+                "cloud".into(),
+                "usage".into(),
+                cloud_net,
+                cloud_list,
+                cloud_discount,
+                "platform".into(),
+                cloud_list,
+                dec!(0)
+            ),
+            (
+                "dbco".into(),
+                "usage".into(),
+                dbco_net,
+                dbco_list,
+                dbco_discount,
+                "partner".into(),
+                dbco_fee + dbco_discount,
+                dbco_list - dbco_fee - dbco_discount
+            ),
+            (
+                "contract".into(),
+                "commitment_true_up".into(),
+                true_up,
+                true_up,
+                dec!(0),
+                "".into(),
+                true_up,
+                dec!(0)
+            ),
+        ],
+        "{bill}"
+    );
+    assert_eq!(bill["subtotal"], "60.00");
+    assert_eq!(bill["total"], "60.00");
+    s.running.stop().await.unwrap();
+}
 
 fn contract(start: DateTime<Utc>, end: DateTime<Utc>) -> Value {
     json!({

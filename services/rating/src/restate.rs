@@ -8,11 +8,12 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+use tally_domain::contract::{self, Contract};
 use tally_domain::credits::{Grant, StoredGrant};
 use tally_domain::plan::{self, BoundResource, PlanVersion};
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
 use tally_domain::{AccountId, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate};
-use tally_platform::{bindings, plans};
+use tally_platform::{bindings, contracts, plans};
 
 use crate::credits_repo;
 use crate::error::ProcessError;
@@ -135,6 +136,8 @@ struct Inputs {
     bound: HashMap<AccountPeriod, Vec<BoundResource>>,
     /// Their plans' versions, by currency code.
     plan_versions: HashMap<&'static str, BTreeMap<PlanId, Vec<PlanVersion>>>,
+    /// The contracts of the accounts that have any.
+    contracts: HashMap<String, Vec<Contract>>,
     versions_read: Duration,
     loaded: Duration,
 }
@@ -178,6 +181,13 @@ impl Inputs {
             .collect();
         let periods: Vec<_> = periods.into_iter().collect();
         let bound = bindings::bound_in_periods(&mut *conn, &periods).await?;
+        let accounts: Vec<&str> = periods
+            .iter()
+            .map(|(a, _, _)| a.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
         let mut plan_versions = HashMap::new();
         if !bound.is_empty() {
             let plan_ids: Vec<&str> = bound
@@ -207,6 +217,7 @@ impl Inputs {
             aggregates,
             bound,
             plan_versions,
+            contracts,
             versions_read,
             loaded: t.elapsed() - versions_read,
         })
@@ -268,7 +279,9 @@ impl Inputs {
     }
 
     /// A statement of `period` from its aggregates and the plan fees and
-    /// allowances of the account's resources bound in it.
+    /// allowances of the account's resources bound in it, with the
+    /// account's contract in force at the period's start applied
+    /// ([`contract::pricing::apply`]).
     fn compute(
         &self,
         account_id: &AccountId,
@@ -286,7 +299,22 @@ impl Inputs {
             }
             None => Vec::new(),
         };
-        Statement::compute_with_plans(account_id.clone(), period, currency, version, rows, fees)
+        let mut statement = Statement::compute_with_plans(
+            account_id.clone(),
+            period,
+            currency,
+            version,
+            rows,
+            fees,
+        )?;
+        let in_force = self
+            .contracts
+            .get(account_id.as_str())
+            .and_then(|all| all.iter().find(|c| c.in_force_at(period.start())));
+        if let Some(c) = in_force {
+            contract::pricing::apply(&mut statement, c)?;
+        }
+        Ok(statement)
     }
 
     /// The adjustment lines of sealed period `origin`: it priced again with

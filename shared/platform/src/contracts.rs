@@ -311,3 +311,23 @@ pub async fn agree(
     .map(partner_term)
     .transpose()
 }
+
+/// The contracts of each of `accounts` that has any (one query to find
+/// them; accounts without a contract cost nothing more).
+pub async fn contracts_of(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<Contract>>, sqlx::Error> {
+    let with: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT account_id FROM contracts WHERE account_id = ANY($1) ORDER BY account_id",
+    )
+    .bind(accounts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = std::collections::HashMap::with_capacity(with.len());
+    for account in with {
+        let id = AccountId::parse(&account).map_err(decode_err)?;
+        out.insert(account, account_contracts(&mut *conn, &id).await?);
+    }
+    Ok(out)
+}

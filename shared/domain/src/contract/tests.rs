@@ -211,11 +211,14 @@ fn the_most_specific_term_wins_and_discounts_never_stack() {
 fn a_platform_funded_discount_settles_the_partner_at_list() {
     let usd = Currency::parse("USD").unwrap();
     let t = term(1, Scope::All, dec!(12.5), Funder::Platform);
-    // 123.45 × 12.5% = 15.43125 → 15.43
-    let d = discount(dec!(123.45), dec!(98.76), &t, usd).unwrap();
+    // 123.45 (markup 12.34, fee 12.35, net 98.76) × 12.5% = 15.43125 → 15.43
+    let d = discount(dec!(123.45), dec!(12.34), dec!(12.35), dec!(98.76), &t, usd).unwrap();
     assert_eq!(d.discount, dec!(15.43));
-    assert_eq!(d.net, dec!(108.02));
+    assert_eq!(d.amount, dec!(108.02));
+    assert_eq!(d.markup, dec!(-3.09));
+    assert_eq!(d.platform_fee, dec!(12.35));
     assert_eq!(d.partner_net, dec!(98.76));
+    assert_eq!(d.markup + d.platform_fee + d.partner_net, d.amount);
     assert_eq!(d.funded_by, Funder::Platform);
 }
 
@@ -231,12 +234,15 @@ fn a_partner_funded_discount_lowers_the_partner_net_and_leaves_the_platform_shar
         Funder::Partner,
     );
     // 80.05 × 10% = 8.005 → 8.01 (half away from zero)
-    let d = discount(dec!(80.05), dec!(64.04), &t, usd).unwrap();
+    let d = discount(dec!(80.05), dec!(0), dec!(16.01), dec!(64.04), &t, usd).unwrap();
     assert_eq!(d.discount, dec!(8.01));
-    assert_eq!(d.net, dec!(72.04));
+    assert_eq!(d.amount, dec!(72.04));
     assert_eq!(d.partner_net, dec!(56.03));
-    // The platform's share is 80.05 - 64.04 = 16.01 before and after.
-    assert_eq!(d.net - d.partner_net, dec!(16.01));
+    assert_eq!(d.platform_fee, dec!(24.02));
+    assert_eq!(d.markup, dec!(-8.01));
+    // The platform keeps 16.01 (markup + platform fee) before and after.
+    assert_eq!(d.markup + d.platform_fee, dec!(16.01));
+    assert_eq!(d.markup + d.platform_fee + d.partner_net, d.amount);
 }
 
 #[test]
@@ -262,4 +268,148 @@ fn commitment_windows_follow_the_cadence_inside_the_term() {
     assert_eq!(q.windows(), vec![(day(1, 1), day(4, 1))]);
     assert_eq!(q.window_ending_at(day(3, 1)), None);
     assert_eq!(q.window_ending_at(day(4, 1)), Some((day(1, 1), day(4, 1))));
+}
+
+mod statement {
+    use super::*;
+    use crate::contract::pricing::apply;
+    use crate::statement::{LineKind, ProviderKind, ProviderRef, Statement, UsageAggregate};
+    use crate::{AccountId, Period, PriceModel};
+
+    fn agg(
+        p: &str,
+        kind: ProviderKind,
+        sku_: &str,
+        price: Decimal,
+        qty: Decimal,
+    ) -> UsageAggregate {
+        UsageAggregate {
+            provider: ProviderRef {
+                id: provider(p),
+                name: p.into(),
+                kind,
+            },
+            sku: sku(sku_),
+            sku_name: sku_.into(),
+            unit: "unit".into(),
+            price_id: 1,
+            price_effective_from: day(1, 1),
+            model: PriceModel::per_unit(price).unwrap().into(),
+            quantity: qty,
+            event_count: 1,
+            markup_pct: dec!(10),
+            platform_fee_pct: dec!(20),
+            resource: None,
+            included: Decimal::ZERO,
+        }
+    }
+
+    fn february(aggregates: Vec<UsageAggregate>) -> Statement {
+        Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::new(day(2, 1), day(3, 1)).unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            aggregates,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_contract_discounts_its_lines_and_trues_up_a_short_month() {
+        // cloud (first party): 1000 × 0.10 = 100.00 list, +10% = 110.00.
+        // dbco (partner, fee 20%): 300 × 0.25 = 75.00 list, +10% = 82.50;
+        // fee 15.00, net 60.00, markup 7.50.
+        let mut s = february(vec![
+            agg(
+                "cloud",
+                ProviderKind::FirstParty,
+                "cloud.vm",
+                dec!(0.10),
+                dec!(1000),
+            ),
+            agg(
+                "dbco",
+                ProviderKind::Partner,
+                "dbco.db",
+                dec!(0.25),
+                dec!(300),
+            ),
+        ]);
+        assert_eq!(s.subtotal, dec!(192.50));
+        let c = contract(
+            vec![
+                term(1, Scope::All, dec!(5), Funder::Platform),
+                term(
+                    2,
+                    Scope::Provider {
+                        provider: provider("dbco"),
+                    },
+                    dec!(20),
+                    Funder::Partner,
+                ),
+            ],
+            vec![monthly(dec!(250))],
+        );
+        apply(&mut s, &c).unwrap();
+        let cloud = &s.lines[0];
+        // 110.00 × 5% = 5.50, platform-funded.
+        assert_eq!(
+            (cloud.discount, cloud.amount, cloud.discount_funded_by),
+            (dec!(5.50), dec!(104.50), Some(Funder::Platform))
+        );
+        let dbco = &s.lines[1];
+        // 82.50 × 20% = 16.50, partner-funded: net 60.00 - 16.50 = 43.50.
+        assert_eq!(
+            (
+                dbco.discount,
+                dbco.amount,
+                dbco.partner_net,
+                dbco.platform_fee
+            ),
+            (dec!(16.50), dec!(66.00), dec!(43.50), dec!(31.50))
+        );
+        assert_eq!(dbco.list_amount, dec!(75.00));
+        // Net 104.50 + 66.00 = 170.50, short of 250 by 79.50.
+        let true_up = &s.lines[2];
+        assert_eq!(true_up.kind, LineKind::CommitmentTrueUp);
+        assert_eq!(
+            (true_up.amount, true_up.platform_fee, true_up.partner_net),
+            (dec!(79.50), dec!(79.50), dec!(0))
+        );
+        assert_eq!(s.lines.len(), 3);
+        assert_eq!(s.subtotal, dec!(250.00));
+        assert_eq!(s.total, dec!(250.00));
+        for l in &s.lines {
+            assert_eq!(l.markup + l.platform_fee + l.partner_net, l.amount);
+        }
+    }
+
+    #[test]
+    fn a_month_beyond_its_commitment_has_no_true_up_and_no_contract_changes_nothing() {
+        let usage = || {
+            vec![agg(
+                "cloud",
+                ProviderKind::FirstParty,
+                "cloud.vm",
+                dec!(0.10),
+                dec!(3000),
+            )]
+        };
+        let mut s = february(usage());
+        apply(&mut s, &contract(vec![], vec![monthly(dec!(250))])).unwrap();
+        assert_eq!((s.lines.len(), s.subtotal), (1, dec!(330.00)));
+        // A contract not in force at the period's start does nothing.
+        let mut later = contract(vec![], vec![]);
+        later.starts_at = day(3, 1);
+        later.ends_at = day(4, 1);
+        later.commitments = vec![Commitment {
+            starts_at: day(3, 1),
+            ..monthly(dec!(1000))
+        }];
+        let mut s = february(usage());
+        let before = s.clone();
+        apply(&mut s, &later).unwrap();
+        assert_eq!(s, before);
+    }
 }
