@@ -363,3 +363,98 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     );
     s.running.stop().await.unwrap();
 }
+
+/// The platform's notice period refuses a partner's price rise given too
+/// little notice (nothing stored); one given enough notice is what an
+/// unprotected account pays from its date, while an account whose
+/// contract protects its prices keeps the version in force at signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_rise_needs_notice_and_protected_accounts_do_not_pay_it() {
+    let notice = std::time::Duration::from_secs(120);
+    let s = Seeded::start_with(&Service::ALL, 60, |c| c.price_notice = notice).await;
+    let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
+    tally::admin::create_account(&s.h.pool, "initech", "Initech", "USD")
+        .await
+        .unwrap();
+    let start = Utc
+        .with_ymd_and_hms(s.now.year(), s.now.month(), 1, 0, 0, 0)
+        .unwrap();
+    let protected =
+        json!({"starts_at": start, "ends_at": start + Months::new(3), "price_protection": true});
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/accounts/acme/contracts"),
+        &keys.finance,
+        protected,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let prices = format!("{api}/v1/provider/skus/dbco.db.hour/prices");
+    let versions = || async {
+        let (_, body) = get(http, &prices, &keys.dbco).await;
+        body["data"].as_array().unwrap().len()
+    };
+    let before = versions().await;
+    let rise = |from: DateTime<Utc>| {
+        json!({"currency": "USD", "effective_from": from,
+               "price_book": {"model": "per_unit", "unit_price": "0.30"}})
+    };
+    let (status, body) = send(
+        http,
+        "post",
+        &prices,
+        &keys.dbco,
+        rise(Utc::now() + Duration::seconds(60)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("price_notice_too_short")),
+        "{body}"
+    );
+    assert_eq!(versions().await, before);
+    let effective = Utc::now() + Duration::seconds(130);
+    let (status, body) = send(http, "post", &prices, &keys.dbco, rise(effective)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(versions().await, before + 1);
+
+    // Usage after the rise: initech pays 0.30, acme still 0.2475.
+    let t = effective + Duration::seconds(60);
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.dbco,
+        &[
+            event("p1", "dbco", "acme", "dbco.db.hour", "100", t),
+            event("p2", "dbco", "initech", "dbco.db.hour", "100", t),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let old = cents(dec!(100) * price("dbco.db.hour", "USD").unwrap());
+    let new = cents(dec!(100) * dec!(0.30));
+    assert_eq!((old, new), (dec!(24.75), dec!(30.00)));
+    let period = t.format("%Y-%m").to_string();
+    let expected = std::collections::BTreeMap::from([
+        (("acme".to_owned(), period.clone()), old),
+        (("initech".to_owned(), period.clone()), new),
+    ]);
+    let bills = wait_for_totals(
+        http,
+        &api,
+        &keys.finance,
+        &expected,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    for (key, total) in &expected {
+        assert_eq!(
+            bills[key]["total"].as_str(),
+            Some(total.to_string().as_str()),
+            "{key:?}"
+        );
+    }
+    s.running.stop().await.unwrap();
+}

@@ -119,6 +119,9 @@ pub struct ContractView {
     #[schema(value_type = String)]
     currency: Currency,
     price_protection: bool,
+    /// When the contract was signed: a protected account keeps the price
+    /// versions in force then until the term ends.
+    signed_at: DateTime<Utc>,
     terms: Vec<TermView>,
     commitments: Vec<CommitmentView>,
 }
@@ -207,6 +210,7 @@ fn contract_view(account: &str, c: Contract) -> ContractView {
         starts_at: c.starts_at,
         ends_at: c.ends_at,
         price_protection: c.price_protection,
+        signed_at: c.signed_at,
         terms: c.terms.iter().map(term_view).collect(),
         commitments: c
             .commitments
@@ -352,6 +356,8 @@ pub async fn create_contract(
         ends_at: body.ends_at,
         currency,
         price_protection: body.price_protection,
+        // Stored as the row's `created_at`.
+        signed_at: Utc::now(),
         terms: body
             .terms
             .iter()

@@ -68,11 +68,12 @@ pub enum Code {
     TermOutsideContract,
     CommitmentOutsideTerm,
     InvalidContract,
+    PriceNoticeTooShort,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 59] = [
+    pub const ALL: [Code; 60] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -131,6 +132,7 @@ impl Code {
         Code::TermOutsideContract,
         Code::CommitmentOutsideTerm,
         Code::InvalidContract,
+        Code::PriceNoticeTooShort,
         Code::Internal,
     ];
 
@@ -195,6 +197,7 @@ impl Code {
             Code::TermOutsideContract => "term_outside_contract",
             Code::CommitmentOutsideTerm => "commitment_outside_term",
             Code::InvalidContract => "invalid_contract",
+            Code::PriceNoticeTooShort => "price_notice_too_short",
             Code::Internal => "internal",
         }
     }
@@ -244,7 +247,8 @@ impl Code {
             | Code::MoveInFuture
             | Code::TermOutsideContract
             | Code::CommitmentOutsideTerm
-            | Code::InvalidContract => StatusCode::UNPROCESSABLE_ENTITY,
+            | Code::InvalidContract
+            | Code::PriceNoticeTooShort => StatusCode::UNPROCESSABLE_ENTITY,
             Code::AlreadyExists
             | Code::PriceVersionExists
             | Code::GrantVoided

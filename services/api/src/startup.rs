@@ -115,7 +115,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// their viewers in themselves (`page::admit`). Every error is JSON with a
 /// code, the routes' own and the router's (`unknown_route`,
 /// `method_not_allowed`) alike; the bill pages answer pages.
-pub fn router(pool: PgPool, signer: Signer, issuer: &str, webhooks: Webhooks) -> Router {
+pub fn router(
+    pool: PgPool,
+    signer: Signer,
+    issuer: &str,
+    webhooks: Webhooks,
+    notice: provider::PriceNotice,
+) -> Router {
     let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
     let (pages, _) = page_routes().split_for_parts();
     let (links, _) = link_routes().split_for_parts();
@@ -133,6 +139,7 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str, webhooks: Webhooks) ->
         .with_state(pool)
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .layer(axum::Extension(webhooks))
+        .layer(axum::Extension(notice))
         .merge(pages)
         .merge(meta)
         .fallback(extract::unknown_route)
@@ -184,6 +191,7 @@ impl Application {
                 self.signer,
                 &self.config.invoice_issuer,
                 Webhooks(self.config.webhook_key.as_deref().map(WebhookKey::new)),
+                provider::PriceNotice(self.config.price_notice),
             )
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )

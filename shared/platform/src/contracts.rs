@@ -183,7 +183,7 @@ pub async fn account_contracts(
     account: &AccountId,
 ) -> Result<Vec<Contract>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, starts_at, ends_at, currency, price_protection FROM contracts
+        "SELECT id, starts_at, ends_at, currency, price_protection, created_at FROM contracts
          WHERE account_id = $1 ORDER BY starts_at, id",
     )
     .bind(account.as_str())
@@ -198,6 +198,7 @@ pub async fn account_contracts(
             ends_at: r.try_get("ends_at")?,
             currency: Currency::parse(&currency).map_err(decode_err)?,
             price_protection: r.try_get("price_protection")?,
+            signed_at: r.try_get("created_at")?,
             terms: Vec::new(),
             commitments: Vec::new(),
         });

@@ -17,7 +17,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("get", "/v1/provider/skus", &[]),
     ("post", "/v1/provider/skus", &[Code::InvalidAggregation, Code::SkuNotInNamespace, Code::AlreadyExists]),
     ("get", "/v1/provider/skus/{sku}/prices", &[Code::NotFound]),
-    ("post", "/v1/provider/skus/{sku}/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::PriceVersionExists, Code::EffectiveInPast]),
+    ("post", "/v1/provider/skus/{sku}/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::PriceVersionExists, Code::EffectiveInPast, Code::PriceNoticeTooShort]),
     ("get", "/v1/invoices", &[Code::InvalidRequest, Code::InvalidPeriod]),
     ("get", "/v1/invoices/{id}", &[Code::NotFound]),
     ("get", "/v1/accounts/{account}/bill", &[Code::InvalidPeriod, Code::NotFound]),

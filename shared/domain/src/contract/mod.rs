@@ -192,6 +192,24 @@ impl Commitment {
     }
 }
 
+/// Whether a partner's new price version of a SKU that has one already
+/// (`replaces`) gives the platform's `notice`: it takes effect no sooner
+/// than `notice` after `now`. A SKU's first version changes no account's
+/// price and needs none; nor does a first-party provider's.
+pub fn gives_notice(
+    now: DateTime<Utc>,
+    effective_from: DateTime<Utc>,
+    notice: chrono::Duration,
+    partner: bool,
+    replaces: bool,
+) -> bool {
+    !partner
+        || !replaces
+        || now
+            .checked_add_signed(notice)
+            .is_none_or(|due| effective_from >= due)
+}
+
 /// An account's contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contract {
@@ -202,6 +220,8 @@ pub struct Contract {
     /// Whether the account keeps the price versions in force at signature
     /// until the term ends.
     pub price_protection: bool,
+    /// When the contract was signed (stored).
+    pub signed_at: DateTime<Utc>,
     pub terms: Vec<Term>,
     pub commitments: Vec<Commitment>,
 }
@@ -326,6 +346,21 @@ impl Contract {
                     .cmp(&(b.scope.specificity(), b.percent))
                     .then_with(|| b.id.cmp(&a.id))
             })
+    }
+
+    /// The moment whose price versions price usage at `at`, when a
+    /// contract of `contracts` protects the account's prices then: the
+    /// signature (the versions in force at it), for usage after it inside
+    /// the protecting contract's term. None: usage is priced at its time.
+    pub fn protected_price_time(
+        contracts: &[Contract],
+        at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        contracts
+            .iter()
+            .find(|c| c.price_protection && c.in_force_at(at))
+            .map(|c| c.signed_at)
+            .filter(|signed| *signed < at)
     }
 
     /// Whether the contract is in force at `at`.

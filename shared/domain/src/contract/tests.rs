@@ -34,6 +34,7 @@ fn contract(terms: Vec<Term>, commitments: Vec<Commitment>) -> Contract {
         ends_at: day(4, 1),
         currency: Currency::parse("USD").unwrap(),
         price_protection: false,
+        signed_at: day(1, 1),
         terms,
         commitments,
     }
@@ -243,6 +244,35 @@ fn a_partner_funded_discount_lowers_the_partner_net_and_leaves_the_platform_shar
     // The platform keeps 16.01 (markup + platform fee) before and after.
     assert_eq!(d.markup + d.platform_fee, dec!(16.01));
     assert_eq!(d.markup + d.platform_fee + d.partner_net, d.amount);
+}
+
+#[test]
+fn a_protected_account_is_priced_as_at_signature_inside_the_term_only() {
+    let mut c = contract(vec![], vec![]);
+    c.signed_at = day(1, 10);
+    let all = [c.clone()];
+    assert_eq!(Contract::protected_price_time(&all, day(2, 1)), None);
+    c.price_protection = true;
+    let all = [c];
+    assert_eq!(
+        Contract::protected_price_time(&all, day(2, 1)),
+        Some(day(1, 10))
+    );
+    // Before the signature, usage is priced at its time; after the term too.
+    assert_eq!(Contract::protected_price_time(&all, day(1, 5)), None);
+    assert_eq!(Contract::protected_price_time(&all, day(4, 1)), None);
+}
+
+#[test]
+fn a_partner_price_change_needs_the_platforms_notice() {
+    let notice = chrono::Duration::days(30);
+    let now = day(1, 1);
+    assert!(gives_notice(now, day(1, 31), notice, true, true));
+    assert!(!gives_notice(now, day(1, 30), notice, true, true));
+    // A first version, or a first-party provider's, needs none.
+    assert!(gives_notice(now, now, notice, true, false));
+    assert!(gives_notice(now, now, notice, false, true));
+    assert!(gives_notice(now, now, chrono::Duration::zero(), true, true));
 }
 
 #[test]
