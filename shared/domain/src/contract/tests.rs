@@ -442,4 +442,39 @@ mod statement {
         apply(&mut s, &later).unwrap();
         assert_eq!(s, before);
     }
+
+    #[test]
+    fn a_prepaid_commitment_draws_down_the_true_up_too() {
+        use crate::credits::{Eligibility, Grant, GrantKind, UsageHours};
+        // 110.00 of cloud usage (its price has id 1, as the commitment has).
+        let mut s = february(vec![agg(
+            "cloud",
+            ProviderKind::FirstParty,
+            "cloud.vm",
+            dec!(0.10),
+            dec!(1000),
+        )]);
+        apply(&mut s, &contract(vec![], vec![monthly(dec!(250))])).unwrap();
+        assert_eq!(s.lines[1].amount, dec!(140.00));
+        let prepaid = Grant {
+            id: 9,
+            name: "prepaid commitment".into(),
+            kind: GrantKind::Prepaid {
+                cost_basis: dec!(1000),
+            },
+            priority: 100,
+            effective_at: day(2, 1),
+            expires_at: Some(day(2, 10)),
+            eligibility: Eligibility::AllUsage,
+            remaining: dec!(1000),
+            cap_per_period: None,
+        };
+        // The usage's hours fall after the grant expired; the true-up is
+        // not cut by them (its id is a commitment's, not a price's): it is
+        // one slice at the period's start, which the grant pays.
+        let mut hours = UsageHours::new();
+        hours.insert((day(2, 1), 1), vec![(day(2, 20), Decimal::ONE)]);
+        s.apply_credits(&[prepaid], &hours).unwrap();
+        assert_eq!((s.credits_total, s.total), (dec!(140.00), dec!(110.00)));
+    }
 }
