@@ -249,6 +249,61 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     );
     assert_eq!(bill["subtotal"], "60.00");
     assert_eq!(bill["total"], "60.00");
+    // Finance's line export shows the same split, discount and funder.
+    let export = get_text(
+        http,
+        &format!("{api}/v1/exports/invoice-lines.csv?period={period}"),
+        &keys.finance,
+    )
+    .await;
+    let columns = |row: &str| -> Vec<String> {
+        let cells: Vec<&str> = row.split(',').collect();
+        // kind, provider, amount, list, markup, fee, net, discount, funder
+        [6, 7, 13, 14, 15, 16, 17, 18, 19]
+            .iter()
+            .map(|i| cells[*i].to_owned())
+            .collect()
+    };
+    let rows: Vec<Vec<String>> = export.lines().skip(1).map(columns).collect();
+    assert_eq!(
+        columns(export.lines().next().unwrap()),
+        [
+            "kind",
+            "provider_id",
+            "amount",
+            "list_amount",
+            "markup",
+            "platform_fee",
+            "partner_net",
+            "discount",
+            "discount_funded_by"
+        ]
+    );
+    let row = |cells: [&str; 9]| cells.map(str::to_owned).to_vec();
+    assert_eq!(
+        rows,
+        [
+            row(
+                [
+                    "usage", "cloud", "37.44", "41.60", "-4.16", "41.60", "0.00", "4.16",
+                    "platform"
+                ]
+            ),
+            row(["usage", "dbco", "18.56", "24.75", "-6.19", "11.14", "13.61", "6.19", "partner"]),
+            row([
+                "commitment_true_up",
+                "contract",
+                "4.00",
+                "4.00",
+                "0.00",
+                "4.00",
+                "0.00",
+                "0.00",
+                ""
+            ]),
+        ],
+        "{export}"
+    );
     s.running.stop().await.unwrap();
 }
 
