@@ -10,13 +10,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tally_domain::contract::{Cadence, Commitment, Contract, ContractError, Funder, Scope, Term};
 use tally_domain::input::check_date;
 use tally_domain::{Currency, ProviderId, Sku};
 use tally_platform::contracts::{self, ContractRepoError, PartnerTerm};
 
 use crate::auth::{self, AccountReader, ProviderCaller, Staff};
+use crate::credits::{account_currency, request_restatement};
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
 
@@ -303,18 +304,6 @@ fn parse_commitment(
     })
 }
 
-/// Asks rating to restate the account's open statements (see `credits`).
-async fn request_restatement(conn: &mut PgConnection, account: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO credit_recompute (account_id) VALUES ($1)
-         ON CONFLICT (account_id) DO UPDATE SET requested_at = now()",
-    )
-    .bind(account)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// `POST /v1/accounts/{account}/contracts`
 #[utoipa::path(
     post,
@@ -334,12 +323,7 @@ pub async fn create_contract(
 ) -> Result<(StatusCode, Json<ContractView>), ApiError> {
     let account = auth::account_id(&account)?;
     let mut tx = pool.begin().await?;
-    let code: Option<String> = sqlx::query_scalar("SELECT currency FROM accounts WHERE id = $1")
-        .bind(account.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let code = code.ok_or_else(|| ApiError::NotFound(format!("account {account}")))?;
-    let currency = Currency::parse(&code).map_err(|e| ApiError::Internal(e.into()))?;
+    let currency = account_currency(&mut tx, &account).await?;
     if let Some(asked) = &body.currency {
         if asked != currency.code() {
             return Err(refused(
@@ -403,13 +387,7 @@ pub async fn list_contracts(
 ) -> Result<Json<ContractList>, ApiError> {
     let account = auth::account_id(&account)?;
     let mut conn = pool.acquire().await?;
-    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1")
-        .bind(account.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    if exists.is_none() {
-        return Err(ApiError::NotFound(format!("account {account}")));
-    }
+    account_currency(&mut conn, &account).await?;
     let data = contracts::account_contracts(&mut conn, &account)
         .await?
         .into_iter()
