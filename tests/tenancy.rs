@@ -601,3 +601,93 @@ async fn bindings_and_plans_are_isolated() {
     );
     s.running.stop().await.unwrap();
 }
+
+/// Contracts: finance and admin sign them; a customer reads only its own
+/// account's; a provider sees and agrees to only the partner-funded terms
+/// naming it (another's does not exist for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contracts_are_isolated() {
+    let s = Seeded::start(&[Service::Api]).await;
+    let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
+    let start = s.now + Duration::days(30);
+    let end = start + Duration::days(90);
+    let contract = json!({
+        "starts_at": start, "ends_at": end,
+        "terms": [{"scope": "skus", "provider": "dbco", "skus": ["dbco.db.hour"], "percent": "10",
+                   "funded_by": "partner", "effective_from": start, "effective_to": end}],
+    });
+    let acme_contracts = format!("{api}/v1/accounts/acme/contracts");
+    for key in [&keys.acme, &keys.umbrella, &keys.dbco, &keys.queueco] {
+        let (status, body) = send(http, "post", &acme_contracts, key, contract.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    let (status, body) = send(
+        http,
+        "post",
+        &acme_contracts,
+        &keys.finance,
+        contract.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let umbrella_contracts = format!("{api}/v1/accounts/umbrella/contracts");
+    let (status, body) = send(http, "post", &umbrella_contracts, &keys.admin, contract).await;
+    assert_eq!(status, 201, "{body}");
+
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = send(http, "get", &acme_contracts, key, json!(null)).await;
+        assert_eq!((status, body["data"].as_array().unwrap().len()), (200, 1));
+    }
+    for key in [&keys.umbrella, &keys.dbco] {
+        assert_eq!(
+            send(http, "get", &acme_contracts, key, json!(null)).await.0,
+            403
+        );
+    }
+
+    let terms = format!("{api}/v1/provider/contract-terms");
+    let (_, body) = send(http, "get", &terms, &keys.dbco, json!(null)).await;
+    let listed = body["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    let acme_term = listed.iter().find(|t| t["account_id"] == "acme").unwrap()["term"]["id"]
+        .as_i64()
+        .unwrap();
+    let (_, body) = send(http, "get", &terms, &keys.queueco, json!(null)).await;
+    assert_eq!(body["data"], json!([]));
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(send(http, "get", &terms, key, json!(null)).await.0, 403);
+    }
+    let agree = format!("{terms}/{acme_term}/agree");
+    let (status, body) = send(http, "post", &agree, &keys.queueco, json!(null)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        assert_eq!(send(http, "post", &agree, key, json!(null)).await.0, 403);
+    }
+    let (status, body) = send(http, "post", &agree, &keys.dbco, json!(null)).await;
+    assert_eq!((status, body["account_id"].as_str()), (200, Some("acme")));
+    assert!(body["term"]["partner_agreed_at"].is_string(), "{body}");
+    // Only acme's term is agreed; umbrella's still waits.
+    let (_, body) = send(http, "get", &terms, &keys.dbco, json!(null)).await;
+    let agreed: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["account_id"].as_str().unwrap().to_owned(),
+                t["term"]["partner_agreed_at"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        agreed,
+        [("acme".to_owned(), true), ("umbrella".to_owned(), false)]
+    );
+    s.running.stop().await.unwrap();
+}

@@ -341,7 +341,10 @@ async fn ledger(
 
 /// Asks rating to restate the account's open statements (first, so that
 /// this row lock is always taken before a grant's).
-async fn request_restatement(conn: &mut PgConnection, account: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn request_restatement(
+    conn: &mut PgConnection,
+    account: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO credit_recompute (account_id) VALUES ($1)
          ON CONFLICT (account_id) DO UPDATE SET requested_at = now()",
@@ -353,7 +356,7 @@ async fn request_restatement(conn: &mut PgConnection, account: &str) -> Result<(
 }
 
 /// The account's billing currency; `not_found` when the account does not exist.
-async fn account_currency(
+pub(crate) async fn account_currency(
     conn: &mut PgConnection,
     account: &AccountId,
 ) -> Result<Currency, ApiError> {

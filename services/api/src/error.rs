@@ -64,11 +64,16 @@ pub enum Code {
     PlanVersionExists,
     WebhooksDisabled,
     IdempotencyKeyReused,
+    ContractOverlaps,
+    TermOutsideContract,
+    CommitmentOutsideTerm,
+    InvalidContract,
+    PriceNoticeTooShort,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 55] = [
+    pub const ALL: [Code; 60] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -123,6 +128,11 @@ impl Code {
         Code::PlanVersionExists,
         Code::WebhooksDisabled,
         Code::IdempotencyKeyReused,
+        Code::ContractOverlaps,
+        Code::TermOutsideContract,
+        Code::CommitmentOutsideTerm,
+        Code::InvalidContract,
+        Code::PriceNoticeTooShort,
         Code::Internal,
     ];
 
@@ -183,6 +193,11 @@ impl Code {
             Code::PlanVersionExists => "plan_version_exists",
             Code::WebhooksDisabled => "webhooks_disabled",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::ContractOverlaps => "contract_overlaps",
+            Code::TermOutsideContract => "term_outside_contract",
+            Code::CommitmentOutsideTerm => "commitment_outside_term",
+            Code::InvalidContract => "invalid_contract",
+            Code::PriceNoticeTooShort => "price_notice_too_short",
             Code::Internal => "internal",
         }
     }
@@ -229,7 +244,11 @@ impl Code {
             | Code::PlanMismatch
             | Code::PlanNotOffered
             | Code::InvalidPlan
-            | Code::MoveInFuture => StatusCode::UNPROCESSABLE_ENTITY,
+            | Code::MoveInFuture
+            | Code::TermOutsideContract
+            | Code::CommitmentOutsideTerm
+            | Code::InvalidContract
+            | Code::PriceNoticeTooShort => StatusCode::UNPROCESSABLE_ENTITY,
             Code::AlreadyExists
             | Code::PriceVersionExists
             | Code::GrantVoided
@@ -241,7 +260,8 @@ impl Code {
             | Code::OutOfOrder
             | Code::PlanVersionExists
             | Code::WebhooksDisabled
-            | Code::IdempotencyKeyReused => StatusCode::CONFLICT,
+            | Code::IdempotencyKeyReused
+            | Code::ContractOverlaps => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,11 +5,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::contract::gives_notice;
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
 use tally_platform::catalog;
@@ -18,6 +19,11 @@ use crate::auth::ProviderCaller;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
 use crate::openapi;
+
+/// The platform's notice period for a partner's new price of a priced SKU
+/// (`TALLY_PRICE_NOTICE_SECS`).
+#[derive(Debug, Clone, Copy)]
+pub struct PriceNotice(pub std::time::Duration);
 
 /// Clock skew tolerated for "now" between a provider and Tally.
 const SKEW: i64 = 60;
@@ -156,7 +162,7 @@ impl RequestBody for NewVersion {
     post,
     path = "/v1/provider/skus/{sku}/prices",
     tag = "provider",
-    summary = "Publish a price version, effective now or later",
+    summary = "Publish a price version, effective now or later; a partner's new price of a SKU already priced gives the platform's notice period (`price_notice_too_short`)",
     params(("sku" = String, Path, description = "SKU id")),
     request_body = NewVersion,
     responses((status = 201, description = "Published", body = inline(openapi::PublishedPrice))),
@@ -165,6 +171,7 @@ impl RequestBody for NewVersion {
 pub async fn publish_price(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
+    Extension(PriceNotice(notice)): Extension<PriceNotice>,
     ApiPath(sku): ApiPath<String>,
     ApiJson(body): ApiJson<NewVersion>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -181,6 +188,25 @@ pub async fn publish_price(
         )));
     }
     let mut conn = pool.acquire().await?;
+    let (partner, replaces): (bool, bool) = sqlx::query_as(
+        "SELECT (SELECT kind = 'partner' FROM providers WHERE id = $1),
+                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3)",
+    )
+    .bind(me.as_str())
+    .bind(sku.as_str())
+    .bind(currency.code())
+    .fetch_one(&mut *conn)
+    .await?;
+    let notice = Duration::from_std(notice).unwrap_or(Duration::MAX);
+    if !gives_notice(now, from, notice, partner, replaces) {
+        return Err(ApiError::Refused(
+            Code::PriceNoticeTooShort,
+            format!(
+                "a new price of a priced SKU takes effect at least {} seconds after it is published (the platform's notice period)",
+                notice.num_seconds()
+            ),
+        ));
+    }
     let id = catalog::add_price(&mut conn, &sku, currency, from, &body.price_book).await?;
     Ok((
         StatusCode::CREATED,

@@ -17,7 +17,9 @@ use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
-use crate::{admin, auth, bindings, credits, extract, openapi, provider, usage_corrections};
+use crate::{
+    admin, auth, bindings, contracts, credits, extract, openapi, provider, usage_corrections,
+};
 
 /// The bearer-key API: each route comes with its handler's documentation
 /// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
@@ -43,6 +45,12 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(credits::get_grant))
         .routes(routes!(credits::grant_ledger))
         .routes(routes!(credits::void_grant))
+        .routes(routes!(
+            contracts::list_contracts,
+            contracts::create_contract
+        ))
+        .routes(routes!(contracts::list_partner_terms))
+        .routes(routes!(contracts::agree_to_term))
         .routes(routes!(admin::create_provider, admin::list_providers))
         .routes(routes!(admin::create_account, admin::list_accounts))
         .routes(routes!(admin::create_sku, admin::list_skus))
@@ -111,7 +119,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// their viewers in themselves (`page::admit`). Every error is JSON with a
 /// code, the routes' own and the router's (`unknown_route`,
 /// `method_not_allowed`) alike; the bill pages answer pages.
-pub fn router(pool: PgPool, signer: Signer, issuer: &str, webhooks: Webhooks) -> Router {
+pub fn router(
+    pool: PgPool,
+    signer: Signer,
+    issuer: &str,
+    webhooks: Webhooks,
+    notice: provider::PriceNotice,
+) -> Router {
     let authenticate = from_fn_with_state(pool.clone(), auth::authenticate);
     let (pages, _) = page_routes().split_for_parts();
     let (links, _) = link_routes().split_for_parts();
@@ -129,6 +143,7 @@ pub fn router(pool: PgPool, signer: Signer, issuer: &str, webhooks: Webhooks) ->
         .with_state(pool)
         .layer(axum::Extension(corrections::Issuer(issuer.to_owned())))
         .layer(axum::Extension(webhooks))
+        .layer(axum::Extension(notice))
         .merge(pages)
         .merge(meta)
         .fallback(extract::unknown_route)
@@ -180,6 +195,7 @@ impl Application {
                 self.signer,
                 &self.config.invoice_issuer,
                 Webhooks(self.config.webhook_key.as_deref().map(WebhookKey::new)),
+                provider::PriceNotice(self.config.price_notice),
             )
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )

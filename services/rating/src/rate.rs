@@ -7,10 +7,12 @@
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tally_domain::contract::Contract;
 use tally_domain::dedupe::Refusal;
 use tally_domain::pricing::resolve;
 use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
+use tally_platform::contracts;
 
 use crate::corrections_repo::{self, CountedEvent};
 use crate::dedupe::{self, Retained};
@@ -160,6 +162,8 @@ pub(crate) struct Catalog {
     pub(crate) states: HashMap<String, AccountState>,
     versions: Versions,
     aggregations: HashMap<String, Aggregation>,
+    /// The contracts of the batch's accounts that have any (price protection).
+    contracts: HashMap<String, Vec<Contract>>,
 }
 
 impl Catalog {
@@ -180,10 +184,12 @@ impl Catalog {
                 .push(v);
         }
         let aggregations = catalog::sku_aggregations(&mut *conn, &skus).await?;
+        let contracts = contracts::contracts_of(&mut *conn, &account_ids).await?;
         Ok(Catalog {
             states,
             versions,
             aggregations,
+            contracts,
         })
     }
 
@@ -328,7 +334,14 @@ pub(crate) fn price<'e>(
                 continue;
             }
         }
-        match catalog.price_at(event.sku.as_str(), currency, event.time) {
+        // A protected account keeps the version in force at its contract's
+        // signature (if the SKU had one then).
+        let protected = catalog
+            .contracts
+            .get(event.account_id.as_str())
+            .and_then(|c| Contract::protected_price_time(c, event.time))
+            .and_then(|signed| catalog.price_at(event.sku.as_str(), currency, signed));
+        match protected.or_else(|| catalog.price_at(event.sku.as_str(), currency, event.time)) {
             Some(price) => priced.push((event, price.id)),
             None => outcome.dead.push(DeadLetter::for_event(
                 "no_price",

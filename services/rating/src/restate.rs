@@ -8,12 +8,13 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+use tally_domain::contract::{self, Contract};
 use tally_domain::credits::{Grant, StoredGrant, UsageHours};
 use tally_domain::money::MoneyError;
 use tally_domain::plan::{self, BoundResource, PlanVersion};
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
 use tally_domain::{AccountId, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate};
-use tally_platform::{bindings, plans};
+use tally_platform::{bindings, contracts, plans};
 
 use crate::credits_repo::{self, PeriodDraws};
 use crate::draws::{self, Draws};
@@ -144,6 +145,8 @@ struct Inputs {
     draws: HashMap<String, Draws>,
     /// The usage hours of those accounts' periods restated or adjusted.
     hours: HashMap<String, UsageHours>,
+    /// The contracts of the accounts that have any.
+    contracts: HashMap<String, Vec<Contract>>,
     versions_read: Duration,
     loaded: Duration,
 }
@@ -188,6 +191,13 @@ impl Inputs {
             .collect();
         let periods: Vec<_> = periods.into_iter().collect();
         let bound = bindings::bound_in_periods(&mut *conn, &periods).await?;
+        let accounts: Vec<&str> = periods
+            .iter()
+            .map(|(a, _, _)| a.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
         let mut plan_versions = HashMap::new();
         if !bound.is_empty() {
             let plan_ids: Vec<&str> = bound
@@ -220,6 +230,7 @@ impl Inputs {
             plan_versions,
             draws,
             hours,
+            contracts,
             versions_read,
             loaded: t.elapsed() - versions_read,
         })
@@ -328,7 +339,9 @@ impl Inputs {
     }
 
     /// A statement of `period` from its aggregates and the plan fees and
-    /// allowances of the account's resources bound in it.
+    /// allowances of the account's resources bound in it, with the
+    /// account's contract in force at the period's start applied
+    /// ([`contract::pricing::apply`]).
     fn compute(
         &self,
         account_id: &AccountId,
@@ -346,7 +359,22 @@ impl Inputs {
             }
             None => Vec::new(),
         };
-        Statement::compute_with_plans(account_id.clone(), period, currency, version, rows, fees)
+        let mut statement = Statement::compute_with_plans(
+            account_id.clone(),
+            period,
+            currency,
+            version,
+            rows,
+            fees,
+        )?;
+        let in_force = self
+            .contracts
+            .get(account_id.as_str())
+            .and_then(|all| all.iter().find(|c| c.in_force_at(period.start())));
+        if let Some(c) = in_force {
+            contract::pricing::apply(&mut statement, c)?;
+        }
+        Ok(statement)
     }
 
     /// The adjustment lines of sealed period `origin`: it priced again with

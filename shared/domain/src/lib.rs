@@ -20,9 +20,11 @@
 //! | how a credit note splits between platform and partner | [`corrections`] |
 //! | the reconciliation identity of a month | [`reconciliation`] |
 //! | whether a provider's usage correction (cancel, amend, backfill) may apply | [`usage_correction`] |
+//! | whether a contract is valid, which term discounts a line, what it takes off and who funds it, a commitment's true-up | [`contract`], [`contract::pricing`] |
 
 pub mod aggregation;
 pub mod binding;
+pub mod contract;
 pub mod corrections;
 pub mod credits;
 pub mod dedupe;

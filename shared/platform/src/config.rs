@@ -114,6 +114,10 @@ pub struct Config {
     /// derives from it ([`crate::binding_outbox`]). Without it binding
     /// events are published on Kafka but not delivered to webhooks.
     pub webhook_key: Option<String>,
+    /// How long before it takes effect a partner must publish a new price
+    /// version of a SKU already priced (`TALLY_PRICE_NOTICE_SECS`, default
+    /// 0: none); one with less notice is refused (`price_notice_too_short`).
+    pub price_notice: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tally";
@@ -157,6 +161,7 @@ impl Default for Config {
             invoice_issuer: "TLY".into(),
             link_secret: None,
             webhook_key: None,
+            price_notice: Duration::ZERO,
         }
     }
 }
@@ -393,6 +398,9 @@ impl Config {
             },
             link_secret: secret("TALLY_LINK_SECRET")?,
             webhook_key: secret("TALLY_WEBHOOK_KEY")?,
+            price_notice: parsed("TALLY_PRICE_NOTICE_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.price_notice),
         };
         config.validated()
     }

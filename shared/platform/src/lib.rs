@@ -6,6 +6,7 @@ pub mod binding_outbox;
 pub mod bindings;
 pub mod catalog;
 pub mod config;
+pub mod contracts;
 pub mod db;
 pub mod health;
 pub mod http;

@@ -101,3 +101,8 @@ pub fn binding_status() -> RefOr<Schema> {
 pub fn grant_kind() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["promotional", "prepaid", "programme"]}))
 }
+
+/// Who funds a contract's discount (`schema_with`).
+pub fn discount_funder() -> RefOr<Schema> {
+    schema(json!({"type": ["string", "null"], "enum": ["platform", "partner", null]}))
+}

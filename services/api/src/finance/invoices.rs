@@ -165,6 +165,8 @@ pub(crate) mod tests {
                     markup: currency.scaled(dec!(0)),
                     platform_fee: currency.scaled(dec!(0.3)),
                     partner_net: currency.scaled(dec!(1.2)),
+                    discount: currency.scaled(dec!(0)),
+                    discount_funded_by: None,
                     price_effective_from: at(1),
                     event_count: 2,
                     adjusts: None,
@@ -192,7 +194,8 @@ pub(crate) mod tests {
                 r#""lines":[{"kind":"usage","sku":"dbco.db","price_id":7,"description":"DB","#,
                 r#""unit":"hour","quantity":"3","unit_price":"0.500","amount":"1.500","#,
                 r#""list_amount":"1.500","markup":"0.000","platform_fee":"0.300","#,
-                r#""partner_net":"1.200","price_effective_from":"2026-11-01T00:00:00Z","#,
+                r#""partner_net":"1.200","discount":"0.000","#,
+                r#""price_effective_from":"2026-11-01T00:00:00Z","#,
                 r#""event_count":2}],"subtotal":"1.500"}],"credits":[]}"#
             )
         );

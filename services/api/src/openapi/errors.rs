@@ -17,7 +17,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("get", "/v1/provider/skus", &[]),
     ("post", "/v1/provider/skus", &[Code::InvalidAggregation, Code::SkuNotInNamespace, Code::AlreadyExists]),
     ("get", "/v1/provider/skus/{sku}/prices", &[Code::NotFound]),
-    ("post", "/v1/provider/skus/{sku}/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::PriceVersionExists, Code::EffectiveInPast]),
+    ("post", "/v1/provider/skus/{sku}/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::PriceVersionExists, Code::EffectiveInPast, Code::PriceNoticeTooShort]),
     ("get", "/v1/provider/corrections", &[]),
     ("get", "/v1/invoices/{id}/usage-corrections", &[Code::NotFound]),
     ("get", "/v1/invoices", &[Code::InvalidRequest, Code::InvalidPeriod]),
@@ -61,6 +61,10 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("get", "/v1/provider/plans", &[]),
     ("post", "/v1/provider/plans", &[Code::PlanNotInNamespace, Code::AlreadyExists]),
     ("post", "/v1/provider/plans/{plan}/versions", &[Code::UnknownCurrency, Code::InvalidDate, Code::NotFound, Code::EffectiveInPast, Code::UnknownSku, Code::InvalidPlan, Code::AmountOverflow, Code::PlanVersionExists]),
+    ("post", "/v1/accounts/{account}/contracts", &[Code::InvalidDate, Code::NotFound, Code::UnknownProvider, Code::UnknownSku, Code::CurrencyMismatch, Code::InvalidAmount, Code::ContractOverlaps, Code::TermOutsideContract, Code::CommitmentOutsideTerm, Code::InvalidContract]),
+    ("get", "/v1/accounts/{account}/contracts", &[Code::NotFound]),
+    ("get", "/v1/provider/contract-terms", &[]),
+    ("post", "/v1/provider/contract-terms/{id}/agree", &[Code::NotFound]),
     ("post", "/v1/admin/plan-versions", &[Code::UnknownCurrency, Code::InvalidDate, Code::UnknownSku, Code::UnknownPlan, Code::InvalidPlan, Code::AmountOverflow, Code::PlanVersionExists]),
 ];
 

@@ -264,6 +264,21 @@ pub fn eligibility_scope() -> RefOr<Schema> {
     }))
 }
 
+/// What a contract term discounts (`schema_with`).
+pub fn contract_scope() -> RefOr<Schema> {
+    schema(json!({"type": "string", "enum": ["all", "provider", "skus"]}))
+}
+
+/// Who funds a contract term's discount (`schema_with`).
+pub fn contract_funder() -> RefOr<Schema> {
+    schema(json!({"type": "string", "enum": ["platform", "partner"]}))
+}
+
+/// A commitment period's length (`schema_with`).
+pub fn contract_cadence() -> RefOr<Schema> {
+    schema(json!({"type": "string", "enum": ["month", "quarter", "year"]}))
+}
+
 /// A credit ledger entry's kind (`schema_with`).
 pub fn ledger_kind() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["grant", "draw", "void"]}))

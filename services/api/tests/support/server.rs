@@ -61,6 +61,7 @@ impl Server {
             tally_api::bindings::provider::Webhooks(Some(
                 tally_platform::binding_outbox::WebhookKey::new("test-webhook-key"),
             )),
+            tally_api::provider::PriceNotice(std::time::Duration::ZERO),
         );
         tokio::spawn(async move { axum::serve(listener, router).await });
         Server {

@@ -74,6 +74,8 @@ pub fn line(
         markup: Decimal::ZERO,
         platform_fee: amount,
         partner_net: Decimal::ZERO,
+        discount: Decimal::ZERO,
+        discount_funded_by: None,
         adjusts: None,
         resource: None,
     }

@@ -223,9 +223,14 @@ pub fn charge_slices(
         }
         let service = line.adjusts.unwrap_or(statement.period).start();
         let fallback = [(service, Decimal::ONE)];
-        // A plan fee's `price_id` is a plan version's, not a price's: it
-        // has no usage hours and is one slice at the start of its period.
-        let usage = (line.kind != crate::LineKind::PlanFee)
+        // A plan fee's `price_id` is a plan version's, a commitment
+        // true-up's a commitment's, not a price's: neither has usage hours;
+        // each is one slice at the start of its period.
+        let priced = !matches!(
+            line.kind,
+            crate::LineKind::PlanFee | crate::LineKind::CommitmentTrueUp
+        );
+        let usage = priced
             .then(|| hours.get(&(service, line.price_id)))
             .flatten();
         let when = match usage {

@@ -79,6 +79,8 @@ pub(super) fn plan_fee_line(
         markup: economics.markup,
         platform_fee: economics.platform_fee,
         partner_net: economics.partner_net,
+        discount: Decimal::ZERO,
+        discount_funded_by: None,
         adjusts: None,
         resource: Some(input.resource),
     })
@@ -137,7 +139,7 @@ pub(super) fn usage_lines(
             LineKind::RecurringFee => {
                 (format!("{} — recurring fee", agg.sku_name), "period".into())
             }
-            LineKind::MinimumTrueUp | LineKind::PlanFee => (
+            LineKind::MinimumTrueUp | LineKind::PlanFee | LineKind::CommitmentTrueUp => (
                 format!("{} — minimum charge true-up", agg.sku_name),
                 "period".into(),
             ),
@@ -162,6 +164,8 @@ pub(super) fn usage_lines(
             markup: economics.markup,
             platform_fee: economics.platform_fee,
             partner_net: economics.partner_net,
+            discount: Decimal::ZERO,
+            discount_funded_by: None,
             adjusts: None,
             resource: agg.resource.clone(),
         });

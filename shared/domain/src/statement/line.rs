@@ -120,16 +120,20 @@ pub enum LineKind {
     PlanFee,
     /// Usage the resource's plan includes, at no charge.
     Allowance,
+    /// Brings the account's net spend of a commitment period up to its
+    /// contract's minimum (`price_id` is the commitment's id).
+    CommitmentTrueUp,
 }
 
 impl LineKind {
     /// Every kind, in the order they are declared.
-    pub const ALL: [LineKind; 5] = [
+    pub const ALL: [LineKind; 6] = [
         LineKind::Usage,
         LineKind::RecurringFee,
         LineKind::MinimumTrueUp,
         LineKind::PlanFee,
         LineKind::Allowance,
+        LineKind::CommitmentTrueUp,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -139,6 +143,7 @@ impl LineKind {
             LineKind::MinimumTrueUp => "minimum_true_up",
             LineKind::PlanFee => "plan_fee",
             LineKind::Allowance => "allowance",
+            LineKind::CommitmentTrueUp => "commitment_true_up",
         }
     }
 }
@@ -163,22 +168,34 @@ pub struct StatementLine {
     )]
     pub unit_price: Option<Decimal>,
     pub event_count: i64,
-    /// What the customer pays: list price plus markup, rounded once to the
-    /// currency's minor unit.
+    /// What the customer pays: list price plus markup less the contract's
+    /// `discount`, rounded once to the currency's minor unit.
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     /// The provider's list price of the line, rounded.
     #[serde(default, with = "rust_decimal::serde::str")]
     pub list_amount: Decimal,
-    /// `amount - list_amount`: the platform's markup.
+    /// `amount - list_amount`: the platform's markup (less a discount).
     #[serde(default, with = "rust_decimal::serde::str")]
     pub markup: Decimal,
-    /// The platform's share of `list_amount`, rounded.
+    /// The platform's share of `list_amount`, rounded (plus a
+    /// partner-funded discount, which the partner gives up).
     #[serde(default, with = "rust_decimal::serde::str")]
     pub platform_fee: Decimal,
     /// `list_amount - platform_fee`: what the provider is owed.
     #[serde(default, with = "rust_decimal::serde::str")]
     pub partner_net: Decimal,
+    /// What the account's contract took off the line
+    /// ([`crate::contract::pricing`]); zero without a discount.
+    #[serde(
+        default,
+        skip_serializing_if = "Decimal::is_zero",
+        with = "rust_decimal::serde::str"
+    )]
+    pub discount: Decimal,
+    /// Who funds `discount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_funded_by: Option<crate::contract::Funder>,
     /// Set on an adjustment line: the sealed period whose late usage it
     /// bills (the difference between that period priced with everything now
     /// known and what was billed for it already).
@@ -210,6 +227,7 @@ impl StatementLine {
                 self.markup,
                 self.platform_fee,
                 self.partner_net,
+                self.discount,
             ]
             .iter()
             .all(Decimal::is_zero)
@@ -240,6 +258,7 @@ impl StatementLine {
             markup: add(self.markup, other.markup)?,
             platform_fee: add(self.platform_fee, other.platform_fee)?,
             partner_net: add(self.partner_net, other.partner_net)?,
+            discount: add(self.discount, other.discount)?,
             ..self.clone()
         })
     }
@@ -253,6 +272,7 @@ impl StatementLine {
             markup: Decimal::ZERO,
             platform_fee: Decimal::ZERO,
             partner_net: Decimal::ZERO,
+            discount: Decimal::ZERO,
             ..self.clone()
         };
         zero.combined(self, -1)

@@ -166,7 +166,7 @@ impl Statement {
     }
 
     /// Subtotals per provider in bill order, and the totals (no credits).
-    fn sum_up(&mut self) -> Result<(), MoneyError> {
+    pub(crate) fn sum_up(&mut self) -> Result<(), MoneyError> {
         let mut by_provider: std::collections::BTreeMap<
             (ProviderKind, &str, &str),
             ProviderSubtotal,

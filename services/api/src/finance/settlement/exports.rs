@@ -160,7 +160,7 @@ pub async fn export_invoices(
     summary = "CSV of every line of the month's invoices with its platform/partner split (finance, admin)",
     description = "Text cells are neutralised against formula injection: a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. Numbers Tally formats (amounts, quantities, unit prices) are never prefixed.",
     params(PeriodQuery),
-    responses((status = 200, description = "invoice_id,number,account_id,status,currency,position,kind,provider_id,sku,description,quantity,unit,unit_price,amount,list_amount,markup,platform_fee,partner_net,price_id,adjusts_period_start,binding_id,resource", content_type = "text/csv", body = String)),
+    responses((status = 200, description = "invoice_id,number,account_id,status,currency,position,kind,provider_id,sku,description,quantity,unit,unit_price,amount,list_amount,markup,platform_fee,partner_net,discount,discount_funded_by,price_id,adjusts_period_start,binding_id,resource", content_type = "text/csv", body = String)),
     security(("bearer" = [])),
 )]
 pub async fn export_lines(
@@ -174,7 +174,8 @@ pub async fn export_lines(
         "invoice-lines",
         "SELECT i.id, i.number, i.account_id, i.status, l.currency, l.position, l.kind, l.provider_id,
                 l.sku_id, l.description, l.quantity, l.unit, l.unit_price, l.amount, l.list_amount,
-                l.markup, l.platform_fee, l.partner_net, l.price_id, l.adjusts_period_start,
+                l.markup, l.platform_fee, l.partner_net, l.discount, l.discount_funded_by,
+                l.price_id, l.adjusts_period_start,
                 l.binding_id, l.resource_name || ' · ' || l.resource_plan AS resource
          FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
          WHERE i.period_start >= $1 AND i.period_start < $2
@@ -198,6 +199,8 @@ pub async fn export_lines(
             "markup",
             "platform_fee",
             "partner_net",
+            "discount",
+            "discount_funded_by",
             "price_id",
             "adjusts_period_start",
             "binding_id",
@@ -223,6 +226,8 @@ pub async fn export_lines(
                 amount(r, "markup")?,
                 amount(r, "platform_fee")?,
                 amount(r, "partner_net")?,
+                amount(r, "discount")?,
+                text(r, "discount_funded_by")?,
                 r.try_get::<i64, _>("price_id")?.to_string(),
                 timestamp(r, "adjusts_period_start")?,
                 text(r, "binding_id")?,

@@ -47,6 +47,16 @@ pub struct Figures {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = crate::openapi::Decimal)]
     pub net_payable: Decimal,
+    /// Contract discounts the partner funded (agreed terms): part of
+    /// `platform_fee`, so they lower `net_payable`.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub partner_funded_discounts: Decimal,
+    /// Contract discounts the platform funded on the partner's lines: the
+    /// partner is settled at list, so they change nothing above.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub platform_funded_discounts: Decimal,
 }
 
 impl Figures {
@@ -57,6 +67,8 @@ impl Figures {
             &mut self.platform_fee,
             &mut self.credit_notes,
             &mut self.net_payable,
+            &mut self.partner_funded_discounts,
+            &mut self.platform_funded_discounts,
         ] {
             *figure = currency.scaled(*figure);
         }
@@ -67,6 +79,14 @@ impl Figures {
         self.platform_fee = checked::add(self.platform_fee, other.platform_fee)?;
         self.credit_notes = checked::add(self.credit_notes, other.credit_notes)?;
         self.net_payable = checked::add(self.net_payable, other.net_payable)?;
+        self.partner_funded_discounts = checked::add(
+            self.partner_funded_discounts,
+            other.partner_funded_discounts,
+        )?;
+        self.platform_funded_discounts = checked::add(
+            self.platform_funded_discounts,
+            other.platform_funded_discounts,
+        )?;
         Ok(())
     }
 }
@@ -109,21 +129,25 @@ pub async fn settlements(
         "WITH facts AS (
              -- The partner lines of the month's invoices (finalized; voided later or not).
              SELECT i.currency, l.provider_id, l.provider_name, l.sku_id, i.account_id,
-                    l.list_amount AS gross_list, l.platform_fee, l.partner_net, 0::numeric AS back
+                    l.list_amount AS gross_list, l.platform_fee, l.partner_net, 0::numeric AS back,
+                    CASE WHEN l.discount_funded_by = 'partner' THEN l.discount ELSE 0 END AS by_partner,
+                    CASE WHEN l.discount_funded_by = 'platform' THEN l.discount ELSE 0 END AS by_platform
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
              WHERE i.status IN ('finalized', 'void') AND i.period_start >= $1 AND i.period_start < $2
                AND l.provider_kind = 'partner' AND ($3::text IS NULL OR l.provider_id = $3)
              UNION ALL
              -- Invoices voided in the month: their lines reversed.
              SELECT i.currency, l.provider_id, l.provider_name, l.sku_id, i.account_id,
-                    -l.list_amount, -l.platform_fee, -l.partner_net, 0
+                    -l.list_amount, -l.platform_fee, -l.partner_net, 0,
+                    CASE WHEN l.discount_funded_by = 'partner' THEN -l.discount ELSE 0 END,
+                    CASE WHEN l.discount_funded_by = 'platform' THEN -l.discount ELSE 0 END
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
              WHERE i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2
                AND l.provider_kind = 'partner' AND ($3::text IS NULL OR l.provider_id = $3)
              UNION ALL
              -- Credit notes issued in the month: the partner's part given back.
              SELECT n.currency, c.provider_id, l.provider_name, c.sku_id, n.account_id,
-                    0, 0, 0, c.partner_part
+                    0, 0, 0, c.partner_part, 0, 0
              FROM credit_note_lines c
              JOIN credit_notes n ON n.id = c.credit_note_id
              JOIN invoice_lines l ON l.invoice_id = c.invoice_id AND l.position = c.line_position
@@ -131,7 +155,8 @@ pub async fn settlements(
                AND l.provider_kind = 'partner' AND ($3::text IS NULL OR c.provider_id = $3))
          SELECT currency, provider_id, max(provider_name) AS provider_name, sku_id, account_id,
                 sum(gross_list) AS gross_list, sum(platform_fee) AS platform_fee,
-                sum(partner_net) AS partner_net, sum(back) AS back
+                sum(partner_net) AS partner_net, sum(back) AS back,
+                sum(by_partner) AS by_partner, sum(by_platform) AS by_platform
          FROM facts
          GROUP BY currency, provider_id, sku_id, account_id
          ORDER BY provider_id, currency, sku_id, account_id",
@@ -152,6 +177,8 @@ pub async fn settlements(
             platform_fee: r.try_get("platform_fee")?,
             credit_notes: back,
             net_payable: fits(checked::sub(net, back))?,
+            partner_funded_discounts: r.try_get("by_partner")?,
+            platform_funded_discounts: r.try_get("by_platform")?,
         };
         if out.last().is_none_or(|s| s.provider_id != provider_id) {
             out.push(Settlement {

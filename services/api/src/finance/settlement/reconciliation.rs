@@ -346,6 +346,8 @@ mod tests {
             platform_fee: dec!(247),
             credit_notes: dec!(0),
             net_payable: dec!(987),
+            partner_funded_discounts: dec!(0),
+            platform_funded_discounts: dec!(0),
         };
         let settlement = Settlement {
             provider_id: "dbco".into(),
@@ -361,8 +363,7 @@ mod tests {
                 by_account: vec![],
             }],
         };
-        let figures =
-            r#""gross_list":"1234","platform_fee":"247","credit_notes":"0","net_payable":"987""#;
+        let figures = r#""gross_list":"1234","platform_fee":"247","credit_notes":"0","net_payable":"987","partner_funded_discounts":"0","platform_funded_discounts":"0""#;
         assert_eq!(
             serde_json::to_string(&settlement).unwrap(),
             format!(
