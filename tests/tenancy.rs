@@ -495,3 +495,101 @@ async fn bindings_and_plans_are_isolated() {
     );
     s.running.stop().await.unwrap();
 }
+
+/// A provider's own billing account (issue 17): the platform creates it;
+/// its provider reads its invoices, another provider does not see them
+/// (`not_found`), customers and staff have no provider view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_account_is_read_by_that_provider_only() {
+    let s = Seeded::start(&Service::ALL).await;
+    let (keys, http, api) = (&s.keys, &s.http, &s.invoicing);
+    let t = s.now - Duration::minutes(1);
+    let new = json!({"id": "dbco-billing", "name": "DB Co (billing)", "currency": "USD",
+                     "provider_id": "dbco"});
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/admin/accounts"),
+        &keys.admin,
+        new,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["provider_id"]),
+        (201, &json!("dbco")),
+        "{body}"
+    );
+    let unknown =
+        json!({"id": "x-billing", "name": "X", "currency": "USD", "provider_id": "nobody"});
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/admin/accounts"),
+        &keys.admin,
+        unknown,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_provider")),
+        "{body}"
+    );
+    let (status, _) = post_events(
+        http,
+        &s.collector,
+        &keys.cloud,
+        &[event(
+            "vm-1",
+            "cloud",
+            "dbco-billing",
+            "cloud.vm.hour",
+            "10",
+            t,
+        )],
+    )
+    .await;
+    assert_eq!(status, 202);
+    let period = t.format("%Y-%m").to_string();
+    let expected = [(("dbco-billing".to_owned(), period), "0.42".parse().unwrap())].into();
+    let bills = wait_for_totals(
+        http,
+        api,
+        &keys.finance,
+        &expected,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let invoice_id = bills.values().next().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let list = format!("{api}/v1/provider/account/invoices");
+    let one = format!("{list}/{invoice_id}");
+    let (status, body) = send(http, "get", &list, &keys.dbco, json!(null)).await;
+    assert_eq!((status, body["data"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(body["data"][0]["account_id"], "dbco-billing");
+    let (status, body) = send(http, "get", &one, &keys.dbco, json!(null)).await;
+    assert_eq!((status, body["total"].as_str()), (200, Some("0.42")));
+    let (_, body) = send(http, "get", &list, &keys.queueco, json!(null)).await;
+    assert_eq!(body["data"], json!([]));
+    let (status, body) = send(http, "get", &one, &keys.queueco, json!(null)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        for url in [&list, &one] {
+            let (status, body) = send(http, "get", url, key, json!(null)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{url}"
+            );
+        }
+    }
+    for url in [&list, &one] {
+        assert_eq!(send(http, "get", url, "", json!(null)).await.0, 401);
+    }
+    s.running.stop().await.unwrap();
+}

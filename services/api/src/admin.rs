@@ -14,7 +14,7 @@ use tally_domain::{
     Sku,
 };
 use tally_platform::auth::{create_key, Principal};
-use tally_platform::{catalog, onboarding};
+use tally_platform::{catalog, composition, onboarding};
 
 use crate::auth::Admin;
 use crate::error::{ApiError, Code};
@@ -113,6 +113,11 @@ pub struct NewAccount {
     /// calendar months by default.
     #[schema(minimum = 1, maximum = 28)]
     billing_anchor_day: Option<u32>,
+    /// The provider whose own billing account this is (a provider as a
+    /// customer of other providers: it binds their services with it and
+    /// its provider key reads its invoices); absent for a customer
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    provider_id: Option<String>,
 }
 
 impl RequestBody for NewAccount {}
@@ -121,7 +126,7 @@ impl RequestBody for NewAccount {}
     post,
     path = "/v1/admin/accounts",
     tag = "admin",
-    summary = "Create a customer account (returns its customer token once)",
+    summary = "Create a customer account, or a provider's own billing account (returns its customer token once)",
     request_body = NewAccount,
     responses((status = 201, description = "Created", body = inline(openapi::AccountCreated))),
     security(("bearer" = [])),
@@ -140,14 +145,23 @@ pub async fn create_account(
         .transpose()
         .map_err(invalid)?
         .unwrap_or_default();
+    let owner = body
+        .provider_id
+        .as_deref()
+        .map(ProviderId::parse)
+        .transpose()
+        .map_err(invalid)?;
     let mut tx = pool.begin().await?;
     let key = onboarding::account(&mut tx, &id, &body.name, currency).await?;
     catalog::set_billing_anchor(&mut tx, &id, anchor).await?;
+    if let Some(owner) = &owner {
+        composition::set_owner(&mut tx, &id, owner).await?;
+    }
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "name": body.name, "currency": currency,
-            "billing_anchor_day": anchor, "api_key": key.secret})),
+            "billing_anchor_day": anchor, "provider_id": owner, "api_key": key.secret})),
     ))
 }
 

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bindings;
+pub mod composition;
 pub mod credits;
 pub mod customer;
 pub mod error;

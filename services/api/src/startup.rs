@@ -17,7 +17,7 @@ use crate::customer::links::Signer;
 use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
-use crate::{admin, auth, bindings, credits, extract, openapi, provider};
+use crate::{admin, auth, bindings, composition, credits, extract, openapi, provider};
 
 /// The bearer-key API: each route comes with its handler's documentation
 /// (`routes!` reads the path and method from its `#[utoipa::path]`), so no
@@ -69,6 +69,8 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         ))
         .routes(routes!(bindings::plans::publish_version))
         .routes(routes!(bindings::plans::admin_plan_version))
+        .routes(routes!(composition::account::list_invoices))
+        .routes(routes!(composition::account::get_invoice))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

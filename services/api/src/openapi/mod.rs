@@ -150,6 +150,7 @@ written! {
         "name": {"type": "string"},
         "currency": {"type": "string"},
         "billing_anchor_day": {"type": "integer", "minimum": 1, "maximum": 28},
+        "provider_id": {"type": ["string", "null"], "description": "The provider whose own billing account this is; null for a customer"},
         "api_key": {"type": "string", "description": "The customer token: shown once; stored hashed"},
     }};
     /// A new SKU.

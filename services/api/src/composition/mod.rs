@@ -1,0 +1,4 @@
+//! Provider to provider (issue 17): a provider's own billing account, as a
+//! customer of other providers, read with its provider key.
+
+pub mod account;
