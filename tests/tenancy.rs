@@ -591,5 +591,20 @@ async fn a_providers_own_account_is_read_by_that_provider_only() {
     for url in [&list, &one] {
         assert_eq!(send(http, "get", url, "", json!(null)).await.0, 401);
     }
+    // On-behalf-of references: providers only, each its own.
+    let references = format!("{api}/v1/provider/references");
+    let consumer = json!({"account": "acme"});
+    let (status, mine) = send(http, "post", &references, &keys.dbco, consumer.clone()).await;
+    assert_eq!(status, 200, "{mine}");
+    let (_, theirs) = send(http, "post", &references, &keys.queueco, consumer.clone()).await;
+    assert_ne!(mine["reference"], theirs["reference"]);
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = send(http, "post", &references, key, consumer.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    assert_eq!(send(http, "post", &references, "", consumer).await.0, 401);
     s.running.stop().await.unwrap();
 }

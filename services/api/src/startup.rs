@@ -71,6 +71,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(bindings::plans::admin_plan_version))
         .routes(routes!(composition::account::list_invoices))
         .routes(routes!(composition::account::get_invoice))
+        .routes(routes!(composition::references::mint))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

@@ -9,6 +9,7 @@ pub mod credit_restatements;
 pub mod credits_repo;
 pub mod dedupe;
 pub mod error;
+pub mod on_behalf;
 pub mod outbox;
 pub mod outcome;
 pub mod rate;

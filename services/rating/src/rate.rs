@@ -14,6 +14,7 @@ use tally_platform::catalog::{self, PriceVersion};
 
 use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
+use crate::on_behalf;
 use crate::outcome::{BatchOutcome, DeadLetter};
 use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
 use crate::restate::restate;
@@ -233,6 +234,7 @@ async fn rate_in(
     repo::add_to_aggregates(&mut *conn, &counted.increments).await?;
     let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
+    on_behalf::record(&mut *conn, &counted.on_behalf).await?;
     let late: Vec<_> = counted.late.into_iter().collect();
     seals_repo::record_late(&mut *conn, &late).await?;
     let hours = t.elapsed() - aggregated;
@@ -346,6 +348,8 @@ struct Counted {
     touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
     /// Late usage: (account, start of the period billing it, sealed period).
     late: BTreeSet<(String, DateTime<Utc>, Period)>,
+    /// The part of the increments done on behalf of consumer references.
+    on_behalf: on_behalf::OnBehalf,
 }
 
 /// Places each event not counted before ([`AccountState::place`]) and adds
@@ -390,6 +394,17 @@ fn count(
             .or_default();
         inc.period_end = Some(period.end());
         inc.add(event.time, event.event_id.as_str(), event.quantity.value());
+        if let Some(reference) = &event.on_behalf_of {
+            counted.on_behalf.add(
+                (
+                    event.account_id.to_string(),
+                    period.start(),
+                    *price_id,
+                    reference.to_string(),
+                ),
+                event.quantity.value(),
+            );
+        }
         if let Some(dimension) = catalog.dimension(event.sku.as_str()) {
             if let Some(value) = event.dimensions.get(dimension) {
                 inc.distinct.insert(value.clone());

@@ -22,6 +22,7 @@
 
 pub mod aggregation;
 pub mod binding;
+pub mod composition;
 pub mod corrections;
 pub mod credits;
 pub mod dedupe;

@@ -2,3 +2,4 @@
 //! customer of other providers, read with its provider key.
 
 pub mod account;
+pub mod references;

@@ -28,6 +28,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/admin/accounts", &[Code::UnknownCurrency, Code::AlreadyExists, Code::UnknownProvider]),
     ("get", "/v1/provider/account/invoices", &[]),
     ("get", "/v1/provider/account/invoices/{id}", &[Code::NotFound]),
+    ("post", "/v1/provider/references", &[Code::NotFound]),
     ("get", "/v1/admin/skus", &[]),
     ("post", "/v1/admin/skus", &[Code::InvalidAggregation, Code::InvalidPrice, Code::SkuNotInNamespace, Code::AlreadyExists, Code::UnknownProvider]),
     ("post", "/v1/admin/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::PriceVersionExists, Code::UnknownSku]),

@@ -1,0 +1,94 @@
+//! Provider to provider (issue 17): the opaque reference a composing
+//! provider's upstream usage carries for the consumer it was done for.
+//!
+//! The platform mints one per (composing provider, consumer account): a
+//! random token, `obo_` and 32 lowercase hex digits, that says nothing about
+//! the consumer. The upstream provider sends it in the CloudEvents extension
+//! attribute `onbehalfof`; only the platform can resolve it, and only for
+//! the composing provider that it was minted for.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The prefix of every reference.
+pub const PREFIX: &str = "obo_";
+/// The hex digits after the prefix (128 random bits).
+pub const HEX_DIGITS: usize = 32;
+
+/// An on-behalf-of reference, as minted (`obo_` + 32 lowercase hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OnBehalfOf(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an on-behalf-of reference is `{PREFIX}` and {HEX_DIGITS} lowercase hex digits, as the platform minted it")]
+pub struct OnBehalfOfError;
+
+impl OnBehalfOf {
+    pub fn parse(raw: &str) -> Result<Self, OnBehalfOfError> {
+        let hex = raw.strip_prefix(PREFIX).ok_or(OnBehalfOfError)?;
+        let valid = hex.len() == HEX_DIGITS
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(OnBehalfOfError)
+        }
+    }
+
+    /// A reference of 16 random bytes (the caller's randomness: the domain
+    /// has none).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("{PREFIX}{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OnBehalfOf {
+    type Error = OnBehalfOfError;
+    fn try_from(raw: String) -> Result<Self, OnBehalfOfError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<OnBehalfOf> for String {
+    fn from(r: OnBehalfOf) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for OnBehalfOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minted_reference_parses_and_nothing_else_does() {
+        let minted = OnBehalfOf::from_random([0xab; 16]);
+        assert_eq!(minted.as_str(), format!("obo_{}", "ab".repeat(16)));
+        assert_eq!(OnBehalfOf::parse(minted.as_str()), Ok(minted));
+        for bad in [
+            "",
+            "obo_",
+            "acme",
+            &format!("obo_{}", "AB".repeat(16)),
+            &format!("obo_{}", "ab".repeat(15)),
+            &format!("obo_{}0", "ab".repeat(16)),
+            &format!("xyz_{}", "ab".repeat(16)),
+            &format!("obo_{}g", "a".repeat(31)),
+        ] {
+            assert_eq!(OnBehalfOf::parse(bad), Err(OnBehalfOfError), "{bad}");
+        }
+    }
+}
