@@ -70,7 +70,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         &s,
         "/v1/admin/providers",
         json!({"id": "upco", "name": "Up Co",
-        "kind": "partner", "platform_fee_pct": "20", "requires_binding": true}),
+        "kind": "partner", "platform_fee_pct": "20", "p2p_fee_pct": "5", "requires_binding": true}),
     )
     .await["api_key"]
         .as_str()
@@ -359,6 +359,53 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     assert_eq!(
         (own.len(), &own[0]["account_id"], &own[0]["total"]),
         (1, &json!("compco-billing"), &json!("6.00"))
+    );
+
+    // The platform's fee on upco's usage billed to compco is upco's
+    // provider-to-provider fee (5 %), on compco's consumers compco's (10 %).
+    let id = own[0]["id"].as_str().unwrap();
+    let (status, invoice) = call(
+        &s,
+        "get",
+        &format!("/v1/provider/account/invoices/{id}"),
+        &compco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{invoice}");
+    let fees = |invoice: &Value, sku: &str| -> (Value, Value, Value) {
+        let line = invoice["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|section| section["lines"].as_array().unwrap())
+            .find(|l| l["sku"] == sku)
+            .unwrap()
+            .clone();
+        (
+            line["amount"].clone(),
+            line["platform_fee"].clone(),
+            line["partner_net"].clone(),
+        )
+    };
+    assert_eq!(
+        fees(&invoice, "upco.db.hour"),
+        (json!("6.00"), json!("0.30"), json!("5.70"))
+    );
+    let acme_id = bills[&("acme".to_owned(), period.clone())]["id"]
+        .as_str()
+        .unwrap();
+    let (_, acme_invoice) = call(
+        &s,
+        "get",
+        &format!("/v1/invoices/{acme_id}"),
+        &s.keys.finance,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        fees(&acme_invoice, "compco.app.hour"),
+        (json!("5.00"), json!("0.50"), json!("4.50"))
     );
 
     // Rating kept the part done on behalf of each reference.

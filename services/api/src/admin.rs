@@ -45,6 +45,12 @@ pub struct NewProvider {
     #[serde(default, with = "tally_domain::input::exact_option")]
     #[schema(schema_with = openapi::exact_decimal)]
     platform_fee_pct: Option<Decimal>,
+    /// The platform's share, in percent, of what this partner bills
+    /// accounts that other providers own (provider-to-provider usage);
+    /// the same as `platform_fee_pct` when absent.
+    #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(schema_with = openapi::exact_decimal)]
+    p2p_fee_pct: Option<Decimal>,
     /// Whether the collector takes this provider's usage records from the
     /// `usage.ingest` Kafka topic (its `tally-provider` header names the
     /// provider); off by default
@@ -83,6 +89,9 @@ pub async fn create_provider(
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
+    if let Some(pct) = body.p2p_fee_pct {
+        composition::set_p2p_fee(&mut tx, &id, pct).await?;
+    }
     if body.kafka_ingest {
         catalog::set_kafka_ingest(&mut tx, &id, true).await?;
     }

@@ -7,8 +7,23 @@
 //! attribute `onbehalfof`; only the platform can resolve it, and only for
 //! the composing provider that it was minted for.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// A partner's platform fee, in percent, on the lines it bills an account:
+/// its provider-to-provider fee (`p2p_fee_pct`) when a provider owns the
+/// account and the partner has one, else its fee on consumer usage.
+pub fn platform_fee_pct(
+    consumer_fee_pct: Decimal,
+    p2p_fee_pct: Option<Decimal>,
+    account_owned_by_provider: bool,
+) -> Decimal {
+    match (account_owned_by_provider, p2p_fee_pct) {
+        (true, Some(p2p)) => p2p,
+        _ => consumer_fee_pct,
+    }
+}
 
 /// The prefix of every reference.
 pub const PREFIX: &str = "obo_";
@@ -72,6 +87,15 @@ impl fmt::Display for OnBehalfOf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn a_provider_owned_account_pays_the_p2p_fee_where_one_is_set() {
+        assert_eq!(platform_fee_pct(dec!(20), Some(dec!(5)), true), dec!(5));
+        assert_eq!(platform_fee_pct(dec!(20), Some(dec!(5)), false), dec!(20));
+        assert_eq!(platform_fee_pct(dec!(20), None, true), dec!(20));
+        assert_eq!(platform_fee_pct(dec!(20), Some(dec!(0)), true), dec!(0));
+    }
 
     #[test]
     fn a_minted_reference_parses_and_nothing_else_does() {
