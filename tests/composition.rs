@@ -408,6 +408,57 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         (json!("5.00"), json!("0.50"), json!("4.50"))
     );
 
+    // compco's margin report: each consumer's revenue (net of compco's
+    // 10 % fee) beside its part of upco's 6.00, split 36 : 12 by the
+    // hours done on its behalf.
+    let upstream_total: Decimal = "6.00".parse().unwrap();
+    let cost = |hours: i64| cents(upstream_total * Decimal::from(hours) / Decimal::from(48));
+    let net = |x: Decimal| cents(x * Decimal::from(9) / Decimal::from(10));
+    let (acme_rev, initech_rev) = (
+        cents(half * Decimal::from(10)),
+        cents(half * Decimal::from(4)),
+    );
+    let row = |consumer: &str, revenue: Decimal, hours: i64| {
+        json!({"period": period, "consumer": consumer, "sku": "compco.app.hour", "currency": "USD",
+               "revenue": revenue.to_string(), "revenue_net": net(revenue).to_string(),
+               "upstream_cost": cost(hours).to_string(),
+               "margin": cents(net(revenue) - cost(hours)).to_string()})
+    };
+    let margin = format!("/v1/provider/margin?period={period}");
+    let (status, report) = call(&s, "get", &margin, &compco, json!(null)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["data"],
+        json!([row("acme", acme_rev, 36), row("initech", initech_rev, 12)])
+    );
+    assert_eq!(report["data"][1]["margin"], "0.30");
+    let csv = get_text(
+        &s.http,
+        &format!("{}/v1/provider/margin.csv?period={period}", s.invoicing),
+        &compco,
+    )
+    .await;
+    assert_eq!(
+        csv,
+        format!(
+            "period,consumer,sku,currency,revenue,revenue_net,upstream_cost,margin\n\
+             {period},acme,compco.app.hour,USD,5.00,4.50,4.50,0.00\n\
+             {period},initech,compco.app.hour,USD,2.00,1.80,1.50,0.30\n"
+        )
+    );
+    // upco's report has its immediate customer, compco's account (its
+    // plan's fee, 0.00, and its usage), and nothing of compco's consumers.
+    let (_, theirs) = call(&s, "get", &margin, &upco, json!(null)).await;
+    assert_eq!(
+        theirs["data"],
+        json!([{"period": period, "consumer": "compco-billing", "sku": "upco.basic",
+                "currency": "USD", "revenue": "0.00", "revenue_net": "0.00",
+                "upstream_cost": "0.00", "margin": "0.00"},
+               {"period": period, "consumer": "compco-billing", "sku": "upco.db.hour",
+                "currency": "USD", "revenue": "6.00", "revenue_net": "5.70",
+                "upstream_cost": "0.00", "margin": "5.70"}])
+    );
+
     // Rating kept the part done on behalf of each reference.
     let mut parts: Vec<(String, Decimal, i64)> = sqlx::query_as(
         "SELECT on_behalf_of, quantity, event_count FROM usage_on_behalf

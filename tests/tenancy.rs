@@ -606,5 +606,36 @@ async fn a_providers_own_account_is_read_by_that_provider_only() {
         );
     }
     assert_eq!(send(http, "post", &references, "", consumer).await.0, 401);
+    // Margin reports: a provider's own only (JSON and CSV); no other role.
+    let period = t.format("%Y-%m").to_string();
+    for path in ["margin", "margin.csv"] {
+        let url = format!("{api}/v1/provider/{path}?period={period}");
+        assert_eq!(
+            send(http, "get", &url, &keys.dbco, json!(null)).await.0,
+            200,
+            "{url}"
+        );
+        for key in [&keys.acme, &keys.finance, &keys.admin] {
+            let (status, body) = send(http, "get", &url, key, json!(null)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            send(http, "get", &url, "", json!(null)).await.0,
+            401,
+            "{url}"
+        );
+    }
+    // cloud's report has its customer dbco-billing's 0.42; dbco's has no
+    // row of cloud's.
+    let url = format!("{api}/v1/provider/margin?period={period}");
+    let (_, cloud) = send(http, "get", &url, &keys.cloud, json!(null)).await;
+    assert_eq!(cloud["data"][0]["consumer"], "dbco-billing");
+    assert_eq!(cloud["data"][0]["revenue"], "0.42");
+    let (_, dbco) = send(http, "get", &url, &keys.dbco, json!(null)).await;
+    assert_eq!(dbco["data"], json!([]));
     s.running.stop().await.unwrap();
 }

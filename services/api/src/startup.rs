@@ -72,6 +72,8 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(composition::account::list_invoices))
         .routes(routes!(composition::account::get_invoice))
         .routes(routes!(composition::references::mint))
+        .routes(routes!(composition::margin::get_margin))
+        .routes(routes!(composition::margin::export_margin))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

@@ -3,11 +3,13 @@
 //! references a composing provider's upstream usage names its consumers by. Functions take a connection
 //! so the caller owns the transaction.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgConnection;
-use std::collections::{HashMap, HashSet};
+use sqlx::{PgConnection, Row};
+use std::collections::{BTreeMap, HashSet};
+use tally_domain::composition::margin::{Revenue, UpstreamCost};
 use tally_domain::composition::OnBehalfOf;
-use tally_domain::{AccountId, ProviderId};
+use tally_domain::{AccountId, Currency, ProviderId};
 
 use crate::catalog::CatalogError;
 
@@ -113,19 +115,91 @@ pub async fn valid_references(
     Ok(rows.into_iter().collect())
 }
 
-/// The consumer account each of `references` minted by `provider` names
-/// (the others are left out: they are not the provider's to resolve).
-pub async fn resolve_references(
+/// What the margin report of `provider` for the invoices of periods
+/// starting in [`from`, `to`) is made of
+/// ([`tally_domain::composition::margin`]): the provider's lines on its
+/// consumers' invoices, and the upstream usage amounts of its own accounts'
+/// invoices with the quantity done on behalf of each of its consumers (its
+/// references resolved for it alone). Void invoices are left out;
+/// adjustment lines count in the period of the invoice they are on.
+pub async fn margin_inputs(
     conn: &mut PgConnection,
     provider: &ProviderId,
-    references: &[&str],
-) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT token, account_id FROM on_behalf_refs WHERE provider_id = $1 AND token = ANY($2)",
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(Vec<Revenue>, Vec<UpstreamCost>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.account_id, l.sku_id, i.currency, sum(l.amount) AS amount, sum(l.partner_net) AS net
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+         WHERE l.provider_id = $1 AND i.status <> 'void'
+           AND i.period_start >= $2 AND i.period_start < $3
+         GROUP BY i.account_id, l.sku_id, i.currency
+         ORDER BY i.account_id, l.sku_id, i.currency",
     )
     .bind(provider.as_str())
-    .bind(references)
-    .fetch_all(conn)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    let mut revenue = Vec::with_capacity(rows.len());
+    for r in rows {
+        revenue.push(Revenue {
+            consumer: r.try_get(0)?,
+            sku: r.try_get(1)?,
+            currency: currency(r.try_get(2)?)?,
+            amount: r.try_get(3)?,
+            net: r.try_get(4)?,
+        });
+    }
+    let rows = sqlx::query(
+        "SELECT i.account_id, i.period_start, l.price_id, i.currency,
+                sum(l.amount) AS amount, sum(l.quantity) AS quantity
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+         JOIN accounts a ON a.id = i.account_id AND a.owner_provider_id = $1
+         WHERE l.kind = 'usage' AND i.status <> 'void'
+           AND i.period_start >= $2 AND i.period_start < $3
+         GROUP BY i.account_id, i.period_start, l.price_id, i.currency
+         ORDER BY i.account_id, i.period_start, l.price_id",
+    )
+    .bind(provider.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    type Key = (String, DateTime<Utc>, i64);
+    let mut costs: BTreeMap<Key, UpstreamCost> = BTreeMap::new();
+    for r in rows {
+        costs.insert(
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+            UpstreamCost {
+                currency: currency(r.try_get(3)?)?,
+                amount: r.try_get(4)?,
+                quantity: r.try_get(5)?,
+                on_behalf: BTreeMap::new(),
+            },
+        );
+    }
+    let shares: Vec<(String, DateTime<Utc>, i64, String, Decimal)> = sqlx::query_as(
+        "SELECT u.account_id, u.period_start, u.price_id, r.account_id, sum(u.quantity)
+         FROM usage_on_behalf u
+         JOIN on_behalf_refs r ON r.token = u.on_behalf_of AND r.provider_id = $1
+         JOIN accounts a ON a.id = u.account_id AND a.owner_provider_id = $1
+         WHERE u.period_start >= $2 AND u.period_start < $3
+         GROUP BY u.account_id, u.period_start, u.price_id, r.account_id",
+    )
+    .bind(provider.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (account, start, price, consumer, quantity) in shares {
+        if let Some(cost) = costs.get_mut(&(account, start, price)) {
+            cost.on_behalf.insert(consumer, quantity);
+        }
+    }
+    Ok((revenue, costs.into_values().collect()))
+}
+
+fn currency(code: String) -> Result<Currency, sqlx::Error> {
+    Currency::parse(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

@@ -2,4 +2,5 @@
 //! customer of other providers, read with its provider key.
 
 pub mod account;
+pub mod margin;
 pub mod references;

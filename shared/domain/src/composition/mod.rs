@@ -11,6 +11,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod margin;
+
 /// A partner's platform fee, in percent, on the lines it bills an account:
 /// its provider-to-provider fee (`p2p_fee_pct`) when a provider owns the
 /// account and the partner has one, else its fee on consumer usage.
