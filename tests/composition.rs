@@ -95,6 +95,15 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         )
         .await;
     }
+    // upco's wholesale price book: provider accounts pay 0.10 an hour.
+    let wholesale = created(
+        &s,
+        "/v1/admin/prices",
+        json!({"sku": "upco.db.hour", "currency": "USD", "effective_from": since,
+               "unit_price": "0.10", "audience": "provider"}),
+    )
+    .await;
+    assert_eq!(wholesale["audience"], "provider");
     created(
         &s,
         "/v1/admin/accounts",
@@ -272,10 +281,11 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     assert_eq!((status, codes(&body)), (202, vec![refused]), "{body}");
 
     // Each invoice, to the cent: the consumers see compco's SKU only;
-    // compco's account is billed upco's list price for all 48 hours.
+    // compco's account is billed upco's wholesale price (not its list
+    // price, 0.125) for all 48 hours.
     let period = t.format("%Y-%m").to_string();
     let half: Decimal = "0.50".parse().unwrap();
-    let db_price: Decimal = "0.125".parse().unwrap();
+    let db_price: Decimal = "0.10".parse().unwrap();
     let expected = [
         (
             ("acme".to_owned(), period.clone()),
@@ -302,7 +312,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     let total = |account: &str| bills[&(account.to_owned(), period.clone())]["total"].clone();
     assert_eq!(
         (total("acme"), total("initech"), total("compco-billing")),
-        (json!("5.00"), json!("2.00"), json!("6.00"))
+        (json!("5.00"), json!("2.00"), json!("4.80"))
     );
     let line = |account: &str| bill_lines(&bills[&(account.to_owned(), period.clone())]);
     assert_eq!(
@@ -335,7 +345,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
             "upco".into(),
             "upco.db.hour".into(),
             "48".into(),
-            "6.00".into(),
+            "4.80".into(),
             3
         )]
     );
@@ -358,7 +368,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         .collect();
     assert_eq!(
         (own.len(), &own[0]["account_id"], &own[0]["total"]),
-        (1, &json!("compco-billing"), &json!("6.00"))
+        (1, &json!("compco-billing"), &json!("4.80"))
     );
 
     // The platform's fee on upco's usage billed to compco is upco's
@@ -390,7 +400,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     };
     assert_eq!(
         fees(&invoice, "upco.db.hour"),
-        (json!("6.00"), json!("0.30"), json!("5.70"))
+        (json!("4.80"), json!("0.24"), json!("4.56"))
     );
     let acme_id = bills[&("acme".to_owned(), period.clone())]["id"]
         .as_str()
@@ -409,9 +419,9 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     );
 
     // compco's margin report: each consumer's revenue (net of compco's
-    // 10 % fee) beside its part of upco's 6.00, split 36 : 12 by the
+    // 10 % fee) beside its part of upco's 4.80, split 36 : 12 by the
     // hours done on its behalf.
-    let upstream_total: Decimal = "6.00".parse().unwrap();
+    let upstream_total: Decimal = "4.80".parse().unwrap();
     let cost = |hours: i64| cents(upstream_total * Decimal::from(hours) / Decimal::from(48));
     let net = |x: Decimal| cents(x * Decimal::from(9) / Decimal::from(10));
     let (acme_rev, initech_rev) = (
@@ -431,7 +441,7 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         report["data"],
         json!([row("acme", acme_rev, 36), row("initech", initech_rev, 12)])
     );
-    assert_eq!(report["data"][1]["margin"], "0.30");
+    assert_eq!(report["data"][1]["margin"], "0.60");
     let csv = get_text(
         &s.http,
         &format!("{}/v1/provider/margin.csv?period={period}", s.invoicing),
@@ -442,8 +452,8 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         csv,
         format!(
             "period,consumer,sku,currency,revenue,revenue_net,upstream_cost,margin\n\
-             {period},acme,compco.app.hour,USD,5.00,4.50,4.50,0.00\n\
-             {period},initech,compco.app.hour,USD,2.00,1.80,1.50,0.30\n"
+             {period},acme,compco.app.hour,USD,5.00,4.50,3.60,0.90\n\
+             {period},initech,compco.app.hour,USD,2.00,1.80,1.20,0.60\n"
         )
     );
     // upco's report has its immediate customer, compco's account (its
@@ -455,8 +465,8 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
                 "currency": "USD", "revenue": "0.00", "revenue_net": "0.00",
                 "upstream_cost": "0.00", "margin": "0.00"},
                {"period": period, "consumer": "compco-billing", "sku": "upco.db.hour",
-                "currency": "USD", "revenue": "6.00", "revenue_net": "5.70",
-                "upstream_cost": "0.00", "margin": "5.70"}])
+                "currency": "USD", "revenue": "4.80", "revenue_net": "4.56",
+                "upstream_cost": "0.00", "margin": "4.56"}])
     );
 
     // Rating kept the part done on behalf of each reference.

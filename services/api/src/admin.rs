@@ -17,6 +17,7 @@ use tally_platform::auth::{create_key, Principal};
 use tally_platform::{catalog, composition, onboarding};
 
 use crate::auth::Admin;
+use crate::composition::Audience;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiQuery, RequestBody};
 use crate::openapi;
@@ -263,6 +264,10 @@ pub struct NewPrice {
     /// The full price book: model, tiers, free units, minimum, recurring fee.
     #[schema(schema_with = openapi::price_book)]
     price_book: Option<PriceBook>,
+    /// `list` (every account; the default) or `provider` (a wholesale
+    /// version: what accounts that providers own pay)
+    #[serde(default)]
+    audience: Audience,
 }
 
 impl RequestBody for NewPrice {
@@ -293,11 +298,15 @@ pub async fn create_price(
     let from = body.effective_from.unwrap_or_else(Utc::now);
     check_date("effective_from", from)?;
     let mut conn = pool.acquire().await?;
-    let id = catalog::add_price(&mut conn, &sku, currency, from, &model).await?;
+    let id = body
+        .audience
+        .add_price(&mut conn, &sku, currency, from, &model)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from, "model": model}),
+            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from,
+                   "model": model, "audience": body.audience.as_str()}),
         ),
     ))
 }

@@ -8,9 +8,10 @@ use chrono::{DateTime, DurationRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::dedupe::Refusal;
-use tally_domain::pricing::resolve;
+
 use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
+use tally_platform::composition;
 
 use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
@@ -155,6 +156,9 @@ struct Catalog {
     /// Billing currency, anchor day, how far sealed.
     states: HashMap<String, AccountState>,
     versions: Versions,
+    /// Wholesale versions (issue 17), for the accounts providers own.
+    wholesale: Versions,
+    provider_owned: HashSet<String>,
     aggregations: HashMap<String, Aggregation>,
 }
 
@@ -172,10 +176,22 @@ impl Catalog {
                 .or_default()
                 .push(v);
         }
+        let provider_owned = composition::provider_owned(&mut *conn, &account_ids).await?;
+        let mut wholesale: Versions = HashMap::new();
+        if !provider_owned.is_empty() {
+            for v in catalog::wholesale_versions(&mut *conn, &skus, &codes).await? {
+                wholesale
+                    .entry((v.sku.to_string(), v.currency.code()))
+                    .or_default()
+                    .push(v);
+            }
+        }
         let aggregations = catalog::sku_aggregations(&mut *conn, &skus).await?;
         Ok(Catalog {
             states,
             versions,
+            wholesale,
+            provider_owned,
             aggregations,
         })
     }
@@ -185,10 +201,24 @@ impl Catalog {
         self.aggregations.get(sku).and_then(Aggregation::dimension)
     }
 
-    /// The price version of `sku` in `currency` in effect at `at`
-    /// ([`resolve::version_at`]).
-    fn price_at(&self, sku: &str, currency: Currency, at: DateTime<Utc>) -> Option<&PriceVersion> {
-        resolve::version_at(self.versions.get(&(sku.to_owned(), currency.code()))?, at)
+    /// The price version of `sku` in `currency` in effect at `at` for
+    /// `account`: wholesale for an account a provider owns, where in
+    /// effect ([`tally_domain::composition::price_version`]).
+    fn price_at(
+        &self,
+        account: &str,
+        sku: &str,
+        currency: Currency,
+        at: DateTime<Utc>,
+    ) -> Option<&PriceVersion> {
+        let key = (sku.to_owned(), currency.code());
+        let none: &[PriceVersion] = &[];
+        tally_domain::composition::price_version(
+            self.versions.get(&key).map_or(none, Vec::as_slice),
+            self.wholesale.get(&key).map_or(none, Vec::as_slice),
+            self.provider_owned.contains(account),
+            at,
+        )
     }
 }
 
@@ -321,7 +351,12 @@ fn price<'e>(
                 continue;
             }
         }
-        match catalog.price_at(event.sku.as_str(), currency, event.time) {
+        match catalog.price_at(
+            event.account_id.as_str(),
+            event.sku.as_str(),
+            currency,
+            event.time,
+        ) {
             Some(price) => priced.push((event, price.id)),
             None => outcome.dead.push(DeadLetter::for_event(
                 "no_price",

@@ -60,6 +60,20 @@ pub async fn set_p2p_fee(
     Ok(())
 }
 
+/// Of `accounts`, those a provider owns.
+pub async fn provider_owned(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM accounts WHERE id = ANY($1) AND owner_provider_id IS NOT NULL",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?;
+    Ok(owned.into_iter().collect())
+}
+
 /// The accounts `provider` owns, in id order.
 pub async fn accounts_of(
     conn: &mut PgConnection,

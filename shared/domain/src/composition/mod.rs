@@ -7,11 +7,30 @@
 //! attribute `onbehalfof`; only the platform can resolve it, and only for
 //! the composing provider that it was minted for.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+use crate::pricing::resolve::{version_at, Effective};
 use std::fmt;
 
 pub mod margin;
+
+/// The price version that prices usage at `at` of an account: for an
+/// account a provider owns, the SKU's wholesale version in effect (its
+/// price book for provider accounts), where it has one; else its list
+/// version in effect.
+pub fn price_version<'v, V: Effective>(
+    list: &'v [V],
+    wholesale: &'v [V],
+    account_owned_by_provider: bool,
+    at: DateTime<Utc>,
+) -> Option<&'v V> {
+    let wholesale = account_owned_by_provider
+        .then(|| version_at(wholesale, at))
+        .flatten();
+    wholesale.or_else(|| version_at(list, at))
+}
 
 /// A partner's platform fee, in percent, on the lines it bills an account:
 /// its provider-to-provider fee (`p2p_fee_pct`) when a provider owns the
@@ -89,7 +108,37 @@ impl fmt::Display for OnBehalfOf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use rust_decimal_macros::dec;
+
+    struct V(DateTime<Utc>, &'static str);
+
+    impl Effective for V {
+        fn effective_from(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_provider_account_is_priced_wholesale_where_a_version_is_in_effect() {
+        let at = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
+        let list = [V(at(1), "list-1"), V(at(10), "list-10")];
+        let wholesale = [V(at(5), "wholesale-5")];
+        let pick = |owned, day| price_version(&list, &wholesale, owned, at(day)).map(|v| v.1);
+        assert_eq!(pick(false, 6), Some("list-1"));
+        assert_eq!(pick(true, 6), Some("wholesale-5"));
+        assert_eq!(pick(true, 12), Some("wholesale-5"));
+        assert_eq!(
+            pick(true, 2),
+            Some("list-1"),
+            "before any wholesale version"
+        );
+        assert_eq!(pick(false, 12), Some("list-10"));
+        assert_eq!(
+            price_version(&[], &wholesale, false, at(6)).map(|v| v.1),
+            None
+        );
+    }
 
     #[test]
     fn a_provider_owned_account_pays_the_p2p_fee_where_one_is_set() {
