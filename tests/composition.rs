@@ -2,8 +2,11 @@
 //! and `initech` buy `compco`'s app hours; `compco` composes `upco`'s
 //! managed database, bound with its own billing account (`compco-billing`),
 //! and `upco`'s usage bills that account on behalf of each consumer, by the
-//! opaque reference the platform minted for `compco` and that consumer.
-//! Every amount is computed here by hand.
+//! opaque reference the platform minted for `compco` and that consumer,
+//! at upco's wholesale price and provider-to-provider fee. Checked: every
+//! invoice line and total, the platform fees, compco's margin report (JSON
+//! and CSV) and upco's, the refusals of foreign, unknown and malformed
+//! references, and who sees what. Every amount is computed here by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -467,6 +470,42 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
                {"period": period, "consumer": "compco-billing", "sku": "upco.db.hour",
                 "currency": "USD", "revenue": "4.80", "revenue_net": "4.56",
                 "upstream_cost": "0.00", "margin": "4.56"}])
+    );
+
+    // Tenancy: upco sees its customer compco's account and binding, never
+    // a consumer's bill nor compco's own invoices; a consumer cannot see
+    // upco (its bill above has compco's lines only) nor compco's report.
+    let acme_bill = format!("/v1/accounts/acme/bill?period={period}");
+    assert_eq!(call(&s, "get", &acme_bill, &upco, json!(null)).await.0, 403);
+    let (_, upco_bindings) = call(&s, "get", "/v1/provider/bindings", &upco, json!(null)).await;
+    let accounts: Vec<_> = upco_bindings["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["account"].clone())
+        .collect();
+    assert_eq!(accounts, [json!("compco-billing")], "{upco_bindings}");
+    let (_, upco_own) = call(
+        &s,
+        "get",
+        "/v1/provider/account/invoices",
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(upco_own["data"], json!([]));
+    let (status, _) = call(
+        &s,
+        "get",
+        &format!("/v1/provider/account/invoices/{id}"),
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        call(&s, "get", &margin, &s.keys.acme, json!(null)).await.0,
+        403
     );
 
     // Rating kept the part done on behalf of each reference.
