@@ -91,7 +91,7 @@ pub async fn create_provider(
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
     if let Some(pct) = body.p2p_fee_pct {
-        composition::set_p2p_fee(&mut tx, &id, pct).await?;
+        catalog::set_p2p_fee(&mut tx, &id, pct).await?;
     }
     if body.kafka_ingest {
         catalog::set_kafka_ingest(&mut tx, &id, true).await?;

@@ -72,15 +72,34 @@ pub async fn set_platform_fee(
     provider: &ProviderId,
     pct: Decimal,
 ) -> Result<(), CatalogError> {
-    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
-        return Err(CatalogError::InvalidPrice(
-            "platform fee must be between 0 and 100 %".into(),
-        ));
-    }
+    check_fee("platform fee", pct)?;
     let update = sqlx::query("UPDATE providers SET platform_fee_pct = $2 WHERE id = $1")
         .bind(provider.as_str())
         .bind(pct);
     update_provider(conn, provider, update).await
+}
+
+/// Sets a partner's platform fee on provider-to-provider usage (issue 17:
+/// what it bills accounts other providers own), in percent.
+pub async fn set_p2p_fee(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    pct: Decimal,
+) -> Result<(), CatalogError> {
+    check_fee("provider-to-provider fee", pct)?;
+    let update = sqlx::query("UPDATE providers SET p2p_fee_pct = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(pct);
+    update_provider(conn, provider, update).await
+}
+
+fn check_fee(what: &str, pct: Decimal) -> Result<(), CatalogError> {
+    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
+        return Err(CatalogError::InvalidPrice(format!(
+            "{what} must be between 0 and 100 %"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `update` (of one provider's row); `UnknownProvider` when it

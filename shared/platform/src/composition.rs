@@ -37,29 +37,6 @@ pub async fn set_owner(
     Ok(())
 }
 
-/// Sets a partner's platform fee on provider-to-provider usage (what it
-/// bills accounts other providers own), in percent.
-pub async fn set_p2p_fee(
-    conn: &mut PgConnection,
-    provider: &ProviderId,
-    pct: Decimal,
-) -> Result<(), CatalogError> {
-    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
-        return Err(CatalogError::InvalidPrice(
-            "the provider-to-provider fee must be between 0 and 100 %".into(),
-        ));
-    }
-    let updated = sqlx::query("UPDATE providers SET p2p_fee_pct = $2 WHERE id = $1")
-        .bind(provider.as_str())
-        .bind(pct)
-        .execute(conn)
-        .await?;
-    if updated.rows_affected() == 0 {
-        return Err(CatalogError::UnknownProvider(provider.to_string()));
-    }
-    Ok(())
-}
-
 /// Of `accounts`, those a provider owns.
 pub async fn provider_owned(
     conn: &mut PgConnection,
