@@ -525,3 +525,51 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     assert_eq!(parts, want);
     s.running.stop().await.unwrap();
 }
+
+/// `tally create-account --provider`: the platform makes a provider's own
+/// billing account from the command line; for an unknown provider nothing
+/// is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_providers_own_account_or_nothing() {
+    let h = Harness::new().await;
+    tally::admin::create_provider(
+        &h.pool,
+        "compco",
+        "Comp Co",
+        tally_domain::ProviderKind::Partner,
+    )
+    .await
+    .unwrap();
+    let create = |id: &str, provider: &str| {
+        h.tally(&[
+            "create-account",
+            "--id",
+            id,
+            "--name",
+            "Billing",
+            "--currency",
+            "EUR",
+            "--provider",
+            provider,
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = create("compco-billing", "compco");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = create("nobodys-billing", "nobody");
+    assert!(!out.status.success());
+    let owners: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT id, owner_provider_id, currency FROM accounts ORDER BY id")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        owners,
+        [("compco-billing".into(), Some("compco".into()), "EUR".into())]
+    );
+}
