@@ -88,6 +88,7 @@ async fn a_statement_committed_but_not_published_is_published_at_restart() {
         received_at: time,
         dimensions: Default::default(),
         resource: None,
+        on_behalf_of: None,
     };
     // The rating transaction, committed; its publish never ran.
     let outcome = tally_rating::process_batch(&h.pool, &[usage])

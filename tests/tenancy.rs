@@ -691,3 +691,147 @@ async fn contracts_are_isolated() {
     );
     s.running.stop().await.unwrap();
 }
+
+/// A provider's own billing account (issue 17): the platform creates it;
+/// its provider reads its invoices, another provider does not see them
+/// (`not_found`), customers and staff have no provider view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_account_is_read_by_that_provider_only() {
+    let s = Seeded::start(&Service::ALL).await;
+    let (keys, http, api) = (&s.keys, &s.http, &s.invoicing);
+    let t = s.now - Duration::minutes(1);
+    let new = json!({"id": "dbco-billing", "name": "DB Co (billing)", "currency": "USD",
+                     "provider_id": "dbco"});
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/admin/accounts"),
+        &keys.admin,
+        new,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["provider_id"]),
+        (201, &json!("dbco")),
+        "{body}"
+    );
+    let unknown =
+        json!({"id": "x-billing", "name": "X", "currency": "USD", "provider_id": "nobody"});
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/admin/accounts"),
+        &keys.admin,
+        unknown,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_provider")),
+        "{body}"
+    );
+    let (status, _) = post_events(
+        http,
+        &s.collector,
+        &keys.cloud,
+        &[event(
+            "vm-1",
+            "cloud",
+            "dbco-billing",
+            "cloud.vm.hour",
+            "10",
+            t,
+        )],
+    )
+    .await;
+    assert_eq!(status, 202);
+    let period = t.format("%Y-%m").to_string();
+    let expected = [(("dbco-billing".to_owned(), period), "0.42".parse().unwrap())].into();
+    let bills = wait_for_totals(
+        http,
+        api,
+        &keys.finance,
+        &expected,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let invoice_id = bills.values().next().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let list = format!("{api}/v1/provider/account/invoices");
+    let one = format!("{list}/{invoice_id}");
+    let (status, body) = send(http, "get", &list, &keys.dbco, json!(null)).await;
+    assert_eq!((status, body["data"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(body["data"][0]["account_id"], "dbco-billing");
+    let (status, body) = send(http, "get", &one, &keys.dbco, json!(null)).await;
+    assert_eq!((status, body["total"].as_str()), (200, Some("0.42")));
+    let (_, body) = send(http, "get", &list, &keys.queueco, json!(null)).await;
+    assert_eq!(body["data"], json!([]));
+    let (status, body) = send(http, "get", &one, &keys.queueco, json!(null)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        for url in [&list, &one] {
+            let (status, body) = send(http, "get", url, key, json!(null)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{url}"
+            );
+        }
+    }
+    for url in [&list, &one] {
+        assert_eq!(send(http, "get", url, "", json!(null)).await.0, 401);
+    }
+    // On-behalf-of references: providers only, each its own.
+    let references = format!("{api}/v1/provider/references");
+    let consumer = json!({"account": "acme"});
+    let (status, mine) = send(http, "post", &references, &keys.dbco, consumer.clone()).await;
+    assert_eq!(status, 200, "{mine}");
+    let (_, theirs) = send(http, "post", &references, &keys.queueco, consumer.clone()).await;
+    assert_ne!(mine["reference"], theirs["reference"]);
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = send(http, "post", &references, key, consumer.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    assert_eq!(send(http, "post", &references, "", consumer).await.0, 401);
+    // Margin reports: a provider's own only (JSON and CSV); no other role.
+    let period = t.format("%Y-%m").to_string();
+    for path in ["margin", "margin.csv"] {
+        let url = format!("{api}/v1/provider/{path}?period={period}");
+        assert_eq!(
+            send(http, "get", &url, &keys.dbco, json!(null)).await.0,
+            200,
+            "{url}"
+        );
+        for key in [&keys.acme, &keys.finance, &keys.admin] {
+            let (status, body) = send(http, "get", &url, key, json!(null)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            send(http, "get", &url, "", json!(null)).await.0,
+            401,
+            "{url}"
+        );
+    }
+    // cloud's report has its customer dbco-billing's 0.42; dbco's has no
+    // row of cloud's.
+    let url = format!("{api}/v1/provider/margin?period={period}");
+    let (_, cloud) = send(http, "get", &url, &keys.cloud, json!(null)).await;
+    assert_eq!(cloud["data"][0]["consumer"], "dbco-billing");
+    assert_eq!(cloud["data"][0]["revenue"], "0.42");
+    let (_, dbco) = send(http, "get", &url, &keys.dbco, json!(null)).await;
+    assert_eq!(dbco["data"], json!([]));
+    s.running.stop().await.unwrap();
+}

@@ -14,9 +14,10 @@ use tally_domain::{
     Sku,
 };
 use tally_platform::auth::{create_key, Principal};
-use tally_platform::{catalog, onboarding};
+use tally_platform::{catalog, composition, onboarding};
 
 use crate::auth::Admin;
+use crate::composition::Audience;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiQuery, RequestBody};
 use crate::openapi;
@@ -45,6 +46,12 @@ pub struct NewProvider {
     #[serde(default, with = "tally_domain::input::exact_option")]
     #[schema(schema_with = openapi::exact_decimal)]
     platform_fee_pct: Option<Decimal>,
+    /// The platform's share, in percent, of what this partner bills
+    /// accounts that other providers own (provider-to-provider usage);
+    /// the same as `platform_fee_pct` when absent.
+    #[serde(default, with = "tally_domain::input::exact_option")]
+    #[schema(schema_with = openapi::exact_decimal)]
+    p2p_fee_pct: Option<Decimal>,
     /// Whether the collector takes this provider's usage records from the
     /// `usage.ingest` Kafka topic (its `tally-provider` header names the
     /// provider); off by default
@@ -83,6 +90,9 @@ pub async fn create_provider(
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
+    if let Some(pct) = body.p2p_fee_pct {
+        catalog::set_p2p_fee(&mut tx, &id, pct).await?;
+    }
     if body.kafka_ingest {
         catalog::set_kafka_ingest(&mut tx, &id, true).await?;
     }
@@ -113,6 +123,11 @@ pub struct NewAccount {
     /// calendar months by default.
     #[schema(minimum = 1, maximum = 28)]
     billing_anchor_day: Option<u32>,
+    /// The provider whose own billing account this is (a provider as a
+    /// customer of other providers: it binds their services with it and
+    /// its provider key reads its invoices); absent for a customer
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    provider_id: Option<String>,
 }
 
 impl RequestBody for NewAccount {}
@@ -121,7 +136,7 @@ impl RequestBody for NewAccount {}
     post,
     path = "/v1/admin/accounts",
     tag = "admin",
-    summary = "Create a customer account (returns its customer token once)",
+    summary = "Create a customer account, or a provider's own billing account (returns its customer token once)",
     request_body = NewAccount,
     responses((status = 201, description = "Created", body = inline(openapi::AccountCreated))),
     security(("bearer" = [])),
@@ -140,14 +155,23 @@ pub async fn create_account(
         .transpose()
         .map_err(invalid)?
         .unwrap_or_default();
+    let owner = body
+        .provider_id
+        .as_deref()
+        .map(ProviderId::parse)
+        .transpose()
+        .map_err(invalid)?;
     let mut tx = pool.begin().await?;
     let key = onboarding::account(&mut tx, &id, &body.name, currency).await?;
     catalog::set_billing_anchor(&mut tx, &id, anchor).await?;
+    if let Some(owner) = &owner {
+        composition::set_owner(&mut tx, &id, owner).await?;
+    }
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "name": body.name, "currency": currency,
-            "billing_anchor_day": anchor, "api_key": key.secret})),
+            "billing_anchor_day": anchor, "provider_id": owner, "api_key": key.secret})),
     ))
 }
 
@@ -240,6 +264,10 @@ pub struct NewPrice {
     /// The full price book: model, tiers, free units, minimum, recurring fee.
     #[schema(schema_with = openapi::price_book)]
     price_book: Option<PriceBook>,
+    /// `list` (every account; the default) or `provider` (a wholesale
+    /// version: what accounts that providers own pay)
+    #[serde(default)]
+    audience: Audience,
 }
 
 impl RequestBody for NewPrice {
@@ -270,11 +298,15 @@ pub async fn create_price(
     let from = body.effective_from.unwrap_or_else(Utc::now);
     check_date("effective_from", from)?;
     let mut conn = pool.acquire().await?;
-    let id = catalog::add_price(&mut conn, &sku, currency, from, &model).await?;
+    let id = body
+        .audience
+        .add_price(&mut conn, &sku, currency, from, &model)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from, "model": model}),
+            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from,
+                   "model": model, "audience": body.audience.as_str()}),
         ),
     ))
 }

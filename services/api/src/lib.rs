@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bindings;
+pub mod composition;
 pub mod contracts;
 pub mod credits;
 pub mod customer;

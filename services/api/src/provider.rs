@@ -16,6 +16,7 @@ use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
 use tally_platform::catalog;
 
 use crate::auth::ProviderCaller;
+use crate::composition::Audience;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, RequestBody};
 use crate::openapi;
@@ -152,6 +153,10 @@ pub struct NewVersion {
     effective_from: Option<DateTime<Utc>>,
     #[schema(schema_with = openapi::price_book)]
     price_book: PriceBook,
+    /// `list` (every account; the default) or `provider` (a wholesale
+    /// version: what accounts that providers own pay)
+    #[serde(default)]
+    audience: Audience,
 }
 
 impl RequestBody for NewVersion {
@@ -207,11 +212,15 @@ pub async fn publish_price(
             ),
         ));
     }
-    let id = catalog::add_price(&mut conn, &sku, currency, from, &body.price_book).await?;
+    let id = body
+        .audience
+        .add_price(&mut conn, &sku, currency, from, &body.price_book)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from, "price_book": body.price_book}),
+            json!({"id": id, "sku": sku, "currency": currency, "effective_from": from,
+                   "price_book": body.price_book, "audience": body.audience.as_str()}),
         ),
     ))
 }

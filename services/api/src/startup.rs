@@ -18,7 +18,8 @@ use crate::customer::page::{self, PageState};
 use crate::customer::sessions;
 use crate::finance::{corrections, invoices, settlement};
 use crate::{
-    admin, auth, bindings, contracts, credits, extract, openapi, provider, usage_corrections,
+    admin, auth, bindings, composition, contracts, credits, extract, openapi, provider,
+    usage_corrections,
 };
 
 /// The bearer-key API: each route comes with its handler's documentation
@@ -79,6 +80,11 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(bindings::plans::admin_plan_version))
         .routes(routes!(usage_corrections::provider_corrections))
         .routes(routes!(usage_corrections::invoice_corrections))
+        .routes(routes!(composition::account::list_invoices))
+        .routes(routes!(composition::account::get_invoice))
+        .routes(routes!(composition::references::mint))
+        .routes(routes!(composition::margin::get_margin))
+        .routes(routes!(composition::margin::export_margin))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tally_domain::composition::OnBehalfOf;
 use tally_domain::{AccountId, BindingId, EventId, ProviderId, Quantity, Sku};
 
 /// At most this many dimensions per event.
@@ -40,6 +41,9 @@ pub struct ParsedEvent {
     pub dimensions: BTreeMap<String, String>,
     /// The binding the usage belongs to (the `resource` extension attribute).
     pub resource: Option<BindingId>,
+    /// The consumer a composing provider's usage was done for (the
+    /// `onbehalfof` extension attribute: an opaque reference).
+    pub on_behalf_of: Option<OnBehalfOf>,
 }
 
 /// Why one event of a batch was refused: a stable code and a human message.
@@ -116,6 +120,17 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
             ))
         }
     };
+    let on_behalf_of = match obj.get("onbehalfof") {
+        None => None,
+        Some(Value::String(text)) => Some(OnBehalfOf::parse(text).map_err(|e| {
+            EventRejection::malformed(format!("`onbehalfof` (the consumer's reference): {e}"))
+        })?),
+        Some(_) => {
+            return Err(EventRejection::malformed(
+                "`onbehalfof` (the consumer's reference) must be a string",
+            ))
+        }
+    };
     let sku = Sku::parse(string(data, "sku")?)
         .map_err(|e| EventRejection::malformed(format!("`data.sku`: {e}")))?;
     let quantity = match data.get("quantity") {
@@ -168,6 +183,7 @@ pub fn parse_event(value: &Value, provider: &ProviderId) -> Result<ParsedEvent, 
         time,
         dimensions,
         resource,
+        on_behalf_of,
     })
 }
 
@@ -197,6 +213,8 @@ struct WireEvent<'a> {
     data: &'a RawValue,
     #[serde(default, borrow, deserialize_with = "present")]
     resource: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    onbehalfof: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +283,12 @@ pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent>
             Some(BindingId::parse(&serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()?).ok()?)
         }
     };
+    let on_behalf_of = match wire.onbehalfof {
+        None => None,
+        Some(raw) => {
+            Some(OnBehalfOf::parse(&serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()?).ok()?)
+        }
+    };
     Some(ParsedEvent {
         id: EventId::parse(&wire.id).ok()?,
         account: AccountId::parse(&wire.subject).ok()?,
@@ -275,6 +299,7 @@ pub fn parse_typed(raw: &RawValue, provider: &ProviderId) -> Option<ParsedEvent>
             .with_timezone(&Utc),
         dimensions,
         resource,
+        on_behalf_of,
     })
 }
 

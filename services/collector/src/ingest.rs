@@ -317,6 +317,7 @@ pub fn accepted_events(
             received_at: now,
             dimensions: e.dimensions.clone(),
             resource: e.resource.clone(),
+            on_behalf_of: e.on_behalf_of.clone(),
         })
         .collect()
 }
@@ -348,8 +349,17 @@ async fn check_catalog(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let references: Vec<(&str, &str)> = valid()
+        .filter_map(|e| {
+            e.on_behalf_of
+                .as_ref()
+                .map(|r| (r.as_str(), e.account.as_str()))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let found = lookup
-        .catalog(provider, &skus, &accounts, &resources)
+        .catalog(provider, &skus, &accounts, &resources, &references)
         .await?;
     let (skus, known) = (&found.skus, &found.accounts);
     for outcome in outcomes.iter_mut() {
@@ -370,9 +380,9 @@ async fn check_catalog(
                 "account_unknown",
                 format!("account {} does not exist", event.account),
             )),
-            (Some(terms), Some(currency)) => {
-                unbillable(event, terms, *currency).or_else(|| unbound(provider, event, &found))
-            }
+            (Some(terms), Some(currency)) => unbillable(event, terms, *currency)
+                .or_else(|| unbound(provider, event, &found))
+                .or_else(|| not_on_behalf(event, &found)),
         };
         if let Some(rejection) = verdict {
             *outcome = Err(rejection);
@@ -424,6 +434,27 @@ fn unbound(
     .err()
     .map(|refusal| EventRejection::new(NotBound::CODE, refusal.to_string()))
 }
+
+/// Usage naming a consumer reference (`onbehalfof`) that the provider
+/// owning its account did not mint: `on_behalf_of_unknown`. One code for
+/// a reference that does not exist, is another provider's, or names an
+/// account no provider owns: the sender learns nothing about whose it is.
+fn not_on_behalf(event: &ParsedEvent, found: &crate::lookup::Catalog) -> Option<EventRejection> {
+    let reference = event.on_behalf_of.as_ref()?;
+    let pair = (reference.to_string(), event.account.to_string());
+    (!found.on_behalf.contains(&pair)).then(|| {
+        EventRejection::new(
+            ON_BEHALF_OF_UNKNOWN,
+            format!(
+                "`onbehalfof` is not a consumer reference of account {}'s provider",
+                event.account
+            ),
+        )
+    })
+}
+
+/// The code of [`not_on_behalf`].
+pub const ON_BEHALF_OF_UNKNOWN: &str = "on_behalf_of_unknown";
 
 #[cfg(test)]
 mod tests {

@@ -16,14 +16,14 @@
 //! revocation while it does not.
 
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_domain::binding::UsageWindow;
 use tally_domain::{Currency, ProviderId};
 use tally_platform::auth::{self, Principal};
-use tally_platform::bindings;
 use tally_platform::catalog::{self, SkuTerms};
+use tally_platform::{bindings, composition};
 
 /// How often the background probe asks whether PostgreSQL answers again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -45,6 +45,9 @@ pub struct Catalog {
     pub accounts: HashMap<String, Currency>,
     pub requires_binding: bool,
     pub windows: HashMap<String, UsageWindow>,
+    /// The (on-behalf-of reference, account) pairs named that are valid:
+    /// the reference was minted by the provider that owns the account.
+    pub on_behalf: HashSet<(String, String)>,
 }
 
 #[derive(Default)]
@@ -55,6 +58,8 @@ struct Remembered {
     accounts: HashMap<String, (Currency, Instant)>,
     requires_binding: HashMap<ProviderId, (bool, Instant)>,
     windows: HashMap<String, (UsageWindow, Instant)>,
+    /// Valid (reference, account) pairs (invalid ones are not remembered).
+    on_behalf: HashMap<(String, String), Instant>,
     /// Provider → whether it may produce to `usage.ingest`.
     kafka_ingest: HashMap<String, (bool, Instant)>,
     /// PostgreSQL did not answer, and the probe has not seen it answer since.
@@ -168,13 +173,15 @@ impl Lookup {
 
     /// The terms of each of `skus` (owner, markup, prices), the
     /// currency of each of `accounts` that exists, whether `provider`
-    /// requires bindings, and the usage window of each of `resources` that exists.
+    /// requires bindings, the usage window of each of `resources` that
+    /// exists, and which (on-behalf-of reference, account) pairs are valid.
     pub async fn catalog(
         &self,
         provider: &ProviderId,
         skus: &[&str],
         accounts: &[&str],
         resources: &[&str],
+        references: &[(&str, &str)],
     ) -> Result<Catalog, LookupError> {
         let asked = self
             .ask(async {
@@ -187,11 +194,17 @@ impl Lookup {
                 } else {
                     bindings::usage_windows(&mut conn, resources).await?
                 };
+                let on_behalf = if references.is_empty() {
+                    HashSet::new()
+                } else {
+                    composition::valid_references(&mut conn, references).await?
+                };
                 Ok(Catalog {
                     skus: skus.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
                     accounts,
                     requires_binding: requires.get(provider.as_str()).copied().unwrap_or(false),
                     windows,
+                    on_behalf,
                 })
             })
             .await?;
@@ -209,6 +222,9 @@ impl Lookup {
                 .insert(provider.clone(), (found.requires_binding, now));
             for (id, window) in &found.windows {
                 state.windows.insert(id.clone(), (window.clone(), now));
+            }
+            for pair in &found.on_behalf {
+                state.on_behalf.insert(pair.clone(), now);
             }
             prune(&mut state, now, self.remember);
             return Ok(found);
@@ -246,11 +262,22 @@ impl Lookup {
                 _ => return Err(LookupError::Unavailable),
             }
         }
+        let mut on_behalf = HashSet::new();
+        for (reference, account) in references {
+            let pair = ((*reference).to_owned(), (*account).to_owned());
+            match state.on_behalf.get(&pair) {
+                Some(at) if self.fresh(*at, now) => {
+                    on_behalf.insert(pair);
+                }
+                _ => return Err(LookupError::Unavailable),
+            }
+        }
         Ok(Catalog {
             skus: found,
             accounts: known,
             requires_binding,
             windows,
+            on_behalf,
         })
     }
 }
@@ -307,5 +334,6 @@ fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
     state.accounts.retain(|_, (_, at)| fresh(at));
     state.requires_binding.retain(|_, (_, at)| fresh(at));
     state.windows.retain(|_, (_, at)| fresh(at));
+    state.on_behalf.retain(|_, at| fresh(at));
     state.kafka_ingest.retain(|_, (_, at)| fresh(at));
 }

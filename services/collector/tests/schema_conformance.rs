@@ -162,6 +162,7 @@ fn the_kafka_message_matches_its_schema() {
         received_at: parsed.time,
         dimensions: parsed.dimensions,
         resource: parsed.resource,
+        on_behalf_of: parsed.on_behalf_of,
     });
     let value = serde_json::to_value(&message).unwrap();
     let validator = schema("usage-event.schema.json");

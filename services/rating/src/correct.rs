@@ -348,6 +348,9 @@ fn amended(
         } else {
             Some(tally_domain::BindingId::parse(&event.binding_id).map_err(decode)?)
         },
+        // Not stored with the event's values yet: an amended event's new
+        // values are not split to a consumer (issue 17's margin report).
+        on_behalf_of: None,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod credits_repo;
 pub mod dedupe;
 mod draws;
 pub mod error;
+pub mod on_behalf;
 pub mod outbox;
 pub mod outcome;
 pub mod rate;

@@ -9,14 +9,15 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::contract::Contract;
 use tally_domain::dedupe::Refusal;
-use tally_domain::pricing::resolve;
+
 use tally_domain::{Aggregation, Currency, DedupeWindow, Period, UsageEvent};
 use tally_platform::catalog::{self, PriceVersion};
-use tally_platform::contracts;
+use tally_platform::{composition, contracts};
 
 use crate::corrections_repo::{self, CountedEvent};
 use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
+use crate::on_behalf;
 use crate::outcome::{BatchOutcome, DeadLetter};
 use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
 use crate::restate::restate;
@@ -161,6 +162,9 @@ pub(crate) struct Catalog {
     /// Billing currency, anchor day, how far sealed.
     pub(crate) states: HashMap<String, AccountState>,
     versions: Versions,
+    /// Wholesale versions (issue 17), for the accounts providers own.
+    wholesale: Versions,
+    provider_owned: HashSet<String>,
     aggregations: HashMap<String, Aggregation>,
     /// The contracts of the batch's accounts that have any (price protection).
     contracts: HashMap<String, Vec<Contract>>,
@@ -183,11 +187,23 @@ impl Catalog {
                 .or_default()
                 .push(v);
         }
+        let provider_owned = composition::provider_owned(&mut *conn, &account_ids).await?;
+        let mut wholesale: Versions = HashMap::new();
+        if !provider_owned.is_empty() {
+            for v in catalog::wholesale_versions(&mut *conn, &skus, &codes).await? {
+                wholesale
+                    .entry((v.sku.to_string(), v.currency.code()))
+                    .or_default()
+                    .push(v);
+            }
+        }
         let aggregations = catalog::sku_aggregations(&mut *conn, &skus).await?;
         let contracts = contracts::contracts_of(&mut *conn, &account_ids).await?;
         Ok(Catalog {
             states,
             versions,
+            wholesale,
+            provider_owned,
             aggregations,
             contracts,
         })
@@ -198,10 +214,24 @@ impl Catalog {
         self.aggregations.get(sku).and_then(Aggregation::dimension)
     }
 
-    /// The price version of `sku` in `currency` in effect at `at`
-    /// ([`resolve::version_at`]).
-    fn price_at(&self, sku: &str, currency: Currency, at: DateTime<Utc>) -> Option<&PriceVersion> {
-        resolve::version_at(self.versions.get(&(sku.to_owned(), currency.code()))?, at)
+    /// The price version of `sku` in `currency` in effect at `at` for
+    /// `account`: wholesale for an account a provider owns, where in
+    /// effect ([`tally_domain::composition::price_version`]).
+    fn price_at(
+        &self,
+        account: &str,
+        sku: &str,
+        currency: Currency,
+        at: DateTime<Utc>,
+    ) -> Option<&PriceVersion> {
+        let key = (sku.to_owned(), currency.code());
+        let none: &[PriceVersion] = &[];
+        tally_domain::composition::price_version(
+            self.versions.get(&key).map_or(none, Vec::as_slice),
+            self.wholesale.get(&key).map_or(none, Vec::as_slice),
+            self.provider_owned.contains(account),
+            at,
+        )
     }
 }
 
@@ -248,6 +278,7 @@ async fn rate_in(
     let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
     corrections_repo::store_counted(&mut *conn, &counted.values).await?;
+    on_behalf::record(&mut *conn, &counted.on_behalf).await?;
     let late: Vec<_> = counted.late.into_iter().collect();
     seals_repo::record_late(&mut *conn, &late).await?;
     let hours = t.elapsed() - aggregated;
@@ -336,12 +367,15 @@ pub(crate) fn price<'e>(
         }
         // A protected account keeps the version in force at its contract's
         // signature (if the SKU had one then).
+        let account = event.account_id.as_str();
         let protected = catalog
             .contracts
-            .get(event.account_id.as_str())
+            .get(account)
             .and_then(|c| Contract::protected_price_time(c, event.time))
-            .and_then(|signed| catalog.price_at(event.sku.as_str(), currency, signed));
-        match protected.or_else(|| catalog.price_at(event.sku.as_str(), currency, event.time)) {
+            .and_then(|signed| catalog.price_at(account, event.sku.as_str(), currency, signed));
+        match protected
+            .or_else(|| catalog.price_at(account, event.sku.as_str(), currency, event.time))
+        {
             Some(price) => priced.push((event, price.id)),
             None => outcome.dead.push(DeadLetter::for_event(
                 "no_price",
@@ -373,6 +407,8 @@ pub(crate) struct Counted {
     /// Where each counted event is billed: (provider, event id) → (period
     /// counted in, period billing it).
     pub(crate) billed: HashMap<(String, String), (Period, Period)>,
+    /// The part of the increments done on behalf of consumer references.
+    pub(crate) on_behalf: on_behalf::OnBehalf,
 }
 
 /// Places each event not counted before ([`AccountState::place`]) and adds
@@ -417,6 +453,17 @@ pub(crate) fn count(
             .or_default();
         inc.period_end = Some(period.end());
         inc.add(event.time, event.event_id.as_str(), event.quantity.value());
+        if let Some(reference) = &event.on_behalf_of {
+            counted.on_behalf.add(
+                (
+                    event.account_id.to_string(),
+                    period.start(),
+                    *price_id,
+                    reference.to_string(),
+                ),
+                event.quantity.value(),
+            );
+        }
         if let Some(dimension) = catalog.dimension(event.sku.as_str()) {
             if let Some(value) = event.dimensions.get(dimension) {
                 inc.distinct.insert(value.clone());

@@ -367,9 +367,11 @@ pub async fn load_aggregates(
                         AND d.price_id = ua.price_id AND d.binding_id = ua.binding_id)
                 ELSE 0 END AS distinct_values,
                 s.markup_pct, pr.platform_fee_pct,
-                ua.binding_id, b.name AS resource_name, pl.name AS plan_name
+                ua.binding_id, b.name AS resource_name, pl.name AS plan_name,
+                pr.p2p_fee_pct, acc.owner_provider_id IS NOT NULL AS provider_owned
          FROM usage_aggregates ua
          JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
+         JOIN accounts acc ON acc.id = ua.account_id
          JOIN prices p ON p.id = ua.price_id
          JOIN skus s ON s.id = p.sku_id
          JOIN providers pr ON pr.id = s.provider_id
@@ -402,7 +404,11 @@ pub async fn load_aggregates(
             quantity: billable_quantity(&r)?,
             event_count: r.try_get(4)?,
             markup_pct: r.try_get(9)?,
-            platform_fee_pct: r.try_get(10)?,
+            platform_fee_pct: tally_domain::composition::platform_fee_pct(
+                r.try_get(10)?,
+                r.try_get(14)?,
+                r.try_get(15)?,
+            ),
             resource: resource_of(&r)?,
             included: Decimal::ZERO,
         };

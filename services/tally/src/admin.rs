@@ -38,6 +38,25 @@ pub async fn create_account(
     Ok(key.secret)
 }
 
+/// A provider's own billing account (issue 17: a provider as a customer of
+/// other providers), created with its customer token in one transaction.
+pub async fn create_provider_account(
+    pool: &PgPool,
+    id: &str,
+    name: &str,
+    currency: &str,
+    provider: &str,
+) -> anyhow::Result<String> {
+    let id = AccountId::parse(id)?;
+    let currency = Currency::parse(currency)?;
+    let provider = ProviderId::parse(provider)?;
+    let mut tx = pool.begin().await?;
+    let key = onboarding::account(&mut tx, &id, name, currency).await?;
+    tally_platform::composition::set_owner(&mut tx, &id, &provider).await?;
+    tx.commit().await?;
+    Ok(key.secret)
+}
+
 pub async fn create_sku(
     pool: &PgPool,
     id: &str,

@@ -112,6 +112,10 @@ enum Command {
         /// The day of the month (1 to 28) its billing periods start on.
         #[arg(long, default_value_t = 1)]
         billing_anchor_day: u32,
+        /// Make it this provider's own billing account (a provider as a
+        /// customer of other providers; its provider key reads the invoices).
+        #[arg(long)]
+        provider: Option<String>,
     },
     /// Create a SKU owned by a provider.
     CreateSku {
@@ -442,10 +446,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     currency,
                     billing_anchor_day,
+                    provider,
                 } => {
                     let anchor = AnchorDay::new(billing_anchor_day)?;
-                    let key = tally::admin::create_account(&pool, &id, &name, &currency).await?;
+                    let key = match &provider {
+                        Some(provider) => {
+                            tally::admin::create_provider_account(
+                                &pool, &id, &name, &currency, provider,
+                            )
+                            .await?
+                        }
+                        None => tally::admin::create_account(&pool, &id, &name, &currency).await?,
+                    };
                     tally::admin::set_billing_anchor(&pool, &id, anchor).await?;
+                    if let Some(provider) = &provider {
+                        println!("account {id} is provider {provider}'s own billing account");
+                    }
                     println!("account {id} created; customer token (shown once): {key}");
                 }
                 Command::CreateSku {

@@ -24,6 +24,7 @@
 
 pub mod aggregation;
 pub mod binding;
+pub mod composition;
 pub mod contract;
 pub mod corrections;
 pub mod credits;

@@ -1,5 +1,6 @@
 //! The usage event as it travels on `usage.events` (schemas/usage-event.schema.json).
 
+use crate::composition::OnBehalfOf;
 use crate::{AccountId, BindingId, EventId, ProviderId, Quantity, Sku};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub struct UsageEvent {
     /// attribute), checked by the collector ([`crate::binding::check_bound`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<BindingId>,
+    /// The consumer a composing provider's usage was done for, as the
+    /// opaque reference the platform minted (the CloudEvents `onbehalfof`
+    /// attribute), checked by the collector to be one of the account's
+    /// owning provider's ([`crate::composition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<OnBehalfOf>,
 }
 
 /// A message on `usage.events`, tagged by `kind` so markers can share the topic.
@@ -155,6 +162,7 @@ mod tests {
             received_at: "2026-11-01T10:00:01Z".parse().unwrap(),
             dimensions: BTreeMap::from([("region".into(), "eu".into())]),
             resource: None,
+            on_behalf_of: None,
         };
         assert_eq!(
             serde_json::to_string(&UsageMessageRef::Usage(&event)).unwrap(),

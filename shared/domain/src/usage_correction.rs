@@ -169,6 +169,7 @@ mod tests {
             received_at: time,
             dimensions: Default::default(),
             resource: None,
+            on_behalf_of: None,
         }
     }
 

@@ -585,10 +585,12 @@ pub async fn bound_in_periods(
                 b.provider_resource_id, b.plan_id, b.region, b.tags, b.status, b.status_message,
                 b.requested_at, b.activated_at, b.suspended_at, b.deleted_at,
                 pr.name AS provider_name, pr.kind AS provider_kind, pr.platform_fee_pct,
-                pl.name AS plan_name
+                pl.name AS plan_name, pr.p2p_fee_pct,
+                acc.owner_provider_id IS NOT NULL AS provider_owned
          FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(a, s, e)
          JOIN bindings b ON b.account_id = k.a AND b.activated_at IS NOT NULL
              AND b.activated_at < k.e AND (b.deleted_at IS NULL OR b.deleted_at > k.s)
+         JOIN accounts acc ON acc.id = b.account_id
          JOIN providers pr ON pr.id = b.provider_id
          JOIN plans pl ON pl.id = b.plan_id
          ORDER BY b.id",
@@ -626,7 +628,11 @@ pub async fn bound_in_periods(
                 history: histories.get(&id).cloned().unwrap_or_default(),
                 plans: plans.get(&id).cloned().unwrap_or_default(),
                 provider,
-                platform_fee_pct: r.try_get("platform_fee_pct")?,
+                platform_fee_pct: tally_domain::composition::platform_fee_pct(
+                    r.try_get("platform_fee_pct")?,
+                    r.try_get("p2p_fee_pct")?,
+                    r.try_get("provider_owned")?,
+                ),
                 plan_name: r.try_get("plan_name")?,
                 binding,
             });

@@ -72,15 +72,34 @@ pub async fn set_platform_fee(
     provider: &ProviderId,
     pct: Decimal,
 ) -> Result<(), CatalogError> {
-    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
-        return Err(CatalogError::InvalidPrice(
-            "platform fee must be between 0 and 100 %".into(),
-        ));
-    }
+    check_fee("platform fee", pct)?;
     let update = sqlx::query("UPDATE providers SET platform_fee_pct = $2 WHERE id = $1")
         .bind(provider.as_str())
         .bind(pct);
     update_provider(conn, provider, update).await
+}
+
+/// Sets a partner's platform fee on provider-to-provider usage (issue 17:
+/// what it bills accounts other providers own), in percent.
+pub async fn set_p2p_fee(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    pct: Decimal,
+) -> Result<(), CatalogError> {
+    check_fee("provider-to-provider fee", pct)?;
+    let update = sqlx::query("UPDATE providers SET p2p_fee_pct = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(pct);
+    update_provider(conn, provider, update).await
+}
+
+fn check_fee(what: &str, pct: Decimal) -> Result<(), CatalogError> {
+    if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
+        return Err(CatalogError::InvalidPrice(format!(
+            "{what} must be between 0 and 100 %"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `update` (of one provider's row); `UnknownProvider` when it
@@ -278,19 +297,43 @@ pub async fn add_price(
     effective_from: DateTime<Utc>,
     model: &PriceBook,
 ) -> Result<i64, CatalogError> {
+    insert_price(conn, sku, currency, effective_from, model, "list").await
+}
+
+/// Adds a wholesale price version (issue 17): what accounts that providers
+/// own pay, versioned like the list price.
+pub async fn add_wholesale_price(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    currency: Currency,
+    effective_from: DateTime<Utc>,
+    model: &PriceBook,
+) -> Result<i64, CatalogError> {
+    insert_price(conn, sku, currency, effective_from, model, "provider").await
+}
+
+async fn insert_price(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    currency: Currency,
+    effective_from: DateTime<Utc>,
+    model: &PriceBook,
+    audience: &str,
+) -> Result<i64, CatalogError> {
     model
         .validate()
         .map_err(|e| CatalogError::InvalidPrice(e.to_string()))?;
     let model_json =
         serde_json::to_value(model).map_err(|e| CatalogError::InvalidPrice(e.to_string()))?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO prices (sku_id, currency, effective_from, model)
-         VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO prices (sku_id, currency, effective_from, model, audience)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(sku.as_str())
     .bind(currency.code())
     .bind(effective_from)
     .bind(model_json)
+    .bind(audience)
     .fetch_one(conn)
     .await
     .map_err(|e| on_constraint(e, sku.as_str()))?;
@@ -356,7 +399,7 @@ pub async fn sku_terms(
         .collect::<Result<HashMap<String, SkuTerms>, sqlx::Error>>()?;
     let prices = sqlx::query(
         "SELECT id, sku_id, currency, effective_from, model FROM prices
-         WHERE sku_id = ANY($1) ORDER BY sku_id, effective_from, id",
+         WHERE sku_id = ANY($1) AND audience = 'list' ORDER BY sku_id, effective_from, id",
     )
     .bind(skus)
     .fetch_all(conn)
@@ -493,13 +536,33 @@ pub async fn price_versions(
     skus: &[&str],
     currencies: &[&str],
 ) -> Result<Vec<PriceVersion>, sqlx::Error> {
+    versions_for(conn, skus, currencies, "list").await
+}
+
+/// The wholesale price versions (issue 17: for accounts that providers own)
+/// of `skus` in `currencies`, like [`price_versions`].
+pub async fn wholesale_versions(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    currencies: &[&str],
+) -> Result<Vec<PriceVersion>, sqlx::Error> {
+    versions_for(conn, skus, currencies, "provider").await
+}
+
+async fn versions_for(
+    conn: &mut PgConnection,
+    skus: &[&str],
+    currencies: &[&str],
+    audience: &str,
+) -> Result<Vec<PriceVersion>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, sku_id, currency, effective_from, model FROM prices
-         WHERE sku_id = ANY($1) AND currency = ANY($2)
+         WHERE sku_id = ANY($1) AND currency = ANY($2) AND audience = $3
          ORDER BY sku_id, currency, effective_from",
     )
     .bind(skus)
     .bind(currencies)
+    .bind(audience)
     .fetch_all(conn)
     .await?;
     rows.iter().map(price_from_row).collect()
@@ -571,7 +634,7 @@ pub async fn list_prices(
 ) -> Result<Vec<PriceVersion>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, sku_id, currency, effective_from, model FROM prices
-         WHERE sku_id = $1 ORDER BY currency, effective_from",
+         WHERE sku_id = $1 AND audience = 'list' ORDER BY currency, effective_from",
     )
     .bind(sku.as_str())
     .fetch_all(conn)

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod binding_outbox;
 pub mod bindings;
 pub mod catalog;
+pub mod composition;
 pub mod config;
 pub mod contracts;
 pub mod db;

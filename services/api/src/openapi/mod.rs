@@ -153,6 +153,7 @@ written! {
         "name": {"type": "string"},
         "currency": {"type": "string"},
         "billing_anchor_day": {"type": "integer", "minimum": 1, "maximum": 28},
+        "provider_id": {"type": ["string", "null"], "description": "The provider whose own billing account this is; null for a customer"},
         "api_key": {"type": "string", "description": "The customer token: shown once; stored hashed"},
     }};
     /// A new SKU.
@@ -175,6 +176,7 @@ written! {
         "currency": {"type": "string", "description": "ISO 4217"},
         "effective_from": {"type": "string", "format": "date-time"},
         "price_book": {"$ref": "#/components/schemas/PriceBook"},
+        "audience": {"type": "string", "enum": ["list", "provider"], "description": "Every account, or the accounts that providers own (wholesale)"},
     }};
     /// What `POST /v1/imports` imported (`tally_collector::import`).
     ImportResponse = {"type": "object", "required": ["lines", "accepted", "refused", "refusals", "refusals_truncated"], "properties": {"lines": {"type": "integer", "minimum": 0, "description": "Lines read (blank NDJSON lines and the CSV header not counted)"}, "accepted": {"type": "integer", "minimum": 0}, "refused": {"type": "integer", "minimum": 0}, "refusals": {"type": "array", "maxItems": 10000, "items": {"type": "object", "required": ["line", "id", "code", "message"], "properties": {"line": {"type": "integer", "minimum": 1, "description": "The line's number in the file (the CSV header is line 1)"}, "id": {"type": ["string", "null"]}, "code": {"type": "string"}, "message": {"type": "string"}}}}, "refusals_truncated": {"type": "boolean", "description": "True when more lines were refused than `refusals` lists"}}};

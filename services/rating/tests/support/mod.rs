@@ -25,6 +25,7 @@ pub fn acme_event(
         received_at: time,
         dimensions: BTreeMap::new(),
         resource: None,
+        on_behalf_of: None,
     }
 }
 

@@ -1,0 +1,66 @@
+//! Usage on behalf of a consumer (issue 17): the part of each aggregate a
+//! composing provider's upstream usage did for each consumer reference
+//! (`usage_on_behalf`), written in the batch's transaction beside
+//! `usage_aggregates` (same account, period counted in and price version),
+//! so a margin report can split the composing provider's upstream invoice
+//! lines by consumer. The statement is not changed by it.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+
+/// (account, period counted in, price version, reference).
+pub type OnBehalfKey = (String, DateTime<Utc>, i64, String);
+
+/// A batch's quantities and event counts per [`OnBehalfKey`].
+#[derive(Debug, Default)]
+pub struct OnBehalf(pub BTreeMap<OnBehalfKey, (Decimal, i64)>);
+
+impl OnBehalf {
+    /// Counts `quantity` of one event (at most `Quantity::MAX`: a batch
+    /// cannot overflow, as `Increment::add`).
+    pub fn add(&mut self, key: OnBehalfKey, quantity: Decimal) {
+        let entry = self.0.entry(key).or_default();
+        entry.0 += quantity;
+        entry.1 += 1;
+    }
+}
+
+/// Adds a batch's increments, in key order (concurrent batches lock rows
+/// alike).
+pub async fn record(conn: &mut PgConnection, counted: &OnBehalf) -> Result<(), sqlx::Error> {
+    if counted.0.is_empty() {
+        return Ok(());
+    }
+    let mut accounts = Vec::with_capacity(counted.0.len());
+    let mut starts = Vec::with_capacity(counted.0.len());
+    let mut prices = Vec::with_capacity(counted.0.len());
+    let mut references = Vec::with_capacity(counted.0.len());
+    let mut quantities = Vec::with_capacity(counted.0.len());
+    let mut counts = Vec::with_capacity(counted.0.len());
+    for ((account, start, price, reference), (quantity, events)) in &counted.0 {
+        accounts.push(account.as_str());
+        starts.push(*start);
+        prices.push(*price);
+        references.push(reference.as_str());
+        quantities.push(*quantity);
+        counts.push(*events);
+    }
+    sqlx::query(
+        "INSERT INTO usage_on_behalf (account_id, period_start, price_id, on_behalf_of, quantity, event_count)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::numeric[], $6::bigint[])
+         ON CONFLICT (account_id, period_start, price_id, on_behalf_of) DO UPDATE
+         SET quantity = usage_on_behalf.quantity + EXCLUDED.quantity,
+             event_count = usage_on_behalf.event_count + EXCLUDED.event_count",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&prices)
+    .bind(&references)
+    .bind(&quantities)
+    .bind(&counts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

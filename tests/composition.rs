@@ -1,0 +1,575 @@
+//! Provider to provider (issue 17), a two-level chain: consumers `acme`
+//! and `initech` buy `compco`'s app hours; `compco` composes `upco`'s
+//! managed database, bound with its own billing account (`compco-billing`),
+//! and `upco`'s usage bills that account on behalf of each consumer, by the
+//! opaque reference the platform minted for `compco` and that consumer,
+//! at upco's wholesale price and provider-to-provider fee. Checked: every
+//! invoice line and total, the platform fees, compco's margin report (JSON
+//! and CSV) and upco's, the refusals of foreign, unknown and malformed
+//! references, and who sees what. Every amount is computed here by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{json, Value};
+use tally::up::Service;
+
+async fn call(s: &Seeded, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    send(
+        &s.http,
+        method,
+        &format!("{}{path}", s.invoicing),
+        key,
+        body,
+    )
+    .await
+}
+
+async fn created(s: &Seeded, path: &str, body: Value) -> Value {
+    let (status, answer) = call(s, "post", path, &s.keys.admin, body).await;
+    assert_eq!(status, 201, "{path}: {answer}");
+    answer
+}
+
+/// `x` rounded to cents, half away from zero.
+fn cents(x: Decimal) -> Decimal {
+    let mut rounded = x.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
+}
+
+/// The codes of a batch answer, in order (null for an accepted event).
+fn codes(answer: &Value) -> Vec<Value> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_consumers() {
+    let s = Seeded::start(&Service::ALL).await;
+    let since = s.now - Duration::days(2);
+
+    // The platform: the composing provider, the upstream provider (which
+    // requires bindings), their SKUs and list prices, a second consumer,
+    // and compco's own billing account.
+    let compco = created(
+        &s,
+        "/v1/admin/providers",
+        json!({"id": "compco", "name": "Comp Co",
+        "kind": "partner", "platform_fee_pct": "10"}),
+    )
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upco = created(
+        &s,
+        "/v1/admin/providers",
+        json!({"id": "upco", "name": "Up Co",
+        "kind": "partner", "platform_fee_pct": "20", "p2p_fee_pct": "5", "requires_binding": true}),
+    )
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (sku, provider, price) in [
+        ("compco.app.hour", "compco", "0.50"),
+        ("upco.db.hour", "upco", "0.125"),
+    ] {
+        created(
+            &s,
+            "/v1/admin/skus",
+            json!({"id": sku, "provider_id": provider,
+            "name": sku, "unit": "hour"}),
+        )
+        .await;
+        created(
+            &s,
+            "/v1/admin/prices",
+            json!({"sku": sku, "currency": "USD",
+            "effective_from": since, "unit_price": price}),
+        )
+        .await;
+    }
+    // upco's wholesale price book: provider accounts pay 0.10 an hour.
+    let wholesale = created(
+        &s,
+        "/v1/admin/prices",
+        json!({"sku": "upco.db.hour", "currency": "USD", "effective_from": since,
+               "unit_price": "0.10", "audience": "provider"}),
+    )
+    .await;
+    assert_eq!(wholesale["audience"], "provider");
+    created(
+        &s,
+        "/v1/admin/accounts",
+        json!({"id": "initech", "name": "Initech",
+        "currency": "USD"}),
+    )
+    .await;
+    let billing = created(
+        &s,
+        "/v1/admin/accounts",
+        json!({"id": "compco-billing",
+        "name": "Comp Co (billing)", "currency": "USD", "provider_id": "compco"}),
+    )
+    .await;
+    assert_eq!(billing["provider_id"], "compco");
+
+    // compco's account binds upco's database, like any account: upco's
+    // plan (no fee), requested by the platform, reported active by upco.
+    let (status, body) = call(
+        &s,
+        "post",
+        "/v1/provider/plans",
+        &upco,
+        json!({"id": "upco.basic", "resource_type": "database", "name": "Basic"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    created(
+        &s,
+        "/v1/admin/plan-versions",
+        json!({"plan": "upco.basic", "currency": "USD",
+        "effective_from": s.now - Duration::hours(3), "base_fee": "0", "allowances": {}}),
+    )
+    .await;
+    let base = s.now - Duration::hours(2);
+    let binding = created(
+        &s,
+        "/v1/accounts/compco-billing/bindings",
+        json!({"provider": "upco",
+        "resource_type": "database", "name": "shared-db", "plan": "upco.basic", "at": base}),
+    )
+    .await;
+    let resource = binding["id"].as_str().unwrap().to_owned();
+    let report = format!("/v1/provider/bindings/{resource}/status");
+    for (status, minutes) in [("provisioning", 1), ("active", 2)] {
+        let (code, body) = call(
+            &s,
+            "post",
+            &report,
+            &upco,
+            json!({"status": status, "at": base + Duration::minutes(minutes)}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+
+    // compco asks for its consumers' references: one each, the same when
+    // asked again, and nothing of the consumer in it.
+    let mut references = std::collections::BTreeMap::new();
+    for consumer in ["acme", "initech"] {
+        let (status, body) = call(
+            &s,
+            "post",
+            "/v1/provider/references",
+            &compco,
+            json!({"account": consumer}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let reference = body["reference"].as_str().unwrap().to_owned();
+        assert!(
+            reference.starts_with("obo_") && reference.len() == 36,
+            "{reference}"
+        );
+        assert!(!reference.contains(consumer));
+        let (_, again) = call(
+            &s,
+            "post",
+            "/v1/provider/references",
+            &compco,
+            json!({"account": consumer}),
+        )
+        .await;
+        assert_eq!(again["reference"], reference.as_str());
+        references.insert(consumer, reference);
+    }
+    let (status, body) = call(
+        &s,
+        "post",
+        "/v1/provider/references",
+        &compco,
+        json!({"account": "nobody"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    // dbco's reference for acme is dbco's, not compco's.
+    let (_, foreign) = call(
+        &s,
+        "post",
+        "/v1/provider/references",
+        &s.keys.dbco,
+        json!({"account": "acme"}),
+    )
+    .await;
+    let foreign = foreign["reference"].as_str().unwrap().to_owned();
+    assert_ne!(foreign, references["acme"]);
+
+    // compco bills its consumers its own SKU.
+    let t = s.now - Duration::minutes(1);
+    let (status, body) = post_events(
+        &s.http,
+        &s.collector,
+        &compco,
+        &[
+            event("app-1", "compco", "acme", "compco.app.hour", "10", t),
+            event("app-2", "compco", "initech", "compco.app.hour", "4", t),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, codes(&body)),
+        (202, vec![Value::Null, Value::Null]),
+        "{body}"
+    );
+
+    // upco bills compco's account through its binding, on behalf of each
+    // consumer; a reference that is not compco's, one on an account no
+    // provider owns, an unknown and a malformed one are refused, and their
+    // valid siblings billed.
+    let db = |id: &str, quantity: &str, account: &str, reference: &str| {
+        let mut e = event(id, "upco", account, "upco.db.hour", quantity, t);
+        e["resource"] = json!(resource);
+        e["onbehalfof"] = json!(reference);
+        e
+    };
+    let unknown = format!("obo_{}", "0".repeat(32));
+    let (status, body) = post_events(
+        &s.http,
+        &s.collector,
+        &upco,
+        &[
+            db("db-1", "30", "compco-billing", &references["acme"]),
+            db("db-2", "12", "compco-billing", &references["initech"]),
+            db("db-3", "1", "compco-billing", &foreign),
+            db("db-5", "1", "compco-billing", &unknown),
+            db("db-6", "1", "compco-billing", "acme"),
+            db("db-7", "6", "compco-billing", &references["acme"]),
+        ],
+    )
+    .await;
+    let refused = json!("on_behalf_of_unknown");
+    assert_eq!(
+        (status, codes(&body)),
+        (
+            202,
+            vec![
+                Value::Null,
+                Value::Null,
+                refused.clone(),
+                refused.clone(),
+                json!("malformed"),
+                Value::Null
+            ]
+        ),
+        "{body}"
+    );
+    // Usage of an account no provider owns names no consumer: dbco's own
+    // reference for acme, on acme's account, is refused too.
+    let mut on_acme = event("db-8", "dbco", "acme", "dbco.db.hour", "1", t);
+    on_acme["onbehalfof"] = json!(foreign);
+    let (status, body) = post_events(&s.http, &s.collector, &s.keys.dbco, &[on_acme]).await;
+    assert_eq!((status, codes(&body)), (202, vec![refused]), "{body}");
+
+    // Each invoice, to the cent: the consumers see compco's SKU only;
+    // compco's account is billed upco's wholesale price (not its list
+    // price, 0.125) for all 48 hours.
+    let period = t.format("%Y-%m").to_string();
+    let half: Decimal = "0.50".parse().unwrap();
+    let db_price: Decimal = "0.10".parse().unwrap();
+    let expected = [
+        (
+            ("acme".to_owned(), period.clone()),
+            half * Decimal::from(10),
+        ),
+        (
+            ("initech".to_owned(), period.clone()),
+            half * Decimal::from(4),
+        ),
+        (
+            ("compco-billing".to_owned(), period.clone()),
+            cents(db_price * Decimal::from(48)),
+        ),
+    ]
+    .into();
+    let bills = wait_for_totals(
+        &s.http,
+        &s.invoicing,
+        &s.keys.finance,
+        &expected,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let total = |account: &str| bills[&(account.to_owned(), period.clone())]["total"].clone();
+    assert_eq!(
+        (total("acme"), total("initech"), total("compco-billing")),
+        (json!("5.00"), json!("2.00"), json!("4.80"))
+    );
+    let line = |account: &str| bill_lines(&bills[&(account.to_owned(), period.clone())]);
+    assert_eq!(
+        line("acme"),
+        [(
+            "compco".into(),
+            "compco.app.hour".into(),
+            "10".into(),
+            "5.00".into(),
+            1
+        )]
+    );
+    assert_eq!(
+        line("initech"),
+        [(
+            "compco".into(),
+            "compco.app.hour".into(),
+            "4".into(),
+            "2.00".into(),
+            1
+        )]
+    );
+    let upstream: Vec<_> = line("compco-billing")
+        .into_iter()
+        .filter(|l| l.3 != "0.00")
+        .collect();
+    assert_eq!(
+        upstream,
+        [(
+            "upco".into(),
+            "upco.db.hour".into(),
+            "48".into(),
+            "4.80".into(),
+            3
+        )]
+    );
+
+    // compco reads its own account's invoice with its provider key.
+    let (status, mine) = call(
+        &s,
+        "get",
+        "/v1/provider/account/invoices",
+        &compco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{mine}");
+    let own: Vec<_> = mine["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["period"]["label"] == period.as_str())
+        .collect();
+    assert_eq!(
+        (own.len(), &own[0]["account_id"], &own[0]["total"]),
+        (1, &json!("compco-billing"), &json!("4.80"))
+    );
+
+    // The platform's fee on upco's usage billed to compco is upco's
+    // provider-to-provider fee (5 %), on compco's consumers compco's (10 %).
+    let id = own[0]["id"].as_str().unwrap();
+    let (status, invoice) = call(
+        &s,
+        "get",
+        &format!("/v1/provider/account/invoices/{id}"),
+        &compco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{invoice}");
+    let fees = |invoice: &Value, sku: &str| -> (Value, Value, Value) {
+        let line = invoice["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|section| section["lines"].as_array().unwrap())
+            .find(|l| l["sku"] == sku)
+            .unwrap()
+            .clone();
+        (
+            line["amount"].clone(),
+            line["platform_fee"].clone(),
+            line["partner_net"].clone(),
+        )
+    };
+    assert_eq!(
+        fees(&invoice, "upco.db.hour"),
+        (json!("4.80"), json!("0.24"), json!("4.56"))
+    );
+    let acme_id = bills[&("acme".to_owned(), period.clone())]["id"]
+        .as_str()
+        .unwrap();
+    let (_, acme_invoice) = call(
+        &s,
+        "get",
+        &format!("/v1/invoices/{acme_id}"),
+        &s.keys.finance,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        fees(&acme_invoice, "compco.app.hour"),
+        (json!("5.00"), json!("0.50"), json!("4.50"))
+    );
+
+    // compco's margin report: each consumer's revenue (net of compco's
+    // 10 % fee) beside its part of upco's 4.80, split 36 : 12 by the
+    // hours done on its behalf.
+    let upstream_total: Decimal = "4.80".parse().unwrap();
+    let cost = |hours: i64| cents(upstream_total * Decimal::from(hours) / Decimal::from(48));
+    let net = |x: Decimal| cents(x * Decimal::from(9) / Decimal::from(10));
+    let (acme_rev, initech_rev) = (
+        cents(half * Decimal::from(10)),
+        cents(half * Decimal::from(4)),
+    );
+    let row = |consumer: &str, revenue: Decimal, hours: i64| {
+        json!({"period": period, "consumer": consumer, "sku": "compco.app.hour", "currency": "USD",
+               "revenue": revenue.to_string(), "revenue_net": net(revenue).to_string(),
+               "upstream_cost": cost(hours).to_string(),
+               "margin": cents(net(revenue) - cost(hours)).to_string()})
+    };
+    let margin = format!("/v1/provider/margin?period={period}");
+    let (status, report) = call(&s, "get", &margin, &compco, json!(null)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["data"],
+        json!([row("acme", acme_rev, 36), row("initech", initech_rev, 12)])
+    );
+    assert_eq!(report["data"][1]["margin"], "0.60");
+    let csv = get_text(
+        &s.http,
+        &format!("{}/v1/provider/margin.csv?period={period}", s.invoicing),
+        &compco,
+    )
+    .await;
+    assert_eq!(
+        csv,
+        format!(
+            "period,consumer,sku,currency,revenue,revenue_net,upstream_cost,margin\n\
+             {period},acme,compco.app.hour,USD,5.00,4.50,3.60,0.90\n\
+             {period},initech,compco.app.hour,USD,2.00,1.80,1.20,0.60\n"
+        )
+    );
+    // upco's report has its immediate customer, compco's account (its
+    // plan's fee, 0.00, and its usage), and nothing of compco's consumers.
+    let (_, theirs) = call(&s, "get", &margin, &upco, json!(null)).await;
+    assert_eq!(
+        theirs["data"],
+        json!([{"period": period, "consumer": "compco-billing", "sku": "upco.basic",
+                "currency": "USD", "revenue": "0.00", "revenue_net": "0.00",
+                "upstream_cost": "0.00", "margin": "0.00"},
+               {"period": period, "consumer": "compco-billing", "sku": "upco.db.hour",
+                "currency": "USD", "revenue": "4.80", "revenue_net": "4.56",
+                "upstream_cost": "0.00", "margin": "4.56"}])
+    );
+
+    // Tenancy: upco sees its customer compco's account and binding, never
+    // a consumer's bill nor compco's own invoices; a consumer cannot see
+    // upco (its bill above has compco's lines only) nor compco's report.
+    let acme_bill = format!("/v1/accounts/acme/bill?period={period}");
+    assert_eq!(call(&s, "get", &acme_bill, &upco, json!(null)).await.0, 403);
+    let (_, upco_bindings) = call(&s, "get", "/v1/provider/bindings", &upco, json!(null)).await;
+    let accounts: Vec<_> = upco_bindings["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["account"].clone())
+        .collect();
+    assert_eq!(accounts, [json!("compco-billing")], "{upco_bindings}");
+    let (_, upco_own) = call(
+        &s,
+        "get",
+        "/v1/provider/account/invoices",
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(upco_own["data"], json!([]));
+    let (status, _) = call(
+        &s,
+        "get",
+        &format!("/v1/provider/account/invoices/{id}"),
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        call(&s, "get", &margin, &s.keys.acme, json!(null)).await.0,
+        403
+    );
+
+    // Rating kept the part done on behalf of each reference.
+    let mut parts: Vec<(String, Decimal, i64)> = sqlx::query_as(
+        "SELECT on_behalf_of, quantity, event_count FROM usage_on_behalf
+         WHERE account_id = 'compco-billing' ORDER BY on_behalf_of",
+    )
+    .fetch_all(&s.h.pool)
+    .await
+    .unwrap();
+    parts.sort_by_key(|p| p.0.clone());
+    let mut want = vec![
+        (references["acme"].clone(), Decimal::from(36), 2),
+        (references["initech"].clone(), Decimal::from(12), 1),
+    ];
+    want.sort_by_key(|p| p.0.clone());
+    assert_eq!(parts, want);
+    s.running.stop().await.unwrap();
+}
+
+/// `tally create-account --provider`: the platform makes a provider's own
+/// billing account from the command line; for an unknown provider nothing
+/// is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_providers_own_account_or_nothing() {
+    let h = Harness::new().await;
+    tally::admin::create_provider(
+        &h.pool,
+        "compco",
+        "Comp Co",
+        tally_domain::ProviderKind::Partner,
+    )
+    .await
+    .unwrap();
+    let create = |id: &str, provider: &str| {
+        h.tally(&[
+            "create-account",
+            "--id",
+            id,
+            "--name",
+            "Billing",
+            "--currency",
+            "EUR",
+            "--provider",
+            provider,
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = create("compco-billing", "compco");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = create("nobodys-billing", "nobody");
+    assert!(!out.status.success());
+    let owners: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT id, owner_provider_id, currency FROM accounts ORDER BY id")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        owners,
+        [("compco-billing".into(), Some("compco".into()), "EUR".into())]
+    );
+}
