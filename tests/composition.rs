@@ -523,6 +523,55 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     ];
     want.sort_by_key(|p| p.0.clone());
     assert_eq!(parts, want);
+
+    // upco takes usage back (issue 20's corrections): db-7 (6 for acme)
+    // cancelled, db-2 (12 for initech) amended to 10. Each consumer's part
+    // follows: acme 30 in 1 event, initech 10 in 1.
+    for (path, body) in [
+        ("/v1/events/db-7/cancel", json!({"reason": "metered twice"})),
+        (
+            "/v1/events/db-2/amend",
+            json!({"reason": "re-metered", "quantity": "10"}),
+        ),
+    ] {
+        let (status, body) = send(
+            &s.http,
+            "post",
+            &format!("{}{path}", s.collector),
+            &upco,
+            body,
+        )
+        .await;
+        assert_eq!(status, 202, "{path}: {body}");
+    }
+    let mut want = vec![
+        (references["acme"].clone(), Decimal::from(30), 1),
+        (references["initech"].clone(), Decimal::from(10), 1),
+    ];
+    want.sort_by_key(|p| p.0.clone());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut parts: Vec<(String, Decimal, i64)> = sqlx::query_as(
+            "SELECT on_behalf_of, quantity, event_count FROM usage_on_behalf
+             WHERE account_id = 'compco-billing'",
+        )
+        .fetch_all(&s.h.pool)
+        .await
+        .unwrap();
+        parts.sort_by_key(|p| p.0.clone());
+        if parts == want {
+            break;
+        }
+        if std::time::Instant::now() >= until {
+            let corrections: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("SELECT kind, status, code FROM usage_corrections ORDER BY kind")
+                    .fetch_all(&s.h.pool)
+                    .await
+                    .unwrap();
+            panic!("the parts on behalf of each consumer after {corrections:?}: {parts:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     s.running.stop().await.unwrap();
 }
 

@@ -19,6 +19,7 @@ use tally_domain::{Period, Quantity, UsageEvent};
 use crate::corrections_repo::{self, ChangeRow, CountedEvent, Recorded};
 use crate::dedupe;
 use crate::error::{in_transaction, ProcessError};
+use crate::on_behalf;
 use crate::outcome::{BatchOutcome, Restated};
 use crate::rate::{count, price, Admission, Catalog};
 use crate::repo::{self, AccountPeriod, NewEventIds};
@@ -180,10 +181,23 @@ async fn apply_in(
     let mut touched: BTreeMap<AccountPeriod, DateTime<Utc>> = BTreeMap::new();
     let mut late = BTreeSet::new();
     let mut billed: HashMap<(String, String), (Period, Period)> = HashMap::new();
+    // The removed events' parts done on behalf of consumers, to take out.
+    let mut on_behalf_removed = on_behalf::OnBehalf::default();
     for event in &plan.removed {
         let a = aggregates.entry(event.aggregate()).or_default();
         a.0 += event.quantity;
         a.1 += 1;
+        if !event.on_behalf_of.is_empty() {
+            on_behalf_removed.add(
+                (
+                    event.account_id.clone(),
+                    event.period.start(),
+                    event.price_id,
+                    event.on_behalf_of.clone(),
+                ),
+                event.quantity,
+            );
+        }
         let hour = event
             .time
             .duration_trunc(chrono::TimeDelta::hours(1))
@@ -220,6 +234,8 @@ async fn apply_in(
     repo::add_to_aggregates(&mut *conn, &counted.increments).await?;
     repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
     corrections_repo::subtract(&mut *conn, &aggregates, &hours).await?;
+    on_behalf::take_out(&mut *conn, &on_behalf_removed).await?;
+    on_behalf::record(&mut *conn, &counted.on_behalf).await?;
     corrections_repo::store_counted(&mut *conn, &counted.values).await?;
     corrections_repo::recompute(&mut *conn, &recomputable).await?;
     late.extend(counted.late.iter().cloned());
@@ -348,9 +364,14 @@ fn amended(
         } else {
             Some(tally_domain::BindingId::parse(&event.binding_id).map_err(decode)?)
         },
-        // Not stored with the event's values yet: an amended event's new
-        // values are not split to a consumer (issue 17's margin report).
-        on_behalf_of: None,
+        on_behalf_of: if event.on_behalf_of.is_empty() {
+            None
+        } else {
+            Some(
+                tally_domain::composition::OnBehalfOf::parse(&event.on_behalf_of)
+                    .map_err(|e| ProcessError::from(sqlx::Error::Decode(Box::new(e))))?,
+            )
+        },
     })
 }
 

@@ -27,6 +27,8 @@ pub struct CountedEvent {
     pub time: DateTime<Utc>,
     pub quantity: Decimal,
     pub dimensions: BTreeMap<String, String>,
+    /// The consumer reference it was done on behalf of; `""` for none.
+    pub on_behalf_of: String,
 }
 
 /// The values of an event as the audit trail shows them.
@@ -58,6 +60,10 @@ impl CountedEvent {
             time: event.time,
             quantity: event.quantity.value(),
             dimensions: event.dimensions.clone(),
+            on_behalf_of: event
+                .on_behalf_of
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
         }
     }
 
@@ -102,17 +108,19 @@ pub async fn store_counted(
         .collect::<Result<Vec<String>, _>>()?;
     sqlx::query(
         "INSERT INTO counted_events (provider_id, event_id, account_id, sku_id, price_id, binding_id,
-             period_start, period_end, event_time, quantity, dimensions)
-         SELECT p, e, a, s, pr, b, ps, pe, t, q, d::jsonb
+             period_start, period_end, event_time, quantity, dimensions, on_behalf_of)
+         SELECT p, e, a, s, pr, b, ps, pe, t, q, d::jsonb, o
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::numeric[], $11::text[])
-             AS v(p, e, a, s, pr, b, ps, pe, t, q, d)
+             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::numeric[], $11::text[],
+             $12::text[])
+             AS v(p, e, a, s, pr, b, ps, pe, t, q, d, o)
          ON CONFLICT (provider_id, event_id) DO UPDATE
          SET account_id = EXCLUDED.account_id, sku_id = EXCLUDED.sku_id,
              price_id = EXCLUDED.price_id, binding_id = EXCLUDED.binding_id,
              period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
              event_time = EXCLUDED.event_time, quantity = EXCLUDED.quantity,
-             dimensions = EXCLUDED.dimensions, cancelled_by = NULL",
+             dimensions = EXCLUDED.dimensions, on_behalf_of = EXCLUDED.on_behalf_of,
+             cancelled_by = NULL",
     )
     .bind(col(|e| &e.provider_id))
     .bind(col(|e| &e.event_id))
@@ -125,13 +133,15 @@ pub async fn store_counted(
     .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.quantity).collect::<Vec<_>>())
     .bind(&dimensions)
+    .bind(col(|e| &e.on_behalf_of))
     .execute(conn)
     .await?;
     Ok(())
 }
 
 const COLUMNS: &str = "provider_id, event_id, account_id, sku_id, price_id, binding_id,
-    period_start, period_end, event_time, quantity, dimensions::text, cancelled_by IS NOT NULL";
+    period_start, period_end, event_time, quantity, dimensions::text, cancelled_by IS NOT NULL,
+    on_behalf_of";
 
 /// A stored event and whether a correction cancelled it.
 fn counted_of(r: &sqlx::postgres::PgRow) -> Result<(CountedEvent, bool), sqlx::Error> {
@@ -148,6 +158,7 @@ fn counted_of(r: &sqlx::postgres::PgRow) -> Result<(CountedEvent, bool), sqlx::E
             time: r.try_get(8)?,
             quantity: r.try_get(9)?,
             dimensions: serde_json::from_str(&dimensions).map_err(decode_err)?,
+            on_behalf_of: r.try_get(12)?,
         },
         r.try_get(11)?,
     ))

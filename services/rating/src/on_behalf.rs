@@ -64,3 +64,43 @@ pub async fn record(conn: &mut PgConnection, counted: &OnBehalf) -> Result<(), s
     .await?;
     Ok(())
 }
+
+/// Takes out of `usage_on_behalf` the quantities and event counts of events
+/// counted before that a correction cancelled or replaced (`removed`, as
+/// [`OnBehalf::add`] gathered them), in key order.
+pub async fn take_out(conn: &mut PgConnection, removed: &OnBehalf) -> Result<(), sqlx::Error> {
+    if removed.0.is_empty() {
+        return Ok(());
+    }
+    let mut accounts = Vec::with_capacity(removed.0.len());
+    let mut starts = Vec::with_capacity(removed.0.len());
+    let mut prices = Vec::with_capacity(removed.0.len());
+    let mut references = Vec::with_capacity(removed.0.len());
+    let mut quantities = Vec::with_capacity(removed.0.len());
+    let mut counts = Vec::with_capacity(removed.0.len());
+    for ((account, start, price, reference), (quantity, events)) in &removed.0 {
+        accounts.push(account.as_str());
+        starts.push(*start);
+        prices.push(*price);
+        references.push(reference.as_str());
+        quantities.push(*quantity);
+        counts.push(*events);
+    }
+    sqlx::query(
+        "UPDATE usage_on_behalf u
+         SET quantity = u.quantity - v.q, event_count = u.event_count - v.c
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::numeric[], $6::bigint[])
+             AS v (a, s, p, r, q, c)
+         WHERE u.account_id = v.a AND u.period_start = v.s AND u.price_id = v.p
+           AND u.on_behalf_of = v.r",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .bind(&prices)
+    .bind(&references)
+    .bind(&quantities)
+    .bind(&counts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
