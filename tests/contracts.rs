@@ -31,6 +31,27 @@ async fn bill_when(s: &Seeded, period: &str, done: impl Fn(&Value) -> bool) -> V
     }
 }
 
+/// Every service, dbco's platform fee at 20%; a moment a minute ago and
+/// its month's label.
+async fn with_dbco_fee() -> (Seeded, DateTime<Utc>, String) {
+    let s = Seeded::start(&Service::ALL).await;
+    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
+        .execute(&s.h.pool)
+        .await
+        .unwrap();
+    let t = s.now - Duration::minutes(1);
+    let period = t.format("%Y-%m").to_string();
+    (s, t, period)
+}
+
+/// A contract's term: `t`'s month and the next two.
+fn quarter_from(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .unwrap();
+    (start, start + Months::new(3))
+}
+
 /// The statement version of acme's draft invoice (0 before there is one).
 async fn draft_version(s: &Seeded) -> i64 {
     sqlx::query_scalar(
@@ -93,14 +114,8 @@ fn lines(bill: &Value) -> Vec<Line> {
 /// restated. Every amount is computed here from the catalog's prices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
-    let s = Seeded::start(&Service::ALL).await;
+    let (s, t, period) = with_dbco_fee().await;
     let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
-    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
-        .execute(&s.h.pool)
-        .await
-        .unwrap();
-    let t = s.now - Duration::minutes(1);
-    let period = t.format("%Y-%m").to_string();
     let (status, body) = post_events(
         http,
         &s.collector,
@@ -135,10 +150,7 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     assert_eq!(total(&bill), Some(before), "{bill}");
 
     // The contract: this month and the next two.
-    let start = Utc
-        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
-        .unwrap();
-    let end = start + Months::new(3);
+    let (start, end) = quarter_from(t);
     let signed = json!({
         "starts_at": start, "ends_at": end,
         "terms": [
@@ -348,14 +360,8 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
 /// signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_negotiated_graduated_price_book_bills_exactly_once_agreed_and_signed() {
-    let s = Seeded::start(&Service::ALL).await;
+    let (s, t, period) = with_dbco_fee().await;
     let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
-    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
-        .execute(&s.h.pool)
-        .await
-        .unwrap();
-    let t = s.now - Duration::minutes(1);
-    let period = t.format("%Y-%m").to_string();
     for (key, e) in [
         (
             &keys.cloud,
@@ -387,10 +393,7 @@ async fn a_negotiated_graduated_price_book_bills_exactly_once_agreed_and_signed(
     let bill = bill_when(&s, &period, |b| b["total"] == listed_total.as_str()).await;
     assert_eq!(bill["total"], listed_total.as_str(), "{bill}");
 
-    let start = Utc
-        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
-        .unwrap();
-    let end = start + Months::new(3);
+    let (start, end) = quarter_from(t);
     let book = json!({"model": "graduated", "tiers": [
         {"up_to": "100", "unit_price": "0.20"}, {"unit_price": "0.15"}]});
     let body = json!({

@@ -307,7 +307,7 @@ mod statement {
     use crate::statement::{LineKind, ProviderKind, ProviderRef, Statement, UsageAggregate};
     use crate::{AccountId, Period, PriceModel};
 
-    fn agg(
+    pub(super) fn agg(
         p: &str,
         kind: ProviderKind,
         sku_: &str,
@@ -479,3 +479,6 @@ mod statement {
         assert_eq!((s.credits_total, s.total), (dec!(140.00), dec!(110.00)));
     }
 }
+
+#[path = "negotiated_tests.rs"]
+mod negotiated;
