@@ -157,6 +157,7 @@ pub struct ContractView {
     /// When the contract was signed (null while awaiting its partners): a
     /// protected account keeps the price versions in force then until the
     /// term ends.
+    #[schema(required = true)]
     signed_at: Option<DateTime<Utc>>,
     terms: Vec<TermView>,
     commitments: Vec<CommitmentView>,
