@@ -6,7 +6,8 @@
 //! The line keeps what list would have billed: the customer's price before
 //! the contract is the line's `amount` (its `list_amount` plus the
 //! platform's markup, if any), the negotiated amount is the book's charge
-//! for the line's quantity (tiers act on it as list pricing's do), rounded
+//! for the line's quantity (tiers act on it as list pricing's do: a line is
+//! the period's usage of one list price version and bound resource), rounded
 //! once, and the difference is the line's `discount`, split exactly as a
 //! percentage discount's ([`super::pricing::take_off`]): platform-funded,
 //! the partner is settled at list; partner-funded, its net falls by it.
