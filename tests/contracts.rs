@@ -1,6 +1,8 @@
-//! Contracts (issue 18): discounts and a commitment applied to the bill,
-//! the account restated when its contract changes; signing is refused with
-//! a stable code and nothing stored for bad input.
+//! Contracts (issue 18): discounts, negotiated price books and a commitment
+//! applied to the bill, the account restated when its contract is signed; a
+//! contract with a partner-funded term awaits the partner's agreement and
+//! bills nothing until finance signs it; bad input is refused with a stable
+//! code and nothing stored.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,6 +29,44 @@ async fn bill_when(s: &Seeded, period: &str, done: impl Fn(&Value) -> bool) -> V
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Every service, dbco's platform fee at 20%; a moment a minute ago and
+/// its month's label.
+async fn with_dbco_fee() -> (Seeded, DateTime<Utc>, String) {
+    let s = Seeded::start(&Service::ALL).await;
+    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
+        .execute(&s.h.pool)
+        .await
+        .unwrap();
+    let t = s.now - Duration::minutes(1);
+    let period = t.format("%Y-%m").to_string();
+    (s, t, period)
+}
+
+/// A contract's term: `t`'s month and the next two.
+fn quarter_from(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .unwrap();
+    (start, start + Months::new(3))
+}
+
+/// The statement version of acme's draft invoice (0 before there is one).
+async fn draft_version(s: &Seeded) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(max(statement_version), 0) FROM invoices
+         WHERE account_id = 'acme' AND status = 'draft'",
+    )
+    .fetch_one(&s.h.pool)
+    .await
+    .unwrap()
+}
+
+/// Signs acme's contract `id`: (status, body).
+async fn sign(s: &Seeded, id: i64) -> (u16, Value) {
+    let url = format!("{}/v1/accounts/acme/contracts/{id}/sign", s.invoicing);
+    send(&s.http, "post", &url, &s.keys.finance, json!(null)).await
 }
 
 /// A bill line as (provider, kind, amount, list, discount, funded by,
@@ -67,20 +107,15 @@ fn lines(bill: &Value) -> Vec<Line> {
 }
 
 /// A month under a contract: a platform-funded discount on everything, a
-/// partner-funded one on dbco (applied only once dbco agrees; until then
-/// the platform's covers dbco too), and a monthly commitment the month
-/// falls short of, trued up. Each change of the contract restates the
-/// open bill. Every amount is computed here from the catalog's prices.
+/// partner-funded one on dbco, and a monthly commitment the month falls
+/// short of, trued up. The contract awaits dbco's agreement: signing it
+/// before is refused (`partner_not_agreed`) and it bills nothing, even
+/// restated; once dbco agrees, finance signs it and the open bill is
+/// restated. Every amount is computed here from the catalog's prices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
-    let s = Seeded::start(&Service::ALL).await;
+    let (s, t, period) = with_dbco_fee().await;
     let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
-    sqlx::query("UPDATE providers SET platform_fee_pct = 20 WHERE id = 'dbco'")
-        .execute(&s.h.pool)
-        .await
-        .unwrap();
-    let t = s.now - Duration::minutes(1);
-    let period = t.format("%Y-%m").to_string();
     let (status, body) = post_events(
         http,
         &s.collector,
@@ -115,10 +150,7 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     assert_eq!(total(&bill), Some(before), "{bill}");
 
     // The contract: this month and the next two.
-    let start = Utc
-        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
-        .unwrap();
-    let end = start + Months::new(3);
+    let (start, end) = quarter_from(t);
     let signed = json!({
         "starts_at": start, "ends_at": end,
         "terms": [
@@ -139,61 +171,30 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     .await;
     assert_eq!(status, 201, "{contract}");
     let partner_term = contract["terms"][1]["id"].as_i64().unwrap();
-
-    // Until dbco agrees, the platform's 10% covers dbco's line too.
-    let cloud_discount = cents(cloud_list * dec!(0.10));
-    let cloud_net = cloud_list - cloud_discount;
-    let dbco_platform_discount = cents(dbco_list * dec!(0.10));
-    let dbco_platform_net = dbco_list - dbco_platform_discount;
-    let true_up = dec!(60.00) - (cloud_net + dbco_platform_net);
+    let contract_id = contract["id"].as_i64().unwrap();
     assert_eq!(
-        (cloud_net, dbco_platform_net, true_up),
-        (dec!(37.44), dec!(22.27), dec!(0.29))
+        (&contract["status"], &contract["signed_at"]),
+        (&json!("awaiting_partner"), &Value::Null),
+        "{contract}"
     );
-    let bill = bill_when(&s, &period, |b| {
-        b["sections"].as_array().is_some_and(|s| s.len() == 3)
-    })
-    .await;
-    assert_eq!(
-        lines(&bill),
-        [
-            (
-                "cloud".into(),
-                "usage".into(),
-                cloud_net,
-                cloud_list,
-                cloud_discount,
-                "platform".into(),
-                cloud_list,
-                dec!(0)
-            ),
-            (
-                "dbco".into(),
-                "usage".into(),
-                dbco_platform_net,
-                dbco_list,
-                dbco_platform_discount,
-                "platform".into(),
-                dbco_fee,
-                dbco_list - dbco_fee
-            ),
-            (
-                "contract".into(),
-                "commitment_true_up".into(),
-                true_up,
-                true_up,
-                dec!(0),
-                "".into(),
-                true_up,
-                dec!(0)
-            ),
-        ],
-        "{bill}"
-    );
-    assert_eq!(bill["total"], "60.00");
 
-    // dbco agrees: its 25% replaces the platform's 10% on its line, and its
-    // net falls by the whole discount.
+    // Signing before dbco agrees is refused, and nothing changes.
+    let (status, body) = sign(&s, contract_id).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("partner_not_agreed")),
+        "{body}"
+    );
+    let listed = |s: &Seeded| {
+        let url = format!("{api}/v1/accounts/acme/contracts");
+        let (http, key) = (s.http.clone(), s.keys.finance.clone());
+        async move { get(&http, &url, &key).await.1 }
+    };
+    assert_eq!(listed(&s).await["data"], json!([contract]));
+
+    // dbco agrees (which restates the bill): unsigned, the contract still
+    // bills nothing: the lines are at list, with no discount or true-up.
+    let version = draft_version(&s).await;
     let (status, body) = send(
         http,
         "post",
@@ -203,6 +204,49 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while draft_version(&s).await == version && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(draft_version(&s).await > version);
+    let bill = bill_when(&s, &period, |_| true).await;
+    assert_eq!(
+        lines(&bill),
+        [
+            (
+                "cloud".into(),
+                "usage".into(),
+                cloud_list,
+                cloud_list,
+                dec!(0),
+                "".into(),
+                cloud_list,
+                dec!(0)
+            ),
+            (
+                "dbco".into(),
+                "usage".into(),
+                dbco_list,
+                dbco_list,
+                dec!(0),
+                "".into(),
+                dbco_fee,
+                dbco_list - dbco_fee
+            ),
+        ],
+        "{bill}"
+    );
+    assert_eq!(bill["total"], "66.35");
+
+    // Finance signs: dbco's 25% (not the platform's 10%) on its line, its
+    // net lower by the whole discount; 10% off cloud's; the true-up.
+    let (status, signed) = sign(&s, contract_id).await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["status"], "signed");
+    assert!(signed["signed_at"].is_string(), "{signed}");
+    assert!(signed["terms"][1]["partner_agreed_at"].is_string());
+    let cloud_discount = cents(cloud_list * dec!(0.10));
+    let cloud_net = cloud_list - cloud_discount;
     let dbco_discount = cents(dbco_list * dec!(0.25));
     let dbco_net = dbco_list - dbco_discount;
     let true_up = dec!(60.00) - (cloud_net + dbco_net);
@@ -211,6 +255,7 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
         (dec!(6.19), dec!(18.56), dec!(4.00))
     );
     let bill = bill_when(&s, &period, |b| lines(b).iter().any(|l| l.5 == "partner")).await;
+    assert_eq!(listed(&s).await["data"], json!([signed]));
     assert_eq!(
         lines(&bill),
         [
@@ -307,6 +352,152 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
     s.running.stop().await.unwrap();
 }
 
+/// A negotiated graduated price book for dbco's database, funded by dbco:
+/// the period's quantity is priced with its tiers instead of list; the line
+/// shows list, discount (list less negotiated) and net, and dbco's net
+/// falls by the discount. A platform-funded 10% on everything does not
+/// stack on the negotiated line. It bills once dbco agreed and finance
+/// signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negotiated_graduated_price_book_bills_exactly_once_agreed_and_signed() {
+    let (s, t, period) = with_dbco_fee().await;
+    let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
+    for (key, e) in [
+        (
+            &keys.cloud,
+            event("c1", "cloud", "acme", "cloud.vm.hour", "1000", t),
+        ),
+        // Two events: the tiers act on the period's 300, not on each.
+        (
+            &keys.dbco,
+            event("d1", "dbco", "acme", "dbco.db.hour", "120", t),
+        ),
+        (
+            &keys.dbco,
+            event("d2", "dbco", "acme", "dbco.db.hour", "180", t),
+        ),
+    ] {
+        let (status, body) = post_events(http, &s.collector, key, &[e]).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // List: cloud 1000 × 0.0416 = 41.60; dbco 300 × 0.2475 = 74.25, fee
+    // 20% = 14.85, net 59.40.
+    let cloud_list = cents(dec!(1000) * price("cloud.vm.hour", "USD").unwrap());
+    let dbco_list = cents(dec!(300) * price("dbco.db.hour", "USD").unwrap());
+    let dbco_fee = cents(dbco_list * dec!(0.20));
+    assert_eq!(
+        (cloud_list, dbco_list, dbco_fee),
+        (dec!(41.60), dec!(74.25), dec!(14.85))
+    );
+    let listed_total = (cloud_list + dbco_list).to_string();
+    let bill = bill_when(&s, &period, |b| b["total"] == listed_total.as_str()).await;
+    assert_eq!(bill["total"], listed_total.as_str(), "{bill}");
+
+    let (start, end) = quarter_from(t);
+    let book = json!({"model": "graduated", "tiers": [
+        {"up_to": "100", "unit_price": "0.20"}, {"unit_price": "0.15"}]});
+    let body = json!({
+        "starts_at": start, "ends_at": end,
+        "terms": [
+            {"scope": "all", "percent": "10", "funded_by": "platform",
+             "effective_from": start, "effective_to": end},
+            {"scope": "skus", "provider": "dbco", "skus": ["dbco.db.hour"], "price_book": book,
+             "funded_by": "partner", "effective_from": start, "effective_to": end},
+        ],
+    });
+    let (status, contract) = send(
+        http,
+        "post",
+        &format!("{api}/v1/accounts/acme/contracts"),
+        &keys.finance,
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{contract}");
+    assert_eq!(contract["status"], "awaiting_partner");
+    let contract_id = contract["id"].as_i64().unwrap();
+
+    // dbco sees the negotiated book it is asked to fund, and agrees.
+    let (status, terms) = get(
+        http,
+        &format!("{api}/v1/provider/contract-terms"),
+        &keys.dbco,
+    )
+    .await;
+    assert_eq!(status, 200, "{terms}");
+    assert_eq!(terms["data"].as_array().unwrap().len(), 1, "{terms}");
+    assert_eq!(terms["data"][0]["contract_id"], contract_id);
+    // As any price book is stored: each tier's flat fee written out.
+    let mut stored = book.clone();
+    for tier in stored["tiers"].as_array_mut().unwrap() {
+        tier["flat_fee"] = json!("0");
+    }
+    assert_eq!(terms["data"][0]["term"]["price_book"], stored);
+    let term = terms["data"][0]["term"]["id"].as_i64().unwrap();
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/provider/contract-terms/{term}/agree"),
+        &keys.dbco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, signed) = sign(&s, contract_id).await;
+    assert_eq!(
+        (status, &signed["status"]),
+        (200, &json!("signed")),
+        "{signed}"
+    );
+
+    // Negotiated: 100 × 0.20 + 200 × 0.15 = 50.00; discount 74.25 - 50.00 =
+    // 24.25, funded by dbco: its net 59.40 - 24.25 = 35.15, the platform's
+    // share 14.85 + 24.25 = 39.10. cloud: 10% of 41.60 = 4.16.
+    let negotiated = dec!(100) * dec!(0.20) + dec!(200) * dec!(0.15);
+    let dbco_discount = dbco_list - negotiated;
+    let cloud_discount = cents(cloud_list * dec!(0.10));
+    assert_eq!(
+        (negotiated, dbco_discount, cloud_discount),
+        (dec!(50.00), dec!(24.25), dec!(4.16))
+    );
+    let bill = bill_when(&s, &period, |b| lines(b).iter().any(|l| l.5 == "partner")).await;
+    assert_eq!(
+        lines(&bill),
+        [
+            (
+                "cloud".into(),
+                "usage".into(),
+                cloud_list - cloud_discount,
+                cloud_list,
+                cloud_discount,
+                "platform".into(),
+                cloud_list,
+                dec!(0)
+            ),
+            (
+                "dbco".into(),
+                "usage".into(),
+                negotiated,
+                dbco_list,
+                dbco_discount,
+                "partner".into(),
+                dbco_fee + dbco_discount,
+                dbco_list - dbco_fee - dbco_discount
+            ),
+        ],
+        "{bill}"
+    );
+    assert_eq!(
+        (
+            dbco_fee + dbco_discount,
+            dbco_list - dbco_fee - dbco_discount
+        ),
+        (dec!(39.10), dec!(35.15))
+    );
+    assert_eq!(bill["total"], "87.44");
+    s.running.stop().await.unwrap();
+}
+
 fn contract(start: DateTime<Utc>, end: DateTime<Utc>) -> Value {
     json!({
         "starts_at": start, "ends_at": end, "price_protection": true,
@@ -334,6 +525,10 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     assert_eq!(status, 201, "{signed}");
     assert_eq!(signed["currency"], "USD");
     assert_eq!(signed["price_protection"], true);
+    // Its partner-funded term awaits dbco: not signed, but it still
+    // counts against overlapping contracts (below).
+    assert_eq!(signed["status"], "awaiting_partner");
+    assert_eq!(signed["signed_at"], Value::Null);
     assert_eq!(signed["terms"].as_array().unwrap().len(), 2);
     assert_eq!(signed["terms"][1]["percent"], "12.5");
     assert_eq!(signed["terms"][1]["partner_agreed_at"], Value::Null);
@@ -354,6 +549,25 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     inexact_minimum["commitments"][0]["minimum"] = json!("500.001");
     let mut other_currency = contract(end, end + Duration::days(30));
     other_currency["currency"] = json!("EUR");
+    let negotiated = |book: Value, sku: &str| {
+        let mut c = contract(end, end + Duration::days(30));
+        c["terms"][1] = json!({"scope": "skus", "provider": "dbco", "skus": [sku],
+            "price_book": book, "funded_by": "platform",
+            "effective_from": end, "effective_to": end + Duration::days(30)});
+        c
+    };
+    let per_unit = json!({"model": "per_unit", "unit_price": "0.10"});
+    let out_of_order = json!({"model": "graduated", "tiers": [
+        {"up_to": "100", "unit_price": "0.2"}, {"up_to": "50", "unit_price": "0.1"},
+        {"unit_price": "0.05"}]});
+    let negative = json!({"model": "per_unit", "unit_price": "-0.10"});
+    let with_fee = json!({"model": "per_unit", "unit_price": "0.10", "recurring_fee": "5"});
+    let mut both = negotiated(per_unit.clone(), "dbco.db.hour");
+    both["terms"][1]["percent"] = json!("5");
+    let mut two_skus = negotiated(per_unit.clone(), "dbco.db.hour");
+    two_skus["terms"][1]["skus"] = json!(["dbco.db.hour", "dbco.db.hour"]);
+    let mut negotiated_outside = negotiated(per_unit.clone(), "dbco.db.hour");
+    negotiated_outside["terms"][1]["effective_from"] = json!(end - Duration::days(1));
     for (body, status, code) in [
         (
             contract(end - Duration::hours(1), end + Duration::days(30)),
@@ -372,6 +586,21 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
         (partner_for_all, 422, "invalid_contract"),
         (inexact_minimum, 422, "invalid_amount"),
         (other_currency, 422, "currency_mismatch"),
+        (
+            negotiated(out_of_order, "dbco.db.hour"),
+            400,
+            "invalid_price",
+        ),
+        (negotiated(negative, "dbco.db.hour"), 400, "invalid_price"),
+        (negotiated(with_fee, "dbco.db.hour"), 400, "invalid_price"),
+        (
+            negotiated(per_unit.clone(), "dbco.nope"),
+            422,
+            "unknown_sku",
+        ),
+        (both, 422, "invalid_contract"),
+        (two_skus, 422, "invalid_contract"),
+        (negotiated_outside, 422, "term_outside_contract"),
         (contract(end, end), 422, "invalid_contract"),
     ] {
         let (got, answer) = send(http, "post", &url, &keys.finance, body.clone()).await;
@@ -394,16 +623,22 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     .unwrap();
     assert_eq!(counts, (1, 2, 1));
 
-    // The next term, adjacent to the first, is accepted.
+    // The next term, adjacent to the first, is accepted: with a
+    // negotiated price book and no partner-funded term, signed at once.
     let (status, body) = send(
         http,
         "post",
         &url,
         &keys.admin,
-        contract(end, end + Duration::days(30)),
+        negotiated(per_unit.clone(), "dbco.db.hour"),
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "signed");
+    assert!(body["signed_at"].is_string(), "{body}");
+    assert_eq!(body["terms"][1]["price_book"], per_unit);
+    assert_eq!(body["terms"][1].get("percent"), None);
+    assert_eq!(body["terms"][1]["skus"], json!(["dbco.db.hour"]));
     let (status, body) = send(
         http,
         "get",

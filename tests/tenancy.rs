@@ -602,9 +602,10 @@ async fn bindings_and_plans_are_isolated() {
     s.running.stop().await.unwrap();
 }
 
-/// Contracts: finance and admin sign them; a customer reads only its own
-/// account's; a provider sees and agrees to only the partner-funded terms
-/// naming it (another's does not exist for it).
+/// Contracts: finance and admin set and sign them; a customer reads only
+/// its own account's; a provider sees and agrees to only the partner-funded
+/// terms naming it (another's does not exist for it). Nobody else signs,
+/// and a contract is signed only under its own account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contracts_are_isolated() {
     let s = Seeded::start(&[Service::Api]).await;
@@ -633,9 +634,11 @@ async fn contracts_are_isolated() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    let acme_contract = body["id"].as_i64().unwrap();
     let umbrella_contracts = format!("{api}/v1/accounts/umbrella/contracts");
     let (status, body) = send(http, "post", &umbrella_contracts, &keys.admin, contract).await;
     assert_eq!(status, 201, "{body}");
+    let umbrella_contract = body["id"].as_i64().unwrap();
 
     for key in [&keys.acme, &keys.finance, &keys.admin] {
         let (status, body) = send(http, "get", &acme_contracts, key, json!(null)).await;
@@ -672,6 +675,43 @@ async fn contracts_are_isolated() {
     let (status, body) = send(http, "post", &agree, &keys.dbco, json!(null)).await;
     assert_eq!((status, body["account_id"].as_str()), (200, Some("acme")));
     assert!(body["term"]["partner_agreed_at"].is_string(), "{body}");
+    // Signing: customers and providers are refused; acme's contract is
+    // not umbrella's; finance signs acme's (agreed), admin cannot sign
+    // umbrella's yet (its term still waits).
+    let sign_acme = format!("{acme_contracts}/{acme_contract}/sign");
+    for key in [&keys.acme, &keys.umbrella, &keys.dbco, &keys.queueco] {
+        let (status, body) = send(http, "post", &sign_acme, key, json!(null)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{umbrella_contracts}/{acme_contract}/sign"),
+        &keys.finance,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, body) = send(http, "post", &sign_acme, &keys.finance, json!(null)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("signed")));
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{umbrella_contracts}/{umbrella_contract}/sign"),
+        &keys.admin,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("partner_not_agreed"))
+    );
     // Only acme's term is agreed; umbrella's still waits.
     let (_, body) = send(http, "get", &terms, &keys.dbco, json!(null)).await;
     let agreed: Vec<_> = body["data"]

@@ -1,7 +1,11 @@
-//! Contracts API: finance (or an admin) signs a contract for an account;
+//! Contracts API: finance (or an admin) sets a contract for an account;
 //! the account reads its own; a provider reads the partner-funded terms
-//! that name it and agrees to fund them. The rules are
-//! `tally_domain::contract`; rating applies contracts, so every change here
+//! that name it and agrees to fund them. A contract without a
+//! partner-funded term is signed when created; one with any awaits its
+//! partners (`awaiting_partner`: in force nowhere, billing nothing) until
+//! finance signs it, which is refused (`partner_not_agreed`) while a
+//! partner has not agreed. The rules are `tally_domain::contract`; rating
+//! applies signed contracts, so every change here that can change a bill
 //! asks rating to restate the account (as a grant does).
 
 use axum::extract::State;
@@ -13,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tally_domain::contract::{Cadence, Commitment, Contract, ContractError, Funder, Scope, Term};
 use tally_domain::input::check_date;
+use tally_domain::pricing::PriceBook;
 use tally_domain::{Currency, ProviderId, Sku};
 use tally_platform::contracts::{self, ContractRepoError, PartnerTerm};
 
@@ -45,8 +50,17 @@ impl RequestBody for NewContract {
     const INEXACT_CODE: Code = Code::InvalidContract;
 }
 
-/// A percentage discount, effective `[effective_from, effective_to)`
-/// inside the contract's term.
+/// A percentage discount (`percent`) or a negotiated price book for one
+/// SKU (`price_book`, scope `skus` with that one SKU), effective
+/// `[effective_from, effective_to)` inside the contract's term.
+///
+/// A negotiated price book is in the contract's currency, with any model a
+/// price version takes, validated as one (`invalid_price`; no
+/// `minimum_charge` or `recurring_fee`). The SKU's usage lines bill it
+/// instead of list: each line's `discount` is its price before the
+/// contract less the book's charge for the line's quantity, split as any
+/// discount by `funded_by`. It is never also percent-discounted, and a
+/// book above list bills list (the discount is never negative).
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermBody {
@@ -60,10 +74,25 @@ pub struct TermBody {
     /// Required (non-empty) for `skus`, refused otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     skus: Vec<String>,
-    /// Off the line's amount, more than 0 and at most 100.
-    #[serde(with = "tally_domain::input::exact")]
-    #[schema(value_type = crate::openapi::Decimal)]
-    percent: Decimal,
+    /// Off the line's amount, more than 0 and at most 100. Give either
+    /// `percent` or `price_book`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "tally_domain::input::exact_option"
+    )]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
+    percent: Option<Decimal>,
+    /// A negotiated price book for the term's one SKU, in the contract's
+    /// currency: any model a price version takes, validated as one
+    /// (`invalid_price`; no `minimum_charge` or `recurring_fee`). The SKU's
+    /// usage lines bill it instead of list: `discount` = the line's price
+    /// before it less the book's charge for the line's quantity. Never
+    /// more than list (a book above list bills list), and never also
+    /// percent-discounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::price_book)]
+    price_book: Option<PriceBook>,
     /// `platform` (the partner is settled at list) or `partner` (its net
     /// falls by the discount once it has agreed; names a provider).
     #[schema(schema_with = crate::openapi::contract_funder)]
@@ -95,7 +124,7 @@ pub struct TermView {
     #[serde(flatten)]
     body: TermBody,
     /// When the partner agreed to fund the term (partner-funded terms
-    /// only); until then the term discounts nothing.
+    /// only); the contract can be signed once every such term is agreed.
     partner_agreed_at: Option<DateTime<Utc>>,
 }
 
@@ -120,9 +149,16 @@ pub struct ContractView {
     #[schema(value_type = String)]
     currency: Currency,
     price_protection: bool,
-    /// When the contract was signed: a protected account keeps the price
-    /// versions in force then until the term ends.
-    signed_at: DateTime<Utc>,
+    /// `signed` (in force in its term) or `awaiting_partner` (a
+    /// partner-funded term awaits its partner's agreement, then finance
+    /// signs it: until then it bills nothing).
+    #[schema(schema_with = crate::openapi::contract_status)]
+    status: &'static str,
+    /// When the contract was signed (null while awaiting its partners): a
+    /// protected account keeps the price versions in force then until the
+    /// term ends.
+    #[schema(required = true)]
+    signed_at: Option<DateTime<Utc>>,
     terms: Vec<TermView>,
     commitments: Vec<CommitmentView>,
 }
@@ -159,7 +195,8 @@ impl From<ContractError> for ApiError {
             ContractError::TermOutsideContract { .. } => Code::TermOutsideContract,
             ContractError::CommitmentOutsideTerm { .. } => Code::CommitmentOutsideTerm,
             ContractError::UnknownSku { .. } => Code::UnknownSku,
-            ContractError::PartnerNotAgreed(_) => Code::InvalidContract,
+            ContractError::PartnerNotAgreed(_) => Code::PartnerNotAgreed,
+            ContractError::InvalidPrice { .. } => Code::InvalidPrice,
         };
         refused(code, err.to_string())
     }
@@ -189,7 +226,8 @@ fn term_body(term: &Term) -> TermBody {
         scope: scope.into(),
         provider,
         skus,
-        percent: term.percent.normalize(),
+        percent: term.price_book.is_none().then(|| term.percent.normalize()),
+        price_book: term.price_book.clone(),
         funded_by: term.funded_by.as_str().into(),
         effective_from: term.effective_from,
         effective_to: term.effective_to,
@@ -211,6 +249,11 @@ fn contract_view(account: &str, c: Contract) -> ContractView {
         starts_at: c.starts_at,
         ends_at: c.ends_at,
         price_protection: c.price_protection,
+        status: if c.signed_at.is_some() {
+            "signed"
+        } else {
+            "awaiting_partner"
+        },
         signed_at: c.signed_at,
         terms: c.terms.iter().map(term_view).collect(),
         commitments: c
@@ -261,10 +304,16 @@ fn parse_term(index: usize, body: &TermBody) -> Result<Term, ApiError> {
     };
     check_date("effective_from", body.effective_from)?;
     check_date("effective_to", body.effective_to)?;
+    let percent = match (body.percent, &body.price_book) {
+        (Some(percent), None) => percent,
+        (None, Some(_)) => Decimal::ZERO,
+        _ => return Err(invalid("give either percent or price_book")),
+    };
     Ok(Term {
         id: 0,
         scope,
-        percent: body.percent,
+        percent,
+        price_book: body.price_book.clone(),
         funded_by: Funder::parse(&body.funded_by)
             .ok_or_else(|| invalid("funded_by is platform or partner"))?,
         effective_from: body.effective_from,
@@ -309,7 +358,7 @@ fn parse_commitment(
     post,
     path = "/v1/accounts/{account}/contracts",
     tag = "contracts",
-    summary = "Sign a contract for an account (finance, admin); rating restates the account's open invoices. Nothing is stored when any part is refused",
+    summary = "Set a contract for an account (finance, admin). Without a partner-funded term it is signed now and rating restates the account's open invoices; with one it awaits the partners' agreement (`awaiting_partner`, billing nothing) until signed. Nothing is stored when any part is refused",
     params(("account" = String, Path, description = "Account id")),
     request_body = NewContract,
     responses((status = 201, description = "The contract", body = ContractView)),
@@ -334,14 +383,13 @@ pub async fn create_contract(
     }
     check_date("starts_at", body.starts_at)?;
     check_date("ends_at", body.ends_at)?;
-    let contract = Contract {
+    let mut contract = Contract {
         id: 0,
         starts_at: body.starts_at,
         ends_at: body.ends_at,
         currency,
         price_protection: body.price_protection,
-        // Stored as the row's `created_at`.
-        signed_at: Utc::now(),
+        signed_at: None,
         terms: body
             .terms
             .iter()
@@ -355,7 +403,11 @@ pub async fn create_contract(
             .map(|(i, c)| parse_commitment(i, c, currency))
             .collect::<Result<_, _>>()?,
     };
-    request_restatement(&mut tx, account.as_str()).await?;
+    // Signed now, unless a partner-funded term awaits its partner.
+    let signed = contract.sign(Utc::now()).is_ok();
+    if signed {
+        request_restatement(&mut tx, account.as_str()).await?;
+    }
     let id = contracts::insert(&mut tx, &account, &contract).await?;
     let stored = contracts::account_contracts(&mut tx, &account)
         .await?
@@ -363,11 +415,43 @@ pub async fn create_contract(
         .find(|c| c.id == id)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("contract {id} vanished")))?;
     tx.commit().await?;
-    tracing::info!(contract = id, account = %account, "contract signed");
+    tracing::info!(contract = id, account = %account, signed, "contract created");
     Ok((
         StatusCode::CREATED,
         Json(contract_view(account.as_str(), stored)),
     ))
+}
+
+/// `POST /v1/accounts/{account}/contracts/{id}/sign`
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account}/contracts/{id}/sign",
+    tag = "contracts",
+    summary = "Sign a contract awaiting its partners (finance, admin): refused with 409 `partner_not_agreed` (nothing changes) while a partner-funded term is not agreed; then it is in force, a protected account keeps the price versions in force now, and rating restates the account's open invoices. Signing a signed contract changes nothing",
+    params(
+        ("account" = String, Path, description = "Account id"),
+        ("id" = String, Path, description = "Contract id"),
+    ),
+    responses((status = 200, description = "The signed contract", body = ContractView)),
+    security(("bearer" = [])),
+)]
+pub async fn sign_contract(
+    _: Staff,
+    State(pool): State<PgPool>,
+    ApiPath((account, id)): ApiPath<(String, String)>,
+) -> Result<Json<ContractView>, ApiError> {
+    let account = auth::account_id(&account)?;
+    let not_found = || ApiError::NotFound(format!("contract {id} of account {account}"));
+    let contract_id: i64 = id.parse().map_err(|_| not_found())?;
+    let mut tx = pool.begin().await?;
+    account_currency(&mut tx, &account).await?;
+    request_restatement(&mut tx, account.as_str()).await?;
+    let signed = contracts::sign(&mut tx, &account, contract_id, Utc::now())
+        .await?
+        .ok_or_else(not_found)?;
+    tx.commit().await?;
+    tracing::info!(contract = contract_id, account = %account, "contract signed");
+    Ok(Json(contract_view(account.as_str(), signed)))
 }
 
 /// `GET /v1/accounts/{account}/contracts`: staff, or the account's own key.
@@ -431,7 +515,7 @@ pub async fn list_partner_terms(
     post,
     path = "/v1/provider/contract-terms/{id}/agree",
     tag = "provider",
-    summary = "Agree to fund a partner-funded term naming the calling provider: from then its net falls by the discount; the account is restated. Agreeing again changes nothing",
+    summary = "Agree to fund a partner-funded term naming the calling provider: once finance signs its contract (or at once, if it is signed), its net falls by the discount; the account is restated. Agreeing again changes nothing",
     params(("id" = String, Path, description = "Term id")),
     responses((status = 200, description = "The term", body = PartnerTermView)),
     security(("bearer" = [])),

@@ -69,11 +69,12 @@ pub enum Code {
     CommitmentOutsideTerm,
     InvalidContract,
     PriceNoticeTooShort,
+    PartnerNotAgreed,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 60] = [
+    pub const ALL: [Code; 61] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -133,6 +134,7 @@ impl Code {
         Code::CommitmentOutsideTerm,
         Code::InvalidContract,
         Code::PriceNoticeTooShort,
+        Code::PartnerNotAgreed,
         Code::Internal,
     ];
 
@@ -198,6 +200,7 @@ impl Code {
             Code::CommitmentOutsideTerm => "commitment_outside_term",
             Code::InvalidContract => "invalid_contract",
             Code::PriceNoticeTooShort => "price_notice_too_short",
+            Code::PartnerNotAgreed => "partner_not_agreed",
             Code::Internal => "internal",
         }
     }
@@ -261,7 +264,8 @@ impl Code {
             | Code::PlanVersionExists
             | Code::WebhooksDisabled
             | Code::IdempotencyKeyReused
-            | Code::ContractOverlaps => StatusCode::CONFLICT,
+            | Code::ContractOverlaps
+            | Code::PartnerNotAgreed => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -50,6 +50,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
             contracts::list_contracts,
             contracts::create_contract
         ))
+        .routes(routes!(contracts::sign_contract))
         .routes(routes!(contracts::list_partner_terms))
         .routes(routes!(contracts::agree_to_term))
         .routes(routes!(admin::create_provider, admin::list_providers))

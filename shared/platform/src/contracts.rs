@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use tally_domain::contract::{
     Cadence, Commitment, Contract, ContractError, ExistingContract, Funder, Scope, Term,
 };
+use tally_domain::pricing::PriceBook;
 use tally_domain::{AccountId, Currency, ProviderId, Sku};
 
 use crate::catalog::decode_err;
@@ -82,28 +83,38 @@ pub async fn insert(
             .any(|(s, p)| s == sku.as_str() && p == provider.as_str())
     })?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO contracts (account_id, starts_at, ends_at, currency, price_protection)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO contracts (account_id, starts_at, ends_at, currency, price_protection, signed_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(account.as_str())
     .bind(contract.starts_at)
     .bind(contract.ends_at)
     .bind(contract.currency.code())
     .bind(contract.price_protection)
+    .bind(contract.signed_at)
     .fetch_one(&mut *conn)
     .await?;
     for term in &contract.terms {
         let (scope, provider, skus) = scope_columns(&term.scope);
+        // A term is a percent or a negotiated price book, never both.
+        let (percent, book) = match &term.price_book {
+            Some(book) => (
+                None,
+                Some(serde_json::to_value(book).map_err(|e| sqlx::Error::Encode(Box::new(e)))?),
+            ),
+            None => (Some(term.percent), None),
+        };
         sqlx::query(
-            "INSERT INTO contract_terms (contract_id, scope, provider_id, skus, percent, funded_by,
-                 effective_from, effective_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO contract_terms (contract_id, scope, provider_id, skus, percent, price_book,
+                 funded_by, effective_from, effective_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id)
         .bind(scope)
         .bind(provider)
         .bind(skus)
-        .bind(term.percent)
+        .bind(percent)
+        .bind(book)
         .bind(term.funded_by.as_str())
         .bind(term.effective_from)
         .bind(term.effective_to)
@@ -162,10 +173,17 @@ fn term_from_row(r: &PgRow) -> Result<Term, sqlx::Error> {
         }
     };
     let funded_by: String = r.try_get("funded_by")?;
+    let percent: Option<Decimal> = r.try_get("percent")?;
+    let book: Option<serde_json::Value> = r.try_get("price_book")?;
+    let price_book = book
+        .map(serde_json::from_value::<PriceBook>)
+        .transpose()
+        .map_err(decode_err)?;
     Ok(Term {
         id: r.try_get("id")?,
         scope,
-        percent: r.try_get::<Decimal, _>("percent")?.normalize(),
+        percent: percent.unwrap_or_default().normalize(),
+        price_book,
         funded_by: Funder::parse(&funded_by)
             .ok_or_else(|| sqlx::Error::Decode(format!("funded_by {funded_by:?}").into()))?,
         effective_from: r.try_get("effective_from")?,
@@ -175,7 +193,7 @@ fn term_from_row(r: &PgRow) -> Result<Term, sqlx::Error> {
 }
 
 const TERM_COLUMNS: &str = "t.id, t.contract_id, t.scope, t.provider_id, t.skus, t.percent,
-    t.funded_by, t.effective_from, t.effective_to, t.partner_agreed_at";
+    t.price_book, t.funded_by, t.effective_from, t.effective_to, t.partner_agreed_at";
 
 /// Every contract of an account with its terms and commitments, by start.
 pub async fn account_contracts(
@@ -183,7 +201,7 @@ pub async fn account_contracts(
     account: &AccountId,
 ) -> Result<Vec<Contract>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, starts_at, ends_at, currency, price_protection, created_at FROM contracts
+        "SELECT id, starts_at, ends_at, currency, price_protection, signed_at FROM contracts
          WHERE account_id = $1 ORDER BY starts_at, id",
     )
     .bind(account.as_str())
@@ -198,7 +216,7 @@ pub async fn account_contracts(
             ends_at: r.try_get("ends_at")?,
             currency: Currency::parse(&currency).map_err(decode_err)?,
             price_protection: r.try_get("price_protection")?,
-            signed_at: r.try_get("created_at")?,
+            signed_at: r.try_get("signed_at")?,
             terms: Vec::new(),
             commitments: Vec::new(),
         });
@@ -311,6 +329,49 @@ pub async fn agree(
     .as_ref()
     .map(partner_term)
     .transpose()
+}
+
+/// Signs `account`'s contract `id` at `at` ([`Contract::sign`]: refused
+/// with `partner_not_agreed` while a partner-funded term is not agreed;
+/// signing a signed contract changes nothing). Locks the contract's row, so
+/// two signatures are never checked side by side. None when the account
+/// has no such contract.
+pub async fn sign(
+    conn: &mut PgConnection,
+    account: &AccountId,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<Option<Contract>, ContractRepoError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM contracts WHERE id = $1 AND account_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(account.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let Some(mut contract) = account_contracts(&mut *conn, account)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+    else {
+        return Ok(None);
+    };
+    contract.sign(at)?;
+    // As stored (to the microsecond), unless it was signed already.
+    let stored: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE contracts SET signed_at = $2 WHERE id = $1 AND signed_at IS NULL
+         RETURNING signed_at",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if stored.is_some() {
+        contract.signed_at = stored;
+    }
+    Ok(Some(contract))
 }
 
 /// The contracts of each of `accounts` that has any (one query to find

@@ -276,6 +276,11 @@ pub fn contract_funder() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["platform", "partner"]}))
 }
 
+/// A contract's status (`schema_with`).
+pub fn contract_status() -> RefOr<Schema> {
+    schema(json!({"type": "string", "enum": ["signed", "awaiting_partner"]}))
+}
+
 /// A commitment period's length (`schema_with`).
 pub fn contract_cadence() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": ["month", "quarter", "year"]}))

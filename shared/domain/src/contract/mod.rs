@@ -4,15 +4,20 @@
 //! and commitments (a minimum spend per month, quarter or year).
 //!
 //! This module holds the types and their validation (every refusal has a
-//! stable code, [`ContractError::code`]); [`pricing`] holds what a contract
-//! does to a statement line and the commitment true-up.
+//! stable code, [`ContractError::code`]) and the lifecycle (a contract with
+//! a partner-funded term awaits the partner's agreement before finance
+//! signs it, [`Contract::sign`]); [`pricing`] holds what a contract does to
+//! a statement line and the commitment true-up; [`negotiated`] a negotiated
+//! price book's line.
 
+pub mod negotiated;
 pub mod pricing;
 
 use chrono::{DateTime, Months, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::pricing::PriceBook;
 use crate::{Currency, ProviderId, Sku};
 
 /// Who gives up the money a discount takes off the customer's bill.
@@ -85,13 +90,21 @@ impl Scope {
     }
 }
 
-/// A percentage discount, effective `[effective_from, effective_to)`.
+/// A percentage discount or a negotiated price book, effective
+/// `[effective_from, effective_to)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Term {
     pub id: i64,
+    /// A negotiated term's scope is [`Scope::Skus`] with its one SKU.
     pub scope: Scope,
-    /// Off the line's amount, in percent (0 < percent <= 100).
+    /// Off the line's amount, in percent (0 < percent <= 100); zero for a
+    /// negotiated price book term.
     pub percent: Decimal,
+    /// A negotiated price book for the term's one SKU, in the contract's
+    /// currency: the SKU's usage lines are priced with it instead of list
+    /// ([`negotiated`]). None for a percentage discount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_book: Option<PriceBook>,
     pub funded_by: Funder,
     pub effective_from: DateTime<Utc>,
     pub effective_to: DateTime<Utc>,
@@ -101,6 +114,16 @@ pub struct Term {
 }
 
 impl Term {
+    /// The SKU a negotiated price book term prices, if the term is one.
+    pub fn negotiated_sku(&self) -> Option<(&ProviderId, &Sku, &PriceBook)> {
+        match (&self.scope, &self.price_book) {
+            (Scope::Skus { provider, skus }, Some(book)) => {
+                skus.first().map(|sku| (provider, sku, book))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the term discounts a line of `provider`'s `sku` in a period
     /// beginning at `period_start`: the term is in effect at the period's
     /// start, covers the line, and (partner-funded) the partner agreed.
@@ -220,8 +243,10 @@ pub struct Contract {
     /// Whether the account keeps the price versions in force at signature
     /// until the term ends.
     pub price_protection: bool,
-    /// When the contract was signed (stored).
-    pub signed_at: DateTime<Utc>,
+    /// When the contract was signed (stored); None while it awaits its
+    /// partners' agreement ([`Contract::sign`]): it is then in force
+    /// nowhere and bills nothing.
+    pub signed_at: Option<DateTime<Utc>>,
     pub terms: Vec<Term>,
     pub commitments: Vec<Commitment>,
 }
@@ -241,6 +266,8 @@ pub enum ContractError {
     UnknownSku { provider: String, sku: String },
     #[error("term {0} is funded by the partner, who has not agreed to it")]
     PartnerNotAgreed(i64),
+    #[error("term {index}: invalid negotiated price book: {reason}")]
+    InvalidPrice { index: usize, reason: String },
     #[error("invalid contract: {0}")]
     Invalid(String),
 }
@@ -254,6 +281,7 @@ impl ContractError {
             ContractError::CommitmentOutsideTerm { .. } => "commitment_outside_term",
             ContractError::UnknownSku { .. } => "unknown_sku",
             ContractError::PartnerNotAgreed(_) => "partner_not_agreed",
+            ContractError::InvalidPrice { .. } => "invalid_price",
         }
     }
 }
@@ -291,10 +319,14 @@ impl Contract {
             {
                 return Err(ContractError::TermOutsideContract { index });
             }
-            if term.percent <= Decimal::ZERO || term.percent > Decimal::ONE_HUNDRED {
-                return Err(ContractError::Invalid(format!(
-                    "term {index}: percent must be more than 0 and at most 100"
-                )));
+            match &term.price_book {
+                Some(book) => validate_book(index, term, book)?,
+                None if term.percent <= Decimal::ZERO || term.percent > Decimal::ONE_HUNDRED => {
+                    return Err(ContractError::Invalid(format!(
+                        "term {index}: percent must be more than 0 and at most 100"
+                    )));
+                }
+                None => {}
             }
             if term.funded_by == Funder::Partner && term.scope.provider().is_none() {
                 return Err(ContractError::Invalid(format!(
@@ -329,9 +361,10 @@ impl Contract {
         Ok(())
     }
 
-    /// The term that discounts a line of `provider`'s `sku` in a period
-    /// beginning at `period_start`, if any: discounts never stack; the most
-    /// specific scope wins, then the larger percent, then the oldest term.
+    /// The percentage term that discounts a line of `provider`'s `sku` in a
+    /// period beginning at `period_start`, if any: discounts never stack;
+    /// the most specific scope wins, then the larger percent, then the
+    /// oldest term. Negotiated price book terms are [`Contract::negotiated_for`]'s.
     pub fn term_for(
         &self,
         provider: &ProviderId,
@@ -340,12 +373,48 @@ impl Contract {
     ) -> Option<&Term> {
         self.terms
             .iter()
-            .filter(|t| t.applies(provider, sku, period_start))
+            .filter(|t| t.price_book.is_none() && t.applies(provider, sku, period_start))
             .max_by(|a, b| {
                 (a.scope.specificity(), a.percent)
                     .cmp(&(b.scope.specificity(), b.percent))
                     .then_with(|| b.id.cmp(&a.id))
             })
+    }
+
+    /// The negotiated price book term that prices the usage lines of
+    /// `provider`'s `sku` in a period beginning at `period_start`, if any
+    /// (the oldest, should two be in effect at once). It wins over every
+    /// percentage term: such a usage line is not also percent-discounted.
+    pub fn negotiated_for(
+        &self,
+        provider: &ProviderId,
+        sku: &Sku,
+        period_start: DateTime<Utc>,
+    ) -> Option<&Term> {
+        self.terms
+            .iter()
+            .filter(|t| t.price_book.is_some() && t.applies(provider, sku, period_start))
+            .min_by_key(|t| t.id)
+    }
+
+    /// The partner-funded terms the partner has not agreed to yet (ids).
+    pub fn awaiting_partner(&self) -> Vec<i64> {
+        self.terms
+            .iter()
+            .filter(|t| t.agreed().is_err())
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Signs the contract at `at`: refused with `partner_not_agreed` (the
+    /// first such term) while a partner-funded term is not agreed. Signing
+    /// a signed contract changes nothing.
+    pub fn sign(&mut self, at: DateTime<Utc>) -> Result<(), ContractError> {
+        if let Some(id) = self.awaiting_partner().first() {
+            return Err(ContractError::PartnerNotAgreed(*id));
+        }
+        self.signed_at.get_or_insert(at);
+        Ok(())
     }
 
     /// The moment whose price versions price usage at `at`, when a
@@ -359,14 +428,42 @@ impl Contract {
         contracts
             .iter()
             .find(|c| c.price_protection && c.in_force_at(at))
-            .map(|c| c.signed_at)
+            .and_then(|c| c.signed_at)
             .filter(|signed| *signed < at)
     }
 
-    /// Whether the contract is in force at `at`.
+    /// Whether the contract is in force at `at`: signed, and `at` inside
+    /// its term.
     pub fn in_force_at(&self, at: DateTime<Utc>) -> bool {
-        self.starts_at <= at && at < self.ends_at
+        self.signed_at.is_some() && self.starts_at <= at && at < self.ends_at
     }
+}
+
+/// A negotiated price book term's own checks: one SKU, and the book valid
+/// as any price book (`invalid_price`). It prices usage only: a minimum
+/// charge or a recurring fee is refused.
+fn validate_book(index: usize, term: &Term, book: &PriceBook) -> Result<(), ContractError> {
+    match &term.scope {
+        Scope::Skus { skus, .. } if skus.len() == 1 => {}
+        _ => {
+            return Err(ContractError::Invalid(format!(
+                "term {index}: a negotiated price book names one provider and one SKU"
+            )))
+        }
+    }
+    if !term.percent.is_zero() {
+        return Err(ContractError::Invalid(format!(
+            "term {index}: a term has a percent or a price book, not both"
+        )));
+    }
+    let invalid = |reason: String| ContractError::InvalidPrice { index, reason };
+    book.validate().map_err(|e| invalid(e.to_string()))?;
+    if book.minimum_charge.is_some() || book.recurring_fee.is_some() {
+        return Err(invalid(
+            "a negotiated price book prices usage: no minimum_charge or recurring_fee".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -48,7 +48,28 @@ pub fn discount(
         checked::mul(amount, term.percent)?,
         Decimal::ONE_HUNDRED,
     )?);
-    let (platform_fee, partner_net) = match term.funded_by {
+    take_off(
+        discount,
+        amount,
+        markup,
+        platform_fee,
+        partner_net,
+        term.funded_by,
+    )
+}
+
+/// A line of `amount` (split as `markup + platform_fee + partner_net`)
+/// less a `discount` (rounded already) funded by `funded_by`, split as the
+/// table above says.
+pub fn take_off(
+    discount: Decimal,
+    amount: Decimal,
+    markup: Decimal,
+    platform_fee: Decimal,
+    partner_net: Decimal,
+    funded_by: Funder,
+) -> Result<Discounted, MoneyError> {
+    let (platform_fee, partner_net) = match funded_by {
         Funder::Platform => (platform_fee, partner_net),
         Funder::Partner => (
             checked::add(platform_fee, discount)?,
@@ -57,7 +78,7 @@ pub fn discount(
     };
     Ok(Discounted {
         discount,
-        funded_by: term.funded_by,
+        funded_by,
         amount: checked::sub(amount, discount)?,
         markup: checked::sub(markup, discount)?,
         platform_fee,
@@ -84,8 +105,10 @@ pub fn commitment_provider() -> Result<ProviderRef, MoneyError> {
 
 /// Applies `contract` (the account's contract in force at the period's
 /// start, if any) to a statement of the period's own lines, before its
-/// adjustments and credits: each line the contract's terms cover is
-/// discounted ([`Contract::term_for`]); then, for each monthly commitment
+/// adjustments and credits: each usage line of a SKU with a negotiated
+/// price book is priced with it ([`super::negotiated::line_price`]), each
+/// other line the contract's terms cover is discounted
+/// ([`Contract::term_for`]); then, for each monthly commitment
 /// whose commitment period is exactly the billing period, a true-up line
 /// bills the shortfall of the period's net spend. Sums up again.
 ///
@@ -125,23 +148,28 @@ fn discount_line(
     if line.amount.is_zero() || line.kind == LineKind::CommitmentTrueUp {
         return Ok(());
     }
-    let Some(term) = contract.term_for(&line.provider.id, &line.sku, start) else {
-        return Ok(());
+    let d = match super::negotiated::line_price(line, contract, start, currency)? {
+        Some(d) => d,
+        None => {
+            let Some(term) = contract.term_for(&line.provider.id, &line.sku, start) else {
+                return Ok(());
+            };
+            discount(
+                line.amount,
+                line.markup,
+                line.platform_fee,
+                line.partner_net,
+                term,
+                currency,
+            )?
+        }
     };
-    let d = discount(
-        line.amount,
-        line.markup,
-        line.platform_fee,
-        line.partner_net,
-        term,
-        currency,
-    )?;
     line.amount = d.amount;
     line.markup = d.markup;
     line.platform_fee = d.platform_fee;
     line.partner_net = d.partner_net;
     line.discount = d.discount;
-    line.discount_funded_by = Some(d.funded_by);
+    line.discount_funded_by = (!d.discount.is_zero()).then_some(d.funded_by);
     Ok(())
 }
 

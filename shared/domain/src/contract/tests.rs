@@ -20,6 +20,7 @@ fn term(id: i64, scope: Scope, percent: Decimal, funded_by: Funder) -> Term {
         id,
         scope,
         percent,
+        price_book: None,
         funded_by,
         effective_from: day(1, 1),
         effective_to: day(4, 1),
@@ -34,7 +35,7 @@ fn contract(terms: Vec<Term>, commitments: Vec<Commitment>) -> Contract {
         ends_at: day(4, 1),
         currency: Currency::parse("USD").unwrap(),
         price_protection: false,
-        signed_at: day(1, 1),
+        signed_at: Some(day(1, 1)),
         terms,
         commitments,
     }
@@ -249,7 +250,7 @@ fn a_partner_funded_discount_lowers_the_partner_net_and_leaves_the_platform_shar
 #[test]
 fn a_protected_account_is_priced_as_at_signature_inside_the_term_only() {
     let mut c = contract(vec![], vec![]);
-    c.signed_at = day(1, 10);
+    c.signed_at = Some(day(1, 10));
     let all = [c.clone()];
     assert_eq!(Contract::protected_price_time(&all, day(2, 1)), None);
     c.price_protection = true;
@@ -306,7 +307,7 @@ mod statement {
     use crate::statement::{LineKind, ProviderKind, ProviderRef, Statement, UsageAggregate};
     use crate::{AccountId, Period, PriceModel};
 
-    fn agg(
+    pub(super) fn agg(
         p: &str,
         kind: ProviderKind,
         sku_: &str,
@@ -478,3 +479,6 @@ mod statement {
         assert_eq!((s.credits_total, s.total), (dec!(140.00), dec!(110.00)));
     }
 }
+
+#[path = "negotiated_tests.rs"]
+mod negotiated;

@@ -1,0 +1,257 @@
+//! Negotiated price book terms ([`crate::contract::negotiated`]) and
+//! signing ([`Contract::sign`]); the helpers are the contract tests'.
+
+use super::*;
+use crate::contract::pricing::apply;
+use crate::pricing::{PriceModel, Tier};
+use crate::statement::{ProviderKind, Statement, UsageAggregate};
+use crate::{AccountId, Period};
+
+/// 0.20 for the first 100 units, 0.10 after.
+fn graduated() -> PriceBook {
+    PriceBook::new(PriceModel::Graduated {
+        tiers: vec![
+            Tier {
+                up_to: Some(dec!(100)),
+                unit_price: dec!(0.20),
+                flat_fee: Decimal::ZERO,
+            },
+            Tier {
+                up_to: None,
+                unit_price: dec!(0.10),
+                flat_fee: Decimal::ZERO,
+            },
+        ],
+    })
+}
+
+fn negotiated(id: i64, book: PriceBook, funded_by: Funder) -> Term {
+    Term {
+        id,
+        scope: Scope::Skus {
+            provider: provider("dbco"),
+            skus: vec![sku("dbco.db")],
+        },
+        percent: Decimal::ZERO,
+        price_book: Some(book),
+        funded_by,
+        effective_from: day(1, 1),
+        effective_to: day(4, 1),
+        partner_agreed_at: (funded_by == Funder::Partner).then(|| day(1, 2)),
+    }
+}
+
+fn percent_all(id: i64, percent: Decimal) -> Term {
+    term(id, Scope::All, percent, Funder::Platform)
+}
+
+/// The contract of the contract tests with `terms` and no commitment.
+fn with(terms: Vec<Term>) -> Contract {
+    contract(terms, Vec::new())
+}
+
+/// A line of the contract tests' statements, without markup.
+fn agg(p: &str, kind: ProviderKind, sku_: &str, price: Decimal, qty: Decimal) -> UsageAggregate {
+    UsageAggregate {
+        markup_pct: Decimal::ZERO,
+        ..statement::agg(p, kind, sku_, price, qty)
+    }
+}
+
+/// February: cloud (first party) 1000 × 0.10 = 100.00; dbco (partner,
+/// fee 20%) 300 × 0.25 = 75.00 list, fee 15.00, net 60.00.
+fn february() -> Statement {
+    Statement::compute(
+        AccountId::parse("acme").unwrap(),
+        Period::new(day(2, 1), day(3, 1)).unwrap(),
+        Currency::parse("USD").unwrap(),
+        1,
+        vec![
+            agg(
+                "cloud",
+                ProviderKind::FirstParty,
+                "cloud.vm",
+                dec!(0.10),
+                dec!(1000),
+            ),
+            agg(
+                "dbco",
+                ProviderKind::Partner,
+                "dbco.db",
+                dec!(0.25),
+                dec!(300),
+            ),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_platform_funded_negotiated_graduated_book_prices_the_period_and_settles_at_list() {
+    let mut s = february();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, graduated(), Funder::Platform)]),
+    )
+    .unwrap();
+    let db = &s.lines[1];
+    // 100 × 0.20 + 200 × 0.10 = 40.00; list 75.00, discount 35.00.
+    assert_eq!(
+        (db.list_amount, db.discount, db.amount),
+        (dec!(75.00), dec!(35.00), dec!(40.00))
+    );
+    assert_eq!(db.discount_funded_by, Some(Funder::Platform));
+    // The partner is settled at list: fee 15.00, net 60.00; the
+    // platform's markup is -35.00.
+    assert_eq!(
+        (db.markup, db.platform_fee, db.partner_net),
+        (dec!(-35.00), dec!(15.00), dec!(60.00))
+    );
+    // cloud is untouched.
+    assert_eq!(
+        (s.lines[0].amount, s.lines[0].discount),
+        (dec!(100.00), dec!(0))
+    );
+    assert_eq!(s.subtotal, dec!(140.00));
+}
+
+#[test]
+fn a_partner_funded_negotiated_book_lowers_the_partner_net_by_the_discount() {
+    let mut s = february();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, graduated(), Funder::Partner)]),
+    )
+    .unwrap();
+    let db = &s.lines[1];
+    assert_eq!((db.discount, db.amount), (dec!(35.00), dec!(40.00)));
+    // net 60.00 - 35.00 = 25.00; the platform keeps its 15.00 plus the
+    // 35.00 it no longer owes: 50.00; markup -35.00.
+    assert_eq!(
+        (db.markup, db.platform_fee, db.partner_net),
+        (dec!(-35.00), dec!(50.00), dec!(25.00))
+    );
+    assert_eq!(db.markup + db.platform_fee + db.partner_net, db.amount);
+}
+
+#[test]
+fn a_negotiated_sku_is_not_also_percent_discounted() {
+    let mut s = february();
+    let c = with(vec![
+        percent_all(1, dec!(10)),
+        negotiated(2, graduated(), Funder::Platform),
+    ]);
+    apply(&mut s, &c).unwrap();
+    // cloud: 10% of 100.00; dbco: the negotiated 40.00 only (not 36.00).
+    assert_eq!(
+        (s.lines[0].discount, s.lines[0].amount),
+        (dec!(10.00), dec!(90.00))
+    );
+    assert_eq!(
+        (s.lines[1].discount, s.lines[1].amount),
+        (dec!(35.00), dec!(40.00))
+    );
+    assert_eq!(s.subtotal, dec!(130.00));
+}
+
+#[test]
+fn a_negotiated_book_above_list_bills_list() {
+    let mut s = february();
+    let dear = PriceBook::new(PriceModel::per_unit(dec!(0.30)).unwrap());
+    apply(&mut s, &with(vec![negotiated(1, dear, Funder::Platform)])).unwrap();
+    let db = &s.lines[1];
+    assert_eq!(
+        (
+            db.discount,
+            db.amount,
+            db.partner_net,
+            db.discount_funded_by
+        ),
+        (dec!(0), dec!(75.00), dec!(60.00), None)
+    );
+}
+
+#[test]
+fn a_negotiated_book_applies_only_in_the_periods_its_term_covers_and_only_once_agreed() {
+    let mut late = negotiated(1, graduated(), Funder::Platform);
+    late.effective_from = day(3, 1);
+    let mut s = february();
+    let before = s.clone();
+    apply(&mut s, &with(vec![late])).unwrap();
+    assert_eq!(s, before);
+    let mut unagreed = negotiated(1, graduated(), Funder::Partner);
+    unagreed.partner_agreed_at = None;
+    apply(&mut s, &with(vec![unagreed])).unwrap();
+    assert_eq!(s, before);
+}
+
+#[test]
+fn a_negotiated_book_is_validated_as_any_price_book() {
+    let known = |_: &ProviderId, s: &Sku| s.as_str() != "dbco.nope";
+    let bad_tiers = PriceBook::new(PriceModel::Graduated { tiers: vec![] });
+    let err = with(vec![negotiated(1, bad_tiers, Funder::Platform)])
+        .validate(&[], known)
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_price");
+    let with_minimum = PriceBook {
+        minimum_charge: Some(dec!(5)),
+        ..graduated()
+    };
+    let err = with(vec![negotiated(1, with_minimum, Funder::Platform)])
+        .validate(&[], known)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ContractError::InvalidPrice {
+            index: 0,
+            reason: "a negotiated price book prices usage: no minimum_charge or recurring_fee"
+                .into()
+        }
+    );
+    let mut two = negotiated(1, graduated(), Funder::Platform);
+    two.scope = Scope::Skus {
+        provider: provider("dbco"),
+        skus: vec![sku("dbco.db"), sku("dbco.cache")],
+    };
+    let err = with(vec![two]).validate(&[], known).unwrap_err();
+    assert_eq!(err.code(), "invalid_contract");
+    let mut unknown = negotiated(1, graduated(), Funder::Platform);
+    unknown.scope = Scope::Skus {
+        provider: provider("dbco"),
+        skus: vec![sku("dbco.nope")],
+    };
+    let err = with(vec![unknown]).validate(&[], known).unwrap_err();
+    assert_eq!(err.code(), "unknown_sku");
+    let mut outside = negotiated(1, graduated(), Funder::Platform);
+    outside.effective_to = day(5, 1);
+    let err = with(vec![outside]).validate(&[], known).unwrap_err();
+    assert_eq!(err.code(), "term_outside_contract");
+    assert_eq!(
+        with(vec![negotiated(1, graduated(), Funder::Partner)]).validate(&[], known),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_contract_awaiting_its_partner_is_signed_only_once_every_partner_agreed() {
+    let mut term = negotiated(4, graduated(), Funder::Partner);
+    term.partner_agreed_at = None;
+    let mut c = with(vec![percent_all(3, dec!(10)), term]);
+    c.signed_at = None;
+    assert_eq!(c.awaiting_partner(), vec![4]);
+    // Unsigned, it is in force nowhere and bills nothing.
+    assert!(!c.in_force_at(day(2, 1)));
+    let mut s = february();
+    let before = s.clone();
+    apply(&mut s, &c).unwrap();
+    assert_eq!(s, before);
+    let err = c.sign(day(1, 5)).unwrap_err();
+    assert_eq!((err.code(), c.signed_at), ("partner_not_agreed", None));
+    c.terms[1].partner_agreed_at = Some(day(1, 6));
+    assert_eq!(c.sign(day(1, 7)), Ok(()));
+    assert_eq!(c.signed_at, Some(day(1, 7)));
+    // Signing again changes nothing.
+    assert_eq!(c.sign(day(1, 9)), Ok(()));
+    assert_eq!(c.signed_at, Some(day(1, 7)));
+    assert!(c.in_force_at(day(2, 1)));
+}
