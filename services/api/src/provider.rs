@@ -18,7 +18,7 @@ use tally_platform::catalog;
 use crate::auth::ProviderCaller;
 use crate::composition::Audience;
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiPath, RequestBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::openapi;
 
 /// The platform's notice period for a partner's new price of a priced SKU
@@ -123,24 +123,35 @@ pub async fn create_sku(
     ))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PricesQuery {
+    /// Only the versions of one audience: `list` (every account) or
+    /// `provider` (wholesale); both when absent
+    audience: Option<Audience>,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/provider/skus/{sku}/prices",
     tag = "provider",
-    summary = "Price versions of one of the provider's SKUs",
-    params(("sku" = String, Path, description = "SKU id")),
-    responses((status = 200, description = "Versions", body = inline(openapi::PriceVersionList))),
+    summary = "Price versions of one of the provider's SKUs, list and wholesale, each with its audience",
+    params(("sku" = String, Path, description = "SKU id"), PricesQuery),
+    responses((status = 200, description = "Versions by currency, audience and effective time", body = inline(openapi::PriceVersionList))),
     security(("bearer" = [])),
 )]
 pub async fn list_prices(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
     ApiPath(sku): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PricesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let sku = own_sku(&pool, &me, &sku).await?;
     let mut conn = pool.acquire().await?;
+    let audience = q.audience.map(Audience::as_str);
     Ok(Json(
-        json!({"data": catalog::list_prices(&mut conn, &sku).await?}),
+        json!({"data": catalog::list_prices(&mut conn, &sku, audience).await?}),
     ))
 }
 
