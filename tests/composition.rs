@@ -107,13 +107,16 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     )
     .await;
     assert_eq!(wholesale["audience"], "provider");
-    created(
+    let initech_key = created(
         &s,
         "/v1/admin/accounts",
         json!({"id": "initech", "name": "Initech",
         "currency": "USD"}),
     )
-    .await;
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let billing = created(
         &s,
         "/v1/admin/accounts",
@@ -572,6 +575,120 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+
+    // The tenancy promises, route by route. upco's every view (its
+    // bindings, one binding, its corrections, its margin report, its own
+    // account's invoices) names compco's account, never a consumer: no
+    // account id, no name.
+    let binding_path = format!("/v1/provider/bindings/{resource}");
+    let mut upco_views = Vec::new();
+    for path in [
+        "/v1/provider/bindings",
+        binding_path.as_str(),
+        "/v1/provider/corrections",
+        margin.as_str(),
+        "/v1/provider/account/invoices",
+    ] {
+        let (status, body) = call(&s, "get", path, &upco, json!(null)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        upco_views.push((path.to_owned(), body.to_string()));
+    }
+    upco_views.push((
+        "margin.csv".to_owned(),
+        get_text(
+            &s.http,
+            &format!("{}/v1/provider/margin.csv?period={period}", s.invoicing),
+            &upco,
+        )
+        .await,
+    ));
+    for (path, view) in &upco_views {
+        for consumer in ["acme", "Acme Inc", "initech", "Initech"] {
+            assert!(!view.contains(consumer), "{path} names {consumer}: {view}");
+        }
+    }
+    assert!(upco_views[0].1.contains("compco-billing"));
+    assert!(upco_views[2].1.contains("compco-billing"));
+    // Nor does upco read a consumer's bill, in the API, on the page or as
+    // CSV.
+    for consumer in ["acme", "initech"] {
+        for path in [
+            format!("/v1/accounts/{consumer}/bill?period={period}"),
+            format!("/accounts/{consumer}/bill?period={period}"),
+            format!("/accounts/{consumer}/bill.csv?period={period}"),
+        ] {
+            let status = s
+                .http
+                .get(format!("{}{path}", s.invoicing))
+                .bearer_auth(&upco)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, 403, "{path}");
+        }
+    }
+    // Each consumer's bill (API, page, CSV) shows compco's SKU and nothing
+    // upstream: neither upco nor its SKU nor a reference.
+    let consumer_keys = [
+        ("acme", s.keys.acme.clone()),
+        ("initech", initech_key.clone()),
+    ];
+    for (consumer, key) in &consumer_keys {
+        let (status, bill) = call(
+            &s,
+            "get",
+            &format!("/v1/accounts/{consumer}/bill?period={period}"),
+            key,
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{bill}");
+        let mut views = vec![bill.to_string()];
+        for path in ["bill", "bill.csv"] {
+            views.push(
+                get_text(
+                    &s.http,
+                    &format!("{}/accounts/{consumer}/{path}?period={period}", s.invoicing),
+                    key,
+                )
+                .await,
+            );
+        }
+        for view in &views {
+            assert!(view.contains("compco.app.hour"), "{consumer}: {view}");
+            for upstream in ["upco", "Up Co", "obo_", "compco-billing"] {
+                assert!(
+                    !view.contains(upstream),
+                    "{consumer}'s bill names {upstream}: {view}"
+                );
+            }
+        }
+        // A consumer reads no provider route: not upco's, not compco's.
+        for path in [
+            "/v1/provider/bindings",
+            "/v1/provider/account/invoices",
+            margin.as_str(),
+        ] {
+            let (status, _) = call(&s, "get", path, key, json!(null)).await;
+            assert_eq!(status, 403, "{consumer}: {path}");
+        }
+    }
+    // A margin report is the caller's own: it names no other provider, and
+    // asking for one is refused.
+    let (status, body) = call(
+        &s,
+        "get",
+        &format!("{margin}&provider=compco"),
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
     s.running.stop().await.unwrap();
 }
 
