@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::composition::replaces_a_price;
 use tally_domain::contract::gives_notice;
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
@@ -204,15 +205,17 @@ pub async fn publish_price(
         )));
     }
     let mut conn = pool.acquire().await?;
-    let (partner, replaces): (bool, bool) = sqlx::query_as(
+    let (partner, has_list, has_wholesale): (bool, bool, bool) = sqlx::query_as(
         "SELECT (SELECT kind = 'partner' FROM providers WHERE id = $1),
-                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3)",
+                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3 AND audience = 'list'),
+                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3 AND audience = 'provider')",
     )
     .bind(me.as_str())
     .bind(sku.as_str())
     .bind(currency.code())
     .fetch_one(&mut *conn)
     .await?;
+    let replaces = replaces_a_price(body.audience == Audience::Provider, has_list, has_wholesale);
     let notice = Duration::from_std(notice).unwrap_or(Duration::MAX);
     if !gives_notice(now, from, notice, partner, replaces) {
         return Err(ApiError::Refused(
