@@ -179,7 +179,7 @@ impl RequestBody for NewVersion {
     post,
     path = "/v1/provider/skus/{sku}/prices",
     tag = "provider",
-    summary = "Publish a price version, effective now or later; a partner's new price of a SKU already priced gives the platform's notice period (`price_notice_too_short`)",
+    summary = "Publish a price version, effective now or later; a partner's new version that replaces a price an account pays (list beside list, wholesale beside any) gives the platform's notice period (`price_notice_too_short`)",
     params(("sku" = String, Path, description = "SKU id")),
     request_body = NewVersion,
     responses((status = 201, description = "Published", body = inline(openapi::PublishedPrice))),
