@@ -41,6 +41,20 @@ fn cents(x: Decimal) -> Decimal {
     rounded
 }
 
+/// The on-behalf-of reference the provider of `key` is given for `consumer`.
+async fn reference(s: &Seeded, key: &str, consumer: &str) -> String {
+    let (status, body) = call(
+        s,
+        "post",
+        "/v1/provider/references",
+        key,
+        json!({"account": consumer}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["reference"].as_str().unwrap().to_owned()
+}
+
 /// The codes of a batch answer, in order (null for an accepted event).
 fn codes(answer: &Value) -> Vec<Value> {
     answer["results"]
@@ -170,31 +184,11 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     // asked again, and nothing of the consumer in it.
     let mut references = std::collections::BTreeMap::new();
     for consumer in ["acme", "initech"] {
-        let (status, body) = call(
-            &s,
-            "post",
-            "/v1/provider/references",
-            &compco,
-            json!({"account": consumer}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let reference = body["reference"].as_str().unwrap().to_owned();
-        assert!(
-            reference.starts_with("obo_") && reference.len() == 36,
-            "{reference}"
-        );
-        assert!(!reference.contains(consumer));
-        let (_, again) = call(
-            &s,
-            "post",
-            "/v1/provider/references",
-            &compco,
-            json!({"account": consumer}),
-        )
-        .await;
-        assert_eq!(again["reference"], reference.as_str());
-        references.insert(consumer, reference);
+        let minted = reference(&s, &compco, consumer).await;
+        assert!(minted.starts_with("obo_") && minted.len() == 36, "{minted}");
+        assert!(!minted.contains(consumer));
+        assert_eq!(reference(&s, &compco, consumer).await, minted);
+        references.insert(consumer, minted);
     }
     let (status, body) = call(
         &s,
@@ -785,16 +779,7 @@ async fn late_upstream_usage_adjusts_the_next_invoice_and_the_old_periods_margin
     .await;
     let mut references = std::collections::BTreeMap::new();
     for consumer in ["acme", "initech"] {
-        let (status, body) = call(
-            &s,
-            "post",
-            "/v1/provider/references",
-            &compco,
-            json!({"account": consumer}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        references.insert(consumer, body["reference"].as_str().unwrap().to_owned());
+        references.insert(consumer, reference(&s, &compco, consumer).await);
     }
     let on_behalf = |id: &str, quantity: &str, consumer: &str| {
         let mut e = event(id, "upco", "compco-billing", "upco.db.hour", quantity, at);

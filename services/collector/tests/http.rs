@@ -147,6 +147,17 @@ impl Setup {
         (status, response.json().await.unwrap())
     }
 
+    /// The ids of the events published so far, in order.
+    fn published_ids(&self) -> Vec<String> {
+        self.sink
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect()
+    }
+
     async fn post_batch(&self, events: &[Value]) -> (u16, Value) {
         let body = serde_json::to_vec(events).unwrap();
         self.post(Some(&self.dbco_key), BATCH, body).await
@@ -160,6 +171,21 @@ fn response_schema() -> jsonschema::Validator {
     );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Each event's (id, code), or (id, `accepted`), in request order.
+fn verdicts(answer: &Value) -> Vec<(&str, &str)> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
+            )
+        })
+        .collect()
 }
 
 fn error_code(body: &Value) -> &str {
@@ -486,14 +512,7 @@ async fn usage_checked_against_what_was_read_before_is_accepted_while_the_databa
         (status, body["error"]["code"].as_str()),
         (503, Some("catalog_unavailable"))
     );
-    let published: Vec<String> = s
-        .sink
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
+    let published = s.published_ids();
     assert_eq!(published, ["before", "during"]);
 }
 
@@ -573,17 +592,7 @@ async fn events_rating_could_not_bill_are_refused_one_by_one() {
         (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
         (Some(2), Some(3))
     );
-    let verdicts: Vec<(&str, &str)> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap(),
-                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
-            )
-        })
-        .collect();
+    let verdicts = verdicts(&answer);
     assert_eq!(
         verdicts,
         [
@@ -598,14 +607,7 @@ async fn events_rating_could_not_bill_are_refused_one_by_one() {
         answer["results"][3]["message"],
         "1000000000000000 units of dbco.db.hour cannot be billed at its USD price: the charge overflows"
     );
-    let published: Vec<String> = s
-        .sink
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
+    let published = s.published_ids();
     assert_eq!(published, ["first", "fine"]);
 }
 
@@ -661,17 +663,7 @@ async fn the_overflow_check_prices_a_providers_own_account_at_wholesale() {
     ];
     let (status, answer) = s.post_batch(&batch).await;
     assert_eq!(status, 202, "{answer}");
-    let verdicts: Vec<(&str, &str)> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap(),
-                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
-            )
-        })
-        .collect();
+    let verdicts = verdicts(&answer);
     assert_eq!(
         verdicts,
         [
@@ -680,14 +672,7 @@ async fn the_overflow_check_prices_a_providers_own_account_at_wholesale() {
             ("wholesale-small", "accepted"),
         ]
     );
-    let published: Vec<String> = s
-        .sink
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
+    let published = s.published_ids();
     assert_eq!(published, ["list-huge", "wholesale-small"]);
 }
 
