@@ -686,6 +686,23 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     s.running.stop().await.unwrap();
 }
 
+/// The path and the answer of the provider's (`key`) own account's
+/// invoice of the month `label`.
+async fn own_invoice(s: &Seeded, key: &str, label: &str) -> (String, Value) {
+    let (_, mine) = call(s, "get", "/v1/provider/account/invoices", key, json!(null)).await;
+    let id = mine["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["period"]["label"] == label)
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no invoice of {label}: {mine}"));
+    let path = format!("/v1/provider/account/invoices/{id}");
+    let (status, invoice) = call(s, "get", &path, key, json!(null)).await;
+    assert_eq!(status, 200, "{invoice}");
+    (path, invoice)
+}
+
 /// Waits until `sql` (one row, one text column) answers `want`.
 async fn wait_for_text(s: &Seeded, sql: &str, want: &str) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -839,26 +856,7 @@ async fn late_upstream_usage_adjusts_the_next_invoice_and_the_old_periods_margin
         wait_for_text(&s, &october(account), &format!("finalized {total}")).await;
     }
     // compco's finalized October invoice, as compco reads it.
-    let (_, mine) = call(
-        &s,
-        "get",
-        "/v1/provider/account/invoices",
-        &compco,
-        json!(null),
-    )
-    .await;
-    let id_of = |label: &str| {
-        mine["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["period"]["label"] == label)
-            .map(|i| i["id"].as_str().unwrap().to_owned())
-    };
-    let sealed_id = id_of(&month.label()).unwrap();
-    let sealed_path = format!("/v1/provider/account/invoices/{sealed_id}");
-    let (status, sealed) = call(&s, "get", &sealed_path, &compco, json!(null)).await;
-    assert_eq!(status, 200, "{sealed}");
+    let (sealed_path, sealed) = own_invoice(&s, &compco, &month.label()).await;
     let lines_of = |invoice: &Value| -> Vec<Value> {
         invoice["sections"]
             .as_array()
@@ -928,29 +926,7 @@ async fn late_upstream_usage_adjusts_the_next_invoice_and_the_old_periods_margin
     // adjustment, naming October.
     let (_, again) = call(&s, "get", &sealed_path, &compco, json!(null)).await;
     assert_eq!(again, sealed);
-    let (_, mine) = call(
-        &s,
-        "get",
-        "/v1/provider/account/invoices",
-        &compco,
-        json!(null),
-    )
-    .await;
-    let next_id = mine["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["period"]["label"] == open.label())
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .unwrap();
-    let (_, next) = call(
-        &s,
-        "get",
-        &format!("/v1/provider/account/invoices/{next_id}"),
-        &compco,
-        json!(null),
-    )
-    .await;
+    let (_, next) = own_invoice(&s, &compco, &open.label()).await;
     let lines = lines_of(&next);
     assert_eq!(
         (&next["status"], &next["total"], lines.len()),
