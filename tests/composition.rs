@@ -41,6 +41,20 @@ fn cents(x: Decimal) -> Decimal {
     rounded
 }
 
+/// The on-behalf-of reference the provider of `key` is given for `consumer`.
+async fn reference(s: &Seeded, key: &str, consumer: &str) -> String {
+    let (status, body) = call(
+        s,
+        "post",
+        "/v1/provider/references",
+        key,
+        json!({"account": consumer}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["reference"].as_str().unwrap().to_owned()
+}
+
 /// The codes of a batch answer, in order (null for an accepted event).
 fn codes(answer: &Value) -> Vec<Value> {
     answer["results"]
@@ -107,13 +121,16 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     )
     .await;
     assert_eq!(wholesale["audience"], "provider");
-    created(
+    let initech_key = created(
         &s,
         "/v1/admin/accounts",
         json!({"id": "initech", "name": "Initech",
         "currency": "USD"}),
     )
-    .await;
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let billing = created(
         &s,
         "/v1/admin/accounts",
@@ -167,31 +184,11 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
     // asked again, and nothing of the consumer in it.
     let mut references = std::collections::BTreeMap::new();
     for consumer in ["acme", "initech"] {
-        let (status, body) = call(
-            &s,
-            "post",
-            "/v1/provider/references",
-            &compco,
-            json!({"account": consumer}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let reference = body["reference"].as_str().unwrap().to_owned();
-        assert!(
-            reference.starts_with("obo_") && reference.len() == 36,
-            "{reference}"
-        );
-        assert!(!reference.contains(consumer));
-        let (_, again) = call(
-            &s,
-            "post",
-            "/v1/provider/references",
-            &compco,
-            json!({"account": consumer}),
-        )
-        .await;
-        assert_eq!(again["reference"], reference.as_str());
-        references.insert(consumer, reference);
+        let minted = reference(&s, &compco, consumer).await;
+        assert!(minted.starts_with("obo_") && minted.len() == 36, "{minted}");
+        assert!(!minted.contains(consumer));
+        assert_eq!(reference(&s, &compco, consumer).await, minted);
+        references.insert(consumer, minted);
     }
     let (status, body) = call(
         &s,
@@ -571,6 +568,456 @@ async fn a_composing_provider_is_billed_for_upstream_usage_on_behalf_of_its_cons
             panic!("the parts on behalf of each consumer after {corrections:?}: {parts:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The tenancy promises, route by route. upco's every view (its
+    // bindings, one binding, its corrections, its margin report, its own
+    // account's invoices) names compco's account, never a consumer: no
+    // account id, no name.
+    let binding_path = format!("/v1/provider/bindings/{resource}");
+    let mut upco_views = Vec::new();
+    for path in [
+        "/v1/provider/bindings",
+        binding_path.as_str(),
+        "/v1/provider/corrections",
+        margin.as_str(),
+        "/v1/provider/account/invoices",
+    ] {
+        let (status, body) = call(&s, "get", path, &upco, json!(null)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        upco_views.push((path.to_owned(), body.to_string()));
+    }
+    upco_views.push((
+        "margin.csv".to_owned(),
+        get_text(
+            &s.http,
+            &format!("{}/v1/provider/margin.csv?period={period}", s.invoicing),
+            &upco,
+        )
+        .await,
+    ));
+    for (path, view) in &upco_views {
+        for consumer in ["acme", "Acme Inc", "initech", "Initech"] {
+            assert!(!view.contains(consumer), "{path} names {consumer}: {view}");
+        }
+    }
+    assert!(upco_views[0].1.contains("compco-billing"));
+    assert!(upco_views[2].1.contains("compco-billing"));
+    // Nor does upco read a consumer's bill, in the API, on the page or as
+    // CSV.
+    for consumer in ["acme", "initech"] {
+        for path in [
+            format!("/v1/accounts/{consumer}/bill?period={period}"),
+            format!("/accounts/{consumer}/bill?period={period}"),
+            format!("/accounts/{consumer}/bill.csv?period={period}"),
+        ] {
+            let status = s
+                .http
+                .get(format!("{}{path}", s.invoicing))
+                .bearer_auth(&upco)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, 403, "{path}");
+        }
+    }
+    // Each consumer's bill (API, page, CSV) shows compco's SKU and nothing
+    // upstream: neither upco nor its SKU nor a reference.
+    let consumer_keys = [
+        ("acme", s.keys.acme.clone()),
+        ("initech", initech_key.clone()),
+    ];
+    for (consumer, key) in &consumer_keys {
+        let (status, bill) = call(
+            &s,
+            "get",
+            &format!("/v1/accounts/{consumer}/bill?period={period}"),
+            key,
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{bill}");
+        let mut views = vec![bill.to_string()];
+        for path in ["bill", "bill.csv"] {
+            views.push(
+                get_text(
+                    &s.http,
+                    &format!("{}/accounts/{consumer}/{path}?period={period}", s.invoicing),
+                    key,
+                )
+                .await,
+            );
+        }
+        for view in &views {
+            assert!(view.contains("compco.app.hour"), "{consumer}: {view}");
+            for upstream in ["upco", "Up Co", "obo_", "compco-billing"] {
+                assert!(
+                    !view.contains(upstream),
+                    "{consumer}'s bill names {upstream}: {view}"
+                );
+            }
+        }
+        // A consumer reads no provider route: not upco's, not compco's.
+        for path in [
+            "/v1/provider/bindings",
+            "/v1/provider/account/invoices",
+            margin.as_str(),
+        ] {
+            let (status, _) = call(&s, "get", path, key, json!(null)).await;
+            assert_eq!(status, 403, "{consumer}: {path}");
+        }
+    }
+    // A margin report is the caller's own: it names no other provider, and
+    // asking for one is refused.
+    let (status, body) = call(
+        &s,
+        "get",
+        &format!("{margin}&provider=compco"),
+        &upco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    s.running.stop().await.unwrap();
+}
+
+/// The path and the answer of the provider's (`key`) own account's
+/// invoice of the month `label`.
+async fn own_invoice(s: &Seeded, key: &str, label: &str) -> (String, Value) {
+    let (_, mine) = call(s, "get", "/v1/provider/account/invoices", key, json!(null)).await;
+    let id = mine["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["period"]["label"] == label)
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no invoice of {label}: {mine}"));
+    let path = format!("/v1/provider/account/invoices/{id}");
+    let (status, invoice) = call(s, "get", &path, key, json!(null)).await;
+    assert_eq!(status, 200, "{invoice}");
+    (path, invoice)
+}
+
+/// Waits until `sql` (one row, one text column) answers `want`.
+async fn wait_for_text(s: &Seeded, sql: &str, want: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got: Option<String> = sqlx::query_scalar(sql)
+            .fetch_optional(&s.h.pool)
+            .await
+            .unwrap()
+            .flatten();
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{sql}: {got:?}, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Late upstream usage after the composing provider's period is sealed
+/// (issue 17): upco's 8 more hours done for initech in October, and 2 more
+/// of compco's app hours for acme, arrive after October was finalized.
+/// They land as adjustments on compco's and acme's next invoices; the
+/// finalized October invoices are unchanged; compco's margin report for
+/// October takes them in (revenue and cost of the month the usage belongs
+/// to), and the next month's report has none of them. Nothing of upco
+/// appears on acme's bill, in the API, the page or the CSV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_upstream_usage_adjusts_the_next_invoice_and_the_old_periods_margin() {
+    let s = pipeline().await;
+    let pool = &s.h.pool;
+    let grace = Duration::hours(48);
+    let open = tally_domain::Period::month_containing(s.now - grace);
+    let month = tally_domain::Period::month_containing(open.start() - Duration::days(1));
+    let since = month.start() - Duration::days(1);
+    let at = month.start() + Duration::days(4);
+
+    let compco = created(
+        &s,
+        "/v1/admin/providers",
+        json!({"id": "compco", "name": "Comp Co", "kind": "partner", "platform_fee_pct": "10"}),
+    )
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upco = created(
+        &s,
+        "/v1/admin/providers",
+        json!({"id": "upco", "name": "Up Co", "kind": "partner",
+               "platform_fee_pct": "20", "p2p_fee_pct": "5"}),
+    )
+    .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (sku, provider, price, audience) in [
+        ("compco.app.hour", "compco", "0.50", "list"),
+        ("upco.db.hour", "upco", "0.125", "list"),
+        ("upco.db.hour", "upco", "0.10", "provider"),
+    ] {
+        if audience == "list" {
+            created(
+                &s,
+                "/v1/admin/skus",
+                json!({"id": sku, "provider_id": provider, "name": sku, "unit": "hour"}),
+            )
+            .await;
+        }
+        created(
+            &s,
+            "/v1/admin/prices",
+            json!({"sku": sku, "currency": "USD", "effective_from": since,
+                   "unit_price": price, "audience": audience}),
+        )
+        .await;
+    }
+    created(
+        &s,
+        "/v1/admin/accounts",
+        json!({"id": "initech", "name": "Initech", "currency": "USD"}),
+    )
+    .await;
+    created(
+        &s,
+        "/v1/admin/accounts",
+        json!({"id": "compco-billing", "name": "Comp Co (billing)", "currency": "USD",
+               "provider_id": "compco"}),
+    )
+    .await;
+    let mut references = std::collections::BTreeMap::new();
+    for consumer in ["acme", "initech"] {
+        references.insert(consumer, reference(&s, &compco, consumer).await);
+    }
+    let on_behalf = |id: &str, quantity: &str, consumer: &str| {
+        let mut e = event(id, "upco", "compco-billing", "upco.db.hour", quantity, at);
+        e["onbehalfof"] = json!(references[consumer]);
+        e
+    };
+
+    // October: acme 10 app hours, initech 4; upco's 30 hours for acme and
+    // 12 for initech, at wholesale (0.10): 4.20.
+    for (key, events) in [
+        (
+            &compco,
+            vec![
+                event("app-1", "compco", "acme", "compco.app.hour", "10", at),
+                event("app-2", "compco", "initech", "compco.app.hour", "4", at),
+            ],
+        ),
+        (
+            &upco,
+            vec![
+                on_behalf("db-1", "30", "acme"),
+                on_behalf("db-2", "12", "initech"),
+            ],
+        ),
+    ] {
+        let (status, body) = post_events(&s.http, &s.collector, key, &events).await;
+        assert_eq!(
+            (status, codes(&body)),
+            (202, vec![Value::Null, Value::Null]),
+            "{body}"
+        );
+    }
+    let october = |account: &str| {
+        format!(
+            "SELECT status || ' ' || round(total, 2)::text FROM invoices
+             WHERE account_id = '{account}' AND period_start = '{}'",
+            month.start().to_rfc3339()
+        )
+    };
+    for (account, total) in [
+        ("acme", "5.00"),
+        ("initech", "2.00"),
+        ("compco-billing", "4.20"),
+    ] {
+        wait_for_text(&s, &october(account), &format!("draft {total}")).await;
+    }
+    let producer = tally_platform::kafka::producer(&s.h.config).unwrap();
+    let topic = s.h.config.topics().usage_events;
+    tally_invoicing::lifecycle::request_seals(pool, &producer, &topic, chrono::Utc::now(), grace)
+        .await
+        .unwrap();
+    for (account, total) in [
+        ("acme", "5.00"),
+        ("initech", "2.00"),
+        ("compco-billing", "4.20"),
+    ] {
+        wait_for_text(&s, &october(account), &format!("finalized {total}")).await;
+    }
+    // compco's finalized October invoice, as compco reads it.
+    let (sealed_path, sealed) = own_invoice(&s, &compco, &month.label()).await;
+    let lines_of = |invoice: &Value| -> Vec<Value> {
+        invoice["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|section| section["lines"].as_array().unwrap().clone())
+            .collect()
+    };
+    assert_eq!(
+        (&sealed["status"], &sealed["total"], lines_of(&sealed).len()),
+        (&json!("finalized"), &json!("4.20"), 1)
+    );
+    let margin_of = |period: &str| format!("/v1/provider/margin?period={period}");
+    let (_, before) = call(&s, "get", &margin_of(&month.label()), &compco, json!(null)).await;
+    let row = |consumer: &str, revenue: &str, net: &str, cost: &str, margin: &str| {
+        json!({"period": month.label(), "consumer": consumer, "sku": "compco.app.hour",
+               "currency": "USD", "revenue": revenue, "revenue_net": net,
+               "upstream_cost": cost, "margin": margin})
+    };
+    // 4.20 split 30 : 12.
+    assert_eq!(
+        before["data"],
+        json!([
+            row("acme", "5.00", "4.50", "3.00", "1.50"),
+            row("initech", "2.00", "1.80", "1.20", "0.60")
+        ])
+    );
+
+    // Late: upco's 8 hours for initech and compco's 2 app hours for acme,
+    // in October, after it was finalized.
+    for (key, event) in [
+        (&upco, on_behalf("db-late", "8", "initech")),
+        (
+            &compco,
+            event("app-late", "compco", "acme", "compco.app.hour", "2", at),
+        ),
+    ] {
+        let (status, body) = post_events(&s.http, &s.collector, key, &[event]).await;
+        assert_eq!((status, codes(&body)), (202, vec![Value::Null]), "{body}");
+    }
+    // Each lands on the account's next invoice as an adjustment of
+    // October: 8 × 0.10 = 0.80 for compco, 2 × 0.50 = 1.00 for acme.
+    let adjustment = |account: &str| {
+        format!(
+            "SELECT string_agg(l.sku_id || ' ' || trim_scale(l.quantity)::text || ' ' || round(l.amount, 2)::text
+                               || ' ' || to_char(l.adjusts_period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '; ')
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+             WHERE i.account_id = '{account}' AND i.period_start = '{}'",
+            open.start().to_rfc3339()
+        )
+    };
+    let october_day = month.start().format("%Y-%m-%d");
+    wait_for_text(
+        &s,
+        &adjustment("compco-billing"),
+        &format!("upco.db.hour 8 0.80 {october_day}"),
+    )
+    .await;
+    wait_for_text(
+        &s,
+        &adjustment("acme"),
+        &format!("compco.app.hour 2 1.00 {october_day}"),
+    )
+    .await;
+
+    // compco's October invoice is as it was; its next one carries the
+    // adjustment, naming October.
+    let (_, again) = call(&s, "get", &sealed_path, &compco, json!(null)).await;
+    assert_eq!(again, sealed);
+    let (_, next) = own_invoice(&s, &compco, &open.label()).await;
+    let lines = lines_of(&next);
+    assert_eq!(
+        (&next["status"], &next["total"], lines.len()),
+        (&json!("draft"), &json!("0.80"), 1),
+        "{next}"
+    );
+    assert_eq!(
+        (
+            &lines[0]["sku"],
+            &lines[0]["quantity"],
+            &lines[0]["amount"],
+            &lines[0]["adjusts"]["label"]
+        ),
+        (
+            &json!("upco.db.hour"),
+            &json!("8"),
+            &json!("0.80"),
+            &json!(month.label())
+        )
+    );
+
+    // October's margin takes in the late usage: acme's revenue 6.00 (net
+    // 5.40), upco's 5.00 (4.20 + 0.80) split 30 : 20.
+    let (status, after) = call(&s, "get", &margin_of(&month.label()), &compco, json!(null)).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["data"],
+        json!([
+            row("acme", "6.00", "5.40", "3.00", "2.40"),
+            row("initech", "2.00", "1.80", "2.00", "-0.20")
+        ])
+    );
+    let csv = get_text(
+        &s.http,
+        &format!(
+            "{}/v1/provider/margin.csv?period={}",
+            s.invoicing,
+            month.label()
+        ),
+        &compco,
+    )
+    .await;
+    assert_eq!(
+        csv,
+        format!(
+            "period,consumer,sku,currency,revenue,revenue_net,upstream_cost,margin\n\
+             {m},acme,compco.app.hour,USD,6.00,5.40,3.00,2.40\n\
+             {m},initech,compco.app.hour,USD,2.00,1.80,2.00,-0.20\n",
+            m = month.label()
+        )
+    );
+    // The next month's report has none of October's usage.
+    let (_, next_report) = call(&s, "get", &margin_of(&open.label()), &compco, json!(null)).await;
+    assert_eq!(next_report["data"], json!([]));
+
+    // acme's bill of either month, in the API, on the page and as CSV,
+    // shows compco's lines and nothing of upco.
+    for period in [month.label(), open.label()] {
+        let (status, bill) = call(
+            &s,
+            "get",
+            &format!("/v1/accounts/acme/bill?period={period}"),
+            &s.keys.acme,
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, 200, "{bill}");
+        let views = [
+            bill.to_string(),
+            get_text(
+                &s.http,
+                &format!("{}/accounts/acme/bill?period={period}", s.invoicing),
+                &s.keys.acme,
+            )
+            .await,
+            get_text(
+                &s.http,
+                &format!("{}/accounts/acme/bill.csv?period={period}", s.invoicing),
+                &s.keys.acme,
+            )
+            .await,
+        ];
+        for view in &views {
+            assert!(view.contains("compco.app.hour"), "{period}: {view}");
+            for upstream in ["upco", "Up Co", "obo_"] {
+                assert!(
+                    !view.contains(upstream),
+                    "{period} names {upstream}: {view}"
+                );
+            }
+        }
     }
     s.running.stop().await.unwrap();
 }

@@ -710,6 +710,36 @@ async fn a_price_rise_needs_notice_and_protected_accounts_do_not_pay_it() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(versions().await, before + 1);
 
+    // Audiences apart (issue 17): a SKU priced only wholesale gets its
+    // first list version at once (no account paid a list price); a second
+    // wholesale or list version needs the notice.
+    let (status, body) = send(
+        http,
+        "post",
+        &format!("{api}/v1/provider/skus"),
+        &keys.dbco,
+        json!({"id": "dbco.replica.hour", "name": "Read replica", "unit": "hour"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let replica = format!("{api}/v1/provider/skus/dbco.replica.hour/prices");
+    let version = |audience: &str| {
+        json!({"currency": "USD", "audience": audience,
+               "price_book": {"model": "per_unit", "unit_price": "0.05"}})
+    };
+    for (audience, code) in [
+        ("provider", 201),
+        ("list", 201),
+        ("provider", 422),
+        ("list", 422),
+    ] {
+        let (status, body) = send(http, "post", &replica, &keys.dbco, version(audience)).await;
+        assert_eq!(status, code, "{audience}: {body}");
+        if code == 422 {
+            assert_eq!(body["error"]["code"], "price_notice_too_short");
+        }
+    }
+
     // Usage after the rise: initech pays 0.30, acme still 0.2475.
     let t = effective + Duration::seconds(60);
     let (status, body) = post_events(

@@ -449,6 +449,56 @@ async fn providers_manage_only_their_own_catalog_and_never_backdate() {
     let (status, body) = get(&http, &prices, &keys.dbco).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    // A wholesale version (issue 17: what providers' own accounts pay) is
+    // listed to its provider beside the list versions, each with its
+    // audience; `?audience=` picks one.
+    let (status, body) = admin_post(
+        &http,
+        prices.clone(),
+        &keys.dbco,
+        json!({"currency": "USD", "effective_from": now + Duration::days(3), "audience": "provider",
+               "price_book": {"model": "per_unit", "unit_price": "0.08"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["audience"]),
+        (201, &json!("provider")),
+        "{body}"
+    );
+    let listed = |body: &Value| -> Vec<(String, String)> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["audience"].as_str().unwrap().to_owned(),
+                    v["model"]["unit_price"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (status, body) = get(&http, &prices, &keys.dbco).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed(&body),
+        [
+            ("list".to_owned(), "0.12".to_owned()),
+            ("list".to_owned(), "0.10".to_owned()),
+            ("provider".to_owned(), "0.08".to_owned())
+        ]
+    );
+    for (audience, want) in [("list", 2), ("provider", 1)] {
+        let (status, body) = get(&http, &format!("{prices}?audience={audience}"), &keys.dbco).await;
+        assert_eq!(status, 200);
+        assert_eq!(listed(&body).len(), want, "{audience}");
+        assert!(listed(&body).iter().all(|(a, _)| a == audience));
+    }
+    let (status, body) = get(&http, &format!("{prices}?audience=wholesale"), &keys.dbco).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
 
     // Another provider's SKU does not exist for it; other roles are refused.
     let foreign = format!("{skus}/cloud.vm.hour/prices");

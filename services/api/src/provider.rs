@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::composition::replaces_a_price;
 use tally_domain::contract::gives_notice;
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{Aggregation, Currency, PriceBook, ProviderId, Sku};
@@ -18,7 +19,7 @@ use tally_platform::catalog;
 use crate::auth::ProviderCaller;
 use crate::composition::Audience;
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiPath, RequestBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::openapi;
 
 /// The platform's notice period for a partner's new price of a priced SKU
@@ -123,24 +124,35 @@ pub async fn create_sku(
     ))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PricesQuery {
+    /// Only the versions of one audience: `list` (every account) or
+    /// `provider` (wholesale); both when absent
+    audience: Option<Audience>,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/provider/skus/{sku}/prices",
     tag = "provider",
-    summary = "Price versions of one of the provider's SKUs",
-    params(("sku" = String, Path, description = "SKU id")),
-    responses((status = 200, description = "Versions", body = inline(openapi::PriceVersionList))),
+    summary = "Price versions of one of the provider's SKUs, list and wholesale, each with its audience",
+    params(("sku" = String, Path, description = "SKU id"), PricesQuery),
+    responses((status = 200, description = "Versions by currency, audience and effective time", body = inline(openapi::PriceVersionList))),
     security(("bearer" = [])),
 )]
 pub async fn list_prices(
     ProviderCaller(me): ProviderCaller,
     State(pool): State<PgPool>,
     ApiPath(sku): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PricesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let sku = own_sku(&pool, &me, &sku).await?;
     let mut conn = pool.acquire().await?;
+    let audience = q.audience.map(Audience::as_str);
     Ok(Json(
-        json!({"data": catalog::list_prices(&mut conn, &sku).await?}),
+        json!({"data": catalog::list_prices(&mut conn, &sku, audience).await?}),
     ))
 }
 
@@ -167,7 +179,7 @@ impl RequestBody for NewVersion {
     post,
     path = "/v1/provider/skus/{sku}/prices",
     tag = "provider",
-    summary = "Publish a price version, effective now or later; a partner's new price of a SKU already priced gives the platform's notice period (`price_notice_too_short`)",
+    summary = "Publish a price version, effective now or later; a partner's new version that replaces a price an account pays (list beside list, wholesale beside any) gives the platform's notice period (`price_notice_too_short`)",
     params(("sku" = String, Path, description = "SKU id")),
     request_body = NewVersion,
     responses((status = 201, description = "Published", body = inline(openapi::PublishedPrice))),
@@ -193,15 +205,17 @@ pub async fn publish_price(
         )));
     }
     let mut conn = pool.acquire().await?;
-    let (partner, replaces): (bool, bool) = sqlx::query_as(
+    let (partner, has_list, has_wholesale): (bool, bool, bool) = sqlx::query_as(
         "SELECT (SELECT kind = 'partner' FROM providers WHERE id = $1),
-                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3)",
+                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3 AND audience = 'list'),
+                EXISTS (SELECT 1 FROM prices WHERE sku_id = $2 AND currency = $3 AND audience = 'provider')",
     )
     .bind(me.as_str())
     .bind(sku.as_str())
     .bind(currency.code())
     .fetch_one(&mut *conn)
     .await?;
+    let replaces = replaces_a_price(body.audience == Audience::Provider, has_list, has_wholesale);
     let notice = Duration::from_std(notice).unwrap_or(Duration::MAX);
     if !gives_notice(now, from, notice, partner, replaces) {
         return Err(ApiError::Refused(

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_domain::binding::{check_bound, NotBound};
 use tally_domain::statement::check_billable;
-use tally_domain::{Currency, ProviderId, UsageEvent};
+use tally_domain::{ProviderId, UsageEvent};
 use tally_platform::auth::{self, Principal};
-use tally_platform::catalog::SkuTerms;
+use tally_platform::catalog::{KnownAccount, SkuTerms};
 
 use crate::error::ApiError;
 use crate::event::{check_time_window, parse_raw_event, EventRejection, ParsedEvent};
@@ -380,7 +380,7 @@ async fn check_catalog(
                 "account_unknown",
                 format!("account {} does not exist", event.account),
             )),
-            (Some(terms), Some(currency)) => unbillable(event, terms, *currency)
+            (Some(terms), Some(account)) => unbillable(event, terms, account)
                 .or_else(|| unbound(provider, event, &found))
                 .or_else(|| not_on_behalf(event, &found)),
         };
@@ -392,12 +392,18 @@ async fn check_catalog(
 }
 
 /// An event rating could not bill even on its own: its quantity at the
-/// SKU's price in the account's currency (in effect at the event's time,
-/// under the platform's markup) overflows an amount (`amount_overflow`).
-/// An event without a price yet is accepted: rating dead-letters it as
-/// `no_price`, replayable once a price exists.
-fn unbillable(event: &ParsedEvent, terms: &SkuTerms, currency: Currency) -> Option<EventRejection> {
-    let price = terms.price_at(currency, event.time)?;
+/// SKU's price in the account's currency (the version rating will apply:
+/// in effect at the event's time, wholesale for an account a provider owns
+/// where one is in effect; under the platform's markup) overflows an
+/// amount (`amount_overflow`). An event without a price yet is accepted:
+/// rating dead-letters it as `no_price`, replayable once a price exists.
+fn unbillable(
+    event: &ParsedEvent,
+    terms: &SkuTerms,
+    account: &KnownAccount,
+) -> Option<EventRejection> {
+    let currency = account.currency;
+    let price = terms.price_at(currency, event.time, account.provider_owned)?;
     let quantity = event.quantity.value();
     check_billable(&price.model, quantity, terms.markup_pct, currency)
         .err()

@@ -20,9 +20,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_domain::binding::UsageWindow;
-use tally_domain::{Currency, ProviderId};
+use tally_domain::ProviderId;
 use tally_platform::auth::{self, Principal};
-use tally_platform::catalog::{self, SkuTerms};
+use tally_platform::catalog::{self, KnownAccount, SkuTerms};
 use tally_platform::{bindings, composition};
 
 /// How often the background probe asks whether PostgreSQL answers again.
@@ -37,12 +37,13 @@ pub enum LookupError {
     Database(sqlx::Error),
 }
 
-/// The answers of one batch: each SKU's owner, markup and prices, the
-/// billing currency of each account that exists, whether the provider
+/// The answers of one batch: each SKU's owner, markup and prices (list and
+/// wholesale), the billing currency of each account that exists and
+/// whether a provider owns it, whether the provider
 /// requires bindings, and the usage window of each named binding that exists.
 pub struct Catalog {
     pub skus: HashMap<String, Arc<SkuTerms>>,
-    pub accounts: HashMap<String, Currency>,
+    pub accounts: HashMap<String, KnownAccount>,
     pub requires_binding: bool,
     pub windows: HashMap<String, UsageWindow>,
     /// The (on-behalf-of reference, account) pairs named that are valid:
@@ -55,7 +56,7 @@ struct Remembered {
     /// Key hash → the provider it belongs to (only provider keys are kept).
     keys: HashMap<Vec<u8>, (ProviderId, Instant)>,
     skus: HashMap<String, (Arc<SkuTerms>, Instant)>,
-    accounts: HashMap<String, (Currency, Instant)>,
+    accounts: HashMap<String, (KnownAccount, Instant)>,
     requires_binding: HashMap<ProviderId, (bool, Instant)>,
     windows: HashMap<String, (UsageWindow, Instant)>,
     /// Valid (reference, account) pairs (invalid ones are not remembered).
@@ -214,8 +215,8 @@ impl Lookup {
             for (sku, terms) in &found.skus {
                 state.skus.insert(sku.clone(), (terms.clone(), now));
             }
-            for (account, currency) in &found.accounts {
-                state.accounts.insert(account.clone(), (*currency, now));
+            for (account, known) in &found.accounts {
+                state.accounts.insert(account.clone(), (*known, now));
             }
             state
                 .requires_binding
@@ -243,8 +244,8 @@ impl Lookup {
         let mut known = HashMap::new();
         for account in accounts {
             match state.accounts.get(*account) {
-                Some((currency, at)) if self.fresh(*at, now) => {
-                    known.insert((*account).to_owned(), *currency);
+                Some((account_terms, at)) if self.fresh(*at, now) => {
+                    known.insert((*account).to_owned(), *account_terms);
                 }
                 _ => return Err(LookupError::Unavailable),
             }

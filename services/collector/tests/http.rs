@@ -147,6 +147,17 @@ impl Setup {
         (status, response.json().await.unwrap())
     }
 
+    /// The ids of the events published so far, in order.
+    fn published_ids(&self) -> Vec<String> {
+        self.sink
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect()
+    }
+
     async fn post_batch(&self, events: &[Value]) -> (u16, Value) {
         let body = serde_json::to_vec(events).unwrap();
         self.post(Some(&self.dbco_key), BATCH, body).await
@@ -160,6 +171,21 @@ fn response_schema() -> jsonschema::Validator {
     );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Each event's (id, code), or (id, `accepted`), in request order.
+fn verdicts(answer: &Value) -> Vec<(&str, &str)> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
+            )
+        })
+        .collect()
 }
 
 fn error_code(body: &Value) -> &str {
@@ -486,14 +512,7 @@ async fn usage_checked_against_what_was_read_before_is_accepted_while_the_databa
         (status, body["error"]["code"].as_str()),
         (503, Some("catalog_unavailable"))
     );
-    let published: Vec<String> = s
-        .sink
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
+    let published = s.published_ids();
     assert_eq!(published, ["before", "during"]);
 }
 
@@ -573,17 +592,7 @@ async fn events_rating_could_not_bill_are_refused_one_by_one() {
         (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
         (Some(2), Some(3))
     );
-    let verdicts: Vec<(&str, &str)> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap(),
-                r["code"].as_str().unwrap_or(r["status"].as_str().unwrap()),
-            )
-        })
-        .collect();
+    let verdicts = verdicts(&answer);
     assert_eq!(
         verdicts,
         [
@@ -598,15 +607,73 @@ async fn events_rating_could_not_bill_are_refused_one_by_one() {
         answer["results"][3]["message"],
         "1000000000000000 units of dbco.db.hour cannot be billed at its USD price: the charge overflows"
     );
-    let published: Vec<String> = s
-        .sink
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
+    let published = s.published_ids();
     assert_eq!(published, ["first", "fine"]);
+}
+
+/// The overflow check prices an event as rating will: an account a provider
+/// owns at the SKU's wholesale version (issue 17), every other account at
+/// its list version. A quadrillion units at 0.10 (list) is billable; at
+/// 100 trillion a unit (wholesale) it is not.
+#[tokio::test]
+async fn the_overflow_check_prices_a_providers_own_account_at_wholesale() {
+    let s = setup(false).await;
+    let mut conn = s.pool.acquire().await.unwrap();
+    let sku = Sku::parse("dbco.db.hour").unwrap();
+    let usd = Currency::parse("USD").unwrap();
+    let since = Utc::now() - Age::days(1);
+    let per_unit = |price: rust_decimal::Decimal| -> tally_domain::PriceBook {
+        tally_domain::PriceModel::per_unit(price).unwrap().into()
+    };
+    catalog::add_price(
+        &mut conn,
+        &sku,
+        usd,
+        since,
+        &per_unit("0.10".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    catalog::add_wholesale_price(
+        &mut conn,
+        &sku,
+        usd,
+        since,
+        &per_unit(rust_decimal::Decimal::from(100_000_000_000_000_i64)),
+    )
+    .await
+    .unwrap();
+    let owned = AccountId::parse("other-billing").unwrap();
+    catalog::create_account(&mut conn, &owned, "Other (billing)", usd)
+        .await
+        .unwrap();
+    tally_platform::composition::set_owner(&mut conn, &owned, &ProviderId::parse("other").unwrap())
+        .await
+        .unwrap();
+    drop(conn);
+    let huge = |id: &str, account: &str| {
+        let mut e = event(id, account, "dbco.db.hour");
+        e["data"]["quantity"] = json!("1000000000000000");
+        e
+    };
+    let batch = [
+        huge("list-huge", "acme"),
+        huge("wholesale-huge", "other-billing"),
+        event("wholesale-small", "other-billing", "dbco.db.hour"),
+    ];
+    let (status, answer) = s.post_batch(&batch).await;
+    assert_eq!(status, 202, "{answer}");
+    let verdicts = verdicts(&answer);
+    assert_eq!(
+        verdicts,
+        [
+            ("list-huge", "accepted"),
+            ("wholesale-huge", "amount_overflow"),
+            ("wholesale-small", "accepted"),
+        ]
+    );
+    let published = s.published_ids();
+    assert_eq!(published, ["list-huge", "wholesale-small"]);
 }
 
 /// A binding of `account` to dbco on plan `dbco.ps-10`, requested at

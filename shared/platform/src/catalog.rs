@@ -204,6 +204,10 @@ pub struct PriceVersion {
     pub effective_from: DateTime<Utc>,
     #[schema(schema_with = crate::openapi::price_book)]
     pub model: PriceBook,
+    /// Whom it prices: `list` (every account) or `provider` (a wholesale
+    /// version: the accounts that providers own, issue 17)
+    #[schema(pattern = "^(list|provider)$")]
+    pub audience: String,
 }
 
 impl Effective for PriceVersion {
@@ -361,17 +365,41 @@ pub async fn sku_owners(
 pub struct SkuTerms {
     pub owner: String,
     pub markup_pct: Decimal,
+    /// List versions, oldest first.
     pub prices: Vec<PriceVersion>,
+    /// Wholesale versions (for accounts that providers own), oldest first.
+    pub wholesale: Vec<PriceVersion>,
 }
 
 impl SkuTerms {
-    /// The price version in `currency` in effect at `at`: the newest that
-    /// took effect by then (as rating resolves it).
-    pub fn price_at(&self, currency: Currency, at: DateTime<Utc>) -> Option<&PriceVersion> {
-        self.prices
-            .iter()
-            .rev()
-            .find(|v| v.currency.code() == currency.code() && v.effective_from <= at)
+    /// The price version in `currency` that prices usage at `at` of an
+    /// account (a provider's own when `provider_owned`), as rating resolves
+    /// it ([`tally_domain::composition::price_version`]): wholesale for a
+    /// provider's account where a wholesale version is in effect, else list.
+    pub fn price_at<'a>(
+        &'a self,
+        currency: Currency,
+        at: DateTime<Utc>,
+        provider_owned: bool,
+    ) -> Option<&'a PriceVersion> {
+        let of = |versions: &'a [PriceVersion]| -> Vec<Dated<'a>> {
+            versions
+                .iter()
+                .filter(|v| v.currency.code() == currency.code())
+                .map(Dated)
+                .collect()
+        };
+        let (list, wholesale) = (of(&self.prices), of(&self.wholesale));
+        tally_domain::composition::price_version(&list, &wholesale, provider_owned, at).map(|d| d.0)
+    }
+}
+
+/// A price version by reference, for the domain's resolution.
+struct Dated<'v>(&'v PriceVersion);
+
+impl Effective for Dated<'_> {
+    fn effective_from(&self) -> DateTime<Utc> {
+        self.0.effective_from
     }
 }
 
@@ -393,13 +421,14 @@ pub async fn sku_terms(
                     owner: r.try_get("provider_id")?,
                     markup_pct: r.try_get("markup_pct")?,
                     prices: Vec::new(),
+                    wholesale: Vec::new(),
                 },
             ))
         })
         .collect::<Result<HashMap<String, SkuTerms>, sqlx::Error>>()?;
     let prices = sqlx::query(
-        "SELECT id, sku_id, currency, effective_from, model FROM prices
-         WHERE sku_id = ANY($1) AND audience = 'list' ORDER BY sku_id, effective_from, id",
+        "SELECT id, sku_id, currency, effective_from, model, audience FROM prices
+         WHERE sku_id = ANY($1) ORDER BY sku_id, effective_from, id",
     )
     .bind(skus)
     .fetch_all(conn)
@@ -407,31 +436,55 @@ pub async fn sku_terms(
     for r in &prices {
         let version = price_from_row(r)?;
         if let Some(t) = terms.get_mut(version.sku.as_str()) {
-            t.prices.push(version);
+            if version.audience == "provider" {
+                t.wholesale.push(version);
+            } else {
+                t.prices.push(version);
+            }
         }
     }
     Ok(terms)
 }
 
-/// The billing currency of each of `accounts` that exists.
+/// An account that exists, as ingest checks usage against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownAccount {
+    /// Its billing currency.
+    pub currency: Currency,
+    /// A provider owns it (it is priced at wholesale versions, issue 17).
+    pub provider_owned: bool,
+}
+
+/// Each of `accounts` that exists: its billing currency, and whether a
+/// provider owns it.
 pub async fn existing_accounts(
     conn: &mut PgConnection,
     accounts: &[&str],
-) -> Result<HashMap<String, Currency>, sqlx::Error> {
+) -> Result<HashMap<String, KnownAccount>, sqlx::Error> {
     // A join, not `id = ANY($1)`: `tally bench` found the `= ANY` form the
     // busiest query in PostgreSQL right after it added 3,000 accounts, with
     // PostgreSQL's CPU mostly in `texteq` under `ExecEvalScalarArrayOp` (a
     // plan comparing rows with every element of the array; the plan chosen
     // later, with fresh statistics, used the index). The join is a hash join
     // or an index lookup per id, either way linear.
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT a.id, a.currency FROM accounts a JOIN UNNEST($1::text[]) AS t(id) ON a.id = t.id",
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT a.id, a.currency, a.owner_provider_id IS NOT NULL
+         FROM accounts a JOIN UNNEST($1::text[]) AS t(id) ON a.id = t.id",
     )
     .bind(accounts)
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(id, code)| Ok((id, Currency::parse(&code).map_err(decode_err)?)))
+        .map(|(id, code, provider_owned)| {
+            let currency = Currency::parse(&code).map_err(decode_err)?;
+            Ok((
+                id,
+                KnownAccount {
+                    currency,
+                    provider_owned,
+                },
+            ))
+        })
         .collect()
 }
 
@@ -556,7 +609,7 @@ async fn versions_for(
     audience: &str,
 ) -> Result<Vec<PriceVersion>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, sku_id, currency, effective_from, model FROM prices
+        "SELECT id, sku_id, currency, effective_from, model, audience FROM prices
          WHERE sku_id = ANY($1) AND currency = ANY($2) AND audience = $3
          ORDER BY sku_id, currency, effective_from",
     )
@@ -576,6 +629,7 @@ fn price_from_row(r: &sqlx::postgres::PgRow) -> Result<PriceVersion, sqlx::Error
         currency: Currency::parse(r.try_get("currency")?).map_err(decode_err)?,
         effective_from: r.try_get("effective_from")?,
         model: serde_json::from_value(model).map_err(decode_err)?,
+        audience: r.try_get("audience")?,
     })
 }
 
@@ -627,16 +681,20 @@ pub async fn account_currencies(
         .collect()
 }
 
-/// Every price version of one SKU, oldest first.
+/// The price versions of one SKU by currency, oldest first: its list and
+/// wholesale versions, or those of one audience (`list`, `provider`).
 pub async fn list_prices(
     conn: &mut PgConnection,
     sku: &Sku,
+    audience: Option<&str>,
 ) -> Result<Vec<PriceVersion>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, sku_id, currency, effective_from, model FROM prices
-         WHERE sku_id = $1 AND audience = 'list' ORDER BY currency, effective_from",
+        "SELECT id, sku_id, currency, effective_from, model, audience FROM prices
+         WHERE sku_id = $1 AND ($2::text IS NULL OR audience = $2)
+         ORDER BY currency, audience, effective_from",
     )
     .bind(sku.as_str())
+    .bind(audience)
     .fetch_all(conn)
     .await?;
     rows.iter().map(price_from_row).collect()

@@ -111,8 +111,13 @@ pub async fn valid_references(
 /// ([`tally_domain::composition::margin`]): the provider's lines on its
 /// consumers' invoices, and the upstream usage amounts of its own accounts'
 /// invoices with the quantity done on behalf of each of its consumers (its
-/// references resolved for it alone). Void invoices are left out;
-/// adjustment lines count in the period of the invoice they are on.
+/// references resolved for it alone). Void invoices are left out. Every
+/// line counts in the period its usage belongs to: an adjustment line (late
+/// usage of a sealed period, billed on a later invoice) in the period it
+/// adjusts, so a sealed period's report takes in its late usage, revenue
+/// and cost alike, while its finalized invoices stay as they are; the
+/// quantity done on behalf of each consumer (`usage_on_behalf`) is kept by
+/// that same period.
 pub async fn margin_inputs(
     conn: &mut PgConnection,
     provider: &ProviderId,
@@ -123,7 +128,8 @@ pub async fn margin_inputs(
         "SELECT i.account_id, l.sku_id, i.currency, sum(l.amount) AS amount, sum(l.partner_net) AS net
          FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
          WHERE l.provider_id = $1 AND i.status <> 'void'
-           AND i.period_start >= $2 AND i.period_start < $3
+           AND COALESCE(l.adjusts_period_start, i.period_start) >= $2
+           AND COALESCE(l.adjusts_period_start, i.period_start) < $3
          GROUP BY i.account_id, l.sku_id, i.currency
          ORDER BY i.account_id, l.sku_id, i.currency",
     )
@@ -143,14 +149,15 @@ pub async fn margin_inputs(
         });
     }
     let rows = sqlx::query(
-        "SELECT i.account_id, i.period_start, l.price_id, i.currency,
-                sum(l.amount) AS amount, sum(l.quantity) AS quantity
+        "SELECT i.account_id, COALESCE(l.adjusts_period_start, i.period_start) AS served,
+                l.price_id, i.currency, sum(l.amount) AS amount, sum(l.quantity) AS quantity
          FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
          JOIN accounts a ON a.id = i.account_id AND a.owner_provider_id = $1
          WHERE l.kind = 'usage' AND i.status <> 'void'
-           AND i.period_start >= $2 AND i.period_start < $3
-         GROUP BY i.account_id, i.period_start, l.price_id, i.currency
-         ORDER BY i.account_id, i.period_start, l.price_id",
+           AND COALESCE(l.adjusts_period_start, i.period_start) >= $2
+           AND COALESCE(l.adjusts_period_start, i.period_start) < $3
+         GROUP BY i.account_id, served, l.price_id, i.currency
+         ORDER BY i.account_id, served, l.price_id",
     )
     .bind(provider.as_str())
     .bind(from)

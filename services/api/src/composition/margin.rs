@@ -25,7 +25,8 @@ use crate::finance::invoices::parse_period;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MarginQuery {
-    /// Month whose periods' invoices count, as YYYY-MM
+    /// Month whose usage counts, as YYYY-MM: the lines of periods starting
+    /// in it, and the adjustments of those periods on later invoices
     #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: String,
 }

@@ -3,8 +3,10 @@
 //! of the upstream usage done on its behalf.
 //!
 //! The cost is read from the composing provider's own invoices, never
-//! re-rated: each upstream usage amount (per account, period and price
-//! version, over its bound resources) is split among the consumers by the
+//! re-rated: each upstream usage amount (per account, period the usage
+//! belongs to and price version, over its bound resources; late usage's
+//! adjustment lines count in the period they adjust, beside that period's
+//! finalized lines) is split among the consumers by the
 //! quantity done on behalf of each ([`Money::split`], largest remainder,
 //! so the parts and the part done on nobody's behalf sum to the invoiced
 //! amount). A consumer's cost is then split among its composed SKUs in

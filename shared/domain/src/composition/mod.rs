@@ -32,6 +32,20 @@ pub fn price_version<'v, V: Effective>(
     wholesale.or_else(|| version_at(list, at))
 }
 
+/// Whether a new price version changes the price some account pays (so a
+/// partner's new version gives the platform's notice): a list version
+/// where the SKU has a list version in that currency; a wholesale version
+/// where it has any (until its first wholesale version, the accounts that
+/// providers own pay list). A first list version beside wholesale ones
+/// changes no account's price.
+pub fn replaces_a_price(wholesale: bool, has_list: bool, has_wholesale: bool) -> bool {
+    if wholesale {
+        has_list || has_wholesale
+    } else {
+        has_list
+    }
+}
+
 /// A partner's platform fee, in percent, on the lines it bills an account:
 /// its provider-to-provider fee (`p2p_fee_pct`) when a provider owns the
 /// account and the partner has one, else its fee on consumer usage.
@@ -138,6 +152,19 @@ mod tests {
             price_version(&[], &wholesale, false, at(6)).map(|v| v.1),
             None
         );
+    }
+
+    #[test]
+    fn a_version_replaces_a_price_its_audience_pays() {
+        // (wholesale, has list, has wholesale) → replaces.
+        assert!(!replaces_a_price(false, false, false));
+        assert!(!replaces_a_price(false, false, true));
+        assert!(replaces_a_price(false, true, false));
+        assert!(replaces_a_price(false, true, true));
+        assert!(!replaces_a_price(true, false, false));
+        assert!(replaces_a_price(true, true, false));
+        assert!(replaces_a_price(true, false, true));
+        assert!(replaces_a_price(true, true, true));
     }
 
     #[test]
