@@ -5,8 +5,10 @@
 //!
 //! This module holds the types and their validation (every refusal has a
 //! stable code, [`ContractError::code`]); [`pricing`] holds what a contract
-//! does to a statement line and the commitment true-up.
+//! does to a statement line and the true-up of a commitment period of one
+//! billing period; [`commitments`] the true-up of longer ones.
 
+pub mod commitments;
 pub mod pricing;
 
 use chrono::{DateTime, Months, Utc};
