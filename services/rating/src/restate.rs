@@ -43,9 +43,9 @@ pub(crate) async fn restate(
     states: &HashMap<String, AccountState>,
     seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
 ) -> Result<Restated, ProcessError> {
-    let (keys, grants) = with_later_periods(&mut *conn, keys, states).await?;
+    let (keys, grants, contracts) = with_later_periods(&mut *conn, keys, states).await?;
     let t = Instant::now();
-    let mut inputs = Inputs::load(&mut *conn, &keys, states, &grants).await?;
+    let mut inputs = Inputs::load(&mut *conn, &keys, states, &grants, contracts).await?;
     let mut statements = Vec::with_capacity(keys.len());
     let mut draws = Vec::new();
     for ((account, start), end) in keys {
@@ -85,10 +85,13 @@ fn statement_error(account: &str, start: DateTime<Utc>, source: StatementError) 
     }
 }
 
-/// The open periods among `keys`, and for each account with grants, every
-/// open period after its first one too; in (account, period) order: row
-/// locks are taken in one order, and an account's periods are restated
-/// oldest first. With the grants of those accounts (share-locked).
+/// The open periods among `keys`, and for each account with grants or a
+/// commitment, every open period after its first one too; in (account,
+/// period) order: row locks are taken in one order, and an account's
+/// periods are restated oldest first. With the grants of those accounts
+/// (share-locked) and the contracts of the accounts that have any. (A
+/// period's draws change the balances later periods start from; its net
+/// spend, the true-up of a later period ending its commitment period.)
 async fn with_later_periods(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
@@ -97,6 +100,7 @@ async fn with_later_periods(
     (
         Vec<(AccountPeriod, DateTime<Utc>)>,
         HashMap<String, Vec<StoredGrant>>,
+        HashMap<String, Vec<Contract>>,
     ),
     ProcessError,
 > {
@@ -108,21 +112,28 @@ async fn with_later_periods(
         .into_iter()
         .collect();
     let grants = credits_repo::grants_of(&mut *conn, &accounts).await?;
-    if !grants.is_empty() {
-        let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-        for (account, start) in keys.keys() {
-            if grants.contains_key(account) {
-                first
-                    .entry(account.clone())
-                    .and_modify(|f| *f = (*f).min(*start))
-                    .or_insert(*start);
-            }
+    let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
+    let carries = |account: &String| {
+        grants.contains_key(account)
+            || contracts
+                .get(account)
+                .is_some_and(|all| all.iter().any(|c| !c.commitments.is_empty()))
+    };
+    let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (account, start) in keys.keys() {
+        if carries(account) {
+            first
+                .entry(account.clone())
+                .and_modify(|f| *f = (*f).min(*start))
+                .or_insert(*start);
         }
+    }
+    if !first.is_empty() {
         for (key, end) in credits_repo::later_periods(&mut *conn, &first).await? {
             keys.entry(key).or_insert(end);
         }
     }
-    Ok((keys.into_iter().collect(), grants))
+    Ok((keys.into_iter().collect(), grants, contracts))
 }
 
 /// What the statements of a restatement are computed from, read once for
@@ -164,19 +175,13 @@ impl Inputs {
         keys: &[(AccountPeriod, DateTime<Utc>)],
         states: &HashMap<String, AccountState>,
         grants: &HashMap<String, Vec<StoredGrant>>,
+        contracts: HashMap<String, Vec<Contract>>,
     ) -> Result<Self, ProcessError> {
         let t = Instant::now();
         let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
         let stored_versions = repo::current_versions(&mut *conn, &plain_keys).await?;
         let versions_read = t.elapsed();
         let mut late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
-        let accounts: Vec<&str> = plain_keys
-            .iter()
-            .map(|(a, _)| a.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
         let anchors: HashMap<String, AnchorDay> = states
             .iter()
             .map(|(account, s)| (account.clone(), s.anchor))

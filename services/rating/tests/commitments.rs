@@ -120,10 +120,32 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
     );
     let again = restate_bound_periods(&pool, t(2026, 12, 6)).await.unwrap();
     assert!(again.statements.is_empty());
+    // November's usage (its period still open) restates December too:
+    // 500 hours, 20.80; the shortfall is now 300.00 - 62.40 = 237.60.
+    let rated = process_batch(
+        &pool,
+        &[acme_event(
+            "cloud",
+            "nov",
+            "cloud.vm.hour",
+            dec!(500),
+            t(2026, 11, 10),
+        )],
+    )
+    .await
+    .unwrap();
+    let views: Vec<_> = rated.statements.iter().map(view).collect();
+    assert_eq!(
+        views,
+        [
+            (vec![("usage", dec!(20.80))], dec!(20.80)),
+            (vec![("commitment_true_up", dec!(237.60))], dec!(237.60)),
+        ]
+    );
 
     // A prepaid grant of 300.00 from October, the commitment paid ahead:
-    // it pays October's usage and December's true-up, so acme pays 0, and
-    // the ledger shows each draw.
+    // it pays October's and November's usage and December's true-up, so
+    // acme pays 0, and the ledger shows each draw: 300.00 in all.
     let grant: i64 = sqlx::query_scalar(
         "INSERT INTO credit_grants (account_id, name, kind, currency, amount, cost_basis, priority,
              effective_at, eligibility, eligible_ids)
@@ -147,7 +169,8 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
         paid,
         [
             (t(2026, 10, 1), dec!(41.60), dec!(0)),
-            (t(2026, 12, 1), dec!(258.40), dec!(0)),
+            (t(2026, 11, 1), dec!(20.80), dec!(0)),
+            (t(2026, 12, 1), dec!(237.60), dec!(0)),
         ]
     );
     let ledger: Vec<(DateTime<Utc>, Decimal)> = sqlx::query_as(
@@ -162,7 +185,8 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
         ledger,
         [
             (t(2026, 10, 1), dec!(41.60)),
-            (t(2026, 12, 1), dec!(258.40))
+            (t(2026, 11, 1), dec!(20.80)),
+            (t(2026, 12, 1), dec!(237.60))
         ]
     );
 }
