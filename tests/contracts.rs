@@ -30,6 +30,19 @@ async fn bill_when(s: &Seeded, period: &str, done: impl Fn(&Value) -> bool) -> V
     }
 }
 
+/// dbco agrees to fund contract term `term`.
+async fn agree(s: &Seeded, term: i64) {
+    let (status, body) = send(
+        &s.http,
+        "post",
+        &format!("{}/v1/provider/contract-terms/{term}/agree", s.invoicing),
+        &s.keys.dbco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A bill line as (provider, kind, amount, list, discount, funded by,
 /// platform fee, partner net).
 type Line = (
@@ -195,15 +208,7 @@ async fn discounts_and_a_commitment_true_up_are_billed_exactly() {
 
     // dbco agrees: its 25% replaces the platform's 10% on its line, and its
     // net falls by the whole discount.
-    let (status, body) = send(
-        http,
-        "post",
-        &format!("{api}/v1/provider/contract-terms/{partner_term}/agree"),
-        &keys.dbco,
-        json!(null),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    agree(&s, partner_term).await;
     let dbco_discount = cents(dbco_list * dec!(0.25));
     let dbco_net = dbco_list - dbco_discount;
     let true_up = dec!(60.00) - (cloud_net + dbco_net);
@@ -656,21 +661,8 @@ async fn counted_events(pool: &sqlx::PgPool, n: i64) {
 /// amount on the open invoice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
-    let s = Seeded::start_with(
-        &[
-            Service::Collector,
-            Service::Rating,
-            Service::Invoicing,
-            Service::Api,
-        ],
-        120,
-        |c| {
-            c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
-            // The test seals the quarter itself, once all of it is rated.
-            c.close_every = None;
-        },
-    )
-    .await;
+    // The test seals the quarter itself, once all of it is rated.
+    let s = pipeline_with(|c| c.close_every = None).await;
     let (http, api, keys, pool) = (&s.http, s.invoicing.clone(), &s.keys, &s.h.pool);
     let grace = Duration::from_std(s.h.config.grace).unwrap();
     let open = Period::month_containing(s.now - grace);
@@ -721,15 +713,7 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
             partner_term = contract["terms"][1]["id"].as_i64().unwrap();
         }
     }
-    let (status, body) = send(
-        http,
-        "post",
-        &format!("{api}/v1/provider/contract-terms/{partner_term}/agree"),
-        &keys.dbco,
-        json!(null),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    agree(&s, partner_term).await;
     // NEGOTIATED GRADUATED PRICE: the lead adds here a negotiated graduated
     // price book term on acme's contract (the price-book terms and the sign
     // step come from another branch), with its lines and settlement below.
