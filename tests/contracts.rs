@@ -13,6 +13,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
 use tally::up::Service;
+use tally_domain::Period;
 
 fn cents(x: Decimal) -> Decimal {
     x.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
@@ -67,6 +68,19 @@ async fn draft_version(s: &Seeded) -> i64 {
 async fn sign(s: &Seeded, id: i64) -> (u16, Value) {
     let url = format!("{}/v1/accounts/acme/contracts/{id}/sign", s.invoicing);
     send(&s.http, "post", &url, &s.keys.finance, json!(null)).await
+}
+
+/// dbco agrees to fund contract term `term`.
+async fn agree(s: &Seeded, term: i64) {
+    let (status, body) = send(
+        &s.http,
+        "post",
+        &format!("{}/v1/provider/contract-terms/{term}/agree", s.invoicing),
+        &s.keys.dbco,
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A bill line as (provider, kind, amount, list, discount, funded by,
@@ -518,8 +532,11 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     let s = Seeded::start(&[Service::Api]).await;
     let (http, api, keys) = (&s.http, s.invoicing.clone(), &s.keys);
     let url = format!("{api}/v1/accounts/acme/contracts");
-    let start = s.now + Duration::days(10);
-    let end = start + Duration::days(90);
+    // Commitments start and end on billing period boundaries (calendar
+    // months here).
+    let start = Period::month_containing(s.now + Duration::days(40)).start();
+    let end = start + Months::new(3);
+    let next = end + Months::new(1);
 
     let (status, signed) = send(http, "post", &url, &keys.finance, contract(start, end)).await;
     assert_eq!(status, 201, "{signed}");
@@ -535,19 +552,21 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     assert_eq!(signed["commitments"][0]["minimum"], "500.00");
     assert_eq!(signed["commitments"][0]["cadence"], "month");
 
-    let mut term_outside = contract(end, end + Duration::days(30));
-    term_outside["terms"][0]["effective_to"] = json!(end + Duration::days(31));
-    let mut commitment_outside = contract(end, end + Duration::days(30));
+    let mut term_outside = contract(end, next);
+    term_outside["terms"][0]["effective_to"] = json!(next + Duration::days(1));
+    let mut commitment_outside = contract(end, next);
     commitment_outside["commitments"][0]["starts_at"] = json!(end - Duration::days(1));
-    let mut unknown_sku = contract(end, end + Duration::days(30));
+    let mut unknown_sku = contract(end, next);
     unknown_sku["terms"][1]["skus"] = json!(["dbco.nope"]);
-    let mut foreign_sku = contract(end, end + Duration::days(30));
+    let mut foreign_sku = contract(end, next);
     foreign_sku["terms"][1]["skus"] = json!(["queueco.msg.million"]);
-    let mut partner_for_all = contract(end, end + Duration::days(30));
+    let mut partner_for_all = contract(end, next);
     partner_for_all["terms"][0]["funded_by"] = json!("partner");
-    let mut inexact_minimum = contract(end, end + Duration::days(30));
+    let mut inexact_minimum = contract(end, next);
     inexact_minimum["commitments"][0]["minimum"] = json!("500.001");
-    let mut other_currency = contract(end, end + Duration::days(30));
+    let mut off_boundary = contract(end, next);
+    off_boundary["commitments"][0]["starts_at"] = json!(end + Duration::days(1));
+    let mut other_currency = contract(end, next);
     other_currency["currency"] = json!("EUR");
     let negotiated = |book: Value, sku: &str| {
         let mut c = contract(end, end + Duration::days(30));
@@ -570,7 +589,7 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
     negotiated_outside["terms"][1]["effective_from"] = json!(end - Duration::days(1));
     for (body, status, code) in [
         (
-            contract(end - Duration::hours(1), end + Duration::days(30)),
+            contract(end - Duration::hours(1), next),
             409,
             "contract_overlaps",
         ),
@@ -584,6 +603,7 @@ async fn bad_contracts_are_refused_with_their_code_and_nothing_is_stored() {
         (unknown_sku, 422, "unknown_sku"),
         (foreign_sku, 422, "unknown_sku"),
         (partner_for_all, 422, "invalid_contract"),
+        (off_boundary, 422, "invalid_contract"),
         (inexact_minimum, 422, "invalid_amount"),
         (other_currency, 422, "currency_mismatch"),
         (
@@ -775,6 +795,580 @@ async fn a_price_rise_needs_notice_and_protected_accounts_do_not_pay_it() {
             Some(total.to_string().as_str()),
             "{key:?}"
         );
+    }
+    s.running.stop().await.unwrap();
+}
+
+/// An invoice line as stored: (kind, provider, amount, list, discount,
+/// funded by, platform fee, partner net, the period it adjusts).
+type Stored = (
+    String,
+    String,
+    Decimal,
+    Decimal,
+    Decimal,
+    Option<String>,
+    Decimal,
+    Decimal,
+    Option<DateTime<Utc>>,
+);
+
+/// The lines of `account`'s invoice of the period starting at `start`,
+/// sorted (their order on the invoice is not what is tested here).
+async fn stored_lines(pool: &sqlx::PgPool, account: &str, start: DateTime<Utc>) -> Vec<Stored> {
+    let mut rows: Vec<Stored> = sqlx::query_as(
+        "SELECT l.kind, l.provider_id, l.amount, l.list_amount, l.discount, l.discount_funded_by,
+                l.platform_fee, l.partner_net, l.adjusts_period_start
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+         WHERE i.account_id = $1 AND i.period_start = $2",
+    )
+    .bind(account)
+    .bind(start)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.sort();
+    rows
+}
+
+/// A usage line of `list` (already in cents) with `percent` off funded by
+/// `funder` ("" for none), of a provider keeping `fee_pct` (None: the
+/// platform's own, which keeps the whole line), worked out here as finance
+/// would: the discount and the fee each rounded once; a partner-funded
+/// discount comes out of the partner's net.
+fn usage(
+    provider: &str,
+    list: Decimal,
+    percent: Decimal,
+    funder: &str,
+    fee_pct: Option<Decimal>,
+) -> Stored {
+    let discount = cents(list * percent / dec!(100));
+    let (fee, net) = match fee_pct {
+        None => (list, dec!(0)),
+        Some(pct) => {
+            let fee = cents(list * pct / dec!(100));
+            match funder {
+                "partner" => (fee + discount, list - fee - discount),
+                _ => (fee, list - fee),
+            }
+        }
+    };
+    (
+        "usage".into(),
+        provider.into(),
+        list - discount,
+        list,
+        discount,
+        (!funder.is_empty()).then(|| funder.to_owned()),
+        fee,
+        net,
+        None,
+    )
+}
+
+/// A commitment true-up of `due`: the platform's whole.
+fn true_up(due: Decimal) -> Stored {
+    (
+        "commitment_true_up".into(),
+        "contract".into(),
+        due,
+        due,
+        dec!(0),
+        None,
+        due,
+        dec!(0),
+        None,
+    )
+}
+
+fn sorted(mut rows: Vec<Stored>) -> Vec<Stored> {
+    rows.sort();
+    rows
+}
+
+/// Waits until `n` invoices of periods starting at `start` have `status`.
+async fn invoices_in(pool: &sqlx::PgPool, start: DateTime<Utc>, n: i64, status: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM invoices WHERE period_start = $1 AND status = $2",
+        )
+        .bind(start)
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if done == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {n} invoices of {start} {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until rating counted `n` events.
+async fn counted_events(pool: &sqlx::PgPool, n: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let counted = counted(pool).await;
+        if counted == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{counted} of {n} counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A quarter of contracts billed end to end, after the fact (the three
+/// months before the open one, sealed by the test): acme's contract has a
+/// platform-funded 10% on everything, a 25% on DB Co that DB Co funds and
+/// agreed to (finance signs once DB Co agreed), a negotiated graduated
+/// price for Queue Co's messages funded by the platform, a monthly
+/// commitment of 80.00 (short in the first month, exceeded in the second)
+/// and a quarterly one of 250.00, and protects its prices; initech's contract has a platform-funded 5% on DB Co and no
+/// protection. DB Co raises its price in the second month: initech pays
+/// the rise from its date, acme does not. Every line, DB Co's settlements
+/// and each month's reconciliation are worked out here from the catalog's
+/// prices. Then usage of the first month arrives late: it is billed as an
+/// adjustment of that month, and both true-ups it changes (the first
+/// month's and the quarter's, billed already) are adjusted by the same
+/// amount on the open invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
+    // The test seals the quarter itself, once all of it is rated.
+    let s = pipeline_with(|c| c.close_every = None).await;
+    let (http, api, keys, pool) = (&s.http, s.invoicing.clone(), &s.keys, &s.h.pool);
+    let grace = Duration::from_std(s.h.config.grace).unwrap();
+    let open = Period::month_containing(s.now - grace);
+    let before = |p: Period| Period::month_containing(p.start() - Duration::days(1));
+    let m3 = before(open);
+    let m2 = before(m3);
+    let m1 = before(m2);
+    for provider in ["dbco", "queueco"] {
+        tally::admin::set_platform_fee(pool, provider, dec!(20))
+            .await
+            .unwrap();
+    }
+    tally::admin::create_account(pool, "initech", "Initech", "USD")
+        .await
+        .unwrap();
+
+    let (start, end) = (m1.start(), open.start());
+    let acme_contract = json!({
+        "starts_at": start, "ends_at": end, "price_protection": true,
+        "terms": [
+            {"scope": "all", "percent": "10", "funded_by": "platform",
+             "effective_from": start, "effective_to": end},
+            {"scope": "provider", "provider": "dbco", "percent": "25", "funded_by": "partner",
+             "effective_from": start, "effective_to": end},
+            {"scope": "skus", "provider": "queueco", "skus": ["queueco.msg.million"],
+             "price_book": {"model": "graduated", "tiers": [
+                 {"up_to": "100", "unit_price": "0.30"}, {"unit_price": "0.25"}]},
+             "funded_by": "platform", "effective_from": start, "effective_to": end},
+        ],
+        "commitments": [
+            {"cadence": "month", "minimum": "80.00", "starts_at": start, "ends_at": end},
+            {"cadence": "quarter", "minimum": "250.00", "starts_at": start, "ends_at": end},
+        ],
+    });
+    let initech_contract = json!({
+        "starts_at": start, "ends_at": end, "price_protection": false,
+        "terms": [
+            {"scope": "provider", "provider": "dbco", "percent": "5", "funded_by": "platform",
+             "effective_from": start, "effective_to": end},
+        ],
+    });
+    let (mut acme_id, mut partner_term) = (0, 0);
+    for (account, body) in [("acme", acme_contract), ("initech", initech_contract)] {
+        let (status, contract) = send(
+            http,
+            "post",
+            &format!("{api}/v1/accounts/{account}/contracts"),
+            &keys.finance,
+            body,
+        )
+        .await;
+        assert_eq!(status, 201, "{contract}");
+        if account == "acme" {
+            assert_eq!(contract["status"], "awaiting_partner", "{contract}");
+            acme_id = contract["id"].as_i64().unwrap();
+            partner_term = contract["terms"][1]["id"].as_i64().unwrap();
+        }
+    }
+    agree(&s, partner_term).await;
+    let (status, signed) = sign(&s, acme_id).await;
+    assert_eq!(
+        (status, &signed["status"]),
+        (200, &json!("signed")),
+        "{signed}"
+    );
+
+    // The quarter is in the past, so its history is set up as the catalog
+    // is seeded: acme's contract is taken as signed in its first month
+    // (before any of its usage; the signature is the row's signed_at), and
+    // DB Co's rise to 0.30 from the tenth day of the second month is
+    // published as the test catalog's prices are (the notice rule is for
+    // rises published from now on: see
+    // a_price_rise_needs_notice_and_protected_accounts_do_not_pay_it).
+    sqlx::query("UPDATE contracts SET signed_at = $1 WHERE account_id = 'acme'")
+        .bind(m1.start() + Duration::days(15))
+        .execute(pool)
+        .await
+        .unwrap();
+    let rise = m2.start() + Duration::days(10);
+    tally::admin::set_price(pool, "dbco.db.hour", "USD", dec!(0.30), rise)
+        .await
+        .unwrap();
+
+    let day = |p: Period, d: i64| p.start() + Duration::days(d);
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.cloud,
+        &[
+            event(
+                "q-c1",
+                "cloud",
+                "acme",
+                "cloud.vm.hour",
+                "1000",
+                day(m1, 20),
+            ),
+            event(
+                "q-c2",
+                "cloud",
+                "acme",
+                "cloud.vm.hour",
+                "2000",
+                day(m2, 20),
+            ),
+            event("q-c3", "cloud", "acme", "cloud.vm.hour", "500", day(m3, 20)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(3)),
+        "{body}"
+    );
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.dbco,
+        &[
+            event("q-d1", "dbco", "acme", "dbco.db.hour", "100", day(m1, 20)),
+            event("q-d2", "dbco", "acme", "dbco.db.hour", "200", day(m2, 20)),
+            event("q-i1", "dbco", "initech", "dbco.db.hour", "100", day(m2, 5)),
+            event(
+                "q-i2",
+                "dbco",
+                "initech",
+                "dbco.db.hour",
+                "100",
+                day(m2, 20),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(4)),
+        "{body}"
+    );
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.queueco,
+        &[event(
+            "q-q1",
+            "queueco",
+            "acme",
+            "queueco.msg.million",
+            "150",
+            day(m2, 20),
+        )],
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    counted_events(pool, 8).await;
+    for (month, n) in [(m1, 1), (m2, 2), (m3, 1)] {
+        invoices_in(pool, month.start(), n, "draft").await;
+    }
+    let producer = tally_platform::kafka::producer(&s.h.config).unwrap();
+    let topic = s.h.config.topics().usage_events;
+    tally_invoicing::lifecycle::request_seals(pool, &producer, &topic, Utc::now(), grace)
+        .await
+        .unwrap();
+    for (month, n) in [(m1, 1), (m2, 2), (m3, 1)] {
+        invoices_in(pool, month.start(), n, "finalized").await;
+    }
+
+    // Every line, from the catalog's prices.
+    let vm = price("cloud.vm.hour", "USD").unwrap();
+    let db = price("dbco.db.hour", "USD").unwrap();
+    let risen = dec!(0.30);
+    let fee = Some(dec!(20));
+    let cloud = |hours: Decimal| usage("cloud", cents(hours * vm), dec!(10), "platform", None);
+    let acme_db = |hours: Decimal| usage("dbco", cents(hours * db), dec!(25), "partner", fee);
+    let net = |rows: &[Stored]| rows.iter().map(|r| r.2).sum::<Decimal>();
+    let acme1 = [cloud(dec!(1000)), acme_db(dec!(100))];
+    // The negotiated graduated book prices acme's 150 million messages:
+    // 100 at 0.30 and 50 at 0.25 = 42.50 instead of list 150 × 0.405 =
+    // 60.75; the 18.25 between is the platform's (Queue Co is settled at
+    // list: its 20% fee 12.15 and net 48.60), and the 10% on everything
+    // does not stack on it.
+    let queue_list = cents(dec!(150) * price("queueco.msg.million", "USD").unwrap());
+    let negotiated = cents(dec!(100) * dec!(0.30) + dec!(50) * dec!(0.25));
+    let queue_fee = cents(queue_list * dec!(0.20));
+    assert_eq!(
+        (queue_list, negotiated, queue_fee),
+        (dec!(60.75), dec!(42.50), dec!(12.15))
+    );
+    let queue: Stored = (
+        "usage".into(),
+        "queueco".into(),
+        negotiated,
+        queue_list,
+        queue_list - negotiated,
+        Some("platform".into()),
+        queue_fee,
+        queue_list - queue_fee,
+        None,
+    );
+    let acme2 = [cloud(dec!(2000)), acme_db(dec!(200)), queue];
+    let acme3 = [cloud(dec!(500))];
+    let (net1, net2, net3) = (net(&acme1), net(&acme2), net(&acme3));
+    assert_eq!((net1, net2, net3), (dec!(56.00), dec!(154.50), dec!(18.72)));
+    // The monthly commitment: short in the first month (24.00), exceeded in
+    // the second, short in the third (61.28); the quarter's 250.00 counts
+    // every month's net without the true-ups: 250 - 229.22 = 20.78.
+    let (monthly, quarterly) = (dec!(80.00), dec!(250.00));
+    let quarter_due = quarterly - (net1 + net2 + net3);
+    assert_eq!(
+        (monthly - net1, monthly - net3, quarter_due),
+        (dec!(24.00), dec!(61.28), dec!(20.78))
+    );
+    assert!(net2 > monthly);
+    let mut acme1 = acme1.to_vec();
+    acme1.push(true_up(monthly - net1));
+    let mut acme3 = acme3.to_vec();
+    acme3.extend([true_up(monthly - net3), true_up(quarter_due)]);
+    // initech: 100 hours before the rise at 0.2475, 100 after at 0.30, 5%
+    // off funded by the platform (DB Co settled at list).
+    let initech2 = [
+        usage("dbco", cents(dec!(100) * db), dec!(5), "platform", fee),
+        usage("dbco", cents(dec!(100) * risen), dec!(5), "platform", fee),
+    ];
+    let expected = [
+        ("acme", m1, acme1.clone()),
+        ("acme", m2, acme2.to_vec()),
+        ("initech", m2, initech2.to_vec()),
+        ("acme", m3, acme3.clone()),
+    ];
+    for (account, month, rows) in &expected {
+        assert_eq!(
+            stored_lines(pool, account, month.start()).await,
+            sorted(rows.clone()),
+            "{account} {}",
+            month.label()
+        );
+        let total: Decimal = sqlx::query_scalar(
+            "SELECT total FROM invoices WHERE account_id = $1 AND period_start = $2",
+        )
+        .bind(account)
+        .bind(month.start())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(total, net(rows), "{account} {}", month.label());
+    }
+    assert_eq!(
+        (net(&acme1), net(&acme2), net(&initech2), net(&acme3)),
+        (dec!(80.00), dec!(154.50), dec!(52.01), dec!(100.78))
+    );
+
+    // DB Co's settlements: who funded each discount.
+    for (month, rows) in [
+        (m1, acme1.clone()),
+        (m2, [acme2.to_vec(), initech2.to_vec()].concat()),
+    ] {
+        let dbco: Vec<&Stored> = rows.iter().filter(|r| r.1 == "dbco").collect();
+        let funded = |by: &str| {
+            dbco.iter()
+                .filter(|r| r.5.as_deref() == Some(by))
+                .map(|r| r.4)
+                .sum::<Decimal>()
+        };
+        let want = [
+            dbco.iter().map(|r| r.3).sum::<Decimal>(),
+            dbco.iter().map(|r| r.6).sum(),
+            dbco.iter().map(|r| r.7).sum(),
+            funded("partner"),
+            funded("platform"),
+        ]
+        .map(|d| format!("{d:.2}"));
+        let (status, body) = get(
+            http,
+            &format!(
+                "{api}/v1/settlements?period={}&provider=dbco",
+                month.label()
+            ),
+            &keys.finance,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let usd = body["data"][0]["currencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["currency"] == "USD")
+            .unwrap();
+        let got = [
+            "gross_list",
+            "platform_fee",
+            "net_payable",
+            "partner_funded_discounts",
+            "platform_funded_discounts",
+        ]
+        .map(|f| usd[f].as_str().unwrap_or_default().to_owned());
+        assert_eq!(got, want, "{}: {body}", month.label());
+    }
+    // By hand: DB Co gets 13.61 (24.75 - 4.95 fee - 6.19 it funded) for
+    // the first month, 27.22 + 19.80 + 24.00 = 71.02 for the second (and
+    // Queue Co 48.60, at list).
+
+    // Each month reconciles: invoiced = platform + DB Co + credits (none).
+    let mut conn = pool.acquire().await.unwrap();
+    for (month, invoices, rows, partner) in [
+        (m1, 1, acme1.clone(), dec!(13.61)),
+        (
+            m2,
+            2,
+            [acme2.to_vec(), initech2.to_vec()].concat(),
+            dec!(119.62),
+        ),
+        (m3, 1, acme3.clone(), dec!(0)),
+    ] {
+        let invoiced = net(&rows);
+        let partners: Decimal = rows.iter().map(|r| r.7).sum();
+        assert_eq!(partners, partner);
+        let report = tally_api::finance::settlement::reconcile(&mut conn, month)
+            .await
+            .unwrap();
+        let figures: Vec<_> = report
+            .currencies
+            .iter()
+            .map(|c| {
+                (
+                    c.currency.to_string(),
+                    c.invoices,
+                    c.invoiced,
+                    c.platform_revenue,
+                    c.partner_settlements,
+                    c.credits_applied,
+                    c.difference,
+                )
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            [(
+                "USD".to_owned(),
+                invoices,
+                invoiced,
+                invoiced - partners,
+                partners,
+                dec!(0),
+                dec!(0)
+            )],
+            "{}",
+            month.label()
+        );
+        assert!(report.holds(), "{report:?}");
+    }
+
+    // Late usage of the first month, and usage of the open one (no contract
+    // in force: list price).
+    let (status, body) = post_events(
+        http,
+        &s.collector,
+        &keys.cloud,
+        &[
+            event(
+                "q-late",
+                "cloud",
+                "acme",
+                "cloud.vm.hour",
+                "100",
+                day(m1, 21),
+            ),
+            event(
+                "q-open",
+                "cloud",
+                "acme",
+                "cloud.vm.hour",
+                "1000",
+                open.start() + Duration::hours(1),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(2)),
+        "{body}"
+    );
+    counted_events(pool, 10).await;
+    // The first month priced again: 1100 hours; its adjustment is the
+    // difference to what it billed, and it spent that much more, so its
+    // true-up and the quarter's fall by as much.
+    let again = cloud(dec!(1100));
+    let billed = cloud(dec!(1000));
+    let more = again.2 - billed.2;
+    assert_eq!(more, dec!(3.74));
+    let m1_start = Some(m1.start());
+    let adjustment = |mut row: Stored, of: Period| {
+        row.8 = Some(of.start());
+        row
+    };
+    let cloud_adjustment = (
+        "usage".to_owned(),
+        "cloud".to_owned(),
+        more,
+        again.3 - billed.3,
+        again.4 - billed.4,
+        Some("platform".to_owned()),
+        again.6 - billed.6,
+        dec!(0),
+        m1_start,
+    );
+    let open_rows = sorted(vec![
+        usage("cloud", cents(dec!(1000) * vm), dec!(0), "", None),
+        cloud_adjustment,
+        adjustment(true_up(-more), m1),
+        adjustment(true_up(-more), m3),
+    ]);
+    let open_total = net(&open_rows);
+    assert_eq!(open_total, dec!(37.86));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = stored_lines(pool, "acme", open.start()).await;
+        if got == open_rows {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     s.running.stop().await.unwrap();
 }

@@ -434,6 +434,11 @@ impl Seeded {
 /// reaching back 120 days (for tests that bill the month before the open
 /// one).
 pub async fn pipeline() -> Seeded {
+    pipeline_with(|_| {}).await
+}
+
+/// Like [`pipeline`], with the configuration adjusted further by `adjust`.
+pub async fn pipeline_with(adjust: impl FnOnce(&mut Config)) -> Seeded {
     Seeded::start_with(
         &[
             Service::Collector,
@@ -444,6 +449,7 @@ pub async fn pipeline() -> Seeded {
         120,
         |c| {
             c.ingest_max_age = std::time::Duration::from_secs(120 * 86_400);
+            adjust(c);
         },
     )
     .await

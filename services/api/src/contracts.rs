@@ -112,7 +112,12 @@ pub struct CommitmentBody {
     #[serde(with = "tally_domain::input::exact")]
     #[schema(value_type = crate::openapi::Decimal)]
     minimum: Decimal,
+    /// On a boundary of the account's billing periods (`invalid_contract`
+    /// otherwise), inside the contract's term.
     starts_at: DateTime<Utc>,
+    /// On a boundary of the account's billing periods, inside the term. Each
+    /// commitment period's true-up (`max(0, minimum - net spend)` over all
+    /// its billing periods) is billed on the billing period that ends it.
     ends_at: DateTime<Utc>,
 }
 

@@ -4,7 +4,9 @@
 //! every open period of the account, and publishes the new versions.
 //!
 //! Bound periods: an account with a binding active now gets a statement of
-//! its current period even without usage, so its plan fees are billed
+//! its current period even without usage, so its plan fees are billed; so
+//! does an account whose current period ends a commitment period, so a
+//! commitment period without usage bills its whole minimum as a true-up
 //! ([`restate_bound_periods`], once a minute).
 
 use chrono::{DateTime, Utc};
@@ -12,6 +14,9 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+use tally_domain::contract::commitments;
+use tally_platform::contracts;
 
 use crate::credits_repo;
 use crate::error::{in_transaction, ProcessError};
@@ -57,8 +62,9 @@ async fn restate_requested_in(
 }
 
 /// Opens the current period (at `now`) of every account with a binding
-/// active at `now` that has no statement for it yet: its first version,
-/// with the plan fees of its resources.
+/// active at `now`, or whose contract's commitment period ends with that
+/// period, that has no statement for it yet: its first version, with the
+/// plan fees of its resources and the commitment's true-up.
 pub async fn restate_bound_periods(
     pool: &PgPool,
     now: DateTime<Utc>,
@@ -73,24 +79,50 @@ async fn restate_bound_periods_in(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
 ) -> Result<Restated, ProcessError> {
-    let accounts: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT account_id FROM bindings
-         WHERE activated_at <= $1 AND (deleted_at IS NULL OR deleted_at > $1)
-         ORDER BY account_id",
+    let (accounts, committed): (Vec<String>, Vec<bool>) = sqlx::query_as::<_, (String, bool)>(
+        "SELECT account_id, bool_and(committed) FROM (
+             SELECT account_id, false AS committed FROM bindings
+             WHERE activated_at <= $1 AND (deleted_at IS NULL OR deleted_at > $1)
+             UNION ALL
+             SELECT c.account_id, true FROM contracts c
+             JOIN contract_commitments m ON m.contract_id = c.id
+             WHERE m.starts_at <= $1 AND $1 < m.ends_at
+         ) a GROUP BY account_id ORDER BY account_id",
     )
     .bind(now)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .unzip();
     if accounts.is_empty() {
         return Ok(Restated::default());
     }
     let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
     let states = seals_repo::account_states(&mut *conn, &refs).await?;
+    // Accounts with a commitment in force and no binding: only when the
+    // current period ends one of its commitment periods.
+    let only_committed: Vec<&str> = refs
+        .iter()
+        .zip(&committed)
+        .filter(|(_, c)| **c)
+        .map(|(a, _)| *a)
+        .collect();
+    let contracts = contracts::contracts_of(&mut *conn, &only_committed).await?;
     let mut keys: BTreeMap<(String, DateTime<Utc>), DateTime<Utc>> = states
         .iter()
         .map(|(account, state)| (account, state.place(now).billed_in))
+        .filter(|(account, period)| {
+            !only_committed.contains(&account.as_str())
+                || contracts.get(account.as_str()).is_some_and(|all| {
+                    all.iter()
+                        .any(|c| commitments::ends_a_commitment_period(c, *period))
+                })
+        })
         .map(|(account, period)| ((account.clone(), period.start()), period.end()))
         .collect();
+    if keys.is_empty() {
+        return Ok(Restated::default());
+    }
     let (accounts, starts): (Vec<&str>, Vec<DateTime<Utc>>) =
         keys.keys().map(|(a, s)| (a.as_str(), *s)).unzip();
     let existing: Vec<(String, DateTime<Utc>)> = sqlx::query_as(

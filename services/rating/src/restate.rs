@@ -8,12 +8,14 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
-use tally_domain::contract::{self, Contract};
+use tally_domain::contract::{self, commitments, Contract};
 use tally_domain::credits::{Grant, StoredGrant, UsageHours};
 use tally_domain::money::MoneyError;
 use tally_domain::plan::{self, BoundResource, PlanVersion};
 use tally_domain::statement::{adjustment_lines, merge_billed, StatementError};
-use tally_domain::{AccountId, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate};
+use tally_domain::{
+    AccountId, AnchorDay, Currency, Period, PlanId, Statement, StatementLine, UsageAggregate,
+};
 use tally_platform::{bindings, contracts, plans};
 
 use crate::credits_repo::{self, PeriodDraws};
@@ -41,9 +43,9 @@ pub(crate) async fn restate(
     states: &HashMap<String, AccountState>,
     seal_through: Option<&BTreeMap<String, DateTime<Utc>>>,
 ) -> Result<Restated, ProcessError> {
-    let (keys, grants) = with_later_periods(&mut *conn, keys, states).await?;
+    let (keys, grants, contracts) = with_later_periods(&mut *conn, keys, states).await?;
     let t = Instant::now();
-    let mut inputs = Inputs::load(&mut *conn, &keys, states, &grants).await?;
+    let mut inputs = Inputs::load(&mut *conn, &keys, states, &grants, contracts).await?;
     let mut statements = Vec::with_capacity(keys.len());
     let mut draws = Vec::new();
     for ((account, start), end) in keys {
@@ -83,10 +85,13 @@ fn statement_error(account: &str, start: DateTime<Utc>, source: StatementError) 
     }
 }
 
-/// The open periods among `keys`, and for each account with grants, every
-/// open period after its first one too; in (account, period) order: row
-/// locks are taken in one order, and an account's periods are restated
-/// oldest first. With the grants of those accounts (share-locked).
+/// The open periods among `keys`, and for each account with grants or a
+/// commitment, every open period after its first one too; in (account,
+/// period) order: row locks are taken in one order, and an account's
+/// periods are restated oldest first. With the grants of those accounts
+/// (share-locked) and the contracts of the accounts that have any. (A
+/// period's draws change the balances later periods start from; its net
+/// spend, the true-up of a later period ending its commitment period.)
 async fn with_later_periods(
     conn: &mut PgConnection,
     mut keys: BTreeMap<AccountPeriod, DateTime<Utc>>,
@@ -95,6 +100,7 @@ async fn with_later_periods(
     (
         Vec<(AccountPeriod, DateTime<Utc>)>,
         HashMap<String, Vec<StoredGrant>>,
+        HashMap<String, Vec<Contract>>,
     ),
     ProcessError,
 > {
@@ -106,21 +112,28 @@ async fn with_later_periods(
         .into_iter()
         .collect();
     let grants = credits_repo::grants_of(&mut *conn, &accounts).await?;
-    if !grants.is_empty() {
-        let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-        for (account, start) in keys.keys() {
-            if grants.contains_key(account) {
-                first
-                    .entry(account.clone())
-                    .and_modify(|f| *f = (*f).min(*start))
-                    .or_insert(*start);
-            }
+    let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
+    let carries = |account: &String| {
+        grants.contains_key(account)
+            || contracts
+                .get(account)
+                .is_some_and(|all| all.iter().any(|c| !c.commitments.is_empty()))
+    };
+    let mut first: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (account, start) in keys.keys() {
+        if carries(account) {
+            first
+                .entry(account.clone())
+                .and_modify(|f| *f = (*f).min(*start))
+                .or_insert(*start);
         }
+    }
+    if !first.is_empty() {
         for (key, end) in credits_repo::later_periods(&mut *conn, &first).await? {
             keys.entry(key).or_insert(end);
         }
     }
-    Ok((keys.into_iter().collect(), grants))
+    Ok((keys.into_iter().collect(), grants, contracts))
 }
 
 /// What the statements of a restatement are computed from, read once for
@@ -132,6 +145,9 @@ struct Inputs {
     late: HashMap<AccountPeriod, Vec<Period>>,
     /// Those sealed periods, each once however many periods adjust it.
     origin_set: BTreeSet<AccountPeriod>,
+    /// The earlier billing periods of commitment periods that end with a
+    /// period restated or adjusted: their net spend counts in its true-up.
+    window_set: BTreeSet<AccountPeriod>,
     /// What has been billed for them.
     billed: HashMap<AccountPeriod, Vec<StatementLine>>,
     /// The aggregates of every period restated or adjusted.
@@ -147,6 +163,8 @@ struct Inputs {
     hours: HashMap<String, UsageHours>,
     /// The contracts of the accounts that have any.
     contracts: HashMap<String, Vec<Contract>>,
+    /// The billing anchor of each account restated.
+    anchors: HashMap<String, AnchorDay>,
     versions_read: Duration,
     loaded: Duration,
 }
@@ -157,30 +175,44 @@ impl Inputs {
         keys: &[(AccountPeriod, DateTime<Utc>)],
         states: &HashMap<String, AccountState>,
         grants: &HashMap<String, Vec<StoredGrant>>,
+        contracts: HashMap<String, Vec<Contract>>,
     ) -> Result<Self, ProcessError> {
         let t = Instant::now();
         let plain_keys: Vec<AccountPeriod> = keys.iter().map(|(k, _)| k.clone()).collect();
         let stored_versions = repo::current_versions(&mut *conn, &plain_keys).await?;
         let versions_read = t.elapsed();
-        let late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
-        let origin_set: BTreeSet<AccountPeriod> = late
+        let mut late = seals_repo::late_origins(&mut *conn, &plain_keys).await?;
+        let anchors: HashMap<String, AnchorDay> = states
             .iter()
-            .flat_map(|((account, _), origins)| {
-                origins.iter().map(|o| (account.clone(), o.start()))
-            })
+            .map(|(account, s)| (account.clone(), s.anchor))
             .collect();
-        let origin_keys: Vec<AccountPeriod> = origin_set.iter().cloned().collect();
-        let billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
-        // Each period's aggregates once (a period may be restated and adjusted).
-        let load_keys: Vec<AccountPeriod> = plain_keys
-            .iter()
-            .chain(&origin_keys)
-            .cloned()
+        let ends = window_ends(&late, &contracts, &anchors);
+        let origins_of = |late: &HashMap<AccountPeriod, Vec<Period>>| -> BTreeSet<AccountPeriod> {
+            late.iter()
+                .flat_map(|((account, _), origins)| {
+                    origins.iter().map(|o| (account.clone(), o.start()))
+                })
+                .collect()
+        };
+        let origin_keys: Vec<AccountPeriod> = origins_of(&late)
+            .into_iter()
+            .chain(origins_of(&ends))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
-        let periods: BTreeSet<(String, DateTime<Utc>, DateTime<Utc>)> = keys
+        let billed = seals_repo::billed_lines(&mut *conn, &origin_keys).await?;
+        // Only a sealed period (what it billed is recorded) is adjusted.
+        for ((account, billed_in), more) in ends {
+            let sealed = more
+                .into_iter()
+                .filter(|p| billed.contains_key(&(account.clone(), p.start())));
+            let origins = late.entry((account.clone(), billed_in)).or_default();
+            origins.extend(sealed);
+            origins.sort();
+            origins.dedup();
+        }
+        let origin_set = origins_of(&late);
+        let mut periods: BTreeSet<(String, DateTime<Utc>, DateTime<Utc>)> = keys
             .iter()
             .map(|((account, start), end)| (account.clone(), *start, *end))
             .chain(late.iter().flat_map(|((account, _), origins)| {
@@ -189,15 +221,21 @@ impl Inputs {
                     .map(|o| (account.clone(), o.start(), o.end()))
             }))
             .collect();
+        let windows = window_periods(&periods, &contracts, &anchors);
+        let window_set: BTreeSet<AccountPeriod> = windows
+            .iter()
+            .map(|(account, p)| (account.clone(), p.start()))
+            .collect();
+        periods.extend(windows.iter().map(|(a, p)| (a.clone(), p.start(), p.end())));
+        // Each period's aggregates once (a period may be restated, adjusted
+        // and counted in a commitment period).
+        let load_keys: Vec<AccountPeriod> = periods
+            .iter()
+            .map(|(account, start, _)| (account.clone(), *start))
+            .collect();
+        let aggregates = repo::load_aggregates(&mut *conn, &load_keys).await?;
         let periods: Vec<_> = periods.into_iter().collect();
         let bound = bindings::bound_in_periods(&mut *conn, &periods).await?;
-        let accounts: Vec<&str> = periods
-            .iter()
-            .map(|(a, _, _)| a.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let contracts = contracts::contracts_of(&mut *conn, &accounts).await?;
         let mut plan_versions = HashMap::new();
         if !bound.is_empty() {
             let plan_ids: Vec<&str> = bound
@@ -224,6 +262,7 @@ impl Inputs {
             stored_versions,
             late,
             origin_set,
+            window_set,
             billed,
             aggregates,
             bound,
@@ -231,6 +270,7 @@ impl Inputs {
             draws,
             hours,
             contracts,
+            anchors,
             versions_read,
             loaded: t.elapsed() - versions_read,
         })
@@ -311,7 +351,7 @@ impl Inputs {
         // period opened below the seal by a batch racing it can be both
         // (until it is sealed, in this very restatement, before the later
         // periods that adjust it).
-        let rows = if self.origin_set.contains(&own_key) {
+        let rows = if self.origin_set.contains(&own_key) || self.window_set.contains(&own_key) {
             self.aggregates.get(&own_key).cloned()
         } else {
             self.aggregates.remove(&own_key)
@@ -341,8 +381,53 @@ impl Inputs {
     /// A statement of `period` from its aggregates and the plan fees and
     /// allowances of the account's resources bound in it, with the
     /// account's contract in force at the period's start applied
-    /// ([`contract::pricing::apply`]).
+    /// ([`contract::pricing::apply`]) and each commitment period longer
+    /// than a billing period that ends with it trued up over the net spend
+    /// of its billing periods, each priced with everything known
+    /// ([`commitments::true_up_windows`]).
     fn compute(
+        &self,
+        account_id: &AccountId,
+        period: Period,
+        currency: Currency,
+        version: i64,
+        rows: Vec<UsageAggregate>,
+    ) -> Result<Statement, StatementError> {
+        let mut statement = self.priced(account_id, period, currency, version, rows)?;
+        let Some(c) = self.contract_at(account_id, period.start()) else {
+            return Ok(statement);
+        };
+        let anchor = self
+            .anchors
+            .get(account_id.as_str())
+            .copied()
+            .unwrap_or_default();
+        let earlier = commitments::earlier_periods(c, period, anchor);
+        if earlier.is_empty() {
+            return Ok(statement);
+        }
+        let mut spent = BTreeMap::new();
+        for p in earlier {
+            let key = (account_id.to_string(), p.start());
+            let rows = self.aggregates.get(&key).cloned().unwrap_or_default();
+            let own = self.priced(account_id, p, currency, 0, rows)?;
+            spent.insert(p.start(), commitments::net_spend(&own.lines)?);
+        }
+        commitments::true_up_windows(&mut statement, c, &spent)?;
+        Ok(statement)
+    }
+
+    /// The account's contract in force at `at`.
+    fn contract_at(&self, account_id: &AccountId, at: DateTime<Utc>) -> Option<&Contract> {
+        self.contracts
+            .get(account_id.as_str())
+            .and_then(|all| all.iter().find(|c| c.in_force_at(at)))
+    }
+
+    /// A statement of `period` from its aggregates and bound resources with
+    /// its contract's discounts and a true-up of a commitment period of
+    /// exactly this billing period ([`contract::pricing::apply`]).
+    fn priced(
         &self,
         account_id: &AccountId,
         period: Period,
@@ -367,11 +452,7 @@ impl Inputs {
             rows,
             fees,
         )?;
-        let in_force = self
-            .contracts
-            .get(account_id.as_str())
-            .and_then(|all| all.iter().find(|c| c.in_force_at(period.start())));
-        if let Some(c) = in_force {
+        if let Some(c) = self.contract_at(account_id, period.start()) {
             contract::pricing::apply(&mut statement, c)?;
         }
         Ok(statement)
@@ -400,6 +481,62 @@ impl Inputs {
         }
         Ok(adjustments)
     }
+}
+
+/// For each statement with late origins, the billing periods before it
+/// that ended a commitment period holding one of them: late usage changes
+/// that commitment period's net spend, so its true-up is priced again and,
+/// when that period is sealed, the difference billed as its adjustment
+/// ([`commitments::window_ends_to_adjust`]).
+fn window_ends(
+    late: &HashMap<AccountPeriod, Vec<Period>>,
+    contracts: &HashMap<String, Vec<Contract>>,
+    anchors: &HashMap<String, AnchorDay>,
+) -> HashMap<AccountPeriod, Vec<Period>> {
+    let mut out = HashMap::new();
+    for ((account, billed_in), origins) in late {
+        let Some(all) = contracts.get(account) else {
+            continue;
+        };
+        let anchor = anchors.get(account).copied().unwrap_or_default();
+        let ends: Vec<Period> = origins
+            .iter()
+            .flat_map(|origin| {
+                all.iter()
+                    .filter(|c| c.in_force_at(origin.start()))
+                    .flat_map(|c| {
+                        commitments::window_ends_to_adjust(c, *origin, *billed_in, anchor)
+                    })
+            })
+            .filter(|end| !origins.contains(end))
+            .collect();
+        if !ends.is_empty() {
+            out.insert((account.clone(), *billed_in), ends);
+        }
+    }
+    out
+}
+
+/// The earlier billing periods of the commitment periods that end with
+/// each of `periods` ([`commitments::earlier_periods`]), each once.
+fn window_periods(
+    periods: &BTreeSet<(String, DateTime<Utc>, DateTime<Utc>)>,
+    contracts: &HashMap<String, Vec<Contract>>,
+    anchors: &HashMap<String, AnchorDay>,
+) -> BTreeSet<(String, Period)> {
+    let mut out = BTreeSet::new();
+    for (account, start, end) in periods {
+        let (Some(all), Ok(period)) = (contracts.get(account), Period::new(*start, *end)) else {
+            continue;
+        };
+        let anchor = anchors.get(account).copied().unwrap_or_default();
+        for c in all.iter().filter(|c| c.in_force_at(*start)) {
+            for p in commitments::earlier_periods(c, period, anchor) {
+                out.insert((account.clone(), p));
+            }
+        }
+    }
+    out
 }
 
 /// The credit inputs of the accounts with grants, one query each for all

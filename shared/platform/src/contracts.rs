@@ -13,7 +13,7 @@ use tally_domain::contract::{
     Cadence, Commitment, Contract, ContractError, ExistingContract, Funder, Scope, Term,
 };
 use tally_domain::pricing::PriceBook;
-use tally_domain::{AccountId, Currency, ProviderId, Sku};
+use tally_domain::{AccountId, AnchorDay, Currency, ProviderId, Sku};
 
 use crate::catalog::decode_err;
 
@@ -37,14 +37,18 @@ pub async fn insert(
     account: &AccountId,
     contract: &Contract,
 ) -> Result<i64, ContractRepoError> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+    let anchor_day: Option<i16> =
+        sqlx::query_scalar("SELECT billing_anchor_day FROM accounts WHERE id = $1 FOR UPDATE")
             .bind(account.as_str())
             .fetch_optional(&mut *conn)
             .await?;
-    if found.is_none() {
+    let Some(anchor_day) = anchor_day else {
         return Err(ContractRepoError::UnknownAccount(account.to_string()));
-    }
+    };
+    let anchor = u32::try_from(anchor_day)
+        .ok()
+        .and_then(|day| AnchorDay::new(day).ok())
+        .ok_or_else(|| sqlx::Error::Decode(format!("billing anchor day {anchor_day}").into()))?;
     let existing: Vec<ExistingContract> =
         sqlx::query("SELECT id, starts_at, ends_at FROM contracts WHERE account_id = $1")
             .bind(account.as_str())
@@ -82,6 +86,7 @@ pub async fn insert(
             .iter()
             .any(|(s, p)| s == sku.as_str() && p == provider.as_str())
     })?;
+    unsaved.check_commitment_periods(anchor)?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO contracts (account_id, starts_at, ends_at, currency, price_protection, signed_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",

@@ -7,9 +7,11 @@
 //! stable code, [`ContractError::code`]) and the lifecycle (a contract with
 //! a partner-funded term awaits the partner's agreement before finance
 //! signs it, [`Contract::sign`]); [`pricing`] holds what a contract does to
-//! a statement line and the commitment true-up; [`negotiated`] a negotiated
-//! price book's line.
+//! a statement line and the true-up of a commitment period of one billing
+//! period; [`commitments`] the true-up of longer ones; [`negotiated`] a
+//! negotiated price book's line.
 
+pub mod commitments;
 pub mod negotiated;
 pub mod pricing;
 

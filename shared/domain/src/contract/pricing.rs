@@ -113,7 +113,8 @@ pub fn commitment_provider() -> Result<ProviderRef, MoneyError> {
 /// bills the shortfall of the period's net spend. Sums up again.
 ///
 /// Commitment periods longer than the billing period (quarter, year) are
-/// not trued up here.
+/// trued up by [`super::commitments::true_up_windows`], which needs the
+/// net spend of their earlier billing periods.
 pub fn apply(statement: &mut Statement, contract: &Contract) -> Result<(), MoneyError> {
     let period = statement.period;
     let currency = statement.currency;
@@ -173,7 +174,7 @@ fn discount_line(
     Ok(())
 }
 
-fn true_up_line(
+pub(super) fn true_up_line(
     commitment: i64,
     minimum: Decimal,
     due: Decimal,

@@ -478,6 +478,154 @@ mod statement {
         s.apply_credits(&[prepaid], &hours).unwrap();
         assert_eq!((s.credits_total, s.total), (dec!(140.00), dec!(110.00)));
     }
+
+    mod longer_commitments {
+        use super::*;
+        use crate::contract::commitments::{
+            billing_periods, earlier_periods, net_spend, true_up_windows, window_ends_to_adjust,
+        };
+        use crate::AnchorDay;
+        use std::collections::BTreeMap;
+
+        fn quarterly(minimum: Decimal) -> Commitment {
+            Commitment {
+                id: 2,
+                cadence: Cadence::Quarter,
+                ..monthly(minimum)
+            }
+        }
+
+        fn month(m: u32) -> Period {
+            Period::new(day(m, 1), day(m + 1, 1)).unwrap()
+        }
+
+        fn march(qty: Decimal) -> Statement {
+            Statement::compute(
+                AccountId::parse("acme").unwrap(),
+                month(3),
+                Currency::parse("USD").unwrap(),
+                1,
+                vec![agg(
+                    "cloud",
+                    ProviderKind::FirstParty,
+                    "cloud.vm",
+                    dec!(0.10),
+                    qty,
+                )],
+            )
+            .unwrap()
+        }
+
+        #[test]
+        fn a_quarter_is_trued_up_on_its_last_month_over_all_three() {
+            let c = contract(
+                vec![term(1, Scope::All, dec!(10), Funder::Platform)],
+                vec![quarterly(dec!(500))],
+            );
+            let anchor = AnchorDay::CALENDAR;
+            assert_eq!(
+                earlier_periods(&c, month(3), anchor),
+                vec![month(1), month(2)]
+            );
+            assert!(earlier_periods(&c, month(1), anchor).is_empty());
+            assert!(earlier_periods(&c, month(2), anchor).is_empty());
+            // March: 1000 × 0.10 = 100.00 list, +10% = 110.00, -10% = 99.00.
+            let mut s = march(dec!(1000));
+            apply(&mut s, &c).unwrap();
+            assert_eq!(s.lines.len(), 1, "apply trues up monthly periods only");
+            // January spent 120.40; February had no usage (absent: 0).
+            let earlier = BTreeMap::from([(day(1, 1), dec!(120.40))]);
+            true_up_windows(&mut s, &c, &earlier).unwrap();
+            // 500 - (120.40 + 0 + 99.00) = 280.60.
+            assert_eq!(s.lines.len(), 2);
+            let t = &s.lines[1];
+            assert_eq!(
+                (t.kind, t.price_id, t.amount, t.platform_fee, t.partner_net),
+                (
+                    LineKind::CommitmentTrueUp,
+                    2,
+                    dec!(280.60),
+                    dec!(280.60),
+                    dec!(0)
+                )
+            );
+            assert_eq!(s.subtotal, dec!(379.60));
+            assert_eq!(net_spend(&s.lines).unwrap(), dec!(99.00));
+        }
+
+        #[test]
+        fn a_quarter_spent_in_full_and_a_month_not_ending_it_have_no_true_up() {
+            let c = contract(vec![], vec![quarterly(dec!(500))]);
+            let mut s = march(dec!(1000));
+            let earlier = BTreeMap::from([(day(1, 1), dec!(300)), (day(2, 1), dec!(90))]);
+            // 300 + 90 + 110.00 = 500.00: nothing short.
+            true_up_windows(&mut s, &c, &earlier).unwrap();
+            assert_eq!((s.lines.len(), s.subtotal), (1, dec!(110.00)));
+            let mut feb = february(vec![]);
+            true_up_windows(&mut feb, &c, &earlier).unwrap();
+            assert_eq!((feb.lines.len(), feb.subtotal), (0, dec!(0)));
+            // A quarter with no usage at all bills its whole minimum.
+            let mut empty = march(dec!(0));
+            empty.lines.clear();
+            empty.sum_up().unwrap();
+            true_up_windows(&mut empty, &c, &BTreeMap::new()).unwrap();
+            assert_eq!(empty.subtotal, dec!(500.00));
+        }
+
+        #[test]
+        fn a_year_reads_its_eleven_earlier_months() {
+            let mut c = contract(vec![], vec![]);
+            c.ends_at = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+            c.commitments = vec![Commitment {
+                cadence: Cadence::Year,
+                ends_at: c.ends_at,
+                ..monthly(dec!(1))
+            }];
+            let december = Period::new(day(12, 1), c.ends_at).unwrap();
+            let earlier = earlier_periods(&c, december, AnchorDay::CALENDAR);
+            assert_eq!(earlier.len(), 11);
+            assert_eq!((earlier[0], earlier[10]), (month(1), month(11)));
+        }
+
+        #[test]
+        fn commitments_must_start_and_end_on_billing_period_boundaries() {
+            let mut c = contract(vec![], vec![quarterly(dec!(500))]);
+            assert_eq!(c.check_commitment_periods(AnchorDay::CALENDAR), Ok(()));
+            c.commitments[0].starts_at = day(1, 15);
+            let err = c.check_commitment_periods(AnchorDay::CALENDAR).unwrap_err();
+            assert_eq!(err.code(), "invalid_contract");
+            assert!(
+                err.to_string().contains("billing period boundaries"),
+                "{err}"
+            );
+            c.commitments[0].ends_at = day(4, 15);
+            let fifteenth = AnchorDay::new(15).unwrap();
+            assert_eq!(c.check_commitment_periods(fifteenth), Ok(()));
+            assert_eq!(
+                billing_periods(day(1, 15), day(4, 15), fifteenth),
+                vec![
+                    Period::new(day(1, 15), day(2, 15)).unwrap(),
+                    Period::new(day(2, 15), day(3, 15)).unwrap(),
+                    Period::new(day(3, 15), day(4, 15)).unwrap(),
+                ]
+            );
+        }
+
+        #[test]
+        fn late_usage_of_a_quarters_month_adjusts_its_sealed_last_month() {
+            let c = contract(vec![], vec![quarterly(dec!(500)), monthly(dec!(100))]);
+            let anchor = AnchorDay::CALENDAR;
+            // Billed on April: March ended the quarter and is sealed.
+            assert_eq!(
+                window_ends_to_adjust(&c, month(1), day(4, 1), anchor),
+                vec![month(3)]
+            );
+            // Billed on March: its own statement trues the quarter up.
+            assert!(window_ends_to_adjust(&c, month(1), day(3, 1), anchor).is_empty());
+            // March's late usage adjusts March itself; months trued up alone too.
+            assert!(window_ends_to_adjust(&c, month(3), day(4, 1), anchor).is_empty());
+        }
+    }
 }
 
 #[path = "negotiated_tests.rs"]
