@@ -85,6 +85,8 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(composition::references::mint))
         .routes(routes!(composition::margin::get_margin))
         .routes(routes!(composition::margin::export_margin))
+        .routes(routes!(composition::statement::list_statements))
+        .routes(routes!(composition::statement::get_statement))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

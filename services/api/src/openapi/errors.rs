@@ -33,6 +33,8 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/provider/references", &[Code::NotFound]),
     ("get", "/v1/provider/margin", &[Code::InvalidPeriod]),
     ("get", "/v1/provider/margin.csv", &[Code::InvalidPeriod]),
+    ("get", "/v1/provider/statements", &[]),
+    ("get", "/v1/provider/statements/{period}", &[Code::InvalidPeriod]),
     ("get", "/v1/admin/skus", &[]),
     ("post", "/v1/admin/skus", &[Code::InvalidAggregation, Code::InvalidPrice, Code::SkuNotInNamespace, Code::AlreadyExists, Code::UnknownProvider]),
     ("post", "/v1/admin/prices", &[Code::InvalidPrice, Code::UnknownCurrency, Code::InvalidDate, Code::PriceVersionExists, Code::UnknownSku]),
