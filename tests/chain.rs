@@ -15,39 +15,21 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally_domain::Period;
 use tally_invoicing::lifecycle;
 
 const GRACE_HOURS: i64 = 48;
 
-async fn call(s: &Seeded, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    send(
-        &s.http,
-        method,
-        &format!("{}{path}", s.invoicing),
-        key,
-        body,
-    )
-    .await
-}
-
 async fn created(s: &Seeded, path: &str, key: &str, body: Value) -> Value {
-    let (status, answer) = call(s, "post", path, key, body).await;
+    let (status, answer) = s.call("post", path, key, body).await;
     assert_eq!(status, 201, "{path}: {answer}");
     answer
 }
 
 fn d(x: &str) -> Decimal {
     x.parse().unwrap()
-}
-
-/// `x` rounded to cents, half away from zero, with two decimals.
-fn cents(x: Decimal) -> Decimal {
-    let mut rounded = x.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-    rounded.rescale(2);
-    rounded
 }
 
 /// `pct` % of `x`, in cents.
@@ -132,14 +114,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
         assert_eq!(answer["settlement_mode"], "gross");
         keys.insert(id, answer["api_key"].as_str().unwrap().to_owned());
     }
-    let (status, refused) = call(
-        &s,
-        "post",
-        "/v1/admin/providers",
-        &admin,
-        json!({"id": "oddco", "name": "Odd", "kind": "partner", "settlement_mode": "sideways"}),
-    )
-    .await;
+    let (status, refused) = s
+        .call(
+            "post",
+            "/v1/admin/providers",
+            &admin,
+            json!({"id": "oddco", "name": "Odd", "kind": "partner", "settlement_mode": "sideways"}),
+        )
+        .await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_request")),
@@ -242,14 +224,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
         let key = keys[provider].clone();
         let s = &s;
         async move {
-            let (status, body) = call(
-                s,
-                "post",
-                "/v1/provider/references",
-                &key,
-                json!({"account": account}),
-            )
-            .await;
+            let (status, body) = s
+                .call(
+                    "post",
+                    "/v1/provider/references",
+                    &key,
+                    json!({"account": account}),
+                )
+                .await;
             assert_eq!(status, 200, "{body}");
             body["reference"].as_str().unwrap().to_owned()
         }
@@ -401,14 +383,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
             .to_owned();
         let s = &s;
         async move {
-            let (status, body) = call(
-                s,
-                "get",
-                &format!("/v1/invoices/{id}"),
-                &s.keys.finance,
-                json!(null),
-            )
-            .await;
+            let (status, body) = s
+                .call(
+                    "get",
+                    &format!("/v1/invoices/{id}"),
+                    &s.keys.finance,
+                    json!(null),
+                )
+                .await;
             assert_eq!(status, 200, "{body}");
             assert_eq!(body["status"], "finalized");
             body
@@ -444,14 +426,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     // its own invoice, the others are paid in full.
     let appco_net = alpha_app + beta_app - alpha_fee - beta_fee;
     let (midco_net, baseco_net) = (mid - mid_fee, base - base_fee);
-    let (_, settlements) = call(
-        &s,
-        "get",
-        &format!("/v1/settlements?period={period}"),
-        &s.keys.finance,
-        json!(null),
-    )
-    .await;
+    let (_, settlements) = s
+        .call(
+            "get",
+            &format!("/v1/settlements?period={period}"),
+            &s.keys.finance,
+            json!(null),
+        )
+        .await;
     let got: Vec<_> = settlements["data"]
         .as_array()
         .unwrap()
@@ -566,47 +548,47 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     for (provider, mode, currency) in &want {
         let one = json!({"period": period, "provider_id": provider,
                          "settlement_mode": mode, "currencies": [currency]});
-        let (status, got) = call(
-            &s,
-            "get",
-            &format!("/v1/provider/statements/{period}"),
-            &keys[provider],
-            json!(null),
-        )
-        .await;
+        let (status, got) = s
+            .call(
+                "get",
+                &format!("/v1/provider/statements/{period}"),
+                &keys[provider],
+                json!(null),
+            )
+            .await;
         assert_eq!((status, &got), (200, &one), "{provider}");
-        let (status, list) = call(
-            &s,
-            "get",
-            "/v1/provider/statements",
-            &keys[provider],
-            json!(null),
-        )
-        .await;
+        let (status, list) = s
+            .call(
+                "get",
+                "/v1/provider/statements",
+                &keys[provider],
+                json!(null),
+            )
+            .await;
         assert_eq!((status, &list["data"]), (200, &json!([one])), "{provider}");
     }
     assert_eq!(want[1].2["net"], "2.11");
     // A month that is not one, and the statement of a month with nothing.
-    let (status, body) = call(
-        &s,
-        "get",
-        "/v1/provider/statements/2026-13",
-        &keys["appco"],
-        json!(null),
-    )
-    .await;
+    let (status, body) = s
+        .call(
+            "get",
+            "/v1/provider/statements/2026-13",
+            &keys["appco"],
+            json!(null),
+        )
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_period"))
     );
-    let (_, empty) = call(
-        &s,
-        "get",
-        &format!("/v1/provider/statements/{}", open.label()),
-        &keys["appco"],
-        json!(null),
-    )
-    .await;
+    let (_, empty) = s
+        .call(
+            "get",
+            &format!("/v1/provider/statements/{}", open.label()),
+            &keys["appco"],
+            json!(null),
+        )
+        .await;
     assert_eq!(empty["currencies"], json!([]));
 
     // Every margin-report row: each provider sees its immediate
@@ -662,14 +644,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
             )]),
         ),
     ] {
-        let (status, report) = call(
-            &s,
-            "get",
-            &format!("/v1/provider/margin?period={period}"),
-            &keys[provider],
-            json!(null),
-        )
-        .await;
+        let (status, report) = s
+            .call(
+                "get",
+                &format!("/v1/provider/margin?period={period}"),
+                &keys[provider],
+                json!(null),
+            )
+            .await;
         assert_eq!((status, &report["data"]), (200, &rows), "{provider}");
     }
 
@@ -677,46 +659,28 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     // nor its customer's invoice; a consumer no provider's statement.
     let alpha_bill = format!("/v1/accounts/alpha/bill?period={period}");
     assert_eq!(
-        call(&s, "get", &alpha_bill, &keys["baseco"], json!(null))
+        s.call("get", &alpha_bill, &keys["baseco"], json!(null))
             .await
             .0,
         403
     );
+    // midco's own invoice is midco's: neither its supplier's nor its
+    // customer's to read.
     let midco_id = midco_invoice["id"].as_str().unwrap();
+    let own_invoice = format!("/v1/provider/account/invoices/{midco_id}");
+    for (key, status) in [
+        (&keys["baseco"], 404),
+        (&keys["appco"], 404),
+        (&keys["midco"], 200),
+    ] {
+        assert_eq!(
+            s.call("get", &own_invoice, key, json!(null)).await.0,
+            status
+        );
+    }
+    let statements = "/v1/provider/statements";
     assert_eq!(
-        call(
-            &s,
-            "get",
-            &format!("/v1/provider/account/invoices/{midco_id}"),
-            &keys["baseco"],
-            json!(null)
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        call(
-            &s,
-            "get",
-            &format!("/v1/provider/account/invoices/{midco_id}"),
-            &keys["appco"],
-            json!(null)
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        call(
-            &s,
-            "get",
-            "/v1/provider/statements",
-            &s.keys.acme,
-            json!(null)
-        )
-        .await
-        .0,
+        s.call("get", statements, &s.keys.acme, json!(null)).await.0,
         403
     );
 
@@ -725,14 +689,14 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     let fees = alpha_fee + beta_fee + mid_fee + base_fee;
     let settled = appco_net + midco_net + baseco_net;
     assert_eq!(invoiced, fees + settled);
-    let (status, rec) = call(
-        &s,
-        "get",
-        &format!("/v1/reconciliation?period={period}"),
-        &s.keys.finance,
-        json!(null),
-    )
-    .await;
+    let (status, rec) = s
+        .call(
+            "get",
+            &format!("/v1/reconciliation?period={period}"),
+            &s.keys.finance,
+            json!(null),
+        )
+        .await;
     assert_eq!(status, 200, "{rec}");
     assert_eq!(
         rec["currencies"],
