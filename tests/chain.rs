@@ -724,3 +724,37 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     );
     s.running.stop().await.unwrap();
 }
+
+/// `tally create-provider --settlement-mode`: the platform creates a
+/// provider settled net; a mode that is neither is refused, and nothing is
+/// created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_provider_settled_net_or_nothing() {
+    let h = Harness::new().await;
+    let create = |id: &str, mode: &str| {
+        h.tally(&[
+            "create-provider",
+            "--id",
+            id,
+            "--name",
+            id,
+            "--settlement-mode",
+            mode,
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = create("netco", "net");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!create("oddco", "sideways").status.success());
+    let modes: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, settlement_mode FROM providers WHERE id IN ('netco', 'oddco')")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(modes, [("netco".to_owned(), "net".to_owned())]);
+}

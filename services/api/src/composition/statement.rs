@@ -1,9 +1,9 @@
 //! A composing provider's statements (`/v1/provider/statements…`, issue 17
 //! item 4), per month and currency: what its consumers owe it less the
 //! platform fee (its settlement, as `GET /v1/settlements` shows it), what
-//! it owes its upstream providers (its own accounts' finalized invoices of
-//! the month: their subtotal, the credits that paid part of them, what is
-//! due), and the net of the two, paid gross or net as the platform set for
+//! it owes its upstream providers (its own accounts' invoices of the month,
+//! counted as settlements count a month: their subtotal, the credits that
+//! paid part of them, what is due), and the net of the two, paid gross or net as the platform set for
 //! it ([`tally_domain::composition::statement`]). A provider reads its own
 //! statements only.
 
@@ -21,38 +21,53 @@ use crate::auth::ProviderCaller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::finance::invoices::parse_period;
+use crate::finance::settlement::reconciliation::{ISSUED, VOIDED};
 use crate::finance::settlement::{settlements, Settlement};
 
 /// At most this many months are listed, newest first.
 const MONTHS: i64 = 24;
 
-/// A provider's own accounts' finalized invoices of a month, in one
-/// currency.
+/// A provider's own accounts' invoices of a month, in one currency, as a
+/// month counts them for settlements: the finalized invoices of the
+/// periods starting in it (voided since or not), less those voided in the
+/// month and the credit notes issued in it (whatever period they correct),
+/// so that a month settled and paid out never changes afterwards.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnInvoices {
+    /// The month's finalized invoices (voided since or not).
     pub invoices: i64,
-    /// Their subtotals (before credits).
+    /// Their subtotals (before credits), less voided subtotals and credit
+    /// notes.
     pub invoiced: Decimal,
+    /// The credits applied on them, less those of voided invoices.
     pub credits_applied: Decimal,
-    /// Their totals: what is left to pay.
+    /// What is left to pay: `invoiced - credits_applied`.
     pub due: Decimal,
 }
 
-/// The finalized invoices of the periods starting in `month` of the
-/// accounts each provider owns (or `provider` owns), by (provider,
-/// currency code). Void invoices are left out: nothing is due on them.
+/// The own invoices ([`OwnInvoices`]) of `month` of each provider (or of
+/// `provider`), by (provider, currency code).
 pub async fn own_invoices(
     conn: &mut PgConnection,
     month: Period,
     provider: Option<&str>,
 ) -> Result<BTreeMap<(String, String), OwnInvoices>, sqlx::Error> {
-    let rows: Vec<(String, String, i64, Decimal, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT a.owner_provider_id, i.currency, count(*), sum(i.subtotal), sum(i.credits_total), sum(i.total)
-         FROM invoices i JOIN accounts a ON a.id = i.account_id
-         WHERE a.owner_provider_id IS NOT NULL AND ($3::text IS NULL OR a.owner_provider_id = $3)
-           AND i.status = 'finalized' AND i.period_start >= $1 AND i.period_start < $2
-         GROUP BY a.owner_provider_id, i.currency",
-    )
+    let owned =
+        "a.owner_provider_id IS NOT NULL AND ($3::text IS NULL OR a.owner_provider_id = $3)";
+    let rows: Vec<(String, String, i64, Decimal, Decimal, Decimal)> = sqlx::query_as(&format!(
+        "SELECT owner, currency, sum(n)::bigint, sum(subtotal), sum(credits), sum(total) FROM (
+             SELECT a.owner_provider_id AS owner, i.currency, 1 AS n,
+                    i.subtotal, i.credits_total AS credits, i.total
+             FROM invoices i JOIN accounts a ON a.id = i.account_id WHERE {owned} AND {ISSUED}
+             UNION ALL
+             SELECT a.owner_provider_id, i.currency, 0, -i.subtotal, -i.credits_total, -i.total
+             FROM invoices i JOIN accounts a ON a.id = i.account_id WHERE {owned} AND {VOIDED}
+             UNION ALL
+             SELECT a.owner_provider_id, n.currency, 0, -n.total, 0, -n.total
+             FROM credit_notes n JOIN accounts a ON a.id = n.account_id
+             WHERE {owned} AND n.created_at >= $1 AND n.created_at < $2
+         ) t GROUP BY owner, currency"
+    ))
     .bind(month.start())
     .bind(month.end())
     .bind(provider)
@@ -159,10 +174,11 @@ pub struct CurrencyStatement {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = crate::openapi::Decimal)]
     pub settlement: Decimal,
-    /// Its own accounts' finalized invoices of the month (what it owes its
-    /// upstream providers, through the platform)
+    /// Its own accounts' finalized invoices of the month's periods (what it
+    /// owes its upstream providers, through the platform)
     pub own_invoices: i64,
-    /// Their subtotals
+    /// Their subtotals, less those of its invoices voided in the month
+    /// and its credit notes issued in it
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = crate::openapi::Decimal)]
     pub invoiced: Decimal,
@@ -271,8 +287,8 @@ fn net(c: &mut CurrencyStatement, mode: SettlementMode) -> Result<(), MoneyError
     Ok(())
 }
 
-/// The months, newest first, in which `provider` has finalized lines or
-/// its own accounts have finalized invoices.
+/// The months, newest first, in which `provider` has lines or its own
+/// accounts have invoices, finalized (voided since or not).
 async fn months(
     conn: &mut PgConnection,
     provider: &ProviderId,
@@ -280,7 +296,7 @@ async fn months(
     let starts: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT to_char(i.period_start AT TIME ZONE 'UTC', 'YYYY-MM') AS month
          FROM invoices i
-         WHERE i.status = 'finalized'
+         WHERE i.status IN ('finalized', 'void')
            AND (EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = i.id AND l.provider_id = $1)
                 OR EXISTS (SELECT 1 FROM accounts a WHERE a.id = i.account_id AND a.owner_provider_id = $1))
          ORDER BY month DESC LIMIT $2",

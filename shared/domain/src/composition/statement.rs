@@ -84,23 +84,34 @@ pub fn settle(
     due: Decimal,
 ) -> Result<Settled, MoneyError> {
     let net = checked::sub(settlement, due)?;
-    let payment = |payer, amount: Decimal| (!amount.is_zero()).then_some(Payment { payer, amount });
-    let payments = match mode {
-        SettlementMode::Gross => [
-            payment(Payer::Platform, settlement),
-            payment(Payer::Provider, due),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        SettlementMode::Net if net.is_sign_negative() => {
-            payment(Payer::Provider, checked::sub(Decimal::ZERO, net)?)
-                .into_iter()
-                .collect()
-        }
-        SettlementMode::Net => payment(Payer::Platform, net).into_iter().collect(),
+    let owed = match mode {
+        SettlementMode::Gross => vec![(Payer::Platform, settlement), (Payer::Provider, due)],
+        SettlementMode::Net => vec![(Payer::Platform, net)],
     };
+    let mut payments = Vec::with_capacity(owed.len());
+    for (payer, amount) in owed {
+        payments.extend(payment(payer, amount)?);
+    }
     Ok(Settled { net, payments })
+}
+
+/// `amount` owed by `payer`: none when zero; a negative amount (a month
+/// whose corrections exceed what it billed) is paid the other way.
+fn payment(payer: Payer, amount: Decimal) -> Result<Option<Payment>, MoneyError> {
+    let other = match payer {
+        Payer::Platform => Payer::Provider,
+        Payer::Provider => Payer::Platform,
+    };
+    Ok(if amount.is_zero() {
+        None
+    } else if amount.is_sign_negative() {
+        Some(Payment {
+            payer: other,
+            amount: checked::sub(Decimal::ZERO, amount)?,
+        })
+    } else {
+        Some(Payment { payer, amount })
+    })
 }
 
 #[cfg(test)]
@@ -148,6 +159,27 @@ mod tests {
             .unwrap()
             .payments
             .is_empty());
+    }
+
+    #[test]
+    fn a_negative_side_is_paid_the_other_way() {
+        // A month whose credit notes on the provider's own invoices exceed
+        // them: the platform pays the provider back, in either mode.
+        let s = settle(SettlementMode::Gross, dec!(3.00), dec!(-0.50)).unwrap();
+        assert_eq!(
+            s.payments,
+            [
+                pay(Payer::Platform, dec!(3.00)),
+                pay(Payer::Platform, dec!(0.50))
+            ]
+        );
+        let s = settle(SettlementMode::Gross, dec!(-1.00), dec!(0)).unwrap();
+        assert_eq!(s.payments, [pay(Payer::Provider, dec!(1.00))]);
+        let s = settle(SettlementMode::Net, dec!(3.00), dec!(-0.50)).unwrap();
+        assert_eq!(
+            (s.net, s.payments),
+            (dec!(3.50), vec![pay(Payer::Platform, dec!(3.50))])
+        );
     }
 
     #[test]

@@ -111,8 +111,9 @@ pub struct CurrencySettlement {
     pub totals: Figures,
     pub by_sku: Vec<Keyed>,
     pub by_account: Vec<Keyed>,
-    /// What the partner's own accounts' finalized invoices of the month
-    /// leave to pay (a provider that is also a customer; issue 17).
+    /// What the partner's own accounts' invoices of the month leave to pay
+    /// after credits, counted as the month counts invoices (less voids and
+    /// credit notes made in it; a provider that is also a customer, issue 17).
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = crate::openapi::Decimal)]
     pub own_invoices_due: Decimal,

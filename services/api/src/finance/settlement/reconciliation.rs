@@ -101,9 +101,9 @@ impl Reconciliation {
 /// The month's invoices (finalized, voided since or not), and the invoices
 /// voided in the month (whatever their period): a query adds the first and
 /// takes the second away.
-pub(super) const ISSUED: &str =
+pub(crate) const ISSUED: &str =
     "i.status IN ('finalized', 'void') AND i.period_start >= $1 AND i.period_start < $2";
-pub(super) const VOIDED: &str = "i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2";
+pub(crate) const VOIDED: &str = "i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2";
 
 /// Per currency, `select` (a scalar subquery over `i`, the invoice) summed
 /// over the month's invoices, less the same over those voided in the month.
