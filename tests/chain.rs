@@ -8,7 +8,10 @@
 //! month is sealed and finalized; checked, every amount computed here by
 //! hand: every invoice line, every settlement (appco settled net, the
 //! others gross), each provider's statement, every margin-report row, the
-//! reconciliation and its chain, through the API and `tally reconcile`.
+//! reconciliation and its chain, through the API and `tally reconcile`;
+//! then a credit note on midco's invoice, a correction of the month it is
+//! made in: the settled month unchanged, the later one's statements (a
+//! negative side paid the other way), reconciliation and chain exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -721,6 +724,108 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
     assert!(
         text.contains("  chain appco: members appco, baseco, midco\n"),
         "{text}"
+    );
+
+    // A credit note of 0.50 on baseco's line of midco's invoice: a
+    // correction of the month it is made in. The month above is settled
+    // and does not change; in the month of the note, midco is paid 0.50
+    // back (gross: its due is negative) and baseco gives back its part.
+    let position: i32 = sqlx::query_scalar(
+        "SELECT position FROM invoice_lines WHERE invoice_id = $1::uuid AND sku_id = 'baseco.store.gb'",
+    )
+    .bind(midco_id)
+    .fetch_one(&s.h.pool)
+    .await
+    .unwrap();
+    let (status, note) = s
+        .call(
+            "post",
+            &format!("/v1/invoices/{midco_id}/credit-notes"),
+            &s.keys.finance,
+            json!({"reason": "outage", "lines": [{"position": position, "amount": "0.50"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{note}");
+    let made: chrono::DateTime<chrono::Utc> = note["created_at"].as_str().unwrap().parse().unwrap();
+    let made = Period::month_containing(made).label();
+    assert_ne!(made, period);
+    let noted = d("0.50");
+    let back = cents(noted * baseco_net / base);
+    assert_eq!(back, d("0.46"));
+    let (_, october) = s
+        .call(
+            "get",
+            &format!("/v1/provider/statements/{period}"),
+            &keys["midco"],
+            json!(null),
+        )
+        .await;
+    assert_eq!(october["currencies"][0], want[1].2);
+    let statement_of = |provider: &'static str| {
+        let url = format!("/v1/provider/statements/{made}");
+        let (s, key) = (&s, keys[provider].clone());
+        async move { s.call("get", &url, &key, json!(null)).await.1["currencies"].clone() }
+    };
+    let zero_sales = |settlement: Decimal, notes: Decimal, own: Decimal, payments: Value| {
+        json!([{"currency": "USD", "consumers_owe": "0.00", "platform_fee": "0.00",
+                "credit_notes": money(notes), "settlement": money(settlement), "own_invoices": 0,
+                "invoiced": money(own), "credits_applied": "0.00", "due": money(own),
+                "net": money(settlement - own), "payments": payments}])
+    };
+    assert_eq!(
+        statement_of("midco").await,
+        zero_sales(
+            zero,
+            zero,
+            -noted,
+            json!([{"payer": "platform", "amount": money(noted)}])
+        )
+    );
+    assert_eq!(
+        statement_of("baseco").await,
+        zero_sales(
+            -back,
+            back,
+            zero,
+            json!([{"payer": "provider", "amount": money(back)}])
+        )
+    );
+    let (_, rec) = s
+        .call(
+            "get",
+            &format!("/v1/reconciliation?period={made}"),
+            &s.keys.finance,
+            json!(null),
+        )
+        .await;
+    let usd = &rec["currencies"][0];
+    assert_eq!(
+        [
+            &usd["credit_notes"],
+            &usd["invoiced"],
+            &usd["platform_revenue"],
+            &usd["partner_settlements"],
+            &usd["difference"]
+        ],
+        [
+            &money(noted),
+            &money(-noted),
+            &money(back - noted),
+            &money(-back),
+            &json!("0.00")
+        ],
+        "{rec}"
+    );
+    // In that month midco's account is billed (back) and no provider's
+    // by midco: midco roots the month's chain.
+    assert_eq!(
+        rec["chains"],
+        json!([{"root": "midco", "members": ["midco", "baseco"],
+                "currencies": [{"currency": "USD", "to_consumers": "0.00",
+                                "to_providers": money(-noted), "invoiced": money(-noted),
+                                "platform_revenue": money(back - noted),
+                                "settlements": money(-back), "credits_applied": "0.00",
+                                "difference": "0.00"}]}])
     );
     s.running.stop().await.unwrap();
 }
