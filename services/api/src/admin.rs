@@ -20,7 +20,7 @@ use tally_platform::{catalog, composition, onboarding};
 use crate::auth::Admin;
 use crate::composition::Audience;
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiQuery, RequestBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::openapi;
 
 type Created = (StatusCode, Json<Value>);
@@ -361,6 +361,48 @@ pub async fn create_staff_key(
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": key.id, "role": body.role, "api_key": key.secret})),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SettlementModeChange {
+    /// `gross`: the provider's settlement paid in full, its own invoices
+    /// paid separately; `net`: its own invoices of the month netted against
+    /// its settlement, one payment of the difference
+    #[schema(pattern = "^(gross|net)$")]
+    mode: String,
+}
+
+impl RequestBody for SettlementModeChange {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{id}/settlement-mode",
+    tag = "admin",
+    summary = "Set how the platform settles with a provider that is also its customer: gross or net of its own invoices",
+    params(("id" = String, Path, description = "Provider id")),
+    request_body = SettlementModeChange,
+    responses((status = 200, description = "The provider's mode", body = inline(openapi::ProviderSettlementMode))),
+    security(("bearer" = [])),
+)]
+pub async fn set_settlement_mode(
+    _: Admin,
+    State(pool): State<PgPool>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SettlementModeChange>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("provider {id}"));
+    let provider = ProviderId::parse(&id).map_err(|_| not_found())?;
+    let mode = SettlementMode::parse(&body.mode).map_err(invalid)?;
+    let mut conn = pool.acquire().await?;
+    catalog::set_settlement_mode(&mut conn, &provider, mode)
+        .await
+        .map_err(|e| match e {
+            catalog::CatalogError::UnknownProvider(_) => not_found(),
+            other => other.into(),
+        })?;
+    Ok(Json(
+        json!({"id": provider, "settlement_mode": mode.as_str()}),
     ))
 }
 

@@ -53,6 +53,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(contracts::list_partner_terms))
         .routes(routes!(contracts::agree_to_term))
         .routes(routes!(admin::create_provider, admin::list_providers))
+        .routes(routes!(admin::set_settlement_mode))
         .routes(routes!(admin::create_account, admin::list_accounts))
         .routes(routes!(admin::create_sku, admin::list_skus))
         .routes(routes!(admin::create_price))

@@ -26,6 +26,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/accounts/{account}/bill-links", &[Code::InvalidPeriod, Code::NotFound]),
     ("get", "/v1/admin/providers", &[]),
     ("post", "/v1/admin/providers", &[Code::InvalidPrice, Code::InvalidProviderId, Code::AlreadyExists]),
+    ("post", "/v1/admin/providers/{id}/settlement-mode", &[Code::NotFound]),
     ("get", "/v1/admin/accounts", &[]),
     ("post", "/v1/admin/accounts", &[Code::UnknownCurrency, Code::AlreadyExists, Code::UnknownProvider]),
     ("get", "/v1/provider/account/invoices", &[]),

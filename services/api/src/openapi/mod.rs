@@ -146,6 +146,11 @@ written! {
         "settlement_mode": {"type": "string", "enum": ["gross", "net"]},
         "api_key": {"type": "string", "description": "Shown once; stored hashed"},
     }};
+    /// A provider's settlement mode.
+    ProviderSettlementMode = {"type": "object", "required": ["id", "settlement_mode"], "properties": {
+        "id": {"type": "string"},
+        "settlement_mode": {"type": "string", "enum": ["gross", "net"]},
+    }};
     /// Accounts.
     AccountList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}}}};
     /// A new account, with its customer token (shown once).
