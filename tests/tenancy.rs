@@ -839,6 +839,19 @@ async fn a_providers_own_account_is_read_by_that_provider_only() {
     assert_eq!(cloud["data"][0]["revenue"], "0.42");
     let (_, dbco) = send(http, "get", &url, &keys.dbco, json!(null)).await;
     assert_eq!(dbco["data"], json!([]));
+    // A provider's settlement mode: the admin only (its own provider
+    // cannot set it).
+    let mode = format!("{api}/v1/admin/providers/dbco/settlement-mode");
+    let net = json!({"mode": "net"});
+    for key in [&keys.dbco, &keys.acme, &keys.finance] {
+        let (status, body) = send(http, "post", &mode, key, net.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    assert_eq!(send(http, "post", &mode, "", net.clone()).await.0, 401);
+    assert_eq!(send(http, "post", &mode, &keys.admin, net).await.0, 200);
     // Each provider's statement is its own.
     for path in ["statements".to_owned(), format!("statements/{period}")] {
         let url = format!("{api}/v1/provider/{path}");
