@@ -130,10 +130,7 @@ pub async fn apply_modes(
                 .map_or(Decimal::ZERO, |o| o.due);
             c.own_invoices_due = c.currency.scaled(due);
             let settled = fits(settle(mode, c.totals.net_payable, due))?;
-            c.paid = c.currency.scaled(match mode {
-                SettlementMode::Gross => c.totals.net_payable,
-                SettlementMode::Net => settled.net,
-            });
+            c.paid = c.currency.scaled(settled.paid);
         }
     }
     Ok(())

@@ -69,6 +69,10 @@ pub struct Payment {
 pub struct Settled {
     /// `settlement - due`: positive when the platform owes the provider.
     pub net: Decimal,
+    /// What the platform pays the provider for its settlement (negative:
+    /// the provider pays the platform): the settlement when gross (the due
+    /// is paid separately), `net` when net.
+    pub paid: Decimal,
     /// The payments of the month, none of zero: gross, the settlement to
     /// the provider and the invoices' due to the platform; net, one payment
     /// of `|net|`.
@@ -84,15 +88,22 @@ pub fn settle(
     due: Decimal,
 ) -> Result<Settled, MoneyError> {
     let net = checked::sub(settlement, due)?;
-    let owed = match mode {
-        SettlementMode::Gross => vec![(Payer::Platform, settlement), (Payer::Provider, due)],
-        SettlementMode::Net => vec![(Payer::Platform, net)],
+    let (paid, owed) = match mode {
+        SettlementMode::Gross => (
+            settlement,
+            vec![(Payer::Platform, settlement), (Payer::Provider, due)],
+        ),
+        SettlementMode::Net => (net, vec![(Payer::Platform, net)]),
     };
     let mut payments = Vec::with_capacity(owed.len());
     for (payer, amount) in owed {
         payments.extend(payment(payer, amount)?);
     }
-    Ok(Settled { net, payments })
+    Ok(Settled {
+        net,
+        paid,
+        payments,
+    })
 }
 
 /// `amount` owed by `payer`: none when zero; a negative amount (a month
@@ -126,7 +137,7 @@ mod tests {
     #[test]
     fn gross_pays_the_settlement_in_full_and_the_invoice_separately() {
         let s = settle(SettlementMode::Gross, dec!(12.60), dec!(4.80)).unwrap();
-        assert_eq!(s.net, dec!(7.80));
+        assert_eq!((s.net, s.paid), (dec!(7.80), dec!(12.60)));
         assert_eq!(
             s.payments,
             [
@@ -140,8 +151,9 @@ mod tests {
     fn net_is_one_payment_of_the_difference_in_the_direction_it_falls() {
         let s = settle(SettlementMode::Net, dec!(12.60), dec!(4.80)).unwrap();
         assert_eq!(s.payments, [pay(Payer::Platform, dec!(7.80))]);
+        assert_eq!(s.paid, dec!(7.80));
         let s = settle(SettlementMode::Net, dec!(1.00), dec!(4.80)).unwrap();
-        assert_eq!(s.net, dec!(-3.80));
+        assert_eq!((s.net, s.paid), (dec!(-3.80), dec!(-3.80)));
         assert_eq!(s.payments, [pay(Payer::Provider, dec!(3.80))]);
         let s = settle(SettlementMode::Net, dec!(4.80), dec!(4.80)).unwrap();
         assert_eq!((s.net, s.payments), (dec!(0.00), vec![]));
