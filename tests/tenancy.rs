@@ -842,10 +842,16 @@ async fn a_providers_own_account_is_read_by_that_provider_only() {
         );
     }
     assert_eq!(send(http, "post", &references, "", consumer).await.0, 401);
-    // Margin reports: a provider's own only (JSON and CSV); no other role.
+    // Margin reports (JSON and CSV) and statements (the list and a
+    // month's): a provider's own only; no other role.
     let period = t.format("%Y-%m").to_string();
-    for path in ["margin", "margin.csv"] {
-        let url = format!("{api}/v1/provider/{path}?period={period}");
+    for path in [
+        format!("margin?period={period}"),
+        format!("margin.csv?period={period}"),
+        "statements".to_owned(),
+        format!("statements/{period}"),
+    ] {
+        let url = format!("{api}/v1/provider/{path}");
         assert_eq!(
             send(http, "get", &url, &keys.dbco, json!(null)).await.0,
             200,
@@ -873,5 +879,30 @@ async fn a_providers_own_account_is_read_by_that_provider_only() {
     assert_eq!(cloud["data"][0]["revenue"], "0.42");
     let (_, dbco) = send(http, "get", &url, &keys.dbco, json!(null)).await;
     assert_eq!(dbco["data"], json!([]));
+    // A provider's settlement mode: the admin only (its own provider
+    // cannot set it).
+    let mode = format!("{api}/v1/admin/providers/dbco/settlement-mode");
+    let net = json!({"mode": "net"});
+    for key in [&keys.dbco, &keys.acme, &keys.finance] {
+        let (status, body) = send(http, "post", &mode, key, net.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    assert_eq!(send(http, "post", &mode, "", net.clone()).await.0, 401);
+    assert_eq!(send(http, "post", &mode, &keys.admin, net).await.0, 200);
+    // Each provider's statement is its own.
+    for path in ["statements".to_owned(), format!("statements/{period}")] {
+        let url = format!("{api}/v1/provider/{path}");
+        for (key, provider) in [(&keys.dbco, "dbco"), (&keys.cloud, "cloud")] {
+            let (_, body) = send(http, "get", &url, key, json!(null)).await;
+            let own: Vec<_> = match body["data"].as_array() {
+                Some(list) => list.iter().map(|s| s["provider_id"].clone()).collect(),
+                None => vec![body["provider_id"].clone()],
+            };
+            assert!(own.iter().all(|p| p == provider), "{url}: {body}");
+        }
+    }
     s.running.stop().await.unwrap();
 }

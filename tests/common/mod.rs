@@ -381,6 +381,29 @@ impl Expected {
     }
 }
 
+impl Seeded {
+    /// `method` on the API's `path` with `key` (and `body`, for a POST):
+    /// (status, body).
+    pub async fn call(&self, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+        send(
+            &self.http,
+            method,
+            &format!("{}{path}", self.invoicing),
+            key,
+            body,
+        )
+        .await
+    }
+}
+
+/// `x` rounded to cents, half away from zero, with two decimals (`5.00`).
+pub fn cents(x: Decimal) -> Decimal {
+    let mut rounded =
+        x.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
+}
+
 /// A seeded pipeline: the harness, the test catalog (prices since 60 days
 /// ago), `services` running in this process, and an HTTP client.
 pub struct Seeded {

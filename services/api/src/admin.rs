@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tally_domain::composition::statement::SettlementMode;
 use tally_domain::input::{check_date, check_text, MAX_NAME, MAX_UNIT};
 use tally_domain::{
     AccountId, Aggregation, AnchorDay, Currency, PriceBook, PriceModel, ProviderId, ProviderKind,
@@ -19,7 +20,7 @@ use tally_platform::{catalog, composition, onboarding};
 use crate::auth::Admin;
 use crate::composition::Audience;
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiQuery, RequestBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, RequestBody};
 use crate::openapi;
 
 type Created = (StatusCode, Json<Value>);
@@ -64,6 +65,13 @@ pub struct NewProvider {
     #[serde(default)]
     #[schema(default = false)]
     requires_binding: bool,
+    /// How the platform settles with this provider when it is also a
+    /// customer (it owns a billing account): `gross` (the default: its
+    /// settlement paid in full, its own invoices paid separately) or `net`
+    /// (its own invoices netted against its settlement, one payment of the
+    /// difference)
+    #[schema(pattern = "^(gross|net)$")]
+    settlement_mode: Option<String>,
 }
 
 impl RequestBody for NewProvider {
@@ -88,8 +96,18 @@ pub async fn create_provider(
     check_text("name", &body.name, MAX_NAME)?;
     let kind = ProviderKind::parse(&body.kind)
         .ok_or_else(|| invalid("kind must be first_party or partner"))?;
+    let mode = body
+        .settlement_mode
+        .as_deref()
+        .map(SettlementMode::parse)
+        .transpose()
+        .map_err(invalid)?
+        .unwrap_or_default();
     let mut tx = pool.begin().await?;
     let key = onboarding::provider(&mut tx, &id, &body.name, kind, body.platform_fee_pct).await?;
+    if mode != SettlementMode::default() {
+        catalog::set_settlement_mode(&mut tx, &id, mode).await?;
+    }
     if let Some(pct) = body.p2p_fee_pct {
         catalog::set_p2p_fee(&mut tx, &id, pct).await?;
     }
@@ -105,7 +123,7 @@ pub async fn create_provider(
         Json(json!({
             "id": id, "name": body.name, "kind": kind,
             "kafka_ingest": body.kafka_ingest, "requires_binding": body.requires_binding,
-            "api_key": key.secret,
+            "settlement_mode": mode.as_str(), "api_key": key.secret,
         })),
     ))
 }
@@ -343,6 +361,48 @@ pub async fn create_staff_key(
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": key.id, "role": body.role, "api_key": key.secret})),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SettlementModeChange {
+    /// `gross`: the provider's settlement paid in full, its own invoices
+    /// paid separately; `net`: its own invoices of the month netted against
+    /// its settlement, one payment of the difference
+    #[schema(pattern = "^(gross|net)$")]
+    mode: String,
+}
+
+impl RequestBody for SettlementModeChange {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{id}/settlement-mode",
+    tag = "admin",
+    summary = "Set how the platform settles with a provider that is also its customer: gross or net of its own invoices",
+    params(("id" = String, Path, description = "Provider id")),
+    request_body = SettlementModeChange,
+    responses((status = 200, description = "The provider's mode", body = inline(openapi::ProviderSettlementMode))),
+    security(("bearer" = [])),
+)]
+pub async fn set_settlement_mode(
+    _: Admin,
+    State(pool): State<PgPool>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SettlementModeChange>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("provider {id}"));
+    let provider = ProviderId::parse(&id).map_err(|_| not_found())?;
+    let mode = SettlementMode::parse(&body.mode).map_err(invalid)?;
+    let mut conn = pool.acquire().await?;
+    catalog::set_settlement_mode(&mut conn, &provider, mode)
+        .await
+        .map_err(|e| match e {
+            catalog::CatalogError::UnknownProvider(_) => not_found(),
+            other => other.into(),
+        })?;
+    Ok(Json(
+        json!({"id": provider, "settlement_mode": mode.as_str()}),
     ))
 }
 

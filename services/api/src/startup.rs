@@ -54,6 +54,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(contracts::list_partner_terms))
         .routes(routes!(contracts::agree_to_term))
         .routes(routes!(admin::create_provider, admin::list_providers))
+        .routes(routes!(admin::set_settlement_mode))
         .routes(routes!(admin::create_account, admin::list_accounts))
         .routes(routes!(admin::create_sku, admin::list_skus))
         .routes(routes!(admin::create_price))
@@ -86,6 +87,8 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(composition::references::mint))
         .routes(routes!(composition::margin::get_margin))
         .routes(routes!(composition::margin::export_margin))
+        .routes(routes!(composition::statement::list_statements))
+        .routes(routes!(composition::statement::get_statement))
 }
 
 /// The bill pages, which let their viewers in themselves (`page::admit`).

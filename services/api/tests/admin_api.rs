@@ -28,6 +28,10 @@ async fn admin_endpoints_refuse_finance_provider_and_customer_keys() {
             json!({"sku": "dbco.gb", "currency": "USD", "unit_price": "0.25"}),
         ),
         ("/v1/admin/keys", json!({"role": "finance"})),
+        (
+            "/v1/admin/providers/dbco/settlement-mode",
+            json!({"mode": "net"}),
+        ),
     ];
     let gets = [
         "/v1/admin/providers",
@@ -207,5 +211,48 @@ async fn health_needs_no_key_and_metrics_are_not_public() {
             .await
             .unwrap();
         assert_eq!(res.status(), expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_sets_a_providers_settlement_mode() {
+    let s = Server::start().await;
+    let admin = Some(s.keys.admin.as_str());
+    let mode = || async {
+        sqlx::query_scalar::<_, String>("SELECT settlement_mode FROM providers WHERE id = 'dbco'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(mode().await, "gross", "the default");
+    let url = "/v1/admin/providers/dbco/settlement-mode";
+    let (status, body) = s.post(url, admin, json!({"mode": "net"})).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"id": "dbco", "settlement_mode": "net"})
+        )
+    );
+    assert_eq!(mode().await, "net");
+    let (status, body) = s.post(url, admin, json!({"mode": "sideways"})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    assert_eq!(mode().await, "net", "unchanged by a refusal");
+    for unknown in ["nobody", "No.Body"] {
+        let (status, body) = s
+            .post(
+                &format!("/v1/admin/providers/{unknown}/settlement-mode"),
+                admin,
+                json!({"mode": "gross"}),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{unknown}"
+        );
     }
 }

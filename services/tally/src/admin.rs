@@ -130,6 +130,15 @@ pub async fn set_platform_fee(pool: &PgPool, provider: &str, pct: Decimal) -> an
     Ok(())
 }
 
+/// Sets how the platform settles with a provider: `gross` or `net` (of its
+/// own invoices).
+pub async fn set_settlement_mode(pool: &PgPool, provider: &str, mode: &str) -> anyhow::Result<()> {
+    let mode = tally_domain::composition::statement::SettlementMode::parse(mode)?;
+    let mut conn = pool.acquire().await?;
+    catalog::set_settlement_mode(&mut conn, &ProviderId::parse(provider)?, mode).await?;
+    Ok(())
+}
+
 /// Allows (or stops) a provider's usage records on the `usage.ingest` topic.
 pub async fn set_kafka_ingest(pool: &PgPool, provider: &str, allowed: bool) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
@@ -216,6 +225,38 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
         ));
         for p in &c.problems {
             out.push_str(&format!("    problem: {p}\n"));
+        }
+    }
+    for chain in &report.chains {
+        out.push_str(&format!(
+            "  chain {}: members {}\n",
+            chain.root,
+            chain.members.join(", ")
+        ));
+        for c in &chain.currencies {
+            let row = |label: &str, amount: Decimal| format!("    {label:<42}{amount:>14}\n");
+            out.push_str(&format!("    {}\n", c.currency));
+            out.push_str(&row("invoiced to consumers", c.to_consumers));
+            out.push_str(&row("invoiced to providers in the chain", c.to_providers));
+            out.push_str(&row(
+                "platform revenue (net of credits)",
+                c.platform_revenue,
+            ));
+            out.push_str(&row("settlements", c.settlements));
+            out.push_str(&row(
+                "credits applied (providers' invoices)",
+                c.credits_applied,
+            ));
+            out.push_str(&format!(
+                "    {:<42}{:>14}  {}\n",
+                "difference",
+                c.difference,
+                if c.difference.is_zero() {
+                    "ok"
+                } else {
+                    "MISMATCH"
+                }
+            ));
         }
     }
     out

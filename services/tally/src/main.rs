@@ -84,6 +84,19 @@ enum Command {
         /// Take its usage from the `usage.ingest` Kafka topic too (off by default).
         #[arg(long)]
         kafka_ingest: bool,
+        /// How the platform settles with it when it is also a customer:
+        /// gross (its settlement in full, its own invoices paid separately)
+        /// or net (one payment of the difference).
+        #[arg(long, default_value = "gross", value_parser = ["gross", "net"])]
+        settlement_mode: String,
+    },
+    /// Set how the platform settles with a provider that is also its
+    /// customer: gross or net of its own invoices.
+    SetSettlementMode {
+        #[arg(long)]
+        provider: String,
+        #[arg(long, value_parser = ["gross", "net"])]
+        mode: String,
     },
     /// Allow or stop a provider's usage records on the `usage.ingest` Kafka topic.
     SetKafkaIngest {
@@ -415,6 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     kind,
                     platform_fee_pct,
                     kafka_ingest,
+                    settlement_mode,
                 } => {
                     let kind = ProviderKind::parse(&kind)
                         .context("kind must be first_party or partner")?;
@@ -425,7 +439,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if kafka_ingest {
                         tally::admin::set_kafka_ingest(&pool, &id, true).await?;
                     }
+                    tally::admin::set_settlement_mode(&pool, &id, &settlement_mode).await?;
                     println!("provider {id} created; API key (shown once): {key}");
+                }
+                Command::SetSettlementMode { provider, mode } => {
+                    tally::admin::set_settlement_mode(&pool, &provider, &mode).await?;
+                    println!("provider {provider} is settled {mode}");
                 }
                 Command::SetKafkaIngest { provider, allowed } => {
                     tally::admin::set_kafka_ingest(&pool, &provider, allowed).await?;

@@ -19,6 +19,8 @@
 //! | a plan's prorated fee, its allowances | [`plan`] |
 //! | how a credit note splits between platform and partner | [`corrections`] |
 //! | the reconciliation identity of a month | [`reconciliation`] |
+//! | how a composing provider's settlement and own invoices are paid (gross or net) | [`composition::statement`] |
+//! | the chains of composition of a month and each chain's identity | [`composition::chain`] |
 //! | whether a provider's usage correction (cancel, amend, backfill) may apply | [`usage_correction`] |
 //! | whether a contract is valid, which term discounts a line, what it takes off and who funds it, a commitment's true-up | [`contract`], [`contract::pricing`] |
 

@@ -93,6 +93,19 @@ pub async fn set_p2p_fee(
     update_provider(conn, provider, update).await
 }
 
+/// Sets how the platform settles with a provider (issue 17): gross, or
+/// net of its own invoices.
+pub async fn set_settlement_mode(
+    conn: &mut PgConnection,
+    provider: &ProviderId,
+    mode: tally_domain::composition::statement::SettlementMode,
+) -> Result<(), CatalogError> {
+    let update = sqlx::query("UPDATE providers SET settlement_mode = $2 WHERE id = $1")
+        .bind(provider.as_str())
+        .bind(mode.as_str());
+    update_provider(conn, provider, update).await
+}
+
 fn check_fee(what: &str, pct: Decimal) -> Result<(), CatalogError> {
     if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
         return Err(CatalogError::InvalidPrice(format!(

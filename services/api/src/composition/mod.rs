@@ -4,6 +4,7 @@
 pub mod account;
 pub mod margin;
 pub mod references;
+pub mod statement;
 
 use serde::Deserialize;
 use sqlx::PgConnection;

@@ -137,13 +137,19 @@ written! {
     /// Providers.
     ProviderList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}}};
     /// A new provider, with its API key (shown once).
-    ProviderCreated = {"type": "object", "required": ["id", "name", "kind", "kafka_ingest", "requires_binding", "api_key"], "properties": {
+    ProviderCreated = {"type": "object", "required": ["id", "name", "kind", "kafka_ingest", "requires_binding", "settlement_mode", "api_key"], "properties": {
         "id": {"type": "string"},
         "name": {"type": "string"},
         "kind": {"type": "string", "enum": ["first_party", "partner"]},
         "kafka_ingest": {"type": "boolean"},
         "requires_binding": {"type": "boolean"},
+        "settlement_mode": {"type": "string", "enum": ["gross", "net"]},
         "api_key": {"type": "string", "description": "Shown once; stored hashed"},
+    }};
+    /// A provider's settlement mode.
+    ProviderSettlementMode = {"type": "object", "required": ["id", "settlement_mode"], "properties": {
+        "id": {"type": "string"},
+        "settlement_mode": {"type": "string", "enum": ["gross", "net"]},
     }};
     /// Accounts.
     AccountList = {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}}}};

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::pricing::resolve::{version_at, Effective};
 use std::fmt;
 
+pub mod chain;
 pub mod margin;
+pub mod statement;
 
 /// The price version that prices usage at `at` of an account: for an
 /// account a provider owns, the SKU's wholesale version in effect (its

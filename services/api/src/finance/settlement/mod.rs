@@ -11,6 +11,7 @@ use axum::Json;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
+use tally_domain::composition::statement::SettlementMode;
 use tally_domain::money::checked;
 use tally_domain::{Currency, MoneyError, Period};
 use tally_platform::auth::Principal;
@@ -21,6 +22,7 @@ use crate::extract::ApiQuery;
 use crate::finance::invoices::parse_period;
 use tally_invoicing::amounts::{currency_of, fits};
 
+pub mod chains;
 pub mod exports;
 pub mod reconciliation;
 
@@ -109,6 +111,19 @@ pub struct CurrencySettlement {
     pub totals: Figures,
     pub by_sku: Vec<Keyed>,
     pub by_account: Vec<Keyed>,
+    /// What the partner's own accounts' invoices of the month leave to pay
+    /// after credits, counted as the month counts invoices (less voids and
+    /// credit notes made in it; a provider that is also a customer, issue 17).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub own_invoices_due: Decimal,
+    /// What the platform pays the partner for the month: `net_payable` when
+    /// it is settled gross (it pays its own invoices separately);
+    /// `net_payable - own_invoices_due` when it is settled net (negative:
+    /// the partner pays the platform the difference).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub paid: Decimal,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -116,6 +131,9 @@ pub struct Settlement {
     pub provider_id: String,
     pub provider_name: String,
     pub period: String,
+    /// `gross` or `net`: how the platform settles with the partner
+    #[schema(value_type = String, pattern = "^(gross|net)$")]
+    pub settlement_mode: SettlementMode,
     pub currencies: Vec<CurrencySettlement>,
 }
 
@@ -164,7 +182,7 @@ pub async fn settlements(
     .bind(month.start())
     .bind(month.end())
     .bind(provider)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     let mut out: Vec<Settlement> = Vec::new();
     for r in &rows {
@@ -185,6 +203,7 @@ pub async fn settlements(
                 provider_id: provider_id.clone(),
                 provider_name: r.try_get("provider_name")?,
                 period: month.label(),
+                settlement_mode: SettlementMode::default(),
                 currencies: Vec::new(),
             });
         }
@@ -201,6 +220,8 @@ pub async fn settlements(
                 totals: Figures::default(),
                 by_sku: Vec::new(),
                 by_account: Vec::new(),
+                own_invoices_due: Decimal::ZERO,
+                paid: Decimal::ZERO,
             });
         }
         let Some(c) = settlement.currencies.last_mut() else {
@@ -223,6 +244,7 @@ pub async fn settlements(
             }
         }
     }
+    crate::composition::statement::apply_modes(conn, month, provider, &mut out).await?;
     Ok(out)
 }
 

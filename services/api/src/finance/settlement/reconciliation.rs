@@ -11,6 +11,7 @@ use tally_domain::money::checked;
 use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
 use tally_domain::{Currency, MoneyError, Period};
 
+use super::chains::{chains_of, ChainView};
 use super::settlements;
 use crate::auth::Staff;
 use crate::error::ApiError;
@@ -83,20 +84,26 @@ pub struct Reconciliation {
     /// Invoices of the month not finalized yet (left out of the figures).
     pub drafts: i64,
     pub currencies: Vec<CurrencyReconciliation>,
+    /// The month per chain of composition (issue 17): each composing root
+    /// and the providers it draws from, with the identity on the chain's
+    /// lines ([`super::chains`]). Not a partition of the month: a supplier
+    /// two roots draw from is in both.
+    pub chains: Vec<ChainView>,
 }
 
 impl Reconciliation {
     pub fn holds(&self) -> bool {
         self.currencies.iter().all(CurrencyReconciliation::holds)
+            && self.chains.iter().all(ChainView::holds)
     }
 }
 
 /// The month's invoices (finalized, voided since or not), and the invoices
 /// voided in the month (whatever their period): a query adds the first and
 /// takes the second away.
-const ISSUED: &str =
+pub(crate) const ISSUED: &str =
     "i.status IN ('finalized', 'void') AND i.period_start >= $1 AND i.period_start < $2";
-const VOIDED: &str = "i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2";
+pub(crate) const VOIDED: &str = "i.status = 'void' AND i.voided_at >= $1 AND i.voided_at < $2";
 
 /// Per currency, `select` (a scalar subquery over `i`, the invoice) summed
 /// over the month's invoices, less the same over those voided in the month.
@@ -262,10 +269,12 @@ pub async fn reconcile(
         .into_iter()
         .map(|(code, month)| fits(month.view(parse_stored("currency", &code)?)))
         .collect::<Result<_, _>>()?;
+    let chains = chains_of(&mut *conn, month).await?;
     Ok(Reconciliation {
         period: month.label(),
         drafts,
         currencies,
+        chains,
     })
 }
 
@@ -353,6 +362,7 @@ mod tests {
             provider_id: "dbco".into(),
             provider_name: "DB Co".into(),
             period: "2026-11".into(),
+            settlement_mode: tally_domain::composition::statement::SettlementMode::Net,
             currencies: vec![CurrencySettlement {
                 currency: jpy,
                 totals: figures.clone(),
@@ -361,13 +371,15 @@ mod tests {
                     figures: figures.clone(),
                 }],
                 by_account: vec![],
+                own_invoices_due: dec!(1000),
+                paid: dec!(-13),
             }],
         };
         let figures = r#""gross_list":"1234","platform_fee":"247","credit_notes":"0","net_payable":"987","partner_funded_discounts":"0","platform_funded_discounts":"0""#;
         assert_eq!(
             serde_json::to_string(&settlement).unwrap(),
             format!(
-                r#"{{"provider_id":"dbco","provider_name":"DB Co","period":"2026-11","currencies":[{{"currency":"JPY",{figures},"by_sku":[{{"id":"dbco.db",{figures}}}],"by_account":[]}}]}}"#
+                r#"{{"provider_id":"dbco","provider_name":"DB Co","period":"2026-11","settlement_mode":"net","currencies":[{{"currency":"JPY",{figures},"by_sku":[{{"id":"dbco.db",{figures}}}],"by_account":[],"own_invoices_due":"1000","paid":"-13"}}]}}"#
             )
         );
         let usd = Currency::parse("USD").unwrap();
