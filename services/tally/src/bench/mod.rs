@@ -414,7 +414,12 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             report.cpu_us_per_event.insert(s.name.to_owned(), us);
         }
     }
-    println!("CPU per event (µs): {:?}", report.cpu_us_per_event);
+    let cpu: Vec<String> = report
+        .cpu_us_per_event
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect();
+    println!("CPU per event (µs): {}", cpu.join(", "));
     let (db_after, wal_after) = database_size_and_wal(&pool).await?;
     report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
     report.database_mib_per_million_events =
