@@ -11,7 +11,7 @@
 //! that gets no late usage, and the bench sends none.
 
 use anyhow::Context;
-use chrono::Months;
+use chrono::{DateTime, Months, Utc};
 use sqlx::PgPool;
 use tally_domain::Period;
 
@@ -31,6 +31,13 @@ pub(super) fn history_months(run: Period, months: u32) -> anyhow::Result<Vec<Per
             Ok(Period::month_containing(start))
         })
         .collect()
+}
+
+/// The start of the oldest of `months` stored before `run`'s.
+pub(super) fn history_start(run: Period, months: u32) -> anyhow::Result<DateTime<Utc>> {
+    run.start()
+        .checked_sub_months(Months::new(months))
+        .context("history start")
 }
 
 /// Lines of each history statement: `lines` SKUs of each provider (all of
@@ -182,6 +189,7 @@ mod tests {
         assert_eq!(labels, ["2027-01", "2026-12", "2026-11"]);
         assert_eq!(months[0].end(), run.start());
         assert!(history_months(run, 0).unwrap().is_empty());
+        assert_eq!(history_start(run, 3).unwrap(), months[2].start());
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub history_months: u32,
     /// Dedupe history stored before the run: this many earlier events'
-    /// ids (spread over the past 12 months, over the bench's accounts and
-    /// providers), as months of traffic would have left them.
+    /// ids (spread over the `--history-months`, else the past 12 months,
+    /// over the bench's accounts and providers), as months of traffic
+    /// would have left them.
     #[arg(long, default_value_t = 0)]
     pub history_events: u64,
     /// How usage spreads over accounts: 0 evenly, else Zipf with this
@@ -281,7 +282,12 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
     let t0 = Instant::now();
     if a.history_events > 0 {
-        store_history(&pool, &catalog, a.history_events).await?;
+        // Over the stored months when there are any, else the past year.
+        let span = match a.history_months {
+            0 => TimeDelta::days(365),
+            months => now - history::history_start(run_period, months)?,
+        };
+        store_history(&pool, &catalog, a.history_events, span).await?;
     }
     if a.history_months > 0 {
         history::store_months(&pool, &catalog, run_period, a.history_months, a.lines).await?;

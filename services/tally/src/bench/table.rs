@@ -220,4 +220,32 @@ mod tests {
         let err = growth_table(&bad).unwrap_err();
         assert_eq!(err.to_string(), "line 2");
     }
+
+    #[test]
+    fn the_reports_tally_bench_appends_are_what_the_table_reads() {
+        let report = |accounts: usize, e2e: f64| {
+            let mut r = crate::bench::Report {
+                knobs: Knobs {
+                    accounts,
+                    skus: 20,
+                    events: 1000,
+                    ..Knobs::default()
+                },
+                end_to_end_events_per_s: e2e,
+                invoices: 7,
+                invoices_exact: 7,
+                ..crate::bench::Report::default()
+            };
+            r.cpu_us_per_event.insert("rating".into(), 12.0);
+            r.peak_rss_mib.insert("rating".into(), 150.0);
+            serde_json::to_string(&r).unwrap()
+        };
+        let results = format!("{}\n{}\n", report(1000, 300.0), report(10_000, 200.0));
+        let table = growth_table(&results).unwrap();
+        assert!(
+            table.contains("| 1000 | 0 (0.00) | 300 (0.00, 0.00) | 0 / 0 | 12.0 | 0 | 0.0 | – / 150 / – / – | 7 of 7 | 0.0 |"),
+            "{table}"
+        );
+        assert!(table.contains("| 10000 | 0 (0.00) | 200 "), "{table}");
+    }
 }

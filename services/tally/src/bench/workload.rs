@@ -388,8 +388,13 @@ pub(super) fn amount_due(
 }
 
 /// Fills the dedupe table with `n` earlier events' ids (`h0`, `h1`, …),
-/// spread over the past year, a million rows per statement.
-pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> anyhow::Result<()> {
+/// spread evenly over the `span` before now, a million rows per statement.
+pub(super) async fn store_history(
+    pool: &PgPool,
+    catalog: &Catalog,
+    n: u64,
+    span: TimeDelta,
+) -> anyhow::Result<()> {
     let providers: Vec<&str> = catalog.provider_ids.iter().map(String::as_str).collect();
     let accounts = i64::try_from(catalog.accounts.len())?;
     let mut from = 0i64;
@@ -399,14 +404,16 @@ pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> a
         sqlx::query(
             "INSERT INTO processed_events (provider_id, event_id, account_id, event_time, processed_at)
              SELECT ($1::text[])[1 + g % cardinality($1::text[])], 'h' || g, 'a' || (g % $2),
-                    now() - make_interval(secs => (g % 31536000)::double precision),
-                    now() - make_interval(secs => (g % 31536000)::double precision)
+                    now() - make_interval(secs => g * $5::double precision / $6),
+                    now() - make_interval(secs => g * $5::double precision / $6)
              FROM generate_series($3::bigint, $4::bigint - 1) AS g",
         )
         .bind(&providers)
         .bind(accounts)
         .bind(from)
         .bind(to)
+        .bind(span.num_seconds())
+        .bind(n)
         .execute(pool)
         .await?;
         from = to;
