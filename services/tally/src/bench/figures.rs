@@ -2,11 +2,13 @@
 //! so a sweep's results file says what each line measured) and the
 //! database's figures read before and after the throughput run.
 
-use chrono::{DateTime, Utc};
+use anyhow::bail;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tally_platform::Config;
 
 use super::BenchArgs;
 
@@ -62,18 +64,55 @@ pub(super) async fn table_sizes(pool: &PgPool) -> anyhow::Result<BTreeMap<String
     Ok(rows.into_iter().collect())
 }
 
-/// Statement versions of the periods from `since` on, and their bytes,
-/// each version at its statement's final body size: (versions, bytes).
-pub(super) async fn statement_writes(
-    pool: &PgPool,
-    since: DateTime<Utc>,
-) -> anyhow::Result<(i64, i64)> {
-    Ok(sqlx::query_as(
-        "SELECT coalesce(sum(version), 0)::bigint,
-                coalesce(sum(version * octet_length(body)), 0)::bigint
-         FROM statements WHERE period_start >= $1",
-    )
-    .bind(since)
-    .fetch_one(pool)
-    .await?)
+/// The statements rating has published on `billing.statements` so far
+/// (every version, as the database stored its body): (messages, bytes of
+/// their payloads). Read from the start of the topic to its end as it is
+/// now, by a group of the bench's own.
+pub(super) async fn published_statements(config: &Config) -> anyhow::Result<(u64, u64)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::Message;
+    let topic = config.topics().statements;
+    let consumer = tally_platform::kafka::consumer(
+        config,
+        &format!("{}-statement-bytes", config.group_prefix),
+    )?;
+    let wait = Duration::from_secs(10);
+    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&topic), wait))?;
+    let mut end: HashMap<i32, i64> = HashMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = tokio::task::block_in_place(|| {
+            consumer.fetch_watermarks(&topic, partition.id(), wait)
+        })?;
+        if high > 0 {
+            end.insert(partition.id(), high);
+        }
+    }
+    consumer.subscribe(&[&topic])?;
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !end.is_empty() {
+        if Instant::now() > deadline {
+            bail!("billing.statements was not read to its end within 300 s");
+        }
+        let batch = tally_platform::kafka::next_batch_within(
+            &consumer,
+            5000,
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        )
+        .await?;
+        for m in batch {
+            let Some(last) = end.get(&m.partition()).copied() else {
+                continue;
+            };
+            if m.offset() < last {
+                messages += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            if m.offset() + 1 >= last {
+                end.remove(&m.partition());
+            }
+        }
+    }
+    Ok((messages, bytes))
 }

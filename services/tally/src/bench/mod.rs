@@ -28,7 +28,7 @@ mod services;
 pub mod table;
 mod workload;
 
-use figures::{statement_writes, table_sizes, Knobs};
+use figures::{published_statements, table_sizes, Knobs};
 use freshness::freshness;
 use raw::{ceilings, kafka_ingest};
 use services::{post_batch, spawn, wait_healthy};
@@ -189,12 +189,11 @@ pub struct Report {
     /// the tables that grew.
     pub table_mib_per_million_events: BTreeMap<String, f64>,
     /// Statement versions written during the throughput run, per event
-    /// (restatements of the run's account-periods).
+    /// (restatements; each is stored and published on `billing.statements`).
     pub statement_writes_per_event: f64,
-    /// Statement bytes written during the throughput run, per event: each
-    /// version counted at its statement's final body size (an upper
-    /// bound; a body grows with its lines). Each version is also
-    /// published to `billing.statements`.
+    /// Statement bytes written during the throughput run, per event: the
+    /// bodies of those versions, read back from `billing.statements` (the
+    /// database stores each once more).
     pub statement_bytes_per_event: f64,
     /// CPU time (user + system, `/proc/<pid>/stat`) each service used
     /// during the throughput run, µs per event: rating's is its cost per
@@ -440,7 +439,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
                 .insert(table.clone(), mib);
         }
     }
-    let (versions, bytes) = statement_writes(&pool, run_period.start()).await?;
+    let (versions, bytes) = published_statements(&config).await?;
     report.statement_writes_per_event = versions as f64 / accepted as f64;
     report.statement_bytes_per_event = bytes as f64 / accepted as f64;
     println!(
