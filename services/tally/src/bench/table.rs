@@ -28,6 +28,7 @@ pub const SWEPT: [&str; 5] = [
 struct Run {
     knobs: Knobs,
     seed_seconds: f64,
+    history_seconds: f64,
     ingest_events_per_s: f64,
     ingest_to_produce_ratio: f64,
     end_to_end_events_per_s: f64,
@@ -94,7 +95,7 @@ pub fn growth_table(results: &str) -> anyhow::Result<String> {
         writeln!(out, "### As `{name}` grows\n")?;
         writeln!(
             out,
-            "| {name} | ingest events/s (× produce) | end to end events/s (× consume, × COPY) | freshness p50 / p99 ms | rating CPU µs/event | statement bytes/event | DB MiB per M events | peak RSS MiB (collector / rating / invoicing / api) | exact invoices | seed s |"
+            "| {name} | ingest events/s (× produce) | end to end events/s (× consume, × COPY) | freshness p50 / p99 ms | rating CPU µs/event | statement bytes/event | DB MiB per M events | peak RSS MiB (collector / rating / invoicing / api) | exact invoices | seed / history s |"
         )?;
         writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
         for r in series {
@@ -105,7 +106,7 @@ pub fn growth_table(results: &str) -> anyhow::Result<String> {
             };
             writeln!(
                 out,
-                "| {} | {:.0} ({:.2}) | {:.0} ({:.2}, {:.2}) | {:.0} / {:.0} | {} | {:.0} | {:.1} | {} / {} / {} / {} | {} of {} | {:.1} |",
+                "| {} | {:.0} ({:.2}) | {:.0} ({:.2}, {:.2}) | {:.0} / {:.0} | {} | {:.0} | {:.1} | {} / {} / {} / {} | {} of {} | {:.1} / {:.1} |",
                 knob_text(&r.knobs, name),
                 r.ingest_events_per_s,
                 r.ingest_to_produce_ratio,
@@ -126,6 +127,7 @@ pub fn growth_table(results: &str) -> anyhow::Result<String> {
                 r.invoices_exact,
                 r.invoices,
                 r.seed_seconds,
+                r.history_seconds,
             )?;
         }
         writeln!(out)?;
@@ -197,7 +199,7 @@ mod tests {
         assert_eq!(accounts.len(), 3);
         assert_eq!(
             accounts[0],
-            "| 1000 | 5000 (0.25) | 900 (0.01, 0.02) | 800 / 1201 | 41.3 | 310 | 512.0 | 100 / 191 / 110 / 60 | 12 of 12 | 0.5 |"
+            "| 1000 | 5000 (0.25) | 900 (0.01, 0.02) | 800 / 1201 | 41.3 | 310 | 512.0 | 100 / 191 / 110 / 60 | 12 of 12 | 0.5 / 0.0 |"
         );
         assert!(
             accounts[1].starts_with("| 10000 | 4500 "),
@@ -243,7 +245,7 @@ mod tests {
         let results = format!("{}\n{}\n", report(1000, 300.0), report(10_000, 200.0));
         let table = growth_table(&results).unwrap();
         assert!(
-            table.contains("| 1000 | 0 (0.00) | 300 (0.00, 0.00) | 0 / 0 | 12.0 | 0 | 0.0 | – / 150 / – / – | 7 of 7 | 0.0 |"),
+            table.contains("| 1000 | 0 (0.00) | 300 (0.00, 0.00) | 0 / 0 | 12.0 | 0 | 0.0 | – / 150 / – / – | 7 of 7 | 0.0 / 0.0 |"),
             "{table}"
         );
         assert!(table.contains("| 10000 | 0 (0.00) | 200 "), "{table}");
