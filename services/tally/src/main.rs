@@ -42,6 +42,12 @@ enum Command {
     /// ingest, end-to-end throughput with exact totals, freshness, the raw
     /// broker and PostgreSQL ceilings, and each service's peak memory.
     Bench(tally::bench::BenchArgs),
+    /// Print the markdown growth tables of a sweep's results file (the
+    /// JSON lines of `tally bench --results`; see deploy/bench-sweep.sh).
+    BenchTable {
+        /// The results file; its first line is the base run.
+        results: std::path::PathBuf,
+    },
     /// Create the database if needed and apply pending migrations.
     Migrate,
     /// List the dead letters of `usage.events.dlq` not yet replayed, and put
@@ -301,6 +307,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Local(command) = cli.command {
         return local(command).await;
     }
+    if let Command::BenchTable { results } = &cli.command {
+        let text = std::fs::read_to_string(results)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", results.display()))?;
+        print!("{}", tally::bench::table::growth_table(&text)?);
+        return Ok(());
+    }
     if let Command::Openapi = cli.command {
         print!("{}", tally_api::openapi::text());
         return Ok(());
@@ -555,6 +567,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Up { .. }
                 | Command::Demo { .. }
                 | Command::Bench(_)
+                | Command::BenchTable { .. }
                 | Command::DlqReplay { .. }
                 | Command::Import { .. }
                 | Command::Local(_)

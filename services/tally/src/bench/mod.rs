@@ -20,11 +20,15 @@ use tally_platform::Config;
 
 use crate::infra;
 
+mod figures;
 mod freshness;
+mod history;
 mod raw;
 mod services;
+pub mod table;
 mod workload;
 
+use figures::{published_statements, table_sizes, Knobs};
 use freshness::freshness;
 use raw::{ceilings, kafka_ingest};
 use services::{post_batch, spawn, wait_healthy};
@@ -36,15 +40,31 @@ pub struct BenchArgs {
     /// Providers (the first is first-party, the others partners).
     #[arg(long, default_value_t = 4)]
     pub providers: usize,
-    /// Customer accounts (USD).
+    /// Customer accounts (USD), seeded in one statement (up to 1,000,000).
     #[arg(long, default_value_t = 1000)]
     pub accounts: usize,
-    /// SKUs per provider.
+    /// SKUs per provider (all providers' together up to 10,000), seeded in
+    /// bulk; usage spreads over them.
     #[arg(long, default_value_t = 5)]
     pub skus: usize,
+    /// Percent of the accounts with a contract (account `i` when `i % 100`
+    /// is below it): a 12.5 % platform-funded discount of every line and
+    /// a monthly commitment of `--commitment` USD, which the expected
+    /// totals apply exactly.
+    #[arg(long, default_value_t = 0)]
+    pub contracts: u32,
+    /// The monthly commitment's minimum net spend of a contract, USD.
+    #[arg(long, default_value_t = Decimal::ONE_HUNDRED)]
+    pub commitment: Decimal,
+    /// Closed months stored before the run for every account: usage
+    /// aggregates, a sealed statement, a finalized invoice with its lines
+    /// (see `--lines`), and the account's seal through the run's month.
+    #[arg(long, default_value_t = 0)]
+    pub history_months: u32,
     /// Dedupe history stored before the run: this many earlier events'
-    /// ids (spread over the past 12 months, over the bench's accounts and
-    /// providers), as months of traffic would have left them.
+    /// ids (spread over the `--history-months`, else the past 12 months,
+    /// over the bench's accounts and providers), as months of traffic
+    /// would have left them.
     #[arg(long, default_value_t = 0)]
     pub history_events: u64,
     /// How usage spreads over accounts: 0 evenly, else Zipf with this
@@ -94,6 +114,14 @@ pub struct BenchArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Append the report as one JSON line (with its knobs) to this file:
+    /// the results file of a sweep (`deploy/bench-sweep.sh`).
+    #[arg(long)]
+    pub results: Option<std::path::PathBuf>,
+    /// The database the bench creates (dropped first) on the server of
+    /// `DATABASE_URL`.
+    #[arg(long, default_value = "tally_bench")]
+    pub database: String,
     /// A small run (20,000 events, 3 s of freshness) that checks exactness, not speed.
     #[arg(long)]
     pub smoke: bool,
@@ -111,6 +139,9 @@ impl BenchArgs {
             zipf: self.zipf,
             lines: self.lines,
             history_events: self.history_events.min(100_000),
+            history_months: self.history_months.min(3),
+            contracts: self.contracts,
+            commitment: self.commitment,
             events: 20_000,
             kafka_events: 5_000,
             batch_size: 500,
@@ -120,6 +151,8 @@ impl BenchArgs {
             freshness_seconds: 3,
             ceiling_events: 20_000,
             json: self.json.clone(),
+            results: self.results.clone(),
+            database: self.database.clone(),
             private_broker: self.private_broker,
             grants: self.grants,
             smoke: true,
@@ -129,6 +162,12 @@ impl BenchArgs {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The shape of the load this run had.
+    pub knobs: Knobs,
+    /// Seeding the catalog, the accounts, their grants and contracts, s.
+    pub seed_seconds: f64,
+    /// Storing `--history-months` and `--history-events`, s.
+    pub history_seconds: f64,
     pub events: u64,
     pub accepted: u64,
     pub ingest_events_per_s: f64,
@@ -146,6 +185,20 @@ pub struct Report {
     pub wal_bytes_per_event: f64,
     /// How much the database grew during the throughput run, per million events.
     pub database_mib_per_million_events: f64,
+    /// The same per table (a partitioned table with its partitions), for
+    /// the tables that grew.
+    pub table_mib_per_million_events: BTreeMap<String, f64>,
+    /// Statement versions written during the throughput run, per event
+    /// (restatements; each is stored and published on `billing.statements`).
+    pub statement_writes_per_event: f64,
+    /// Statement bytes written during the throughput run, per event: the
+    /// bodies of those versions, read back from `billing.statements` (the
+    /// database stores each once more).
+    pub statement_bytes_per_event: f64,
+    /// CPU time (user + system, `/proc/<pid>/stat`) each service used
+    /// during the throughput run, µs per event: rating's is its cost per
+    /// event.
+    pub cpu_us_per_event: BTreeMap<String, f64>,
     pub invoices: usize,
     pub invoices_exact: usize,
     pub freshness_rate: u64,
@@ -178,11 +231,15 @@ async fn database_size_and_wal(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     .await?)
 }
 
-/// Events billed on draft invoices so far.
-async fn billed_events(pool: &PgPool) -> anyhow::Result<i64> {
+/// Events billed on the invoices of the run's periods (from `since`: not
+/// the stored history's) so far.
+async fn billed_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
-        "SELECT COALESCE(sum(event_count), 0)::bigint FROM invoice_lines WHERE kind = 'usage'",
+        "SELECT COALESCE(sum(l.event_count), 0)::bigint
+         FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
+         WHERE i.period_start >= $1 AND l.kind = 'usage'",
     )
+    .bind(since)
     .fetch_one(pool)
     .await?)
 }
@@ -206,26 +263,45 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         kafka.start().await?;
         config.kafka_brokers = kafka.bootstrap();
     }
-    crate::demo::drop_database(&config.database_url, "tally_bench").await?;
-    config.database_url = crate::demo::with_database(&config.database_url, "tally_bench");
+    crate::demo::drop_database(&config.database_url, &a.database).await?;
+    config.database_url = crate::demo::with_database(&config.database_url, &a.database);
     config.topic_prefix = format!("bench-{run_id}.");
     config.group_prefix = format!("bench-{run_id}");
     tally_platform::prepare(&config).await?;
     let pool = tally_platform::db::connect(&config.database_url, 4).await?;
     let now = Utc::now();
+    // The month of the run's earliest event (each is within the hour before `now`).
+    let run_period = Period::month_containing(now - TimeDelta::seconds(3600));
+    let t0 = Instant::now();
     let catalog = seed(&pool, &a, now - TimeDelta::days(60)).await?;
+    let seed_seconds = t0.elapsed().as_secs_f64();
+    println!(
+        "seed: {} providers × {} SKUs, {} accounts, grants {}, contracts {} % in {seed_seconds:.1} s",
+        a.providers, a.skus, a.accounts, a.grants, a.contracts
+    );
+    let t0 = Instant::now();
     if a.history_events > 0 {
-        let t0 = Instant::now();
-        store_history(&pool, &catalog, a.history_events).await?;
+        // Over the stored months when there are any, else the past year.
+        let span = match a.history_months {
+            0 => TimeDelta::days(365),
+            months => now - history::history_start(run_period, months)?,
+        };
+        store_history(&pool, &catalog, a.history_events, span).await?;
+    }
+    if a.history_months > 0 {
+        history::store_months(&pool, &catalog, run_period, a.history_months, a.lines).await?;
+    }
+    let history_seconds = t0.elapsed().as_secs_f64();
+    if a.history_events > 0 || a.history_months > 0 {
+        sqlx::query("ANALYZE").execute(&pool).await?;
         println!(
-            "history: {} earlier events' ids stored in {:.1} s",
-            a.history_events,
-            t0.elapsed().as_secs_f64()
+            "history: {} months, {} earlier events' ids stored in {history_seconds:.1} s",
+            a.history_months, a.history_events
         );
     }
     println!(
-        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, history {}, grants {}); {} events in batches of {} from {} clients",
-        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
+        "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, contracts {} %, history {} months and {} ids, grants {}); {} events in batches of {} from {} clients",
+        a.providers, a.skus, a.accounts, a.zipf, a.lines, a.contracts, a.history_months, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
     );
 
     let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
@@ -244,6 +320,9 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let events_url = format!("{collector}/v1/events");
 
     let mut report = Report {
+        knobs: Knobs::of(&a),
+        seed_seconds,
+        history_seconds,
         events: a.events,
         ..Report::default()
     };
@@ -257,6 +336,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
 
     // 1. Throughput: ingest, then end to end.
     let (db_before, wal_before) = database_size_and_wal(&pool).await?;
+    let tables_before = table_sizes(&pool).await?;
+    let cpu_before: Vec<Option<f64>> = services.iter().map(|s| s.cpu_seconds()).collect();
     let batches = a.events.div_ceil(a.batch_size as u64);
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
@@ -314,7 +395,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     }
     let deadline = Instant::now() + Duration::from_secs(600 + a.events / 1000);
     loop {
-        let billed = billed_events(&pool).await?;
+        let billed = billed_events(&pool, run_period.start()).await?;
         if billed as u64 >= accepted {
             break;
         }
@@ -332,13 +413,41 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         e2e.as_secs_f64(),
         report.end_to_end_events_per_s
     );
+    for (s, before) in services.iter().zip(cpu_before) {
+        if let (Some(before), Some(after)) = (before, s.cpu_seconds()) {
+            let us = (after - before) * 1e6 / accepted as f64;
+            report.cpu_us_per_event.insert(s.name.to_owned(), us);
+        }
+    }
+    let cpu: Vec<String> = report
+        .cpu_us_per_event
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect();
+    println!("CPU per event (µs): {}", cpu.join(", "));
     let (db_after, wal_after) = database_size_and_wal(&pool).await?;
     report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
     report.database_mib_per_million_events =
         (db_after - db_before) as f64 / (1024.0 * 1024.0) / accepted as f64 * 1e6;
+    let tables_after = table_sizes(&pool).await?;
+    for (table, after) in &tables_after {
+        let grew = after - tables_before.get(table).copied().unwrap_or(0);
+        if grew > 0 {
+            let mib = grew as f64 / (1024.0 * 1024.0) / accepted as f64 * 1e6;
+            report
+                .table_mib_per_million_events
+                .insert(table.clone(), mib);
+        }
+    }
+    let (versions, bytes) = published_statements(&config).await?;
+    report.statement_writes_per_event = versions as f64 / accepted as f64;
+    report.statement_bytes_per_event = bytes as f64 / accepted as f64;
     println!(
-        "writes: {:.0} bytes of WAL per event; the database grew {:.1} MiB per million events",
-        report.wal_bytes_per_event, report.database_mib_per_million_events
+        "writes: {:.0} bytes of WAL per event; the database grew {:.1} MiB per million events; {:.4} statement versions and {:.0} statement bytes per event",
+        report.wal_bytes_per_event,
+        report.database_mib_per_million_events,
+        report.statement_writes_per_event,
+        report.statement_bytes_per_event
     );
 
     // 1b. Kafka ingest: the next events as `usage.ingest` records, until
@@ -353,7 +462,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         );
         let total = accepted + a.kafka_events;
         let deadline = Instant::now() + Duration::from_secs(600 + a.kafka_events / 1000);
-        while (billed_events(&pool).await? as u64) < total {
+        while (billed_events(&pool, run_period.start()).await? as u64) < total {
             if Instant::now() > deadline {
                 bail!("the events of usage.ingest did not all reach invoices before the deadline");
             }
@@ -385,9 +494,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let deadline = Instant::now() + Duration::from_secs(120);
     let exact = loop {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =
-            sqlx::query_as("SELECT account_id, period_start, period_end, total FROM invoices")
-                .fetch_all(&pool)
-                .await?;
+            // The run's periods only: the stored history is not the run's.
+            sqlx::query_as(
+                "SELECT account_id, period_start, period_end, total FROM invoices
+                 WHERE period_start >= $1",
+            )
+            .bind(run_period.start())
+            .fetch_all(&pool)
+            .await?;
         let exact = rows
             .iter()
             .filter(|(account, start, end, total)| {
@@ -440,6 +554,14 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(path) = &a.results {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(file, "{}", serde_json::to_string(&report)?)?;
     }
     if report.invoices_exact != expected.len() || report.invoices != expected.len() {
         bail!(

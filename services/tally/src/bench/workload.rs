@@ -6,8 +6,9 @@ use anyhow::Context;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use tally_domain::money::checked;
+use tally_domain::pricing::{PriceBook, PriceModel};
 use tally_domain::{Currency, Period, ProviderKind};
 
 use super::BenchArgs;
@@ -21,6 +22,8 @@ pub(super) struct Catalog {
     pub(super) accounts: Vec<String>,
     /// What the grant of each of `accounts` pays per period (`--grants`).
     pub(super) grant_cap: Option<Decimal>,
+    /// The contract of a share of `accounts` (`--contracts`).
+    pub(super) contracts: Option<BenchContract>,
 }
 
 fn price_of(provider: usize, sku: usize) -> Decimal {
@@ -39,6 +42,7 @@ pub(super) async fn seed(
         skus: Vec::new(),
         accounts: Vec::new(),
         grant_cap: None,
+        contracts: None,
     };
     for p in 0..a.providers {
         let id = format!("p{p}");
@@ -52,18 +56,15 @@ pub(super) async fn seed(
         if p > 0 {
             crate::admin::set_platform_fee(pool, &id, Decimal::from(20)).await?;
         }
-        let mut skus = Vec::new();
-        for s in 0..a.skus {
-            let sku = format!("{id}.sku{s}");
-            crate::admin::create_sku(pool, &sku, &id, &format!("SKU {s}"), "unit").await?;
-            crate::admin::set_price(pool, &sku, "USD", price_of(p, s), since).await?;
-            skus.push((sku, price_of(p, s)));
-        }
+        let skus: Vec<(String, Decimal)> = (0..a.skus)
+            .map(|s| (format!("{id}.sku{s}"), price_of(p, s)))
+            .collect();
+        seed_skus(pool, &id, &skus, since).await?;
         catalog.provider_ids.push(id);
         catalog.provider_keys.push(key);
         catalog.skus.push(skus);
     }
-    // Accounts in bulk: the bench needs no customer tokens.
+    // Accounts in bulk, one statement: the bench needs no customer tokens.
     sqlx::query(
         "INSERT INTO accounts (id, name, currency)
          SELECT 'a' || g, 'Account ' || g, 'USD' FROM generate_series(0, $1 - 1) AS g",
@@ -93,7 +94,113 @@ pub(super) async fn seed(
         .await?;
         catalog.grant_cap = Some(cap);
     }
+    if a.contracts > 0 {
+        let terms = BenchContract {
+            share_percent: a.contracts.min(100),
+            discount_percent: Decimal::new(125, 1),
+            minimum: a.commitment,
+        };
+        seed_contracts(pool, a.accounts, &terms, since).await?;
+        catalog.contracts = Some(terms);
+    }
     Ok(catalog)
+}
+
+/// A provider's SKUs and their list prices (per unit, USD, from `since`),
+/// each table in one statement: 10,000 SKUs take one round trip, not
+/// 20,000.
+async fn seed_skus(
+    pool: &PgPool,
+    provider: &str,
+    skus: &[(String, Decimal)],
+    since: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let ids: Vec<&str> = skus.iter().map(|(id, _)| id.as_str()).collect();
+    let names: Vec<String> = (0..skus.len()).map(|s| format!("SKU {s}")).collect();
+    let models: Vec<serde_json::Value> = skus
+        .iter()
+        .map(|(_, price)| {
+            let book: PriceBook = PriceModel::per_unit(*price)?.into();
+            book.validate()?;
+            Ok(serde_json::to_value(book)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO skus (id, provider_id, name, unit)
+         SELECT id, $2, name, 'unit' FROM UNNEST($1::text[], $3::text[]) AS t(id, name)",
+    )
+    .bind(&ids)
+    .bind(provider)
+    .bind(&names)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO prices (sku_id, currency, effective_from, model, audience)
+         SELECT id, 'USD', $2, model, 'list' FROM UNNEST($1::text[], $3::jsonb[]) AS t(id, model)",
+    )
+    .bind(&ids)
+    .bind(since)
+    .bind(&models)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The contract of the accounts that have one (`--contracts`): a discount
+/// of every line, funded by the platform, and a monthly commitment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BenchContract {
+    /// Share of the accounts with a contract: account `i` has one when
+    /// `i % 100 < share_percent` (so the head of a Zipf spread does too).
+    pub(super) share_percent: u32,
+    pub(super) discount_percent: Decimal,
+    /// The monthly commitment's minimum net spend (USD).
+    pub(super) minimum: Decimal,
+}
+
+impl BenchContract {
+    pub(super) fn covers(&self, account: usize) -> bool {
+        (account % 100) < self.share_percent as usize
+    }
+}
+
+/// One contract per covered account, as the contracts API stores them:
+/// from the first of the month of `since` for two years, one term (all
+/// usage, platform-funded) and one monthly commitment over the whole term,
+/// so each calendar month is a commitment period.
+async fn seed_contracts(
+    pool: &PgPool,
+    accounts: usize,
+    c: &BenchContract,
+    since: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let start = Period::month_containing(since).start();
+    let end = start
+        .checked_add_months(chrono::Months::new(24))
+        .context("contract end")?;
+    sqlx::query(
+        "WITH c AS (
+             INSERT INTO contracts (account_id, starts_at, ends_at, currency)
+             SELECT 'a' || g, $3, $4, 'USD' FROM generate_series(0, $1 - 1) AS g
+             WHERE g % 100 < $2
+             RETURNING id),
+         t AS (
+             INSERT INTO contract_terms (contract_id, scope, percent, funded_by, effective_from, effective_to)
+             SELECT id, 'all', $5, 'platform', $3, $4 FROM c)
+         INSERT INTO contract_commitments (contract_id, cadence, minimum, starts_at, ends_at)
+         SELECT id, 'month', $6, $3, $4 FROM c",
+    )
+    .bind(i64::try_from(accounts)?)
+    .bind(i64::from(c.share_percent))
+    .bind(start)
+    .bind(end)
+    .bind(c.discount_percent)
+    .bind(c.minimum)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Event `i` of the throughput run: its batch decides the provider.
@@ -218,31 +325,76 @@ pub(super) fn expected_totals(
         add(account, p)?;
     }
     let usd = Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is ISO 4217"));
-    let mut totals: Expected = HashMap::new();
+    let mut lines: HashMap<(String, String), Vec<Decimal>> = HashMap::new();
     for ((account, label, provider, sku), tenths) in quantities {
         let amount = usd.round(checked::mul(
             Decimal::new(tenths, 1),
             gen.catalog.skus[provider][sku].1,
         )?);
-        let total = totals.entry((account, label)).or_default();
-        *total = checked::add(*total, amount)?;
+        lines.entry((account, label)).or_default().push(amount);
     }
-    if let Some(cap) = gen.catalog.grant_cap {
-        // Each period of a granted account: credits up to the cap, never
-        // beyond what it charges.
-        let granted: HashSet<&str> = gen.catalog.accounts.iter().map(String::as_str).collect();
-        for ((account, _), total) in totals.iter_mut() {
-            if granted.contains(account.as_str()) {
-                *total = checked::sub(*total, cap.min(*total))?;
-            }
-        }
+    // The bench's own accounts (`a<i>`) have its contract and grant; the
+    // freshness probes have neither.
+    let index: HashMap<&str, usize> = gen
+        .catalog
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.as_str(), i))
+        .collect();
+    let mut totals: Expected = HashMap::with_capacity(lines.len());
+    for ((account, label), amounts) in lines {
+        let own = index.get(account.as_str()).copied();
+        let contract = gen
+            .catalog
+            .contracts
+            .filter(|c| own.is_some_and(|i| c.covers(i)));
+        let cap = gen.catalog.grant_cap.filter(|_| own.is_some());
+        let total = amount_due(&amounts, contract.as_ref(), cap, usd)?;
+        totals.insert((account, label), total);
     }
     Ok(totals)
 }
 
+/// What an account-period comes to, computed without Tally from its usage
+/// lines (each already rounded): each line less its contract discount
+/// (`percent` of it, rounded once), then the commitment's true-up up to its
+/// minimum, then the grant's credit (up to `cap`, never beyond the total).
+pub(super) fn amount_due(
+    lines: &[Decimal],
+    contract: Option<&BenchContract>,
+    cap: Option<Decimal>,
+    currency: Currency,
+) -> anyhow::Result<Decimal> {
+    let mut total = Decimal::ZERO;
+    for line in lines {
+        let discount = match contract {
+            Some(c) => currency.round(checked::div(
+                checked::mul(*line, c.discount_percent)?,
+                Decimal::ONE_HUNDRED,
+            )?),
+            None => Decimal::ZERO,
+        };
+        total = checked::add(total, checked::sub(*line, discount)?)?;
+    }
+    if let Some(c) = contract {
+        let short = checked::sub(c.minimum, total)?.max(Decimal::ZERO);
+        total = checked::add(total, currency.round(short))?;
+    }
+    if let Some(cap) = cap {
+        total = checked::sub(total, cap.min(total))?;
+    }
+    Ok(total)
+}
+
 /// Fills the dedupe table with `n` earlier events' ids (`h0`, `h1`, …),
-/// spread over the past year, a million rows per statement.
-pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> anyhow::Result<()> {
+/// spread evenly over the `span` before now, a million rows per statement.
+pub(super) async fn store_history(
+    pool: &PgPool,
+    catalog: &Catalog,
+    n: u64,
+    span: TimeDelta,
+) -> anyhow::Result<()> {
     let providers: Vec<&str> = catalog.provider_ids.iter().map(String::as_str).collect();
     let accounts = i64::try_from(catalog.accounts.len())?;
     let mut from = 0i64;
@@ -252,14 +404,16 @@ pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> a
         sqlx::query(
             "INSERT INTO processed_events (provider_id, event_id, account_id, event_time, processed_at)
              SELECT ($1::text[])[1 + g % cardinality($1::text[])], 'h' || g, 'a' || (g % $2),
-                    now() - make_interval(secs => (g % 31536000)::double precision),
-                    now() - make_interval(secs => (g % 31536000)::double precision)
+                    now() - make_interval(secs => g * $5::double precision / $6),
+                    now() - make_interval(secs => g * $5::double precision / $6)
              FROM generate_series($3::bigint, $4::bigint - 1) AS g",
         )
         .bind(&providers)
         .bind(accounts)
         .bind(from)
         .bind(to)
+        .bind(span.num_seconds())
+        .bind(n)
         .execute(pool)
         .await?;
         from = to;
@@ -270,6 +424,7 @@ pub(super) async fn store_history(pool: &PgPool, catalog: &Catalog, n: u64) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn catalog(accounts: usize, skus: usize) -> Catalog {
         Catalog {
@@ -280,6 +435,7 @@ mod tests {
                 .collect()],
             accounts: (0..accounts).map(|i| format!("a{i}")).collect(),
             grant_cap: None,
+            contracts: None,
         }
     }
 
@@ -364,6 +520,93 @@ mod tests {
                 Decimal::new(1, 2)
             };
             assert_eq!(plain[key] - *total, less, "{key:?}");
+        }
+    }
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+
+    const CONTRACT: BenchContract = BenchContract {
+        share_percent: 30,
+        discount_percent: Decimal::from_parts(125, 0, 0, false, 1),
+        minimum: Decimal::from_parts(5, 0, 0, false, 0),
+    };
+
+    #[test]
+    fn a_contract_discounts_each_line_rounded_once_and_trues_up_to_its_minimum() {
+        // 12.5 % of 3.33 is 0.41625 → 0.42; of 4.05, 0.50625 → 0.51.
+        let lines = [Decimal::new(333, 2), Decimal::new(405, 2)];
+        let net = amount_due(&lines, None, None, usd()).unwrap();
+        assert_eq!(net, Decimal::new(738, 2));
+        let discounted = amount_due(&lines, Some(&CONTRACT), None, usd()).unwrap();
+        assert_eq!(discounted, Decimal::new(645, 2)); // 2.91 + 3.54
+                                                      // Below the minimum of 5.00: the true-up bills the rest.
+        let small = amount_due(&[Decimal::new(200, 2)], Some(&CONTRACT), None, usd()).unwrap();
+        assert_eq!(small, Decimal::new(500, 2));
+        // A grant pays up to its cap of what the true-up made due.
+        let credited = amount_due(
+            &[Decimal::new(200, 2)],
+            Some(&CONTRACT),
+            Some(Decimal::new(1, 2)),
+            usd(),
+        )
+        .unwrap();
+        assert_eq!(credited, Decimal::new(499, 2));
+    }
+
+    #[test]
+    fn a_contract_covers_its_share_of_the_accounts_and_never_a_probe() {
+        let plain_catalog = catalog(200, 2);
+        let catalog = Catalog {
+            contracts: Some(CONTRACT),
+            ..catalog(200, 2)
+        };
+        assert_eq!((0..200).filter(|i| CONTRACT.covers(*i)).count(), 60);
+        let now = Utc::now();
+        let probe = Planned {
+            provider: 0,
+            sku: 0,
+            account: 0,
+            quantity: 5,
+            time: now,
+        };
+        let extra = vec![("probe0".to_owned(), probe)];
+        let gen = Gen {
+            catalog: &catalog,
+            batch_size: 10,
+            now,
+            spread: None,
+            lines: 0,
+        };
+        let totals = expected_totals(&gen, 400, &extra).unwrap();
+        let plain = expected_totals(
+            &Gen {
+                catalog: &plain_catalog,
+                ..gen
+            },
+            400,
+            &extra,
+        )
+        .unwrap();
+        // Every SKU costs 1 USD a unit: a probe pays its 0.5 units, a
+        // covered account at least its minimum, the others their usage.
+        let label = Period::month_containing(now).label();
+        assert_eq!(totals[&("probe0".to_owned(), label)], Decimal::new(50, 2));
+        for ((account, label), total) in &totals {
+            let Some(i) = account
+                .strip_prefix('a')
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let plain = plain[&(account.clone(), label.clone())];
+            if CONTRACT.covers(i) {
+                assert!(*total >= CONTRACT.minimum, "{account}: {total}");
+                assert!(*total == CONTRACT.minimum || *total < plain, "{account}");
+            } else {
+                assert_eq!(*total, plain, "{account}");
+            }
         }
     }
 }
