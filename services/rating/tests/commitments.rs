@@ -59,7 +59,7 @@ async fn seed(pool: &PgPool) {
             ends_at: end,
             currency: usd,
             price_protection: false,
-            signed_at: start,
+            signed_at: Some(start),
             terms: vec![],
             commitments: vec![Commitment {
                 id: 0,
