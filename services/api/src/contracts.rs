@@ -53,23 +53,23 @@ pub struct TermBody {
     /// `all` (every line), `provider` (one provider's lines) or `skus`
     /// (the listed SKUs of one provider).
     #[schema(schema_with = crate::openapi::contract_scope)]
-    scope: String,
+    pub(crate) scope: String,
     /// Required for `provider` and `skus`, refused for `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// Required (non-empty) for `skus`, refused otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    skus: Vec<String>,
+    pub(crate) skus: Vec<String>,
     /// Off the line's amount, more than 0 and at most 100.
     #[serde(with = "tally_domain::input::exact")]
     #[schema(value_type = crate::openapi::Decimal)]
-    percent: Decimal,
+    pub(crate) percent: Decimal,
     /// `platform` (the partner is settled at list) or `partner` (its net
     /// falls by the discount once it has agreed; names a provider).
     #[schema(schema_with = crate::openapi::contract_funder)]
-    funded_by: String,
-    effective_from: DateTime<Utc>,
-    effective_to: DateTime<Utc>,
+    pub(crate) funded_by: String,
+    pub(crate) effective_from: DateTime<Utc>,
+    pub(crate) effective_to: DateTime<Utc>,
 }
 
 /// A minimum spend per commitment period, inside the contract's term.
@@ -91,12 +91,12 @@ pub struct CommitmentBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = ContractTerm)]
 pub struct TermView {
-    id: i64,
+    pub(crate) id: i64,
     #[serde(flatten)]
-    body: TermBody,
+    pub(crate) body: TermBody,
     /// When the partner agreed to fund the term (partner-funded terms
     /// only); until then the term discounts nothing.
-    partner_agreed_at: Option<DateTime<Utc>>,
+    pub(crate) partner_agreed_at: Option<DateTime<Utc>>,
 }
 
 /// A commitment as stored.
@@ -112,19 +112,19 @@ pub struct CommitmentView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Contract)]
 pub struct ContractView {
-    id: i64,
-    account_id: String,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
+    pub(crate) id: i64,
+    pub(crate) account_id: String,
+    pub(crate) starts_at: DateTime<Utc>,
+    pub(crate) ends_at: DateTime<Utc>,
     /// ISO 4217
     #[schema(value_type = String)]
-    currency: Currency,
-    price_protection: bool,
+    pub(crate) currency: Currency,
+    pub(crate) price_protection: bool,
     /// When the contract was signed: a protected account keeps the price
     /// versions in force then until the term ends.
-    signed_at: DateTime<Utc>,
-    terms: Vec<TermView>,
-    commitments: Vec<CommitmentView>,
+    pub(crate) signed_at: DateTime<Utc>,
+    pub(crate) terms: Vec<TermView>,
+    pub(crate) commitments: Vec<CommitmentView>,
 }
 
 /// An account's contracts, by start.
@@ -204,7 +204,7 @@ fn term_view(term: &Term) -> TermView {
     }
 }
 
-fn contract_view(account: &str, c: Contract) -> ContractView {
+pub(crate) fn contract_view(account: &str, c: Contract) -> ContractView {
     ContractView {
         id: c.id,
         account_id: account.into(),

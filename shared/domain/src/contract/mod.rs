@@ -7,7 +7,9 @@
 //! stable code, [`ContractError::code`]); [`pricing`] holds what a contract
 //! does to a statement line and the commitment true-up.
 
+pub mod discounts;
 pub mod pricing;
+pub mod progress;
 
 use chrono::{DateTime, Months, Utc};
 use rust_decimal::Decimal;
