@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
-use support::server::Server;
+use support::server::{code, Server};
 use support::*;
 use tally_domain::contract::pricing::commitment_provider;
 use tally_domain::contract::Funder;
@@ -249,6 +249,20 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         "{bill}"
     );
     assert_eq!(bill["price_changes"][0]["provider"], "dbco");
+    // The same on their own, to the account's key, finance and the admin only.
+    for key in [&s.keys.acme, &s.keys.finance, &s.keys.admin] {
+        let (status, listed) = s.get("/v1/accounts/acme/price-changes", Some(key)).await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        assert_eq!(listed["data"], bill["price_changes"]);
+    }
+    for key in [&s.keys.umbrella, &s.keys.dbco] {
+        let (status, body) = s.get("/v1/accounts/acme/price-changes", Some(key)).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    }
+    let (status, body) = s
+        .get("/v1/accounts/nobody/price-changes", Some(&s.keys.finance))
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     // umbrella, without a contract, pays both changes from their dates.
     let (_, other) = s
         .get(

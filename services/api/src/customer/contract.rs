@@ -3,12 +3,15 @@
 //! price changes coming for the SKUs the account uses or has bound. The
 //! rules are `tally_domain::contract::progress`'s; this module loads what
 //! they need from stored invoice lines and the catalog (never from rating),
-//! and serves the bill API, the bill page and its CSV.
+//! and serves the bill API, the bill page and its CSV, and the account's
+//! price changes on their own (`GET /v1/accounts/{account}/price-changes`).
 
+use axum::extract::State;
+use axum::Json;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
 use tally_domain::contract::progress::{self, PeriodSpend, Progress};
 use tally_domain::contract::Contract;
@@ -17,8 +20,11 @@ use tally_invoicing::invoices_repo::Invoice;
 use tally_platform::catalog::{self, PriceVersion};
 use tally_platform::contracts;
 
+use crate::auth::{self, AccountReader};
 use crate::contracts::{contract_view, ContractView};
+use crate::credits::account_currency;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 
 /// A commitment period's progress as the bill shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -70,6 +76,36 @@ pub struct PriceChange {
     /// When the account starts paying the new version: `protected_until`,
     /// else `effective_from`
     pub applies_from: DateTime<Utc>,
+}
+
+/// The price changes coming to an account, soonest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PriceChangeList {
+    pub data: Vec<PriceChange>,
+}
+
+/// `GET /v1/accounts/{account}/price-changes`: what the bill's
+/// `price_changes` shows, for an account with or without a bill yet.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}/price-changes",
+    tag = "customer",
+    summary = "Price changes coming to the account (its customer token, finance, admin): every list price version in its currency taking effect after now of a SKU on its three newest invoices or of a provider it has a binding with, and whether its contract protects it until the contract's end",
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 200, description = "The changes, soonest first", body = PriceChangeList)),
+    security(("bearer" = [])),
+)]
+pub async fn list_price_changes(
+    _: AccountReader,
+    State(pool): State<PgPool>,
+    ApiPath(account): ApiPath<String>,
+) -> Result<Json<PriceChangeList>, ApiError> {
+    let account = auth::account_id(&account)?;
+    let mut conn = pool.acquire().await?;
+    let currency = account_currency(&mut conn, &account).await?;
+    let contracts = contracts::account_contracts(&mut conn, &account).await?;
+    let data = price_changes(&mut conn, &account, currency, &contracts, Utc::now()).await?;
+    Ok(Json(PriceChangeList { data }))
 }
 
 /// What a bill shows of the account's contract.
