@@ -41,6 +41,7 @@ fn true_up_line(commitment: i64, due: Decimal) -> StatementLine {
 
 /// dbco.db.hour's USD list prices: 0.20 since January 2026, 0.25 from
 /// June 2030 (inside acme's protected term), 0.30 from June 2031 (after
+/// it), 0.22 since October 2026 (after acme's signature: still to come for
 /// it); an EUR version and a wholesale one that no USD account sees.
 async fn catalog(s: &Server) {
     sqlx::query("INSERT INTO skus (id, provider_id, name, unit) VALUES ('dbco.db.hour', 'dbco', 'DB hour', 'hour')")
@@ -53,6 +54,7 @@ async fn catalog(s: &Server) {
         ("USD", "2031-06-01", "0.30", "list"),
         ("EUR", "2030-06-01", "0.22", "list"),
         ("USD", "2030-03-01", "0.15", "provider"),
+        ("USD", "2026-10-01", "0.22", "list"),
     ] {
         sqlx::query(
             "INSERT INTO prices (sku_id, currency, effective_from, model, audience)
@@ -87,6 +89,11 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{signed}");
+    // Signed on 1 September 2026 (a signature is when it was stored).
+    sqlx::query("UPDATE contracts SET created_at = '2026-09-01T00:00:00Z'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
     let commitment = signed["commitments"][0]["id"].as_i64().unwrap();
 
     // September: 60.00 spent, the 40.00 true-up billed. October: cloud
@@ -231,6 +238,14 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         [
             [
                 json!("dbco.db.hour"),
+                json!("2026-10-01T00:00:00Z"),
+                json!("0.20"),
+                json!("0.22"),
+                json!("2031-01-01T00:00:00Z"),
+                json!("2031-01-01T00:00:00Z"),
+            ],
+            [
+                json!("dbco.db.hour"),
                 json!("2030-06-01T00:00:00Z"),
                 json!("0.20"),
                 json!("0.25"),
@@ -263,7 +278,8 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         .get("/v1/accounts/nobody/price-changes", Some(&s.keys.finance))
         .await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    // umbrella, without a contract, pays both changes from their dates.
+    // umbrella, without a contract, pays 0.22 now and both changes to come
+    // from their dates.
     let (_, other) = s
         .get(
             "/v1/accounts/umbrella/bill?period=2026-11",
@@ -272,6 +288,10 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         .await;
     assert_eq!(other["contract"], Value::Null);
     assert_eq!(other["commitments"], json!([]));
+    assert_eq!(
+        other["price_changes"][0]["current"]["model"]["unit_price"],
+        "0.22"
+    );
     assert_eq!(
         changes(&other)
             .iter()
@@ -291,17 +311,19 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         ]
     );
 
-    // The page: the contract, two commitment periods, two changes, the
-    // protected one saying until when.
+    // The page: the contract, two commitment periods, three changes, the
+    // two protected ones saying until when.
     let page = s
         .text("/accounts/acme/bill?period=2026-11", &s.keys.acme)
         .await;
     assert_eq!(page.matches(r#"data-testid="contract""#).count(), 1);
     assert_eq!(page.matches(r#"data-testid="contract-term""#).count(), 1);
     assert_eq!(page.matches(r#"data-testid="commitment""#).count(), 2);
-    assert_eq!(page.matches(r#"data-testid="price-change""#).count(), 2);
-    assert!(
-        page.contains("Does not apply to you until 1 January 2031"),
+    assert_eq!(page.matches(r#"data-testid="price-change""#).count(), 3);
+    assert_eq!(
+        page.matches("Does not apply to you until 1 January 2031")
+            .count(),
+        2,
         "{page}"
     );
     assert!(page.contains("Applies from 1 June 2031"), "{page}");
@@ -340,6 +362,7 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
             &format!("{commitment},month,finished,2026-09-01T00:00:00+00:00,2026-10-01T00:00:00+00:00,100.00,60.00,40.00,40.00,true"),
             "",
             "price_change_sku,provider_id,effective_from,current_price_id,current_price_book,new_price_id,new_price_book,protected_until,applies_from",
+            r#"dbco.db.hour,dbco,2026-10-01T00:00:00+00:00,1,"{""model"":""per_unit"",""unit_price"":""0.20""}",6,"{""model"":""per_unit"",""unit_price"":""0.22""}",2031-01-01T00:00:00+00:00,2031-01-01T00:00:00+00:00"#,
             r#"dbco.db.hour,dbco,2030-06-01T00:00:00+00:00,1,"{""model"":""per_unit"",""unit_price"":""0.20""}",2,"{""model"":""per_unit"",""unit_price"":""0.25""}",2031-01-01T00:00:00+00:00,2031-01-01T00:00:00+00:00"#,
             r#"dbco.db.hour,dbco,2031-06-01T00:00:00+00:00,1,"{""model"":""per_unit"",""unit_price"":""0.20""}",3,"{""model"":""per_unit"",""unit_price"":""0.30""}",,2031-06-01T00:00:00+00:00"#,
         ],

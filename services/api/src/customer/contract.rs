@@ -61,13 +61,17 @@ pub struct CommitmentProgress {
 }
 
 /// A price version of a SKU the account uses or has bound that takes
-/// effect in the future, in the account's currency.
+/// effect for the account in the future, in the account's currency: after
+/// now, or (its contract protecting its prices now) after the contract's
+/// signature, applying to it from the contract's end.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PriceChange {
     pub sku: String,
     pub provider: String,
     pub effective_from: DateTime<Utc>,
-    /// The version in force now (none: the SKU has no price yet)
+    /// The version the account pays now: in force now, or (its contract
+    /// protecting its prices now) in force at the contract's signature;
+    /// none: the SKU has no price yet
     pub current: Option<PriceVersion>,
     pub new: PriceVersion,
     /// When the account's contract protects its prices at the change: the
@@ -256,10 +260,13 @@ async fn price_changes(
     let ids: Vec<&str> = skus.iter().map(|(s, _)| s.as_str()).collect();
     let versions = catalog::price_versions(&mut *conn, &ids, &[currency.code()]).await?;
     let mut out = Vec::new();
+    // A protected account pays the versions in force at its contract's
+    // signature: those since are changes still to come for it.
+    let priced_at = Contract::protected_price_time(contracts, now).unwrap_or(now);
     for (sku, provider) in &skus {
         let of_sku: Vec<&PriceVersion> =
             versions.iter().filter(|v| v.sku.as_str() == sku).collect();
-        let (current, coming) = progress::upcoming(&of_sku, |v| v.effective_from, now);
+        let (current, coming) = progress::upcoming(&of_sku, |v| v.effective_from, priced_at);
         for new in coming {
             let protected_until = progress::protected_until(contracts, new.effective_from);
             out.push(PriceChange {
