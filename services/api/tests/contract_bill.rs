@@ -406,4 +406,26 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         "{report}"
     );
     assert_eq!(usd["problems"], json!([]));
+
+    // Were umbrella dbco's own account, it would pay the wholesale 0.15
+    // from March 2030 on, and the list changes after it would not be its.
+    sqlx::query("UPDATE accounts SET owner_provider_id = 'dbco' WHERE id = 'umbrella'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let (_, owned) = s
+        .get("/v1/accounts/umbrella/price-changes", Some(&s.keys.finance))
+        .await;
+    assert_eq!(
+        changes(&json!({"price_changes": owned["data"]})),
+        [[
+            json!("dbco.db.hour"),
+            json!("2030-03-01T00:00:00Z"),
+            json!("0.22"),
+            json!("0.15"),
+            Value::Null,
+            json!("2030-03-01T00:00:00Z"),
+        ]],
+        "{owned}"
+    );
 }

@@ -61,7 +61,8 @@ pub struct CommitmentProgress {
 }
 
 /// A price version of a SKU the account uses or has bound that takes
-/// effect for the account in the future, in the account's currency: after
+/// effect for the account in the future, in the account's currency (list,
+/// or for an account a provider owns wholesale where there is one): after
 /// now, or (its contract protecting its prices now) after the contract's
 /// signature, applying to it from the contract's end.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -94,7 +95,7 @@ pub struct PriceChangeList {
     get,
     path = "/v1/accounts/{account}/price-changes",
     tag = "customer",
-    summary = "Price changes coming to the account (its customer token, finance, admin): every list price version in its currency taking effect after now of a SKU on its three newest invoices or of a provider it has a binding with, and whether its contract protects it until the contract's end",
+    summary = "Price changes coming to the account (its customer token, finance, admin): every price version in its currency (list; wholesale for an account a provider owns, where there is one) taking over after now (after its contract's signature while that protects its prices) of a SKU on its three newest invoices or of a provider it has a binding with, and whether its contract protects it until the contract's end",
     params(("account" = String, Path, description = "Account id")),
     responses((status = 200, description = "The changes, soonest first", body = PriceChangeList)),
     security(("bearer" = [])),
@@ -259,22 +260,37 @@ async fn price_changes(
     let skus = watched_skus(&mut *conn, account).await?;
     let ids: Vec<&str> = skus.iter().map(|(s, _)| s.as_str()).collect();
     let versions = catalog::price_versions(&mut *conn, &ids, &[currency.code()]).await?;
+    let owned: Option<String> =
+        sqlx::query_scalar("SELECT owner_provider_id FROM accounts WHERE id = $1")
+            .bind(account.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    let wholesale = match owned {
+        Some(_) => catalog::wholesale_versions(&mut *conn, &ids, &[currency.code()]).await?,
+        None => Vec::new(),
+    };
     let mut out = Vec::new();
     // A protected account pays the versions in force at its contract's
     // signature: those since are changes still to come for it.
     let priced_at = Contract::protected_price_time(contracts, now).unwrap_or(now);
     for (sku, provider) in &skus {
-        let of_sku: Vec<&PriceVersion> =
-            versions.iter().filter(|v| v.sku.as_str() == sku).collect();
-        let (current, coming) = progress::upcoming(&of_sku, |v| v.effective_from, priced_at);
+        let of_sku = |all: &[PriceVersion]| -> Vec<PriceVersion> {
+            all.iter()
+                .filter(|v| v.sku.as_str() == sku)
+                .cloned()
+                .collect()
+        };
+        let (list, wholesale) = (of_sku(&versions), of_sku(&wholesale));
+        let (current, coming) = progress::coming(&list, &wholesale, owned.is_some(), priced_at);
         for new in coming {
             let protected_until = progress::protected_until(contracts, new.effective_from);
             out.push(PriceChange {
                 sku: sku.clone(),
                 provider: provider.clone(),
                 effective_from: new.effective_from,
-                current: current.map(|v| (*v).clone()),
-                new: (*new).clone(),
+                current: current.cloned(),
+                new: new.clone(),
                 protected_until,
                 applies_from: protected_until.unwrap_or(new.effective_from),
             });

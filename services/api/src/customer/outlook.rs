@@ -53,7 +53,7 @@ pub struct Bill {
     pub contract: Option<crate::contracts::ContractView>,
     /// Each commitment of that contract: the commitment period in progress at the bill's period (if any), then the last one finished by then (if any)
     pub commitments: Vec<super::contract::CommitmentProgress>,
-    /// Price versions taking effect after now (after its contract's signature while the contract protects its prices), in the account's currency, of the SKUs on its three newest invoices and of the providers it has bindings with (not deleted); soonest first
+    /// Price versions (list; wholesale for an account a provider owns, where there is one) taking over after now (after its contract's signature while the contract protects its prices), in the account's currency, of the SKUs on its three newest invoices and of the providers it has bindings with (not deleted); soonest first
     pub price_changes: Vec<super::contract::PriceChange>,
 }
 

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::pricing::true_up;
 use super::{Commitment, Contract};
+use crate::composition::price_version;
 use crate::money::checked;
+use crate::pricing::resolve::Effective;
 use crate::{Currency, MoneyError};
 
 /// One billing period's figures for a commitment, as stored.
@@ -127,24 +129,40 @@ pub fn protected_until(
         .map(|c| c.ends_at)
 }
 
-/// Of one SKU's price versions (any order, `effective_from` of each): the
-/// one in force at `now` (the latest that took effect by then), and each
-/// that takes effect after `now`, soonest first.
-pub fn upcoming<T>(
-    versions: &[T],
-    effective_from: impl Fn(&T) -> DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> (Option<&T>, Vec<&T>) {
-    let current = versions
+/// The price changes coming to an account for one SKU: the version that
+/// prices its usage at `since` ([`price_version`]: for an account a
+/// provider owns, the wholesale version in effect where there is one, else
+/// the list version), and each version that takes over after `since`, in
+/// order (each takes over at its own `effective_from`). `list` and
+/// `wholesale` are one SKU's versions in one currency, oldest first.
+pub fn coming<'v, V: Effective>(
+    list: &'v [V],
+    wholesale: &'v [V],
+    owned_by_provider: bool,
+    since: DateTime<Utc>,
+) -> (Option<&'v V>, Vec<&'v V>) {
+    let at = |t| price_version(list, wholesale, owned_by_provider, t);
+    let current = at(since);
+    let others: &[V] = if owned_by_provider { wholesale } else { &[] };
+    let mut moments: Vec<DateTime<Utc>> = list
         .iter()
-        .filter(|v| effective_from(v) <= now)
-        .max_by_key(|v| effective_from(v));
-    let mut coming: Vec<&T> = versions
-        .iter()
-        .filter(|v| effective_from(v) > now)
+        .chain(others)
+        .map(Effective::effective_from)
+        .filter(|t| *t > since)
         .collect();
-    coming.sort_by_key(|v| effective_from(v));
-    (current, coming)
+    moments.sort();
+    moments.dedup();
+    let mut last = current;
+    let mut out = Vec::new();
+    for t in moments {
+        if let Some(v) = at(t) {
+            if last.is_none_or(|l| !std::ptr::eq(l, v)) {
+                out.push(v);
+                last = Some(v);
+            }
+        }
+    }
+    (current, out)
 }
 
 /// The contract in force at `at`, if any.
@@ -302,19 +320,50 @@ mod tests {
         }
     }
 
+    struct Version(i64, DateTime<Utc>);
+
+    impl Effective for Version {
+        fn effective_from(&self) -> DateTime<Utc> {
+            self.1
+        }
+    }
+
+    fn ids(vs: &[&Version]) -> Vec<i64> {
+        vs.iter().map(|v| v.0).collect()
+    }
+
     #[test]
-    fn upcoming_versions_follow_the_one_in_force_now() {
-        let versions = [(1, month(1)), (3, month(5)), (2, month(3)), (0, month(2))];
-        let (current, coming) = upcoming(&versions, |v| v.1, month(3));
-        assert_eq!(current, Some(&(2, month(3))));
-        assert_eq!(coming, [&(3, month(5))]);
-        let (current, coming) = upcoming(
-            &versions,
-            |v| v.1,
-            Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+    fn coming_versions_follow_the_one_that_prices_usage_now() {
+        let list = [
+            Version(1, month(1)),
+            Version(2, month(3)),
+            Version(3, month(5)),
+        ];
+        let (current, coming) = coming(&list, &[], false, month(3));
+        assert_eq!((current.map(|v| v.0), ids(&coming)), (Some(2), vec![3]));
+        let before = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let (current, coming) = super::coming(&list, &[], false, before);
+        assert_eq!((current.map(|v| v.0), ids(&coming)), (None, vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn an_account_a_provider_owns_follows_the_wholesale_versions_where_there_are_any() {
+        // Wholesale from April: the list change of May is not the owned
+        // account's; the list change of March is, before it.
+        let list = [
+            Version(1, month(1)),
+            Version(2, month(3)),
+            Version(3, month(5)),
+        ];
+        let wholesale = [Version(10, month(4)), Version(11, month(6))];
+        let (current, coming) = coming(&list, &wholesale, true, month(2));
+        assert_eq!(
+            (current.map(|v| v.0), ids(&coming)),
+            (Some(1), vec![2, 10, 11])
         );
-        assert_eq!(current, None);
-        assert_eq!(coming.iter().map(|v| v.0).collect::<Vec<_>>(), [1, 0, 2, 3]);
+        // Not owned: the wholesale versions are not its prices.
+        let (current, coming) = super::coming(&list, &wholesale, false, month(2));
+        assert_eq!((current.map(|v| v.0), ids(&coming)), (Some(1), vec![2, 3]));
     }
 
     #[test]
