@@ -238,11 +238,10 @@ async fn bill_page_shows_the_api_totals_and_only_to_its_account() {
     )
     .await;
     assert_eq!(csv.lines().count(), 1 + 3 + 1);
-    assert!(csv
-        .lines()
-        .last()
-        .unwrap()
-        .ends_with(&format!(",total,,,,{},,", api["total"].as_str().unwrap())));
+    assert!(csv.lines().last().unwrap().ends_with(&format!(
+        ",total,,,,{},,,,,",
+        api["total"].as_str().unwrap()
+    )));
 
     // A screenshot of the page, kept as an artifact of the run.
     let dir = std::env::var_os("TALLY_ARTIFACTS_DIR").map_or_else(

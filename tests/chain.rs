@@ -706,7 +706,12 @@ async fn a_three_level_chain_bills_settles_and_reconciles_to_the_cent() {
         json!([{"currency": "USD", "invoices": 4, "subtotals": money(invoiced), "voided": "0.00",
                 "credit_notes": "0.00", "invoiced": money(invoiced),
                 "platform_revenue": money(fees - credit), "partner_settlements": money(settled),
-                "credits_applied": money(credit), "difference": "0.00", "problems": []}])
+                "credits_applied": money(credit), "difference": "0.00", "problems": [],
+                // No SKU markup and no contract: the list value is what
+                // was invoiced, and there is no discount.
+                "list_value": money(invoiced), "markups": "0.00", "discounts": "0.00",
+                "platform_funded_discounts": "0.00", "partner_funded_discounts": "0.00",
+                "discount_difference": "0.00"}])
     );
     assert_eq!(
         rec["chains"],

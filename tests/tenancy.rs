@@ -603,9 +603,10 @@ async fn bindings_and_plans_are_isolated() {
 }
 
 /// Contracts: finance and admin set and sign them; a customer reads only
-/// its own account's; a provider sees and agrees to only the partner-funded
-/// terms naming it (another's does not exist for it). Nobody else signs,
-/// and a contract is signed only under its own account.
+/// its own account's (and its coming price changes); a provider sees and
+/// agrees to only the partner-funded terms naming it (another's does not
+/// exist for it). Nobody else signs, and a contract is signed only under
+/// its own account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contracts_are_isolated() {
     let s = Seeded::start(&[Service::Api]).await;
@@ -648,6 +649,20 @@ async fn contracts_are_isolated() {
         assert_eq!(
             send(http, "get", &acme_contracts, key, json!(null)).await.0,
             403
+        );
+    }
+
+    // The price changes coming to an account: as its contracts.
+    let acme_changes = format!("{api}/v1/accounts/acme/price-changes");
+    for key in [&keys.acme, &keys.finance, &keys.admin] {
+        let (status, body) = send(http, "get", &acme_changes, key, json!(null)).await;
+        assert_eq!((status, body["data"].is_array()), (200, true), "{body}");
+    }
+    for key in [&keys.umbrella, &keys.dbco, &keys.queueco] {
+        let (status, body) = send(http, "get", &acme_changes, key, json!(null)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
         );
     }
 

@@ -67,13 +67,13 @@ pub struct TermBody {
     /// `all` (every line), `provider` (one provider's lines) or `skus`
     /// (the listed SKUs of one provider).
     #[schema(schema_with = crate::openapi::contract_scope)]
-    scope: String,
+    pub(crate) scope: String,
     /// Required for `provider` and `skus`, refused for `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// Required (non-empty) for `skus`, refused otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    skus: Vec<String>,
+    pub(crate) skus: Vec<String>,
     /// Off the line's amount, more than 0 and at most 100. Give either
     /// `percent` or `price_book`.
     #[serde(
@@ -82,7 +82,7 @@ pub struct TermBody {
         with = "tally_domain::input::exact_option"
     )]
     #[schema(value_type = Option<crate::openapi::Decimal>)]
-    percent: Option<Decimal>,
+    pub(crate) percent: Option<Decimal>,
     /// A negotiated price book for the term's one SKU, in the contract's
     /// currency: any model a price version takes, validated as one
     /// (`invalid_price`; no `minimum_charge` or `recurring_fee`). The SKU's
@@ -92,13 +92,13 @@ pub struct TermBody {
     /// percent-discounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::openapi::price_book)]
-    price_book: Option<PriceBook>,
+    pub(crate) price_book: Option<PriceBook>,
     /// `platform` (the partner is settled at list) or `partner` (its net
     /// falls by the discount once it has agreed; names a provider).
     #[schema(schema_with = crate::openapi::contract_funder)]
-    funded_by: String,
-    effective_from: DateTime<Utc>,
-    effective_to: DateTime<Utc>,
+    pub(crate) funded_by: String,
+    pub(crate) effective_from: DateTime<Utc>,
+    pub(crate) effective_to: DateTime<Utc>,
 }
 
 /// A minimum spend per commitment period, inside the contract's term.
@@ -125,12 +125,12 @@ pub struct CommitmentBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = ContractTerm)]
 pub struct TermView {
-    id: i64,
+    pub(crate) id: i64,
     #[serde(flatten)]
-    body: TermBody,
+    pub(crate) body: TermBody,
     /// When the partner agreed to fund the term (partner-funded terms
     /// only); the contract can be signed once every such term is agreed.
-    partner_agreed_at: Option<DateTime<Utc>>,
+    pub(crate) partner_agreed_at: Option<DateTime<Utc>>,
 }
 
 /// A commitment as stored.
@@ -146,26 +146,26 @@ pub struct CommitmentView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Contract)]
 pub struct ContractView {
-    id: i64,
-    account_id: String,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
+    pub(crate) id: i64,
+    pub(crate) account_id: String,
+    pub(crate) starts_at: DateTime<Utc>,
+    pub(crate) ends_at: DateTime<Utc>,
     /// ISO 4217
     #[schema(value_type = String)]
-    currency: Currency,
-    price_protection: bool,
+    pub(crate) currency: Currency,
+    pub(crate) price_protection: bool,
     /// `signed` (in force in its term) or `awaiting_partner` (a
     /// partner-funded term awaits its partner's agreement, then finance
     /// signs it: until then it bills nothing).
     #[schema(schema_with = crate::openapi::contract_status)]
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// When the contract was signed (null while awaiting its partners): a
     /// protected account keeps the price versions in force then until the
     /// term ends.
     #[schema(required = true)]
-    signed_at: Option<DateTime<Utc>>,
-    terms: Vec<TermView>,
-    commitments: Vec<CommitmentView>,
+    pub(crate) signed_at: Option<DateTime<Utc>>,
+    pub(crate) terms: Vec<TermView>,
+    pub(crate) commitments: Vec<CommitmentView>,
 }
 
 /// An account's contracts, by start.
@@ -247,7 +247,7 @@ fn term_view(term: &Term) -> TermView {
     }
 }
 
-fn contract_view(account: &str, c: Contract) -> ContractView {
+pub(crate) fn contract_view(account: &str, c: Contract) -> ContractView {
     ContractView {
         id: c.id,
         account_id: account.into(),

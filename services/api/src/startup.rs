@@ -41,6 +41,7 @@ fn api_routes() -> OpenApiRouter<PgPool> {
         .routes(routes!(settlement::exports::export_invoices))
         .routes(routes!(settlement::exports::export_lines))
         .routes(routes!(customer::bill::get_bill))
+        .routes(routes!(customer::contract::list_price_changes))
         .routes(routes!(credits::list_grants, credits::create_grant))
         .routes(routes!(credits::account_ledger))
         .routes(routes!(credits::get_grant))

@@ -120,5 +120,27 @@ async fn settlements_show_who_funded_each_discount() {
         [json!("36.00"), json!("6.00"), json!("30.00"), json!("0.00")],
         "{report}"
     );
+    // Discounts as their own category: list 40.00 + markups before
+    // discounts 0.00 - discounts 4.00 (2.00 each funder) = 36.00 billed.
+    assert_eq!(
+        [
+            "list_value",
+            "markups",
+            "discounts",
+            "platform_funded_discounts",
+            "partner_funded_discounts",
+            "discount_difference"
+        ]
+        .map(|k| usd[k].clone()),
+        [
+            json!("40.00"),
+            json!("0.00"),
+            json!("4.00"),
+            json!("2.00"),
+            json!("2.00"),
+            json!("0.00")
+        ],
+        "{report}"
+    );
     assert_eq!(usd["problems"], json!([]));
 }

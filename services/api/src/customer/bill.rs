@@ -1,6 +1,7 @@
 //! Customer bill API (`/v1/accounts/{id}/bill`): an account's invoice for a
 //! period, as JSON, with each bound resource's status, cost so far and
-//! forecast (`resources`, see [`super::outlook`]).
+//! forecast (`resources`, see [`super::outlook`]), and its contract, commitments'
+//! progress and coming price changes ([`super::contract`]).
 
 use axum::extract::State;
 use axum::Json;
@@ -8,6 +9,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use tally_invoicing::invoices_repo;
 
+use super::contract;
 use super::outlook::{self, Bill};
 
 use crate::auth::{self, AccountReader};
@@ -48,6 +50,18 @@ pub async fn get_bill(
     let invoice = invoices_repo::find_by_account_period(&mut conn, account.as_str(), period)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("bill of {account} for {}", period.label())))?;
-    let resources = outlook::outlooks(&mut conn, &account, &invoice, chrono::Utc::now()).await?;
-    Ok(Json(Bill { invoice, resources }))
+    let now = chrono::Utc::now();
+    let resources = outlook::outlooks(&mut conn, &account, &invoice, now).await?;
+    let contract::BillContract {
+        contract,
+        commitments,
+        price_changes,
+    } = contract::load(&mut conn, &account, &invoice, now).await?;
+    Ok(Json(Bill {
+        invoice,
+        resources,
+        contract,
+        commitments,
+        price_changes,
+    }))
 }

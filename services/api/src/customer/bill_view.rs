@@ -11,6 +11,8 @@ use tally_domain::money::checked;
 use tally_domain::{Currency, Money, MoneyError};
 
 use crate::credits::Balance;
+use crate::customer::contract::BillContract;
+use crate::customer::contract_view;
 use crate::customer::outlook::ResourceOutlook;
 use tally_invoicing::invoices_repo::{Invoice, LineView, PeriodView, ResourceView};
 
@@ -34,6 +36,8 @@ pub struct BillPage<'a> {
     pub balances: &'a [Balance],
     /// Each resource bound in the period: status, cost so far, forecast.
     pub resources: &'a [ResourceOutlook],
+    /// The contract in force, its commitments' progress, coming price changes.
+    pub contract: &'a BillContract,
 }
 
 /// `"10.00 USD"`: the amount with its currency's exponent, and its code.
@@ -156,7 +160,13 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                                             td class="sku-code" { code { (line.sku) } }
                                             td.num { (line.quantity) " " (line.unit) }
                                             td class="num unit-price" { @if let Some(p) = line.unit_price { (money(p, cur)) } @else { "tiered" } }
-                                            td.num { (money(line.amount, cur)) }
+                                            td.num {
+                                                (money(line.amount, cur))
+                                                @if !line.discount.is_zero() {
+                                                    br;
+                                                    small.meta data-testid="line-discount" { (money(before_discount(line), cur)) " less " (money(line.discount, cur)) " contract discount" }
+                                                }
+                                            }
                                         }
                                     }
                                 }
@@ -244,6 +254,7 @@ pub fn render(page: &BillPage<'_>) -> Markup {
                             p.meta { "Balances include credits used by invoices that are still drafts." }
                         }
                     }
+                    (contract_view::render(page.contract, cur))
                     p.downloads {
                         a href={ "bill.csv?period=" (inv.period.label) (page.auth_query) } download { "Download CSV" }
                     }
@@ -312,7 +323,7 @@ fn chart(page: &BillPage<'_>) -> Markup {
 /// One CSV cell of text: neutralised against formula injection (every text
 /// cell, whoever chose it: [`tally_domain::spreadsheet`]), then quoted when
 /// it needs to be.
-fn csv_text(text: &str) -> String {
+pub(crate) fn csv_text(text: &str) -> String {
     let text = tally_domain::spreadsheet::text_cell(text);
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -348,13 +359,24 @@ pub fn resource_label(r: &ResourceView) -> String {
     format!("{} · {}", r.name, r.plan)
 }
 
+/// A line's price before its contract discount: `amount + discount` (its
+/// amount, the net, is what the account pays).
+fn before_discount(line: &LineView) -> Decimal {
+    line.amount
+        .checked_add(line.discount)
+        .unwrap_or(line.amount)
+}
+
 /// The invoice as CSV: one row per line (a bound resource's lines name it:
-/// `resource` is `prod-db · PS-10`, `binding_id` its binding); when credits apply, a subtotal row
-/// and one (negative) row per credit; then the total due.
-pub fn csv(invoice: &Invoice) -> String {
+/// `resource` is `prod-db · PS-10`, `binding_id` its binding; `amount` is
+/// the net, `before_discount` the price before the contract's `discount`,
+/// funded by `discount_funded_by`); when credits apply, a subtotal row
+/// and one (negative) row per credit; then the total due; then the
+/// contract's sections ([`contract_view::csv`]).
+pub fn csv(invoice: &Invoice, contract: &BillContract) -> String {
     let s = &invoice.summary;
     let mut out = String::from(
-        "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id\n",
+        "account_id,period,invoice_number,status,currency,provider_id,provider_name,sku,description,quantity,unit,unit_price,amount,resource,binding_id,before_discount,discount,discount_funded_by\n",
     );
     let number = s.number.as_deref().unwrap_or("");
     for section in &invoice.sections {
@@ -377,6 +399,9 @@ pub fn csv(invoice: &Invoice) -> String {
                 l.amount.to_string(),
                 csv_text(&l.resource.as_ref().map(resource_label).unwrap_or_default()),
                 csv_text(l.resource.as_ref().map_or("", |r| r.binding.as_str())),
+                s.currency.scaled(before_discount(l)).to_string(),
+                s.currency.scaled(l.discount).to_string(),
+                csv_text(l.discount_funded_by.as_deref().unwrap_or("")),
             ];
             out.push_str(&cells.join(","));
             out.push('\n');
@@ -384,7 +409,7 @@ pub fn csv(invoice: &Invoice) -> String {
     }
     let mut summary_row = |description: &str, amount: Decimal| {
         out.push_str(&format!(
-            "{},{},{},{},{},,,,{},,,,{},,\n",
+            "{},{},{},{},{},,,,{},,,,{},,,,,\n",
             csv_text(&s.account_id),
             csv_text(&s.period.label),
             csv_text(number),
@@ -401,6 +426,7 @@ pub fn csv(invoice: &Invoice) -> String {
         }
     }
     summary_row("total", s.total);
+    out.push_str(&contract_view::csv(contract));
     out
 }
 
@@ -452,6 +478,12 @@ mod tests {
     use super::*;
     use crate::finance::invoices::tests::sample;
 
+    static NO_CONTRACT: BillContract = BillContract {
+        contract: None,
+        commitments: Vec::new(),
+        price_changes: Vec::new(),
+    };
+
     fn page<'a>(invoice: &'a Invoice, daily: &'a [(NaiveDate, i64, Decimal)]) -> BillPage<'a> {
         BillPage {
             account_name: "Acme",
@@ -463,6 +495,7 @@ mod tests {
             signed_in: false,
             balances: &[],
             resources: &[],
+            contract: &NO_CONTRACT,
         }
     }
 

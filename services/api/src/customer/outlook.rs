@@ -41,13 +41,20 @@ pub struct ResourceOutlook {
     pub forecast: Decimal,
 }
 
-/// The bill API's answer: the invoice, and its bound resources' outlooks.
+/// The bill API's answer: the invoice, its bound resources' outlooks, and
+/// the account's contract ([`super::contract`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Bill {
     #[serde(flatten)]
     pub invoice: Invoice,
     /// Each resource bound at some time in the period, by provider and name
     pub resources: Vec<ResourceOutlook>,
+    /// The account's contract in force at the period's start, if any
+    pub contract: Option<crate::contracts::ContractView>,
+    /// Each commitment of that contract: the commitment period in progress at the bill's period (if any), then the last one finished by then (if any)
+    pub commitments: Vec<super::contract::CommitmentProgress>,
+    /// Price versions (list; wholesale for an account a provider owns, where there is one) taking over after now (after its contract's signature while the contract protects its prices), in the account's currency, of the SKUs on its three newest invoices and of the providers it has bindings with (not deleted); soonest first
+    pub price_changes: Vec<super::contract::PriceChange>,
 }
 
 /// The outlooks of `invoice`'s bound resources at `now`.

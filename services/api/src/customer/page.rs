@@ -23,6 +23,7 @@ use tally_platform::catalog;
 
 use crate::auth::Staff;
 use crate::customer::bill_view::{self, BillPage};
+use crate::customer::contract;
 use crate::customer::links::Signer;
 use crate::customer::outlook;
 use crate::customer::sessions::{self, Throttle, LOGIN_COOKIE, SESSION_COOKIE, SESSION_HOURS};
@@ -267,7 +268,12 @@ pub async fn bill_page(
         Ok(r) => r,
         Err(err) => return err.into_response(),
     };
+    let contract = match contract_of(&state, &account, &invoice).await {
+        Ok(c) => c,
+        Err(err) => return err.into_response(),
+    };
     let page = BillPage {
+        contract: &contract,
         balances: &balances,
         resources: &resources,
         account_name: &name,
@@ -311,6 +317,10 @@ pub async fn bill_csv(
     }
     match load(&state, &account, q.period.as_deref()).await {
         Ok((_, invoice, _)) => {
+            let contract = match contract_of(&state, &account, &invoice).await {
+                Ok(c) => c,
+                Err(err) => return err.into_response(),
+            };
             let name = format!(
                 "attachment; filename=\"bill-{account}-{}.csv\"",
                 invoice.summary.period.label
@@ -320,12 +330,23 @@ pub async fn bill_csv(
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
                     (header::CONTENT_DISPOSITION, name),
                 ],
-                bill_view::csv(&invoice),
+                bill_view::csv(&invoice, &contract),
             )
                 .into_response()
         }
         Err(r) => r,
     }
+}
+
+/// The contract part of `invoice`'s bill (price changes as of now).
+async fn contract_of(
+    state: &PageState,
+    account: &str,
+    invoice: &invoices_repo::Invoice,
+) -> Result<contract::BillContract, ApiError> {
+    let id = crate::auth::account_id(account)?;
+    let mut conn = state.pool.acquire().await?;
+    contract::load(&mut conn, &id, invoice, Utc::now()).await
 }
 
 /// `GET /login`: the sign-in form, with a fresh nonce in it and in its cookie.

@@ -72,6 +72,7 @@ pub const OPERATIONS: &[(&str, &str, &[Code])] = &[
     ("post", "/v1/accounts/{account}/contracts", &[Code::InvalidDate, Code::NotFound, Code::UnknownProvider, Code::UnknownSku, Code::CurrencyMismatch, Code::InvalidAmount, Code::ContractOverlaps, Code::TermOutsideContract, Code::CommitmentOutsideTerm, Code::InvalidContract, Code::InvalidPrice]),
     ("post", "/v1/accounts/{account}/contracts/{id}/sign", &[Code::NotFound, Code::PartnerNotAgreed]),
     ("get", "/v1/accounts/{account}/contracts", &[Code::NotFound]),
+    ("get", "/v1/accounts/{account}/price-changes", &[Code::NotFound]),
     ("get", "/v1/provider/contract-terms", &[]),
     ("post", "/v1/provider/contract-terms/{id}/agree", &[Code::NotFound]),
     ("post", "/v1/admin/plan-versions", &[Code::UnknownCurrency, Code::InvalidDate, Code::UnknownSku, Code::UnknownPlan, Code::InvalidPlan, Code::AmountOverflow, Code::PlanVersionExists]),

@@ -96,6 +96,19 @@ impl Server {
         (res.status(), res.json().await.unwrap_or(Value::Null))
     }
 
+    /// The body of a GET that answers 200 (a page, a CSV) as text.
+    pub async fn text(&self, path: &str, key: &str) -> String {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        res.text().await.unwrap()
+    }
+
     /// acme and umbrella each get a November invoice.
     pub async fn with_invoices(self) -> Server {
         let acme = statement(

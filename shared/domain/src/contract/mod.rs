@@ -12,8 +12,10 @@
 //! negotiated price book's line.
 
 pub mod commitments;
+pub mod discounts;
 pub mod negotiated;
 pub mod pricing;
+pub mod progress;
 
 use chrono::{DateTime, Months, Utc};
 use rust_decimal::Decimal;

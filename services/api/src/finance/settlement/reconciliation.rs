@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
+use tally_domain::contract::discounts::DiscountFigures;
 use tally_domain::money::checked;
 use tally_domain::reconciliation::{self, InvoiceFigures, MonthFigures};
 use tally_domain::{Currency, MoneyError, Period};
@@ -65,6 +66,33 @@ pub struct CurrencyReconciliation {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = crate::openapi::Decimal)]
     pub difference: Decimal,
+    /// Discounts as their own category (`tally_domain::contract::discounts`):
+    /// the lines' providers' list prices (`list_amount`), less those of
+    /// invoices voided in the month.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub list_value: Decimal,
+    /// The platform's markup before discounts (`markup + discount` of the lines).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub markups: Decimal,
+    /// Contract discounts of the lines: `platform_funded_discounts + partner_funded_discounts`.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub discounts: Decimal,
+    /// Discounts the platform funds (the partner settled at list).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub platform_funded_discounts: Decimal,
+    /// Discounts partners fund (their settlements lower by as much).
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub partner_funded_discounts: Decimal,
+    /// `subtotals - voided - (list_value + markups - discounts)`: the
+    /// discount identity, zero when it holds.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = crate::openapi::Decimal)]
+    pub discount_difference: Decimal,
     /// Problems found: an invoice whose header disagrees with its lines or
     /// credits, a line whose split does not add up, a credit note whose
     /// total is not its lines', the credit ledger disagreeing with the
@@ -74,7 +102,7 @@ pub struct CurrencyReconciliation {
 
 impl CurrencyReconciliation {
     pub fn holds(&self) -> bool {
-        self.difference.is_zero() && self.problems.is_empty()
+        self.difference.is_zero() && self.discount_difference.is_zero() && self.problems.is_empty()
     }
 }
 
@@ -207,6 +235,7 @@ pub async fn reconcile(
             *figure(&mut entry(&mut by_currency, &currency).figures) = sum;
         }
     }
+    discount_figures(&mut *conn, month, &mut by_currency).await?;
     for s in settlements(&mut *conn, month, None).await? {
         for cs in s.currencies {
             let figures = &mut entry(&mut by_currency, cs.currency.code()).figures;
@@ -278,11 +307,45 @@ pub async fn reconcile(
     })
 }
 
+/// One of a month's discount figures, to be set.
+type DiscountFigure = fn(&mut DiscountFigures) -> &mut Decimal;
+
+/// The month's lines as list value, markup and discounts, per currency,
+/// over the same invoices as the identity (issued, less voided in the month).
+async fn discount_figures(
+    conn: &mut PgConnection,
+    month: Period,
+    by_currency: &mut BTreeMap<String, Month>,
+) -> Result<(), sqlx::Error> {
+    let lines = |what: &str| {
+        format!("SELECT COALESCE(sum({what}), 0) FROM invoice_lines l WHERE l.invoice_id = i.id")
+    };
+    let sums: [(String, DiscountFigure); 4] = [
+        (lines("l.list_amount"), |f| &mut f.list),
+        (lines("l.markup + l.discount"), |f| &mut f.markups),
+        (
+            lines("l.discount) FILTER (WHERE l.discount_funded_by = 'platform'"),
+            |f| &mut f.platform_funded,
+        ),
+        (
+            lines("l.discount) FILTER (WHERE l.discount_funded_by = 'partner'"),
+            |f| &mut f.partner_funded,
+        ),
+    ];
+    for (select, figure) in sums {
+        for (currency, sum) in per_currency(&mut *conn, month, &select).await? {
+            *figure(&mut entry(by_currency, &currency).discounts) = sum;
+        }
+    }
+    Ok(())
+}
+
 /// One currency's figures of a month, as they are read.
 #[derive(Default)]
 struct Month {
     invoices: i64,
     figures: MonthFigures,
+    discounts: DiscountFigures,
     problems: Vec<String>,
 }
 
@@ -291,6 +354,11 @@ impl Month {
     fn view(self, currency: Currency) -> Result<CurrencyReconciliation, MoneyError> {
         let identity = self.figures.identity()?;
         let f = self.figures;
+        let d = DiscountFigures {
+            billed: checked::sub(f.subtotals, f.voided)?,
+            ..self.discounts
+        };
+        let discounts = d.identity()?;
         let s = |amount| currency.scaled(amount);
         Ok(CurrencyReconciliation {
             invoices: self.invoices,
@@ -302,6 +370,12 @@ impl Month {
             partner_settlements: s(identity.partner_settlements),
             credits_applied: s(identity.credits_applied),
             difference: s(identity.difference),
+            list_value: s(d.list),
+            markups: s(d.markups),
+            discounts: s(discounts.discounts),
+            platform_funded_discounts: s(d.platform_funded),
+            partner_funded_discounts: s(d.partner_funded),
+            discount_difference: s(discounts.difference),
             problems: self.problems,
             currency,
         })
@@ -326,7 +400,7 @@ pub struct PeriodQuery {
     get,
     path = "/v1/reconciliation",
     tag = "finance",
-    summary = "The month's identity per currency: invoiced = platform revenue + partner settlements + credits applied (finance, admin)",
+    summary = "The month's identity per currency: invoiced = platform revenue + partner settlements + credits applied; and discounts as their own category: list value + markups - discounts = subtotals - voided (finance, admin)",
     params(PeriodQuery),
     responses((status = 200, description = "The reconciliation", body = Reconciliation)),
     security(("bearer" = [])),
@@ -391,6 +465,13 @@ mod tests {
                 partner_settlements: dec!(7.5),
                 ..MonthFigures::default()
             },
+            discounts: DiscountFigures {
+                list: dec!(9),
+                markups: dec!(1.5),
+                platform_funded: dec!(0.25),
+                partner_funded: dec!(0.25),
+                billed: dec!(0),
+            },
             problems: vec![],
         };
         assert_eq!(
@@ -399,6 +480,9 @@ mod tests {
                 r#"{"currency":"USD","invoices":2,"subtotals":"10.00","voided":"0.00","#,
                 r#""credit_notes":"0.00","invoiced":"10.00","platform_revenue":"2.50","#,
                 r#""partner_settlements":"7.50","credits_applied":"0.00","difference":"0.00","#,
+                r#""list_value":"9.00","markups":"1.50","discounts":"0.50","#,
+                r#""platform_funded_discounts":"0.25","partner_funded_discounts":"0.25","#,
+                r#""discount_difference":"0.00","#,
                 r#""problems":[]}"#
             )
         );
