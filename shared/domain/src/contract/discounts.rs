@@ -68,6 +68,7 @@ mod tests {
             id: 1,
             scope: Scope::All,
             percent,
+            price_book: None,
             funded_by,
             effective_from: at,
             effective_to: at,

@@ -314,7 +314,7 @@ mod tests {
             ends_at: month(7),
             currency: usd(),
             price_protection: protects,
-            signed_at: month(1),
+            signed_at: Some(month(1)),
             terms: vec![],
             commitments: vec![],
         }
