@@ -15,6 +15,15 @@ use tally_domain::contract::Funder;
 use tally_invoicing::apply_statements;
 use tally_invoicing::lifecycle::finalize_sealed;
 
+/// Bills October's sealed `statement` and finalizes its invoice.
+async fn finalize_october(s: &Server, mut statement: tally_domain::Statement) {
+    statement.sealed = true;
+    apply_statements(&s.pool, &[statement]).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
+    let finalized = finalize_sealed(&s.pool, "TLY", now, 10).await.unwrap();
+    assert_eq!(finalized.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlements_show_who_funded_each_discount() {
     let s = Server::start().await;
@@ -35,7 +44,7 @@ async fn settlements_show_who_funded_each_discount() {
         }
         l
     };
-    let mut st = statement(
+    let st = statement(
         "acme",
         "2026-10",
         1,
@@ -44,16 +53,7 @@ async fn settlements_show_who_funded_each_discount() {
             discounted(Funder::Partner, "dbco.db.b"),
         ],
     );
-    st.sealed = true;
-    apply_statements(&s.pool, &[st]).await.unwrap();
-    let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
-    assert_eq!(
-        finalize_sealed(&s.pool, "TLY", now, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    finalize_october(&s, st).await;
     let (_, settlements) = s
         .get("/v1/settlements?period=2026-10", Some(&s.keys.finance))
         .await;
@@ -140,22 +140,13 @@ async fn a_provider_settled_net_without_sales_still_has_its_settlement() {
     assert_eq!(status, 201, "{body}");
     // dbco's own account is billed 4.80 for October (first-party cloud);
     // nobody bought anything of dbco's in October.
-    let mut st = statement(
+    let st = statement(
         "dbco-billing",
         "2026-10",
         1,
         vec![line(&cloud(), "cloud.vm", dec!(10), dec!(0.48))],
     );
-    st.sealed = true;
-    apply_statements(&s.pool, &[st]).await.unwrap();
-    let now = Utc.with_ymd_and_hms(2026, 11, 5, 0, 0, 0).unwrap();
-    assert_eq!(
-        finalize_sealed(&s.pool, "TLY", now, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    finalize_october(&s, st).await;
     // Settled gross, dbco pays its invoice separately: nothing to settle.
     let october = "/v1/settlements?period=2026-10";
     let (status, settlements) = s.get(october, Some(&s.keys.finance)).await;
