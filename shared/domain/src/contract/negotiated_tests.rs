@@ -456,3 +456,45 @@ fn a_negotiated_book_above_the_skus_list_total_bills_list_on_every_line() {
     apply(&mut s, &with(vec![negotiated(1, dear, Funder::Platform)])).unwrap();
     assert_eq!(s, before);
 }
+
+proptest::proptest! {
+    /// Whatever the SKU's lines (price versions, quantities, markup), the
+    /// customer pays the book's charge for their total quantity (or list,
+    /// when that is less), exactly, and no line's discount is negative or
+    /// more than its price before the contract.
+    #[test]
+    fn a_negotiated_sku_bills_the_books_charge_of_its_total_quantity_exactly(
+        versions in proptest::collection::vec((1u32..60, 0u32..500, 0u32..3), 1..5),
+        funded_by_partner in proptest::bool::ANY,
+    ) {
+        let funder = if funded_by_partner { Funder::Partner } else { Funder::Platform };
+        let aggs = versions
+            .iter()
+            .enumerate()
+            .map(|(i, (cents, qty, markup))| UsageAggregate {
+                price_id: i64::try_from(i).unwrap() + 1,
+                price_effective_from: day(1, 1) + chrono::Duration::days(i64::try_from(i).unwrap()),
+                markup_pct: Decimal::from(*markup * 5),
+                ..agg("dbco", ProviderKind::Partner, "dbco.db", Decimal::new(i64::from(*cents), 2), Decimal::from(*qty))
+            })
+            .collect();
+        let mut s = Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::new(day(2, 1), day(3, 1)).unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            aggs,
+        )
+        .unwrap();
+        let before = s.subtotal;
+        let quantity: Decimal = s.lines.iter().map(|l| l.quantity).sum();
+        apply(&mut s, &with(vec![negotiated(1, graduated(), funder)])).unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let book = usd.round(graduated().charges(quantity, usd).unwrap().usage);
+        proptest::prop_assert_eq!(s.subtotal, before.min(book));
+        for l in &s.lines {
+            proptest::prop_assert!(l.discount >= Decimal::ZERO && l.amount >= Decimal::ZERO);
+            proptest::prop_assert_eq!(l.amount, l.markup + l.platform_fee + l.partner_net);
+        }
+    }
+}
