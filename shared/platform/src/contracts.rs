@@ -205,17 +205,32 @@ pub async fn account_contracts(
     conn: &mut PgConnection,
     account: &AccountId,
 ) -> Result<Vec<Contract>, sqlx::Error> {
+    let accounts = [account.as_str()];
+    Ok(contracts_of(conn, &accounts)
+        .await?
+        .remove(account.as_str())
+        .unwrap_or_default())
+}
+
+/// The contracts of each of `accounts` that has any, each account's by
+/// start, with their terms and commitments: three queries whatever the
+/// number of accounts (contracts, then the terms and the commitments of all
+/// of them), one when none has a contract.
+pub async fn contracts_of(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<Contract>>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, starts_at, ends_at, currency, price_protection, signed_at FROM contracts
-         WHERE account_id = $1 ORDER BY starts_at, id",
+        "SELECT account_id, id, starts_at, ends_at, currency, price_protection, signed_at
+         FROM contracts WHERE account_id = ANY($1) ORDER BY account_id, starts_at, id",
     )
-    .bind(account.as_str())
+    .bind(accounts)
     .fetch_all(&mut *conn)
     .await?;
-    let mut contracts = Vec::with_capacity(rows.len());
+    let mut contracts: Vec<(String, Contract)> = Vec::with_capacity(rows.len());
     for r in &rows {
         let currency: String = r.try_get("currency")?;
-        contracts.push(Contract {
+        let contract = Contract {
             id: r.try_get("id")?,
             starts_at: r.try_get("starts_at")?,
             ends_at: r.try_get("ends_at")?,
@@ -224,9 +239,14 @@ pub async fn account_contracts(
             signed_at: r.try_get("signed_at")?,
             terms: Vec::new(),
             commitments: Vec::new(),
-        });
+        };
+        contracts.push((r.try_get("account_id")?, contract));
     }
-    let ids: Vec<i64> = contracts.iter().map(|c| c.id).collect();
+    let mut out = std::collections::HashMap::new();
+    if contracts.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<i64> = contracts.iter().map(|(_, c)| c.id).collect();
     let mut terms: BTreeMap<i64, Vec<Term>> = BTreeMap::new();
     for r in sqlx::query(&format!(
         "SELECT {TERM_COLUMNS} FROM contract_terms t WHERE t.contract_id = ANY($1) ORDER BY t.id"
@@ -262,11 +282,12 @@ pub async fn account_contracts(
                 ends_at: r.try_get("ends_at")?,
             });
     }
-    for c in &mut contracts {
+    for (account, mut c) in contracts {
         c.terms = terms.remove(&c.id).unwrap_or_default();
         c.commitments = commitments.remove(&c.id).unwrap_or_default();
+        out.entry(account).or_insert_with(Vec::new).push(c);
     }
-    Ok(contracts)
+    Ok(out)
 }
 
 /// A partner-funded term as its provider sees it.
@@ -377,24 +398,4 @@ pub async fn sign(
         contract.signed_at = stored;
     }
     Ok(Some(contract))
-}
-
-/// The contracts of each of `accounts` that has any (one query to find
-/// them; accounts without a contract cost nothing more).
-pub async fn contracts_of(
-    conn: &mut PgConnection,
-    accounts: &[&str],
-) -> Result<std::collections::HashMap<String, Vec<Contract>>, sqlx::Error> {
-    let with: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT account_id FROM contracts WHERE account_id = ANY($1) ORDER BY account_id",
-    )
-    .bind(accounts)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = std::collections::HashMap::with_capacity(with.len());
-    for account in with {
-        let id = AccountId::parse(&account).map_err(decode_err)?;
-        out.insert(account, account_contracts(&mut *conn, &id).await?);
-    }
-    Ok(out)
 }

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::finance::invoices::parse_period;
 use crate::finance::settlement::reconciliation::{ISSUED, VOIDED};
-use crate::finance::settlement::{settlements, Settlement};
+use crate::finance::settlement::{settlements, CurrencySettlement, Settlement};
 
 /// At most this many months are listed, newest first.
 const MONTHS: i64 = 24;
@@ -87,42 +87,89 @@ pub async fn own_invoices(
         .collect())
 }
 
-/// Each provider's settlement mode (or `provider`'s).
+/// A provider as the platform settles with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settling {
+    pub name: String,
+    /// A partner (a first-party provider is never settled).
+    pub partner: bool,
+    pub mode: SettlementMode,
+}
+
+/// Each provider's settlement mode (or `provider`'s), with its name and kind.
 pub async fn settlement_modes(
     conn: &mut PgConnection,
     provider: Option<&str>,
-) -> Result<BTreeMap<String, SettlementMode>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, settlement_mode FROM providers WHERE $1::text IS NULL OR id = $1",
+) -> Result<BTreeMap<String, Settling>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT id, name, kind, settlement_mode FROM providers WHERE $1::text IS NULL OR id = $1",
     )
     .bind(provider)
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(id, mode)| {
+        .map(|(id, name, kind, mode)| {
             let mode =
                 SettlementMode::parse(&mode).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok((id, mode))
+            let partner = kind == "partner";
+            Ok((
+                id,
+                Settling {
+                    name,
+                    partner,
+                    mode,
+                },
+            ))
         })
         .collect()
 }
 
 /// Sets each settlement's mode, and per currency its provider's own
 /// invoices due and what is paid for it ([`Settlement`]): the net payable
-/// in gross mode, less the due in net mode.
+/// in gross mode, less the due in net mode. A partner settled net that
+/// sold nothing in the month (or in one of its currencies) but has own
+/// invoices counted in it is settled too: a settlement of zero netted
+/// against them, so finance sees what it owes (`paid` negative). Settled
+/// gross, such a provider pays its invoices as any customer does: no
+/// settlement. Settlements stay in provider order, currencies in code
+/// order.
 pub async fn apply_modes(
     conn: &mut PgConnection,
     month: Period,
     provider: Option<&str>,
-    settlements: &mut [Settlement],
+    settlements: &mut Vec<Settlement>,
 ) -> Result<(), sqlx::Error> {
-    if settlements.is_empty() {
-        return Ok(());
-    }
     let modes = settlement_modes(&mut *conn, provider).await?;
     let own = own_invoices(&mut *conn, month, provider).await?;
+    for (id, code) in own.keys() {
+        let Some(p) = modes
+            .get(id)
+            .filter(|p| p.partner && p.mode == SettlementMode::Net)
+        else {
+            continue;
+        };
+        let currency = parse_stored("currency", code)?;
+        let index = match settlements.iter().position(|s| s.provider_id == *id) {
+            Some(index) => index,
+            None => {
+                settlements.push(Settlement::without_sales(id, &p.name, month));
+                settlements.len() - 1
+            }
+        };
+        let s = &mut settlements[index];
+        if !s.currencies.iter().any(|c| c.currency == currency) {
+            s.currencies
+                .push(CurrencySettlement::without_sales(currency));
+        }
+    }
+    settlements.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
     for s in settlements {
-        let mode = modes.get(&s.provider_id).copied().unwrap_or_default();
+        s.currencies
+            .sort_by(|a, b| a.currency.code().cmp(b.currency.code()));
+        let mode = modes
+            .get(&s.provider_id)
+            .map(|p| p.mode)
+            .unwrap_or_default();
         s.settlement_mode = mode;
         for c in &mut s.currencies {
             let due = own
@@ -219,6 +266,7 @@ pub async fn statement(
     let mode = settlement_modes(&mut *conn, Some(id))
         .await?
         .remove(id)
+        .map(|p| p.mode)
         .unwrap_or_default();
     let own = own_invoices(&mut *conn, month, Some(id)).await?;
     let sold = settlements(&mut *conn, month, Some(id)).await?;

@@ -255,3 +255,246 @@ fn a_contract_awaiting_its_partner_is_signed_only_once_every_partner_agreed() {
     assert_eq!(c.signed_at, Some(day(1, 7)));
     assert!(c.in_force_at(day(2, 1)));
 }
+
+/// The tiers of [`graduated`], as a volume book: 0.20 a unit up to 100
+/// units, 0.10 a unit for all of them beyond.
+fn volume() -> PriceBook {
+    let PriceModel::Graduated { tiers } = graduated().model else {
+        unreachable!()
+    };
+    PriceBook::new(PriceModel::Volume { tiers })
+}
+
+/// February's dbco.db usage over two list price versions (one line each):
+/// 80 units at 0.25 = 20.00 (fee 4.00, net 16.00), then 70 at 0.30 =
+/// 21.00 (fee 4.20, net 16.80).
+fn two_versions() -> Statement {
+    let version = |id: i64, from: DateTime<Utc>, price: Decimal, qty: Decimal| UsageAggregate {
+        price_id: id,
+        price_effective_from: from,
+        ..agg("dbco", ProviderKind::Partner, "dbco.db", price, qty)
+    };
+    Statement::compute(
+        AccountId::parse("acme").unwrap(),
+        Period::new(day(2, 1), day(3, 1)).unwrap(),
+        Currency::parse("USD").unwrap(),
+        1,
+        vec![
+            version(1, day(1, 1), dec!(0.25), dec!(80)),
+            version(2, day(2, 15), dec!(0.30), dec!(70)),
+        ],
+    )
+    .unwrap()
+}
+
+/// Each line's (list_amount, discount, amount, markup, platform_fee,
+/// partner_net).
+fn money_of(s: &Statement) -> Vec<[Decimal; 6]> {
+    s.lines
+        .iter()
+        .map(|l| {
+            [
+                l.list_amount,
+                l.discount,
+                l.amount,
+                l.markup,
+                l.platform_fee,
+                l.partner_net,
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn a_negotiated_graduated_book_prices_the_skus_period_quantity_once_across_its_price_versions() {
+    let mut s = two_versions();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, graduated(), Funder::Platform)]),
+    )
+    .unwrap();
+    // 150 units: 100 × 0.20 + 50 × 0.10 = 25.00 for the SKU (not 80 ×
+    // 0.20 + 70 × 0.20 = 30.00, the first tier counted on each line). The
+    // discount 41.00 - 25.00 = 16.00 is spread over the lines by their
+    // price before the contract (20.00 and 21.00), largest remainder:
+    // 7.80 and 8.20; each line bills 12.20 and 12.80.
+    assert_eq!(
+        money_of(&s),
+        [
+            [
+                dec!(20.00),
+                dec!(7.80),
+                dec!(12.20),
+                dec!(-7.80),
+                dec!(4.00),
+                dec!(16.00)
+            ],
+            [
+                dec!(21.00),
+                dec!(8.20),
+                dec!(12.80),
+                dec!(-8.20),
+                dec!(4.20),
+                dec!(16.80)
+            ],
+        ]
+    );
+    assert_eq!(s.subtotal, dec!(25.00));
+    assert!(s
+        .lines
+        .iter()
+        .all(|l| l.discount_funded_by == Some(Funder::Platform)));
+}
+
+#[test]
+fn a_partner_funded_negotiated_book_spread_over_versions_lowers_each_lines_net_by_its_share() {
+    let mut platform = two_versions();
+    apply(
+        &mut platform,
+        &with(vec![negotiated(1, graduated(), Funder::Platform)]),
+    )
+    .unwrap();
+    let mut s = two_versions();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, graduated(), Funder::Partner)]),
+    )
+    .unwrap();
+    // The customer's side is the platform-funded one's; each line's fee
+    // rises and net falls by its share (7.80, 8.20).
+    let customer = |s: &Statement| {
+        money_of(s)
+            .iter()
+            .map(|m| m[..4].to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(customer(&s), customer(&platform));
+    assert_eq!(
+        s.lines
+            .iter()
+            .map(|l| (l.platform_fee, l.partner_net, l.discount_funded_by))
+            .collect::<Vec<_>>(),
+        [
+            (dec!(11.80), dec!(8.20), Some(Funder::Partner)),
+            (dec!(12.40), dec!(8.60), Some(Funder::Partner))
+        ]
+    );
+    // dbco is owed 16.80 for the SKU: 32.80 at list less the 16.00 it funds.
+    assert_eq!(s.lines[0].partner_net + s.lines[1].partner_net, dec!(16.80));
+}
+
+#[test]
+fn a_negotiated_volume_book_reaches_its_tier_on_the_skus_period_quantity() {
+    let mut s = two_versions();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, volume(), Funder::Platform)]),
+    )
+    .unwrap();
+    // 150 units are all at the second tier: 15.00 (each line alone, 80 and
+    // 70 units, would stay in the first: 16.00 + 14.00). Discount 26.00
+    // over 20.00 and 21.00: 12.68 and 13.32.
+    assert_eq!(
+        s.lines
+            .iter()
+            .map(|l| (l.discount, l.amount))
+            .collect::<Vec<_>>(),
+        [(dec!(12.68), dec!(7.32)), (dec!(13.32), dec!(7.68))]
+    );
+    assert_eq!(s.subtotal, dec!(15.00));
+}
+
+#[test]
+fn a_negotiated_book_prices_the_usage_of_all_the_skus_bound_resources_together() {
+    let resource = |name: &str| crate::statement::ResourceRef {
+        binding: crate::BindingId::parse(&format!("b-{name}")).unwrap(),
+        name: name.into(),
+        plan: "PS-10".into(),
+    };
+    let on = |name: &str, qty: Decimal| UsageAggregate {
+        resource: Some(resource(name)),
+        ..agg("dbco", ProviderKind::Partner, "dbco.db", dec!(0.25), qty)
+    };
+    let mut s = Statement::compute(
+        AccountId::parse("acme").unwrap(),
+        Period::new(day(2, 1), day(3, 1)).unwrap(),
+        Currency::parse("USD").unwrap(),
+        1,
+        vec![on("alpha", dec!(60)), on("beta", dec!(90))],
+    )
+    .unwrap();
+    apply(
+        &mut s,
+        &with(vec![negotiated(1, graduated(), Funder::Platform)]),
+    )
+    .unwrap();
+    // 150 units over both resources: 25.00 (not 12.00 + 18.00); the
+    // discount 37.50 - 25.00 = 12.50 spread over 15.00 and 22.50.
+    assert_eq!(
+        s.lines
+            .iter()
+            .map(|l| (
+                l.resource.as_ref().unwrap().name.as_str(),
+                l.discount,
+                l.amount
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("alpha", dec!(5.00), dec!(10.00)),
+            ("beta", dec!(7.50), dec!(15.00))
+        ]
+    );
+    assert_eq!(s.subtotal, dec!(25.00));
+}
+
+#[test]
+fn a_negotiated_book_above_the_skus_list_total_bills_list_on_every_line() {
+    // 150 units at 0.30 = 45.00 > 41.00 at list: no line is discounted.
+    let mut s = two_versions();
+    let before = s.clone();
+    let dear = PriceBook::new(PriceModel::per_unit(dec!(0.30)).unwrap());
+    apply(&mut s, &with(vec![negotiated(1, dear, Funder::Platform)])).unwrap();
+    assert_eq!(s, before);
+}
+
+proptest::proptest! {
+    /// Whatever the SKU's lines (price versions, quantities, markup), the
+    /// customer pays the book's charge for their total quantity (or list,
+    /// when that is less), exactly, and no line's discount is negative or
+    /// more than its price before the contract.
+    #[test]
+    fn a_negotiated_sku_bills_the_books_charge_of_its_total_quantity_exactly(
+        versions in proptest::collection::vec((1u32..60, 0u32..500, 0u32..3), 1..5),
+        funded_by_partner in proptest::bool::ANY,
+    ) {
+        let funder = if funded_by_partner { Funder::Partner } else { Funder::Platform };
+        let aggs = versions
+            .iter()
+            .enumerate()
+            .map(|(i, (cents, qty, markup))| UsageAggregate {
+                price_id: i64::try_from(i).unwrap() + 1,
+                price_effective_from: day(1, 1) + chrono::Duration::days(i64::try_from(i).unwrap()),
+                markup_pct: Decimal::from(*markup * 5),
+                ..agg("dbco", ProviderKind::Partner, "dbco.db", Decimal::new(i64::from(*cents), 2), Decimal::from(*qty))
+            })
+            .collect();
+        let mut s = Statement::compute(
+            AccountId::parse("acme").unwrap(),
+            Period::new(day(2, 1), day(3, 1)).unwrap(),
+            Currency::parse("USD").unwrap(),
+            1,
+            aggs,
+        )
+        .unwrap();
+        let before = s.subtotal;
+        let quantity: Decimal = s.lines.iter().map(|l| l.quantity).sum();
+        apply(&mut s, &with(vec![negotiated(1, graduated(), funder)])).unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let book = usd.round(graduated().charges(quantity, usd).unwrap().usage);
+        proptest::prop_assert_eq!(s.subtotal, before.min(book));
+        for l in &s.lines {
+            proptest::prop_assert!(l.discount >= Decimal::ZERO && l.amount >= Decimal::ZERO);
+            proptest::prop_assert_eq!(l.amount, l.markup + l.platform_fee + l.partner_net);
+        }
+    }
+}

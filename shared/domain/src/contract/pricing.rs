@@ -105,8 +105,8 @@ pub fn commitment_provider() -> Result<ProviderRef, MoneyError> {
 
 /// Applies `contract` (the account's contract in force at the period's
 /// start, if any) to a statement of the period's own lines, before its
-/// adjustments and credits: each usage line of a SKU with a negotiated
-/// price book is priced with it ([`super::negotiated::line_price`]), each
+/// adjustments and credits: the usage lines of a SKU with a negotiated
+/// price book are priced with it, together ([`super::negotiated::price_lines`]), each
 /// other line the contract's terms cover is discounted
 /// ([`Contract::term_for`]); then, for each monthly commitment
 /// whose commitment period is exactly the billing period, a true-up line
@@ -121,8 +121,10 @@ pub fn apply(statement: &mut Statement, contract: &Contract) -> Result<(), Money
     if !contract.in_force_at(period.start()) {
         return Ok(());
     }
-    for line in &mut statement.lines {
-        discount_line(line, contract, period.start(), currency)?;
+    let negotiated =
+        super::negotiated::price_lines(&statement.lines, contract, period.start(), currency)?;
+    for (line, priced) in statement.lines.iter_mut().zip(negotiated) {
+        discount_line(line, priced, contract, period.start(), currency)?;
     }
     let net = checked::sum(statement.lines.iter().map(|l| l.amount))?;
     for c in &contract.commitments {
@@ -140,8 +142,12 @@ pub fn apply(statement: &mut Statement, contract: &Contract) -> Result<(), Money
     statement.sum_up()
 }
 
+/// Discounts `line`: by its negotiated price (`negotiated`, from
+/// [`super::negotiated::price_lines`]) when it has one, else by the
+/// percentage term that covers it, if any.
 fn discount_line(
     line: &mut StatementLine,
+    negotiated: Option<Discounted>,
     contract: &Contract,
     start: DateTime<Utc>,
     currency: Currency,
@@ -149,7 +155,7 @@ fn discount_line(
     if line.amount.is_zero() || line.kind == LineKind::CommitmentTrueUp {
         return Ok(());
     }
-    let d = match super::negotiated::line_price(line, contract, start, currency)? {
+    let d = match negotiated {
         Some(d) => d,
         None => {
             let Some(term) = contract.term_for(&line.provider.id, &line.sku, start) else {

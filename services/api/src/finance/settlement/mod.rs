@@ -126,6 +126,22 @@ pub struct CurrencySettlement {
     pub paid: Decimal,
 }
 
+impl CurrencySettlement {
+    /// A currency in which the partner sold nothing: every figure zero.
+    pub(crate) fn without_sales(currency: Currency) -> Self {
+        let mut totals = Figures::default();
+        totals.scale(currency);
+        CurrencySettlement {
+            currency,
+            totals,
+            by_sku: Vec::new(),
+            by_account: Vec::new(),
+            own_invoices_due: currency.scaled(Decimal::ZERO),
+            paid: currency.scaled(Decimal::ZERO),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Settlement {
     pub provider_id: String,
@@ -137,7 +153,23 @@ pub struct Settlement {
     pub currencies: Vec<CurrencySettlement>,
 }
 
-/// Settlements of every partner (or one) for the invoices of `month`.
+impl Settlement {
+    /// A partner's settlement of `month` before its currencies: one that
+    /// sold nothing in it.
+    pub(crate) fn without_sales(id: &str, name: &str, month: Period) -> Self {
+        Settlement {
+            provider_id: id.to_owned(),
+            provider_name: name.to_owned(),
+            period: month.label(),
+            settlement_mode: SettlementMode::default(),
+            currencies: Vec::new(),
+        }
+    }
+}
+
+/// Settlements of every partner (or one) for the invoices of `month`; a
+/// partner settled net with own invoices in the month is listed though it
+/// sold nothing ([`crate::composition::statement::apply_modes`]).
 pub async fn settlements(
     conn: &mut PgConnection,
     month: Period,
@@ -199,13 +231,8 @@ pub async fn settlements(
             platform_funded_discounts: r.try_get("by_platform")?,
         };
         if out.last().is_none_or(|s| s.provider_id != provider_id) {
-            out.push(Settlement {
-                provider_id: provider_id.clone(),
-                provider_name: r.try_get("provider_name")?,
-                period: month.label(),
-                settlement_mode: SettlementMode::default(),
-                currencies: Vec::new(),
-            });
+            let name: String = r.try_get("provider_name")?;
+            out.push(Settlement::without_sales(&provider_id, &name, month));
         }
         let Some(settlement) = out.last_mut() else {
             continue;
