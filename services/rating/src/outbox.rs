@@ -20,9 +20,9 @@ pub struct StatementSink {
     pub max_bytes: usize,
 }
 
-/// What is sent for one statement: its body, or, when the body is larger
-/// than `max_bytes`, a reference to the version stored in PostgreSQL
-/// ([`tally_platform::statements`]).
+/// What is sent instead of a statement's body: nothing (the body goes)
+/// while it is at most `max_bytes`, else a reference to the version stored
+/// in PostgreSQL ([`tally_platform::statements`]).
 fn payload(
     statement: &Statement,
     body: &[u8],

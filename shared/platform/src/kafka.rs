@@ -609,6 +609,23 @@ mod tests {
     use super::*;
     use crate::config::KafkaProperties;
 
+    #[tokio::test]
+    async fn statement_clients_are_sized_from_the_statement_limit() {
+        let default = Config::default();
+        assert_eq!(statement_message_max_bytes(&default), 16_842_752);
+        assert_eq!(statement_topic_max_message_bytes(&default), 16_908_288);
+        // librdkafka takes the settings (it checks fetch sizes against each
+        // other when the client is made), at the default and a small limit.
+        for max in [STATEMENT_MAX_BYTES, 50_000] {
+            let config = Config {
+                statement_max_bytes: max,
+                ..Config::default()
+            };
+            assert!(statements_producer(&config).is_ok(), "{max}");
+            assert!(statements_consumer(&config, "g").is_ok(), "{max}");
+        }
+    }
+
     #[test]
     fn a_refused_property_does_not_show_its_value() {
         let config = Config {
