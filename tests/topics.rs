@@ -1,5 +1,5 @@
 //! The topics Tally creates carry the configured partitions, replication,
-//! `min.insync.replicas` and retention; at start Tally refuses a
+//! `min.insync.replicas`, retention and largest message; at start Tally refuses a
 //! `usage.events` whose partition count is not the configured one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +45,26 @@ async fn topics_are_made_as_configured_and_a_repartitioned_usage_topic_is_refuse
     };
     assert_eq!(value("retention.ms"), "172800000");
     assert_eq!(value("min.insync.replicas"), "1");
+    assert_eq!(value("max.message.bytes"), "1048588");
+
+    // billing.statements takes a statement of TALLY_STATEMENT_MAX_BYTES
+    // (16 MiB by default) whole, with room for its framing.
+    let statements = config.topics().statements;
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(&statements)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    assert_eq!(
+        resource
+            .get("max.message.bytes")
+            .and_then(|e| e.value.clone())
+            .as_deref(),
+        Some("16908288")
+    );
 
     let wider = Config {
         usage_partitions: 8,

@@ -1,5 +1,7 @@
 //! The statement consumer: the newest version of each account-period becomes
-//! its draft invoice; the database commits before the Kafka offsets.
+//! its draft invoice; the database commits before the Kafka offsets. A
+//! statement too large to publish whole comes as a reference and is read
+//! from PostgreSQL ([`tally_platform::statements`]).
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -8,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tally_domain::Statement;
 use tally_platform::kafka;
+use tally_platform::statements::{self, LoadError, Published, StoredStatement};
 use tokio_util::sync::CancellationToken;
 
 use crate::invoices_repo;
@@ -43,18 +46,52 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
     }
 }
 
-fn decode(batch: &[OwnedMessage]) -> Vec<Statement> {
-    batch
-        .iter()
-        .filter_map(|m| match serde_json::from_slice::<Statement>(m.payload().unwrap_or_default()) {
-            Ok(s) => Some(s),
+/// The batch's statements, and the references to statements too large to
+/// publish whole ([`tally_platform::statements`]); a message that does not
+/// parse is counted and skipped.
+fn decode(batch: &[OwnedMessage]) -> (Vec<Statement>, Vec<StoredStatement>) {
+    let mut whole = Vec::new();
+    let mut stored = Vec::new();
+    for m in batch {
+        match statements::decode(m) {
+            Ok(Published::Whole(s)) => whole.push(*s),
+            Ok(Published::Stored(r)) => stored.push(r),
             Err(err) => {
                 metrics::counter!("tally_statements_invalid_total").increment(1);
                 tracing::error!(partition = m.partition(), offset = m.offset(), error = %err, "skipping a statement that does not parse");
-                None
             }
-        })
-        .collect()
+        }
+    }
+    (whole, stored)
+}
+
+/// Applies the statements, and those the references name, read from
+/// PostgreSQL (each at its stored version, the referenced one or newer).
+/// A reference whose statement cannot be read (not stored, or its body does
+/// not parse) is counted and skipped like a statement that does not parse;
+/// a database error fails the batch (retried).
+async fn apply_batch(
+    pool: &PgPool,
+    whole: &[Statement],
+    stored: &[StoredStatement],
+) -> anyhow::Result<usize> {
+    if stored.is_empty() {
+        return apply_statements(pool, whole).await;
+    }
+    let mut conn = pool.acquire().await?;
+    let mut all = whole.to_vec();
+    for reference in stored {
+        match statements::load_stored(&mut conn, std::slice::from_ref(reference)).await {
+            Ok(loaded) => all.extend(loaded),
+            Err(LoadError::Database(e)) => return Err(e.into()),
+            Err(err) => {
+                metrics::counter!("tally_statements_invalid_total").increment(1);
+                tracing::error!(error = %err, "skipping a statement reference that cannot be read");
+            }
+        }
+    }
+    drop(conn);
+    apply_statements(pool, &all).await
 }
 
 pub async fn run(
@@ -77,10 +114,10 @@ pub async fn run(
             }
         };
         let started = Instant::now();
-        let statements = decode(&batch);
+        let (whole, stored) = decode(&batch);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply_statements(&pool, &statements).await {
+            match apply_batch(&pool, &whole, &stored).await {
                 Ok(changed) => {
                     metrics::counter!("tally_statements_applied_total").increment(changed as u64);
                     break;
@@ -107,7 +144,7 @@ pub async fn run(
             tracing::warn!(error = %err, "offset commit failed after the batch was recorded");
         }
         tracing::debug!(
-            statements = statements.len(),
+            statements = whole.len() + stored.len(),
             ms = started.elapsed().as_millis() as u64,
             "statements applied"
         );

@@ -19,7 +19,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics();
         let pool = tally_platform::db::connect_service(&config, "invoicing").await?;
-        let consumer = kafka::consumer(&config, &config.group("invoicing"))?;
+        let consumer = kafka::statements_consumer(&config, &config.group("invoicing"))?;
         consumer.subscribe(&[&config.topics().statements])?;
         let producer = kafka::producer(&config)?;
         Ok(Application {

@@ -85,8 +85,7 @@ impl Application {
         let trace = BatchTrace::start(batch, &outcome.statements);
         let published = outbox::publish(
             &self.pool,
-            &self.producer,
-            &self.topics.statements,
+            &self.statements,
             &outcome.statements,
             &outcome.bodies,
             trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]),

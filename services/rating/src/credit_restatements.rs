@@ -146,12 +146,7 @@ async fn restate_bound_periods_in(
 /// Restates the accounts whose grants changed, then publishes the new
 /// statement versions. Several rating instances share the work: each takes
 /// requests with `SKIP LOCKED`.
-pub(crate) async fn run(
-    pool: PgPool,
-    producer: tally_platform::kafka::Producer,
-    topic: String,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn run(pool: PgPool, sink: outbox::StatementSink, shutdown: CancellationToken) {
     let mut bound_checked: Option<std::time::Instant> = None;
     loop {
         if bound_checked.is_none_or(|at| at.elapsed() >= BOUND_EVERY) {
@@ -164,8 +159,7 @@ pub(crate) async fn run(
                     );
                     if let Err(err) = outbox::publish(
                         &pool,
-                        &producer,
-                        &topic,
+                        &sink,
                         &opened.statements,
                         &opened.bodies,
                         &[],
@@ -189,8 +183,7 @@ pub(crate) async fn run(
                 // A failed publish is retried by the outbox sweep.
                 if let Err(err) = outbox::publish(
                     &pool,
-                    &producer,
-                    &topic,
+                    &sink,
                     &restated.statements,
                     &restated.bodies,
                     &[],

@@ -20,6 +20,8 @@ pub struct Application {
     pub(crate) config: Config,
     pub(crate) pool: PgPool,
     pub(crate) producer: tally_platform::kafka::Producer,
+    /// Where statements go (the same producer).
+    pub(crate) statements: outbox::StatementSink,
     pub(crate) consumer: tally_platform::kafka::Consumer,
     pub(crate) topics: Topics,
 }
@@ -27,14 +29,20 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let pool = tally_platform::db::connect_service(&config, "rating").await?;
-        let producer = kafka::producer(&config)?;
+        let producer = kafka::statements_producer(&config)?;
         let consumer = kafka::consumer(&config, &config.group("rating"))?;
         let topics = config.topics();
         consumer.subscribe(&[&topics.usage_events])?;
+        let statements = outbox::StatementSink {
+            producer: producer.clone(),
+            topic: topics.statements.clone(),
+            max_bytes: config.statement_max_bytes,
+        };
         Ok(Application {
             config,
             pool,
             producer,
+            statements,
             consumer,
             topics,
         })
@@ -50,13 +58,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let published =
-            outbox::publish_pending(&self.pool, &self.producer, &self.topics.statements).await?;
+        let published = outbox::publish_pending(&self.pool, &self.statements).await?;
         tracing::info!(published, "rating started");
         let restatements = tokio::spawn(credit_restatements::run(
             self.pool.clone(),
-            self.producer.clone(),
-            self.topics.statements.clone(),
+            self.statements.clone(),
             shutdown.clone(),
         ));
         let prune = self.config.dedupe_prune_every.map(|every| {
@@ -93,10 +99,7 @@ impl Application {
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
-                if let Err(err) =
-                    outbox::publish_pending(&self.pool, &self.producer, &self.topics.statements)
-                        .await
-                {
+                if let Err(err) = outbox::publish_pending(&self.pool, &self.statements).await {
                     tracing::warn!(error = %err, "statement sweep failed");
                 }
             }

@@ -118,6 +118,13 @@ pub struct Config {
     /// version of a SKU already priced (`TALLY_PRICE_NOTICE_SECS`, default
     /// 0: none); one with less notice is refused (`price_notice_too_short`).
     pub price_notice: Duration,
+    /// The largest statement body (its JSON, in bytes) rating publishes
+    /// whole on `billing.statements` (`TALLY_STATEMENT_MAX_BYTES`, default
+    /// [`crate::kafka::STATEMENT_MAX_BYTES`]); a larger one is published as
+    /// a reference to the version stored in PostgreSQL
+    /// ([`crate::statements`]). The statements producer, the topic Tally
+    /// creates and invoicing's consumer are sized from it.
+    pub statement_max_bytes: usize,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tally";
@@ -162,6 +169,7 @@ impl Default for Config {
             link_secret: None,
             webhook_key: None,
             price_notice: Duration::ZERO,
+            statement_max_bytes: crate::kafka::STATEMENT_MAX_BYTES,
         }
     }
 }
@@ -401,6 +409,20 @@ impl Config {
             price_notice: parsed("TALLY_PRICE_NOTICE_SECS")?
                 .map(Duration::from_secs)
                 .unwrap_or(d.price_notice),
+            statement_max_bytes: match parsed::<usize>("TALLY_STATEMENT_MAX_BYTES")? {
+                Some(n) if n > crate::kafka::STATEMENT_MAX_BYTES_CEILING => {
+                    return Err(ConfigError {
+                        name: "TALLY_STATEMENT_MAX_BYTES",
+                        reason: format!(
+                            "at most {} (larger statements are published by reference)",
+                            crate::kafka::STATEMENT_MAX_BYTES_CEILING
+                        ),
+                        value: n.to_string(),
+                    })
+                }
+                Some(n) => n,
+                None => d.statement_max_bytes,
+            },
         };
         config.validated()
     }

@@ -1,7 +1,7 @@
 //! Kafka: producers that answer only after `acks=all`, consumers that commit
 //! offsets by hand after the database transaction, topic creation.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
@@ -137,6 +137,40 @@ pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
 /// at least this much.
 pub const TOPIC_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// The largest statement body (its JSON) rating publishes whole, by
+/// default (`TALLY_STATEMENT_MAX_BYTES`): 16 MiB. A statement line is ~360
+/// bytes of JSON with short names and ~510 with long ones (measured by
+/// `rating`'s `a_statement_of_ten_thousand_lines_is_published_whole`), so
+/// the issue's 10,000 lines (one account using every SKU) are 3.6–5.1 MB:
+/// three times that still fits. Larger statements go by reference
+/// ([`crate::statements`]).
+pub const STATEMENT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest `TALLY_STATEMENT_MAX_BYTES` Tally accepts (librdkafka's own
+/// ceiling is 1,000,000,000 bytes; a statement beyond this goes by
+/// reference anyway).
+pub const STATEMENT_MAX_BYTES_CEILING: usize = 256 * 1024 * 1024;
+
+/// Room for a statement message's key, headers and record framing above
+/// its body, and again for a batch's framing above its messages.
+const STATEMENT_FRAMING: usize = 64 * 1024;
+
+/// The statements producer's `message.max.bytes`: the largest statement
+/// body plus its key, headers and framing.
+pub fn statement_message_max_bytes(config: &Config) -> usize {
+    config.statement_max_bytes + STATEMENT_FRAMING
+}
+
+/// `max.message.bytes` of `billing.statements` (Tally sets it on the topic
+/// it creates and checks it on one it finds): above
+/// [`statement_message_max_bytes`], so the broker takes every batch the
+/// statements producer builds. librdkafka batches a message larger than
+/// `batch.size` (1,000,000 bytes) alone and sends a batch uncompressed
+/// when compressing would make it larger, so no batch exceeds it.
+pub fn statement_topic_max_message_bytes(config: &Config) -> usize {
+    statement_message_max_bytes(config) + STATEMENT_FRAMING
+}
+
 /// How long a produce may wait in the client before it is reported failed.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -167,6 +201,22 @@ fn with_properties<'a>(client: &'a mut ClientConfig, config: &Config) -> &'a mut
 
 /// An idempotent producer with `acks=all`: a delivered message is durable on the broker.
 pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
+    producer_with(config, &[])
+}
+
+/// Rating's producer of statements (and its dead letters): as [`producer`],
+/// with messages up to [`statement_message_max_bytes`] and its batches
+/// compressed with lz4 (built into librdkafka; a statement's JSON shrinks
+/// 6–8 times, measured with `lz4 -1` on a 10,000-line one).
+pub fn statements_producer(config: &Config) -> Result<Producer, KafkaError> {
+    let max = statement_message_max_bytes(config).to_string();
+    producer_with(
+        config,
+        &[("message.max.bytes", &max), ("compression.codec", "lz4")],
+    )
+}
+
+fn producer_with(config: &Config, settings: &[(&str, &str)]) -> Result<Producer, KafkaError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka_brokers)
@@ -179,13 +229,44 @@ pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
             "message.timeout.ms",
             PRODUCE_TIMEOUT.as_millis().to_string(),
         );
+    for (property, value) in settings {
+        client.set(*property, *value);
+    }
     with_properties(&mut client, config)
         .create_with_context(Context::default())
         .map_err(without_value)
 }
 
+/// Invoicing's consumer of `billing.statements`: as [`consumer`], with a
+/// partition's fetch holding a whole statement message
+/// (`max.partition.fetch.bytes` at the topic's `max.message.bytes`) and a
+/// fetch and its prefetch queue holding two (`fetch.max.bytes`,
+/// `queued.max.messages.kbytes`; librdkafka raises
+/// `receive.message.max.bytes` to match).
+pub fn statements_consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
+    let message = statement_topic_max_message_bytes(config);
+    let fetch = (2 * message).max(16 * 1024 * 1024);
+    consumer_with(
+        config,
+        group,
+        &[
+            ("max.partition.fetch.bytes", &message.to_string()),
+            ("fetch.max.bytes", &fetch.to_string()),
+            ("queued.max.messages.kbytes", &(fetch / 1024).to_string()),
+        ],
+    )
+}
+
 /// A consumer in `group` that never commits on its own.
 pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
+    consumer_with(config, group, &[])
+}
+
+fn consumer_with(
+    config: &Config,
+    group: &str,
+    settings: &[(&str, &str)],
+) -> Result<Consumer, KafkaError> {
     let session = config.kafka_session_timeout.as_millis();
     let mut client = ClientConfig::new();
     client
@@ -214,6 +295,9 @@ pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
             "max.poll.interval.ms",
             config.kafka_max_poll_interval.as_millis().to_string(),
         );
+    for (property, value) in settings {
+        client.set(*property, *value);
+    }
     with_properties(&mut client, config)
         .create_with_context(Context::default())
         .map_err(without_value)
@@ -231,6 +315,18 @@ pub enum TopicError {
     },
     #[error("{0} does not show in the cluster's metadata (created, but not visible within 10 s)")]
     Missing(String),
+    #[error(
+        "{topic} has max.message.bytes {found} but Tally publishes statements of up to \
+         TALLY_STATEMENT_MAX_BYTES as one message and needs {needed}: raise the topic's \
+         max.message.bytes to {needed}, or set TALLY_STATEMENT_MAX_BYTES to {fits} or less \
+         (larger statements are then published by reference)"
+    )]
+    MessageBytes {
+        topic: String,
+        found: String,
+        needed: usize,
+        fits: usize,
+    },
     #[error(
         "{topic} has {found} partitions but TALLY_USAGE_PARTITIONS is {configured}: set it to \
          {found} if the topic was made that way; if partitions were added under a running Tally, \
@@ -274,6 +370,7 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         topic
     };
     let max_message = TOPIC_MAX_MESSAGE_BYTES.to_string();
+    let statement_max_message = statement_topic_max_message_bytes(config).to_string();
     let wanted = [
         new_topic(&topics.usage_events, config.usage_partitions)
             .set("max.message.bytes", &max_message),
@@ -281,7 +378,8 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         new_topic(&topics.usage_ingest, config.usage_partitions)
             .set("max.message.bytes", &max_message),
         new_topic(&topics.usage_ingest_rejects, 1).set("max.message.bytes", &max_message),
-        new_topic(&topics.statements, config.usage_partitions),
+        new_topic(&topics.statements, config.usage_partitions)
+            .set("max.message.bytes", &statement_max_message),
         new_topic(&topics.binding_events, config.usage_partitions),
     ];
     let results = admin
@@ -291,14 +389,19 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         )
         .await?;
     let mut usage_existed = false;
+    let mut statements_existed = false;
     for result in results {
         match result {
             Ok(_) => {}
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 usage_existed |= topic == topics.usage_events;
+                statements_existed |= topic == topics.statements;
             }
             Err((topic, code)) => return Err(TopicError::Create { topic, code }),
         }
+    }
+    if statements_existed {
+        check_message_bytes(&admin, &topics.statements, config).await?;
     }
     if !usage_existed {
         return Ok(());
@@ -334,6 +437,41 @@ pub async fn ensure_topics(config: &Config) -> Result<(), TopicError> {
         });
     }
     Ok(())
+}
+
+/// Refuses a `billing.statements` found with a `max.message.bytes` (its
+/// own, or the brokers' default) below [`statement_topic_max_message_bytes`]:
+/// a statement the producer sends whole would be refused by the broker, and
+/// its partition's statements would wait behind it.
+async fn check_message_bytes(
+    admin: &AdminClient<Context>,
+    topic: &str,
+    config: &Config,
+) -> Result<(), TopicError> {
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    let found = described
+        .into_iter()
+        .next()
+        .and_then(|r| r.ok())
+        .and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()))
+        .and_then(|v| v.parse::<usize>().ok());
+    let needed = statement_topic_max_message_bytes(config);
+    match found {
+        Some(found) if found >= needed => Ok(()),
+        found => Err(TopicError::MessageBytes {
+            topic: topic.to_owned(),
+            found: found.map_or("unknown".to_owned(), |f| f.to_string()),
+            needed,
+            fits: found
+                .and_then(|f| f.checked_sub(needed - config.statement_max_bytes))
+                .unwrap_or(0),
+        }),
+    }
 }
 
 /// Sends every record and waits until the broker acknowledged each one.
@@ -372,6 +510,15 @@ pub async fn send_all_traced<'a>(
             producer.send(record, PRODUCE_TIMEOUT)
         })
         .collect();
+    first_error(futures::future::join_all(pending).await)
+}
+
+/// Waits until every pending send is acknowledged (or failed). Returns the
+/// first failure, if any.
+pub async fn wait_all<F, T, M>(pending: Vec<F>) -> Result<(), KafkaError>
+where
+    F: std::future::Future<Output = Result<T, (KafkaError, M)>>,
+{
     first_error(futures::future::join_all(pending).await)
 }
 
@@ -461,6 +608,23 @@ pub fn traceparent_of<M: Message>(message: &M) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::config::KafkaProperties;
+
+    #[tokio::test]
+    async fn statement_clients_are_sized_from_the_statement_limit() {
+        let default = Config::default();
+        assert_eq!(statement_message_max_bytes(&default), 16_842_752);
+        assert_eq!(statement_topic_max_message_bytes(&default), 16_908_288);
+        // librdkafka takes the settings (it checks fetch sizes against each
+        // other when the client is made), at the default and a small limit.
+        for max in [STATEMENT_MAX_BYTES, 50_000] {
+            let config = Config {
+                statement_max_bytes: max,
+                ..Config::default()
+            };
+            assert!(statements_producer(&config).is_ok(), "{max}");
+            assert!(statements_consumer(&config, "g").is_ok(), "{max}");
+        }
+    }
 
     #[test]
     fn a_refused_property_does_not_show_its_value() {

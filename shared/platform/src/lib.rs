@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod onboarding;
 pub mod openapi;
 pub mod plans;
+pub mod statements;
 pub mod telemetry;
 pub mod trace;
 

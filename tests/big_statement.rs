@@ -1,0 +1,300 @@
+//! Issue 19: a statement of thousands of lines (one account using
+//! thousands of SKUs) is billed exactly. Up to `TALLY_STATEMENT_MAX_BYTES`
+//! it is published whole (compressed, on a topic sized for it); beyond it,
+//! as a reference to the version rating stored in PostgreSQL, which
+//! invoicing reads: nothing is refused and no partition waits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::Message;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tally::up::Service;
+use tally_platform::statements::{self, Published};
+
+/// `n` first-party SKUs `cloud.s<i>` at 0.0100 + i/10,000 USD, and the
+/// accounts `acme` (USD) and `umbrella` (EUR, one SKU priced); returns the
+/// keys of `cloud` and finance, and each SKU's unit price.
+async fn seed(h: &Harness, n: usize, since: DateTime<Utc>) -> (String, String, Vec<Decimal>) {
+    use tally_domain::ProviderKind::FirstParty;
+    let pool = &h.pool;
+    let cloud = tally::admin::create_provider(pool, "cloud", "Stratus Cloud", FirstParty)
+        .await
+        .unwrap();
+    let mut prices = Vec::with_capacity(n);
+    for i in 0..n {
+        let sku = format!("cloud.s{i}");
+        tally::admin::create_sku(pool, &sku, "cloud", &format!("Service {i}"), "unit")
+            .await
+            .unwrap();
+        let price = Decimal::new(100 + i as i64, 4);
+        tally::admin::set_price(pool, &sku, "USD", price, since)
+            .await
+            .unwrap();
+        prices.push(price);
+    }
+    tally::admin::set_price(pool, "cloud.s0", "EUR", Decimal::new(5, 1), since)
+        .await
+        .unwrap();
+    tally::admin::create_account(pool, "acme", "Acme Inc", "USD")
+        .await
+        .unwrap();
+    tally::admin::create_account(pool, "umbrella", "Umbrella GmbH", "EUR")
+        .await
+        .unwrap();
+    let finance = tally::admin::create_staff_key(pool, "finance")
+        .await
+        .unwrap();
+    (cloud, finance, prices)
+}
+
+/// Posts one event of each SKU for `acme` (quantity 3; 1,000 a request)
+/// and one of `cloud.s0` for `umbrella` (quantity 7).
+async fn send_usage(
+    http: &reqwest::Client,
+    collector: &str,
+    key: &str,
+    n: usize,
+    at: DateTime<Utc>,
+) {
+    let mut events: Vec<_> = (0..n)
+        .map(|i| {
+            event(
+                &format!("e{i}"),
+                "cloud",
+                "acme",
+                &format!("cloud.s{i}"),
+                "3",
+                at,
+            )
+        })
+        .collect();
+    events.push(event("u0", "cloud", "umbrella", "cloud.s0", "7", at));
+    for chunk in events.chunks(1000) {
+        let (status, body) = post_events(http, collector, key, chunk).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            body["accepted"].as_u64(),
+            Some(chunk.len() as u64),
+            "{body}"
+        );
+    }
+}
+
+/// Waits for the bills of acme (`n` lines, 3 of each SKU) and umbrella (7 ×
+/// 0.50 EUR = 3.50), then asserts every line of acme's draft invoice and
+/// both totals exactly.
+async fn assert_billed(
+    http: &reqwest::Client,
+    api: &str,
+    finance: &str,
+    prices: &[Decimal],
+    period: &str,
+) {
+    let mut expected_lines = BTreeMap::new();
+    let mut total = Decimal::ZERO;
+    for (i, price) in prices.iter().enumerate() {
+        let amount = cents(Decimal::from(3) * price);
+        total += amount;
+        expected_lines.insert(
+            format!("cloud.s{i}"),
+            ("3".to_owned(), amount.to_string(), 1_i64),
+        );
+    }
+    let totals = BTreeMap::from([
+        (("acme".to_owned(), period.to_owned()), total),
+        (
+            ("umbrella".to_owned(), period.to_owned()),
+            "3.50".parse().unwrap(),
+        ),
+    ]);
+    let bills = wait_for_totals(http, api, finance, &totals, Duration::from_secs(180)).await;
+    let acme = &bills[&("acme".to_owned(), period.to_owned())];
+    assert_eq!(acme["status"].as_str(), Some("draft"), "{}", acme["status"]);
+    assert_eq!(acme["total"].as_str().unwrap(), total.to_string());
+    let lines: BTreeMap<String, (String, String, i64)> = bill_lines(acme)
+        .into_iter()
+        .map(|(provider, sku, quantity, amount, events)| {
+            assert_eq!(provider, "cloud");
+            (sku, (quantity, amount, events))
+        })
+        .collect();
+    assert_eq!(lines.len(), prices.len());
+    assert_eq!(lines, expected_lines);
+    let umbrella = &bills[&("umbrella".to_owned(), period.to_owned())];
+    assert_eq!(umbrella["total"].as_str(), Some("3.50"));
+    assert_eq!(bill_lines(umbrella).len(), 1);
+}
+
+/// Seeds `skus` SKUs, runs the pipeline, sends acme one event of each and
+/// umbrella one, and asserts both draft invoices exactly.
+async fn bill(h: &Harness, skus: usize) {
+    let now = Utc::now();
+    let (cloud, finance, prices) = seed(h, skus, now - chrono::Duration::days(30)).await;
+    let running = h
+        .start(&[
+            Service::Collector,
+            Service::Rating,
+            Service::Invoicing,
+            Service::Api,
+        ])
+        .await;
+    let http = reqwest::Client::new();
+    send_usage(&http, &running.collector_url().unwrap(), &cloud, skus, now).await;
+    assert_billed(
+        &http,
+        &running.api_url().unwrap(),
+        &finance,
+        &prices,
+        &tally_domain::Period::month_containing(now).label(),
+    )
+    .await;
+}
+
+/// The size of the stored body of acme's statement, and its version.
+async fn stored_statement(h: &Harness) -> (usize, i64) {
+    let (bytes, version): (i32, i64) = sqlx::query_as(
+        "SELECT octet_length(body::text), version FROM statements WHERE account_id = 'acme'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    (bytes as usize, version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_of_ten_thousand_lines_is_billed_exactly() {
+    const SKUS: usize = 10_000;
+    let h = Harness::new().await;
+    bill(&h, SKUS).await;
+    // Larger than Kafka's default largest message (what failed before),
+    // and published whole: below the default TALLY_STATEMENT_MAX_BYTES.
+    let (bytes, _) = stored_statement(&h).await;
+    assert!(
+        bytes > tally_platform::kafka::TOPIC_MAX_MESSAGE_BYTES
+            && bytes <= tally_platform::kafka::STATEMENT_MAX_BYTES,
+        "{bytes}"
+    );
+    report(&format!(
+        "big statement: {SKUS} lines, {bytes} bytes ({} a line), published whole",
+        bytes / SKUS
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_beyond_the_limit_goes_by_reference_and_is_billed_exactly() {
+    const SKUS: usize = 600;
+    const LIMIT: usize = 50_000;
+    let server = tally::infra::ensure_postgres().await.unwrap();
+    let h = Harness::build(&test_kafka(), &server, |c| c.statement_max_bytes = LIMIT).await;
+    bill(&h, SKUS).await;
+    // acme's statement is larger than the limit and than the topic's
+    // largest message (made from the limit): its newest version went as a
+    // reference; umbrella's one-line statement went whole.
+    let (bytes, version) = stored_statement(&h).await;
+    let topic_max = tally_platform::kafka::statement_topic_max_message_bytes(&h.config);
+    assert_eq!(topic_max, LIMIT + 2 * 64 * 1024);
+    assert!(bytes > topic_max, "{bytes}");
+    let published = read_statements(&h).await;
+    let acme_last = published
+        .iter()
+        .rev()
+        .find(|(key, _)| key.starts_with("acme:"))
+        .map(|(_, p)| p)
+        .unwrap();
+    match acme_last {
+        Published::Stored(r) => {
+            assert_eq!(
+                (r.account_id.as_str(), r.version, r.bytes),
+                ("acme", version, bytes)
+            )
+        }
+        Published::Whole(s) => panic!("acme's version {} went whole", s.version),
+    }
+    let umbrella: Vec<&Published> = published
+        .iter()
+        .filter(|(key, _)| key.starts_with("umbrella:"))
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(umbrella.len(), 1);
+    match umbrella[0] {
+        Published::Whole(s) => assert_eq!((s.total, s.lines.len()), (Decimal::new(350, 2), 1)),
+        Published::Stored(r) => panic!("umbrella's statement went by reference: {r:?}"),
+    }
+
+    // A topic made for a smaller limit is refused for a larger one, saying
+    // how to fix it.
+    let larger = tally_platform::Config {
+        statement_max_bytes: tally_platform::kafka::STATEMENT_MAX_BYTES,
+        ..h.config.clone()
+    };
+    let err = tally_platform::kafka::ensure_topics(&larger)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} has max.message.bytes {topic_max} but Tally publishes statements of up to \
+             TALLY_STATEMENT_MAX_BYTES as one message and needs 16908288: raise the topic's \
+             max.message.bytes to 16908288, or set TALLY_STATEMENT_MAX_BYTES to {LIMIT} or less \
+             (larger statements are then published by reference)",
+            h.config.topics().statements
+        )
+    );
+}
+
+/// Every message on the harness's `billing.statements`, in partition order
+/// (each account's in the order published): (key, what it carries).
+async fn read_statements(h: &Harness) -> Vec<(String, Published)> {
+    let topic = h.config.topics().statements;
+    let consumer = tally_platform::kafka::statements_consumer(
+        &h.config,
+        &format!("{}-read", h.config.group_prefix),
+    )
+    .unwrap();
+    let wait = Duration::from_secs(10);
+    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+    for partition in 0..h.config.usage_partitions {
+        let (_, high) =
+            tokio::task::block_in_place(|| consumer.fetch_watermarks(&topic, partition, wait))
+                .unwrap();
+        if high > 0 {
+            end.insert(partition, high);
+        }
+    }
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !end.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "topic not read to its end"
+        );
+        let batch = tally_platform::kafka::next_batch_within(
+            &consumer,
+            1000,
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        for m in batch {
+            let Some(last) = end.get(&m.partition()).copied() else {
+                continue;
+            };
+            if m.offset() < last {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.push((key, statements::decode(&m).unwrap()));
+            }
+            if m.offset() + 1 >= last {
+                end.remove(&m.partition());
+            }
+        }
+    }
+    out
+}
