@@ -57,10 +57,12 @@ impl RequestBody for NewContract {
 /// A negotiated price book is in the contract's currency, with any model a
 /// price version takes, validated as one (`invalid_price`; no
 /// `minimum_charge` or `recurring_fee`). The SKU's usage lines bill it
-/// instead of list: each line's `discount` is its price before the
-/// contract less the book's charge for the line's quantity, split as any
-/// discount by `funded_by`. It is never also percent-discounted, and a
-/// book above list bills list (the discount is never negative).
+/// instead of list: the book prices the SKU's whole quantity in the period
+/// once, and the lines' discount (their price before the contract less
+/// that charge) is shared over them in proportion to their price (largest
+/// remainder), each share split as any discount by `funded_by`. It is
+/// never also percent-discounted, and a book above list bills list (the
+/// discount is never negative).
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermBody {
@@ -86,10 +88,10 @@ pub struct TermBody {
     /// A negotiated price book for the term's one SKU, in the contract's
     /// currency: any model a price version takes, validated as one
     /// (`invalid_price`; no `minimum_charge` or `recurring_fee`). The SKU's
-    /// usage lines bill it instead of list: `discount` = the line's price
-    /// before it less the book's charge for the line's quantity. Never
-    /// more than list (a book above list bills list), and never also
-    /// percent-discounted.
+    /// usage lines bill it instead of list: the book prices the SKU's whole
+    /// period quantity once, and the lines' discount (their price before it
+    /// less that charge) is shared over them by price. Never more than list
+    /// (a book above list bills list), and never also percent-discounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::openapi::price_book)]
     pub(crate) price_book: Option<PriceBook>,

@@ -16,7 +16,7 @@ use support::*;
 use tally_domain::contract::pricing::commitment_provider;
 use tally_domain::contract::Funder;
 use tally_domain::statement::LineKind;
-use tally_domain::{Sku, StatementLine};
+use tally_domain::{Period, Sku, StatementLine};
 use tally_invoicing::apply_statements;
 use tally_invoicing::lifecycle::finalize_sealed;
 
@@ -119,11 +119,24 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
         vec![line(&cloud(), "cloud.vm", dec!(342), dec!(0.25)), dbco_line],
     );
     october.sealed = true;
+    // November also bills late September usage (20 hours: 5.00) and the
+    // September true-up priced again (5.00 less): both count in September,
+    // the month they adjust, not in November.
+    let september_period =
+        Period::month_containing(Utc.with_ymd_and_hms(2026, 9, 1, 0, 0, 0).unwrap());
+    let mut late = line(&cloud(), "cloud.vm", dec!(20), dec!(0.25));
+    late.adjusts = Some(september_period);
+    let mut true_up_again = true_up_line(commitment, dec!(-5.00));
+    true_up_again.adjusts = Some(september_period);
     let november = statement(
         "acme",
         "2026-11",
         1,
-        vec![line(&cloud(), "cloud.vm", dec!(101), dec!(0.25))],
+        vec![
+            line(&cloud(), "cloud.vm", dec!(101), dec!(0.25)),
+            late,
+            true_up_again,
+        ],
     );
     let umbrella = statement(
         "umbrella",
@@ -208,9 +221,9 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
             json!("finished"),
             json!("2026-09-01T00:00:00Z"),
             json!("100.00"),
-            json!("60.00"),
-            json!("40.00"),
-            json!("40.00"),
+            json!("65.00"),
+            json!("35.00"),
+            json!("35.00"),
             json!(true),
         ],
         "{october_bill}"
@@ -359,7 +372,7 @@ async fn the_bill_shows_the_contract_commitment_progress_and_coming_price_change
             "",
             "commitment_id,cadence,standing,period_start,period_end,minimum,net_spend,remaining,true_up,true_up_billed",
             &format!("{commitment},month,in_progress,2026-10-01T00:00:00+00:00,2026-11-01T00:00:00+00:00,100.00,130.50,0.00,0.00,false"),
-            &format!("{commitment},month,finished,2026-09-01T00:00:00+00:00,2026-10-01T00:00:00+00:00,100.00,60.00,40.00,40.00,true"),
+            &format!("{commitment},month,finished,2026-09-01T00:00:00+00:00,2026-10-01T00:00:00+00:00,100.00,65.00,35.00,35.00,true"),
             "",
             "price_change_sku,provider_id,effective_from,current_price_id,current_price_book,new_price_id,new_price_book,protected_until,applies_from",
             r#"dbco.db.hour,dbco,2026-10-01T00:00:00+00:00,1,"{""model"":""per_unit"",""unit_price"":""0.20""}",6,"{""model"":""per_unit"",""unit_price"":""0.22""}",2031-01-01T00:00:00+00:00,2031-01-01T00:00:00+00:00"#,

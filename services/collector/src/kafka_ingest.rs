@@ -36,6 +36,15 @@ pub const PROVIDER_HEADER: &str = "tally-provider";
 
 /// Records taken from the topic at most at once.
 const BATCH_RECORDS: usize = 500;
+
+/// Bytes of records taken at most at once (the batch ends at the record
+/// that reaches it): a record may carry a
+/// thousand events, and 500 such records (their events parsed and
+/// forwarded, all held until the broker acknowledged them) took the
+/// collector to 1.2 GiB peak RSS in `tally bench` (1,000,000 events in
+/// records of 1,000). 4 MiB is about 13,000 events of the bench's.
+const BATCH_BYTES: usize = 4 << 20;
+
 /// The longest a failed batch waits before it is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -144,7 +153,7 @@ impl KafkaIngest {
         while !shutdown.is_cancelled() {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                batch = kafka::next_batch_within(&self.consumer, BATCH_RECORDS, self.wait, idle) => batch,
+                batch = kafka::next_batch_within_bytes(&self.consumer, BATCH_RECORDS, BATCH_BYTES, self.wait, idle) => batch,
             };
             let batch = match batch {
                 Ok(batch) => batch,

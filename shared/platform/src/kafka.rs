@@ -541,7 +541,7 @@ pub async fn next_batch(
     wait: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let first = consumer.recv().await?.detach();
-    gather(consumer, first, max, wait).await
+    gather(consumer, first, max, usize::MAX, wait).await
 }
 
 /// Like [`next_batch`], but returns an empty batch when no message arrives
@@ -552,23 +552,47 @@ pub async fn next_batch_within(
     wait: Duration,
     idle: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
+    next_batch_within_bytes(consumer, max, usize::MAX, wait, idle).await
+}
+
+/// Like [`next_batch_within`], and the batch also ends once its payloads
+/// hold `max_bytes` or more: records of many events each (the collector's
+/// `usage.ingest`) are bounded by what they hold, not only by their count.
+pub async fn next_batch_within_bytes(
+    consumer: &Consumer,
+    max: usize,
+    max_bytes: usize,
+    wait: Duration,
+    idle: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     match tokio::time::timeout(idle, consumer.recv()).await {
-        Ok(first) => gather(consumer, first?.detach(), max, wait).await,
+        Ok(first) => gather(consumer, first?.detach(), max, max_bytes, wait).await,
         Err(_) => Ok(Vec::new()),
     }
+}
+
+/// Whether a batch of `len` messages whose payloads hold `bytes` is full.
+fn batch_full(len: usize, bytes: usize, max: usize, max_bytes: usize) -> bool {
+    len >= max || bytes >= max_bytes
 }
 
 async fn gather(
     consumer: &Consumer,
     first: OwnedMessage,
     max: usize,
+    max_bytes: usize,
     wait: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let mut bytes = first.payload().map_or(0, <[u8]>::len);
     let mut batch = vec![first];
     let deadline = Instant::now() + wait;
-    while batch.len() < max {
+    while !batch_full(batch.len(), bytes, max, max_bytes) {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Ok(message)) => {
+                let message = message.detach();
+                bytes = bytes.saturating_add(message.payload().map_or(0, <[u8]>::len));
+                batch.push(message);
+            }
             Ok(Err(err)) => {
                 if !is_transient_error(&err) {
                     tracing::warn!(error = %err, "consumer error while gathering a batch");
@@ -608,6 +632,17 @@ pub fn traceparent_of<M: Message>(message: &M) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::config::KafkaProperties;
+
+    #[test]
+    fn a_batch_is_full_at_its_count_or_its_bytes() {
+        // 500 records of 300 KB each held 150 MB (and their 500,000 events
+        // forwarded) in the collector's usage.ingest batches.
+        assert!(!batch_full(1, 300_000, 500, 4 << 20));
+        assert!(!batch_full(13, 13 * 300_000, 500, 4 << 20));
+        assert!(batch_full(14, 14 * 300_000, 500, 4 << 20));
+        assert!(batch_full(500, 500, 500, 4 << 20));
+        assert!(!batch_full(499, 499, 500, usize::MAX));
+    }
 
     #[tokio::test]
     async fn statement_clients_are_sized_from_the_statement_limit() {

@@ -169,7 +169,7 @@ async fn commitment_progress(
         net.insert(r.try_get("start")?, r.try_get("net")?);
     }
     let true_ups: Vec<(DateTime<Utc>, i64, Decimal)> = sqlx::query_as(
-        "SELECT i.period_start, l.price_id, sum(l.amount)
+        "SELECT COALESCE(l.adjusts_period_start, i.period_start), l.price_id, sum(l.amount)
          FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
          WHERE i.account_id = $1 AND i.currency = $2 AND i.status <> 'void'
            AND l.kind = 'commitment_true_up'

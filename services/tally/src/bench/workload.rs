@@ -169,7 +169,8 @@ impl BenchContract {
 /// One contract per covered account, as the contracts API stores them:
 /// from the first of the month of `since` for two years, one term (all
 /// usage, platform-funded) and one monthly commitment over the whole term,
-/// so each calendar month is a commitment period.
+/// so each calendar month is a commitment period. Signed at its start (a
+/// contract without a signature is in force nowhere).
 async fn seed_contracts(
     pool: &PgPool,
     accounts: usize,
@@ -182,8 +183,8 @@ async fn seed_contracts(
         .context("contract end")?;
     sqlx::query(
         "WITH c AS (
-             INSERT INTO contracts (account_id, starts_at, ends_at, currency)
-             SELECT 'a' || g, $3, $4, 'USD' FROM generate_series(0, $1 - 1) AS g
+             INSERT INTO contracts (account_id, starts_at, ends_at, currency, signed_at)
+             SELECT 'a' || g, $3, $4, 'USD', $3 FROM generate_series(0, $1 - 1) AS g
              WHERE g % 100 < $2
              RETURNING id),
          t AS (
