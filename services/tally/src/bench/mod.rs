@@ -490,7 +490,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     );
 
     // 3. Exactness of every invoice, throughput and freshness events together.
-    let expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned)?;
+    let mut expected = expected_totals(&gen, a.events + a.kafka_events, &freshness.planned)?;
+    workload::idle_commitments(&mut expected, &catalog, &run_period.label())?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let exact = loop {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Decimal)> =

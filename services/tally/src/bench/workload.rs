@@ -357,6 +357,29 @@ pub(super) fn expected_totals(
     Ok(totals)
 }
 
+/// Every bench account with a contract and no usage in the period labelled
+/// `label` still has an invoice there: rating opens the period that ends a
+/// commitment period, usage or not, and bills the whole minimum as its
+/// true-up (less the grant's credit).
+pub(super) fn idle_commitments(
+    expected: &mut Expected,
+    catalog: &Catalog,
+    label: &str,
+) -> anyhow::Result<()> {
+    let Some(contract) = catalog.contracts else {
+        return Ok(());
+    };
+    let usd = Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is ISO 4217"));
+    for (i, account) in catalog.accounts.iter().enumerate() {
+        let key = (account.clone(), label.to_owned());
+        if contract.covers(i) && !expected.contains_key(&key) {
+            let total = amount_due(&[], Some(&contract), catalog.grant_cap, usd)?;
+            expected.insert(key, total);
+        }
+    }
+    Ok(())
+}
+
 /// What an account-period comes to, computed without Tally from its usage
 /// lines (each already rounded): each line less its contract discount
 /// (`percent` of it, rounded once), then the commitment's true-up up to its
@@ -526,6 +549,26 @@ mod tests {
 
     fn usd() -> Currency {
         Currency::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn a_contract_account_without_usage_is_due_its_minimum_less_its_grant() {
+        // 120 accounts, a0..a119: the contract covers those whose index
+        // is below 30 modulo 100 (a0..a29 and a100..a119: 50); a0 has usage.
+        let mut catalog = catalog(120, 2);
+        catalog.contracts = Some(CONTRACT);
+        catalog.grant_cap = Some(Decimal::new(1, 2));
+        let key = |a: &str| (a.to_owned(), "2026-12".to_owned());
+        let mut expected: Expected = HashMap::from([(key("a0"), Decimal::new(700, 2))]);
+        idle_commitments(&mut expected, &catalog, "2026-12").unwrap();
+        assert_eq!(expected.len(), 50);
+        assert_eq!(expected[&key("a0")], Decimal::new(700, 2));
+        // The minimum 5.00 less the grant's 0.01.
+        for a in ["a1", "a29", "a100", "a119"] {
+            assert_eq!(expected[&key(a)], Decimal::new(499, 2), "{a}");
+        }
+        assert!(!expected.contains_key(&key("a30")));
+        assert!(!expected.contains_key(&key("a99")));
     }
 
     const CONTRACT: BenchContract = BenchContract {
