@@ -887,6 +887,16 @@ fn sorted(mut rows: Vec<Stored>) -> Vec<Stored> {
     rows
 }
 
+/// POSTs `events` with `key` and asserts every one is accepted.
+async fn post_all(s: &Seeded, key: &str, events: &[Value]) {
+    let (status, body) = post_events(&s.http, &s.collector, key, events).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(events.len() as u64)),
+        "{body}"
+    );
+}
+
 /// Waits until `n` invoices of periods starting at `start` have `status`.
 async fn invoices_in(pool: &sqlx::PgPool, start: DateTime<Utc>, n: i64, status: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -1028,9 +1038,8 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
         .unwrap();
 
     let day = |p: Period, d: i64| p.start() + Duration::days(d);
-    let (status, body) = post_events(
-        http,
-        &s.collector,
+    post_all(
+        &s,
         &keys.cloud,
         &[
             event(
@@ -1053,14 +1062,8 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
         ],
     )
     .await;
-    assert_eq!(
-        (status, body["accepted"].as_u64()),
-        (202, Some(3)),
-        "{body}"
-    );
-    let (status, body) = post_events(
-        http,
-        &s.collector,
+    post_all(
+        &s,
         &keys.dbco,
         &[
             event("q-d1", "dbco", "acme", "dbco.db.hour", "100", day(m1, 20)),
@@ -1077,14 +1080,8 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
         ],
     )
     .await;
-    assert_eq!(
-        (status, body["accepted"].as_u64()),
-        (202, Some(4)),
-        "{body}"
-    );
-    let (status, body) = post_events(
-        http,
-        &s.collector,
+    post_all(
+        &s,
         &keys.queueco,
         &[event(
             "q-q1",
@@ -1096,11 +1093,6 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
         )],
     )
     .await;
-    assert_eq!(
-        (status, body["accepted"].as_u64()),
-        (202, Some(1)),
-        "{body}"
-    );
     counted_events(pool, 8).await;
     for (month, n) in [(m1, 1), (m2, 2), (m3, 1)] {
         invoices_in(pool, month.start(), n, "draft").await;
@@ -1300,9 +1292,8 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
 
     // Late usage of the first month, and usage of the open one (no contract
     // in force: list price).
-    let (status, body) = post_events(
-        http,
-        &s.collector,
+    post_all(
+        &s,
         &keys.cloud,
         &[
             event(
@@ -1324,11 +1315,6 @@ async fn a_quarter_of_contracts_bills_settles_and_reconciles_exactly() {
         ],
     )
     .await;
-    assert_eq!(
-        (status, body["accepted"].as_u64()),
-        (202, Some(2)),
-        "{body}"
-    );
     counted_events(pool, 10).await;
     // The first month priced again: 1100 hours; its adjustment is the
     // difference to what it billed, and it spent that much more, so its
