@@ -23,6 +23,7 @@ use crate::infra;
 mod figures;
 mod freshness;
 mod history;
+pub mod profile;
 mod raw;
 mod services;
 pub mod table;
@@ -215,6 +216,9 @@ pub struct Report {
     pub end_to_end_to_copy_ratio: f64,
     /// Peak resident memory (VmHWM) per service, MiB.
     pub peak_rss_mib: BTreeMap<String, f64>,
+    /// PostgreSQL's busiest statements of the throughput run, by execution
+    /// time (`pg_stat_statements`; empty when the server does not load it).
+    pub pg_statements: Vec<profile::PgStatement>,
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -338,6 +342,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let (db_before, wal_before) = database_size_and_wal(&pool).await?;
     let tables_before = table_sizes(&pool).await?;
     let cpu_before: Vec<Option<f64>> = services.iter().map(|s| s.cpu_seconds()).collect();
+    let infra_before = profile::infrastructure_cpu_seconds();
+    let profiled = profile::reset(&pool).await;
     let batches = a.events.div_ceil(a.batch_size as u64);
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
@@ -419,12 +425,33 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             report.cpu_us_per_event.insert(s.name.to_owned(), us);
         }
     }
+    for (name, after) in profile::infrastructure_cpu_seconds() {
+        let before = infra_before.get(&name).copied().unwrap_or_default();
+        let us = (after - before) * 1e6 / accepted as f64;
+        report.cpu_us_per_event.insert(name, us);
+    }
     let cpu: Vec<String> = report
         .cpu_us_per_event
         .iter()
         .map(|(name, us)| format!("{name} {us:.1}"))
         .collect();
     println!("CPU per event (µs): {}", cpu.join(", "));
+    if profiled {
+        report.pg_statements = profile::top_statements(&pool, 15).await?;
+        println!("PostgreSQL's busiest statements of the run (pg_stat_statements):");
+        println!("  share   total ms      calls       rows  WAL MiB  query");
+        for s in &report.pg_statements {
+            println!(
+                "  {:>4.1} % {:>10.0} {:>10} {:>10} {:>8.1}  {}",
+                s.share * 100.0,
+                s.total_ms,
+                s.calls,
+                s.rows,
+                s.wal_bytes / (1024.0 * 1024.0),
+                s.query
+            );
+        }
+    }
     let (db_after, wal_after) = database_size_and_wal(&pool).await?;
     report.wal_bytes_per_event = (wal_after - wal_before) as f64 / accepted as f64;
     report.database_mib_per_million_events =

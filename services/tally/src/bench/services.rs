@@ -19,17 +19,31 @@ impl ServiceProcess {
         Some(kib / 1024.0)
     }
 
-    /// CPU time (user + system) the process has used so far, from
-    /// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks).
+    /// CPU time (user + system) the process has used so far.
     pub(super) fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The command name (field 2) may hold spaces: count from after it.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / clock_ticks_per_second())
+        cpu_seconds_of(self.child.id()).map(|(_, seconds)| seconds)
     }
+}
+
+/// The command name of process `pid` and the CPU time (user + system) it
+/// has used so far, from `/proc/<pid>/stat`.
+pub(super) fn cpu_seconds_of(pid: u32) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, ticks) = parse_stat(&stat)?;
+    Some((comm, ticks / clock_ticks_per_second()))
+}
+
+/// The command name (field 2) and user + system clock ticks (fields 14
+/// and 15) of a `/proc/<pid>/stat` line. The name is in parentheses and
+/// may hold spaces and parentheses itself: the fields are counted from
+/// after its last `)`.
+fn parse_stat(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((comm, ticks))
 }
 
 /// `getconf CLK_TCK` (100 on Linux when it cannot be asked).
@@ -140,4 +154,18 @@ pub(super) async fn post_batch(
         bail!("collector answered {status}: {body}");
     }
     Ok(body["accepted"].as_u64().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn a_stat_line_gives_its_name_and_user_plus_system_ticks() {
+        // A name with a space and a parenthesis; utime 1234, stime 56.
+        let line =
+            "4242 (tally (up)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 9 0 77 0 0";
+        assert_eq!(parse_stat(line), Some(("tally (up)".to_owned(), 1290.0)));
+        assert_eq!(parse_stat("4242 (postgres) S 1"), None);
+    }
 }

@@ -164,10 +164,18 @@ async fn start_private(
     if port_open(SocketAddr::from(([127, 0, 0, 1], port))) {
         return Ok(());
     }
+    let pg_ctl = find_pg_tool("pg_ctl")?;
     let mut options = format!(
         "-p {port} -c listen_addresses=127.0.0.1 -k {}",
         dir.display()
     );
+    // Statement statistics for `tally bench`'s profile, where the server
+    // has the library (Debian's server package does).
+    if let Some(lib) = pg_ctl.parent().and_then(Path::parent) {
+        if lib.join("lib/pg_stat_statements.so").exists() {
+            options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
+    }
     if let Some(certs) = certs {
         // The server reads its key only when only its owner may (the
         // cluster's directory is handed to `postgres` below).
@@ -185,7 +193,7 @@ async fn start_private(
         options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
     }
     let log = dir.join("server.log");
-    let status = pg_command(&find_pg_tool("pg_ctl")?, dir)?
+    let status = pg_command(&pg_ctl, dir)?
         .args(["-D"])
         .arg(dir)
         .args(["-l"])
