@@ -3,7 +3,8 @@
 //! PostgreSQL that `KAFKA_BROKERS` / `DATABASE_URL` name) and measures
 //! collector ingest, end-to-end throughput with exact totals, freshness at a
 //! steady rate, the raw ceilings of the broker and PostgreSQL underneath, and
-//! each service's peak memory.
+//! each service's peak memory; with several rating or invoicing instances
+//! (`--churn`: leaving and joining during the run), what each one did.
 
 use anyhow::bail;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
@@ -20,9 +21,11 @@ use tally_platform::Config;
 
 use crate::infra;
 
+mod churn;
 mod figures;
 mod freshness;
 mod history;
+mod instances;
 mod raw;
 mod services;
 pub mod table;
@@ -30,8 +33,9 @@ mod workload;
 
 use figures::{published_statements, table_sizes, Knobs};
 use freshness::freshness;
+use instances::{InstanceFigures, Instances};
 use raw::{ceilings, kafka_ingest};
-use services::{post_batch, spawn, wait_healthy};
+use services::{post_batch, spawn, wait_healthy, Ports};
 use workload::{expected_totals, seed, store_history, zipf_cdf, Gen};
 
 /// What to run; `--smoke` shrinks everything to a quick exactness check.
@@ -122,9 +126,28 @@ pub struct BenchArgs {
     /// `DATABASE_URL`.
     #[arg(long, default_value = "tally_bench")]
     pub database: String,
-    /// A small run (20,000 events, 3 s of freshness) that checks exactness, not speed.
+    /// A small run (20,000 events, 3 s of freshness; with `--churn` sent at
+    /// 2,000 events/s) that checks exactness, not speed.
     #[arg(long)]
     pub smoke: bool,
+    /// Rating processes, all in rating's consumer group, each with its own
+    /// admin address; the report gives each one's events counted and
+    /// events/s. `usage.events` and `billing.statements` have
+    /// TALLY_USAGE_PARTITIONS partitions (8 by default), at least as many.
+    #[arg(long, default_value_t = 1)]
+    pub rating_instances: usize,
+    /// Invoicing processes, all in invoicing's consumer group (each also
+    /// runs the closer; its seal markers are idempotent).
+    #[arg(long, default_value_t = 1)]
+    pub invoicing_instances: usize,
+    /// During the throughput run, instances leave and join their groups:
+    /// at 10 % of the events rated the oldest rating instance gets SIGTERM,
+    /// at 50 % the oldest still running is SIGKILLed, and a new one starts
+    /// 3 s after each; invoicing likewise at 30 % and 70 % when it has more
+    /// than one instance. Each leave and join is printed; every invoice is
+    /// still checked.
+    #[arg(long)]
+    pub churn: bool,
 }
 
 impl BenchArgs {
@@ -146,7 +169,10 @@ impl BenchArgs {
             kafka_events: 5_000,
             batch_size: 500,
             concurrency: 4,
-            rate: 0,
+            // With churn, 10 s of steady flow, so instances leave and
+            // join while events arrive (unpaced, 20,000 are rated in two
+            // or three batches).
+            rate: if self.churn { 2_000 } else { 0 },
             freshness_rate: 2_000,
             freshness_seconds: 3,
             ceiling_events: 20_000,
@@ -156,6 +182,9 @@ impl BenchArgs {
             private_broker: self.private_broker,
             grants: self.grants,
             smoke: true,
+            rating_instances: self.rating_instances,
+            invoicing_instances: self.invoicing_instances,
+            churn: self.churn,
         }
     }
 }
@@ -213,8 +242,20 @@ pub struct Report {
     pub ingest_to_produce_ratio: f64,
     pub end_to_end_to_consume_ratio: f64,
     pub end_to_end_to_copy_ratio: f64,
-    /// Peak resident memory (VmHWM) per service, MiB.
+    /// Peak resident memory (VmHWM) per service, MiB (a service with
+    /// several instances: the largest, and each under its instance's name).
     pub peak_rss_mib: BTreeMap<String, f64>,
+    /// Partitions of `usage.events` and `billing.statements` (every topic
+    /// Tally creates has `TALLY_USAGE_PARTITIONS`).
+    pub usage_partitions: i32,
+    /// Each rating and invoicing instance in the throughput run.
+    pub instances: Vec<InstanceFigures>,
+    /// Accepted events of the throughput run no rating instance's count
+    /// covers: those an instance counted after its last `/metrics` read
+    /// before it left, and those of a batch's lanes that committed when
+    /// another lane failed (the retry finds them duplicates). 0 when no
+    /// instance left and no batch failed.
+    pub rating_events_unattributed: i64,
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -246,6 +287,16 @@ async fn billed_events(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<i6
 
 pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report> {
     let a = args.effective();
+    if a.rating_instances == 0 || a.invoicing_instances == 0 {
+        bail!("--rating-instances and --invoicing-instances must be at least 1");
+    }
+    let consumers = a.rating_instances.max(a.invoicing_instances);
+    if (config.usage_partitions as usize) < consumers {
+        bail!(
+            "{consumers} instances in one group need at least as many partitions: set TALLY_USAGE_PARTITIONS (now {})",
+            config.usage_partitions
+        );
+    }
     let run_id = Utc::now().timestamp();
     let mut private = infra::Embedded::default();
     let private_dir = infra::data_dir().join(format!("bench-kafka-{run_id}"));
@@ -303,20 +354,36 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, contracts {} %, history {} months and {} ids, grants {}); {} events in batches of {} from {} clients",
         a.providers, a.skus, a.accounts, a.zipf, a.lines, a.contracts, a.history_months, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
     );
+    println!(
+        "instances: {} rating, {} invoicing (churn {}); usage.events and billing.statements have {} partitions",
+        a.rating_instances, a.invoicing_instances, a.churn, config.usage_partitions
+    );
 
     let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
+    let ports = Ports {
+        collector: collector_port,
+        api: api_port,
+        admin: 0,
+    };
     let services = vec![
-        spawn("collector", &config, collector_port, api_port)?,
-        spawn("rating", &config, collector_port, api_port)?,
-        spawn("invoicing", &config, collector_port, api_port)?,
-        spawn("api", &config, collector_port, api_port)?,
+        spawn("collector", "collector", &config, ports)?,
+        spawn("api", "api", &config, ports)?,
     ];
+    let churn_invoicing = a.churn && a.invoicing_instances > 1;
+    let mut instances = Instances::start(
+        &config,
+        collector_port,
+        api_port,
+        (a.rating_instances, a.invoicing_instances),
+        (a.churn, churn_invoicing),
+    )?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency * 2)
         .build()?;
     let collector = format!("http://127.0.0.1:{collector_port}");
     wait_healthy(&http, &collector).await?;
     wait_healthy(&http, &format!("http://127.0.0.1:{api_port}")).await?;
+    instances.wait_ready().await?;
     let events_url = format!("{collector}/v1/events");
 
     let mut report = Report {
@@ -324,6 +391,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         seed_seconds,
         history_seconds,
         events: a.events,
+        usage_partitions: config.usage_partitions,
         ..Report::default()
     };
     let gen = Gen {
@@ -342,7 +410,11 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
     let latencies = Mutex::new(Histogram::<u64>::new(3)?);
+    instances.scrape().await;
+    instances.mark_start();
     let started = Instant::now();
+    let plan = churn::plan(a.churn, churn_invoicing);
+    let controller = churn::Controller::spawn(instances, plan, a.events, started);
     let sender = |_: usize| async {
         let mut local = Histogram::<u64>::new(3)?;
         loop {
@@ -406,6 +478,8 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let e2e = started.elapsed();
+    let (mut instances, not_taken) = controller.stop().await?;
+    instances.scrape().await;
     report.end_to_end_seconds = e2e.as_secs_f64();
     report.end_to_end_events_per_s = accepted as f64 / e2e.as_secs_f64();
     println!(
@@ -413,11 +487,31 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         e2e.as_secs_f64(),
         report.end_to_end_events_per_s
     );
+    for step in &not_taken {
+        println!(
+            "churn: not taken before the last event was billed: {:?} of {} ({:?})",
+            step.action, step.service, step.when
+        );
+    }
+    report.instances = instances.figures(started, started + e2e);
+    let (lines, unattributed) = instances::describe(&report.instances, accepted);
+    report.rating_events_unattributed = unattributed;
+    println!(
+        "per instance, in the throughput run ({unattributed} of the {accepted} events counted by an instance after its last /metrics read before it left):\n{}",
+        lines.join("\n")
+    );
     for (s, before) in services.iter().zip(cpu_before) {
         if let (Some(before), Some(after)) = (before, s.cpu_seconds()) {
             let us = (after - before) * 1e6 / accepted as f64;
             report.cpu_us_per_event.insert(s.name.to_owned(), us);
         }
+    }
+    for f in &report.instances {
+        // A service's cost per event: all its instances' CPU together.
+        *report
+            .cpu_us_per_event
+            .entry(f.service.clone())
+            .or_default() += f.cpu_seconds * 1e6 / accepted as f64;
     }
     let cpu: Vec<String> = report
         .cpu_us_per_event
@@ -531,8 +625,16 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             report.peak_rss_mib.insert(s.name.to_owned(), mib);
         }
     }
+    for (service, name, mib) in instances.peak_rss_mib() {
+        let largest = report.peak_rss_mib.entry(service.to_owned()).or_default();
+        *largest = largest.max(mib);
+        if name != service {
+            report.peak_rss_mib.insert(name, mib);
+        }
+    }
     println!("peak RSS (MiB): {:?}", report.peak_rss_mib);
     drop(services);
+    drop(instances);
 
     // 5. Ceilings on the same broker and database, with the same payloads.
     let ceilings = ceilings(&config, &pool, &gen, &a).await?;
