@@ -97,7 +97,8 @@ pub struct BenchArgs {
     /// Rating processes, all in rating's consumer group, each with its own
     /// admin address; the report gives each one's events counted and
     /// events/s. `usage.events` and `billing.statements` have
-    /// TALLY_USAGE_PARTITIONS partitions (8 by default), at least as many.
+    /// TALLY_USAGE_PARTITIONS partitions (8 by default); the bench refuses
+    /// more instances than that.
     #[arg(long, default_value_t = 1)]
     pub rating_instances: usize,
     /// Invoicing processes, all in invoicing's consumer group (each also

@@ -96,8 +96,8 @@ pub struct Report {
     /// Peak resident memory (VmHWM) per service, MiB (a service with
     /// several instances: the largest, and each under its instance's name).
     pub peak_rss_mib: BTreeMap<String, f64>,
-    /// Partitions of `usage.events` and `billing.statements` (every topic
-    /// Tally creates has `TALLY_USAGE_PARTITIONS`).
+    /// Partitions of `usage.events` and `billing.statements` (Tally creates
+    /// both with `TALLY_USAGE_PARTITIONS`).
     pub usage_partitions: i32,
     /// Each rating and invoicing instance in the throughput run.
     pub instances: Vec<InstanceFigures>,
