@@ -29,6 +29,8 @@ SWEPT = [
 ]
 # Besides the swept knobs, what must equal the base's for a run to count.
 FIXED = ["events", "grants", "lines", "commitment", "history_events", "providers"]
+# The instances that served a run, as a line without them reads (one of each, no churn).
+INSTANCES = {"rating_instances": 1, "invoicing_instances": 1, "churn": False}
 
 SERVICES = ["collector", "rating", "invoicing", "api"]
 
@@ -76,7 +78,9 @@ def series(runs, knob):
     chosen = {}
     for r in runs:
         k = r["knobs"]
-        if all(k.get(o) == base.get(o) for o in others):
+        if all(k.get(o) == base.get(o) for o in others) and all(
+            k.get(o, d) == base.get(o, d) for o, d in INSTANCES.items()
+        ):
             chosen.setdefault(k[knob], r)
     return sorted(chosen.items(), key=lambda kv: kv[0])
 

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tally_platform::config::Topics;
 use tally_platform::health::{Probe, Readiness};
-use tally_platform::{kafka, Config};
+use tally_platform::{kafka, telemetry, Config};
 use tokio_util::sync::CancellationToken;
 
 use crate::{credit_restatements, dedupe, outbox};
@@ -28,6 +28,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // The recorder before the first batch: without it a process that
+        // runs rating alone drops its counts until `/metrics` is first read.
+        telemetry::metrics();
         let pool = tally_platform::db::connect_service(&config, "rating").await?;
         let producer = kafka::statements_producer(&config)?;
         let consumer = kafka::consumer(&config, &config.group("rating"))?;

@@ -12,8 +12,9 @@ use tally_platform::Config;
 
 use super::BenchArgs;
 
-/// The shape of a run's load.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+/// The shape of a run's load, and how many instances of rating and
+/// invoicing served it (a results line without them: one of each, no churn).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Knobs {
     pub accounts: usize,
     pub providers: usize,
@@ -28,6 +29,39 @@ pub struct Knobs {
     pub history_months: u32,
     pub history_events: u64,
     pub events: u64,
+    #[serde(default = "one")]
+    pub rating_instances: usize,
+    #[serde(default = "one")]
+    pub invoicing_instances: usize,
+    /// Instances left and joined during the throughput run (`--churn`).
+    #[serde(default)]
+    pub churn: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for Knobs {
+    fn default() -> Knobs {
+        Knobs {
+            accounts: 0,
+            providers: 0,
+            skus_per_provider: 0,
+            skus: 0,
+            zipf: 0.0,
+            lines: 0,
+            contracts_percent: 0,
+            commitment: Decimal::ZERO,
+            grants: false,
+            history_months: 0,
+            history_events: 0,
+            events: 0,
+            rating_instances: 1,
+            invoicing_instances: 1,
+            churn: false,
+        }
+    }
 }
 
 impl Knobs {
@@ -45,6 +79,9 @@ impl Knobs {
             history_months: a.history_months,
             history_events: a.history_events,
             events: a.events,
+            rating_instances: a.rating_instances,
+            invoicing_instances: a.invoicing_instances,
+            churn: a.churn,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! PostgreSQL that `KAFKA_BROKERS` / `DATABASE_URL` name) and measures
 //! collector ingest, end-to-end throughput with exact totals, freshness at a
 //! steady rate, the raw ceilings of the broker and PostgreSQL underneath, and
-//! each service's peak memory.
+//! each service's peak memory; with several rating or invoicing instances
+//! (`--churn`: leaving and joining during the run), what each one did.
 
 use anyhow::bail;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
@@ -20,146 +21,25 @@ use tally_platform::Config;
 
 use crate::infra;
 
+mod args;
+mod churn;
 mod figures;
 mod freshness;
 mod history;
+mod instances;
 pub mod profile;
 mod raw;
 mod services;
 pub mod table;
 mod workload;
 
+pub use args::BenchArgs;
 use figures::{published_statements, table_sizes, Knobs};
 use freshness::freshness;
+use instances::{InstanceFigures, Instances};
 use raw::{ceilings, kafka_ingest};
-use services::{post_batch, spawn, wait_healthy};
+use services::{post_batch, spawn, wait_healthy, Ports};
 use workload::{expected_totals, seed, store_history, zipf_cdf, Gen};
-
-/// What to run; `--smoke` shrinks everything to a quick exactness check.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Providers (the first is first-party, the others partners).
-    #[arg(long, default_value_t = 4)]
-    pub providers: usize,
-    /// Customer accounts (USD), seeded in one statement (up to 1,000,000).
-    #[arg(long, default_value_t = 1000)]
-    pub accounts: usize,
-    /// SKUs per provider (all providers' together up to 10,000), seeded in
-    /// bulk; usage spreads over them.
-    #[arg(long, default_value_t = 5)]
-    pub skus: usize,
-    /// Percent of the accounts with a contract (account `i` when `i % 100`
-    /// is below it): a 12.5 % platform-funded discount of every line and
-    /// a monthly commitment of `--commitment` USD, which the expected
-    /// totals apply exactly.
-    #[arg(long, default_value_t = 0)]
-    pub contracts: u32,
-    /// The monthly commitment's minimum net spend of a contract, USD.
-    #[arg(long, default_value_t = Decimal::ONE_HUNDRED)]
-    pub commitment: Decimal,
-    /// Closed months stored before the run for every account: usage
-    /// aggregates, a sealed statement, a finalized invoice with its lines
-    /// (see `--lines`), and the account's seal through the run's month.
-    #[arg(long, default_value_t = 0)]
-    pub history_months: u32,
-    /// Dedupe history stored before the run: this many earlier events'
-    /// ids (spread over the `--history-months`, else the past 12 months,
-    /// over the bench's accounts and providers), as months of traffic
-    /// would have left them.
-    #[arg(long, default_value_t = 0)]
-    pub history_events: u64,
-    /// How usage spreads over accounts: 0 evenly, else Zipf with this
-    /// exponent (account `a0` the busiest; 1.0 is the classic long tail).
-    #[arg(long, default_value_t = 0.0)]
-    pub zipf: f64,
-    /// The SKUs of a provider one account uses at most (its statement's
-    /// lines per provider); 0: any of them.
-    #[arg(long, default_value_t = 0)]
-    pub lines: usize,
-    /// Events of the throughput run (ingest and end to end).
-    #[arg(long, default_value_t = 5_000_000)]
-    pub events: u64,
-    /// Events produced to the `usage.ingest` topic after the HTTP run, in
-    /// records of `batch-size` events (0: none).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub kafka_events: u64,
-    /// Events per HTTP batch.
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
-    /// Concurrent HTTP clients.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Offered rate of the throughput run in events/s; 0 sends as fast as the collector takes them.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Steady rate of the freshness run, events/s.
-    #[arg(long, default_value_t = 10_000)]
-    pub freshness_rate: u64,
-    /// Length of the freshness run.
-    #[arg(long, default_value_t = 30)]
-    pub freshness_seconds: u64,
-    /// Records for each raw ceiling (rdkafka produce/consume, PostgreSQL COPY).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub ceiling_events: u64,
-    /// Start a private single-node Apache Kafka with empty storage for the
-    /// run (under the data directory, removed afterwards) instead of using
-    /// the configured / embedded one.
-    #[arg(long)]
-    pub private_broker: bool,
-    /// Give every account a promotional grant (all usage, ample balance,
-    /// capped at 0.01 USD per period), so rating applies credits to every
-    /// statement and writes its draws; each account's invoice is then due
-    /// 0.01 less, which the exactness check expects.
-    #[arg(long)]
-    pub grants: bool,
-    /// Also write the report as JSON here.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
-    /// Append the report as one JSON line (with its knobs) to this file:
-    /// the results file of a sweep (`deploy/bench-sweep.sh`).
-    #[arg(long)]
-    pub results: Option<std::path::PathBuf>,
-    /// The database the bench creates (dropped first) on the server of
-    /// `DATABASE_URL`.
-    #[arg(long, default_value = "tally_bench")]
-    pub database: String,
-    /// A small run (20,000 events, 3 s of freshness) that checks exactness, not speed.
-    #[arg(long)]
-    pub smoke: bool,
-}
-
-impl BenchArgs {
-    fn effective(&self) -> BenchArgs {
-        if !self.smoke {
-            return self.clone();
-        }
-        BenchArgs {
-            providers: 3,
-            accounts: 50,
-            skus: 3,
-            zipf: self.zipf,
-            lines: self.lines,
-            history_events: self.history_events.min(100_000),
-            history_months: self.history_months.min(3),
-            contracts: self.contracts,
-            commitment: self.commitment,
-            events: 20_000,
-            kafka_events: 5_000,
-            batch_size: 500,
-            concurrency: 4,
-            rate: 0,
-            freshness_rate: 2_000,
-            freshness_seconds: 3,
-            ceiling_events: 20_000,
-            json: self.json.clone(),
-            results: self.results.clone(),
-            database: self.database.clone(),
-            private_broker: self.private_broker,
-            grants: self.grants,
-            smoke: true,
-        }
-    }
-}
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -214,11 +94,23 @@ pub struct Report {
     pub ingest_to_produce_ratio: f64,
     pub end_to_end_to_consume_ratio: f64,
     pub end_to_end_to_copy_ratio: f64,
-    /// Peak resident memory (VmHWM) per service, MiB.
+    /// Peak resident memory (VmHWM) per service, MiB (a service with
+    /// several instances: the largest, and each under its instance's name).
     pub peak_rss_mib: BTreeMap<String, f64>,
     /// PostgreSQL's busiest statements of the throughput run, by execution
     /// time (`pg_stat_statements`; empty when the server does not load it).
     pub pg_statements: Vec<profile::PgStatement>,
+    /// Partitions of `usage.events` and `billing.statements` (Tally creates
+    /// both with `TALLY_USAGE_PARTITIONS`).
+    pub usage_partitions: i32,
+    /// Each rating and invoicing instance in the throughput run.
+    pub instances: Vec<InstanceFigures>,
+    /// Accepted events of the throughput run no rating instance's count
+    /// covers: those an instance counted after its last `/metrics` read
+    /// before it left, and those of a batch's lanes that committed when
+    /// another lane failed (the retry finds them duplicates). 0 when no
+    /// instance left and no batch failed.
+    pub rating_events_unattributed: i64,
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -269,6 +161,16 @@ fn poll_interval(elapsed: Duration, done: u64, target: u64) -> Duration {
 
 pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report> {
     let a = args.effective();
+    if a.rating_instances == 0 || a.invoicing_instances == 0 {
+        bail!("--rating-instances and --invoicing-instances must be at least 1");
+    }
+    let consumers = a.rating_instances.max(a.invoicing_instances);
+    if (config.usage_partitions as usize) < consumers {
+        bail!(
+            "{consumers} instances in one group need at least as many partitions: set TALLY_USAGE_PARTITIONS (now {})",
+            config.usage_partitions
+        );
+    }
     let run_id = Utc::now().timestamp();
     let mut private = infra::Embedded::default();
     let private_dir = infra::data_dir().join(format!("bench-kafka-{run_id}"));
@@ -326,20 +228,36 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         "bench: {} providers × {} SKUs, {} accounts (zipf {}, lines {}, contracts {} %, history {} months and {} ids, grants {}); {} events in batches of {} from {} clients",
         a.providers, a.skus, a.accounts, a.zipf, a.lines, a.contracts, a.history_months, a.history_events, a.grants, a.events, a.batch_size, a.concurrency
     );
+    println!(
+        "instances: {} rating, {} invoicing (churn {}); usage.events and billing.statements have {} partitions",
+        a.rating_instances, a.invoicing_instances, a.churn, config.usage_partitions
+    );
 
     let (collector_port, api_port) = (infra::free_port()?, infra::free_port()?);
+    let ports = Ports {
+        collector: collector_port,
+        api: api_port,
+        admin: 0,
+    };
     let services = vec![
-        spawn("collector", &config, collector_port, api_port)?,
-        spawn("rating", &config, collector_port, api_port)?,
-        spawn("invoicing", &config, collector_port, api_port)?,
-        spawn("api", &config, collector_port, api_port)?,
+        spawn("collector", "collector", &config, ports)?,
+        spawn("api", "api", &config, ports)?,
     ];
+    let churn_invoicing = a.churn && a.invoicing_instances > 1;
+    let mut instances = Instances::start(
+        &config,
+        collector_port,
+        api_port,
+        (a.rating_instances, a.invoicing_instances),
+        (a.churn, churn_invoicing),
+    )?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency * 2)
         .build()?;
     let collector = format!("http://127.0.0.1:{collector_port}");
     wait_healthy(&http, &collector).await?;
     wait_healthy(&http, &format!("http://127.0.0.1:{api_port}")).await?;
+    instances.wait_ready().await?;
     let events_url = format!("{collector}/v1/events");
 
     let mut report = Report {
@@ -347,6 +265,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         seed_seconds,
         history_seconds,
         events: a.events,
+        usage_partitions: config.usage_partitions,
         ..Report::default()
     };
     let gen = Gen {
@@ -367,7 +286,11 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     let next = AtomicU64::new(0);
     let accepted = AtomicU64::new(0);
     let latencies = Mutex::new(Histogram::<u64>::new(3)?);
+    instances.scrape().await;
+    instances.mark_start();
     let started = Instant::now();
+    let plan = churn::plan(a.churn, churn_invoicing);
+    let controller = churn::Controller::spawn(instances, plan, a.events, started);
     let sender = |_: usize| async {
         let mut local = Histogram::<u64>::new(3)?;
         loop {
@@ -430,12 +353,27 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         tokio::time::sleep(poll_interval(started.elapsed(), billed as u64, accepted)).await;
     }
     let e2e = started.elapsed();
+    let (mut instances, not_taken) = controller.stop().await?;
+    instances.scrape().await;
     report.end_to_end_seconds = e2e.as_secs_f64();
     report.end_to_end_events_per_s = accepted as f64 / e2e.as_secs_f64();
     println!(
         "end to end: {accepted} events on draft invoices {:.1} s after the first POST = {:.0} events/s",
         e2e.as_secs_f64(),
         report.end_to_end_events_per_s
+    );
+    for step in &not_taken {
+        println!(
+            "churn: not taken before the last event was billed: {:?} of {} ({:?})",
+            step.action, step.service, step.when
+        );
+    }
+    report.instances = instances.figures(started, started + e2e);
+    let (lines, unattributed) = instances::describe(&report.instances, accepted);
+    report.rating_events_unattributed = unattributed;
+    println!(
+        "per instance, in the throughput run ({unattributed} of the {accepted} events counted by an instance after its last /metrics read before it left):\n{}",
+        lines.join("\n")
     );
     for (s, before) in services.iter().zip(cpu_before) {
         if let (Some(before), Some(after)) = (before, s.cpu_seconds()) {
@@ -447,6 +385,13 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
         let before = infra_before.get(&name).copied().unwrap_or_default();
         let us = (after - before) * 1e6 / accepted as f64;
         report.cpu_us_per_event.insert(name, us);
+    }
+    for f in &report.instances {
+        // A service's cost per event: all its instances' CPU together.
+        *report
+            .cpu_us_per_event
+            .entry(f.service.clone())
+            .or_default() += f.cpu_seconds * 1e6 / accepted as f64;
     }
     let cpu: Vec<String> = report
         .cpu_us_per_event
@@ -583,8 +528,16 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
             report.peak_rss_mib.insert(s.name.to_owned(), mib);
         }
     }
+    for (service, name, mib) in instances.peak_rss_mib() {
+        let largest = report.peak_rss_mib.entry(service.to_owned()).or_default();
+        *largest = largest.max(mib);
+        if name != service {
+            report.peak_rss_mib.insert(name, mib);
+        }
+    }
     println!("peak RSS (MiB): {:?}", report.peak_rss_mib);
     drop(services);
+    drop(instances);
 
     // 5. Ceilings on the same broker and database, with the same payloads.
     let ceilings = ceilings(&config, &pool, &gen, &a).await?;

@@ -23,6 +23,20 @@ impl ServiceProcess {
     pub(super) fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds_of(self.child.id()).map(|(_, seconds)| seconds)
     }
+
+    /// Sends SIGTERM (the service finishes its batch, commits and leaves
+    /// its group) and does not wait: dropping it waits.
+    pub(super) fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGKILL, as a crash: nothing finished, its group not told.
+    pub(super) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The command name of process `pid` and the CPU time (user + system) it
@@ -62,9 +76,11 @@ fn clock_ticks_per_second() -> f64 {
 
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Killed (and reaped) already: its pid may be another's now.
+            return;
+        }
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -77,11 +93,23 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// The addresses a child process binds (0: any free port, not known to
+/// the bench).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ports {
+    pub(super) collector: u16,
+    pub(super) api: u16,
+    /// `/healthz`, `/readyz` and `/metrics` of the process.
+    pub(super) admin: u16,
+}
+
+/// Starts `tally up --only <name>`; its log (with `TALLY_BENCH_LOG_DIR`)
+/// is `<label>.log`.
 pub(super) fn spawn(
     name: &'static str,
+    label: &str,
     config: &Config,
-    collector: u16,
-    api: u16,
+    ports: Ports,
 ) -> anyhow::Result<ServiceProcess> {
     let exe = std::env::current_exe().context("locating the tally binary")?;
     let child = Command::new(exe)
@@ -100,9 +128,12 @@ pub(super) fn spawn(
             "TALLY_BATCH_WAIT_MS",
             config.batch_wait.as_millis().to_string(),
         )
-        .env("TALLY_COLLECTOR_ADDR", format!("127.0.0.1:{collector}"))
-        .env("TALLY_API_ADDR", format!("127.0.0.1:{api}"))
-        .env("TALLY_ADMIN_ADDR", "127.0.0.1:0")
+        .env(
+            "TALLY_COLLECTOR_ADDR",
+            format!("127.0.0.1:{}", ports.collector),
+        )
+        .env("TALLY_API_ADDR", format!("127.0.0.1:{}", ports.api))
+        .env("TALLY_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -111,12 +142,12 @@ pub(super) fn spawn(
         .stderr(match std::env::var_os("TALLY_BENCH_LOG_DIR") {
             // Each service's log in a file of its own, for diagnosis.
             Some(dir) => Stdio::from(std::fs::File::create(
-                std::path::Path::new(&dir).join(format!("{name}.log")),
+                std::path::Path::new(&dir).join(format!("{label}.log")),
             )?),
             None => Stdio::inherit(),
         })
         .spawn()
-        .with_context(|| format!("starting {name}"))?;
+        .with_context(|| format!("starting {label}"))?;
     Ok(ServiceProcess { name, child })
 }
 

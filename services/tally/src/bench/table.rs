@@ -54,8 +54,8 @@ fn knob(k: &Knobs, name: &str) -> f64 {
     }
 }
 
-/// `a` and `b` differ in no knob but `name` (the events, grants and
-/// commitment must match too).
+/// `a` and `b` differ in no knob but `name` (the events, grants,
+/// commitment and the instances serving the run must match too).
 fn only_differs_in(a: &Knobs, b: &Knobs, name: &str) -> bool {
     let same_rest = SWEPT
         .iter()
@@ -68,6 +68,9 @@ fn only_differs_in(a: &Knobs, b: &Knobs, name: &str) -> bool {
         && a.commitment == b.commitment
         && a.history_events == b.history_events
         && a.providers == b.providers
+        && a.rating_instances == b.rating_instances
+        && a.invoicing_instances == b.invoicing_instances
+        && a.churn == b.churn
 }
 
 /// The markdown growth tables of a results file (one JSON report a line).
@@ -212,6 +215,35 @@ mod tests {
             accounts[2]
         );
         assert!(!table.contains("| 1 (0.25)"), "{table}");
+    }
+
+    #[test]
+    fn a_line_without_instances_ran_one_of_each_and_a_scaled_run_joins_no_growth_table() {
+        let old: Run = serde_json::from_str(&line(1000, 20, 0, 5000.0)).unwrap();
+        assert_eq!(
+            (
+                old.knobs.rating_instances,
+                old.knobs.invoicing_instances,
+                old.knobs.churn
+            ),
+            (1, 1, false)
+        );
+        let mut scaled: serde_json::Value =
+            serde_json::from_str(&line(100_000, 20, 0, 4000.0)).unwrap();
+        scaled["knobs"]["rating_instances"] = 2.into();
+        let results = [
+            line(1000, 20, 0, 5000.0),
+            line(10_000, 20, 0, 4500.0),
+            scaled.to_string(),
+        ]
+        .join("\n");
+        let table = growth_table(&results).unwrap();
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.as_bytes()[2].is_ascii_digit())
+            .collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert!(!table.contains("| 100000 "), "{table}");
     }
 
     #[test]
