@@ -1,6 +1,7 @@
 //! Two rating instances share the group; one is SIGKILLed in the middle of
 //! a stream. The survivor takes over the dead one's partitions within the
-//! session timeout plus a batch, and every invoice is exact.
+//! session timeout plus a batch, and every invoice is exact. And a rating
+//! process of its own counts its events in its `/metrics`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -177,4 +178,49 @@ async fn survivor_takes_over_a_killed_rating_instance_within_the_session_timeout
     second.kill().unwrap();
     second.wait().unwrap();
     seeded.running.stop().await.unwrap();
+}
+
+/// A rating process of its own counts its events in its `/metrics` from
+/// the first batch on, read for the first time only after them (before
+/// rating installed the recorder when built, such a process dropped every
+/// count made before `/metrics` was first read: the count was absent).
+#[tokio::test]
+async fn a_rating_process_of_its_own_counts_its_events_in_its_metrics() {
+    let seeded = Seeded::start(&[Service::Collector]).await;
+    let h = &seeded.h;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut command = h.command("rating");
+    command.env("TALLY_ADMIN_ADDR", admin.to_string());
+    let _rating = Spawned(command.spawn().unwrap());
+
+    let accounts = create_accounts(&h.pool, 4).await;
+    let (batches, _) = usage_stream(&seeded.keys, seeded.now, &accounts, 600, 100);
+    let sent = send_stream(&seeded.http, &seeded.collector, batches, Duration::ZERO);
+    assert_eq!(sent.await.unwrap(), 600);
+    let until = Instant::now() + Duration::from_secs(120);
+    while counted(&h.pool).await < 600 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted(&h.pool).await, 600);
+
+    let metrics = seeded
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("tally_rating_events_total{outcome=\"counted\"}"));
+    assert_eq!(
+        line.and_then(|l| l.split_whitespace().last()),
+        Some("600"),
+        "{metrics}"
+    );
 }
