@@ -183,17 +183,14 @@ async fn survivor_takes_over_a_killed_rating_instance_within_the_session_timeout
 /// A rating process of its own counts its events in its `/metrics` from
 /// the first batch on, read for the first time only after them (before
 /// rating installed the recorder when built, such a process dropped every
-/// count made before `/metrics` was first read: the count was absent).
+/// count made before `/metrics` was first read: those counts never show).
 #[tokio::test]
 async fn a_rating_process_of_its_own_counts_its_events_in_its_metrics() {
     let seeded = Seeded::start(&[Service::Collector]).await;
     let h = &seeded.h;
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = format!("127.0.0.1:{}", tally::infra::free_port().unwrap());
     let mut command = h.command("rating");
-    command.env("TALLY_ADMIN_ADDR", admin.to_string());
+    command.env("TALLY_ADMIN_ADDR", &admin);
     let _rating = Spawned(command.spawn().unwrap());
 
     let accounts = create_accounts(&h.pool, 4).await;
@@ -206,21 +203,24 @@ async fn a_rating_process_of_its_own_counts_its_events_in_its_metrics() {
     }
     assert_eq!(counted(&h.pool).await, 600);
 
-    let metrics = seeded
-        .http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("tally_rating_events_total{outcome=\"counted\"}"));
-    assert_eq!(
-        line.and_then(|l| l.split_whitespace().last()),
-        Some("600"),
-        "{metrics}"
-    );
+    // Rating adds to its counters once a batch is published, just after
+    // its rows commit: read until the count is there or the time is up.
+    let until = Instant::now() + Duration::from_secs(30);
+    let (metrics, counted_here) = loop {
+        let metrics = seeded
+            .http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let counted_here = counter(&metrics, "tally_rating_events_total{outcome=\"counted\"}");
+        if counted_here >= 600.0 || Instant::now() > until {
+            break (metrics, counted_here);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(counted_here, 600.0, "{metrics}");
 }

@@ -38,14 +38,6 @@ fn committed_total(h: &Harness, topic: &str) -> i64 {
         .sum()
 }
 
-/// A counter of the Prometheus text, 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_commits_the_batch_in_hand_and_the_next_instance_redoes_none() {
     let seeded = Seeded::start(&[Service::Collector, Service::Invoicing, Service::Api]).await;

@@ -565,6 +565,14 @@ pub async fn create_accounts(pool: &PgPool, n: usize) -> Vec<String> {
     ids
 }
 
+/// A counter of the Prometheus text, 0 when absent.
+pub fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Events rating has counted so far.
 pub async fn counted(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM processed_events")
