@@ -82,3 +82,29 @@ async fn topics_are_made_as_configured_and_a_repartitioned_usage_topic_is_refuse
         )
     );
 }
+
+/// Processes that start together (a rating instance beside a test harness,
+/// two instances of a deployment) each find the topics one of them made:
+/// the one that finds `billing.statements` already made reads its config,
+/// which the broker may not know for a moment. Reading it once made a
+/// start fail with "max.message.bytes unknown" (in `.ci/run`, 2026-12-02).
+#[tokio::test]
+async fn processes_starting_together_each_accept_the_topics_one_of_them_made() {
+    for _ in 0..10 {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let config = Config {
+            kafka_brokers: test_kafka(),
+            topic_prefix: format!("t{id}."),
+            ..Config::default()
+        };
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let config = config.clone();
+                tokio::spawn(async move { tally_platform::kafka::ensure_topics(&config).await })
+            })
+            .collect();
+        for start in starts {
+            start.await.unwrap().unwrap();
+        }
+    }
+}

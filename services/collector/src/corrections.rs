@@ -142,17 +142,28 @@ async fn target(
         )
     };
     let event_id = EventId::parse(id).map_err(|_| unknown())?;
-    let rows: Vec<(String, String, DateTime<Utc>, bool)> = sqlx::query_as(
-        "SELECT provider_id, account_id, event_time, cancelled_by IS NOT NULL
-         FROM counted_events WHERE event_id = $1",
+    // By the primary key (provider, event id): one index probe. Looking
+    // the id up alone read the whole table (no index leads with the event
+    // id), in every correction.
+    let own: Option<(String, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT account_id, event_time, cancelled_by IS NOT NULL
+         FROM counted_events WHERE provider_id = $1 AND event_id = $2",
     )
+    .bind(provider.as_str())
     .bind(event_id.as_str())
-    .fetch_all(state.lookup.pool())
+    .fetch_optional(state.lookup.pool())
     .await
     .map_err(database)?;
-    let Some((_, account, time, cancelled)) = rows.iter().find(|(p, ..)| p == provider.as_str())
-    else {
-        if rows.is_empty() {
+    let Some((account, time, cancelled)) = own else {
+        // Only a refusal reads further, to tell another provider's event
+        // from an unknown one.
+        let elsewhere: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM counted_events WHERE event_id = $1)")
+                .bind(event_id.as_str())
+                .fetch_one(state.lookup.pool())
+                .await
+                .map_err(database)?;
+        if !elsewhere {
             return Err(unknown());
         }
         return Err(refused(
@@ -160,9 +171,9 @@ async fn target(
             format!("event {id:?} was sent by another provider"),
         ));
     };
-    usage_correction::check_target(Some((*cancelled, account)), account)
+    usage_correction::check_target(Some((cancelled, &account)), &account)
         .map_err(|r| refused(r, format!("event {id:?}: {r}")))?;
-    if *time < usage_correction::oldest_correctable(now, state.max_age) {
+    if time < usage_correction::oldest_correctable(now, state.max_age) {
         return Err(refused(
             Refusal::OutsideWindow,
             format!(
@@ -171,7 +182,7 @@ async fn target(
             ),
         ));
     }
-    let account = AccountId::parse(account).map_err(|e| ApiError::Internal(e.into()))?;
+    let account = AccountId::parse(&account).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((event_id, account))
 }
 

@@ -448,18 +448,28 @@ async fn check_message_bytes(
     topic: &str,
     config: &Config,
 ) -> Result<(), TopicError> {
-    let described = admin
-        .describe_configs(
-            [&ResourceSpecifier::Topic(topic)],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
-        )
-        .await?;
-    let found = described
-        .into_iter()
-        .next()
-        .and_then(|r| r.ok())
-        .and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()))
-        .and_then(|v| v.parse::<usize>().ok());
+    // A topic another process has just created may not be known to the
+    // broker that answers yet (its config is then missing from the
+    // answer): ask again for up to 10 s before calling it unknown.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let described = admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic(topic)],
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+            )
+            .await?;
+        let found = described
+            .into_iter()
+            .next()
+            .and_then(|r| r.ok())
+            .and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()))
+            .and_then(|v| v.parse::<usize>().ok());
+        if found.is_some() || std::time::Instant::now() > until {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let needed = statement_topic_max_message_bytes(config);
     match found {
         Some(found) if found >= needed => Ok(()),
