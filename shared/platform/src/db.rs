@@ -50,6 +50,19 @@ async fn pool_of(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // A connection keeps its buffers as large as the largest query it
+        // sent or result it read (sqlx's documented behaviour): a rating
+        // batch's statements carry every event's values, so each pooled
+        // connection kept megabytes, and rating's peak RSS grew with
+        // `TALLY_BATCH_MAX` (BENCHMARKS.md, "Rating's memory"). They go
+        // back to their default size when the connection returns to the
+        // pool.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                conn.shrink_buffers();
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
 }

@@ -116,7 +116,7 @@ impl LocalKafka {
             );
         }
         let cluster = LocalKafka {
-            cluster_id: cluster_id(uuid::Uuid::new_v4()),
+            cluster_id: new_cluster_id(uuid::Uuid::new_v4),
             nodes: (0..nodes)
                 .map(|i| {
                     let port = first_port + 2 * i as u16;
@@ -320,7 +320,7 @@ impl LocalKafka {
         let mut format = self.java(home, dir);
         format
             .arg("kafka.tools.StorageTool")
-            .args(["format", "--ignore-formatted", "-t", &self.cluster_id, "-c"])
+            .args(format_args(&self.cluster_id))
             .arg(properties);
         if let Some(secure) = &self.secure {
             format.arg("--add-scram").arg(format!(
@@ -493,6 +493,31 @@ logger.server.name = org.apache.kafka.server
 logger.server.level = INFO
 ";
 
+/// The storage tool's arguments before the node's properties file. The id
+/// is given as `--cluster-id=<id>`: an id may begin with `-` (one in 64 of
+/// them), which `-t <id>` made the tool read as an option ("argument
+/// --cluster-id/-t: expected one argument", a `.ci/run` that failed on
+/// 2026-12-02).
+fn format_args(cluster_id: &str) -> [String; 4] {
+    [
+        "format".into(),
+        "--ignore-formatted".into(),
+        format!("--cluster-id={cluster_id}"),
+        "-c".into(),
+    ]
+}
+
+/// A new cluster id that does not begin with `-`, as Kafka's own
+/// `Uuid.randomUuid` draws them.
+fn new_cluster_id(mut uuid: impl FnMut() -> uuid::Uuid) -> String {
+    loop {
+        let id = cluster_id(uuid());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
 /// A Kafka cluster id: the 16 bytes of a UUID in URL-safe base64, unpadded
 /// (what `kafka-storage random-uuid` prints).
 fn cluster_id(uuid: uuid::Uuid) -> String {
@@ -562,6 +587,28 @@ mod tests {
         // Python: base64.urlsafe_b64encode(bytes).rstrip(b'=')
         assert_eq!(cluster_id(uuid), "dxwfP38sTp6EZ1XqFjm47w");
         assert_eq!(cluster_id(uuid::Uuid::nil()), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn an_id_that_begins_with_a_dash_is_given_as_the_value_of_its_option() {
+        // 0xfb: the first six bits are 62, `-` in the alphabet.
+        let dashed = uuid::Uuid::from_bytes([0xfb; 16]);
+        assert_eq!(cluster_id(dashed), "-_v7-_v7-_v7-_v7-_v7-w");
+        assert_eq!(
+            format_args(&cluster_id(dashed)),
+            [
+                "format",
+                "--ignore-formatted",
+                "--cluster-id=-_v7-_v7-_v7-_v7-_v7-w",
+                "-c"
+            ]
+        );
+        // New ids never begin with one.
+        let mut drawn = vec![uuid::Uuid::nil(), dashed].into_iter().rev();
+        assert_eq!(
+            new_cluster_id(|| drawn.next().unwrap()),
+            "AAAAAAAAAAAAAAAAAAAAAA"
+        );
     }
 
     #[test]
