@@ -53,10 +53,10 @@ async fn pool_of(
         // A connection keeps its buffers as large as the largest query it
         // sent or result it read (sqlx's documented behaviour): a rating
         // batch's statements carry every event's values, so each pooled
-        // connection kept megabytes, and rating's peak RSS grew with
-        // `TALLY_BATCH_MAX` (BENCHMARKS.md, "Rating's memory"). They go
-        // back to their default size when the connection returns to the
-        // pool.
+        // connection kept megabytes (about 20 MiB of rating's peak RSS at
+        // 100,000 accounts: BENCHMARKS.md, "Scale-out and rating's
+        // memory"). They go back to their default size when the
+        // connection returns to the pool.
         .after_release(|conn, _| {
             Box::pin(async move {
                 conn.shrink_buffers();
