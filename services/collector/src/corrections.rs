@@ -376,9 +376,12 @@ pub async fn backfill(
         });
     }
     let events = accepted_events(&provider, &outcomes, now);
+    // Through the periods meeting the window, as rating reads it
+    // (`tally_rating::corrections_repo::window_for_update`).
     let replaced: Vec<String> = sqlx::query_scalar(
         "SELECT event_id FROM counted_events
-         WHERE account_id = $1 AND provider_id = $2 AND event_time >= $3 AND event_time < $4
+         WHERE account_id = $1 AND period_start < $4 AND period_end > $3
+           AND provider_id = $2 AND event_time >= $3 AND event_time < $4
            AND cancelled_by IS NULL",
     )
     .bind(account.as_str())

@@ -181,7 +181,9 @@ pub async fn event_for_update(
 }
 
 /// The provider's counted events of the account timed in `[start, end)`,
-/// not cancelled, locked, by event id.
+/// not cancelled, locked, by event id. An event's period holds its time, so
+/// only the periods meeting the window are read (the aggregate index leads
+/// with the account and the period, and carries the provider and the time).
 pub async fn window_for_update(
     conn: &mut PgConnection,
     account: &str,
@@ -191,7 +193,8 @@ pub async fn window_for_update(
 ) -> Result<Vec<CountedEvent>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM counted_events
-         WHERE account_id = $1 AND provider_id = $2 AND event_time >= $3 AND event_time < $4
+         WHERE account_id = $1 AND period_start < $4 AND period_end > $3
+           AND provider_id = $2 AND event_time >= $3 AND event_time < $4
            AND cancelled_by IS NULL
          ORDER BY event_id
          FOR UPDATE"

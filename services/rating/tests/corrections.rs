@@ -509,6 +509,63 @@ async fn a_backfill_replaces_a_window_of_usage_in_one_operation() {
     );
 }
 
+/// A backfill's window is found through the periods it meets (the stored
+/// events are indexed by account and period): one that spans the end of a
+/// period replaces the events of both periods inside it, from its first
+/// instant (October 31, 22:00) to the last before its end (November 1,
+/// 02:00, kept), and no other.
+#[tokio::test]
+async fn a_backfill_across_two_periods_replaces_the_window_in_both() {
+    let pool = database().await;
+    seed(&pool).await;
+    let oct31 = |hour| Utc.with_ymd_and_hms(2026, 10, 31, hour, 0, 0).unwrap();
+    process_batch(
+        &pool,
+        &[
+            hours("o1", 10, oct31(21)),
+            hours("o2", 20, oct31(22)),
+            hours("n1", 30, at(11, 1, 0)),
+            hours("n2", 40, at(11, 1, 2)),
+        ],
+    )
+    .await
+    .unwrap();
+    let restated = apply_correction(
+        &pool,
+        &backfill(
+            1,
+            oct31(22),
+            at(11, 1, 2),
+            vec![hours("r1", 5, oct31(23)), hours("r2", 7, at(11, 1, 1))],
+        ),
+    )
+    .await
+    .unwrap();
+    let mut by_period: Vec<(DateTime<Utc>, Vec<_>)> = restated
+        .statements
+        .iter()
+        .map(|s| (s.period.start(), lines(s)))
+        .collect();
+    by_period.sort();
+    // October: o1's 10 + r1's 5 hours; November: n2's 40 + r2's 7.
+    assert_eq!(
+        by_period,
+        [
+            (month(10), vec![(dec!(15), dec!(1.50), None)]),
+            (month(11), vec![(dec!(47), dec!(4.70), None)]),
+        ]
+    );
+    assert_eq!(
+        changes(&pool).await,
+        [
+            change("n1", "cancelled", Some("30"), None, month(11), month(11)),
+            change("o2", "cancelled", Some("20"), None, month(10), month(10)),
+            change("r1", "added", None, Some("5"), month(10), month(10)),
+            change("r2", "added", None, Some("7"), month(11), month(11)),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn pruning_drops_the_values_of_periods_ended_before_the_window_only() {
     let pool = database().await;

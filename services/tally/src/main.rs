@@ -594,6 +594,10 @@ fn redact(url: &str) -> String {
 
 /// mimalloc instead of glibc's malloc: `tally bench` under perf showed
 /// glibc's arena bookkeeping (malloc_consolidate, unlink_chunk) among the
-/// top symbols and per-thread arenas inflating resident memory.
+/// top symbols and per-thread arenas inflating resident memory. Built with
+/// `--features system-allocator`, the binary keeps glibc's, so a heap
+/// profiler that hooks `malloc` (heaptrack) sees Rust's allocations beside
+/// librdkafka's (BENCHMARKS.md, rating's memory).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
