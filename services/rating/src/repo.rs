@@ -447,11 +447,20 @@ fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> 
     })
 }
 
+/// Statement bodies sent in one `INSERT` at most (but always one statement):
+/// sqlx builds a query's arguments, and then its message in the
+/// connection's write buffer, each a copy of every body bound, so one
+/// `INSERT` of a batch's statements (some 10 MiB at 100,000 accounts) held
+/// two more copies, and the buffer stayed that large until the connection
+/// went back to its pool (heaptrack, BENCHMARKS.md "Rating's memory").
+const STORE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Stores each statement (in the order given: account-period order, so
 /// concurrent writers lock rows alike) over the version before it, and
 /// records them in the outbox. Returns the outbox row, or `None` when a
 /// concurrent transaction wrote one of them first (its version moved since
-/// [`current_versions`]): the caller runs again.
+/// [`current_versions`]): the caller runs again. The statements go in
+/// chunks of at most [`STORE_CHUNK_BYTES`] of bodies.
 pub async fn store_statements(
     conn: &mut PgConnection,
     statements: &[Statement],
@@ -460,6 +469,48 @@ pub async fn store_statements(
     if statements.is_empty() {
         return Ok(None);
     }
+    for (from, to) in chunks(bodies, STORE_CHUNK_BYTES) {
+        if !store_chunk(&mut *conn, &statements[from..to], &bodies[from..to]).await? {
+            return Ok(None);
+        }
+    }
+    let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
+    let id = sqlx::query_scalar(
+        "INSERT INTO statement_outbox (account_ids, period_starts) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(&accounts)
+    .bind(&starts)
+    .fetch_one(conn)
+    .await?;
+    Ok(Some(id))
+}
+
+/// Index ranges `[from, to)` of `bodies`, in order, each of at most `limit`
+/// bytes of bodies, or one body larger than that on its own.
+fn chunks(bodies: &[String], limit: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut from, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        if i > from && bytes + body.len() > limit {
+            out.push((from, i));
+            (from, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if from < bodies.len() {
+        out.push((from, bodies.len()));
+    }
+    out
+}
+
+/// Writes these statements over their previous versions; `false` when one
+/// of them was not written (another writer moved its version).
+async fn store_chunk(
+    conn: &mut PgConnection,
+    statements: &[Statement],
+    bodies: &[String],
+) -> Result<bool, sqlx::Error> {
     let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
     let ends: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.end()).collect();
@@ -482,17 +533,7 @@ pub async fn store_statements(
     .bind(&sealed)
     .execute(&mut *conn)
     .await?;
-    if written.rows_affected() != statements.len() as u64 {
-        return Ok(None);
-    }
-    let id = sqlx::query_scalar(
-        "INSERT INTO statement_outbox (account_ids, period_starts) VALUES ($1, $2) RETURNING id",
-    )
-    .bind(&accounts)
-    .bind(&starts)
-    .fetch_one(conn)
-    .await?;
-    Ok(Some(id))
+    Ok(written.rows_affected() == statements.len() as u64)
 }
 
 /// Outbox rows left behind (a publish that failed, a crash before it), oldest
@@ -565,4 +606,24 @@ pub async fn clear_outbox(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sq
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    fn bodies(lengths: &[usize]) -> Vec<String> {
+        lengths.iter().map(|n| "x".repeat(*n)).collect()
+    }
+
+    #[test]
+    fn chunks_hold_at_most_the_limit_or_one_larger_body() {
+        assert_eq!(chunks(&bodies(&[]), 10), []);
+        assert_eq!(chunks(&bodies(&[4, 6, 1]), 10), [(0, 2), (2, 3)]);
+        assert_eq!(
+            chunks(&bodies(&[11, 3, 3, 3, 2, 12]), 10),
+            [(0, 1), (1, 4), (4, 5), (5, 6)]
+        );
+        assert_eq!(chunks(&bodies(&[5, 5, 5]), 100), [(0, 3)]);
+    }
 }

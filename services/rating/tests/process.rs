@@ -588,3 +588,59 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
     );
     assert_eq!(version_and_total(&pool, november).await, (2, dec!(0.50)));
 }
+
+/// A batch whose statements' bodies pass the bytes one `INSERT` sends
+/// (`repo::store_statements` writes them in chunks of 1 MiB): every one is
+/// stored, at its version, with one outbox row listing them all; a second
+/// batch moves each to its next version.
+#[tokio::test]
+async fn statements_beyond_one_chunk_are_all_stored_at_their_versions() {
+    let pool = database().await;
+    seed(&pool).await;
+    let accounts = 2_500;
+    let mut conn = pool.acquire().await.unwrap();
+    for i in 0..accounts {
+        catalog::create_account(
+            &mut conn,
+            &AccountId::parse(&format!("a{i:04}")).unwrap(),
+            "Account",
+            Currency::parse("USD").unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    drop(conn);
+    let batch = |round: usize| -> Vec<UsageEvent> {
+        (0..accounts)
+            .map(|i| UsageEvent {
+                account_id: AccountId::parse(&format!("a{i:04}")).unwrap(),
+                ..usage(round * accounts + i, "cloud.disk.gb", dec!(10), t(3, 0))
+            })
+            .collect()
+    };
+    for round in 1..=2 {
+        let out = process_batch(&pool, &batch(round)).await.unwrap();
+        assert_eq!(out.statements.len(), accounts);
+        let (count, low, high, bytes, total): (i64, i64, i64, i64, Decimal) = sqlx::query_as(
+            "SELECT count(*), min(version), max(version), sum(length(body))::bigint,
+                    sum((body::jsonb ->> 'total')::numeric)
+             FROM statements WHERE account_id LIKE 'a%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(bytes > 1 << 20, "{bytes} bytes fit in one chunk");
+        let round = i64::try_from(round).unwrap();
+        // Each account: 10 GB per round at 0.10.
+        assert_eq!(
+            (count, low, high, total),
+            (2_500, round, round, Decimal::from(2_500 * round))
+        );
+    }
+    let listed: Vec<i32> =
+        sqlx::query_scalar("SELECT cardinality(account_ids) FROM statement_outbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(listed, [2_500, 2_500]);
+}
