@@ -452,7 +452,8 @@ fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> 
 /// connection's write buffer, each a copy of every body bound, so one
 /// `INSERT` of a batch's statements (some 10 MiB at 100,000 accounts) held
 /// two more copies, and the buffer stayed that large until the connection
-/// went back to its pool (heaptrack, BENCHMARKS.md "Rating's memory").
+/// went back to its pool (heaptrack: BENCHMARKS.md, "Fewer indexes on
+/// counted events, and rating's memory, profiled").
 const STORE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Stores each statement (in the order given: account-period order, so

@@ -597,7 +597,8 @@ fn redact(url: &str) -> String {
 /// top symbols and per-thread arenas inflating resident memory. Built with
 /// `--features system-allocator`, the binary keeps glibc's, so a heap
 /// profiler that hooks `malloc` (heaptrack) sees Rust's allocations beside
-/// librdkafka's (BENCHMARKS.md, rating's memory).
+/// librdkafka's (BENCHMARKS.md, "Fewer indexes on counted events, and
+/// rating's memory, profiled").
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
