@@ -32,7 +32,7 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
     let mut attempt = 0;
     loop {
         let mut tx = pool.begin().await?;
-        match invoices_repo::apply_statements(&mut tx, &newest).await {
+        match apply_in_chunks(&mut tx, &newest).await {
             Ok(changed) => {
                 tx.commit().await?;
                 return Ok(changed);
@@ -44,6 +44,46 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Statement lines written by one call of [`invoices_repo::apply_statements`]
+/// at most (but always one statement): sqlx copies every value bound into
+/// its arguments and again into its message, so one call for a batch of
+/// thousands of statements held two more copies of all their lines
+/// (heaptrack: BENCHMARKS.md, "Fewer indexes on counted events, and
+/// rating's memory, profiled").
+const APPLY_CHUNK_LINES: usize = 4096;
+
+/// Applies `newest` (distinct account-periods, in key order) in chunks of
+/// at most [`APPLY_CHUNK_LINES`] lines, in order, in the caller's
+/// transaction; returns how many invoices changed.
+async fn apply_in_chunks(
+    conn: &mut sqlx::PgConnection,
+    newest: &[&Statement],
+) -> Result<usize, sqlx::Error> {
+    let mut changed = 0;
+    for (from, to) in chunks(newest, APPLY_CHUNK_LINES) {
+        changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to]).await?;
+    }
+    Ok(changed)
+}
+
+/// Index ranges `[from, to)` of `statements`, in order, each of at most
+/// `limit` lines, or one statement with more on its own.
+fn chunks(statements: &[&Statement], limit: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut from, mut lines) = (0, 0);
+    for (i, s) in statements.iter().enumerate() {
+        if i > from && lines + s.lines.len() > limit {
+            out.push((from, i));
+            (from, lines) = (i, 0);
+        }
+        lines += s.lines.len();
+    }
+    if from < statements.len() {
+        out.push((from, statements.len()));
+    }
+    out
 }
 
 /// The batch's statements, and the references to statements too large to

@@ -342,3 +342,33 @@ async fn lines_of_a_bound_resource_name_it_on_the_invoice() {
     let json = serde_json::to_value(&invoice).unwrap();
     assert!(json["sections"][0]["lines"][0].get("resource").is_none());
 }
+
+/// Statements with more lines than one write takes (4,096): three of 2,000
+/// lines each are applied in two writes of one transaction, every line
+/// stored once, in place.
+#[tokio::test]
+async fn statements_beyond_one_chunk_of_lines_are_applied_whole() {
+    let pool = fresh_pool().await;
+    let accounts = ["big0", "big1", "big2"];
+    create_accounts(&pool, &accounts).await;
+    let statements: Vec<_> = accounts
+        .iter()
+        .map(|a| {
+            let lines = (0..2_000)
+                .map(|_| line(&cloud(), "cloud.vm", dec!(1), dec!(0.25)))
+                .collect();
+            statement(a, "2026-10", 1, lines)
+        })
+        .collect();
+    assert_eq!(apply_statements(&pool, &statements).await.unwrap(), 3);
+    let (lines, last, amount): (i64, i32, rust_decimal::Decimal) =
+        sqlx::query_as("SELECT count(*), max(position), sum(amount) FROM invoice_lines")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((lines, last, amount), (6_000, 1_999, dec!(1500.00)));
+    for a in accounts {
+        let invoice = invoice_of(&pool, a, "2026-10").await.unwrap();
+        assert_eq!(invoice.summary.total, dec!(500.00));
+    }
+}
