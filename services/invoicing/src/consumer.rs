@@ -9,8 +9,8 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tally_domain::Statement;
-use tally_platform::kafka;
 use tally_platform::statements::{self, LoadError, Published, StoredStatement};
+use tally_platform::{db, kafka};
 use tokio_util::sync::CancellationToken;
 
 use crate::invoices_repo;
@@ -62,28 +62,10 @@ async fn apply_in_chunks(
     newest: &[&Statement],
 ) -> Result<usize, sqlx::Error> {
     let mut changed = 0;
-    for (from, to) in chunks(newest, APPLY_CHUNK_LINES) {
+    for (from, to) in db::chunks(newest, APPLY_CHUNK_LINES, |s| s.lines.len()) {
         changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to]).await?;
     }
     Ok(changed)
-}
-
-/// Index ranges `[from, to)` of `statements`, in order, each of at most
-/// `limit` lines, or one statement with more on its own.
-fn chunks(statements: &[&Statement], limit: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let (mut from, mut lines) = (0, 0);
-    for (i, s) in statements.iter().enumerate() {
-        if i > from && lines + s.lines.len() > limit {
-            out.push((from, i));
-            (from, lines) = (i, 0);
-        }
-        lines += s.lines.len();
-    }
-    if from < statements.len() {
-        out.push((from, statements.len()));
-    }
-    out
 }
 
 /// The batch's statements, and the references to statements too large to

@@ -9,6 +9,7 @@ use tally_domain::{
     BindingId, PriceBook, ProviderId, ProviderKind, ProviderRef, ResourceRef, Sku, Statement,
     UsageAggregate,
 };
+use tally_platform::db;
 
 /// Key of one account-period.
 pub type AccountPeriod = (String, DateTime<Utc>);
@@ -470,7 +471,7 @@ pub async fn store_statements(
     if statements.is_empty() {
         return Ok(None);
     }
-    for (from, to) in chunks(bodies, STORE_CHUNK_BYTES) {
+    for (from, to) in db::chunks(bodies, STORE_CHUNK_BYTES, String::len) {
         if !store_chunk(&mut *conn, &statements[from..to], &bodies[from..to]).await? {
             return Ok(None);
         }
@@ -485,24 +486,6 @@ pub async fn store_statements(
     .fetch_one(conn)
     .await?;
     Ok(Some(id))
-}
-
-/// Index ranges `[from, to)` of `bodies`, in order, each of at most `limit`
-/// bytes of bodies, or one body larger than that on its own.
-fn chunks(bodies: &[String], limit: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let (mut from, mut bytes) = (0, 0);
-    for (i, body) in bodies.iter().enumerate() {
-        if i > from && bytes + body.len() > limit {
-            out.push((from, i));
-            (from, bytes) = (i, 0);
-        }
-        bytes += body.len();
-    }
-    if from < bodies.len() {
-        out.push((from, bodies.len()));
-    }
-    out
 }
 
 /// Writes these statements over their previous versions; `false` when one
@@ -607,24 +590,4 @@ pub async fn clear_outbox(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sq
         .execute(conn)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunks;
-
-    fn bodies(lengths: &[usize]) -> Vec<String> {
-        lengths.iter().map(|n| "x".repeat(*n)).collect()
-    }
-
-    #[test]
-    fn chunks_hold_at_most_the_limit_or_one_larger_body() {
-        assert_eq!(chunks(&bodies(&[]), 10), []);
-        assert_eq!(chunks(&bodies(&[4, 6, 1]), 10), [(0, 2), (2, 3)]);
-        assert_eq!(
-            chunks(&bodies(&[11, 3, 3, 3, 2, 12]), 10),
-            [(0, 1), (1, 4), (4, 5), (5, 6)]
-        );
-        assert_eq!(chunks(&bodies(&[5, 5, 5]), 100), [(0, 3)]);
-    }
 }

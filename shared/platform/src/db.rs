@@ -212,8 +212,41 @@ pub async fn drop_test_databases(url: &str, run: &str) -> anyhow::Result<usize> 
     Ok(names.len())
 }
 
+/// Index ranges `[from, to)` of `items`, in order, each weighing at most
+/// `limit` in all (by `weight`), or one heavier item on its own: the rows
+/// of one set-based write, sent as several so that sqlx's copies of the
+/// values bound (its arguments, then its message) stay small.
+pub fn chunks<T>(items: &[T], limit: usize, weight: impl Fn(&T) -> usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut from, mut sum) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let w = weight(item);
+        if i > from && sum + w > limit {
+            out.push((from, i));
+            (from, sum) = (i, 0);
+        }
+        sum += w;
+    }
+    if from < items.len() {
+        out.push((from, items.len()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunks_weigh_at_most_the_limit_or_one_heavier_item() {
+        let len = |n: &usize| *n;
+        assert_eq!(super::chunks(&[], 10, len), []);
+        assert_eq!(super::chunks(&[4, 6, 1], 10, len), [(0, 2), (2, 3)]);
+        assert_eq!(
+            super::chunks(&[11, 3, 3, 3, 2, 12], 10, len),
+            [(0, 1), (1, 4), (4, 5), (5, 6)]
+        );
+        assert_eq!(super::chunks(&[5, 5, 5], 100, len), [(0, 3)]);
+    }
+
     use super::*;
 
     #[test]
