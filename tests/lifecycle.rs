@@ -207,7 +207,7 @@ async fn a_seal_racing_with_events_puts_every_event_on_exactly_one_invoice() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     let counted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE account_id = 'acme'")
+        sqlx::query_scalar("SELECT count(*) FROM counted_events WHERE account_id = 'acme'")
             .fetch_one(&s.h.pool)
             .await
             .unwrap();
@@ -424,7 +424,7 @@ async fn a_month_with_three_providers_credits_a_late_event_a_void_and_a_credit_n
     // Rated in full before the seal (a seal only closes what arrived before it).
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM counted_events")
             .fetch_one(pool)
             .await
             .unwrap();

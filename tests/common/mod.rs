@@ -575,7 +575,7 @@ pub fn counter(metrics: &str, series: &str) -> f64 {
 
 /// Events rating has counted so far.
 pub async fn counted(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM processed_events")
+    sqlx::query_scalar("SELECT count(*) FROM counted_events")
         .fetch_one(pool)
         .await
         .unwrap()

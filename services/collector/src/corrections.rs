@@ -392,14 +392,10 @@ pub async fn backfill(
     .await
     .map_err(database)?;
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    let taken: Vec<String> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events WHERE provider_id = $1 AND event_id = ANY($2)",
-    )
-    .bind(provider.as_str())
-    .bind(&ids)
-    .fetch_all(state.lookup.pool())
-    .await
-    .map_err(database)?;
+    let taken =
+        tally_platform::counted::already_counted(state.lookup.pool(), provider.as_str(), &ids)
+            .await
+            .map_err(database)?;
     let request = asked.request(
         account,
         Change::Backfill {

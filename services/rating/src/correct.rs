@@ -21,8 +21,8 @@ use crate::dedupe;
 use crate::error::{in_transaction, ProcessError};
 use crate::on_behalf;
 use crate::outcome::{BatchOutcome, Restated};
-use crate::rate::{count, price, Admission, Catalog};
-use crate::repo::{self, AccountPeriod, NewEventIds};
+use crate::rate::{count, price, values, Admission, Catalog};
+use crate::repo::{self, AccountPeriod};
 use crate::restate::restate;
 use crate::seals_repo;
 
@@ -163,13 +163,20 @@ async fn apply_in(
     if let Some((from, through)) = uncovered {
         return Err(ProcessError::Uncovered { from, through });
     }
-    let ids = NewEventIds {
-        provider_ids: fresh.iter().map(|e| e.provider_id.as_str()).collect(),
-        event_ids: fresh.iter().map(|e| e.event_id.as_str()).collect(),
-        account_ids: fresh.iter().map(|e| e.account_id.as_str()).collect(),
-        times: fresh.iter().map(|e| e.time).collect(),
-    };
-    if repo::insert_event_ids(&mut *conn, &ids).await?.len() != fresh.len() {
+    // The new values: those under new ids are counted like usage (storing
+    // them is the dedupe), those reusing an id the correction removes are
+    // stored over the old.
+    let values = values(&catalog, &priced);
+    let (new, reused): (Vec<CountedEvent>, Vec<CountedEvent>) = values
+        .iter()
+        .cloned()
+        .partition(|v| !removed_ids.contains(&(v.provider_id.clone(), v.event_id.clone())));
+    let legacy = dedupe::holds_legacy_ids(&mut *conn).await?;
+    if corrections_repo::count_new(&mut *conn, &new, legacy)
+        .await?
+        .len()
+        != new.len()
+    {
         // Counted meanwhile (another account's usage under the same id):
         // run again; the plan then refuses it (`event_id_taken`).
         return Err(ProcessError::Conflict);
@@ -236,14 +243,14 @@ async fn apply_in(
     corrections_repo::subtract(&mut *conn, &aggregates, &hours).await?;
     on_behalf::take_out(&mut *conn, &on_behalf_removed).await?;
     on_behalf::record(&mut *conn, &counted.on_behalf).await?;
-    corrections_repo::store_counted(&mut *conn, &counted.values).await?;
+    corrections_repo::store_counted(&mut *conn, &reused).await?;
     corrections_repo::recompute(&mut *conn, &recomputable).await?;
     late.extend(counted.late.iter().cloned());
     let late: Vec<_> = late.into_iter().collect();
     seals_repo::record_late(&mut *conn, &late).await?;
     touched.extend(counted.touched.iter().map(|(k, v)| (k.clone(), *v)));
 
-    let changes = changes(&plan.removed, &counted.values, &billed, &counted.billed)?;
+    let changes = changes(&plan.removed, &values, &billed, &counted.billed)?;
     corrections_repo::record(
         &mut *conn,
         &Recorded {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_domain::{Period, UsageEvent};
 
 use crate::repo::{AggregateKey, HourKey};
@@ -92,8 +92,53 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// Stores counted events' values (a backfill's replacement that reuses an
-/// id it replaces counts again with its new values).
+/// Counts events not counted before: stores the values of those of
+/// `events` whose (provider, event id) `counted_events` does not hold yet
+/// and returns their keys; the others are duplicates, whatever their
+/// `time` (a careless client resending an id with another `time` is still
+/// counted once). `counted_events` is the dedupe set: its key is (provider,
+/// event id), and `ON CONFLICT DO NOTHING` makes a concurrent transaction
+/// counting the same event wait for this one and then drop it. With
+/// `legacy` (`processed_events` still holds ids, recorded before rating
+/// counted by `counted_events` alone), an id found there is a duplicate
+/// too: one index probe per partition, a `LATERAL … LIMIT 1` so that
+/// PostgreSQL looks each id up rather than hash-joining the batch against
+/// the table. Sorted `events` lock rows in a stable order.
+pub async fn count_new(
+    conn: &mut PgConnection,
+    events: &[CountedEvent],
+    legacy: bool,
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let seen_before = if legacy {
+        "LEFT JOIN LATERAL (
+             SELECT true AS seen FROM processed_events pe
+             WHERE pe.provider_id = v.p AND pe.event_id = v.e
+             LIMIT 1) l ON true
+         WHERE l.seen IS NULL"
+    } else {
+        ""
+    };
+    let rows = bind_values(
+        sqlx::query(&format!(
+            "{INSERT_VALUES} {seen_before}
+             ON CONFLICT (provider_id, event_id) DO NOTHING
+             RETURNING provider_id, event_id"
+        )),
+        events,
+    )?
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("provider_id")?, r.try_get("event_id")?)))
+        .collect()
+}
+
+/// Stores counted events' values over those of the same ids (a
+/// correction's amendment, or a backfill's replacement that reuses an id it
+/// replaces, counts again with its new values).
 pub async fn store_counted(
     conn: &mut PgConnection,
     events: &[CountedEvent],
@@ -101,42 +146,57 @@ pub async fn store_counted(
     if events.is_empty() {
         return Ok(());
     }
+    bind_values(
+        sqlx::query(&format!(
+            "{INSERT_VALUES}
+             ON CONFLICT (provider_id, event_id) DO UPDATE
+             SET account_id = EXCLUDED.account_id, sku_id = EXCLUDED.sku_id,
+                 price_id = EXCLUDED.price_id, binding_id = EXCLUDED.binding_id,
+                 period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+                 event_time = EXCLUDED.event_time, quantity = EXCLUDED.quantity,
+                 dimensions = EXCLUDED.dimensions, on_behalf_of = EXCLUDED.on_behalf_of,
+                 cancelled_by = NULL"
+        )),
+        events,
+    )?
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counted events' values as one `INSERT … SELECT` from `UNNEST` (aliased
+/// `v`), bound by [`bind_values`]; the caller adds its conflict clause.
+const INSERT_VALUES: &str =
+    "INSERT INTO counted_events (provider_id, event_id, account_id, sku_id, price_id, binding_id,
+         period_start, period_end, event_time, quantity, dimensions, on_behalf_of)
+     SELECT v.p, v.e, v.a, v.s, v.pr, v.b, v.ps, v.pe, v.t, v.q, v.d::jsonb, v.o
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::numeric[], $11::text[],
+         $12::text[])
+         AS v(p, e, a, s, pr, b, ps, pe, t, q, d, o)";
+
+fn bind_values<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &'q [CountedEvent],
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, sqlx::Error> {
     let col = |f: fn(&CountedEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
     let dimensions = events
         .iter()
         .map(|e| serde_json::to_string(&e.dimensions).map_err(decode_err))
         .collect::<Result<Vec<String>, _>>()?;
-    sqlx::query(
-        "INSERT INTO counted_events (provider_id, event_id, account_id, sku_id, price_id, binding_id,
-             period_start, period_end, event_time, quantity, dimensions, on_behalf_of)
-         SELECT p, e, a, s, pr, b, ps, pe, t, q, d::jsonb, o
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::numeric[], $11::text[],
-             $12::text[])
-             AS v(p, e, a, s, pr, b, ps, pe, t, q, d, o)
-         ON CONFLICT (provider_id, event_id) DO UPDATE
-         SET account_id = EXCLUDED.account_id, sku_id = EXCLUDED.sku_id,
-             price_id = EXCLUDED.price_id, binding_id = EXCLUDED.binding_id,
-             period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
-             event_time = EXCLUDED.event_time, quantity = EXCLUDED.quantity,
-             dimensions = EXCLUDED.dimensions, on_behalf_of = EXCLUDED.on_behalf_of,
-             cancelled_by = NULL",
-    )
-    .bind(col(|e| &e.provider_id))
-    .bind(col(|e| &e.event_id))
-    .bind(col(|e| &e.account_id))
-    .bind(col(|e| &e.sku))
-    .bind(events.iter().map(|e| e.price_id).collect::<Vec<_>>())
-    .bind(col(|e| &e.binding_id))
-    .bind(events.iter().map(|e| e.period.start()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.period.end()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.quantity).collect::<Vec<_>>())
-    .bind(&dimensions)
-    .bind(col(|e| &e.on_behalf_of))
-    .execute(conn)
-    .await?;
-    Ok(())
+    Ok(query
+        .bind(col(|e| &e.provider_id))
+        .bind(col(|e| &e.event_id))
+        .bind(col(|e| &e.account_id))
+        .bind(col(|e| &e.sku))
+        .bind(events.iter().map(|e| e.price_id).collect::<Vec<_>>())
+        .bind(col(|e| &e.binding_id))
+        .bind(events.iter().map(|e| e.period.start()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.period.end()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.quantity).collect::<Vec<_>>())
+        .bind(dimensions)
+        .bind(col(|e| &e.on_behalf_of)))
 }
 
 const COLUMNS: &str = "provider_id, event_id, account_id, sku_id, price_id, binding_id,
@@ -208,20 +268,14 @@ pub async fn window_for_update(
     rows.iter().map(|r| counted_of(r).map(|(e, _)| e)).collect()
 }
 
-/// Of these event ids of `provider`, those already counted (in the dedupe set).
+/// Of these event ids of `provider`, those already counted
+/// ([`tally_platform::counted::already_counted`]).
 pub async fn already_counted(
     conn: &mut PgConnection,
     provider: &str,
     ids: &[&str],
 ) -> Result<BTreeSet<String>, sqlx::Error> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events WHERE provider_id = $1 AND event_id = ANY($2)",
-    )
-    .bind(provider)
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
+    tally_platform::counted::already_counted(conn, provider, ids).await
 }
 
 /// Whether each aggregate's events are all stored (the events counted
@@ -497,11 +551,12 @@ pub async fn record(
     Ok(())
 }
 
-/// Deletes the stored values of periods that ended before `before` (the
-/// oldest time an event may have at ingest, `TALLY_INGEST_MAX_AGE_HOURS`
-/// ago): such events can no longer be corrected. A period's rows go
-/// together, so an aggregate that can still be corrected keeps all its
-/// events. Returns how many rows went. For the retention task.
+/// Deletes the counted events of periods that ended before `before` (the
+/// oldest event time the dedupe window's partitions still keep,
+/// `dedupe::prune`): no batch admits such times any more, so their ids
+/// cannot meet a redelivery, and no correction reaches them. A period's
+/// rows go together, so an aggregate that can still be corrected keeps all
+/// its events. Returns how many rows went.
 pub async fn prune(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     Ok(
         sqlx::query("DELETE FROM counted_events WHERE period_end < $1")

@@ -1,8 +1,13 @@
-//! The partitions of the dedupe set (`processed_events`): which event times
-//! they hold, creating the next ones, and dropping those that fell out of
-//! the dedupe window (`tally_domain::dedupe` decides which; this module only
-//! runs the DDL). Run by rating's periodic prune, by `tally dedupe prune`,
-//! and by a batch whose events need a partition not made yet.
+//! The dedupe window's partitions: which event times rating keeps ids of
+//! (`processed_events`' partitions, listed in `dedupe_partitions`),
+//! creating the next ones, dropping those that fell out of the window
+//! (`tally_domain::dedupe` decides which; this module only runs the DDL),
+//! and then pruning the dedupe set itself, `counted_events`, to the oldest
+//! time still kept. Run by rating's periodic prune, by `tally dedupe
+//! prune`, and by a batch whose events need a partition not made yet.
+//! Rating no longer writes `processed_events`: its partitions bound what
+//! is kept, and hold the ids counted before `counted_events` was the
+//! dedupe set until they are dropped.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -46,8 +51,9 @@ pub struct Pruned {
     pub dropped: Vec<String>,
     /// Partitions left.
     pub partitions: usize,
-    /// Rows of `counted_events` deleted: the values of events whose period
-    /// ended before the cutoff, which no correction can reach any more.
+    /// Rows of `counted_events` deleted: the events whose period ended
+    /// before the oldest time still kept, which no batch admits and no
+    /// correction reaches any more.
     pub values_pruned: u64,
 }
 
@@ -76,6 +82,17 @@ pub async fn retained(conn: &mut PgConnection) -> Result<Option<Retained>, sqlx:
         },
         until,
     }))
+}
+
+/// Whether `processed_events` still holds ids: those recorded before rating
+/// counted by `counted_events` alone (issue 19), kept until their
+/// partitions fall out of the window. Nothing writes it since, so once it
+/// is empty it stays empty and batches stop probing it. Read after
+/// [`retained`]'s lock.
+pub async fn holds_legacy_ids(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events)")
+        .fetch_one(conn)
+        .await
 }
 
 /// Every partition, oldest first.
@@ -158,12 +175,22 @@ pub async fn prune(
             .await?;
         dropped.push(partition.name.clone());
     }
+    let kept = partitions(&mut tx).await?;
     tx.commit().await?;
-    // The events' stored values (for corrections) go with their ids: whole
-    // periods that ended before the cutoff.
-    let mut conn = pool.acquire().await?;
-    let values_pruned = corrections_repo::prune(&mut conn, window.cutoff(now)).await?;
-    let partitions = existing.len() + created.len() - dropped.len();
+    // The counted events (the dedupe set itself, and the values corrections
+    // need) go by whole periods that ended before the oldest time still
+    // kept: from then on every batch refuses earlier times
+    // (`Refusal::Dropped`), so none can meet an id this deletes. (A batch
+    // still reading the older bound held the lock this transaction's drop
+    // waited for.) Nothing while a partition without a start is kept.
+    let values_pruned = match kept.iter().map(|p| p.span.start).min() {
+        Some(Some(from)) => {
+            let mut conn = pool.acquire().await?;
+            corrections_repo::prune(&mut conn, from).await?
+        }
+        _ => 0,
+    };
+    let partitions = kept.len();
     metrics::counter!("tally_dedupe_partitions_created_total").increment(created.len() as u64);
     metrics::counter!("tally_dedupe_partitions_dropped_total").increment(dropped.len() as u64);
     metrics::gauge!("tally_dedupe_partitions").set(partitions as f64);

@@ -19,7 +19,7 @@ use crate::dedupe::{self, Retained};
 use crate::error::{in_transaction, ProcessError};
 use crate::on_behalf;
 use crate::outcome::{BatchOutcome, DeadLetter};
-use crate::repo::{self, AccountPeriod, HourKey, Increment, NewEventIds};
+use crate::repo::{self, AccountPeriod, HourKey, Increment};
 use crate::restate::restate;
 use crate::seals_repo::{self, AccountState};
 
@@ -254,19 +254,15 @@ async fn rate_in(
         return Ok(outcome);
     }
 
-    // Dedupe against everything counted before (sorted: stable lock order).
+    // Dedupe against everything counted before (sorted: stable lock order):
+    // storing the values of the events not counted yet is the dedupe.
     priced.sort_by(|a, b| {
         (a.0.provider_id.as_str(), a.0.event_id.as_str())
             .cmp(&(b.0.provider_id.as_str(), b.0.event_id.as_str()))
     });
-    let ids = NewEventIds {
-        provider_ids: priced.iter().map(|(e, _)| e.provider_id.as_str()).collect(),
-        event_ids: priced.iter().map(|(e, _)| e.event_id.as_str()).collect(),
-        account_ids: priced.iter().map(|(e, _)| e.account_id.as_str()).collect(),
-        times: priced.iter().map(|(e, _)| e.time).collect(),
-    };
     let t = std::time::Instant::now();
-    let fresh = repo::insert_event_ids(&mut *conn, &ids).await?;
+    let legacy = dedupe::holds_legacy_ids(&mut *conn).await?;
+    let fresh = corrections_repo::count_new(&mut *conn, &values(&catalog, &priced), legacy).await?;
     let dedupe = t.elapsed();
 
     let counted = count(&catalog, &priced, &fresh, &mut outcome);
@@ -277,7 +273,6 @@ async fn rate_in(
     repo::add_to_aggregates(&mut *conn, &counted.increments).await?;
     let aggregated = t.elapsed();
     repo::add_to_hourly(&mut *conn, &counted.hourly).await?;
-    corrections_repo::store_counted(&mut *conn, &counted.values).await?;
     on_behalf::record(&mut *conn, &counted.on_behalf).await?;
     let late: Vec<_> = counted.late.into_iter().collect();
     seals_repo::record_late(&mut *conn, &late).await?;
@@ -392,6 +387,22 @@ pub(crate) fn price<'e>(
     priced
 }
 
+/// The values to store of each priced event (placed in the period that
+/// counts it, [`AccountState::place`]); priced events have known accounts.
+pub(crate) fn values(catalog: &Catalog, priced: &[(&UsageEvent, i64)]) -> Vec<CountedEvent> {
+    priced
+        .iter()
+        .filter_map(|(event, price_id)| {
+            let state = catalog.states.get(event.account_id.as_str())?;
+            Some(CountedEvent::of(
+                event,
+                *price_id,
+                state.place(event.time).counted_in(),
+            ))
+        })
+        .collect()
+}
+
 /// The new events of a batch, pre-aggregated in memory for one upsert each.
 #[derive(Default)]
 pub(crate) struct Counted {
@@ -402,8 +413,6 @@ pub(crate) struct Counted {
     pub(crate) touched: BTreeMap<AccountPeriod, DateTime<Utc>>,
     /// Late usage: (account, start of the period billing it, sealed period).
     pub(crate) late: BTreeSet<(String, DateTime<Utc>, Period)>,
-    /// Each counted event's values, kept for corrections.
-    pub(crate) values: Vec<CountedEvent>,
     /// Where each counted event is billed: (provider, event id) → (period
     /// counted in, period billing it).
     pub(crate) billed: HashMap<(String, String), (Period, Period)>,
@@ -486,9 +495,6 @@ pub(crate) fn count(
             (event.account_id.to_string(), billed_in.start()),
             billed_in.end(),
         );
-        counted
-            .values
-            .push(CountedEvent::of(event, *price_id, period));
         counted.billed.insert(key, (period, billed_in));
     }
     counted

@@ -1,4 +1,4 @@
-//! SQL of rating's own tables: dedupe ids, aggregates, the statement outbox.
+//! SQL of rating's own tables: aggregates, statements, the statement outbox.
 //! Every function takes the caller's connection or transaction.
 
 use chrono::{DateTime, Utc};
@@ -20,50 +20,6 @@ pub type HourKey = (String, DateTime<Utc>, i64, DateTime<Utc>);
 /// Key of one aggregate: (account, period start, price version, binding id;
 /// `""` for usage that names no binding).
 pub type AggregateKey = (String, DateTime<Utc>, i64, String);
-
-pub struct NewEventIds<'a> {
-    pub provider_ids: Vec<&'a str>,
-    pub event_ids: Vec<&'a str>,
-    pub account_ids: Vec<&'a str>,
-    pub times: Vec<DateTime<Utc>>,
-}
-
-/// Records event ids; returns those that were not seen before. An id is
-/// seen when any partition holds it, whatever its time (a careless client
-/// resending an id with another `time` is still counted once): the probe
-/// by (provider, event id) is one index lookup per partition, and there
-/// are at most a few partitions (`tally_domain::dedupe`). It is a `LATERAL`
-/// with `LIMIT 1` so that PostgreSQL looks each id up in the index rather
-/// than hash-joining the batch against the whole table (`NOT EXISTS` is
-/// planned that way for a batch of thousands). `ON CONFLICT` on the
-/// key (provider, event id, time) makes a concurrent transaction recording
-/// the same event wait for this one and then drop it.
-pub async fn insert_event_ids(
-    conn: &mut PgConnection,
-    ids: &NewEventIds<'_>,
-) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
-         SELECT b.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-             AS b (provider_id, event_id, account_id, event_time)
-         LEFT JOIN LATERAL (
-             SELECT true AS seen FROM processed_events p
-             WHERE p.provider_id = b.provider_id AND p.event_id = b.event_id
-             LIMIT 1) s ON true
-         WHERE s.seen IS NULL
-         ON CONFLICT DO NOTHING
-         RETURNING provider_id, event_id",
-    )
-    .bind(&ids.provider_ids)
-    .bind(&ids.event_ids)
-    .bind(&ids.account_ids)
-    .bind(&ids.times)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("provider_id")?, r.try_get("event_id")?)))
-        .collect()
-}
 
 /// One aggregate increment: quantity and event count to add.
 #[derive(Debug, Clone, Default)]

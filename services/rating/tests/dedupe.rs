@@ -1,6 +1,8 @@
-//! The dedupe window against a real PostgreSQL: ids remembered across
-//! partitions, whole partitions dropped once out of the window, events
-//! older than it refused, and the table flat over months of traffic. "Now"
+//! The dedupe window against a real PostgreSQL: ids remembered whatever
+//! their time (`counted_events` is the dedupe set), whole partitions
+//! dropped once out of the window and the counted events of the periods
+//! ended before what is kept pruned, events older than it refused, and the
+//! storage flat over months of traffic. "Now"
 //! is always given, never read from the clock: the simulated times are
 //! around 2030, long after the partition the migration made (which ends the
 //! day after the database was made).
@@ -10,7 +12,7 @@ mod support;
 
 use support::{acme_event, database};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
@@ -57,16 +59,17 @@ fn disk(id: &str, quantity: Decimal, time: DateTime<Utc>) -> tally_domain::Usage
     acme_event("cloud", id, "cloud.disk.gb", quantity, time)
 }
 
+/// Events in the dedupe set (`counted_events`).
 async fn rows(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM processed_events")
+    sqlx::query_scalar("SELECT count(*) FROM counted_events")
         .fetch_one(pool)
         .await
         .unwrap()
 }
 
-/// Quantity counted into acme's aggregates, over every period.
-async fn values(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM counted_events")
+/// Ids in `processed_events`, which rating no longer writes.
+async fn legacy_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_events")
         .fetch_one(pool)
         .await
         .unwrap()
@@ -162,19 +165,8 @@ async fn an_id_resent_with_another_time_in_another_partition_is_counted_once() {
 
     assert_eq!(rows(&pool).await, 3);
     assert_eq!(counted_quantity(&pool).await, dec!(22));
-    let spread: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT tableoid::regclass::text, count(*) FROM processed_events GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        spread,
-        [
-            ("processed_events_20291124".to_owned(), 1),
-            ("processed_events_20300105".to_owned(), 2)
-        ]
-    );
+    // Each event stored once: its values are its id in the dedupe set.
+    assert_eq!(legacy_rows(&pool).await, 0);
 }
 
 /// Partitions by day (`TALLY_DEDUPE_PARTITION_DAYS=1`): the window meets
@@ -218,8 +210,10 @@ async fn with_partitions_by_day_an_id_resent_another_day_is_counted_once() {
     assert_eq!(next.dropped, ["processed_events_20291213"]);
 }
 
+/// A partition out of the window is dropped, and with it go the counted
+/// events of every period that ended before the oldest time still kept.
 #[tokio::test]
-async fn partitions_out_of_the_window_are_dropped_with_their_rows() {
+async fn partitions_out_of_the_window_are_dropped_and_the_periods_before_them_pruned() {
     let pool = database().await;
     seed(&pool).await;
     let w = window();
@@ -251,13 +245,16 @@ async fn partitions_out_of_the_window_are_dropped_with_their_rows() {
         .await
         .unwrap();
     assert!(kept.dropped.is_empty());
+    // December's period ended on Jan 1st, before the cutoff, but after the
+    // oldest time kept (Nov 24th): its ids still dedupe.
+    assert_eq!(kept.values_pruned, 0);
     assert_eq!(rows(&pool).await, 7);
-    // The stored values (for corrections) go by whole periods: December's
-    // ended on Jan 1st, before the cutoff; January's is kept.
-    assert_eq!(kept.values_pruned, 4);
-    assert_eq!(values(&pool).await, 3);
+    let redelivered = process_batch(&pool, &first).await.unwrap();
+    assert_eq!((redelivered.counted, redelivered.duplicates), (0, 4));
+    // Once Nov 24th's partition is dropped, times before Jan 5th are
+    // refused, and December goes whole; January's is kept.
     let gone = dedupe::prune(&pool, &w, drop_at).await.unwrap();
-    assert_eq!(gone.values_pruned, 0);
+    assert_eq!(gone.values_pruned, 4);
     assert_eq!(gone.dropped, ["processed_events_20291124"]);
     assert_eq!(gone.partitions, 1);
     assert_eq!(rows(&pool).await, 3);
@@ -344,6 +341,9 @@ async fn an_event_whose_partition_was_dropped_is_refused_whatever_the_clock() {
         .contains("its partition was dropped"));
     assert_eq!((redelivered.counted, redelivered.duplicates), (1, 0));
     assert_eq!(counted_quantity(&pool).await, dec!(3));
+    // February's counted events went with the partition: e-2 alone is kept.
+    assert_eq!(gone.values_pruned, 1);
+    assert_eq!(rows(&pool).await, 1);
 }
 
 #[tokio::test]
@@ -369,8 +369,9 @@ async fn a_batch_makes_the_partition_its_events_need() {
 }
 
 /// Ten simulated months, 100 events a day, the prune once a day: never
-/// more than two partitions, and the table holds exactly the events of the
-/// partitions kept.
+/// more than two partitions, and the dedupe set holds exactly the events
+/// of the periods (calendar months here) that end after the oldest time
+/// kept.
 #[tokio::test]
 async fn storage_stays_flat_over_months_of_traffic() {
     let pool = database().await;
@@ -392,22 +393,30 @@ async fn storage_stays_flat_over_months_of_traffic() {
         let parts = partitions(&pool).await;
         most_partitions = most_partitions.max(parts.len());
         let kept_from = parts[0].1.unwrap();
-        // Every day whose events lie in a kept partition, 100 rows each.
+        // Every day whose month ends at or after it, 100 rows each.
         let days_kept = (0..=d)
-            .filter(|k| start + Duration::days(*k) - Duration::minutes(99) >= kept_from)
+            .filter(|k| month_end(start + Duration::days(*k)) >= kept_from)
             .count() as i64;
         let n = rows(&pool).await;
         assert_eq!(n, days_kept * 100, "day {d}");
         most_rows = most_rows.max(n);
     }
     assert_eq!(most_partitions, 2);
-    // At most two partitions of 42 days of traffic.
-    assert!(most_rows <= 84 * 100, "{most_rows}");
+    // At most two partitions of 42 days of traffic and a month before them.
+    assert!(most_rows <= (84 + 31) * 100, "{most_rows}");
     assert_eq!(attached(&pool).await, 2);
+    assert_eq!(legacy_rows(&pool).await, 0);
+}
+
+/// The end of the calendar month holding `at`.
+fn month_end(at: DateTime<Utc>) -> DateTime<Utc> {
+    let (y, m) = (at.year(), at.month());
+    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap()
 }
 
 /// The migration that partitions `processed_events` keeps every row, and
-/// what it kept still dedupes.
+/// what it kept still dedupes, after rating stopped writing it.
 #[tokio::test]
 async fn the_migration_keeps_the_ids_counted_before_it() {
     use tally_platform::db::{self, MIGRATOR};
@@ -434,7 +443,7 @@ async fn the_migration_keeps_the_ids_counted_before_it() {
     .await
     .unwrap();
     MIGRATOR.run(&pool).await.unwrap();
-    assert_eq!(rows(&pool).await, 250);
+    assert_eq!(legacy_rows(&pool).await, 250);
     let initial: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events_initial")
         .fetch_one(&pool)
         .await
@@ -453,5 +462,5 @@ async fn the_migration_keeps_the_ids_counted_before_it() {
     .await
     .unwrap();
     assert_eq!((again.counted, again.duplicates), (1, 2));
-    assert_eq!(rows(&pool).await, 251);
+    assert_eq!((legacy_rows(&pool).await, rows(&pool).await), (250, 1));
 }

@@ -181,7 +181,7 @@ async fn unpriceable_and_unknown_account_events_are_dead_lettered() {
     let codes: Vec<_> = out.dead.iter().map(|d| d.code).collect();
     assert_eq!(codes, ["account_unknown", "no_price"]);
     assert_eq!(out.counted, 1);
-    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM counted_events")
         .fetch_one(&pool)
         .await
         .unwrap();

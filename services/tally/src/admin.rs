@@ -302,7 +302,7 @@ pub fn dedupe_text(
     out.push_str(&format!("  created: {}\n", list(&pruned.created)));
     out.push_str(&format!("  dropped: {}\n", list(&pruned.dropped)));
     out.push_str(&format!(
-        "  stored event values deleted (periods ended before the window): {}\n",
+        "  counted events deleted (periods ended before the oldest partition kept): {}\n",
         pruned.values_pruned
     ));
     out.push_str(&format!("  {} partition(s) kept:\n", kept.len()));
@@ -361,7 +361,7 @@ mod tests {
             "dedupe window at 2026-12-01T00:00:00Z: event times from 2026-10-24T00:00:00Z \
              to 2026-12-04T00:05:00Z are rated and their ids kept\n  \
              created: processed_events_20261202\n  dropped: none\n  \
-             stored event values deleted (periods ended before the window): 7\n  2 partition(s) kept:\n    \
+             counted events deleted (periods ended before the oldest partition kept): 7\n  2 partition(s) kept:\n    \
              processed_events_initial  event times from the beginning to 2026-12-02T00:00:00Z\n    \
              processed_events_20261202  event times from 2026-12-02T00:00:00Z to 2027-01-13T00:00:00Z\n"
         );

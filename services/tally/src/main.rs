@@ -203,7 +203,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The dedupe set (`processed_events`).
+    /// The dedupe window's partitions and the counted events they keep.
     #[command(subcommand)]
     Dedupe(Dedupe),
 }
@@ -211,8 +211,10 @@ enum Command {
 #[derive(Subcommand)]
 enum Dedupe {
     /// Create the next partition and drop every partition out of the dedupe
-    /// window now (what rating does every TALLY_DEDUPE_PRUNE_EVERY_SECS);
-    /// prints what it did and the partitions kept.
+    /// window now, then delete the counted events of the periods that ended
+    /// before the oldest time kept (what rating does every
+    /// TALLY_DEDUPE_PRUNE_EVERY_SECS); prints what it did and the partitions
+    /// kept.
     Prune,
 }
 

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod composition;
 pub mod config;
 pub mod contracts;
+pub mod counted;
 pub mod db;
 pub mod health;
 pub mod http;

@@ -29,10 +29,10 @@ pub struct BenchArgs {
     /// (see `--lines`), and the account's seal through the run's month.
     #[arg(long, default_value_t = 0)]
     pub history_months: u32,
-    /// Dedupe history stored before the run: this many earlier events'
-    /// ids (spread over the `--history-months`, else the past 12 months,
-    /// over the bench's accounts and providers), as months of traffic
-    /// would have left them.
+    /// Dedupe history stored before the run: this many earlier counted
+    /// events in the dedupe set (`counted_events`; spread over the
+    /// `--history-months`, else the past 12 months, over the bench's
+    /// accounts and providers), as months of traffic would have left them.
     #[arg(long, default_value_t = 0)]
     pub history_events: u64,
     /// How usage spreads over accounts: 0 evenly, else Zipf with this

@@ -411,8 +411,10 @@ pub(super) fn amount_due(
     Ok(total)
 }
 
-/// Fills the dedupe table with `n` earlier events' ids (`h0`, `h1`, …),
-/// spread evenly over the `span` before now, a million rows per statement.
+/// Fills the dedupe set (`counted_events`) with `n` earlier events (`h0`,
+/// `h1`, …, each one unit of the catalog's first price, in its calendar
+/// month), spread evenly over the `span` before now, a million rows per
+/// statement.
 pub(super) async fn store_history(
     pool: &PgPool,
     catalog: &Catalog,
@@ -426,11 +428,15 @@ pub(super) async fn store_history(
     while from < n {
         let to = (from + 1_000_000).min(n);
         sqlx::query(
-            "INSERT INTO processed_events (provider_id, event_id, account_id, event_time, processed_at)
+            "INSERT INTO counted_events (provider_id, event_id, account_id, sku_id, price_id,
+                 period_start, period_end, event_time, quantity)
              SELECT ($1::text[])[1 + g % cardinality($1::text[])], 'h' || g, 'a' || (g % $2),
-                    now() - make_interval(secs => g * $5::double precision / $6),
-                    now() - make_interval(secs => g * $5::double precision / $6)
-             FROM generate_series($3::bigint, $4::bigint - 1) AS g",
+                    p.sku_id, p.id, date_trunc('month', t.at, 'UTC'),
+                    date_trunc('month', t.at, 'UTC') + interval '1 month', t.at, 1
+             FROM generate_series($3::bigint, $4::bigint - 1) AS g
+             CROSS JOIN LATERAL (SELECT now() - make_interval(secs => g * $5::double precision / $6)
+                 AS at) t
+             CROSS JOIN (SELECT id, sku_id FROM prices ORDER BY id LIMIT 1) p",
         )
         .bind(&providers)
         .bind(accounts)
