@@ -156,13 +156,19 @@ async fn target(
     .map_err(database)?;
     let Some((account, time, cancelled)) = own else {
         // Only a refusal reads further, to tell another provider's event
-        // from an unknown one.
-        let elsewhere: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM counted_events WHERE event_id = $1)")
-                .bind(event_id.as_str())
-                .fetch_one(state.lookup.pool())
-                .await
-                .map_err(database)?;
+        // from an unknown one: by the primary key under each provider (one
+        // index probe per provider; the id alone has no index, and reading
+        // the whole dedupe set per refused correction would let any
+        // provider's unknown ids scan it).
+        let elsewhere: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM providers p CROSS JOIN LATERAL (
+                 SELECT 1 FROM counted_events c WHERE c.provider_id = p.id AND c.event_id = $1
+                 LIMIT 1) c)",
+        )
+        .bind(event_id.as_str())
+        .fetch_one(state.lookup.pool())
+        .await
+        .map_err(database)?;
         if !elsewhere {
             return Err(unknown());
         }

@@ -464,3 +464,54 @@ async fn the_migration_keeps_the_ids_counted_before_it() {
     assert_eq!((again.counted, again.duplicates), (1, 2));
     assert_eq!((legacy_rows(&pool).await, rows(&pool).await), (250, 1));
 }
+
+/// Two transactions counting the same (provider, event id) with different
+/// times at once (two rating instances, the two messages on different
+/// Kafka partitions): the second waits for the first on the key and counts
+/// nothing. (When the dedupe set was keyed by time too, each looked the id
+/// up before the other committed, and both counted.)
+#[tokio::test]
+async fn one_id_counted_by_two_transactions_at_once_counts_once() {
+    use tally_domain::Period;
+    use tally_rating::corrections_repo::{count_new, CountedEvent};
+    let pool = database().await;
+    seed(&pool).await;
+    let january = Period::new(
+        day(1, 1) - Duration::hours(12),
+        day(2, 1) - Duration::hours(12),
+    )
+    .unwrap();
+    let value = |time| CountedEvent {
+        provider_id: "cloud".into(),
+        event_id: "e-1".into(),
+        account_id: "acme".into(),
+        sku: "cloud.disk.gb".into(),
+        price_id: 1,
+        binding_id: String::new(),
+        period: january,
+        time,
+        quantity: dec!(1),
+        dimensions: std::collections::BTreeMap::new(),
+        on_behalf_of: String::new(),
+    };
+    let mut first = pool.begin().await.unwrap();
+    let counted = count_new(&mut first, &[value(day(1, 3))], false)
+        .await
+        .unwrap();
+    assert_eq!(counted.len(), 1);
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        let event = value(day(1, 9));
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let counted = count_new(&mut tx, &[event], false).await.unwrap();
+            tx.commit().await.unwrap();
+            counted.len()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits on the key");
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), 0);
+    assert_eq!(rows(&pool).await, 1);
+}
