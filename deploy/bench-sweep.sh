@@ -4,7 +4,7 @@
 # line to a results file, then writes the growth tables (markdown) and the
 # curves (PNG) from it.
 #
-#   bash deploy/bench-sweep.sh [--grid full|small] [--results FILE] [--out DIR] [-- bench args…]
+#   bash deploy/bench-sweep.sh [--grid full|shape|small] [--results FILE] [--out DIR] [-- bench args…]
 #
 # --grid full (default): base 10,000 accounts, 4 × 5 SKUs, an account using
 #   at most 5 SKUs of each provider (`--lines 5`: 20 lines a statement), no
@@ -14,9 +14,14 @@
 #   1, 3 and 12 months; contracts on 30 % and 100 % of the accounts. (With
 #   no `--lines` bound and 10,000 SKUs, the Zipf head's statement outgrows
 #   the broker's largest message: rating cannot publish it.)
+# --grid shape: the shape of the load, from a base of 10,000 accounts, 4 ×
+#   250 SKUs, 5 lines of each provider a statement (20), Zipf 1.0,
+#   1,000,000 events: 1, 25 and 100 lines of each provider (4, 100 and 400
+#   lines a statement); Zipf 0 (usage even over the accounts) and 1.5; a
+#   credit grant on every account (`--grants`).
 # --grid small: a check of the tools, not a measurement: base 1,000
 #   accounts, 20,000 events; accounts 10,000; SKUs 100; history 1 month;
-#   contracts 30 %.
+#   contracts 30 %; 2 lines of each provider; grants.
 # --results FILE: the results file (default docs/bench/results.jsonl);
 #   lines are appended, so a sweep can be resumed or extended. The first
 #   line is the base of the tables and the plot.
@@ -62,13 +67,20 @@ case "$grid" in
       "contracts 30" "contracts 100"
     )
     ;;
+  shape)
+    # 250 SKUs a provider, so that `--lines` (SKUs an account uses of
+    # each) can grow: 4 providers × lines a statement.
+    base=([accounts]=10000 [providers]=4 [skus]=250 [lines]=5 [zipf]=1.0
+          [events]="${BENCH_EVENTS:-1000000}")
+    variations=("lines 1" "lines 25" "lines 100" "zipf 0" "zipf 1.5" "grants")
+    ;;
   small)
     base=([accounts]=1000 [providers]=4 [skus]=5 [zipf]=1.0 [events]="${BENCH_EVENTS:-20000}"
           [kafka-events]=2000 [freshness-rate]=1000 [freshness-seconds]=3 [ceiling-events]=20000
           [batch-size]=500 [concurrency]=4)
-    variations=("accounts 10000" "skus 25" "history-months 1" "contracts 30")
+    variations=("accounts 10000" "skus 25" "history-months 1" "contracts 30" "lines 2" "grants")
     ;;
-  *) echo "bench-sweep: --grid full or small" >&2; exit 2 ;;
+  *) echo "bench-sweep: --grid full, shape or small" >&2; exit 2 ;;
 esac
 
 mkdir -p "$(dirname "$results")" "$out"
@@ -79,8 +91,10 @@ run() {
       args+=("--$k" "${base[$k]}")
     fi
   done
-  if [ -n "$knob" ]; then
+  if [ -n "$value" ]; then
     args+=("--$knob" "$value")
+  elif [ -n "$knob" ]; then
+    args+=("--$knob") # a flag (`grants`)
   fi
   echo "bench-sweep: tally bench ${args[*]} ${extra[*]}" >&2
   # A run that fails after measuring has its line (its exact invoices say

@@ -220,7 +220,7 @@ pub async fn run(mut config: Config, args: &BenchArgs) -> anyhow::Result<Report>
     if a.history_events > 0 || a.history_months > 0 {
         sqlx::query("ANALYZE").execute(&pool).await?;
         println!(
-            "history: {} months, {} earlier events' ids stored in {history_seconds:.1} s",
+            "history: {} months, {} earlier counted events stored in {history_seconds:.1} s",
             a.history_months, a.history_events
         );
     }

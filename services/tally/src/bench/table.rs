@@ -14,12 +14,14 @@ use std::fmt::Write;
 use super::figures::Knobs;
 
 /// The knobs a sweep varies, in the order of the tables.
-pub const SWEPT: [&str; 5] = [
+pub const SWEPT: [&str; 7] = [
     "accounts",
     "skus",
     "history_months",
     "contracts_percent",
     "zipf",
+    "lines",
+    "grants",
 ];
 
 /// The part of a report a table shows.
@@ -50,12 +52,14 @@ fn knob(k: &Knobs, name: &str) -> f64 {
         "skus" => k.skus as f64,
         "history_months" => f64::from(k.history_months),
         "contracts_percent" => f64::from(k.contracts_percent),
+        "lines" => k.lines as f64,
+        "grants" => f64::from(u8::from(k.grants)),
         _ => k.zipf,
     }
 }
 
-/// `a` and `b` differ in no knob but `name` (the events, grants,
-/// commitment and the instances serving the run must match too).
+/// `a` and `b` differ in no knob but `name` (the events, commitment, dedupe
+/// history, providers and the instances serving the run must match too).
 fn only_differs_in(a: &Knobs, b: &Knobs, name: &str) -> bool {
     let same_rest = SWEPT
         .iter()
@@ -63,8 +67,6 @@ fn only_differs_in(a: &Knobs, b: &Knobs, name: &str) -> bool {
         .all(|k| knob(a, k) == knob(b, k));
     same_rest
         && a.events == b.events
-        && a.grants == b.grants
-        && a.lines == b.lines
         && a.commitment == b.commitment
         && a.history_events == b.history_events
         && a.providers == b.providers
@@ -144,6 +146,7 @@ pub fn growth_table(results: &str) -> anyhow::Result<String> {
 fn knob_text(k: &Knobs, name: &str) -> String {
     match name {
         "zipf" => format!("{}", k.zipf),
+        "grants" => (if k.grants { "on" } else { "off" }).to_owned(),
         _ => format!("{}", knob(k, name)),
     }
 }
@@ -244,6 +247,48 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 2, "{table}");
         assert!(!table.contains("| 100000 "), "{table}");
+    }
+
+    /// The shape of the load: skew, lines per statement and credits, each
+    /// a table of its own.
+    #[test]
+    fn skew_lines_and_grants_get_tables_of_their_own() {
+        let with = |knob: &str, value: serde_json::Value| {
+            let mut run: serde_json::Value =
+                serde_json::from_str(&line(1000, 20, 0, 4000.0)).unwrap();
+            run["knobs"][knob] = value;
+            run.to_string()
+        };
+        let results = [
+            line(1000, 20, 0, 5000.0),
+            with("zipf", 0.0.into()),
+            with("lines", 25.into()),
+            with("lines", 1.into()),
+            with("grants", true.into()),
+        ]
+        .join("\n");
+        let table = growth_table(&results).unwrap();
+        let sections: Vec<&str> = table.lines().filter(|l| l.starts_with("###")).collect();
+        assert_eq!(
+            sections,
+            [
+                "### As `zipf` grows",
+                "### As `lines` grows",
+                "### As `grants` grows"
+            ]
+        );
+        let first = |name: &str| -> Vec<String> {
+            table
+                .lines()
+                .skip_while(|l| !l.contains(&format!("`{name}`")))
+                .skip(4)
+                .take_while(|l| l.starts_with('|'))
+                .map(|l| l.split(" | ").next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(first("zipf"), ["| 0", "| 1"]);
+        assert_eq!(first("lines"), ["| 0", "| 1", "| 25"]);
+        assert_eq!(first("grants"), ["| off", "| on"]);
     }
 
     #[test]
