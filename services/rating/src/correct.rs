@@ -167,11 +167,13 @@ async fn apply_in(
     // them is the dedupe), those reusing an id the correction removes are
     // stored over the old.
     let values = values(&catalog, &priced);
-    let (new, reused): (Vec<CountedEvent>, Vec<CountedEvent>) = values
+    let (mut new, reused): (Vec<CountedEvent>, Vec<CountedEvent>) = values
         .iter()
         .cloned()
         .partition(|v| !removed_ids.contains(&(v.provider_id.clone(), v.event_id.clone())));
-    let legacy = dedupe::holds_legacy_ids(&mut *conn).await?;
+    // Sorted as a batch's are: a stable lock order.
+    new.sort_by(|a, b| (&a.provider_id, &a.event_id).cmp(&(&b.provider_id, &b.event_id)));
+    let legacy = !new.is_empty() && dedupe::holds_legacy_ids(&mut *conn).await?;
     if corrections_repo::count_new(&mut *conn, &new, legacy)
         .await?
         .len()

@@ -515,3 +515,24 @@ async fn one_id_counted_by_two_transactions_at_once_counts_once() {
     assert_eq!(second.await.unwrap(), 0);
     assert_eq!(rows(&pool).await, 1);
 }
+
+/// A rating instance of an older build still running (a rolling upgrade, a
+/// rollback) would record ids in `processed_events` only, and count again
+/// an event a newer instance counted: its insert is refused with a schema
+/// error, which rating treats as systemic (the batch waits, nothing is
+/// dead-lettered).
+#[tokio::test]
+async fn an_older_builds_insert_into_processed_events_is_refused_as_systemic() {
+    let pool = database().await;
+    let err = sqlx::query(
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         VALUES ('cloud', 'e-1', 'acme', now()) ON CONFLICT DO NOTHING",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let code = err.as_database_error().and_then(|d| d.code());
+    assert_eq!(code.as_deref(), Some("0A000"));
+    assert!(tally_rating::error::ProcessError::from(err).is_systemic());
+    assert_eq!(legacy_rows(&pool).await, 0);
+}
