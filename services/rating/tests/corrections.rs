@@ -658,3 +658,46 @@ async fn a_correction_for_an_unknown_account_is_refused() {
         .unwrap();
     assert_eq!(code.as_deref(), Some("account_unknown"));
 }
+
+/// An id an earlier version counted is in `processed_events` only (no
+/// values of it are stored): a backfill's replacement reusing it is refused
+/// (`event_id_taken`), and usage under it is a duplicate.
+#[tokio::test]
+async fn an_id_only_the_legacy_dedupe_ids_hold_is_taken() {
+    let pool = database().await;
+    seed(&pool).await;
+    // As an earlier version left it (inserts are refused since).
+    for sql in [
+        "ALTER TABLE processed_events DISABLE TRIGGER processed_events_read_only",
+        "INSERT INTO processed_events (provider_id, event_id, account_id, event_time)
+         VALUES ('cloud', 'old', 'acme', '2026-10-01T00:00:00Z')",
+        "ALTER TABLE processed_events ENABLE TRIGGER processed_events_read_only",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let refused = backfill(
+        1,
+        at(10, 12, 0),
+        at(10, 13, 0),
+        vec![hours("old", 1, at(10, 12, 1))],
+    );
+    assert!(apply_correction(&pool, &refused)
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
+    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("event_id_taken"));
+    let again = process_batch(&pool, &[hours("old", 5, at(10, 2, 0))])
+        .await
+        .unwrap();
+    assert_eq!((again.counted, again.duplicates), (0, 1));
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM counted_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
