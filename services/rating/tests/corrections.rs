@@ -149,6 +149,20 @@ async fn only_statement(pool: &PgPool, request: &CorrectionRequest) -> Statement
     restated.statements.into_iter().next().unwrap()
 }
 
+/// Applies `request`, the only correction recorded, which restates
+/// nothing; its refusal code.
+async fn only_refusal(pool: &PgPool, request: &CorrectionRequest) -> Option<String> {
+    assert!(apply_correction(pool, request)
+        .await
+        .unwrap()
+        .statements
+        .is_empty());
+    sqlx::query_scalar("SELECT code FROM usage_corrections")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Each correction: (kind, status, code, reason, requested_by).
 async fn corrections(pool: &PgPool) -> Vec<(String, String, Option<String>, String, String)> {
     sqlx::query_as(
@@ -594,16 +608,10 @@ async fn pruning_drops_the_values_of_periods_ended_before_the_window_only() {
             .unwrap();
     assert_eq!(left, ["nov", "oct"]);
     // A pruned event cannot be corrected: to rating it is unknown.
-    assert!(apply_correction(&pool, &cancel(1, "sep"))
-        .await
-        .unwrap()
-        .statements
-        .is_empty());
-    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(code.as_deref(), Some("unknown_event"));
+    assert_eq!(
+        only_refusal(&pool, &cancel(1, "sep")).await.as_deref(),
+        Some("unknown_event")
+    );
 }
 
 #[tokio::test]
@@ -620,16 +628,10 @@ async fn a_peak_counted_before_values_were_kept_cannot_be_recomputed() {
         .execute(&pool)
         .await
         .unwrap();
-    assert!(apply_correction(&pool, &cancel(1, "p2"))
-        .await
-        .unwrap()
-        .statements
-        .is_empty());
-    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(code.as_deref(), Some("values_unknown"));
+    assert_eq!(
+        only_refusal(&pool, &cancel(1, "p2")).await.as_deref(),
+        Some("values_unknown")
+    );
     // Nothing changed: the peak is still 9, p2 still counts.
     let (max, cancelled): (Decimal, bool) = sqlx::query_as(
         "SELECT (SELECT max_quantity FROM usage_aggregates),
@@ -647,16 +649,10 @@ async fn a_correction_for_an_unknown_account_is_refused() {
     seed(&pool).await;
     let mut ghost = backfill(1, at(10, 1, 0), at(10, 2, 0), vec![]);
     ghost.account_id = AccountId::parse("ghost").unwrap();
-    assert!(apply_correction(&pool, &ghost)
-        .await
-        .unwrap()
-        .statements
-        .is_empty());
-    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(code.as_deref(), Some("account_unknown"));
+    assert_eq!(
+        only_refusal(&pool, &ghost).await.as_deref(),
+        Some("account_unknown")
+    );
 }
 
 /// An id an earlier version counted is in `processed_events` only (no
@@ -681,16 +677,10 @@ async fn an_id_only_the_legacy_dedupe_ids_hold_is_taken() {
         at(10, 13, 0),
         vec![hours("old", 1, at(10, 12, 1))],
     );
-    assert!(apply_correction(&pool, &refused)
-        .await
-        .unwrap()
-        .statements
-        .is_empty());
-    let code: Option<String> = sqlx::query_scalar("SELECT code FROM usage_corrections")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(code.as_deref(), Some("event_id_taken"));
+    assert_eq!(
+        only_refusal(&pool, &refused).await.as_deref(),
+        Some("event_id_taken")
+    );
     let again = process_batch(&pool, &[hours("old", 5, at(10, 2, 0))])
         .await
         .unwrap();
