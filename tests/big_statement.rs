@@ -248,6 +248,93 @@ async fn a_statement_beyond_the_limit_goes_by_reference_and_is_billed_exactly() 
     );
 }
 
+/// A statement of `lines` lines of account `account`, at `version`.
+fn statement_of(account: &str, lines: usize, version: i64) -> tally_domain::Statement {
+    use tally_domain::{ProviderId, ProviderKind, ProviderRef, Sku, UsageAggregate};
+    let provider = ProviderRef {
+        id: ProviderId::parse("cloud").unwrap(),
+        name: "Stratus Cloud".into(),
+        kind: ProviderKind::FirstParty,
+    };
+    let since = Utc::now() - chrono::Duration::days(30);
+    let aggregates = (0..lines)
+        .map(|i| UsageAggregate {
+            provider: provider.clone(),
+            sku: Sku::parse(&format!("cloud.s{i}")).unwrap(),
+            sku_name: format!("Service {i}"),
+            unit: "unit".into(),
+            price_id: i as i64 + 1,
+            price_effective_from: since,
+            model: tally_domain::PriceModel::per_unit(Decimal::new(100 + i as i64, 4))
+                .unwrap()
+                .into(),
+            quantity: Decimal::from(3),
+            event_count: 1,
+            markup_pct: Decimal::ZERO,
+            platform_fee_pct: Decimal::from(100),
+            resource: None,
+            included: Decimal::ZERO,
+        })
+        .collect();
+    tally_domain::Statement::compute(
+        tally_domain::AccountId::parse(account).unwrap(),
+        tally_domain::Period::month_containing(Utc::now()),
+        tally_domain::Currency::parse("USD").unwrap(),
+        version,
+        aggregates,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_beyond_one_publish_chunk_all_reach_the_topic_in_order() {
+    let h = Harness::new().await;
+    let sink = tally_rating::outbox::StatementSink {
+        producer: tally_platform::kafka::statements_producer(&h.config).unwrap(),
+        topic: h.config.topics().statements,
+        max_bytes: h.config.statement_max_bytes,
+    };
+    // 3 accounts × 4 versions of 3,500 lines: some 15 MiB of bodies, so
+    // more than one chunk of 4 MiB (each chunk's acks awaited before the
+    // next is sent).
+    let statements: Vec<tally_domain::Statement> = (1..=4)
+        .flat_map(|version| {
+            ["a1", "a2", "a3"]
+                .into_iter()
+                .map(move |account| statement_of(account, 3_500, version))
+        })
+        .collect();
+    let bodies: Vec<String> = statements
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+    let bytes: usize = bodies.iter().map(String::len).sum();
+    assert!(bytes > 3 * (4 << 20), "{bytes}");
+    tally_rating::outbox::publish(&h.pool, &sink, &statements, &bodies, &[], &[])
+        .await
+        .unwrap();
+    let published: Vec<(String, i64, usize)> = read_statements(&h)
+        .await
+        .into_iter()
+        .map(|(key, p)| match p {
+            Published::Whole(s) => (key, s.version, s.lines.len()),
+            Published::Stored(r) => panic!("{key} went by reference: {r:?}"),
+        })
+        .collect();
+    // Each account's versions in the order published, every line with them.
+    let period = tally_domain::Period::month_containing(Utc::now()).label();
+    for account in ["a1", "a2", "a3"] {
+        let key = format!("{account}:{period}");
+        let versions: Vec<(i64, usize)> = published
+            .iter()
+            .filter(|(k, _, _)| *k == key)
+            .map(|(_, v, lines)| (*v, *lines))
+            .collect();
+        assert_eq!(versions, [(1, 3_500), (2, 3_500), (3, 3_500), (4, 3_500)]);
+    }
+    assert_eq!(published.len(), 12);
+}
+
 /// Every message on the harness's `billing.statements`, in partition order
 /// (each account's in the order published): (key, what it carries).
 async fn read_statements(h: &Harness) -> Vec<(String, Published)> {

@@ -3,6 +3,7 @@
 //! statement too large to publish whole comes as a reference and is read
 //! from PostgreSQL ([`tally_platform::statements`]).
 
+use chrono::{DateTime, Utc};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use sqlx::PgPool;
@@ -68,23 +69,54 @@ async fn apply_in_chunks(
     Ok(changed)
 }
 
-/// The batch's statements, and the references to statements too large to
-/// publish whole ([`tally_platform::statements`]); a message that does not
-/// parse is counted and skipped.
+/// The batch's statements, the newest version of each account-period only,
+/// and the references to statements too large to publish whole
+/// ([`tally_platform::statements`]); a message that does not parse is
+/// counted and skipped. Each whole statement's account, period and version
+/// are read first (its lines skipped, not built): only the newest version of
+/// each account-period in the batch is then read whole (a busy account's
+/// statement comes in many versions a batch: in a profiled backlog at 400
+/// lines a statement, building them all was the largest part of
+/// invoicing's heap; BENCHMARKS.md, "Rating's and invoicing's memory at
+/// 400 lines").
 fn decode(batch: &[OwnedMessage]) -> (Vec<Statement>, Vec<StoredStatement>) {
-    let mut whole = Vec::new();
+    let mut newest: BTreeMap<(String, DateTime<Utc>), (i64, &OwnedMessage)> = BTreeMap::new();
     let mut stored = Vec::new();
     for m in batch {
+        let read = if statements::is_reference(m) {
+            statements::decode(m).map(|published| {
+                if let Published::Stored(r) = published {
+                    stored.push(r);
+                }
+            })
+        } else {
+            statements::head(m).map(|head| {
+                let key = (head.account_id.to_string(), head.period.start());
+                // The first of equal versions stays (they are the same).
+                if newest.get(&key).is_none_or(|(v, _)| *v < head.version) {
+                    newest.insert(key, (head.version, m));
+                }
+            })
+        };
+        if let Err(err) = read {
+            invalid(m, &err);
+        }
+    }
+    let mut whole = Vec::with_capacity(newest.len());
+    for (_, m) in newest.into_values() {
         match statements::decode(m) {
             Ok(Published::Whole(s)) => whole.push(*s),
             Ok(Published::Stored(r)) => stored.push(r),
-            Err(err) => {
-                metrics::counter!("tally_statements_invalid_total").increment(1);
-                tracing::error!(partition = m.partition(), offset = m.offset(), error = %err, "skipping a statement that does not parse");
-            }
+            Err(err) => invalid(m, &err),
         }
     }
     (whole, stored)
+}
+
+/// Counts and logs a message of `billing.statements` that does not parse.
+fn invalid(m: &OwnedMessage, err: &serde_json::Error) {
+    metrics::counter!("tally_statements_invalid_total").increment(1);
+    tracing::error!(partition = m.partition(), offset = m.offset(), error = %err, "skipping a statement that does not parse");
 }
 
 /// Applies the statements, and those the references name, read from
@@ -172,5 +204,77 @@ pub async fn run(
         );
         metrics::histogram!("tally_invoicing_batch_seconds")
             .record(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, Timestamp};
+    use tally_domain::{AccountId, Currency, Period};
+
+    fn statement(account: &str, month: &str, version: i64) -> Statement {
+        Statement::compute(
+            AccountId::parse(account).unwrap(),
+            Period::parse_month(month).unwrap(),
+            Currency::parse("USD").unwrap(),
+            version,
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    fn message(offset: i64, payload: Vec<u8>, reference: bool) -> OwnedMessage {
+        let mut headers = OwnedHeaders::new();
+        if reference {
+            headers = headers.insert(Header {
+                key: statements::HEADER,
+                value: Some(statements::STORED),
+            });
+        }
+        OwnedMessage::new(
+            Some(payload),
+            None,
+            "billing.statements".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            Some(headers),
+        )
+    }
+
+    fn whole(offset: i64, account: &str, month: &str, version: i64) -> OwnedMessage {
+        let body = serde_json::to_vec(&statement(account, month, version)).unwrap();
+        message(offset, body, false)
+    }
+
+    #[test]
+    fn only_the_newest_version_of_each_statement_in_a_batch_is_read_whole() {
+        let reference = StoredStatement::of(&statement("c", "2026-11", 9), 20_000_000);
+        let batch = vec![
+            whole(0, "a", "2026-11", 1),
+            whole(1, "a", "2026-11", 3),
+            whole(2, "b", "2026-11", 1),
+            // An older version after a newer one (a republish) is left.
+            whole(3, "a", "2026-11", 2),
+            whole(4, "a", "2026-10", 5),
+            message(5, b"{not json".to_vec(), false),
+            message(6, serde_json::to_vec(&reference).unwrap(), true),
+        ];
+        let (read, stored) = decode(&batch);
+        let versions: Vec<(String, String, i64)> = read
+            .iter()
+            .map(|s| (s.account_id.to_string(), s.period.label(), s.version))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("a".to_owned(), "2026-10".to_owned(), 5),
+                ("a".to_owned(), "2026-11".to_owned(), 3),
+                ("b".to_owned(), "2026-11".to_owned(), 1),
+            ]
+        );
+        assert_eq!(read[1], statement("a", "2026-11", 3));
+        assert_eq!(stored, [reference]);
     }
 }

@@ -8,6 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use tally_domain::Statement;
+use tally_platform::db;
 use tally_platform::kafka::{self, Producer};
 use tally_platform::statements::{StoredStatement, HEADER, STORED};
 
@@ -34,11 +35,21 @@ fn payload(
     serde_json::to_vec(&StoredStatement::of(statement, body.len())).map(Some)
 }
 
+/// Statement bytes handed to the producer at a time, each chunk's acks
+/// awaited before the next is sent (but always one statement): librdkafka
+/// copies every payload it is given, and again into its compressed produce
+/// requests, so a batch's statements sent at once were held twice more
+/// until the broker acked them all (heaptrack of a run at 400 lines a
+/// statement: 48 MiB of copies and 30 MiB of requests at rating's peak;
+/// BENCHMARKS.md, "Rating's and invoicing's memory at 400 lines").
+const PUBLISH_CHUNK_BYTES: usize = 4 << 20;
+
 /// Sends statements (their JSON as stored, `bodies`, when there is one for
 /// each; with their trace context, `traceparents`, when there is one for
-/// each) and waits for every ack, then deletes the outbox rows that list
-/// them. A body larger than the sink's `max_bytes` goes as a reference
-/// (counted in `tally_statements_stored_total`, logged with the code
+/// each) in chunks of at most [`PUBLISH_CHUNK_BYTES`], in order, waiting
+/// for every ack, then deletes the outbox rows that list them. A body
+/// larger than the sink's `max_bytes` goes as a reference (counted in
+/// `tally_statements_stored_total`, logged with the code
 /// `statement_stored`).
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
 pub async fn publish(
@@ -49,69 +60,88 @@ pub async fn publish(
     traceparents: &[String],
     outbox: &[i64],
 ) -> anyhow::Result<()> {
-    if !statements.is_empty() {
-        let serialised;
-        let bodies: Vec<&[u8]> = if bodies.len() == statements.len() {
-            bodies.iter().map(String::as_bytes).collect()
-        } else {
-            serialised = statements
-                .iter()
-                .map(serde_json::to_vec)
-                .collect::<Result<Vec<_>, _>>()?;
-            serialised.iter().map(Vec::as_slice).collect()
-        };
-        let keys: Vec<String> = statements.iter().map(Statement::key).collect();
-        let references = statements
+    let serialised;
+    let bodies: &[String] = if bodies.len() == statements.len() {
+        bodies
+    } else {
+        serialised = statements
             .iter()
-            .zip(&bodies)
-            .map(|(s, b)| payload(s, b, sink.max_bytes))
+            .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()?;
-        let pending: Vec<_> = statements
-            .iter()
-            .enumerate()
-            .map(|(i, statement)| {
-                let mut headers = OwnedHeaders::new();
-                if let Some(value) = traceparents.get(i) {
-                    headers = headers.insert(Header {
-                        key: tally_platform::trace::TRACEPARENT,
-                        value: Some(value.as_str()),
-                    });
-                }
-                let payload = match &references[i] {
-                    Some(reference) => {
-                        tracing::warn!(
-                            code = "statement_stored",
-                            account = %statement.account_id,
-                            period = %statement.period.label(),
-                            version = statement.version,
-                            bytes = bodies[i].len(),
-                            max_bytes = sink.max_bytes,
-                            "statement larger than TALLY_STATEMENT_MAX_BYTES: published by reference"
-                        );
-                        headers = headers.insert(Header {
-                            key: HEADER,
-                            value: Some(STORED),
-                        });
-                        reference.as_slice()
-                    }
-                    None => bodies[i],
-                };
-                let record = FutureRecord::to(&sink.topic)
-                    .key(keys[i].as_str())
-                    .payload(payload)
-                    .headers(headers);
-                sink.producer.send(record, kafka::PRODUCE_TIMEOUT)
-            })
-            .collect();
-        kafka::wait_all(pending).await?;
-        let stored = references.iter().filter(|r| r.is_some()).count();
-        metrics::counter!("tally_statements_stored_total").increment(stored as u64);
+        &serialised
+    };
+    let traced = traceparents.len() == statements.len();
+    for (from, to) in db::chunks(bodies, PUBLISH_CHUNK_BYTES, String::len) {
+        send(
+            sink,
+            &statements[from..to],
+            &bodies[from..to],
+            if traced { &traceparents[from..to] } else { &[] },
+        )
+        .await?;
     }
     if !outbox.is_empty() {
         let mut conn = pool.acquire().await?;
         crate::repo::clear_outbox(&mut conn, outbox).await?;
     }
     metrics::counter!("tally_statements_published_total").increment(statements.len() as u64);
+    Ok(())
+}
+
+/// Sends these statements, each with its body (and its trace context, when
+/// there is one for each), and waits for every ack.
+async fn send(
+    sink: &StatementSink,
+    statements: &[Statement],
+    bodies: &[String],
+    traceparents: &[String],
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = statements.iter().map(Statement::key).collect();
+    let references = statements
+        .iter()
+        .zip(bodies)
+        .map(|(s, b)| payload(s, b.as_bytes(), sink.max_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pending: Vec<_> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, statement)| {
+            let mut headers = OwnedHeaders::new();
+            if let Some(value) = traceparents.get(i) {
+                headers = headers.insert(Header {
+                    key: tally_platform::trace::TRACEPARENT,
+                    value: Some(value.as_str()),
+                });
+            }
+            let payload = match &references[i] {
+                Some(reference) => {
+                    tracing::warn!(
+                        code = "statement_stored",
+                        account = %statement.account_id,
+                        period = %statement.period.label(),
+                        version = statement.version,
+                        bytes = bodies[i].len(),
+                        max_bytes = sink.max_bytes,
+                        "statement larger than TALLY_STATEMENT_MAX_BYTES: published by reference"
+                    );
+                    headers = headers.insert(Header {
+                        key: HEADER,
+                        value: Some(STORED),
+                    });
+                    reference.as_slice()
+                }
+                None => bodies[i].as_bytes(),
+            };
+            let record = FutureRecord::to(&sink.topic)
+                .key(keys[i].as_str())
+                .payload(payload)
+                .headers(headers);
+            sink.producer.send(record, kafka::PRODUCE_TIMEOUT)
+        })
+        .collect();
+    kafka::wait_all(pending).await?;
+    let stored = references.iter().filter(|r| r.is_some()).count();
+    metrics::counter!("tally_statements_stored_total").increment(stored as u64);
     Ok(())
 }
 

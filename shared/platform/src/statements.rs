@@ -47,20 +47,40 @@ pub enum Published {
     Stored(StoredStatement),
 }
 
+/// True when a message of `billing.statements` is a reference (it has the
+/// header), not a whole statement.
+pub fn is_reference<M: Message>(message: &M) -> bool {
+    message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == HEADER && h.value == Some(STORED.as_bytes()))
+    })
+}
+
 /// Reads a message of `billing.statements`: a reference when it has the
 /// header, else a whole statement.
 pub fn decode<M: Message>(message: &M) -> Result<Published, serde_json::Error> {
     let payload = message.payload().unwrap_or_default();
-    let stored = message.headers().is_some_and(|headers| {
-        headers
-            .iter()
-            .any(|h| h.key == HEADER && h.value == Some(STORED.as_bytes()))
-    });
-    if stored {
+    if is_reference(message) {
         serde_json::from_slice(payload).map(Published::Stored)
     } else {
         serde_json::from_slice(payload).map(|s| Published::Whole(Box::new(s)))
     }
+}
+
+/// Which statement version a whole statement's message holds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Head {
+    pub account_id: AccountId,
+    pub period: Period,
+    pub version: i64,
+}
+
+/// The account, period and version of a whole statement's message, its
+/// lines skipped, not built (a message that reads here may still fail
+/// [`decode`]).
+pub fn head<M: Message>(message: &M) -> Result<Head, serde_json::Error> {
+    serde_json::from_slice(message.payload().unwrap_or_default())
 }
 
 /// Why a referenced statement could not be read.
