@@ -71,18 +71,20 @@ async fn apply_in_chunks(
 
 /// The batch's statements, the newest version of each account-period only,
 /// and the references to statements too large to publish whole
-/// ([`tally_platform::statements`]); a message that does not parse is
-/// counted and skipped. Each whole statement's account, period and version
-/// are read first (its lines skipped, not built): only the newest version of
-/// each account-period in the batch is then read whole (a busy account's
+/// ([`tally_platform::statements`]). Each whole statement's account, period
+/// and version are read first (its lines skipped, not built): only the
+/// newest version of each account-period in the batch is then read whole,
+/// or, if it does not parse, the newest one that does (a busy account's
 /// statement comes in many versions a batch: in a profiled backlog at 400
 /// lines a statement, building them all was the largest part of
 /// invoicing's heap; BENCHMARKS.md, "Rating's and invoicing's memory at
-/// 400 lines").
+/// 400 lines"). A message read that does not parse is counted and skipped;
+/// an older version than one read whole is not read.
 fn decode(batch: &[OwnedMessage]) -> (Vec<Statement>, Vec<StoredStatement>) {
-    let mut newest: BTreeMap<(String, DateTime<Utc>), (i64, &OwnedMessage)> = BTreeMap::new();
+    // (version, index in the batch) of each account-period's messages.
+    let mut versions: BTreeMap<AccountPeriod, Vec<(i64, usize)>> = BTreeMap::new();
     let mut stored = Vec::new();
-    for m in batch {
+    for (i, m) in batch.iter().enumerate() {
         let read = if statements::is_reference(m) {
             statements::decode(m).map(|published| {
                 if let Published::Stored(r) = published {
@@ -91,27 +93,39 @@ fn decode(batch: &[OwnedMessage]) -> (Vec<Statement>, Vec<StoredStatement>) {
             })
         } else {
             statements::head(m).map(|head| {
-                let key = (head.account_id.to_string(), head.period.start());
-                // The first of equal versions stays (they are the same).
-                if newest.get(&key).is_none_or(|(v, _)| *v < head.version) {
-                    newest.insert(key, (head.version, m));
-                }
+                versions
+                    .entry((head.account_id.to_string(), head.period.start()))
+                    .or_default()
+                    .push((head.version, i));
             })
         };
         if let Err(err) = read {
             invalid(m, &err);
         }
     }
-    let mut whole = Vec::with_capacity(newest.len());
-    for (_, m) in newest.into_values() {
-        match statements::decode(m) {
-            Ok(Published::Whole(s)) => whole.push(*s),
-            Ok(Published::Stored(r)) => stored.push(r),
-            Err(err) => invalid(m, &err),
+    let mut whole = Vec::with_capacity(versions.len());
+    for mut messages in versions.into_values() {
+        // Newest first; of equal versions, the first in the batch.
+        messages.sort_by_key(|(version, i)| (std::cmp::Reverse(*version), *i));
+        for (_, i) in messages {
+            match statements::decode(&batch[i]) {
+                Ok(Published::Whole(s)) => {
+                    whole.push(*s);
+                    break;
+                }
+                Ok(Published::Stored(r)) => {
+                    stored.push(r);
+                    break;
+                }
+                Err(err) => invalid(&batch[i], &err),
+            }
         }
     }
     (whole, stored)
 }
+
+/// Key of one account-period: (account, period start).
+type AccountPeriod = (String, DateTime<Utc>);
 
 /// Counts and logs a message of `billing.statements` that does not parse.
 fn invalid(m: &OwnedMessage, err: &serde_json::Error) {
@@ -248,6 +262,16 @@ mod tests {
         message(offset, body, false)
     }
 
+    /// A statement whose head reads but whose body does not (a total
+    /// that is no number).
+    fn broken(account: &str, month: &str, version: i64) -> Vec<u8> {
+        let mut body = serde_json::to_value(statement(account, month, version)).unwrap();
+        body["total"] = serde_json::json!("twelve");
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert!(statements::head(&message(0, bytes.clone(), false)).is_ok());
+        bytes
+    }
+
     #[test]
     fn only_the_newest_version_of_each_statement_in_a_batch_is_read_whole() {
         let reference = StoredStatement::of(&statement("c", "2026-11", 9), 20_000_000);
@@ -260,6 +284,9 @@ mod tests {
             whole(4, "a", "2026-10", 5),
             message(5, b"{not json".to_vec(), false),
             message(6, serde_json::to_vec(&reference).unwrap(), true),
+            // b's newest version reads by its head but not whole: the
+            // newest that does (1) is applied.
+            message(7, broken("b", "2026-11", 4), false),
         ];
         let (read, stored) = decode(&batch);
         let versions: Vec<(String, String, i64)> = read
