@@ -87,7 +87,7 @@ impl Application {
             &self.pool,
             &self.statements,
             &outcome.statements,
-            &outcome.bodies,
+            &[],
             trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]),
             &outcome.outbox,
         )

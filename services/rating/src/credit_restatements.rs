@@ -157,15 +157,9 @@ pub(crate) async fn run(pool: PgPool, sink: outbox::StatementSink, shutdown: Can
                         statements = opened.statements.len(),
                         "opened the periods of bound accounts"
                     );
-                    if let Err(err) = outbox::publish(
-                        &pool,
-                        &sink,
-                        &opened.statements,
-                        &opened.bodies,
-                        &[],
-                        &opened.outbox,
-                    )
-                    .await
+                    if let Err(err) =
+                        outbox::publish(&pool, &sink, &opened.statements, &[], &[], &opened.outbox)
+                            .await
                     {
                         tracing::warn!(error = %err, "publishing opened statements failed");
                     }
@@ -185,7 +179,7 @@ pub(crate) async fn run(pool: PgPool, sink: outbox::StatementSink, shutdown: Can
                     &pool,
                     &sink,
                     &restated.statements,
-                    &restated.bodies,
+                    &[],
                     &[],
                     &restated.outbox,
                 )

@@ -7,6 +7,7 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
+use std::ops::Range;
 use tally_domain::Statement;
 use tally_platform::db;
 use tally_platform::kafka::{self, Producer};
@@ -45,8 +46,9 @@ fn payload(
 const PUBLISH_CHUNK_BYTES: usize = 4 << 20;
 
 /// Sends statements (their JSON as stored, `bodies`, when there is one for
-/// each; with their trace context, `traceparents`, when there is one for
-/// each) in chunks of at most [`PUBLISH_CHUNK_BYTES`], in order, waiting
+/// each, else serialised a chunk at a time; with their trace context,
+/// `traceparents`, when there is one for each) in chunks of at most
+/// [`PUBLISH_CHUNK_BYTES`], in order, waiting
 /// for every ack, then deletes the outbox rows that list them. A body
 /// larger than the sink's `max_bytes` goes as a reference (counted in
 /// `tally_statements_stored_total`, logged with the code
@@ -60,25 +62,23 @@ pub async fn publish(
     traceparents: &[String],
     outbox: &[i64],
 ) -> anyhow::Result<()> {
-    let serialised;
-    let bodies: &[String] = if bodies.len() == statements.len() {
-        bodies
-    } else {
-        serialised = statements
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()?;
-        &serialised
+    let traced = |range: Range<usize>| {
+        if traceparents.len() == statements.len() {
+            &traceparents[range]
+        } else {
+            &[]
+        }
     };
-    let traced = traceparents.len() == statements.len();
-    for (from, to) in db::chunks(bodies, PUBLISH_CHUNK_BYTES, String::len) {
-        send(
-            sink,
-            &statements[from..to],
-            &bodies[from..to],
-            if traced { &traceparents[from..to] } else { &[] },
-        )
-        .await?;
+    if bodies.len() == statements.len() {
+        for (from, to) in db::chunks(bodies, PUBLISH_CHUNK_BYTES, String::len) {
+            let (statements, bodies) = (&statements[from..to], &bodies[from..to]);
+            send(sink, statements, bodies, traced(from..to)).await?;
+        }
+    } else {
+        for chunk in db::json_chunks(statements, PUBLISH_CHUNK_BYTES) {
+            let (range, bodies) = chunk?;
+            send(sink, &statements[range.clone()], &bodies, traced(range)).await?;
+        }
     }
     if !outbox.is_empty() {
         let mut conn = pool.acquire().await?;

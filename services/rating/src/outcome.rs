@@ -1,6 +1,5 @@
 //! What a rating transaction produced: new statement versions (with their
-//! stored JSON and outbox rows) to publish once it committed, dead letters,
-//! and counts.
+//! outbox rows) to publish once it committed, dead letters, and counts.
 
 use serde::Serialize;
 use tally_domain::{Statement, UsageEvent};
@@ -35,10 +34,11 @@ impl DeadLetter {
 
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
-    /// New statement versions, to publish once the transaction committed.
+    /// New statement versions, to publish once the transaction committed
+    /// (serialised again as they are published, a chunk at a time: holding
+    /// their JSON from the store to the publish doubled a batch's
+    /// statements in memory).
     pub statements: Vec<Statement>,
-    /// Their JSON as stored, one for each (published as is).
-    pub bodies: Vec<String>,
     /// The outbox rows listing them, deleted once they are published.
     pub outbox: Vec<i64>,
     pub dead: Vec<DeadLetter>,
@@ -54,7 +54,6 @@ impl BatchOutcome {
         self.dead.extend(other.dead);
         self.add(Restated {
             statements: other.statements,
-            bodies: other.bodies,
             outbox: other.outbox,
         });
     }
@@ -62,47 +61,28 @@ impl BatchOutcome {
     /// Adds statements a transaction restated.
     pub fn add(&mut self, restated: Restated) {
         self.statements.extend(restated.statements);
-        self.bodies.extend(restated.bodies);
         self.outbox.extend(restated.outbox);
     }
 
-    /// Keeps only the newest version of each account-period's statement
-    /// (and its body).
+    /// Keeps only the newest version of each account-period's statement.
     pub fn keep_newest_statements(&mut self) {
-        let mut pairs: Vec<(Statement, Option<String>)> = std::mem::take(&mut self.statements)
-            .into_iter()
-            .zip(
-                std::mem::take(&mut self.bodies)
-                    .into_iter()
-                    .map(Some)
-                    .chain(std::iter::repeat(None)),
-            )
-            .collect();
-        pairs.sort_by(|(a, _), (b, _)| {
+        self.statements.sort_by(|a, b| {
             (a.account_id.as_str(), a.period.start(), b.version).cmp(&(
                 b.account_id.as_str(),
                 b.period.start(),
                 a.version,
             ))
         });
-        pairs.dedup_by(|(b, _), (a, _)| a.account_id == b.account_id && a.period == b.period);
-        // Bodies only when every statement has its own.
-        let complete = pairs.iter().all(|(_, body)| body.is_some());
-        for (statement, body) in pairs {
-            self.statements.push(statement);
-            if let Some(body) = body.filter(|_| complete) {
-                self.bodies.push(body);
-            }
-        }
+        self.statements
+            .dedup_by(|b, a| a.account_id == b.account_id && a.period == b.period);
     }
 }
 
-/// Statement versions one transaction committed, their JSON as stored, and
-/// the outbox row that lists them (deleted once they are on the broker).
+/// Statement versions one transaction committed and the outbox row that
+/// lists them (deleted once they are on the broker).
 #[derive(Debug, Default)]
 pub struct Restated {
     pub statements: Vec<Statement>,
-    pub bodies: Vec<String>,
     pub outbox: Vec<i64>,
 }
 
@@ -122,36 +102,21 @@ mod tests {
         .unwrap()
     }
 
-    fn outcome(versions: &[(&str, &str, i64)], bodies: bool) -> BatchOutcome {
-        let statements: Vec<Statement> = versions
-            .iter()
-            .map(|(a, m, v)| statement(a, m, *v))
-            .collect();
-        BatchOutcome {
-            bodies: if bodies {
-                statements
-                    .iter()
-                    .map(|s| format!("{}@{}", s.account_id, s.version))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            statements,
-            ..BatchOutcome::default()
-        }
-    }
-
     #[test]
-    fn the_newest_version_of_each_statement_is_kept_with_its_body() {
-        let mut out = outcome(
-            &[
+    fn the_newest_version_of_each_statement_is_kept() {
+        let mut out = BatchOutcome {
+            statements: [
                 ("b", "2026-11", 2),
                 ("a", "2026-11", 3),
                 ("b", "2026-11", 4),
                 ("a", "2026-10", 1),
-            ],
-            true,
-        );
+                ("a", "2026-11", 2),
+            ]
+            .iter()
+            .map(|(a, m, v)| statement(a, m, *v))
+            .collect(),
+            ..BatchOutcome::default()
+        };
         out.keep_newest_statements();
         let kept: Vec<(String, String, i64)> = out
             .statements
@@ -166,10 +131,5 @@ mod tests {
                 ("b".to_owned(), "2026-11".to_owned(), 4)
             ]
         );
-        assert_eq!(out.bodies, ["a@1", "a@3", "b@4"]);
-        // Without a body for each, none: publishing serialises them.
-        let mut out = outcome(&[("b", "2026-11", 2), ("b", "2026-11", 4)], false);
-        out.keep_newest_statements();
-        assert_eq!((out.statements.len(), out.bodies.len()), (1, 0));
     }
 }

@@ -417,18 +417,19 @@ const STORE_CHUNK_BYTES: usize = 1 << 20;
 /// concurrent writers lock rows alike) over the version before it, and
 /// records them in the outbox. Returns the outbox row, or `None` when a
 /// concurrent transaction wrote one of them first (its version moved since
-/// [`current_versions`]): the caller runs again. The statements go in
-/// chunks of at most [`STORE_CHUNK_BYTES`] of bodies.
+/// [`current_versions`]): the caller runs again. The statements are
+/// serialised (straight to text, not through `serde_json::Value`) and sent
+/// in chunks of at most [`STORE_CHUNK_BYTES`] of bodies.
 pub async fn store_statements(
     conn: &mut PgConnection,
     statements: &[Statement],
-    bodies: &[String],
 ) -> Result<Option<i64>, sqlx::Error> {
     if statements.is_empty() {
         return Ok(None);
     }
-    for (from, to) in db::chunks(bodies, STORE_CHUNK_BYTES, String::len) {
-        if !store_chunk(&mut *conn, &statements[from..to], &bodies[from..to]).await? {
+    for chunk in db::json_chunks(statements, STORE_CHUNK_BYTES) {
+        let (range, bodies) = chunk.map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        if !store_chunk(&mut *conn, &statements[range], &bodies).await? {
             return Ok(None);
         }
     }

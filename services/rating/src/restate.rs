@@ -571,27 +571,20 @@ async fn credit_inputs(
     Ok((draws, hours))
 }
 
-/// Serialises the statements once, straight to text (not through
-/// `serde_json::Value`), keeps voided grants of `accounts` paying nothing
-/// beyond their draws, and stores the statements with their outbox row.
+/// Keeps voided grants of `accounts` paying nothing beyond their draws, and
+/// stores the statements with their outbox row.
 async fn store(
     conn: &mut PgConnection,
     statements: Vec<Statement>,
     accounts: &[&str],
 ) -> Result<Restated, ProcessError> {
-    let bodies = statements
-        .iter()
-        .map(serde_json::to_string)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     credits_repo::settle_voided(&mut *conn, accounts).await?;
-    let outbox = repo::store_statements(&mut *conn, &statements, &bodies).await?;
+    let outbox = repo::store_statements(&mut *conn, &statements).await?;
     if outbox.is_none() && !statements.is_empty() {
         return Err(ProcessError::Conflict);
     }
     Ok(Restated {
         statements,
-        bodies,
         outbox: outbox.into_iter().collect(),
     })
 }

@@ -48,7 +48,6 @@ pub async fn seal_isolating(
         match seal(pool, std::slice::from_ref(marker)).await {
             Ok(sealed) => {
                 restated.statements.extend(sealed.statements);
-                restated.bodies.extend(sealed.bodies);
                 restated.outbox.extend(sealed.outbox);
             }
             Err(err) if err.is_systemic() => return Err(err),

@@ -233,6 +233,42 @@ pub fn chunks<T>(items: &[T], limit: usize, weight: impl Fn(&T) -> usize) -> Vec
     out
 }
 
+/// The JSON of `items`, serialised a chunk at a time: each chunk's range
+/// `[from, to)` with its bodies, in order, the same chunks as [`chunks`]
+/// over the bodies by their length. Only one chunk's bodies (and the next
+/// item's) are held at a time, where serialising them all first held every
+/// body beside its item.
+pub fn json_chunks<T: serde::Serialize>(
+    items: &[T],
+    limit: usize,
+) -> impl Iterator<Item = serde_json::Result<(std::ops::Range<usize>, Vec<String>)>> + '_ {
+    let mut next = 0;
+    // The body that would have passed the limit: it opens the next chunk.
+    let mut carried: Option<String> = None;
+    std::iter::from_fn(move || {
+        let from = next - usize::from(carried.is_some());
+        let mut bodies: Vec<String> = carried.take().into_iter().collect();
+        let mut sum = bodies.first().map_or(0, String::len);
+        while next < items.len() {
+            let body = match serde_json::to_string(&items[next]) {
+                Ok(body) => body,
+                Err(err) => {
+                    next = items.len();
+                    return Some(Err(err));
+                }
+            };
+            next += 1;
+            if !bodies.is_empty() && sum + body.len() > limit {
+                carried = Some(body);
+                break;
+            }
+            sum += body.len();
+            bodies.push(body);
+        }
+        (!bodies.is_empty()).then(|| Ok((from..from + bodies.len(), bodies)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -245,6 +281,41 @@ mod tests {
             [(0, 1), (1, 4), (4, 5), (5, 6)]
         );
         assert_eq!(super::chunks(&[5, 5, 5], 100, len), [(0, 3)]);
+    }
+
+    #[test]
+    fn json_chunks_are_the_chunks_of_the_bodies_serialised_as_they_go() {
+        // Bodies of 3, 5, 3, 4, 2, 12 and 3 bytes: "abc" is 5 with its quotes.
+        let items = ["a", "abc", "b", "cc", "", "abcdefghij", "d"];
+        let bodies: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+        for limit in [1, 5, 8, 10, 12, 100] {
+            let got: Vec<(std::ops::Range<usize>, Vec<String>)> = super::json_chunks(&items, limit)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let want: Vec<(std::ops::Range<usize>, Vec<String>)> =
+                super::chunks(&bodies, limit, String::len)
+                    .into_iter()
+                    .map(|(from, to)| (from..to, bodies[from..to].to_vec()))
+                    .collect();
+            assert_eq!(got, want, "limit {limit}");
+        }
+        assert_eq!(
+            super::json_chunks(&items, 10)
+                .map(|c| c.unwrap().0)
+                .collect::<Vec<_>>(),
+            [0..2, 2..5, 5..6, 6..7]
+        );
+        assert_eq!(super::json_chunks::<String>(&[], 10).count(), 0);
+    }
+
+    #[test]
+    fn json_chunks_end_with_the_error_of_an_item_that_does_not_serialise() {
+        // A map with a non-string key is no JSON object.
+        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let items = vec![Default::default(), bad, Default::default()];
+        let got: Vec<_> = super::json_chunks(&items, 100).collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_err());
     }
 
     use super::*;
