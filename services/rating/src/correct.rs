@@ -167,17 +167,16 @@ async fn apply_in(
     // them is the dedupe), those reusing an id the correction removes are
     // stored over the old.
     let values = values(&catalog, &priced);
-    let (mut new, reused): (Vec<CountedEvent>, Vec<CountedEvent>) = values
+    let (new, reused): (Vec<CountedEvent>, Vec<CountedEvent>) = values
         .iter()
         .cloned()
         .partition(|v| !removed_ids.contains(&(v.provider_id.clone(), v.event_id.clone())));
-    // Sorted as a batch's are: a stable lock order.
-    new.sort_by(|a, b| (&a.provider_id, &a.event_id).cmp(&(&b.provider_id, &b.event_id)));
     let legacy = !new.is_empty() && dedupe::holds_legacy_ids(&mut *conn).await?;
-    if corrections_repo::count_new(&mut *conn, &new, legacy)
+    let expected = new.len();
+    if corrections_repo::count_new(&mut *conn, new, legacy)
         .await?
         .len()
-        != new.len()
+        != expected
     {
         // Counted meanwhile (another account's usage under the same id):
         // run again; the plan then refuses it (`event_id_taken`).

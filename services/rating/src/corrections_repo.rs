@@ -103,15 +103,18 @@ fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
 /// counted by `counted_events` alone), an id found there is a duplicate
 /// too: one index probe per partition, a `LATERAL … LIMIT 1` so that
 /// PostgreSQL looks each id up rather than hash-joining the batch against
-/// the table. Sorted `events` lock rows in a stable order.
+/// the table. The events go in (provider, event id) order, so that
+/// concurrent transactions lock rows in one order.
 pub async fn count_new(
     conn: &mut PgConnection,
-    events: &[CountedEvent],
+    mut events: Vec<CountedEvent>,
     legacy: bool,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     if events.is_empty() {
         return Ok(HashSet::new());
     }
+    // Stable: of two values under one id, the first given is stored.
+    events.sort_by(|a, b| (&a.provider_id, &a.event_id).cmp(&(&b.provider_id, &b.event_id)));
     let seen_before = if legacy {
         "LEFT JOIN LATERAL (
              SELECT true AS seen FROM processed_events pe
@@ -127,7 +130,7 @@ pub async fn count_new(
              ON CONFLICT (provider_id, event_id) DO NOTHING
              RETURNING provider_id, event_id"
         )),
-        events,
+        &events,
     )?
     .fetch_all(conn)
     .await?;

@@ -249,20 +249,16 @@ async fn rate_in(
     let retained = dedupe::retained(&mut *conn).await?;
     let admitted = admit(events, admission, retained.as_ref(), &mut outcome)?;
     let catalog = Catalog::load(&mut *conn, events).await?;
-    let mut priced = price(&catalog, &admitted, &mut outcome);
+    let priced = price(&catalog, &admitted, &mut outcome);
     if priced.is_empty() {
         return Ok(outcome);
     }
 
-    // Dedupe against everything counted before (sorted: stable lock order):
-    // storing the values of the events not counted yet is the dedupe.
-    priced.sort_by(|a, b| {
-        (a.0.provider_id.as_str(), a.0.event_id.as_str())
-            .cmp(&(b.0.provider_id.as_str(), b.0.event_id.as_str()))
-    });
+    // Dedupe against everything counted before: storing the values of the
+    // events not counted yet is the dedupe.
     let t = std::time::Instant::now();
     let legacy = dedupe::holds_legacy_ids(&mut *conn).await?;
-    let fresh = corrections_repo::count_new(&mut *conn, &values(&catalog, &priced), legacy).await?;
+    let fresh = corrections_repo::count_new(&mut *conn, values(&catalog, &priced), legacy).await?;
     let dedupe = t.elapsed();
 
     let counted = count(&catalog, &priced, &fresh, &mut outcome);

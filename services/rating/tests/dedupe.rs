@@ -472,39 +472,20 @@ async fn the_migration_keeps_the_ids_counted_before_it() {
 /// up before the other committed, and both counted.)
 #[tokio::test]
 async fn one_id_counted_by_two_transactions_at_once_counts_once() {
-    use tally_domain::Period;
-    use tally_rating::corrections_repo::{count_new, CountedEvent};
+    use tally_rating::corrections_repo::count_new;
     let pool = database().await;
     seed(&pool).await;
-    let january = Period::new(
-        day(1, 1) - Duration::hours(12),
-        day(2, 1) - Duration::hours(12),
-    )
-    .unwrap();
-    let value = |time| CountedEvent {
-        provider_id: "cloud".into(),
-        event_id: "e-1".into(),
-        account_id: "acme".into(),
-        sku: "cloud.disk.gb".into(),
-        price_id: 1,
-        binding_id: String::new(),
-        period: january,
-        time,
-        quantity: dec!(1),
-        dimensions: std::collections::BTreeMap::new(),
-        on_behalf_of: String::new(),
-    };
     let mut first = pool.begin().await.unwrap();
-    let counted = count_new(&mut first, &[value(day(1, 3))], false)
+    let counted = count_new(&mut first, vec![value_of("e-1", day(1, 3))], false)
         .await
         .unwrap();
     assert_eq!(counted.len(), 1);
     let second = tokio::spawn({
         let pool = pool.clone();
-        let event = value(day(1, 9));
+        let event = value_of("e-1", day(1, 9));
         async move {
             let mut tx = pool.begin().await.unwrap();
-            let counted = count_new(&mut tx, &[event], false).await.unwrap();
+            let counted = count_new(&mut tx, vec![event], false).await.unwrap();
             tx.commit().await.unwrap();
             counted.len()
         }
@@ -514,6 +495,71 @@ async fn one_id_counted_by_two_transactions_at_once_counts_once() {
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap(), 0);
     assert_eq!(rows(&pool).await, 1);
+}
+
+/// `count_new` takes the ids of its events in (provider, event id) order,
+/// whatever order it is given them, so that concurrent transactions lock
+/// them in one order: given e-z then e-m while e-m is held, it waits on
+/// e-m before it takes e-z, and a third transaction counts e-z meanwhile.
+/// (Taken in the order given, e-z would be held by the waiting second, and
+/// the third would wait too.)
+#[tokio::test]
+async fn count_new_takes_ids_in_key_order_whatever_order_it_is_given() {
+    use tally_rating::corrections_repo::count_new;
+    let pool = database().await;
+    seed(&pool).await;
+    let mut first = pool.begin().await.unwrap();
+    let taken = count_new(&mut first, vec![value_of("e-m", day(1, 3))], false)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        let events = vec![value_of("e-z", day(1, 4)), value_of("e-m", day(1, 5))];
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let counted = count_new(&mut tx, events, false).await.unwrap();
+            tx.commit().await.unwrap();
+            counted.len()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits on e-m");
+    let mut third = pool.begin().await.unwrap();
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        count_new(&mut third, vec![value_of("e-z", day(1, 6))], false),
+    )
+    .await
+    .expect("e-z is not held by the second")
+    .unwrap();
+    assert_eq!(taken.len(), 1);
+    third.commit().await.unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), 0);
+    assert_eq!(rows(&pool).await, 2);
+}
+
+/// The values of acme's event `event_id` of January's disk usage at `time`.
+fn value_of(event_id: &str, time: DateTime<Utc>) -> tally_rating::corrections_repo::CountedEvent {
+    let january = tally_domain::Period::new(
+        day(1, 1) - Duration::hours(12),
+        day(2, 1) - Duration::hours(12),
+    )
+    .unwrap();
+    tally_rating::corrections_repo::CountedEvent {
+        provider_id: "cloud".into(),
+        event_id: event_id.into(),
+        account_id: "acme".into(),
+        sku: "cloud.disk.gb".into(),
+        price_id: 1,
+        binding_id: String::new(),
+        period: january,
+        time,
+        quantity: dec!(1),
+        dimensions: std::collections::BTreeMap::new(),
+        on_behalf_of: String::new(),
+    }
 }
 
 /// A rating instance of an older build still running (a rolling upgrade, a
