@@ -306,7 +306,24 @@ async fn facts_of(
     Ok(out)
 }
 
+/// One row of [`load_aggregates`], read off its `PgRow` as it arrives.
+struct AggregateRow {
+    key: AccountPeriod,
+    price_id: i64,
+    quantity: Decimal,
+    event_count: i64,
+    markup_pct: Decimal,
+    platform_fee_pct: Decimal,
+    resource: Option<ResourceRef>,
+}
+
 /// Every aggregate of the given account-periods, with its price and provider.
+/// Each row is read into its own few columns as it arrives (the rows as
+/// sqlx returns them, every column's bytes and offsets, were all held
+/// beside the aggregates built from them), and each account-period's
+/// aggregates go in a vector of exactly their number (grown one push at a
+/// time, a vector of 400 took room for 512): rating's heap peaked here
+/// (heaptrack, BENCHMARKS.md "Rating's memory where it loads aggregates").
 pub async fn load_aggregates(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
@@ -315,7 +332,7 @@ pub async fn load_aggregates(
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     // Only what changes is read here (the rest is in `price_facts`), and
     // columns by position: 20,000 rows a batch in `tally bench`.
-    let rows = sqlx::query(
+    let rows: Vec<AggregateRow> = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
                 ua.max_quantity, ua.latest_quantity, s.aggregation,
                 CASE WHEN s.aggregation = 'unique_count' THEN
@@ -337,27 +354,10 @@ pub async fn load_aggregates(
     )
     .bind(&accounts)
     .bind(&starts)
-    .fetch_all(&mut *conn)
-    .await?;
-    let ids = rows
-        .iter()
-        .map(|r| r.try_get(2))
-        .collect::<Result<HashSet<i64>, _>>()?;
-    let facts = facts_of(conn, &ids).await?;
-    let mut out: HashMap<AccountPeriod, Vec<UsageAggregate>> = HashMap::new();
-    for r in rows {
-        let price_id: i64 = r.try_get(2)?;
-        let f = facts
-            .get(&price_id)
-            .ok_or_else(|| sqlx::Error::Decode(format!("price {price_id} vanished").into()))?;
-        let aggregate = UsageAggregate {
-            provider: f.provider.clone(),
-            sku: f.sku.clone(),
-            sku_name: f.sku_name.clone(),
-            unit: f.unit.clone(),
-            price_id,
-            price_effective_from: f.effective_from,
-            model: f.model.clone(),
+    .try_map(|r: sqlx::postgres::PgRow| {
+        Ok(AggregateRow {
+            key: (r.try_get(0)?, r.try_get(1)?),
+            price_id: r.try_get(2)?,
             quantity: billable_quantity(&r)?,
             event_count: r.try_get(4)?,
             markup_pct: r.try_get(9)?,
@@ -367,11 +367,40 @@ pub async fn load_aggregates(
                 r.try_get(15)?,
             ),
             resource: resource_of(&r)?,
+        })
+    })
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: HashSet<i64> = rows.iter().map(|r| r.price_id).collect();
+    let facts = facts_of(conn, &ids).await?;
+    let mut sizes: HashMap<&AccountPeriod, usize> = HashMap::with_capacity(keys.len());
+    for r in &rows {
+        *sizes.entry(&r.key).or_default() += 1;
+    }
+    let mut out: HashMap<AccountPeriod, Vec<UsageAggregate>> = sizes
+        .into_iter()
+        .map(|(key, n)| (key.clone(), Vec::with_capacity(n)))
+        .collect();
+    for r in rows {
+        let f = facts
+            .get(&r.price_id)
+            .ok_or_else(|| sqlx::Error::Decode(format!("price {} vanished", r.price_id).into()))?;
+        let aggregate = UsageAggregate {
+            provider: f.provider.clone(),
+            sku: f.sku.clone(),
+            sku_name: f.sku_name.clone(),
+            unit: f.unit.clone(),
+            price_id: r.price_id,
+            price_effective_from: f.effective_from,
+            model: f.model.clone(),
+            quantity: r.quantity,
+            event_count: r.event_count,
+            markup_pct: r.markup_pct,
+            platform_fee_pct: r.platform_fee_pct,
+            resource: r.resource,
             included: Decimal::ZERO,
         };
-        out.entry((r.try_get(0)?, r.try_get(1)?))
-            .or_default()
-            .push(aggregate);
+        out.entry(r.key).or_default().push(aggregate);
     }
     Ok(out)
 }
