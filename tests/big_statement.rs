@@ -340,6 +340,65 @@ async fn statements_beyond_one_publish_chunk_all_reach_the_topic_in_order() {
     assert_eq!(published.len(), 12);
 }
 
+/// Invoicing's batch of statement messages ends once they hold
+/// `BATCH_BYTES` (the message that passes it included), however many
+/// `TALLY_BATCH_MAX` allows: 24 statements of 3,500 lines (each some
+/// 1.3 MiB) on the topic come in a batch of 13 and one of the other 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
+    use tally_invoicing::consumer::{next_batch, BATCH_BYTES};
+    let h = Harness::new().await;
+    let sink = tally_rating::outbox::StatementSink {
+        producer: tally_platform::kafka::statements_producer(&h.config).unwrap(),
+        topic: h.config.topics().statements,
+        max_bytes: h.config.statement_max_bytes,
+    };
+    let accounts: Vec<String> = (10..34).map(|i| format!("a{i}")).collect();
+    let statements: Vec<tally_domain::Statement> = accounts
+        .iter()
+        .map(|account| statement_of(account, 3_500, 1))
+        .collect();
+    let sizes: Vec<usize> = statements
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap().len())
+        .collect();
+    // Every body is of one size: the batches' lengths do not depend on
+    // the order partitions are read in.
+    assert!(sizes.iter().all(|&b| b == sizes[0]), "{sizes:?}");
+    let per_batch = BATCH_BYTES.div_ceil(sizes[0]);
+    assert_eq!(per_batch, 13, "a body of {} bytes", sizes[0]);
+    tally_rating::outbox::publish(&h.pool, &sink, &statements, &[], &[], &[])
+        .await
+        .unwrap();
+    let consumer = tally_platform::kafka::statements_consumer(
+        &h.config,
+        &format!("{}-batches", h.config.group_prefix),
+    )
+    .unwrap();
+    consumer
+        .subscribe(&[&h.config.topics().statements])
+        .unwrap();
+    let mut lengths = Vec::new();
+    let mut seen = 0;
+    while seen < statements.len() {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(60),
+            next_batch(&consumer, 20_000, Duration::from_secs(5)),
+        )
+        .await
+        .expect("the topic holds 24 statements")
+        .unwrap();
+        let bytes: usize = batch
+            .iter()
+            .map(|m| m.payload().map_or(0, <[u8]>::len))
+            .sum();
+        assert!(bytes - sizes[0] < BATCH_BYTES, "{bytes}");
+        seen += batch.len();
+        lengths.push(batch.len());
+    }
+    assert_eq!(lengths, [13, 11]);
+}
+
 /// Every message on the harness's `billing.statements`, in partition order
 /// (each account's in the order published): (key, what it carries).
 async fn read_statements(h: &Harness) -> Vec<(String, Published)> {

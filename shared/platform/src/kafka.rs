@@ -550,8 +550,20 @@ pub async fn next_batch(
     max: usize,
     wait: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
+    next_batch_bytes(consumer, max, usize::MAX, wait).await
+}
+
+/// Like [`next_batch`], and the batch also ends once its payloads hold
+/// `max_bytes` or more (it always holds one message): messages as large as
+/// statements are bounded by what they hold, not only by their count.
+pub async fn next_batch_bytes(
+    consumer: &Consumer,
+    max: usize,
+    max_bytes: usize,
+    wait: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     let first = consumer.recv().await?.detach();
-    gather(consumer, first, max, usize::MAX, wait).await
+    gather(consumer, first, max, max_bytes, wait).await
 }
 
 /// Like [`next_batch`], but returns an empty batch when no message arrives
