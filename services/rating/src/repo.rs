@@ -323,7 +323,8 @@ struct AggregateRow {
 /// beside the aggregates built from them), and each account-period's
 /// aggregates go in a vector of exactly their number (grown one push at a
 /// time, a vector of 400 took room for 512): rating's heap peaked here
-/// (heaptrack, BENCHMARKS.md "Rating's memory where it loads aggregates").
+/// (heaptrack; BENCHMARKS.md, "Rating's memory where it loads aggregates,
+/// invoicing's batch bytes").
 pub async fn load_aggregates(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
