@@ -383,7 +383,9 @@ async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
     while seen < statements.len() {
         let batch = tokio::time::timeout(
             Duration::from_secs(60),
-            next_batch(&consumer, 20_000, Duration::from_secs(5)),
+            // A full batch returns once it holds its bytes; only the last
+            // waits this long for more.
+            next_batch(&consumer, 20_000, Duration::from_secs(20)),
         )
         .await
         .expect("the topic holds 24 statements")

@@ -163,9 +163,10 @@ async fn apply_batch(
 }
 
 /// A batch of statements ends once its messages hold this many bytes (or
-/// `TALLY_BATCH_MAX` messages): a backlog's batches of 20,000 statements
-/// of 400 lines held 42 MiB of messages, and 69 MiB of statements decoded
-/// from them, at invoicing's heap peak (heaptrack; BENCHMARKS.md,
+/// `TALLY_BATCH_MAX` messages): a backlog's batches of up to 20,000
+/// messages (statements of up to 400 lines) held 42 MiB of messages, and
+/// 61 MiB of statements decoded from them, at invoicing's heap peak
+/// (heaptrack; BENCHMARKS.md,
 /// "Rating's memory where it loads aggregates, invoicing's batch bytes").
 pub const BATCH_BYTES: usize = 16 << 20;
 
