@@ -289,11 +289,7 @@ fn statement_of(account: &str, lines: usize, version: i64) -> tally_domain::Stat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_beyond_one_publish_chunk_all_reach_the_topic_in_order() {
     let h = Harness::new().await;
-    let sink = tally_rating::outbox::StatementSink {
-        producer: tally_platform::kafka::statements_producer(&h.config).unwrap(),
-        topic: h.config.topics().statements,
-        max_bytes: h.config.statement_max_bytes,
-    };
+    let sink = statement_sink(&h);
     // 3 accounts × 4 versions of 3,500 lines: some 15 MiB of bodies, so
     // more than one chunk of 4 MiB (each chunk's acks awaited before the
     // next is sent). Versions 1 and 2 go with their bodies as stored (the
@@ -348,11 +344,7 @@ async fn statements_beyond_one_publish_chunk_all_reach_the_topic_in_order() {
 async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
     use tally_invoicing::consumer::{next_batch, BATCH_BYTES};
     let h = Harness::new().await;
-    let sink = tally_rating::outbox::StatementSink {
-        producer: tally_platform::kafka::statements_producer(&h.config).unwrap(),
-        topic: h.config.topics().statements,
-        max_bytes: h.config.statement_max_bytes,
-    };
+    let sink = statement_sink(&h);
     let accounts: Vec<String> = (10..34).map(|i| format!("a{i}")).collect();
     let statements: Vec<tally_domain::Statement> = accounts
         .iter()
@@ -399,6 +391,15 @@ async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
         lengths.push(batch.len());
     }
     assert_eq!(lengths, [13, 11]);
+}
+
+/// Rating's sink of statements on the harness's `billing.statements`.
+fn statement_sink(h: &Harness) -> tally_rating::outbox::StatementSink {
+    tally_rating::outbox::StatementSink {
+        producer: tally_platform::kafka::statements_producer(&h.config).unwrap(),
+        topic: h.config.topics().statements,
+        max_bytes: h.config.statement_max_bytes,
+    }
 }
 
 /// Every message on the harness's `billing.statements`, in partition order

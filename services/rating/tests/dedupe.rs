@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{acme_event, database};
+use support::{acme_event, database, until_one_waits_for_a_lock};
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -490,7 +490,7 @@ async fn one_id_counted_by_two_transactions_at_once_counts_once() {
             counted.len()
         }
     });
-    lock_waits(&pool, 1).await;
+    until_one_waits_for_a_lock(&pool).await;
     assert!(!second.is_finished(), "the second waits on the key");
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap(), 0);
@@ -523,7 +523,7 @@ async fn count_new_takes_ids_in_key_order_whatever_order_it_is_given() {
             counted.len()
         }
     });
-    lock_waits(&pool, 1).await;
+    until_one_waits_for_a_lock(&pool).await;
     assert!(!second.is_finished(), "the second waits on e-m");
     let mut third = pool.begin().await.unwrap();
     let taken = tokio::time::timeout(
@@ -538,28 +538,6 @@ async fn count_new_takes_ids_in_key_order_whatever_order_it_is_given() {
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap(), 0);
     assert_eq!(rows(&pool).await, 2);
-}
-
-/// Waits until `n` sessions of this test's database wait on a lock.
-async fn lock_waits(pool: &PgPool, n: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{waiting} of {n} sessions wait on a lock"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// The values of acme's event `event_id` of January's disk usage at `time`.

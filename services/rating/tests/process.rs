@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{acme_event, database};
+use support::{acme_event, database, until_one_waits_for_a_lock};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -481,25 +481,6 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         .await
         .unwrap()
         .is_empty());
-}
-
-/// Waits until one session of the test's database waits for a lock.
-async fn until_one_waits_for_a_lock(pool: &PgPool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            return;
-        }
-        assert!(std::time::Instant::now() < until, "the batch never waited");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// (version, total) of acme's statement of the period starting at `start`.

@@ -36,3 +36,26 @@ pub async fn database() -> PgPool {
     tally_platform::db::migrate(&url).await.unwrap();
     tally_platform::db::connect(&url, 4).await.unwrap()
 }
+
+/// Waits until one session of the test's database waits for a lock.
+#[allow(dead_code)] // used by some of the test crates that include this module
+pub async fn until_one_waits_for_a_lock(pool: &PgPool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no session waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
