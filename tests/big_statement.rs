@@ -393,6 +393,50 @@ async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
     assert_eq!(lengths, [13, 11]);
 }
 
+/// Invoicing's consumer fetches a few MiB at a time (statements held
+/// decompressed cost memory), yet a statement message larger than a whole
+/// fetch comes whole: 12 MiB that do not compress (the broker returns a
+/// partition's first record batch whatever the fetch sizes, and a response
+/// may hold one of the topic's `max.message.bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_message_larger_than_a_fetch_comes_whole() {
+    use rdkafka::producer::FutureRecord;
+    let h = Harness::new().await;
+    let topic = h.config.topics().statements;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let body: Vec<u8> = (0..12 * 1024 * 1024)
+        .map(|_| {
+            // xorshift: bytes lz4 cannot shrink.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let producer = tally_platform::kafka::statements_producer(&h.config).unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic).key("acme:2026-11").payload(&body),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let consumer = tally_platform::kafka::statements_consumer(
+        &h.config,
+        &format!("{}-whole", h.config.group_prefix),
+    )
+    .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("the message arrives")
+        .unwrap();
+    assert_eq!(message.key(), Some(&b"acme:2026-11"[..]));
+    assert_eq!(message.payload().map(<[u8]>::len), Some(body.len()));
+    assert!(message.payload() == Some(&body[..]));
+}
+
 /// Rating's sink of statements on the harness's `billing.statements`.
 fn statement_sink(h: &Harness) -> tally_rating::outbox::StatementSink {
     tally_rating::outbox::StatementSink {

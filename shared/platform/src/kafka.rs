@@ -237,25 +237,49 @@ fn producer_with(config: &Config, settings: &[(&str, &str)]) -> Result<Producer,
         .map_err(without_value)
 }
 
-/// Invoicing's consumer of `billing.statements`: as [`consumer`], with a
-/// partition's fetch holding a whole statement message
-/// (`max.partition.fetch.bytes` at the topic's `max.message.bytes`) and a
-/// fetch and its prefetch queue holding two (`fetch.max.bytes`,
-/// `queued.max.messages.kbytes`; librdkafka raises
-/// `receive.message.max.bytes` to match).
+/// Invoicing's consumer of `billing.statements`: as [`consumer`], fetching
+/// little at a time. Statements compress well and librdkafka keeps what it
+/// fetched decompressed until each message is dropped: with fetches of up
+/// to 32 MiB, smaps of invoicing at 400 lines a statement showed 190 MiB of
+/// fetched statements at once (BENCHMARKS.md, "glibc's mmap threshold").
+/// A fetch asks for at most `STATEMENT_FETCH_PARTITION_BYTES` a partition
+/// and `STATEMENT_FETCH_BYTES` in all (`max.partition.fetch.bytes`,
+/// `fetch.max.bytes`), and fetching pauses while the queue holds
+/// `STATEMENT_QUEUE_KBYTES` (`queued.max.messages.kbytes`). A statement
+/// larger than these still comes whole: the broker returns a partition's
+/// first record batch whatever its size (KIP-74), so a response may hold
+/// one of the topic's `max.message.bytes` (`receive.message.max.bytes`).
 pub fn statements_consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
-    let message = statement_topic_max_message_bytes(config);
-    let fetch = (2 * message).max(16 * 1024 * 1024);
-    consumer_with(
-        config,
-        group,
-        &[
-            ("max.partition.fetch.bytes", &message.to_string()),
-            ("fetch.max.bytes", &fetch.to_string()),
-            ("queued.max.messages.kbytes", &(fetch / 1024).to_string()),
-        ],
-    )
+    let settings = statements_consumer_settings(config);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    consumer_with(config, group, &settings)
 }
+
+/// The librdkafka properties of [`statements_consumer`] over [`consumer`]'s.
+/// `receive.message.max.bytes` (100 MB by default) holds a fetch beside a
+/// record batch of the topic's `max.message.bytes`, at any statement limit.
+fn statements_consumer_settings(config: &Config) -> [(&'static str, String); 4] {
+    let response = statement_topic_max_message_bytes(config) + STATEMENT_FETCH_BYTES;
+    [
+        (
+            "max.partition.fetch.bytes",
+            STATEMENT_FETCH_PARTITION_BYTES.to_string(),
+        ),
+        ("fetch.max.bytes", STATEMENT_FETCH_BYTES.to_string()),
+        (
+            "queued.max.messages.kbytes",
+            STATEMENT_QUEUE_KBYTES.to_string(),
+        ),
+        ("receive.message.max.bytes", response.to_string()),
+    ]
+}
+
+/// What invoicing's consumer asks a partition for in one fetch.
+const STATEMENT_FETCH_PARTITION_BYTES: usize = 1024 * 1024;
+/// What invoicing's consumer asks for in one fetch, all partitions together.
+const STATEMENT_FETCH_BYTES: usize = 4 * 1024 * 1024;
+/// What invoicing's consumer queues before it pauses fetching.
+const STATEMENT_QUEUE_KBYTES: usize = 8 * 1024;
 
 /// A consumer in `group` that never commits on its own.
 pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
@@ -673,7 +697,7 @@ mod tests {
         assert_eq!(statement_topic_max_message_bytes(&default), 16_908_288);
         // librdkafka takes the settings (it checks fetch sizes against each
         // other when the client is made), at the default and a small limit.
-        for max in [STATEMENT_MAX_BYTES, 50_000] {
+        for max in [STATEMENT_MAX_BYTES, 50_000, STATEMENT_MAX_BYTES_CEILING] {
             let config = Config {
                 statement_max_bytes: max,
                 ..Config::default()
@@ -681,6 +705,29 @@ mod tests {
             assert!(statements_producer(&config).is_ok(), "{max}");
             assert!(statements_consumer(&config, "g").is_ok(), "{max}");
         }
+    }
+
+    #[test]
+    fn invoicing_fetches_little_and_receives_the_largest_statement() {
+        let settings = |max| {
+            let config = Config {
+                statement_max_bytes: max,
+                ..Config::default()
+            };
+            statements_consumer_settings(&config).to_vec()
+        };
+        let expected = |receive: &str| {
+            vec![
+                ("max.partition.fetch.bytes", "1048576".to_owned()),
+                ("fetch.max.bytes", "4194304".to_owned()),
+                ("queued.max.messages.kbytes", "8192".to_owned()),
+                ("receive.message.max.bytes", receive.to_owned()),
+            ]
+        };
+        // 16 MiB + 64 KiB of message, 64 KiB of batch framing, a fetch.
+        assert_eq!(settings(STATEMENT_MAX_BYTES), expected("21102592"));
+        // Above librdkafka's default of 100 MB.
+        assert_eq!(settings(STATEMENT_MAX_BYTES_CEILING), expected("272760832"));
     }
 
     #[test]
