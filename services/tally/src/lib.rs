@@ -7,7 +7,6 @@ pub mod demo;
 pub mod dlq;
 pub mod import;
 pub mod infra;
-pub mod malloc;
 pub mod up;
 
 use tally_platform::Config;

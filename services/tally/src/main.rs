@@ -295,19 +295,11 @@ fn shell_quoted(value: &str) -> String {
     format!("'{}'", value.replace('\'', "'\\''"))
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     tally_platform::telemetry::init_logging();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Up { .. }) {
-        // Before any thread starts: this may start the process again.
-        tally::malloc::fix_mmap_threshold();
-    }
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    if let Err(err) = result {
+    if let Err(err) = run(cli).await {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

@@ -240,8 +240,9 @@ fn producer_with(config: &Config, settings: &[(&str, &str)]) -> Result<Producer,
 /// Invoicing's consumer of `billing.statements`: as [`consumer`], fetching
 /// little at a time. Statements compress well and librdkafka keeps what it
 /// fetched decompressed until each message is dropped: with fetches of up
-/// to 32 MiB, smaps of invoicing at 400 lines a statement showed 190 MiB of
-/// fetched statements at once (BENCHMARKS.md, "glibc's mmap threshold").
+/// to 32 MiB, smaps of invoicing at 400 lines a statement showed 183–245
+/// MiB in glibc's arenas, where librdkafka allocates (BENCHMARKS.md,
+/// "Invoicing's fetches").
 /// A fetch asks for at most `STATEMENT_FETCH_PARTITION_BYTES` a partition
 /// and `STATEMENT_FETCH_BYTES` in all (`max.partition.fetch.bytes`,
 /// `fetch.max.bytes`), and fetching pauses while the queue holds
