@@ -240,16 +240,17 @@ fn producer_with(config: &Config, settings: &[(&str, &str)]) -> Result<Producer,
 /// Invoicing's consumer of `billing.statements`: as [`consumer`], fetching
 /// little at a time. Statements compress well and librdkafka keeps what it
 /// fetched decompressed until each message is dropped: with fetches of up
-/// to 32 MiB, smaps of invoicing at 400 lines a statement showed 183–245
+/// to 32 MiB, smaps of invoicing at 400 lines a statement showed 125–245
 /// MiB in glibc's arenas, where librdkafka allocates (BENCHMARKS.md,
-/// "Invoicing's fetches").
-/// A fetch asks for at most `STATEMENT_FETCH_PARTITION_BYTES` a partition
-/// and `STATEMENT_FETCH_BYTES` in all (`max.partition.fetch.bytes`,
+/// "Invoicing's fetches"). A fetch asks for at most
+/// `STATEMENT_FETCH_PARTITION_BYTES` a partition and
+/// [`STATEMENT_FETCH_BYTES`] in all (`max.partition.fetch.bytes`,
 /// `fetch.max.bytes`), and fetching pauses while the queue holds
 /// `STATEMENT_QUEUE_KBYTES` (`queued.max.messages.kbytes`). A statement
-/// larger than these still comes whole: the broker returns a partition's
-/// first record batch whatever its size (KIP-74), so a response may hold
-/// one of the topic's `max.message.bytes` (`receive.message.max.bytes`).
+/// larger than these still comes whole: the broker returns the first
+/// record batch of a fetch's first non-empty partition whatever its size
+/// (KIP-74; librdkafka rotates which partition goes first), so a response
+/// may hold one of the topic's `max.message.bytes`.
 pub fn statements_consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
     let settings = statements_consumer_settings(config);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -257,16 +258,31 @@ pub fn statements_consumer(config: &Config, group: &str) -> Result<Consumer, Kaf
 }
 
 /// The librdkafka properties of [`statements_consumer`] over [`consumer`]'s.
-/// `receive.message.max.bytes` (100 MB by default) holds a fetch beside a
-/// record batch of the topic's `max.message.bytes`, at any statement limit.
+/// A `TALLY_KAFKA_*` property is set after them and wins; these keep the
+/// client valid beside one: `fetch.max.bytes` is at least a
+/// `message.max.bytes` set (librdkafka refuses less), and
+/// `receive.message.max.bytes` holds a record batch of the topic's
+/// `max.message.bytes` beside a fetch, and a `fetch.max.bytes` set, and
+/// never drops below librdkafka's default (100 MB: a batch stored while a
+/// larger limit was in force still comes).
 fn statements_consumer_settings(config: &Config) -> [(&'static str, String); 4] {
-    let response = statement_topic_max_message_bytes(config) + STATEMENT_FETCH_BYTES;
+    let set = |property: &str| {
+        config
+            .kafka_properties
+            .iter()
+            .find(|(name, _)| *name == property)
+            .and_then(|(_, value)| value.parse::<usize>().ok())
+    };
+    let fetch = STATEMENT_FETCH_BYTES.max(set("message.max.bytes").unwrap_or(0));
+    let response = (statement_topic_max_message_bytes(config) + fetch)
+        .max(set("fetch.max.bytes").map_or(0, |f| f + 512))
+        .max(RECEIVE_DEFAULT_BYTES);
     [
         (
             "max.partition.fetch.bytes",
             STATEMENT_FETCH_PARTITION_BYTES.to_string(),
         ),
-        ("fetch.max.bytes", STATEMENT_FETCH_BYTES.to_string()),
+        ("fetch.max.bytes", fetch.to_string()),
         (
             "queued.max.messages.kbytes",
             STATEMENT_QUEUE_KBYTES.to_string(),
@@ -278,9 +294,11 @@ fn statements_consumer_settings(config: &Config) -> [(&'static str, String); 4] 
 /// What invoicing's consumer asks a partition for in one fetch.
 const STATEMENT_FETCH_PARTITION_BYTES: usize = 1024 * 1024;
 /// What invoicing's consumer asks for in one fetch, all partitions together.
-const STATEMENT_FETCH_BYTES: usize = 4 * 1024 * 1024;
+pub const STATEMENT_FETCH_BYTES: usize = 4 * 1024 * 1024;
 /// What invoicing's consumer queues before it pauses fetching.
 const STATEMENT_QUEUE_KBYTES: usize = 8 * 1024;
+/// librdkafka's default `receive.message.max.bytes`.
+const RECEIVE_DEFAULT_BYTES: usize = 100_000_000;
 
 /// A consumer in `group` that never commits on its own.
 pub fn consumer(config: &Config, group: &str) -> Result<Consumer, KafkaError> {
@@ -697,7 +715,8 @@ mod tests {
         assert_eq!(statement_message_max_bytes(&default), 16_842_752);
         assert_eq!(statement_topic_max_message_bytes(&default), 16_908_288);
         // librdkafka takes the settings (it checks fetch sizes against each
-        // other when the client is made), at the default and a small limit.
+        // other when the client is made), at the default, a small limit and
+        // the ceiling.
         for max in [STATEMENT_MAX_BYTES, 50_000, STATEMENT_MAX_BYTES_CEILING] {
             let config = Config {
                 statement_max_bytes: max,
@@ -708,27 +727,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn invoicing_fetches_little_and_receives_the_largest_statement() {
-        let settings = |max| {
+    #[tokio::test]
+    async fn invoicing_fetches_little_and_receives_the_largest_statement() {
+        let settings = |max, vars: &[(&str, &str)]| {
             let config = Config {
                 statement_max_bytes: max,
+                kafka_properties: KafkaProperties::from_vars(
+                    vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                )
+                .unwrap(),
                 ..Config::default()
             };
+            // librdkafka takes them beside the operator's properties.
+            assert!(statements_consumer(&config, "g").is_ok(), "{vars:?}");
             statements_consumer_settings(&config).to_vec()
         };
-        let expected = |receive: &str| {
+        let expected = |fetch: &str, receive: &str| {
             vec![
                 ("max.partition.fetch.bytes", "1048576".to_owned()),
-                ("fetch.max.bytes", "4194304".to_owned()),
+                ("fetch.max.bytes", fetch.to_owned()),
                 ("queued.max.messages.kbytes", "8192".to_owned()),
                 ("receive.message.max.bytes", receive.to_owned()),
             ]
         };
-        // 16 MiB + 64 KiB of message, 64 KiB of batch framing, a fetch.
-        assert_eq!(settings(STATEMENT_MAX_BYTES), expected("21102592"));
-        // Above librdkafka's default of 100 MB.
-        assert_eq!(settings(STATEMENT_MAX_BYTES_CEILING), expected("272760832"));
+        // librdkafka's default holds 16 MiB + 128 KiB of batch and a fetch.
+        assert_eq!(
+            settings(STATEMENT_MAX_BYTES, &[]),
+            expected("4194304", "100000000")
+        );
+        // The ceiling's batch (256 MiB + 128 KiB) and a fetch do not fit it.
+        assert_eq!(
+            settings(STATEMENT_MAX_BYTES_CEILING, &[]),
+            expected("4194304", "272760832")
+        );
+        // An operator's message.max.bytes and fetch.max.bytes.
+        assert_eq!(
+            settings(
+                STATEMENT_MAX_BYTES,
+                &[("TALLY_KAFKA_MESSAGE_MAX_BYTES", "10000000")]
+            ),
+            expected("10000000", "100000000")
+        );
+        assert_eq!(
+            settings(
+                STATEMENT_MAX_BYTES,
+                &[("TALLY_KAFKA_FETCH_MAX_BYTES", "200000000")]
+            ),
+            expected("4194304", "200000512")
+        );
     }
 
     #[test]
