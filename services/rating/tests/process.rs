@@ -572,8 +572,9 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
 
 /// A batch whose statements' bodies pass the bytes one `INSERT` sends
 /// (`repo::store_statements` writes them in chunks of 1 MiB): every one is
-/// stored, at its version, with one outbox row listing them all; a second
-/// batch moves each to its next version.
+/// stored, at its version, with an outbox row for each 256 accounts
+/// restated together (`restate::RESTATE_CHUNK`); a second batch moves each
+/// to its next version.
 #[tokio::test]
 async fn statements_beyond_one_chunk_are_all_stored_at_their_versions() {
     let pool = database().await;
@@ -623,5 +624,6 @@ async fn statements_beyond_one_chunk_are_all_stored_at_their_versions() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(listed, [2_500, 2_500]);
+    let per_batch = [256, 256, 256, 256, 256, 256, 256, 256, 256, 196];
+    assert_eq!(listed, [per_batch, per_batch].concat());
 }
