@@ -61,7 +61,7 @@ pub(crate) async fn restate(
 /// most (an account with more is restated alone): heaptrack of rating at
 /// 400 lines a statement (6750fdb, shape base of BENCHMARKS.md) put its
 /// heap peak where a whole batch's aggregates were loaded: 75 MiB of 185.
-pub(crate) const RESTATE_CHUNK: usize = 256;
+const RESTATE_CHUNK: usize = 256;
 
 /// `keys` in chunks of at most `most` account-periods, in (account,
 /// period) order, never splitting an account's (one with more than `most`
