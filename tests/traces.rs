@@ -131,7 +131,9 @@ async fn an_event_is_followed_from_the_collector_to_its_invoice_line() {
     .await;
     assert_eq!(bills[&("acme".to_owned(), period.clone())]["total"], "1.43");
     let (invoice, position): (uuid::Uuid, i32) = sqlx::query_as(
-        "SELECT i.id, l.position FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
+        "SELECT i.id, (SELECT count(*) FROM invoice_lines o
+                       WHERE o.invoice_id = i.id AND o.position < l.position)::int
+         FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id
          WHERE i.account_id = 'acme' AND l.sku_id = 'cloud.egress.gb'",
     )
     .fetch_one(&h.pool)

@@ -126,3 +126,36 @@ async fn tenant_text_in_every_csv_is_neutralised_against_formulas() {
         .join("\n"),
     );
 }
+
+/// A draft's lines are exported numbered 0, 1, … in their order, as a
+/// finalized invoice's are, though invoicing stores them with room between
+/// (so that a new line lands among them without moving the others).
+#[tokio::test]
+async fn a_drafts_lines_are_exported_numbered_from_zero() {
+    let s = Server::start().await;
+    let draft = statement(
+        "acme",
+        "2026-11",
+        1,
+        vec![
+            line(&cloud(), "cloud.vm", dec!(4), dec!(0.25)),
+            line(&cloud(), "cloud.disk", dec!(1), dec!(1.10)),
+        ],
+    );
+    apply_statements(&s.pool, &[draft]).await.unwrap();
+    let lines = s
+        .text(
+            "/v1/exports/invoice-lines.csv?period=2026-11",
+            &s.keys.finance,
+        )
+        .await;
+    let cells: Vec<(&str, &str)> = lines
+        .lines()
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> = row.split(',').collect();
+            (cells[5], cells[8])
+        })
+        .collect();
+    assert_eq!(cells, [("0", "cloud.vm"), ("1", "cloud.disk")], "{lines}");
+}

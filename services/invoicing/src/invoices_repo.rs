@@ -5,12 +5,14 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
 use tally_domain::credits::AppliedCredit;
 use tally_domain::money::checked;
 use tally_domain::{Currency, InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
 use crate::amounts::{currency_of, fits};
+use crate::line_positions::{self, Digest};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
@@ -54,7 +56,7 @@ pub async fn apply_statements(
     if changed.is_empty() {
         return Ok(0);
     }
-    let by_key: std::collections::HashMap<(&str, DateTime<Utc>), &Statement> = statements
+    let by_key: HashMap<(&str, DateTime<Utc>), &Statement> = statements
         .iter()
         .map(|s| ((s.account_id.as_str(), s.period.start()), *s))
         .collect();
@@ -64,55 +66,64 @@ pub async fn apply_statements(
         .execute(&mut *conn)
         .await?;
 
-    // Lines beyond each invoice's new line count go; the others are written
-    // only where they changed (most lines of a draft do not change between
-    // two versions: `tally bench` found rewriting them all the busiest
-    // statement in PostgreSQL), told by the digest of what was written. The
+    // Each line is written only where it changed (most lines of a draft do
+    // not change between two versions: `tally bench` found rewriting them
+    // all the busiest statement in PostgreSQL), told by the digest of what
+    // was written, and a new line takes a position between its neighbours'
+    // ([`line_positions`]); lines the statement no longer has go. The
     // invoice rows are locked by the upsert above, so no other writer
     // changes their lines until this transaction ends.
-    let stored: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT l.invoice_id, l.position, l.digest
          FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
     )
     .bind(&changed_ids)
     .fetch_all(&mut *conn)
     .await?;
-    let stored: std::collections::HashMap<(Uuid, i32), Vec<u8>> = stored
-        .into_iter()
-        .filter_map(|(id, position, digest)| Some(((id, position), digest?)))
-        .collect();
+    let mut stored: HashMap<Uuid, Vec<(i32, Option<Digest>)>> = HashMap::new();
+    for (id, position, digest) in rows {
+        let digest = digest.and_then(|d| Digest::try_from(d.as_slice()).ok());
+        stored.entry(id).or_default().push((position, digest));
+    }
     let mut lines = LineColumns::default();
     let mut credits = CreditColumns::default();
+    let (mut gone_ids, mut gone_positions) = (Vec::new(), Vec::new());
     for (id, account, start) in &changed {
         let Some(s) = by_key.get(&(account.as_str(), *start)) else {
             continue;
         };
-        for (i, line) in s.lines.iter().enumerate() {
-            let digest = line_digest(line, s.currency.code());
-            if stored.get(&(*id, position(i))).map(Vec::as_slice) != Some(digest.as_slice()) {
-                lines.push(*id, i, line, s.currency.code(), digest);
+        let currency = s.currency.code();
+        let digests: Vec<Digest> = s.lines.iter().map(|l| line_digest(l, currency)).collect();
+        let mut before = stored.remove(id).unwrap_or_default();
+        before.sort_unstable_by_key(|(position, _)| *position);
+        let plan = line_positions::plan(&before, &digests);
+        for (((line, digest), position), written) in s
+            .lines
+            .iter()
+            .zip(digests)
+            .zip(plan.positions)
+            .zip(plan.written)
+        {
+            if written {
+                lines.push(*id, position, line, currency, digest);
             }
         }
+        gone_ids.extend(std::iter::repeat_n(*id, plan.deleted.len()));
+        gone_positions.extend(plan.deleted);
         for (position, credit) in s.credits.iter().enumerate() {
             credits.push(*id, position, credit)?;
         }
     }
-    let counts: Vec<i32> = changed
-        .iter()
-        .map(|(_, account, start)| {
-            by_key
-                .get(&(account.as_str(), *start))
-                .map_or(0, |s| position(s.lines.len()))
-        })
-        .collect();
-    sqlx::query(
-        "DELETE FROM invoice_lines l USING UNNEST($1::uuid[], $2::int[]) AS t(id, n)
-         WHERE l.invoice_id = t.id AND l.position >= t.n",
-    )
-    .bind(&changed_ids)
-    .bind(&counts)
-    .execute(&mut *conn)
-    .await?;
+    if !gone_ids.is_empty() {
+        sqlx::query(
+            "DELETE FROM invoice_lines l USING UNNEST($1::uuid[], $2::int[]) AS t(id, p)
+             WHERE l.invoice_id = t.id AND l.position = t.p",
+        )
+        .bind(&gone_ids)
+        .bind(&gone_positions)
+        .execute(&mut *conn)
+        .await?;
+    }
     if !lines.invoice_ids.is_empty() {
         sqlx::query(
             "INSERT INTO invoice_lines (invoice_id, position, kind, provider_id, provider_name, provider_kind,
@@ -191,6 +202,35 @@ pub async fn apply_statements(
     Ok(changed.len())
 }
 
+/// Numbers the lines of these drafts 0, 1, 2, … in their order, as a
+/// finalized invoice's are (a draft's have room between them,
+/// [`line_positions`]); credit notes name a line by that number. Runs
+/// before the invoices leave draft (their lines are frozen after).
+pub async fn number_lines(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    // Each line that moves goes below zero first, so that no line takes a
+    // number another one still holds (the key is checked row by row).
+    sqlx::query(
+        "UPDATE invoice_lines l SET position = -1 - n.number
+         FROM (SELECT invoice_id, position,
+                      (row_number() OVER (PARTITION BY invoice_id ORDER BY position) - 1)::int
+                          AS number
+               FROM invoice_lines WHERE invoice_id = ANY($1)) n
+         WHERE l.invoice_id = n.invoice_id AND l.position = n.position
+           AND l.position <> n.number",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE invoice_lines SET position = -1 - position
+         WHERE invoice_id = ANY($1) AND position < 0",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 fn position(i: usize) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)
 }
@@ -220,7 +260,7 @@ struct LineColumns {
     currencies: Vec<&'static str>,
     adjusts_starts: Vec<Option<DateTime<Utc>>>,
     adjusts_ends: Vec<Option<DateTime<Utc>>>,
-    digests: Vec<[u8; 32]>,
+    digests: Vec<Digest>,
     binding_ids: Vec<Option<String>>,
     resource_names: Vec<Option<String>>,
     resource_plans: Vec<Option<String>>,
@@ -231,7 +271,7 @@ struct LineColumns {
 /// SHA-256 of everything an invoice line row holds but its invoice and
 /// position: equal digests, equal rows. Each field is length-prefixed or of
 /// fixed width, so no two different lines feed the same bytes.
-fn line_digest(l: &StatementLine, currency: &str) -> [u8; 32] {
+fn line_digest(l: &StatementLine, currency: &str) -> Digest {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let text = |h: &mut Sha256, s: &str| {
@@ -294,14 +334,14 @@ impl LineColumns {
     fn push(
         &mut self,
         id: Uuid,
-        i: usize,
+        position: i32,
         l: &StatementLine,
         currency: &'static str,
-        digest: [u8; 32],
+        digest: Digest,
     ) {
         self.digests.push(digest);
         self.invoice_ids.push(id);
-        self.positions.push(position(i));
+        self.positions.push(position);
         self.kinds.push(l.kind.as_str());
         self.provider_ids.push(l.provider.id.to_string());
         self.provider_names.push(l.provider.name.clone());

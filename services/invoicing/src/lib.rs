@@ -6,6 +6,7 @@ pub mod amounts;
 pub mod consumer;
 pub mod invoices_repo;
 pub mod lifecycle;
+mod line_positions;
 pub mod startup;
 mod traces;
 

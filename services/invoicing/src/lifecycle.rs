@@ -27,6 +27,8 @@ use tally_platform::kafka;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::invoices_repo;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finalized {
     pub id: Uuid,
@@ -136,6 +138,7 @@ pub async fn finalize_sealed(
     let status = InvoiceStatus::Draft
         .transition(InvoiceEvent::Finalize)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    invoices_repo::number_lines(&mut tx, &due).await?;
     let mut out = Vec::with_capacity(due.len());
     for id in due {
         let number = next_number(&mut tx, issuer, year).await?;

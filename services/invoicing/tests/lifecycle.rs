@@ -130,6 +130,58 @@ async fn only_drafts_whose_final_statement_arrived_are_finalized() {
     );
 }
 
+/// A draft's lines have room between them; finalized, they are numbered
+/// 0, 1, 2, … in their order (credit notes name a line by that number).
+#[tokio::test]
+async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
+    let pool = fresh_pool().await;
+    let accounts = drafts_sealed(&pool, 1, false).await;
+    let mut s = statement(
+        &accounts[0],
+        "2026-10",
+        2,
+        vec![
+            line(&cloud(), "cloud.vm", dec!(4), dec!(0.25)),
+            line(&dbco(), "dbco.db.hour", dec!(1), dec!(0.20)),
+        ],
+    );
+    apply_statements(&pool, &[s.clone()]).await.unwrap();
+    // A new line between the two, in the final statement.
+    s.version = 3;
+    s.sealed = true;
+    s.lines
+        .insert(1, line(&cloud(), "cloud.disk", dec!(1), dec!(1.10)));
+    apply_statements(&pool, &[s]).await.unwrap();
+    let numbered = || async {
+        let rows: Vec<(i32, String)> =
+            sqlx::query_as("SELECT position, sku_id FROM invoice_lines ORDER BY position")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows
+    };
+    let draft = numbered().await;
+    assert_eq!(draft.len(), 3);
+    assert_ne!(
+        draft.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "a draft's lines have room between them"
+    );
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    assert_eq!(
+        finalize_sealed(&pool, "TLY", now, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        numbered().await,
+        [
+            (0, "cloud.vm".to_owned()),
+            (1, "cloud.disk".to_owned()),
+            (2, "dbco.db.hour".to_owned()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn sql_cannot_change_a_finalized_invoice() {
     let pool = fresh_pool().await;

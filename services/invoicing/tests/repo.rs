@@ -250,10 +250,13 @@ async fn a_newer_statement_writes_only_the_lines_that_changed() {
 
     // A line without a digest (written before there were digests) is
     // written again, even though the statement did not change it.
-    sqlx::query("UPDATE invoice_lines SET digest = NULL, amount = 999 WHERE position = 0")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE invoice_lines SET digest = NULL, amount = 999
+         WHERE position = (SELECT min(position) FROM invoice_lines)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let mut v4 = v3.clone();
     v4.version = 4;
     apply_statements(&pool, &[v4]).await.unwrap();
@@ -273,6 +276,51 @@ async fn a_newer_statement_writes_only_the_lines_that_changed() {
     v5.lines.truncate(2);
     apply_statements(&pool, &[v5]).await.unwrap();
     assert_eq!(line_rows(&pool).await, kept[..2]);
+}
+
+/// A line for a SKU used for the first time lands among the others (bill
+/// order): it is the only row written, the lines after it stay where they
+/// are; a line the statement no longer has goes.
+#[tokio::test]
+async fn a_new_line_among_others_is_the_only_row_written() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme"]).await;
+    apply_statements(&pool, &[v2()]).await.unwrap();
+    let before = line_rows(&pool).await;
+
+    let mut v3 = v2();
+    v3.version = 3;
+    v3.lines
+        .insert(1, line(&cloud(), "cloud.cdn", dec!(2), dec!(0.05)));
+    v3.subtotal += dec!(0.10);
+    v3.total += dec!(0.10);
+    apply_statements(&pool, &[v3.clone()]).await.unwrap();
+    let after = line_rows(&pool).await;
+    assert_eq!(after.len(), 4);
+    assert_eq!(
+        [&after[0], &after[2], &after[3]],
+        [&before[0], &before[1], &before[2]],
+        "the lines around the new one are not rewritten"
+    );
+    assert!(!before.iter().any(|b| b.1 == after[1].1));
+    let invoice = invoice_of(&pool, "acme", "2026-11").await.unwrap();
+    assert_eq!(invoice.summary.total, dec!(6.80));
+    assert_eq!(
+        lines(&invoice),
+        [
+            ("cloud.vm".into(), "10".into(), "2.50".into()),
+            ("cloud.cdn".into(), "2".into(), "0.10".into()),
+            ("cloud.disk".into(), "3".into(), "3.30".into()),
+            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
+        ]
+    );
+
+    // Version 4 drops the first line: it goes, the others stay.
+    let mut v4 = v3;
+    v4.version = 4;
+    v4.lines.remove(0);
+    apply_statements(&pool, &[v4]).await.unwrap();
+    assert_eq!(line_rows(&pool).await, after[1..]);
 }
 
 /// Lines of a bound resource keep it on the invoice (plan fee and
@@ -361,12 +409,12 @@ async fn statements_beyond_one_chunk_of_lines_are_applied_whole() {
         })
         .collect();
     assert_eq!(apply_statements(&pool, &statements).await.unwrap(), 3);
-    let (lines, last, amount): (i64, i32, rust_decimal::Decimal) =
-        sqlx::query_as("SELECT count(*), max(position), sum(amount) FROM invoice_lines")
+    let (lines, amount): (i64, rust_decimal::Decimal) =
+        sqlx::query_as("SELECT count(*), sum(amount) FROM invoice_lines")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((lines, last, amount), (6_000, 1_999, dec!(1500.00)));
+    assert_eq!((lines, amount), (6_000, dec!(1500.00)));
     for a in accounts {
         let invoice = invoice_of(&pool, a, "2026-10").await.unwrap();
         assert_eq!(invoice.summary.total, dec!(500.00));

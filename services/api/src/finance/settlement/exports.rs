@@ -172,7 +172,10 @@ pub async fn export_lines(
         &pool,
         &q.period,
         "invoice-lines",
-        "SELECT i.id, i.number, i.account_id, i.status, l.currency, l.position, l.kind, l.provider_id,
+        "SELECT i.id, i.number, i.account_id, i.status, l.currency,
+                (row_number() OVER (PARTITION BY l.invoice_id ORDER BY l.position) - 1)::int
+                    AS position,
+                l.kind, l.provider_id,
                 l.sku_id, l.description, l.quantity, l.unit, l.unit_price, l.amount, l.list_amount,
                 l.markup, l.platform_fee, l.partner_net, l.discount, l.discount_funded_by,
                 l.price_id, l.adjusts_period_start,
