@@ -14,10 +14,6 @@ use uuid::Uuid;
 use crate::amounts::{currency_of, fits};
 use crate::line_positions::{self, Digest};
 
-/// A draft a statement changed: its id, account, period start and line
-/// index as it was.
-type ChangedDraft = (Uuid, String, DateTime<Utc>, Option<Vec<u8>>);
-
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
 /// version changes a draft; finalized invoices are never touched. Returns
@@ -30,7 +26,7 @@ pub async fn apply_statements(
         return Ok(0);
     }
     let ids: Vec<Uuid> = statements.iter().map(|_| Uuid::now_v7()).collect();
-    let changed: Vec<ChangedDraft> = sqlx::query_as(
+    let changed: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version,
              subtotal, credits_total, total, sealed_at)
          SELECT id, a, s, e, c, v, st, ct, t, CASE WHEN sealed THEN now() END
@@ -43,7 +39,7 @@ pub async fn apply_statements(
              period_end = EXCLUDED.period_end, currency = EXCLUDED.currency,
              sealed_at = EXCLUDED.sealed_at, updated_at = now()
          WHERE invoices.statement_version < EXCLUDED.statement_version AND invoices.status = 'draft'
-         RETURNING id, account_id, period_start, line_index",
+         RETURNING id, account_id, period_start",
     )
     .bind(&ids)
     .bind(statements.iter().map(|s| s.account_id.as_str()).collect::<Vec<_>>())
@@ -64,7 +60,7 @@ pub async fn apply_statements(
         .iter()
         .map(|s| ((s.account_id.as_str(), s.period.start()), *s))
         .collect();
-    let changed_ids: Vec<Uuid> = changed.iter().map(|(id, ..)| *id).collect();
+    let changed_ids: Vec<Uuid> = changed.iter().map(|(id, _, _)| *id).collect();
     sqlx::query("DELETE FROM invoice_credits WHERE invoice_id = ANY($1)")
         .bind(&changed_ids)
         .execute(&mut *conn)
@@ -74,52 +70,33 @@ pub async fn apply_statements(
     // not change between two versions: `tally bench` found rewriting them
     // all the busiest statement in PostgreSQL), told by the digest of what
     // was written, and a new line takes a position between its neighbours'
-    // ([`line_positions`]); lines the statement no longer has go. What is
-    // stored is read from the draft's line index, written with its lines
-    // (reading every line's digest instead led PostgreSQL's time), or from
-    // the lines themselves when it has none. The invoice rows are locked by
-    // the upsert above, so no other writer changes their lines until this
-    // transaction ends.
+    // ([`line_positions`]); lines the statement no longer has go. The
+    // invoice rows are locked by the upsert above, so no other writer
+    // changes their lines until this transaction ends.
+    let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT l.invoice_id, l.position, l.digest
+         FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
+    )
+    .bind(&changed_ids)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut stored: HashMap<Uuid, Vec<(i32, Option<Digest>)>> = HashMap::new();
-    let mut unindexed = Vec::new();
-    for (id, _, _, index) in &changed {
-        match index.as_deref().and_then(line_positions::decode_index) {
-            Some(lines) => {
-                stored.insert(*id, lines);
-            }
-            None => unindexed.push(*id),
-        }
-    }
-    if !unindexed.is_empty() {
-        let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT l.invoice_id, l.position, l.digest
-             FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
-        )
-        .bind(&unindexed)
-        .fetch_all(&mut *conn)
-        .await?;
-        for (id, position, digest) in rows {
-            let digest = digest.and_then(|d| Digest::try_from(d.as_slice()).ok());
-            stored.entry(id).or_default().push((position, digest));
-        }
-        for lines in stored.values_mut() {
-            lines.sort_unstable_by_key(|(position, _)| *position);
-        }
+    for (id, position, digest) in rows {
+        let digest = digest.and_then(|d| Digest::try_from(d.as_slice()).ok());
+        stored.entry(id).or_default().push((position, digest));
     }
     let mut lines = LineColumns::default();
     let mut credits = CreditColumns::default();
     let (mut gone_ids, mut gone_positions) = (Vec::new(), Vec::new());
-    let (mut indexed_ids, mut indexes) = (Vec::new(), Vec::new());
-    for (id, account, start, _) in &changed {
+    for (id, account, start) in &changed {
         let Some(s) = by_key.get(&(account.as_str(), *start)) else {
             continue;
         };
         let currency = s.currency.code();
         let digests: Vec<Digest> = s.lines.iter().map(|l| line_digest(l, currency)).collect();
-        let before = stored.remove(id).unwrap_or_default();
+        let mut before = stored.remove(id).unwrap_or_default();
+        before.sort_unstable_by_key(|(position, _)| *position);
         let plan = line_positions::plan(&before, &digests);
-        indexed_ids.push(*id);
-        indexes.push(line_positions::encode_index(&plan.positions, &digests));
         for (((line, digest), position), written) in s
             .lines
             .iter()
@@ -206,14 +183,6 @@ pub async fn apply_statements(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
-        "UPDATE invoices i SET line_index = u.ix
-         FROM UNNEST($1::uuid[], $2::bytea[]) AS u(id, ix) WHERE i.id = u.id",
-    )
-    .bind(&indexed_ids)
-    .bind(&indexes)
-    .execute(&mut *conn)
-    .await?;
     if !credits.invoice_ids.is_empty() {
         sqlx::query(
             "INSERT INTO invoice_credits (invoice_id, position, grant_id, name, kind, amount, lines)

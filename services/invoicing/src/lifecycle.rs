@@ -143,8 +143,7 @@ pub async fn finalize_sealed(
     for id in due {
         let number = next_number(&mut tx, issuer, year).await?;
         sqlx::query(
-            "UPDATE invoices SET status = $4, number = $2, finalized_at = $3, line_index = NULL,
-                 updated_at = now()
+            "UPDATE invoices SET status = $4, number = $2, finalized_at = $3, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)

@@ -150,39 +150,6 @@ fn afresh(stored: &[(i32, Option<Digest>)], count: usize) -> LinePlan {
     }
 }
 
-/// A draft's line index (`invoices.line_index`): each line's position
-/// (big-endian) and digest, in order.
-pub fn encode_index(positions: &[i32], digests: &[Digest]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(positions.len() * INDEX_ENTRY);
-    for (p, d) in positions.iter().zip(digests) {
-        out.extend_from_slice(&p.to_be_bytes());
-        out.extend_from_slice(d);
-    }
-    out
-}
-
-/// The stored lines a line index lists, by rising position; `None` when it
-/// is not one (then the lines themselves are read).
-pub fn decode_index(index: &[u8]) -> Option<Vec<(i32, Option<Digest>)>> {
-    let entries = index.chunks_exact(INDEX_ENTRY);
-    if !entries.remainder().is_empty() {
-        return None;
-    }
-    let lines: Vec<(i32, Option<Digest>)> = entries
-        .map(|entry| {
-            let (p, d) = entry.split_at(4);
-            Some((
-                i32::from_be_bytes(p.try_into().ok()?),
-                Some(Digest::try_from(d).ok()?),
-            ))
-        })
-        .collect::<Option<_>>()?;
-    lines.windows(2).all(|w| w[0].0 < w[1].0).then_some(lines)
-}
-
-/// Bytes of one line in a line index.
-const INDEX_ENTRY: usize = 4 + 32;
-
 /// A position computed between two `i32` ones (or below `i32::MAX`).
 fn narrow(p: i64) -> i32 {
     i32::try_from(p).unwrap_or(i32::MAX)
@@ -228,21 +195,6 @@ mod tests {
             let written = plan.written.iter().filter(|w| **w).count();
             (written, plan.deleted.len())
         }
-    }
-
-    #[test]
-    fn a_line_index_reads_back_what_was_written() {
-        let index = encode_index(&[7, 65_535], &[d(1), d(2)]);
-        assert_eq!(index.len(), 72);
-        assert_eq!(&index[..4], &[0, 0, 0, 7]);
-        assert_eq!(
-            decode_index(&index),
-            Some(vec![(7, Some(d(1))), (65_535, Some(d(2)))])
-        );
-        assert_eq!(decode_index(&[]), Some(vec![]));
-        // Not an index: cut short, or its positions out of order.
-        assert_eq!(decode_index(&index[..71]), None);
-        assert_eq!(decode_index(&encode_index(&[9, 9], &[d(1), d(2)])), None);
     }
 
     #[test]

@@ -172,13 +172,6 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
         finalize_sealed(&pool, "TLY", now, 10).await.unwrap().len(),
         1
     );
-    // The draft's line index (positions it no longer has) is dropped.
-    let indexed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM invoices WHERE line_index IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(indexed, 0);
     assert_eq!(
         numbered().await,
         [
