@@ -205,30 +205,70 @@ pub async fn apply_statements(
 /// Numbers the lines of these drafts 0, 1, 2, … in their order, as a
 /// finalized invoice's are (a draft's have room between them,
 /// [`line_positions`]); credit notes name a line by that number. Runs
-/// before the invoices leave draft (their lines are frozen after).
+/// before the invoices leave draft (their lines are frozen after). Each
+/// line not at its number is written once; one whose position is another
+/// line's number (the key is checked row by row) goes below zero first.
 pub async fn number_lines(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    // Each line that moves goes below zero first, so that no line takes a
-    // number another one still holds (the key is checked row by row).
-    sqlx::query(
-        "UPDATE invoice_lines l SET position = -1 - n.number
-         FROM (SELECT invoice_id, position,
-                      (row_number() OVER (PARTITION BY invoice_id ORDER BY position) - 1)::int
-                          AS number
-               FROM invoice_lines WHERE invoice_id = ANY($1)) n
-         WHERE l.invoice_id = n.invoice_id AND l.position = n.position
-           AND l.position <> n.number",
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT invoice_id, position FROM invoice_lines WHERE invoice_id = ANY($1)
+         ORDER BY invoice_id, position",
     )
     .bind(ids)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE invoice_lines SET position = -1 - position
-         WHERE invoice_id = ANY($1) AND position < 0",
-    )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
+    let mut counts: HashMap<Uuid, i32> = HashMap::new();
+    for (id, _) in &rows {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let (mut aside, mut moved) = (Moves::default(), Moves::default());
+    let mut number = 0;
+    for (i, (id, at)) in rows.iter().enumerate() {
+        if i > 0 && rows[i - 1].0 != *id {
+            number = 0;
+        }
+        if *at != number {
+            let from = if *at < counts.get(id).copied().unwrap_or_default() {
+                aside.push(*id, *at, -1 - number);
+                -1 - number
+            } else {
+                *at
+            };
+            moved.push(*id, from, number);
+        }
+        number += 1;
+    }
+    for moves in [aside, moved] {
+        if moves.ids.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE invoice_lines l SET position = m.n
+             FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS m(id, p, n)
+             WHERE l.invoice_id = m.id AND l.position = m.p",
+        )
+        .bind(&moves.ids)
+        .bind(&moves.from)
+        .bind(&moves.to)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
+}
+
+/// Lines to move, as columns.
+#[derive(Default)]
+struct Moves {
+    ids: Vec<Uuid>,
+    from: Vec<i32>,
+    to: Vec<i32>,
+}
+
+impl Moves {
+    fn push(&mut self, id: Uuid, from: i32, to: i32) {
+        self.ids.push(id);
+        self.from.push(from);
+        self.to.push(to);
+    }
 }
 
 fn position(i: usize) -> i32 {

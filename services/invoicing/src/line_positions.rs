@@ -6,7 +6,8 @@
 //! its index in the statement, every line after it would move and be
 //! written again: `tally bench` at 400 lines a statement found four times
 //! as many line rows written as aggregates changed, the busiest statement
-//! in PostgreSQL (BENCHMARKS.md, "Invoice lines that stay where they are").
+//! in PostgreSQL (BENCHMARKS.md, "Rating restated in chunks; invoice lines
+//! that stay where they are").
 //! So a draft's line positions are sparse: in the statement's order, with
 //! room between them, and a new line takes a position between its
 //! neighbours'. Finalizing an invoice numbers its lines 0, 1, 2, … again

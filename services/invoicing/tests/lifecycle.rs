@@ -182,6 +182,56 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
     );
 }
 
+/// Lines at 1, 3 and 5 become 0, 1 and 2: the one at 1 steps aside first
+/// (below zero), so that whatever order PostgreSQL updates the rows in, no
+/// two lines ever hold one number (the key is checked row by row).
+#[tokio::test]
+async fn finalizing_moves_lines_onto_numbers_other_lines_hold() {
+    let pool = fresh_pool().await;
+    let accounts = drafts_sealed(&pool, 1, false).await;
+    let mut s = statement(
+        &accounts[0],
+        "2026-10",
+        2,
+        vec![
+            line(&cloud(), "cloud.vm", dec!(4), dec!(0.25)),
+            line(&cloud(), "cloud.disk", dec!(1), dec!(1.10)),
+            line(&dbco(), "dbco.db.hour", dec!(1), dec!(0.20)),
+        ],
+    );
+    s.sealed = true;
+    apply_statements(&pool, &[s]).await.unwrap();
+    sqlx::query("UPDATE invoice_lines SET position = position / 32768")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let lines = || async {
+        let rows: Vec<(i32, String)> =
+            sqlx::query_as("SELECT position, sku_id FROM invoice_lines ORDER BY position")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows
+    };
+    assert_eq!(
+        lines().await.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [1, 3, 5]
+    );
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    assert_eq!(
+        finalize_sealed(&pool, "TLY", now, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        lines().await,
+        [
+            (0, "cloud.vm".to_owned()),
+            (1, "cloud.disk".to_owned()),
+            (2, "dbco.db.hour".to_owned()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn sql_cannot_change_a_finalized_invoice() {
     let pool = fresh_pool().await;
