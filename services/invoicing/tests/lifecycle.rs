@@ -182,9 +182,10 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
     );
 }
 
-/// Lines at 1, 3 and 5 become 0, 1 and 2: the one at 1 steps aside first
-/// (below zero), so that whatever order PostgreSQL updates the rows in, no
-/// two lines ever hold one number (the key is checked row by row).
+/// Lines at 1, 3 and 5 become 0, 1 and 2; the one at 1 (the number
+/// another line takes) steps aside below zero first. (Moved in rising
+/// order the lines would not collide either: this checks the result, not
+/// every order PostgreSQL may update them in.)
 #[tokio::test]
 async fn finalizing_moves_lines_onto_numbers_other_lines_hold() {
     let pool = fresh_pool().await;
