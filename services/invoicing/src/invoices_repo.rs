@@ -216,18 +216,14 @@ pub async fn number_lines(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), s
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    let mut counts: HashMap<Uuid, i32> = HashMap::new();
-    for (id, _) in &rows {
-        *counts.entry(*id).or_default() += 1;
-    }
     let (mut aside, mut moved) = (Moves::default(), Moves::default());
-    let mut number = 0;
-    for (i, (id, at)) in rows.iter().enumerate() {
-        if i > 0 && rows[i - 1].0 != *id {
-            number = 0;
-        }
-        if *at != number {
-            let from = if *at < counts.get(id).copied().unwrap_or_default() {
+    for invoice in rows.chunk_by(|a, b| a.0 == b.0) {
+        let count = position(invoice.len());
+        for (number, (id, at)) in (0..).zip(invoice) {
+            if *at == number {
+                continue;
+            }
+            let from = if *at < count {
                 aside.push(*id, *at, -1 - number);
                 -1 - number
             } else {
@@ -235,7 +231,6 @@ pub async fn number_lines(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), s
             };
             moved.push(*id, from, number);
         }
-        number += 1;
     }
     for moves in [aside, moved] {
         if moves.ids.is_empty() {
