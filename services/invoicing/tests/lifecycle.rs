@@ -130,6 +130,14 @@ async fn only_drafts_whose_final_statement_arrived_are_finalized() {
     );
 }
 
+/// (position, SKU) of every line, by position.
+async fn line_skus(pool: &PgPool) -> Vec<(i32, String)> {
+    sqlx::query_as("SELECT position, sku_id FROM invoice_lines ORDER BY position")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
 /// A draft's lines have room between them; finalized, they are numbered
 /// 0, 1, 2, … in their order (credit notes name a line by that number).
 #[tokio::test]
@@ -152,15 +160,7 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
     s.lines
         .insert(1, line(&cloud(), "cloud.disk", dec!(1), dec!(1.10)));
     apply_statements(&pool, &[s]).await.unwrap();
-    let numbered = || async {
-        let rows: Vec<(i32, String)> =
-            sqlx::query_as("SELECT position, sku_id FROM invoice_lines ORDER BY position")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        rows
-    };
-    let draft = numbered().await;
+    let draft = line_skus(&pool).await;
     assert_eq!(draft.len(), 3);
     assert_ne!(
         draft.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
@@ -173,7 +173,7 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
         1
     );
     assert_eq!(
-        numbered().await,
+        line_skus(&pool).await,
         [
             (0, "cloud.vm".to_owned()),
             (1, "cloud.disk".to_owned()),
@@ -206,16 +206,12 @@ async fn finalizing_moves_lines_onto_numbers_other_lines_hold() {
         .execute(&pool)
         .await
         .unwrap();
-    let lines = || async {
-        let rows: Vec<(i32, String)> =
-            sqlx::query_as("SELECT position, sku_id FROM invoice_lines ORDER BY position")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        rows
-    };
     assert_eq!(
-        lines().await.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        line_skus(&pool)
+            .await
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>(),
         [1, 3, 5]
     );
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
@@ -224,7 +220,7 @@ async fn finalizing_moves_lines_onto_numbers_other_lines_hold() {
         1
     );
     assert_eq!(
-        lines().await,
+        line_skus(&pool).await,
         [
             (0, "cloud.vm".to_owned()),
             (1, "cloud.disk".to_owned()),
