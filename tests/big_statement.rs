@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tally::up::Service;
 use tally_platform::statements::{self, Published};
+use tally_rating::outcome::HeldStatement;
 
 /// `n` first-party SKUs `cloud.s<i>` at 0.0100 + i/10,000 USD, and the
 /// accounts `acme` (USD) and `umbrella` (EUR, one SKU priced); returns the
@@ -292,26 +293,22 @@ async fn statements_beyond_one_publish_chunk_all_reach_the_topic_in_order() {
     let sink = statement_sink(&h);
     // 3 accounts × 4 versions of 3,500 lines: some 15 MiB of bodies, so
     // more than one chunk of 4 MiB (each chunk's acks awaited before the
-    // next is sent). Versions 1 and 2 go with their bodies as stored (the
-    // sweep's way), 3 and 4 serialised as they are published (a batch's).
-    let statements: Vec<tally_domain::Statement> = (1..=4)
+    // next is sent), published in two calls.
+    let statements: Vec<HeldStatement> = (1..=4)
         .flat_map(|version| {
             ["a1", "a2", "a3"]
                 .into_iter()
-                .map(move |account| statement_of(account, 3_500, version))
+                .map(move |account| HeldStatement::of(&statement_of(account, 3_500, version)))
         })
-        .collect();
-    let (stored, batch) = statements.split_at(6);
-    let bodies: Vec<String> = stored
-        .iter()
-        .map(|s| serde_json::to_string(s).unwrap())
-        .collect();
-    let bytes: usize = bodies.iter().map(String::len).sum();
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (first, second) = statements.split_at(6);
+    let bytes: usize = first.iter().map(|s| s.bytes).sum();
     assert!(bytes > 4 << 20, "{bytes}");
-    tally_rating::outbox::publish(&h.pool, &sink, stored, &bodies, &[], &[])
+    tally_rating::outbox::publish(&h.pool, &sink, first, &[], &[])
         .await
         .unwrap();
-    tally_rating::outbox::publish(&h.pool, &sink, batch, &[], &[], &[])
+    tally_rating::outbox::publish(&h.pool, &sink, second, &[], &[])
         .await
         .unwrap();
     let published: Vec<(String, i64, usize)> = read_statements(&h)
@@ -359,7 +356,12 @@ async fn invoicings_batches_of_statements_are_bounded_by_their_bytes() {
     assert!(sizes.iter().all(|&b| b == sizes[0]), "{sizes:?}");
     let per_batch = BATCH_BYTES.div_ceil(sizes[0]);
     assert_eq!(per_batch, 13, "a body of {} bytes", sizes[0]);
-    tally_rating::outbox::publish(&h.pool, &sink, &statements, &[], &[], &[])
+    let held: Vec<HeldStatement> = statements
+        .iter()
+        .map(HeldStatement::of)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tally_rating::outbox::publish(&h.pool, &sink, &held, &[], &[])
         .await
         .unwrap();
     let consumer = tally_platform::kafka::statements_consumer(

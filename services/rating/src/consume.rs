@@ -87,7 +87,6 @@ impl Application {
             &self.pool,
             &self.statements,
             &outcome.statements,
-            &[],
             trace.as_ref().map_or(&[][..], |t| &t.traceparents[..]),
             &outcome.outbox,
         )

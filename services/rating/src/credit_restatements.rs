@@ -158,8 +158,7 @@ pub(crate) async fn run(pool: PgPool, sink: outbox::StatementSink, shutdown: Can
                         "opened the periods of bound accounts"
                     );
                     if let Err(err) =
-                        outbox::publish(&pool, &sink, &opened.statements, &[], &[], &opened.outbox)
-                            .await
+                        outbox::publish(&pool, &sink, &opened.statements, &[], &opened.outbox).await
                     {
                         tracing::warn!(error = %err, "publishing opened statements failed");
                     }
@@ -175,15 +174,8 @@ pub(crate) async fn run(pool: PgPool, sink: outbox::StatementSink, shutdown: Can
                     "restated after a credit change"
                 );
                 // A failed publish is retried by the outbox sweep.
-                if let Err(err) = outbox::publish(
-                    &pool,
-                    &sink,
-                    &restated.statements,
-                    &[],
-                    &[],
-                    &restated.outbox,
-                )
-                .await
+                if let Err(err) =
+                    outbox::publish(&pool, &sink, &restated.statements, &[], &restated.outbox).await
                 {
                     tracing::warn!(error = %err, "publishing restated statements failed");
                 }

@@ -7,11 +7,11 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
-use std::ops::Range;
-use tally_domain::Statement;
 use tally_platform::db;
 use tally_platform::kafka::{self, Producer};
 use tally_platform::statements::{StoredStatement, HEADER, STORED};
+
+use crate::outcome::HeldStatement;
 
 /// Where statements go: the producer, the topic, and the largest body
 /// published whole (`TALLY_STATEMENT_MAX_BYTES`).
@@ -25,15 +25,17 @@ pub struct StatementSink {
 /// What is sent instead of a statement's body: nothing (the body goes)
 /// while it is at most `max_bytes`, else a reference to the version stored
 /// in PostgreSQL ([`tally_platform::statements`]).
-fn payload(
-    statement: &Statement,
-    body: &[u8],
-    max_bytes: usize,
-) -> serde_json::Result<Option<Vec<u8>>> {
-    if body.len() <= max_bytes {
+fn payload(statement: &HeldStatement, max_bytes: usize) -> serde_json::Result<Option<Vec<u8>>> {
+    if statement.bytes <= max_bytes {
         return Ok(None);
     }
-    serde_json::to_vec(&StoredStatement::of(statement, body.len())).map(Some)
+    serde_json::to_vec(&StoredStatement {
+        account_id: statement.account_id.clone(),
+        period: statement.period,
+        version: statement.version,
+        bytes: statement.bytes,
+    })
+    .map(Some)
 }
 
 /// Statement bytes handed to the producer at a time, each chunk's acks
@@ -45,40 +47,28 @@ fn payload(
 /// BENCHMARKS.md, "Rating's and invoicing's memory at 400 lines").
 const PUBLISH_CHUNK_BYTES: usize = 4 << 20;
 
-/// Sends statements (their JSON as stored, `bodies`, when there is one for
-/// each, else serialised a chunk at a time; with their trace context,
+/// Sends statements (their bodies as stored, with their trace context,
 /// `traceparents`, when there is one for each) in chunks of at most
-/// [`PUBLISH_CHUNK_BYTES`], in order, waiting
-/// for every ack, then deletes the outbox rows that list them. A body
-/// larger than the sink's `max_bytes` goes as a reference (counted in
-/// `tally_statements_stored_total`, logged with the code
+/// [`PUBLISH_CHUNK_BYTES`] of bodies, in order, each decompressed as its
+/// chunk goes, waiting for every ack, then deletes the outbox rows that
+/// list them. A body larger than the sink's `max_bytes` goes as a reference
+/// (counted in `tally_statements_stored_total`, logged with the code
 /// `statement_stored`).
 #[tracing::instrument(skip_all, fields(count = statements.len()))]
 pub async fn publish(
     pool: &PgPool,
     sink: &StatementSink,
-    statements: &[Statement],
-    bodies: &[String],
+    statements: &[HeldStatement],
     traceparents: &[String],
     outbox: &[i64],
 ) -> anyhow::Result<()> {
-    let traced = |range: Range<usize>| {
-        if traceparents.len() == statements.len() {
-            &traceparents[range]
+    for (from, to) in db::chunks(statements, PUBLISH_CHUNK_BYTES, |s| s.bytes) {
+        let traced = if traceparents.len() == statements.len() {
+            &traceparents[from..to]
         } else {
             &[]
-        }
-    };
-    if bodies.len() == statements.len() {
-        for (from, to) in db::chunks(bodies, PUBLISH_CHUNK_BYTES, String::len) {
-            let (statements, bodies) = (&statements[from..to], &bodies[from..to]);
-            send(sink, statements, bodies, traced(from..to)).await?;
-        }
-    } else {
-        for chunk in db::json_chunks(statements, PUBLISH_CHUNK_BYTES) {
-            let (range, bodies) = chunk?;
-            send(sink, &statements[range.clone()], &bodies, traced(range)).await?;
-        }
+        };
+        send(sink, &statements[from..to], traced).await?;
     }
     if !outbox.is_empty() {
         let mut conn = pool.acquire().await?;
@@ -88,19 +78,26 @@ pub async fn publish(
     Ok(())
 }
 
-/// Sends these statements, each with its body (and its trace context, when
-/// there is one for each), and waits for every ack.
+/// Sends these statements (and their trace context, when there is one for
+/// each), and waits for every ack.
 async fn send(
     sink: &StatementSink,
-    statements: &[Statement],
-    bodies: &[String],
+    statements: &[HeldStatement],
     traceparents: &[String],
 ) -> anyhow::Result<()> {
-    let keys: Vec<String> = statements.iter().map(Statement::key).collect();
+    let keys: Vec<String> = statements.iter().map(HeldStatement::key).collect();
     let references = statements
         .iter()
-        .zip(bodies)
-        .map(|(s, b)| payload(s, b.as_bytes(), sink.max_bytes))
+        .map(|s| payload(s, sink.max_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Only the bodies that go whole are decompressed.
+    let bodies = statements
+        .iter()
+        .zip(&references)
+        .map(|(s, r)| match r {
+            None => s.body(),
+            Some(_) => Ok(Vec::new()),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let pending: Vec<_> = statements
         .iter()
@@ -120,7 +117,7 @@ async fn send(
                         account = %statement.account_id,
                         period = %statement.period.label(),
                         version = statement.version,
-                        bytes = bodies[i].len(),
+                        bytes = statement.bytes,
                         max_bytes = sink.max_bytes,
                         "statement larger than TALLY_STATEMENT_MAX_BYTES: published by reference"
                     );
@@ -130,7 +127,7 @@ async fn send(
                     });
                     reference.as_slice()
                 }
-                None => bodies[i].as_bytes(),
+                None => bodies[i].as_slice(),
             };
             let record = FutureRecord::to(&sink.topic)
                 .key(keys[i].as_str())
@@ -162,12 +159,12 @@ pub async fn publish_pending(pool: &PgPool, sink: &StatementSink) -> anyhow::Res
         let keys = crate::repo::outbox_keys(&mut conn, &ids).await?;
         drop(conn);
         for chunk in keys.chunks(SWEEP_CHUNK) {
-            let (statements, bodies) = {
+            let statements = {
                 let mut conn = pool.acquire().await?;
                 crate::repo::statement_bodies(&mut conn, chunk).await?
             };
             total += statements.len();
-            publish(pool, sink, &statements, &bodies, &[], &[]).await?;
+            publish(pool, sink, &statements, &[], &[]).await?;
         }
         let mut conn = pool.acquire().await?;
         crate::repo::clear_outbox(&mut conn, &ids).await?;
@@ -182,7 +179,7 @@ mod tests {
     use rust_decimal_macros::dec;
     use tally_domain::{
         AccountId, Currency, Period, PriceModel, ProviderId, ProviderKind, ProviderRef, Sku,
-        UsageAggregate,
+        Statement, UsageAggregate,
     };
 
     /// One account using every SKU of 4 providers × 2,500 (the issue's
@@ -277,11 +274,11 @@ mod tests {
                 "{}",
                 body.len()
             );
-            assert_eq!(
-                payload(&statement, &body, kafka::STATEMENT_MAX_BYTES).unwrap(),
-                None
-            );
-            let reference = payload(&statement, &body, body.len() - 1)
+            let held = HeldStatement::of(&statement).unwrap();
+            assert_eq!(held.bytes, body.len());
+            assert_eq!(held.body().unwrap(), body);
+            assert_eq!(payload(&held, kafka::STATEMENT_MAX_BYTES).unwrap(), None);
+            let reference = payload(&held, body.len() - 1)
                 .unwrap()
                 .expect("a reference");
             let read: StoredStatement = serde_json::from_slice(&reference).unwrap();

@@ -2,7 +2,7 @@
 //! outbox rows) to publish once it committed, dead letters, and counts.
 
 use serde::Serialize;
-use tally_domain::{Statement, UsageEvent};
+use tally_domain::{AccountId, Period, Statement, UsageEvent};
 
 /// Why an event could not be rated; it goes to `usage.events.dlq`.
 #[derive(Debug, Clone, Serialize)]
@@ -34,11 +34,8 @@ impl DeadLetter {
 
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
-    /// New statement versions, to publish once the transaction committed
-    /// (serialised again as they are published, a chunk at a time: holding
-    /// their JSON from the store to the publish doubled a batch's
-    /// statements in memory).
-    pub statements: Vec<Statement>,
+    /// New statement versions, to publish once the transaction committed.
+    pub statements: Vec<HeldStatement>,
     /// The outbox rows listing them, deleted once they are published.
     pub outbox: Vec<i64>,
     pub dead: Vec<DeadLetter>,
@@ -64,6 +61,11 @@ impl BatchOutcome {
         self.outbox.extend(restated.outbox);
     }
 
+    /// The new statement versions, parsed.
+    pub fn statements(&self) -> serde_json::Result<Vec<Statement>> {
+        parsed(&self.statements)
+    }
+
     /// Keeps only the newest version of each account-period's statement.
     pub fn keep_newest_statements(&mut self) {
         self.statements.sort_by(|a, b| {
@@ -82,8 +84,71 @@ impl BatchOutcome {
 /// lists them (deleted once they are on the broker).
 #[derive(Debug, Default)]
 pub struct Restated {
-    pub statements: Vec<Statement>,
+    pub statements: Vec<HeldStatement>,
     pub outbox: Vec<i64>,
+}
+
+impl Restated {
+    /// The statement versions, parsed.
+    pub fn statements(&self) -> serde_json::Result<Vec<Statement>> {
+        parsed(&self.statements)
+    }
+}
+
+fn parsed(held: &[HeldStatement]) -> serde_json::Result<Vec<Statement>> {
+    held.iter().map(HeldStatement::statement).collect()
+}
+
+/// A statement version stored by a rating transaction, held until it is
+/// published: what names it, and the body as stored, compressed (LZ4).
+/// Held as computed, a batch's statements were rating's heap peak
+/// (heaptrack at 400 lines a statement: 73 MiB of 137; BENCHMARKS.md,
+/// "Statements held compressed until they are published"), and each was
+/// serialised twice, to store it and to publish it.
+#[derive(Debug, Clone)]
+pub struct HeldStatement {
+    pub account_id: AccountId,
+    pub period: Period,
+    pub version: i64,
+    pub sealed: bool,
+    /// The body's length in bytes, uncompressed.
+    pub bytes: usize,
+    packed: Vec<u8>,
+}
+
+impl HeldStatement {
+    /// `statement`, whose JSON is `body`.
+    pub fn new(statement: &Statement, body: &str) -> Self {
+        Self {
+            account_id: statement.account_id.clone(),
+            period: statement.period,
+            version: statement.version,
+            sealed: statement.sealed,
+            bytes: body.len(),
+            packed: lz4_flex::block::compress_prepend_size(body.as_bytes()),
+        }
+    }
+
+    /// `statement`, serialised.
+    pub fn of(statement: &Statement) -> serde_json::Result<Self> {
+        Ok(Self::new(statement, &serde_json::to_string(statement)?))
+    }
+
+    /// Its Kafka key, as [`Statement::key`].
+    pub fn key(&self) -> String {
+        Statement::key_of(&self.account_id, &self.period)
+    }
+
+    /// The body as stored.
+    pub fn body(&self) -> std::io::Result<Vec<u8>> {
+        lz4_flex::block::decompress_size_prepended(&self.packed)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// The statement, parsed from its body.
+    pub fn statement(&self) -> serde_json::Result<Statement> {
+        serde_json::from_slice(&self.body().map_err(serde_json::Error::io)?)
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +178,7 @@ mod tests {
                 ("a", "2026-11", 2),
             ]
             .iter()
-            .map(|(a, m, v)| statement(a, m, *v))
+            .map(|(a, m, v)| HeldStatement::of(&statement(a, m, *v)).unwrap())
             .collect(),
             ..BatchOutcome::default()
         };

@@ -11,6 +11,8 @@ use tally_domain::{
 };
 use tally_platform::db;
 
+use crate::outcome::HeldStatement;
+
 /// Key of one account-period.
 pub type AccountPeriod = (String, DateTime<Utc>);
 
@@ -458,23 +460,32 @@ const STORE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Stores each statement (in the order given: account-period order, so
 /// concurrent writers lock rows alike) over the version before it, and
-/// records them in the outbox. Returns the outbox row, or `None` when a
-/// concurrent transaction wrote one of them first (its version moved since
-/// [`current_versions`]): the caller runs again. The statements are
-/// serialised (straight to text, not through `serde_json::Value`) and sent
-/// in chunks of at most [`STORE_CHUNK_BYTES`] of bodies.
+/// records them in the outbox. Returns the outbox row and the statements
+/// held as stored, or `None` when a concurrent transaction wrote one of
+/// them first (its version moved since [`current_versions`]): the caller
+/// runs again. The statements are serialised (straight to text, not through
+/// `serde_json::Value`) and sent in chunks of at most [`STORE_CHUNK_BYTES`]
+/// of bodies.
 pub async fn store_statements(
     conn: &mut PgConnection,
     statements: &[Statement],
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<(i64, Vec<HeldStatement>)>, sqlx::Error> {
     if statements.is_empty() {
         return Ok(None);
     }
+    let mut held = Vec::with_capacity(statements.len());
     for chunk in db::json_chunks(statements, STORE_CHUNK_BYTES) {
         let (range, bodies) = chunk.map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        if !store_chunk(&mut *conn, &statements[range], &bodies).await? {
+        let stored = &statements[range];
+        if !store_chunk(&mut *conn, stored, &bodies).await? {
             return Ok(None);
         }
+        held.extend(
+            stored
+                .iter()
+                .zip(&bodies)
+                .map(|(s, b)| HeldStatement::new(s, b)),
+        );
     }
     let accounts: Vec<&str> = statements.iter().map(|s| s.account_id.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = statements.iter().map(|s| s.period.start()).collect();
@@ -485,7 +496,7 @@ pub async fn store_statements(
     .bind(&starts)
     .fetch_one(conn)
     .await?;
-    Ok(Some(id))
+    Ok(Some((id, held)))
 }
 
 /// Writes these statements over their previous versions; `false` when one
@@ -556,12 +567,12 @@ pub async fn outbox_keys(
     .await
 }
 
-/// The newest statement of each of these account-periods, parsed and as
-/// stored, in order.
+/// The newest statement of each of these account-periods, held as stored,
+/// in order.
 pub async fn statement_bodies(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
-) -> Result<(Vec<Statement>, Vec<String>), sqlx::Error> {
+) -> Result<Vec<HeldStatement>, sqlx::Error> {
     let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     let bodies: Vec<String> = sqlx::query_scalar(
@@ -573,11 +584,13 @@ pub async fn statement_bodies(
     .bind(&starts)
     .fetch_all(conn)
     .await?;
-    let statements = bodies
+    bodies
         .iter()
-        .map(|b| serde_json::from_str(b).map_err(decode_err))
-        .collect::<Result<_, _>>()?;
-    Ok((statements, bodies))
+        .map(|b| {
+            let statement: Statement = serde_json::from_str(b).map_err(decode_err)?;
+            Ok(HeldStatement::new(&statement, b))
+        })
+        .collect()
 }
 
 /// Deletes outbox rows whose statements reached the broker.

@@ -123,6 +123,9 @@ async fn restate_accounts(
     let computed = t.elapsed() - inputs.versions_read - inputs.loaded;
     credits_repo::write_draws(&mut *conn, &draws).await?;
     let accounts: Vec<&str> = grants.keys().map(String::as_str).collect();
+    if seal_through.is_some() {
+        crate::seal::record_billed(&mut *conn, &statements).await?;
+    }
     let restated = store(&mut *conn, statements, &accounts).await?;
     tracing::debug!(
         statements = restated.statements.len(),
@@ -638,13 +641,15 @@ async fn store(
     accounts: &[&str],
 ) -> Result<Restated, ProcessError> {
     credits_repo::settle_voided(&mut *conn, accounts).await?;
-    let outbox = repo::store_statements(&mut *conn, &statements).await?;
-    if outbox.is_none() && !statements.is_empty() {
-        return Err(ProcessError::Conflict);
+    if statements.is_empty() {
+        return Ok(Restated::default());
     }
+    let (outbox, statements) = repo::store_statements(&mut *conn, &statements)
+        .await?
+        .ok_or(ProcessError::Conflict)?;
     Ok(Restated {
         statements,
-        outbox: outbox.into_iter().collect(),
+        outbox: vec![outbox],
     })
 }
 

@@ -105,7 +105,6 @@ async fn seal_in(
     } else {
         restate(&mut *conn, keys, &closing, Some(&through)).await?
     };
-    record_billed(&mut *conn, &restated.statements).await?;
     seals_repo::set_sealed_through(&mut *conn, &advancing).await?;
     tracing::info!(
         accounts = advancing.len(),
@@ -186,7 +185,7 @@ async fn periods_to_close(
 
 /// Records what each sealed period billed: its own lines; and for each
 /// period it adjusts, what that period had billed plus this adjustment.
-async fn record_billed(
+pub(crate) async fn record_billed(
     conn: &mut PgConnection,
     statements: &[Statement],
 ) -> Result<(), ProcessError> {

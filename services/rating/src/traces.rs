@@ -9,9 +9,10 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use tally_domain::usage::UsageMessage;
-use tally_domain::Statement;
 use tally_platform::kafka;
 use tally_platform::trace::{self, Attribute, Kind, Link, Span};
+
+use crate::outcome::HeldStatement;
 
 /// At most this many events are linked from one statement's span.
 const MAX_LINKS: usize = 128;
@@ -24,7 +25,7 @@ pub struct BatchTrace {
 
 impl BatchTrace {
     /// `None` unless traces are exported.
-    pub fn start(batch: &[OwnedMessage], statements: &[Statement]) -> Option<BatchTrace> {
+    pub fn start(batch: &[OwnedMessage], statements: &[HeldStatement]) -> Option<BatchTrace> {
         let tracer = trace::tracer()?;
         let mut restated: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for statement in statements {

@@ -195,7 +195,7 @@ async fn a_bound_resources_month_is_billed_per_resource_with_exact_proration() {
     ];
     let out = process_batch(&pool, &events).await.unwrap();
     assert_eq!((out.counted, out.dead.len()), (3, 0));
-    let s: &Statement = out.statements.last().unwrap();
+    let s: Statement = out.statements().unwrap().pop().unwrap();
 
     let (ps_10_hours, ps_20_hours) = active_hours();
     assert_eq!((ps_10_hours, ps_20_hours), (76, 82));
@@ -284,7 +284,7 @@ async fn usage_of_two_resources_and_unbound_usage_stay_apart() {
         with("c", None, dec!(3)),
     ];
     let out = process_batch(&pool, &events).await.unwrap();
-    let s = out.statements.last().unwrap();
+    let s = out.statements().unwrap().pop().unwrap();
     let usage: Vec<_> = s
         .lines
         .iter()
@@ -352,7 +352,10 @@ async fn a_move_restates_the_open_statement() {
             .unwrap()
             .amount
     };
-    assert_eq!(fee(rated.statements.last().unwrap()), dec!(39.00));
+    assert_eq!(
+        fee(rated.statements().unwrap().last().unwrap()),
+        dec!(39.00)
+    );
     bindings::apply_move(
         &mut conn,
         &Scope::Platform,
@@ -362,10 +365,10 @@ async fn a_move_restates_the_open_statement() {
     .await
     .unwrap();
     let restated = tally_rating::restate_requested(&pool, 10).await.unwrap();
-    assert_eq!(restated.statements.len(), 1);
+    assert_eq!(restated.statements().unwrap().len(), 1);
     // 10 days of 30 active: 39 × 240 / 720 = 13.00.
-    assert_eq!(fee(&restated.statements[0]), dec!(13.00));
-    assert_eq!(restated.statements[0].version, 2);
+    assert_eq!(fee(&restated.statements().unwrap()[0]), dec!(13.00));
+    assert_eq!(restated.statements().unwrap()[0].version, 2);
 }
 
 /// An account whose only charge is a bound resource's plan gets a statement
@@ -382,7 +385,7 @@ async fn a_bound_account_without_usage_gets_its_periods_plan_fee() {
     let opened = tally_rating::restate_bound_periods(&pool, t(3, 0, 0))
         .await
         .unwrap();
-    assert!(opened.statements.is_empty(), "not active yet");
+    assert!(opened.statements().unwrap().is_empty(), "not active yet");
     bindings::apply_move(
         &mut conn,
         &Scope::Platform,
@@ -395,7 +398,8 @@ async fn a_bound_account_without_usage_gets_its_periods_plan_fee() {
         .await
         .unwrap();
     let view: Vec<_> = opened
-        .statements
+        .statements()
+        .unwrap()
         .iter()
         .flat_map(|s| &s.lines)
         .map(|l| (l.kind.as_str(), l.quantity, l.amount))
@@ -406,5 +410,5 @@ async fn a_bound_account_without_usage_gets_its_periods_plan_fee() {
     let again = tally_rating::restate_bound_periods(&pool, t(21, 0, 0))
         .await
         .unwrap();
-    assert!(again.statements.is_empty());
+    assert!(again.statements().unwrap().is_empty());
 }

@@ -102,24 +102,24 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
     .await
     .unwrap();
     assert_eq!(
-        view(&rated.statements[0]),
+        view(&rated.statements().unwrap()[0]),
         (vec![("usage", dec!(41.60))], dec!(41.60))
     );
     // November ends no commitment period: no statement without usage.
     let opened = restate_bound_periods(&pool, t(2026, 11, 20)).await.unwrap();
-    assert!(opened.statements.is_empty());
+    assert!(opened.statements().unwrap().is_empty());
     // December ends the quarter: its statement is opened without usage and
     // bills the quarter's shortfall, 300.00 - (41.60 + 0 + 0) = 258.40.
     let opened = restate_bound_periods(&pool, t(2026, 12, 5)).await.unwrap();
-    assert_eq!(opened.statements.len(), 1);
-    let december = &opened.statements[0];
+    assert_eq!(opened.statements().unwrap().len(), 1);
+    let december = &opened.statements().unwrap()[0];
     assert_eq!(december.period.start(), t(2026, 12, 1));
     assert_eq!(
         view(december),
         (vec![("commitment_true_up", dec!(258.40))], dec!(258.40))
     );
     let again = restate_bound_periods(&pool, t(2026, 12, 6)).await.unwrap();
-    assert!(again.statements.is_empty());
+    assert!(again.statements().unwrap().is_empty());
     // November's usage (its period still open) restates December too:
     // 500 hours, 20.80; the shortfall is now 300.00 - 62.40 = 237.60.
     let rated = process_batch(
@@ -134,7 +134,8 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
     )
     .await
     .unwrap();
-    let views: Vec<_> = rated.statements.iter().map(view).collect();
+    let statements = rated.statements().unwrap();
+    let views: Vec<_> = statements.iter().map(view).collect();
     assert_eq!(
         views,
         [
@@ -160,7 +161,11 @@ async fn a_quarters_last_month_without_usage_bills_the_shortfall_of_the_quarter(
         .execute(&pool)
         .await
         .unwrap();
-    let restated = restate_requested(&pool, 10).await.unwrap().statements;
+    let restated = restate_requested(&pool, 10)
+        .await
+        .unwrap()
+        .statements()
+        .unwrap();
     let paid: Vec<(DateTime<Utc>, Decimal, Decimal)> = restated
         .iter()
         .map(|s| (s.period.start(), s.credits_total, s.total))

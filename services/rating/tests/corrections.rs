@@ -140,13 +140,13 @@ async fn seal_through(pool: &PgPool, through: DateTime<Utc>) -> Vec<Statement> {
         account_id: AccountId::parse("acme").unwrap(),
         through,
     };
-    seal(pool, &[marker]).await.unwrap().statements
+    seal(pool, &[marker]).await.unwrap().statements().unwrap()
 }
 
 async fn only_statement(pool: &PgPool, request: &CorrectionRequest) -> Statement {
     let restated = apply_correction(pool, request).await.unwrap();
-    assert_eq!(restated.statements.len(), 1, "{restated:?}");
-    restated.statements.into_iter().next().unwrap()
+    assert_eq!(restated.statements().unwrap().len(), 1, "{restated:?}");
+    restated.statements().unwrap().into_iter().next().unwrap()
 }
 
 /// Applies `request`, the only correction recorded, which restates
@@ -155,7 +155,8 @@ async fn only_refusal(pool: &PgPool, request: &CorrectionRequest) -> Option<Stri
     assert!(apply_correction(pool, request)
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
     sqlx::query_scalar("SELECT code FROM usage_corrections")
         .fetch_one(pool)
@@ -227,7 +228,7 @@ async fn cancelled_and_amended_events_of_an_open_period_restate_it_exactly() {
     )
     .await
     .unwrap();
-    assert_eq!(out.statements[0].total, dec!(12.50));
+    assert_eq!(out.statements().unwrap()[0].total, dec!(12.50));
 
     // Cancel b: 110 hours = 10.00 + 0.50.
     let oct = only_statement(&pool, &cancel(1, "b")).await;
@@ -243,7 +244,8 @@ async fn cancelled_and_amended_events_of_an_open_period_restate_it_exactly() {
     assert!(apply_correction(&pool, &cancel(1, "b"))
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
     // Refused, with nothing changed: cancelled already, unknown, another
     // provider's event (to it, unknown).
@@ -260,7 +262,7 @@ async fn cancelled_and_amended_events_of_an_open_period_restate_it_exactly() {
         ),
     ] {
         let restated = apply_correction(&pool, &refused).await.unwrap();
-        assert!(restated.statements.is_empty());
+        assert!(restated.statements().unwrap().is_empty());
     }
     // The cancelled event's id stays counted: sent again, it is a duplicate.
     let out = process_batch(&pool, &[hours("b", 40, at(10, 12, 5))])
@@ -344,7 +346,7 @@ async fn a_cancelled_peak_gives_back_the_next_largest() {
     )
     .await
     .unwrap();
-    assert_eq!(out.statements[0].total, dec!(9.00));
+    assert_eq!(out.statements().unwrap()[0].total, dec!(9.00));
     let oct = only_statement(&pool, &cancel(1, "p2")).await;
     assert_eq!(lines(&oct), [(dec!(5), dec!(5.00), None)]);
     let oct = only_statement(&pool, &amend(2, "p3", "7")).await;
@@ -477,7 +479,8 @@ async fn a_backfill_replaces_a_window_of_usage_in_one_operation() {
         assert!(apply_correction(&pool, &refused)
             .await
             .unwrap()
-            .statements
+            .statements()
+            .unwrap()
             .is_empty());
     }
     // Sealed, then October 11 is backfilled: c's 30 hours become n2's 50,
@@ -556,7 +559,8 @@ async fn a_backfill_across_two_periods_replaces_the_window_in_both() {
     .await
     .unwrap();
     let mut by_period: Vec<(DateTime<Utc>, Vec<_>)> = restated
-        .statements
+        .statements()
+        .unwrap()
         .iter()
         .map(|s| (s.period.start(), lines(s)))
         .collect();

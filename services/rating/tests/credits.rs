@@ -292,7 +292,8 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     assert!(restate_requested(&pool, 10)
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
     grant(
         &pool,
@@ -308,7 +309,11 @@ async fn a_grant_given_after_rating_is_applied_when_the_account_is_restated() {
     )
     .await;
     request_restatement(&pool).await;
-    let restated = restate_requested(&pool, 10).await.unwrap().statements;
+    let restated = restate_requested(&pool, 10)
+        .await
+        .unwrap()
+        .statements()
+        .unwrap();
     assert_eq!(restated.len(), 2, "both periods restated");
     let s = statements(&pool).await;
     // October takes 4.16; November gets the remaining 5.84.

@@ -105,7 +105,7 @@ async fn duplicate_event_is_billed_once() {
     assert_eq!((first.counted, first.duplicates), (1, 1));
     let again = process_batch(&pool, &[e]).await.unwrap();
     assert_eq!((again.counted, again.duplicates), (0, 1));
-    assert!(again.statements.is_empty());
+    assert!(again.statements().unwrap().is_empty());
     let s = statement_of(&pool).await;
     assert_eq!(s.total, dec!(1.00));
     assert_eq!(s.version, 1);
@@ -124,7 +124,7 @@ async fn price_change_mid_month_gives_two_lines_at_each_price() {
     )
     .await
     .unwrap();
-    let s = &out.statements[0];
+    let s = &out.statements().unwrap()[0];
     let lines: Vec<_> = s
         .lines
         .iter()
@@ -353,11 +353,11 @@ async fn an_event_that_cannot_be_rated_does_not_hold_up_its_batch() {
     );
     assert_eq!(out.dead[0].event.as_ref().unwrap().event_id.as_str(), "e2");
     assert_eq!(
-        out.statements.len(),
+        out.statements().unwrap().len(),
         1,
         "one statement per account-period, the newest"
     );
-    assert_eq!(out.statements[0].total, dec!(1.50));
+    assert_eq!(out.statements().unwrap()[0].total, dec!(1.50));
     assert_eq!(statement_of(&pool).await.total, dec!(1.50));
 }
 
@@ -429,7 +429,7 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
     let second = process_batch(&pool, &[usage(3, "cloud.disk.gb", dec!(1), t(3, 0))])
         .await
         .unwrap();
-    assert_eq!(second.statements.len(), 1);
+    assert_eq!(second.statements().unwrap().len(), 1);
     let mut conn = pool.acquire().await.unwrap();
     let ids = repo::pending_outbox(&mut conn, 10).await.unwrap();
     assert_eq!(ids, [first.outbox[0], second.outbox[0]]);
@@ -440,7 +440,8 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         keys,
         [("acme".to_owned(), october), ("acme".to_owned(), november)]
     );
-    let (pending, bodies) = repo::statement_bodies(&mut conn, &keys).await.unwrap();
+    let held = repo::statement_bodies(&mut conn, &keys).await.unwrap();
+    let pending: Vec<Statement> = held.iter().map(|s| s.statement().unwrap()).collect();
     let versions: Vec<(String, i64, Decimal)> = pending
         .iter()
         .map(|s| (s.period.label(), s.version, s.total))
@@ -452,13 +453,23 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
             ("2026-11".to_owned(), 1, dec!(0.50))
         ]
     );
+    // Each held as stored: its key and version, and its body's length.
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM statements WHERE account_id = 'acme' ORDER BY period_start",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
     assert_eq!(
-        bodies
-            .iter()
-            .map(|b| serde_json::from_str::<Statement>(b).unwrap())
+        held.iter()
+            .map(|h| (h.key(), h.version, h.bytes))
             .collect::<Vec<_>>(),
-        pending
+        [
+            ("acme:2026-10".to_owned(), 2, stored[0].len()),
+            ("acme:2026-11".to_owned(), 1, stored[1].len())
+        ]
     );
+    assert_eq!(held[0].body().unwrap(), stored[0].as_bytes());
     // Oldest rows first, as many as list at most so many statements (the
     // first row lists two, the second one), and always at least one row.
     assert_eq!(
@@ -524,7 +535,10 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
     let out = batch.await.unwrap().unwrap();
     assert_eq!(out.counted, 1);
     assert_eq!(
-        (out.statements[0].version, out.statements[0].total),
+        (
+            out.statements().unwrap()[0].version,
+            out.statements().unwrap()[0].total
+        ),
         (3, dec!(1.50))
     );
     assert_eq!(version_and_total(&pool, october).await, (3, dec!(1.50)));
@@ -562,8 +576,8 @@ async fn a_statement_another_transaction_writes_is_restated_after_it() {
     assert_eq!(
         (
             out.counted,
-            out.statements[0].version,
-            out.statements[0].total
+            out.statements().unwrap()[0].version,
+            out.statements().unwrap()[0].total
         ),
         (1, 2, dec!(0.50))
     );
@@ -602,7 +616,7 @@ async fn statements_beyond_one_chunk_are_all_stored_at_their_versions() {
     };
     for round in 1..=2 {
         let out = process_batch(&pool, &batch(round)).await.unwrap();
-        assert_eq!(out.statements.len(), accounts);
+        assert_eq!(out.statements().unwrap().len(), accounts);
         let (count, low, high, bytes, total): (i64, i64, i64, i64, Decimal) = sqlx::query_as(
             "SELECT count(*), min(version), max(version), sum(length(body))::bigint,
                     sum((body::jsonb ->> 'total')::numeric)

@@ -89,7 +89,7 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     let out = process_batch(&pool, &[hours("a", 80, day(10, 20))])
         .await
         .unwrap();
-    let oct = &out.statements[0];
+    let oct = &out.statements().unwrap()[0];
     assert_eq!(
         (oct.period.start(), oct.period.end()),
         (boundary(10), boundary(11))
@@ -100,14 +100,16 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     let sealed = seal(&pool, &[marker(boundary(11))])
         .await
         .unwrap()
-        .statements;
+        .statements()
+        .unwrap();
     assert_eq!(sealed.len(), 1);
     assert!(sealed[0].sealed);
     assert_eq!((sealed[0].total, sealed[0].version), (dec!(8.00), 2));
     assert!(seal(&pool, &[marker(boundary(11))])
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
 
     // 40 late hours: the sealed period now has 120 (100 × 0.10 + 20 × 0.05
@@ -115,7 +117,7 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     let out = process_batch(&pool, &[hours("b", 40, day(10, 25))])
         .await
         .unwrap();
-    let nov = &out.statements[0];
+    let nov = &out.statements().unwrap()[0];
     assert_eq!(nov.period.start(), boundary(11));
     assert_eq!(lines(nov), [(dec!(40), dec!(3.00), Some(boundary(10)))]);
     // More late hours and the open period's own: the adjustment grows, the
@@ -126,7 +128,7 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     )
     .await
     .unwrap();
-    let nov = &out.statements[0];
+    let nov = &out.statements().unwrap()[0];
     assert_eq!(
         lines(nov),
         [
@@ -141,7 +143,8 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     let sealed = seal(&pool, &[marker(boundary(12))])
         .await
         .unwrap()
-        .statements;
+        .statements()
+        .unwrap();
     assert_eq!(
         (sealed.len(), sealed[0].total, sealed[0].sealed),
         (1, dec!(4.00), true)
@@ -152,7 +155,7 @@ async fn late_usage_of_sealed_periods_is_billed_as_the_difference_on_the_next_op
     )
     .await
     .unwrap();
-    let dec_ = &out.statements[0];
+    let dec_ = &out.statements().unwrap()[0];
     assert_eq!(dec_.period.start(), boundary(12));
     // Oct 15 period: 230 hours = 10.00 + 6.50 = 16.50, billed 11.50 → 5.00.
     // Nov 15 period: 6 hours = 0.60, billed 0.50 → 0.10.
@@ -230,7 +233,8 @@ async fn a_run_of_markers_seals_every_account_in_one_go() {
     )
     .await
     .unwrap()
-    .statements;
+    .statements()
+    .unwrap();
     let got: Vec<(&str, Decimal, bool)> = sealed
         .iter()
         .map(|s| (s.account_id.as_str(), s.total, s.sealed))
@@ -266,7 +270,8 @@ async fn a_marker_closes_a_period_opened_below_the_seal() {
     assert!(seal(&pool, &[marker(boundary(11))])
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
     // The batch that raced the seal: rated as if the seal were not there yet.
     sqlx::query("DELETE FROM account_seals")
@@ -285,7 +290,8 @@ async fn a_marker_closes_a_period_opened_below_the_seal() {
     let sealed = seal(&pool, &[marker(boundary(11))])
         .await
         .unwrap()
-        .statements;
+        .statements()
+        .unwrap();
     let got: Vec<(DateTime<Utc>, Decimal, bool)> = sealed
         .iter()
         .map(|s| (s.period.start(), s.total, s.sealed))
@@ -299,7 +305,8 @@ async fn a_marker_closes_a_period_opened_below_the_seal() {
     assert!(seal(&pool, &[marker(boundary(11))])
         .await
         .unwrap()
-        .statements
+        .statements()
+        .unwrap()
         .is_empty());
 }
 
@@ -333,7 +340,8 @@ async fn a_period_opened_below_the_seal_is_neither_lost_nor_billed_twice() {
     .await
     .unwrap();
     let touched: Vec<(DateTime<Utc>, Vec<_>)> = out
-        .statements
+        .statements()
+        .unwrap()
         .iter()
         .map(|s| (s.period.start(), lines(s)))
         .collect();
@@ -360,7 +368,8 @@ async fn a_period_opened_below_the_seal_is_neither_lost_nor_billed_twice() {
     let sealed = seal(&pool, &[marker(boundary(12))])
         .await
         .unwrap()
-        .statements;
+        .statements()
+        .unwrap();
     let got: Vec<(DateTime<Utc>, Decimal, bool)> = sealed
         .iter()
         .map(|s| (s.period.start(), s.total, s.sealed))

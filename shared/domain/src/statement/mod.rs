@@ -70,7 +70,12 @@ pub enum StatementError {
 impl Statement {
     /// `<account>:<YYYY-MM>`: the statement's Kafka key, one per account-period.
     pub fn key(&self) -> String {
-        format!("{}:{}", self.account_id, self.period.label())
+        Self::key_of(&self.account_id, &self.period)
+    }
+
+    /// The key of `account`'s statement of `period`.
+    pub fn key_of(account: &AccountId, period: &Period) -> String {
+        format!("{account}:{}", period.label())
     }
 
     /// Prices every aggregate and assembles the statement. Deterministic: the
