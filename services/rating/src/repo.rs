@@ -334,39 +334,26 @@ pub async fn load_aggregates(
     let accounts: Vec<&str> = keys.iter().map(|(a, _)| a.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|(_, s)| *s).collect();
     // Only what changes is read here (the rest is in `price_facts`), and
-    // columns by position: 20,000 rows a batch in `tally bench`. The terms
-    // that may change (a SKU's aggregation and markup, its provider's fees)
-    // are read once for each price among the rows (`terms`), not once for
-    // each row: joined to every aggregate, the lookups of its price and SKU
-    // were 86 % of the query's buffers (EXPLAIN (ANALYZE, BUFFERS) at 400
-    // lines a statement; BENCHMARKS.md, "Aggregates read back with their
-    // terms once a price").
+    // columns by position: 20,000 rows a batch in `tally bench`.
     let rows: Vec<AggregateRow> = sqlx::query(
-        "WITH ua AS MATERIALIZED (
-             SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
-                    ua.max_quantity, ua.latest_quantity, ua.binding_id,
-                    b.name AS resource_name, pl.name AS plan_name,
-                    acc.owner_provider_id IS NOT NULL AS provider_owned
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS k(a, s)
-             JOIN accounts acc ON acc.id = k.a
-             JOIN usage_aggregates ua ON ua.account_id = k.a AND ua.period_start = k.s
-             LEFT JOIN bindings b ON b.id = ua.binding_id
-             LEFT JOIN plans pl ON pl.id = b.plan_id),
-         terms AS MATERIALIZED (
-             SELECT p.id, s.aggregation, s.markup_pct, pr.platform_fee_pct, pr.p2p_fee_pct
-             FROM prices p JOIN skus s ON s.id = p.sku_id JOIN providers pr ON pr.id = s.provider_id
-             WHERE p.id IN (SELECT price_id FROM ua))
-         SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
-                ua.max_quantity, ua.latest_quantity, t.aggregation,
-                CASE WHEN t.aggregation = 'unique_count' THEN
+        "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
+                ua.max_quantity, ua.latest_quantity, s.aggregation,
+                CASE WHEN s.aggregation = 'unique_count' THEN
                     (SELECT count(*) FROM usage_distinct_values d
                       WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
                         AND d.price_id = ua.price_id AND d.binding_id = ua.binding_id)
                 ELSE 0 END AS distinct_values,
-                t.markup_pct, t.platform_fee_pct,
-                ua.binding_id, ua.resource_name, ua.plan_name,
-                t.p2p_fee_pct, ua.provider_owned
-         FROM ua JOIN terms t ON t.id = ua.price_id",
+                s.markup_pct, pr.platform_fee_pct,
+                ua.binding_id, b.name AS resource_name, pl.name AS plan_name,
+                pr.p2p_fee_pct, acc.owner_provider_id IS NOT NULL AS provider_owned
+         FROM usage_aggregates ua
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
+         JOIN accounts acc ON acc.id = ua.account_id
+         JOIN prices p ON p.id = ua.price_id
+         JOIN skus s ON s.id = p.sku_id
+         JOIN providers pr ON pr.id = s.provider_id
+         LEFT JOIN bindings b ON b.id = ua.binding_id
+         LEFT JOIN plans pl ON pl.id = b.plan_id",
     )
     .bind(&accounts)
     .bind(&starts)
