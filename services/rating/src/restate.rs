@@ -36,7 +36,9 @@ use crate::seals_repo::{self, AccountState};
 /// Each statement row is locked and its version read first, then written
 /// once, over that version; if a concurrent transaction stored a statement
 /// that had no row to lock yet, [`ProcessError::Conflict`] (retryable) rolls
-/// this one back.
+/// this one back. With `seal_through`, what each period sealed billed is
+/// recorded ([`crate::seal::record_billed`]) before it is stored: from then
+/// on only the stored body is held ([`crate::outcome::HeldStatement`]).
 ///
 /// The account-periods are restated a few accounts at a time
 /// ([`RESTATE_CHUNK`]), each account's all together (its credits and

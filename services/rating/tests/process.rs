@@ -470,6 +470,7 @@ async fn each_transaction_lists_its_statements_in_the_outbox_until_published() {
         ]
     );
     assert_eq!(held[0].body().unwrap(), stored[0].as_bytes());
+    assert_eq!(held[1].body().unwrap(), stored[1].as_bytes());
     // Oldest rows first, as many as list at most so many statements (the
     // first row lists two, the second one), and always at least one row.
     assert_eq!(

@@ -383,3 +383,55 @@ async fn a_period_opened_below_the_seal_is_neither_lost_nor_billed_twice() {
     );
     assert!(sealed[1].lines.is_empty(), "{:?}", sealed[1].lines);
 }
+
+/// A run of markers sealing more accounts than a restatement computes at a
+/// time (256 account-periods) records what each sealed period billed, in
+/// every chunk: 300 accounts, each with its own usage.
+#[tokio::test]
+async fn sealing_more_accounts_than_a_chunk_records_what_each_billed() {
+    let pool = database().await;
+    seed(&pool).await;
+    let accounts: Vec<AccountId> = (0..300)
+        .map(|i| AccountId::parse(&format!("a{i:03}")).unwrap())
+        .collect();
+    let mut conn = pool.acquire().await.unwrap();
+    for account in &accounts {
+        catalog::create_account(&mut conn, account, "A", Currency::parse("USD").unwrap())
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    let events: Vec<UsageEvent> = accounts
+        .iter()
+        .zip(1..)
+        .map(|(account, quantity)| {
+            let mut event = hours(&format!("u-{account}"), quantity, day(10, 20));
+            event.account_id = account.clone();
+            event
+        })
+        .collect();
+    assert_eq!(process_batch(&pool, &events).await.unwrap().counted, 300);
+    let markers: Vec<SealMarker> = accounts
+        .iter()
+        .map(|account| SealMarker {
+            account_id: account.clone(),
+            through: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        })
+        .collect();
+    let sealed = seal(&pool, &markers).await.unwrap().statements().unwrap();
+    assert_eq!(sealed.len(), 300);
+    assert!(sealed.iter().all(|s| s.sealed));
+    let billed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT account_id, lines::jsonb -> 0 ->> 'quantity' FROM billed_periods
+         WHERE period_start = '2026-10-01T00:00:00Z' ORDER BY account_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> = accounts
+        .iter()
+        .zip(1..)
+        .map(|(account, quantity)| (account.to_string(), format!("{quantity}")))
+        .collect();
+    assert_eq!(billed, expected);
+}
