@@ -312,11 +312,23 @@ async fn facts_of(
 struct AggregateRow {
     key: AccountPeriod,
     price_id: i64,
-    quantity: Decimal,
+    /// Each quantity a SKU may bill by (sum, count, max, latest); which one
+    /// is known once the price's terms are read.
+    sum: Decimal,
     event_count: i64,
+    max: Decimal,
+    latest: Decimal,
+    provider_owned: bool,
+    resource: Option<ResourceRef>,
+}
+
+/// The terms of a price that may change between two restatements: its SKU's
+/// aggregation and markup, its provider's fees.
+struct Terms {
+    aggregation: String,
     markup_pct: Decimal,
     platform_fee_pct: Decimal,
-    resource: Option<ResourceRef>,
+    p2p_fee_pct: Option<Decimal>,
 }
 
 /// Every aggregate of the given account-periods, with its price and provider.
@@ -327,6 +339,15 @@ struct AggregateRow {
 /// time, a vector of 400 took room for 512): rating's heap peaked here
 /// (heaptrack; BENCHMARKS.md, "Rating's memory where it loads aggregates,
 /// invoicing's batch bytes").
+///
+/// The terms that may change are read once for each price among the rows
+/// ([`terms_of`]), and distinct values counted only for the SKUs that bill
+/// by them ([`distinct_counts`]): joined to every aggregate, the lookups of
+/// its price and SKU were 86 % of the query's buffers (EXPLAIN (ANALYZE,
+/// BUFFERS) at 400 lines a statement; BENCHMARKS.md, "Statements held
+/// compressed until they are published"). Three queries, so that none
+/// leaves PostgreSQL a plan to choose between (one with the terms in
+/// materialized CTEs took 10–80 s a run, against 17–21 s).
 pub async fn load_aggregates(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
@@ -337,21 +358,11 @@ pub async fn load_aggregates(
     // columns by position: 20,000 rows a batch in `tally bench`.
     let rows: Vec<AggregateRow> = sqlx::query(
         "SELECT ua.account_id, ua.period_start, ua.price_id, ua.quantity, ua.event_count,
-                ua.max_quantity, ua.latest_quantity, s.aggregation,
-                CASE WHEN s.aggregation = 'unique_count' THEN
-                    (SELECT count(*) FROM usage_distinct_values d
-                      WHERE d.account_id = ua.account_id AND d.period_start = ua.period_start
-                        AND d.price_id = ua.price_id AND d.binding_id = ua.binding_id)
-                ELSE 0 END AS distinct_values,
-                s.markup_pct, pr.platform_fee_pct,
-                ua.binding_id, b.name AS resource_name, pl.name AS plan_name,
-                pr.p2p_fee_pct, acc.owner_provider_id IS NOT NULL AS provider_owned
+                ua.max_quantity, ua.latest_quantity, acc.owner_provider_id IS NOT NULL,
+                ua.binding_id, b.name AS resource_name, pl.name AS plan_name
          FROM usage_aggregates ua
          JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON ua.account_id = k.a AND ua.period_start = k.s
          JOIN accounts acc ON acc.id = ua.account_id
-         JOIN prices p ON p.id = ua.price_id
-         JOIN skus s ON s.id = p.sku_id
-         JOIN providers pr ON pr.id = s.provider_id
          LEFT JOIN bindings b ON b.id = ua.binding_id
          LEFT JOIN plans pl ON pl.id = b.plan_id",
     )
@@ -361,20 +372,28 @@ pub async fn load_aggregates(
         Ok(AggregateRow {
             key: (r.try_get(0)?, r.try_get(1)?),
             price_id: r.try_get(2)?,
-            quantity: billable_quantity(&r)?,
+            sum: r.try_get(3)?,
             event_count: r.try_get(4)?,
-            markup_pct: r.try_get(9)?,
-            platform_fee_pct: tally_domain::composition::platform_fee_pct(
-                r.try_get(10)?,
-                r.try_get(14)?,
-                r.try_get(15)?,
-            ),
+            max: r.try_get(5)?,
+            latest: r.try_get(6)?,
+            provider_owned: r.try_get(7)?,
             resource: resource_of(&r)?,
         })
     })
     .fetch_all(&mut *conn)
     .await?;
     let ids: HashSet<i64> = rows.iter().map(|r| r.price_id).collect();
+    let terms = terms_of(&mut *conn, &ids).await?;
+    let counted: Vec<i64> = terms
+        .iter()
+        .filter(|(_, t)| t.aggregation == "unique_count")
+        .map(|(id, _)| *id)
+        .collect();
+    let distinct = if counted.is_empty() {
+        HashMap::new()
+    } else {
+        distinct_counts(&mut *conn, &accounts, &starts, &counted).await?
+    };
     let facts = facts_of(conn, &ids).await?;
     let mut sizes: HashMap<&AccountPeriod, usize> = HashMap::with_capacity(keys.len());
     for r in &rows {
@@ -385,9 +404,20 @@ pub async fn load_aggregates(
         .map(|(key, n)| (key.clone(), Vec::with_capacity(n)))
         .collect();
     for r in rows {
-        let f = facts
-            .get(&r.price_id)
-            .ok_or_else(|| sqlx::Error::Decode(format!("price {} vanished", r.price_id).into()))?;
+        let vanished = || sqlx::Error::Decode(format!("price {} vanished", r.price_id).into());
+        let f = facts.get(&r.price_id).ok_or_else(vanished)?;
+        let t = terms.get(&r.price_id).ok_or_else(vanished)?;
+        let quantity = match t.aggregation.as_str() {
+            "count" => Decimal::from(r.event_count),
+            "max" => r.max,
+            "latest" => r.latest,
+            "unique_count" => {
+                let binding = r.resource.as_ref().map_or("", |b| b.binding.as_str());
+                let key = (r.key.0.clone(), r.key.1, r.price_id, binding.to_owned());
+                Decimal::from(distinct.get(&key).copied().unwrap_or(0))
+            }
+            _ => r.sum,
+        };
         let aggregate = UsageAggregate {
             provider: f.provider.clone(),
             sku: f.sku.clone(),
@@ -396,10 +426,14 @@ pub async fn load_aggregates(
             price_id: r.price_id,
             price_effective_from: f.effective_from,
             model: f.model.clone(),
-            quantity: r.quantity,
+            quantity,
             event_count: r.event_count,
-            markup_pct: r.markup_pct,
-            platform_fee_pct: r.platform_fee_pct,
+            markup_pct: t.markup_pct,
+            platform_fee_pct: tally_domain::composition::platform_fee_pct(
+                t.platform_fee_pct,
+                t.p2p_fee_pct,
+                r.provider_owned,
+            ),
             resource: r.resource,
             included: Decimal::ZERO,
         };
@@ -408,32 +442,76 @@ pub async fn load_aggregates(
     Ok(out)
 }
 
+/// The terms of each of these prices.
+async fn terms_of(
+    conn: &mut PgConnection,
+    ids: &HashSet<i64>,
+) -> Result<HashMap<i64, Terms>, sqlx::Error> {
+    let ids: Vec<i64> = ids.iter().copied().collect();
+    sqlx::query(
+        "SELECT p.id, s.aggregation, s.markup_pct, pr.platform_fee_pct, pr.p2p_fee_pct
+         FROM prices p JOIN skus s ON s.id = p.sku_id JOIN providers pr ON pr.id = s.provider_id
+         WHERE p.id = ANY($1)",
+    )
+    .bind(&ids)
+    .try_map(|r: sqlx::postgres::PgRow| {
+        Ok((
+            r.try_get(0)?,
+            Terms {
+                aggregation: r.try_get(1)?,
+                markup_pct: r.try_get(2)?,
+                platform_fee_pct: r.try_get(3)?,
+                p2p_fee_pct: r.try_get(4)?,
+            },
+        ))
+    })
+    .fetch_all(conn)
+    .await
+    .map(|rows| rows.into_iter().collect())
+}
+
+/// How many distinct values each aggregate of these prices (SKUs billed
+/// by `unique_count`) in the given account-periods has seen, by (account,
+/// period start, price, binding).
+type DistinctCounts = HashMap<(String, DateTime<Utc>, i64, String), i64>;
+
+async fn distinct_counts(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+    starts: &[DateTime<Utc>],
+    prices: &[i64],
+) -> Result<DistinctCounts, sqlx::Error> {
+    let rows: Vec<(String, DateTime<Utc>, i64, String, i64)> = sqlx::query_as(
+        "SELECT d.account_id, d.period_start, d.price_id, d.binding_id, count(*)
+         FROM usage_distinct_values d
+         JOIN UNNEST($1::text[], $2::timestamptz[]) AS k(a, s) ON d.account_id = k.a AND d.period_start = k.s
+         WHERE d.price_id = ANY($3)
+         GROUP BY d.account_id, d.period_start, d.price_id, d.binding_id",
+    )
+    .bind(accounts)
+    .bind(starts)
+    .bind(prices)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(a, s, p, b, n)| ((a, s, p, b), n))
+        .collect())
+}
+
 /// The bound resource of an aggregate (the columns of [`load_aggregates`]),
 /// its plan the binding's current one until its plan fees say otherwise
 /// ([`tally_domain::plan::bill_resources`]).
 fn resource_of(r: &sqlx::postgres::PgRow) -> Result<Option<ResourceRef>, sqlx::Error> {
-    let binding: &str = r.try_get(11)?;
+    let binding: &str = r.try_get(8)?;
     if binding.is_empty() {
         return Ok(None);
     }
     Ok(Some(ResourceRef {
         binding: BindingId::parse(binding).map_err(decode_err)?,
-        name: r.try_get::<Option<String>, _>(12)?.unwrap_or_default(),
-        plan: r.try_get::<Option<String>, _>(13)?.unwrap_or_default(),
+        name: r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
+        plan: r.try_get::<Option<String>, _>(10)?.unwrap_or_default(),
     }))
-}
-
-/// The quantity the price book charges for, by the SKU's aggregation (the
-/// columns of [`load_aggregates`]).
-fn billable_quantity(r: &sqlx::postgres::PgRow) -> Result<Decimal, sqlx::Error> {
-    let aggregation: &str = r.try_get(7)?;
-    Ok(match aggregation {
-        "count" => Decimal::from(r.try_get::<i64, _>(4)?),
-        "max" => r.try_get(5)?,
-        "latest" => r.try_get(6)?,
-        "unique_count" => Decimal::from(r.try_get::<i64, _>(8)?),
-        _ => r.try_get(3)?,
-    })
 }
 
 /// Statement bodies sent in one `INSERT` at most (but always one statement):
