@@ -345,9 +345,9 @@ struct Terms {
 /// by them ([`distinct_counts`]): joined to every aggregate, the lookups of
 /// its price and SKU were 86 % of the query's buffers (EXPLAIN (ANALYZE,
 /// BUFFERS) at 400 lines a statement; BENCHMARKS.md, "Statements held
-/// compressed until they are published"). Three queries, so that none
-/// leaves PostgreSQL a plan to choose between (one with the terms in
-/// materialized CTEs took 10–80 s a run, against 17–21 s).
+/// compressed until they are published"). Three plain queries: one query
+/// with the terms in materialized CTEs, as fast alone, took 10–80 s a run
+/// of `tally bench` against 17–21 s.
 pub async fn load_aggregates(
     conn: &mut PgConnection,
     keys: &[AccountPeriod],
