@@ -470,11 +470,11 @@ async fn terms_of(
     .map(|rows| rows.into_iter().collect())
 }
 
-/// How many distinct values each aggregate of these prices (SKUs billed
-/// by `unique_count`) in the given account-periods has seen, by (account,
-/// period start, price, binding).
+/// Distinct values seen, by (account, period start, price, binding).
 type DistinctCounts = HashMap<(String, DateTime<Utc>, i64, String), i64>;
 
+/// How many distinct values each aggregate of these prices (SKUs billed
+/// by `unique_count`) in the given account-periods has seen.
 async fn distinct_counts(
     conn: &mut PgConnection,
     accounts: &[&str],
