@@ -138,6 +138,24 @@ async fn line_skus(pool: &PgPool) -> Vec<(i32, String)> {
         .unwrap()
 }
 
+/// Finalizes the one sealed draft, whose lines are then numbered 0, 1, 2
+/// in their order: VMs, disk, database hours.
+async fn finalizes_numbered_in_order(pool: &PgPool) {
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    assert_eq!(
+        finalize_sealed(pool, "TLY", now, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        line_skus(pool).await,
+        [
+            (0, "cloud.vm".to_owned()),
+            (1, "cloud.disk".to_owned()),
+            (2, "dbco.db.hour".to_owned()),
+        ]
+    );
+}
+
 /// A draft's lines have room between them; finalized, they are numbered
 /// 0, 1, 2, … in their order (credit notes name a line by that number).
 #[tokio::test]
@@ -167,19 +185,7 @@ async fn finalizing_numbers_the_lines_from_zero_in_their_order() {
         [0, 1, 2],
         "a draft's lines have room between them"
     );
-    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
-    assert_eq!(
-        finalize_sealed(&pool, "TLY", now, 10).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        line_skus(&pool).await,
-        [
-            (0, "cloud.vm".to_owned()),
-            (1, "cloud.disk".to_owned()),
-            (2, "dbco.db.hour".to_owned()),
-        ]
-    );
+    finalizes_numbered_in_order(&pool).await;
 }
 
 /// Lines at 1, 3 and 5 become 0, 1 and 2; the one at 1 (the number
@@ -214,19 +220,7 @@ async fn finalizing_moves_lines_onto_numbers_other_lines_hold() {
             .collect::<Vec<_>>(),
         [1, 3, 5]
     );
-    let now = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
-    assert_eq!(
-        finalize_sealed(&pool, "TLY", now, 10).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        line_skus(&pool).await,
-        [
-            (0, "cloud.vm".to_owned()),
-            (1, "cloud.disk".to_owned()),
-            (2, "dbco.db.hour".to_owned()),
-        ]
-    );
+    finalizes_numbered_in_order(&pool).await;
 }
 
 #[tokio::test]
