@@ -15,10 +15,23 @@ use tally_platform::{db, kafka};
 use tokio_util::sync::CancellationToken;
 
 use crate::invoices_repo;
+use crate::layouts::{LineLayouts, Written, LAYOUT_LINES};
 
 /// Applies statements in one transaction (newest version per account-period
-/// first filtered in memory); returns how many invoices changed.
+/// first filtered in memory); returns how many invoices changed. Every
+/// changed draft's lines are read back (no layout is remembered).
 pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow::Result<usize> {
+    apply_remembering(pool, statements, &mut LineLayouts::new(0)).await
+}
+
+/// [`apply_statements`], planning each changed draft's lines from the
+/// layout `layouts` remembers of it at its stored version, and remembering
+/// the layouts written once the transaction commits.
+pub async fn apply_remembering(
+    pool: &PgPool,
+    statements: &[Statement],
+    layouts: &mut LineLayouts,
+) -> anyhow::Result<usize> {
     let mut newest: BTreeMap<(String, chrono::DateTime<chrono::Utc>), &Statement> = BTreeMap::new();
     for s in statements {
         let key = (s.account_id.to_string(), s.period.start());
@@ -33,9 +46,11 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
     let mut attempt = 0;
     loop {
         let mut tx = pool.begin().await?;
-        match apply_in_chunks(&mut tx, &newest).await {
+        let mut written = Vec::new();
+        match apply_in_chunks(&mut tx, &newest, layouts, &mut written).await {
             Ok(changed) => {
                 tx.commit().await?;
+                layouts.remember(written);
                 return Ok(changed);
             }
             Err(e) if tally_platform::db::is_retryable(&e) && attempt < 5 => {
@@ -57,14 +72,18 @@ const APPLY_CHUNK_LINES: usize = 4096;
 
 /// Applies `newest` (distinct account-periods, in key order) in chunks of
 /// at most [`APPLY_CHUNK_LINES`] lines, in order, in the caller's
-/// transaction; returns how many invoices changed.
+/// transaction; returns how many invoices changed, and adds the layouts
+/// written to `written`.
 async fn apply_in_chunks(
     conn: &mut sqlx::PgConnection,
     newest: &[&Statement],
+    layouts: &mut LineLayouts,
+    written: &mut Vec<Written>,
 ) -> Result<usize, sqlx::Error> {
     let mut changed = 0;
     for (from, to) in db::chunks(newest, APPLY_CHUNK_LINES, |s| s.lines.len()) {
-        changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to]).await?;
+        changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to], layouts, written)
+            .await?;
     }
     Ok(changed)
 }
@@ -142,9 +161,10 @@ async fn apply_batch(
     pool: &PgPool,
     whole: &[Statement],
     stored: &[StoredStatement],
+    layouts: &mut LineLayouts,
 ) -> anyhow::Result<usize> {
     if stored.is_empty() {
-        return apply_statements(pool, whole).await;
+        return apply_remembering(pool, whole, layouts).await;
     }
     let mut conn = pool.acquire().await?;
     let mut all = whole.to_vec();
@@ -159,7 +179,7 @@ async fn apply_batch(
         }
     }
     drop(conn);
-    apply_statements(pool, &all).await
+    apply_remembering(pool, &all, layouts).await
 }
 
 /// A batch of statements ends once its messages hold this many bytes (or
@@ -188,6 +208,7 @@ pub async fn run(
     batch_wait: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut layouts = LineLayouts::new(LAYOUT_LINES);
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -204,7 +225,7 @@ pub async fn run(
         let (whole, stored) = decode(&batch);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply_batch(&pool, &whole, &stored).await {
+            match apply_batch(&pool, &whole, &stored, &mut layouts).await {
                 Ok(changed) => {
                     metrics::counter!("tally_statements_applied_total").increment(changed as u64);
                     break;

@@ -5,26 +5,34 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tally_domain::credits::AppliedCredit;
 use tally_domain::money::checked;
 use tally_domain::{Currency, InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
 use crate::amounts::{currency_of, fits};
+use crate::layouts::{Key, LineLayouts, Written};
 use crate::line_positions::{self, Digest};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
 /// version changes a draft; finalized invoices are never touched. Returns
-/// how many invoices changed.
-pub async fn apply_statements(
+/// how many invoices changed. A changed draft's lines are planned from the
+/// layout `layouts` remembers for it when it is of the draft's stored
+/// version, else read back; the layout each changed draft is left with is
+/// added to `written`, for the caller to remember once the transaction
+/// commits ([`LineLayouts::remember`]).
+pub(crate) async fn apply_statements(
     conn: &mut PgConnection,
     statements: &[&Statement],
+    layouts: &mut LineLayouts,
+    written: &mut Vec<Written>,
 ) -> Result<usize, sqlx::Error> {
     if statements.is_empty() {
         return Ok(0);
     }
+    let locked = lock_remembered(conn, statements, layouts).await?;
     let ids: Vec<Uuid> = statements.iter().map(|_| Uuid::now_v7()).collect();
     let changed: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version,
@@ -72,18 +80,44 @@ pub async fn apply_statements(
     // was written, and a new line takes a position between its neighbours'
     // ([`line_positions`]); lines the statement no longer has go. The
     // invoice rows are locked by the upsert above, so no other writer
-    // changes their lines until this transaction ends.
-    let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT l.invoice_id, l.position, l.digest
-         FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
-    )
-    .bind(&changed_ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    // changes their lines until this transaction ends. A draft inserted
+    // just now has no lines; one whose layout is remembered at the version
+    // locked before the upsert has those; the others' are read.
+    let inserted: HashSet<Uuid> = ids.iter().copied().collect();
     let mut stored: HashMap<Uuid, Vec<(i32, Option<Digest>)>> = HashMap::new();
-    for (id, position, digest) in rows {
-        let digest = digest.and_then(|d| Digest::try_from(d.as_slice()).ok());
-        stored.entry(id).or_default().push((position, digest));
+    let mut unread = Vec::new();
+    for (id, account, start) in &changed {
+        if inserted.contains(id) {
+            continue;
+        }
+        let key = (account.clone(), *start);
+        let remembered = match locked.get(&key) {
+            Some((draft, version)) if draft == id => layouts.lines_of(&key, *id, *version),
+            _ => None,
+        };
+        match remembered {
+            Some(lines) => {
+                stored.insert(*id, lines);
+            }
+            None => unread.push(*id),
+        }
+    }
+    metrics::counter!("tally_invoicing_layouts_total", "from" => "memory")
+        .increment(stored.len() as u64);
+    metrics::counter!("tally_invoicing_layouts_total", "from" => "database")
+        .increment(unread.len() as u64);
+    if !unread.is_empty() {
+        let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT l.invoice_id, l.position, l.digest
+             FROM UNNEST($1::uuid[]) AS t(id) JOIN invoice_lines l ON l.invoice_id = t.id",
+        )
+        .bind(&unread)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, position, digest) in rows {
+            let digest = digest.and_then(|d| Digest::try_from(d.as_slice()).ok());
+            stored.entry(id).or_default().push((position, digest));
+        }
     }
     let mut lines = LineColumns::default();
     let mut credits = CreditColumns::default();
@@ -97,14 +131,27 @@ pub async fn apply_statements(
         let mut before = stored.remove(id).unwrap_or_default();
         before.sort_unstable_by_key(|(position, _)| *position);
         let plan = line_positions::plan(&before, &digests);
-        for (((line, digest), position), written) in s
+        if layouts.remembers() {
+            written.push(Written {
+                key: (account.clone(), *start),
+                invoice_id: *id,
+                version: s.version,
+                lines: plan
+                    .positions
+                    .iter()
+                    .copied()
+                    .zip(digests.iter().copied())
+                    .collect(),
+            });
+        }
+        for (((line, digest), position), write) in s
             .lines
             .iter()
             .zip(digests)
             .zip(plan.positions)
             .zip(plan.written)
         {
-            if written {
+            if write {
                 lines.push(*id, position, line, currency, digest);
             }
         }
@@ -200,6 +247,46 @@ pub async fn apply_statements(
         .await?;
     }
     Ok(changed.len())
+}
+
+/// Locks the stored drafts of these statements, in their order (as the
+/// upsert after it does), and returns each one's id and statement version,
+/// by account-period; only when `layouts` remembers one of them (else
+/// nothing is locked ahead, and every changed draft's lines are read).
+async fn lock_remembered(
+    conn: &mut PgConnection,
+    statements: &[&Statement],
+    layouts: &LineLayouts,
+) -> Result<HashMap<Key, (Uuid, i64)>, sqlx::Error> {
+    let keys: Vec<Key> = statements
+        .iter()
+        .map(|s| (s.account_id.to_string(), s.period.start()))
+        .collect();
+    if !keys.iter().any(|key| layouts.knows(key)) {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i64, Uuid, i64)> = sqlx::query_as(
+        "SELECT t.n, i.id, i.statement_version
+         FROM UNNEST($1::text[], $2::timestamptz[]) WITH ORDINALITY AS t(a, s, n)
+         JOIN invoices i ON i.account_id = t.a AND i.period_start = t.s
+         ORDER BY t.n FOR UPDATE OF i",
+    )
+    .bind(
+        keys.iter()
+            .map(|(account, _)| account.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(keys.iter().map(|(_, start)| *start).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut keys: Vec<Option<Key>> = keys.into_iter().map(Some).collect();
+    Ok(rows
+        .into_iter()
+        .filter_map(|(n, id, version)| {
+            let key = keys.get_mut(usize::try_from(n - 1).ok()?)?.take()?;
+            Some((key, (id, version)))
+        })
+        .collect())
 }
 
 /// Numbers the lines of these drafts 0, 1, 2, … in their order, as a

@@ -5,10 +5,12 @@
 pub mod amounts;
 pub mod consumer;
 pub mod invoices_repo;
+pub mod layouts;
 pub mod lifecycle;
 mod line_positions;
 pub mod startup;
 mod traces;
 
-pub use consumer::apply_statements;
+pub use consumer::{apply_remembering, apply_statements};
+pub use layouts::LineLayouts;
 pub use startup::Application;
