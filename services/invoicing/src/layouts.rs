@@ -1,9 +1,9 @@
 //! Each draft's line layout (its lines' positions and digests) as this
 //! process last wrote it, so that a new statement version of a busy draft
 //! is planned ([`crate::line_positions::plan`]) without reading every line
-//! of the draft back: at 400 lines a statement that read was the busiest
-//! statement in PostgreSQL, 39 % of its time, for rows the process had just
-//! written (BENCHMARKS.md, "Draft line layouts remembered").
+//! of the draft back: at 400 lines a statement that read took 3–37 s of a
+//! `tally bench` run, up to 43 % of PostgreSQL's time, for rows the process
+//! had just written (BENCHMARKS.md, "Draft line layouts remembered").
 //!
 //! A layout is only used for the version it was written at: the caller
 //! locks the draft (`SELECT … FOR UPDATE`) and reads its `statement_version`
