@@ -15,7 +15,7 @@ use tally_platform::{db, kafka};
 use tokio_util::sync::CancellationToken;
 
 use crate::invoices_repo;
-use crate::layouts::{LineLayouts, Written, LAYOUT_LINES};
+use crate::layouts::{Applied, LineLayouts, LAYOUT_BYTES};
 
 /// Applies statements in one transaction (newest version per account-period
 /// first filtered in memory); returns how many invoices changed. Every
@@ -25,8 +25,9 @@ pub async fn apply_statements(pool: &PgPool, statements: &[Statement]) -> anyhow
 }
 
 /// [`apply_statements`], planning each changed draft's lines from the
-/// layout `layouts` remembers of it at its stored version, and remembering
-/// the layouts written once the transaction commits.
+/// layout `layouts` remembers of it at the version the draft held; once
+/// the transaction commits, the layouts written are remembered and the
+/// drafts planned each way counted (`tally_invoicing_layouts_total`).
 pub async fn apply_remembering(
     pool: &PgPool,
     statements: &[Statement],
@@ -46,11 +47,15 @@ pub async fn apply_remembering(
     let mut attempt = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let mut written = Vec::new();
-        match apply_in_chunks(&mut tx, &newest, layouts, &mut written).await {
+        let mut applied = Applied::default();
+        match apply_in_chunks(&mut tx, &newest, layouts, &mut applied).await {
             Ok(changed) => {
                 tx.commit().await?;
-                layouts.remember(written);
+                metrics::counter!("tally_invoicing_layouts_total", "from" => "memory")
+                    .increment(applied.remembered);
+                metrics::counter!("tally_invoicing_layouts_total", "from" => "database")
+                    .increment(applied.read_back);
+                layouts.remember(applied.written);
                 return Ok(changed);
             }
             Err(e) if tally_platform::db::is_retryable(&e) && attempt < 5 => {
@@ -73,16 +78,16 @@ const APPLY_CHUNK_LINES: usize = 4096;
 /// Applies `newest` (distinct account-periods, in key order) in chunks of
 /// at most [`APPLY_CHUNK_LINES`] lines, in order, in the caller's
 /// transaction; returns how many invoices changed, and adds the layouts
-/// written to `written`.
+/// written to `applied`.
 async fn apply_in_chunks(
     conn: &mut sqlx::PgConnection,
     newest: &[&Statement],
     layouts: &mut LineLayouts,
-    written: &mut Vec<Written>,
+    applied: &mut Applied,
 ) -> Result<usize, sqlx::Error> {
     let mut changed = 0;
     for (from, to) in db::chunks(newest, APPLY_CHUNK_LINES, |s| s.lines.len()) {
-        changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to], layouts, written)
+        changed += invoices_repo::apply_statements(&mut *conn, &newest[from..to], layouts, applied)
             .await?;
     }
     Ok(changed)
@@ -208,7 +213,7 @@ pub async fn run(
     batch_wait: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut layouts = LineLayouts::new(LAYOUT_LINES);
+    let mut layouts = LineLayouts::new(LAYOUT_BYTES);
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

@@ -12,29 +12,29 @@ use tally_domain::{Currency, InvoiceStatus, Period, Statement, StatementLine};
 use uuid::Uuid;
 
 use crate::amounts::{currency_of, fits};
-use crate::layouts::{Key, LineLayouts, Written};
+use crate::layouts::{Applied, LineLayouts, Written};
 use crate::line_positions::{self, Digest};
 
 /// Upserts the draft invoices of these statements (at most one per
 /// account-period) in a few set-based statements. Only a newer statement
 /// version changes a draft; finalized invoices are never touched. Returns
 /// how many invoices changed. A changed draft's lines are planned from the
-/// layout `layouts` remembers for it when it is of the draft's stored
-/// version, else read back; the layout each changed draft is left with is
-/// added to `written`, for the caller to remember once the transaction
-/// commits ([`LineLayouts::remember`]).
+/// layout `layouts` remembers for it when it is of the version the draft
+/// held (the upsert returns it, from the row it locked), else read back;
+/// the layout each changed draft is left with is added to `applied`, for
+/// the caller to remember once the transaction commits
+/// ([`LineLayouts::remember`]).
 pub(crate) async fn apply_statements(
     conn: &mut PgConnection,
     statements: &[&Statement],
     layouts: &mut LineLayouts,
-    written: &mut Vec<Written>,
+    applied: &mut Applied,
 ) -> Result<usize, sqlx::Error> {
     if statements.is_empty() {
         return Ok(0);
     }
-    let locked = lock_remembered(conn, statements, layouts).await?;
     let ids: Vec<Uuid> = statements.iter().map(|_| Uuid::now_v7()).collect();
-    let changed: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+    let changed: Vec<(Uuid, String, DateTime<Utc>, Option<i64>)> = sqlx::query_as(
         "INSERT INTO invoices (id, account_id, period_start, period_end, currency, statement_version,
              subtotal, credits_total, total, sealed_at)
          SELECT id, a, s, e, c, v, st, ct, t, CASE WHEN sealed THEN now() END
@@ -42,12 +42,13 @@ pub(crate) async fn apply_statements(
              $6::bigint[], $7::numeric[], $8::numeric[], $9::numeric[], $10::bool[])
              AS u(id, a, s, e, c, v, st, ct, t, sealed)
          ON CONFLICT (account_id, period_start) DO UPDATE
-         SET statement_version = EXCLUDED.statement_version, subtotal = EXCLUDED.subtotal,
+         SET previous_statement_version = invoices.statement_version,
+             statement_version = EXCLUDED.statement_version, subtotal = EXCLUDED.subtotal,
              credits_total = EXCLUDED.credits_total, total = EXCLUDED.total,
              period_end = EXCLUDED.period_end, currency = EXCLUDED.currency,
              sealed_at = EXCLUDED.sealed_at, updated_at = now()
          WHERE invoices.statement_version < EXCLUDED.statement_version AND invoices.status = 'draft'
-         RETURNING id, account_id, period_start",
+         RETURNING id, account_id, period_start, previous_statement_version",
     )
     .bind(&ids)
     .bind(statements.iter().map(|s| s.account_id.as_str()).collect::<Vec<_>>())
@@ -68,7 +69,7 @@ pub(crate) async fn apply_statements(
         .iter()
         .map(|s| ((s.account_id.as_str(), s.period.start()), *s))
         .collect();
-    let changed_ids: Vec<Uuid> = changed.iter().map(|(id, _, _)| *id).collect();
+    let changed_ids: Vec<Uuid> = changed.iter().map(|(id, ..)| *id).collect();
     sqlx::query("DELETE FROM invoice_credits WHERE invoice_id = ANY($1)")
         .bind(&changed_ids)
         .execute(&mut *conn)
@@ -82,30 +83,24 @@ pub(crate) async fn apply_statements(
     // invoice rows are locked by the upsert above, so no other writer
     // changes their lines until this transaction ends. A draft inserted
     // just now has no lines; one whose layout is remembered at the version
-    // locked before the upsert has those; the others' are read.
+    // it held until the upsert has those; the others' are read.
     let inserted: HashSet<Uuid> = ids.iter().copied().collect();
     let mut stored: HashMap<Uuid, Vec<(i32, Option<Digest>)>> = HashMap::new();
     let mut unread = Vec::new();
-    for (id, account, start) in &changed {
+    for (id, account, start, previous) in &changed {
         if inserted.contains(id) {
             continue;
         }
         let key = (account.clone(), *start);
-        let remembered = match locked.get(&key) {
-            Some((draft, version)) if draft == id => layouts.lines_of(&key, *id, *version),
-            _ => None,
-        };
-        match remembered {
+        match previous.and_then(|version| layouts.lines_of(&key, *id, version)) {
             Some(lines) => {
                 stored.insert(*id, lines);
             }
             None => unread.push(*id),
         }
     }
-    metrics::counter!("tally_invoicing_layouts_total", "from" => "memory")
-        .increment(stored.len() as u64);
-    metrics::counter!("tally_invoicing_layouts_total", "from" => "database")
-        .increment(unread.len() as u64);
+    applied.remembered += stored.len() as u64;
+    applied.read_back += unread.len() as u64;
     if !unread.is_empty() {
         let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT l.invoice_id, l.position, l.digest
@@ -122,7 +117,7 @@ pub(crate) async fn apply_statements(
     let mut lines = LineColumns::default();
     let mut credits = CreditColumns::default();
     let (mut gone_ids, mut gone_positions) = (Vec::new(), Vec::new());
-    for (id, account, start) in &changed {
+    for (id, account, start, _) in &changed {
         let Some(s) = by_key.get(&(account.as_str(), *start)) else {
             continue;
         };
@@ -132,7 +127,7 @@ pub(crate) async fn apply_statements(
         before.sort_unstable_by_key(|(position, _)| *position);
         let plan = line_positions::plan(&before, &digests);
         if layouts.remembers() {
-            written.push(Written {
+            applied.written.push(Written {
                 key: (account.clone(), *start),
                 invoice_id: *id,
                 version: s.version,
@@ -247,46 +242,6 @@ pub(crate) async fn apply_statements(
         .await?;
     }
     Ok(changed.len())
-}
-
-/// Locks the stored drafts of these statements, in their order (as the
-/// upsert after it does), and returns each one's id and statement version,
-/// by account-period; only when `layouts` remembers one of them (else
-/// nothing is locked ahead, and every changed draft's lines are read).
-async fn lock_remembered(
-    conn: &mut PgConnection,
-    statements: &[&Statement],
-    layouts: &LineLayouts,
-) -> Result<HashMap<Key, (Uuid, i64)>, sqlx::Error> {
-    let keys: Vec<Key> = statements
-        .iter()
-        .map(|s| (s.account_id.to_string(), s.period.start()))
-        .collect();
-    if !keys.iter().any(|key| layouts.knows(key)) {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(i64, Uuid, i64)> = sqlx::query_as(
-        "SELECT t.n, i.id, i.statement_version
-         FROM UNNEST($1::text[], $2::timestamptz[]) WITH ORDINALITY AS t(a, s, n)
-         JOIN invoices i ON i.account_id = t.a AND i.period_start = t.s
-         ORDER BY t.n FOR UPDATE OF i",
-    )
-    .bind(
-        keys.iter()
-            .map(|(account, _)| account.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(keys.iter().map(|(_, start)| *start).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut keys: Vec<Option<Key>> = keys.into_iter().map(Some).collect();
-    Ok(rows
-        .into_iter()
-        .filter_map(|(n, id, version)| {
-            let key = keys.get_mut(usize::try_from(n - 1).ok()?)?.take()?;
-            Some((key, (id, version)))
-        })
-        .collect())
 }
 
 /// Numbers the lines of these drafts 0, 1, 2, … in their order, as a

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use support::*;
+use tally_domain::credits::AppliedCredit;
 use tally_invoicing::{apply_remembering, apply_statements, LineLayouts};
 
 /// (sku, quantity, amount) of an account's draft lines, by position.
@@ -45,7 +46,7 @@ fn v2() -> tally_domain::Statement {
 async fn a_remembered_layout_is_planned_from_without_reading_the_lines() {
     let pool = fresh_pool().await;
     create_accounts(&pool, &["acme"]).await;
-    let mut layouts = LineLayouts::new(1000);
+    let mut layouts = LineLayouts::new(1 << 20);
     assert_eq!(
         apply_remembering(&pool, &[v2()], &mut layouts)
             .await
@@ -86,7 +87,7 @@ async fn a_remembered_layout_is_planned_from_without_reading_the_lines() {
 async fn a_layout_of_an_older_version_is_read_back() {
     let pool = fresh_pool().await;
     create_accounts(&pool, &["acme"]).await;
-    let (mut ours, mut theirs) = (LineLayouts::new(1000), LineLayouts::new(1000));
+    let (mut ours, mut theirs) = (LineLayouts::new(1 << 20), LineLayouts::new(1 << 20));
     assert_eq!(
         apply_remembering(&pool, &[v2()], &mut ours).await.unwrap(),
         1
@@ -101,6 +102,67 @@ async fn a_layout_of_an_older_version_is_read_back() {
     );
     assert_eq!(rows_of(&pool, "acme").await.len(), 2);
 
+    let mut v4 = v2();
+    v4.version = 4;
+    assert_eq!(apply_remembering(&pool, &[v4], &mut ours).await.unwrap(), 1);
+    assert_eq!(
+        rows_of(&pool, "acme").await,
+        [
+            ("cloud.vm".into(), "10".into(), "2.50".into()),
+            ("cloud.disk".into(), "3".into(), "3.30".into()),
+            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
+        ]
+    );
+}
+
+/// A transaction that fails leaves nothing remembered: this instance's
+/// version 3 (a CDN line more) fails with another account's statement in a
+/// later chunk of the same batch (its credit names no grant), another
+/// instance then writes a version 3 without the disk line, and this
+/// instance's version 4 has the disk line back.
+#[tokio::test]
+async fn a_layout_is_remembered_only_once_its_transaction_commits() {
+    let pool = fresh_pool().await;
+    create_accounts(&pool, &["acme", "zeta"]).await;
+    let (mut ours, mut theirs) = (LineLayouts::new(1 << 20), LineLayouts::new(1 << 20));
+    assert_eq!(
+        apply_remembering(&pool, &[v2()], &mut ours).await.unwrap(),
+        1
+    );
+
+    let mut v3 = v2();
+    v3.version = 3;
+    v3.lines
+        .insert(1, line(&cloud(), "cloud.cdn", dec!(2), dec!(0.05)));
+    // More lines than a chunk, with a credit of a grant that is not there.
+    let mut failing = statement(
+        "zeta",
+        "2026-11",
+        1,
+        (0..4094)
+            .map(|i| line(&cloud(), &format!("cloud.s{i:04}"), dec!(1), dec!(0.01)))
+            .collect(),
+    );
+    failing.credits.push(AppliedCredit {
+        grant_id: 999_999,
+        name: "missing".into(),
+        kind: "promotional".into(),
+        amount: dec!(0.01),
+        lines: Vec::new(),
+    });
+    assert!(apply_remembering(&pool, &[v3, failing], &mut ours)
+        .await
+        .is_err());
+    assert_eq!(rows_of(&pool, "zeta").await.len(), 0);
+    assert_eq!((ours.drafts(), ours.lines()), (1, 3));
+
+    let mut v3 = v2();
+    v3.version = 3;
+    v3.lines.remove(1);
+    assert_eq!(
+        apply_remembering(&pool, &[v3], &mut theirs).await.unwrap(),
+        1
+    );
     let mut v4 = v2();
     v4.version = 4;
     assert_eq!(apply_remembering(&pool, &[v4], &mut ours).await.unwrap(), 1);
@@ -142,7 +204,7 @@ async fn layout_rows(pool: &PgPool, account: &str) -> Vec<(i32, String, String, 
 /// Forty versions of two accounts' statements, each line of a SKU kept,
 /// changed, dropped or added at random: the account whose layouts are
 /// remembered (in batches of one to three versions; a layout of more than
-/// 12 lines is forgotten at once) ends each batch with the same rows, at
+/// 12 lines is over the capacity, forgotten at once) ends each batch with the same rows, at
 /// the same positions, as the one whose lines are read back every time.
 #[tokio::test]
 async fn remembered_and_read_back_layouts_write_the_same_rows() {
@@ -151,7 +213,7 @@ async fn remembered_and_read_back_layouts_write_the_same_rows() {
     let skus: Vec<String> = (0..24).map(|i| format!("cloud.sku{i:02}")).collect();
     let mut quantities: Vec<Option<Decimal>> = vec![None; skus.len()];
     let mut rng = Lcg(19);
-    let mut layouts = LineLayouts::new(12);
+    let mut layouts = LineLayouts::new(LineLayouts::layout_bytes("acme".len(), 12));
     let (mut version, mut remembered, mut read) = (0, 0, 0);
     let mut lines_before = None;
     while version < 40 {

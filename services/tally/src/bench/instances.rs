@@ -2,7 +2,9 @@
 //! consumer group (`--rating-instances`, `--invoicing-instances`), and what
 //! each instance did during the throughput run, read from its own
 //! `/metrics`: rating's `tally_rating_events_total` (events counted, and
-//! duplicates dropped), invoicing's `tally_statements_applied_total`.
+//! duplicates dropped), invoicing's `tally_statements_applied_total` and
+//! `tally_invoicing_layouts_total` (drafts planned from the layout it
+//! remembered, and drafts whose lines it read back).
 //!
 //! An instance has an admin address of its own and no other per-process
 //! state: the group gives it its partitions, its client and member ids are
@@ -60,6 +62,12 @@ pub struct InstanceFigures {
     /// Rating: events it dropped as already counted (redelivered after a
     /// partition moved to it).
     pub duplicates: u64,
+    /// Invoicing: drafts it changed whose new lines it planned from the
+    /// layout it remembered (`tally_invoicing_layouts_total{from="memory"}`).
+    pub layouts_remembered: u64,
+    /// Invoicing: drafts it changed whose lines it read back first
+    /// (`{from="database"}`); the others it changed it inserted.
+    pub layouts_read_back: u64,
     /// `processed` per second of its time in the run (from its start, or
     /// the first POST, to its signal, or the last event billed).
     pub per_s: f64,
@@ -159,6 +167,8 @@ pub(super) fn instance_name(service: &str, number: usize, many: bool) -> String 
 struct Counts {
     processed: u64,
     duplicates: u64,
+    remembered: u64,
+    read_back: u64,
 }
 
 struct Member {
@@ -393,6 +403,8 @@ impl Instances {
                     left_by: m.left.map(|(_, how)| how.signal().to_owned()),
                     processed,
                     duplicates: m.last.duplicates.saturating_sub(m.start.duplicates),
+                    layouts_remembered: m.last.remembered.saturating_sub(m.start.remembered),
+                    layouts_read_back: m.last.read_back.saturating_sub(m.start.read_back),
                     per_s: if seconds > 0.0 {
                         processed as f64 / seconds
                     } else {
@@ -428,11 +440,15 @@ fn counts_of(service: &str, text: &str) -> anyhow::Result<Counts> {
                 "tally_rating_events_total",
                 &[("outcome", "duplicate")],
             )?,
+            ..Counts::default()
         }
     } else {
+        let layouts = |from| counter(text, "tally_invoicing_layouts_total", &[("from", from)]);
         Counts {
             processed: counter(text, "tally_statements_applied_total", &[])?,
-            duplicates: 0,
+            remembered: layouts("memory")?,
+            read_back: layouts("database")?,
+            ..Counts::default()
         }
     })
 }
@@ -449,7 +465,10 @@ pub(super) fn describe(figures: &[InstanceFigures], accepted: u64) -> (Vec<Strin
                 f.processed, f.duplicates
             )
         } else {
-            format!("{} statements applied", f.processed)
+            format!(
+                "{} statements applied ({} drafts planned from memory, {} read back)",
+                f.processed, f.layouts_remembered, f.layouts_read_back
+            )
         };
         let mut line = format!(
             "  {}: {what} = {:.0}/s, CPU {:.1} s",
@@ -517,6 +536,26 @@ tally_statements_published_total 5120
     }
 
     #[test]
+    fn each_service_counts_what_it_did() {
+        let text = r#"# TYPE tally_statements_applied_total counter
+tally_statements_applied_total 55953
+# TYPE tally_invoicing_layouts_total counter
+tally_invoicing_layouts_total{from="memory"} 49349
+tally_invoicing_layouts_total{from="database"} 12
+"#;
+        let c = counts_of("invoicing", text).unwrap();
+        assert_eq!(
+            (c.processed, c.remembered, c.read_back, c.duplicates),
+            (55953, 49349, 12, 0)
+        );
+        let c = counts_of(RATING, RATING_TEXT).unwrap();
+        assert_eq!(
+            (c.processed, c.duplicates, c.remembered, c.read_back),
+            (12034, 17, 0, 0)
+        );
+    }
+
+    #[test]
     fn label_values_may_hold_commas_quotes_and_braces() {
         let text = "m{a=\"x,y\",b=\"say \\\"}\\\"\"} 3\nm{a=\"z\"} 4 1712000000000\n";
         assert_eq!(counter(text, "m", &[("a", "x,y")]).unwrap(), 3);
@@ -562,7 +601,11 @@ tally_statements_published_total 5120
                 ..f("rating-3", "rating", 9000)
             },
             f("rating-2", "rating", 7900),
-            f("invoicing", "invoicing", 832),
+            InstanceFigures {
+                layouts_remembered: 700,
+                layouts_read_back: 32,
+                ..f("invoicing", "invoicing", 832)
+            },
         ];
         let (lines, unattributed) = describe(&figures, 20_000);
         assert_eq!(
@@ -571,7 +614,7 @@ tally_statements_published_total 5120
                 "  rating-1: 3000 events counted (0 duplicates dropped) = 750/s, CPU 0.0 s; SIGTERM at 1.3 s",
                 "  rating-3: 9000 events counted (40 duplicates dropped) = 2250/s, CPU 0.0 s; started at 4.0 s, assigned at 7.5 s",
                 "  rating-2: 7900 events counted (0 duplicates dropped) = 1975/s, CPU 0.0 s",
-                "  invoicing: 832 statements applied = 208/s, CPU 0.0 s",
+                "  invoicing: 832 statements applied (700 drafts planned from memory, 32 read back) = 208/s, CPU 0.0 s",
             ]
         );
         assert_eq!(unattributed, 100);
