@@ -9,6 +9,7 @@ mod support;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
+use support::acme_v2 as v2;
 use support::*;
 use tally_domain::credits::AppliedCredit;
 use tally_invoicing::{apply_remembering, apply_statements, LineLayouts};
@@ -25,17 +26,27 @@ async fn rows_of(pool: &PgPool, account: &str) -> Vec<(String, String, String)> 
     .unwrap()
 }
 
-fn v2() -> tally_domain::Statement {
-    statement(
-        "acme",
-        "2026-11",
-        2,
-        vec![
-            line(&cloud(), "cloud.vm", dec!(10), dec!(0.25)),
-            line(&cloud(), "cloud.disk", dec!(3), dec!(1.10)),
-            line(&dbco(), "dbco.db.hour", dec!(4.5), dec!(0.20)),
-        ],
-    )
+/// Another instance (with no layouts of its own) writes acme's version 3
+/// without the disk line; then `ours` writes version 4, v2's lines again:
+/// all three rows are there.
+async fn another_instance_drops_the_disk_line_then_ours_brings_it_back(
+    pool: &PgPool,
+    ours: &mut LineLayouts,
+) {
+    let mut v3 = v2();
+    v3.version = 3;
+    v3.lines.remove(1);
+    let mut theirs = LineLayouts::new(1 << 20);
+    assert_eq!(
+        apply_remembering(pool, &[v3], &mut theirs).await.unwrap(),
+        1
+    );
+    assert_eq!(rows_of(pool, "acme").await.len(), 2);
+
+    let mut v4 = v2();
+    v4.version = 4;
+    assert_eq!(apply_remembering(pool, &[v4], ours).await.unwrap(), 1);
+    assert_eq!(rows_of(pool, "acme").await, acme_v2_rows());
 }
 
 /// The layout written is the one planned from: a line changed in the
@@ -87,32 +98,13 @@ async fn a_remembered_layout_is_planned_from_without_reading_the_lines() {
 async fn a_layout_of_an_older_version_is_read_back() {
     let pool = fresh_pool().await;
     create_accounts(&pool, &["acme"]).await;
-    let (mut ours, mut theirs) = (LineLayouts::new(1 << 20), LineLayouts::new(1 << 20));
+    let mut ours = LineLayouts::new(1 << 20);
     assert_eq!(
         apply_remembering(&pool, &[v2()], &mut ours).await.unwrap(),
         1
     );
 
-    let mut v3 = v2();
-    v3.version = 3;
-    v3.lines.remove(1);
-    assert_eq!(
-        apply_remembering(&pool, &[v3], &mut theirs).await.unwrap(),
-        1
-    );
-    assert_eq!(rows_of(&pool, "acme").await.len(), 2);
-
-    let mut v4 = v2();
-    v4.version = 4;
-    assert_eq!(apply_remembering(&pool, &[v4], &mut ours).await.unwrap(), 1);
-    assert_eq!(
-        rows_of(&pool, "acme").await,
-        [
-            ("cloud.vm".into(), "10".into(), "2.50".into()),
-            ("cloud.disk".into(), "3".into(), "3.30".into()),
-            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
-        ]
-    );
+    another_instance_drops_the_disk_line_then_ours_brings_it_back(&pool, &mut ours).await;
 }
 
 /// A transaction that fails leaves nothing remembered: this instance's
@@ -124,7 +116,7 @@ async fn a_layout_of_an_older_version_is_read_back() {
 async fn a_layout_is_remembered_only_once_its_transaction_commits() {
     let pool = fresh_pool().await;
     create_accounts(&pool, &["acme", "zeta"]).await;
-    let (mut ours, mut theirs) = (LineLayouts::new(1 << 20), LineLayouts::new(1 << 20));
+    let mut ours = LineLayouts::new(1 << 20);
     assert_eq!(
         apply_remembering(&pool, &[v2()], &mut ours).await.unwrap(),
         1
@@ -156,24 +148,7 @@ async fn a_layout_is_remembered_only_once_its_transaction_commits() {
     assert_eq!(rows_of(&pool, "zeta").await.len(), 0);
     assert_eq!((ours.drafts(), ours.lines()), (1, 3));
 
-    let mut v3 = v2();
-    v3.version = 3;
-    v3.lines.remove(1);
-    assert_eq!(
-        apply_remembering(&pool, &[v3], &mut theirs).await.unwrap(),
-        1
-    );
-    let mut v4 = v2();
-    v4.version = 4;
-    assert_eq!(apply_remembering(&pool, &[v4], &mut ours).await.unwrap(), 1);
-    assert_eq!(
-        rows_of(&pool, "acme").await,
-        [
-            ("cloud.vm".into(), "10".into(), "2.50".into()),
-            ("cloud.disk".into(), "3".into(), "3.30".into()),
-            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
-        ]
-    );
+    another_instance_drops_the_disk_line_then_ours_brings_it_back(&pool, &mut ours).await;
 }
 
 /// A small deterministic generator (64-bit LCG) for the versions below.

@@ -6,6 +6,7 @@ mod support;
 
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
+use support::acme_v2 as v2;
 use support::*;
 use tally_domain::{InvoiceStatus, Period};
 use tally_invoicing::apply_statements;
@@ -38,19 +39,6 @@ fn v1() -> tally_domain::Statement {
     )
 }
 
-fn v2() -> tally_domain::Statement {
-    statement(
-        "acme",
-        "2026-11",
-        2,
-        vec![
-            line(&cloud(), "cloud.vm", dec!(10), dec!(0.25)),
-            line(&cloud(), "cloud.disk", dec!(3), dec!(1.10)),
-            line(&dbco(), "dbco.db.hour", dec!(4.5), dec!(0.20)),
-        ],
-    )
-}
-
 #[tokio::test]
 async fn an_older_statement_arriving_after_a_newer_one_changes_nothing() {
     let pool = fresh_pool().await;
@@ -64,14 +52,7 @@ async fn an_older_statement_arriving_after_a_newer_one_changes_nothing() {
     assert_eq!(invoice.summary.status, InvoiceStatus::Draft);
     assert_eq!(invoice.summary.total, dec!(6.70));
     assert_eq!(invoice.summary.total.to_string(), "6.70");
-    assert_eq!(
-        lines(&invoice),
-        [
-            ("cloud.vm".into(), "10".into(), "2.50".into()),
-            ("cloud.disk".into(), "3".into(), "3.30".into()),
-            ("dbco.db.hour".into(), "4.5".into(), "0.90".into()),
-        ]
-    );
+    assert_eq!(lines(&invoice), acme_v2_rows());
 }
 
 #[tokio::test]

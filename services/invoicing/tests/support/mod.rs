@@ -107,3 +107,39 @@ pub fn statement(account: &str, month: &str, version: i64, lines: Vec<StatementL
         sealed: false,
     }
 }
+
+/// acme's statement of November 2026, version 2: two cloud lines and a
+/// dbco line (2.50 + 3.30 + 0.90).
+pub fn acme_v2() -> Statement {
+    statement(
+        "acme",
+        "2026-11",
+        2,
+        vec![
+            line(&cloud(), "cloud.vm", Decimal::from(10), Decimal::new(25, 2)),
+            line(
+                &cloud(),
+                "cloud.disk",
+                Decimal::from(3),
+                Decimal::new(110, 2),
+            ),
+            line(
+                &dbco(),
+                "dbco.db.hour",
+                Decimal::new(45, 1),
+                Decimal::new(20, 2),
+            ),
+        ],
+    )
+}
+
+/// (sku, quantity, amount) of [`acme_v2`]'s lines, in bill order.
+pub fn acme_v2_rows() -> Vec<(String, String, String)> {
+    [
+        ("cloud.vm", "10", "2.50"),
+        ("cloud.disk", "3", "3.30"),
+        ("dbco.db.hour", "4.5", "0.90"),
+    ]
+    .map(|(sku, quantity, amount)| (sku.into(), quantity.into(), amount.into()))
+    .into()
+}
