@@ -179,8 +179,9 @@ async fn layout_rows(pool: &PgPool, account: &str) -> Vec<(i32, String, String, 
 /// Forty versions of two accounts' statements, each line of a SKU kept,
 /// changed, dropped or added at random: the account whose layouts are
 /// remembered (in batches of one to three versions; a layout of more than
-/// 12 lines is over the capacity, forgotten at once) ends each batch with the same rows, at
-/// the same positions, as the one whose lines are read back every time.
+/// 12 lines is over the capacity, forgotten at once) ends each batch with
+/// the same rows, at the same positions, as the one whose lines are read
+/// back every time.
 #[tokio::test]
 async fn remembered_and_read_back_layouts_write_the_same_rows() {
     let pool = fresh_pool().await;
