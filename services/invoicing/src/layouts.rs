@@ -238,6 +238,13 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_costs_112_bytes_its_account_id_and_36_a_line() {
+        // As services/invoicing/README.md says.
+        assert_eq!(LineLayouts::layout_bytes(0, 0), 112);
+        assert_eq!(LineLayouts::layout_bytes(4, 400), 112 + 4 + 400 * 36);
+    }
+
+    #[test]
     fn a_draft_without_lines_costs_too() {
         let each = Layout::bytes(&key("a00"), 0);
         let mut layouts = LineLayouts::new(8 * each);
