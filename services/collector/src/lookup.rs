@@ -5,6 +5,14 @@
 //! ingest outlives the database: Kafka is the durable buffer, and a
 //! collector keeps accepting usage while PostgreSQL restarts.
 //!
+//! The terms of SKUs and the accounts, the bulk of what a POST names, are
+//! checked against the catalog's generations ([`catalog::catalog_generations`],
+//! one row each, grown by every change in the same transaction): an answer
+//! read at the generation PostgreSQL gives now is still true, so only what
+//! is not remembered at it is read. `tally bench` found these reads a
+//! fifth of PostgreSQL's busiest time at 1,000 SKUs (BENCHMARKS.md, "The
+//! collector's catalog remembered").
+//!
 //! PostgreSQL is asked first. When it cannot answer in time (out of reach,
 //! or a query held by a lock past the statement timeout), the collector
 //! answers from what it read in the last `remember` window, and asks no more
@@ -51,12 +59,16 @@ pub struct Catalog {
     pub on_behalf: HashSet<(String, String)>,
 }
 
+/// An answer, when it was last confirmed, and the catalog generation it
+/// was read at (`None`: the generations could not be read).
+type Confirmed<T> = (T, Instant, Option<i64>);
+
 #[derive(Default)]
 struct Remembered {
     /// Key hash → the provider it belongs to (only provider keys are kept).
     keys: HashMap<Vec<u8>, (ProviderId, Instant)>,
-    skus: HashMap<String, (Arc<SkuTerms>, Instant)>,
-    accounts: HashMap<String, (KnownAccount, Instant)>,
+    skus: HashMap<String, Confirmed<Arc<SkuTerms>>>,
+    accounts: HashMap<String, Confirmed<KnownAccount>>,
     requires_binding: HashMap<ProviderId, (bool, Instant)>,
     windows: HashMap<String, (UsageWindow, Instant)>,
     /// Valid (reference, account) pairs (invalid ones are not remembered).
@@ -187,8 +199,18 @@ impl Lookup {
         let asked = self
             .ask(async {
                 let mut conn = self.pool.acquire().await?;
-                let skus = catalog::sku_terms(&mut conn, skus).await?;
-                let accounts = catalog::existing_accounts(&mut conn, accounts).await?;
+                let generations = catalog::catalog_generations(&mut conn).await?;
+                let (mut found_skus, unseen_skus, mut known, unseen_accounts) =
+                    self.confirmed(skus, accounts, generations);
+                count_entries("sku", found_skus.len(), unseen_skus.len());
+                count_entries("account", known.len(), unseen_accounts.len());
+                if !unseen_skus.is_empty() {
+                    let read = catalog::sku_terms(&mut conn, &unseen_skus).await?;
+                    found_skus.extend(read.into_iter().map(|(k, v)| (k, Arc::new(v))));
+                }
+                if !unseen_accounts.is_empty() {
+                    known.extend(catalog::existing_accounts(&mut conn, &unseen_accounts).await?);
+                }
                 let requires = bindings::requires_binding(&mut conn, &[provider.as_str()]).await?;
                 let windows = if resources.is_empty() {
                     HashMap::new()
@@ -200,23 +222,28 @@ impl Lookup {
                 } else {
                     composition::valid_references(&mut conn, references).await?
                 };
-                Ok(Catalog {
-                    skus: skus.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
-                    accounts,
+                let catalog = Catalog {
+                    skus: found_skus,
+                    accounts: known,
                     requires_binding: requires.get(provider.as_str()).copied().unwrap_or(false),
                     windows,
                     on_behalf,
-                })
+                };
+                Ok((catalog, generations))
             })
             .await?;
         let now = Instant::now();
         let mut state = self.state();
-        if let Some(found) = asked {
+        if let Some((found, generations)) = asked {
+            let (sku_generation, account_generation) =
+                (generations.map(|g| g.skus), generations.map(|g| g.accounts));
             for (sku, terms) in &found.skus {
-                state.skus.insert(sku.clone(), (terms.clone(), now));
+                let entry = (terms.clone(), now, sku_generation);
+                state.skus.insert(sku.clone(), entry);
             }
             for (account, known) in &found.accounts {
-                state.accounts.insert(account.clone(), (*known, now));
+                let entry = (*known, now, account_generation);
+                state.accounts.insert(account.clone(), entry);
             }
             state
                 .requires_binding
@@ -235,7 +262,7 @@ impl Lookup {
         let mut found = HashMap::new();
         for sku in skus {
             match state.skus.get(*sku) {
-                Some((terms, at)) if self.fresh(*at, now) => {
+                Some((terms, at, _)) if self.fresh(*at, now) => {
                     found.insert((*sku).to_owned(), terms.clone());
                 }
                 _ => return Err(LookupError::Unavailable),
@@ -244,7 +271,7 @@ impl Lookup {
         let mut known = HashMap::new();
         for account in accounts {
             match state.accounts.get(*account) {
-                Some((account_terms, at)) if self.fresh(*at, now) => {
+                Some((account_terms, at, _)) if self.fresh(*at, now) => {
                     known.insert((*account).to_owned(), *account_terms);
                 }
                 _ => return Err(LookupError::Unavailable),
@@ -284,6 +311,44 @@ impl Lookup {
 }
 
 impl Lookup {
+    /// Of `skus` and `accounts`, the terms and accounts remembered as read
+    /// at `generations` (still true), and those to read: not remembered, or
+    /// read at an earlier generation (or at none).
+    #[allow(clippy::type_complexity)]
+    fn confirmed<'a>(
+        &self,
+        skus: &[&'a str],
+        accounts: &[&'a str],
+        generations: Option<catalog::CatalogGenerations>,
+    ) -> (
+        HashMap<String, Arc<SkuTerms>>,
+        Vec<&'a str>,
+        HashMap<String, KnownAccount>,
+        Vec<&'a str>,
+    ) {
+        let state = self.state();
+        let (mut found, mut unseen_skus) = (HashMap::new(), Vec::new());
+        let (mut known, mut unseen_accounts) = (HashMap::new(), Vec::new());
+        let current = |read_at: &Option<i64>, now: Option<i64>| now.is_some() && *read_at == now;
+        for sku in skus {
+            match state.skus.get(*sku) {
+                Some((terms, _, read_at)) if current(read_at, generations.map(|g| g.skus)) => {
+                    found.insert((*sku).to_owned(), terms.clone());
+                }
+                _ => unseen_skus.push(*sku),
+            }
+        }
+        for account in accounts {
+            match state.accounts.get(*account) {
+                Some((terms, _, read_at)) if current(read_at, generations.map(|g| g.accounts)) => {
+                    known.insert((*account).to_owned(), *terms);
+                }
+                _ => unseen_accounts.push(*account),
+            }
+        }
+        (found, unseen_skus, known, unseen_accounts)
+    }
+
     /// For each of `providers` that exists, whether it may produce usage
     /// to the `usage.ingest` topic; a provider absent from the answer does
     /// not exist.
@@ -318,6 +383,17 @@ impl Lookup {
     }
 }
 
+/// `tally_collector_catalog_entries_total{kind, from}`: the SKUs and
+/// accounts a POST named, answered from memory or read from PostgreSQL.
+fn count_entries(kind: &'static str, remembered: usize, read: usize) {
+    for (from, n) in [("memory", remembered), ("database", read)] {
+        if n > 0 {
+            metrics::counter!("tally_collector_catalog_entries_total", "kind" => kind, "from" => from)
+                .increment(n as u64);
+        }
+    }
+}
+
 fn lock(state: &Mutex<Remembered>) -> std::sync::MutexGuard<'_, Remembered> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -331,8 +407,8 @@ fn prune(state: &mut Remembered, now: Instant, remember: Duration) {
     }
     state.pruned_at = Some(now);
     state.keys.retain(|_, (_, at)| fresh(at));
-    state.skus.retain(|_, (_, at)| fresh(at));
-    state.accounts.retain(|_, (_, at)| fresh(at));
+    state.skus.retain(|_, (_, at, _)| fresh(at));
+    state.accounts.retain(|_, (_, at, _)| fresh(at));
     state.requires_binding.retain(|_, (_, at)| fresh(at));
     state.windows.retain(|_, (_, at)| fresh(at));
     state.on_behalf.retain(|_, at| fresh(at));

@@ -459,6 +459,34 @@ pub async fn sku_terms(
     Ok(terms)
 }
 
+/// How many times what ingest checks usage against has changed: the terms
+/// of SKUs (owners, markups, price versions) and the accounts (currencies,
+/// owners). A change commits with its new number (the triggers of migration
+/// `20261203220001_catalog_generations`), so what is read after a number is
+/// seen holds every change up to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogGenerations {
+    pub skus: i64,
+    pub accounts: i64,
+}
+
+/// The catalog's generations; `None` when their rows are missing.
+pub async fn catalog_generations(
+    conn: &mut PgConnection,
+) -> Result<Option<CatalogGenerations>, sqlx::Error> {
+    let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT max(generation) FILTER (WHERE subject = 'skus'),
+                max(generation) FILTER (WHERE subject = 'accounts')
+         FROM catalog_generations",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some((Some(skus), Some(accounts))) => Some(CatalogGenerations { skus, accounts }),
+        _ => None,
+    })
+}
+
 /// An account that exists, as ingest checks usage against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownAccount {
